@@ -1,0 +1,167 @@
+//! The command-line tools: `inspect`, `tokenize`, `fetch`, and opening a model.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hearth_engine::gguf::{GgufError, GgufFile, Summary};
+use hearth_engine::source;
+use hearth_engine::tokenizer::Tokenizer;
+
+use crate::format;
+
+/// Exit status for an error: 2 when the input (a model file, a name) cannot be used, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let bad_input = e.chain().any(|c| {
+        c.is::<GgufError>()
+            || c.is::<hearth_engine::tokenizer::TokenizerError>()
+            || c.is::<BadInput>()
+    });
+    if bad_input { 2 } else { 1 }
+}
+
+/// An error in what the user asked for.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::error::Error for BadInput {}
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn inspect(model: &Path, json: bool) -> Result<()> {
+    let file = GgufFile::open(model)?;
+    let s = Summary::of(&file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_summary(&s);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary) {
+    let row = |k: &str, v: String| println!("{k:<14}{v}");
+    row(
+        "file",
+        format!(
+            "{} ({}, GGUF v{})",
+            s.file,
+            format::bytes(s.file_bytes),
+            s.gguf_version
+        ),
+    );
+    let name = s
+        .name
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    row("architecture", format!("{}{name}", s.architecture));
+    row("parameters", format::count(s.parameters));
+    let types: Vec<String> = s
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
+    row(
+        "tensors",
+        format!("{}: {}", s.tensor_count, types.join(", ")),
+    );
+    if !s.unsupported_types.is_empty() {
+        row("unsupported", s.unsupported_types.join(", "));
+    }
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    row("context", format!("{} tokens", opt(s.context_length)));
+    row(
+        "shape",
+        format!(
+            "{} layers, embedding {}, {} heads ({} kv) of {}{}",
+            opt(s.block_count),
+            opt(s.embedding_length),
+            opt(s.head_count),
+            opt(s.head_count_kv),
+            opt(s.head_dim),
+            s.sliding_window
+                .map(|w| format!(", sliding window {w}"))
+                .unwrap_or_default()
+        ),
+    );
+    let tok = match (&s.tokenizer, &s.tokenizer_pre) {
+        (Some(t), Some(p)) => format!("{t} (pre: {p})"),
+        (Some(t), None) => t.clone(),
+        _ => "none".into(),
+    };
+    row("tokenizer", format!("{tok}, {} tokens", opt(s.vocab_size)));
+    row(
+        "chat template",
+        if s.chat_template {
+            "yes"
+        } else {
+            "no (built-in by architecture)"
+        }
+        .into(),
+    );
+    for (i, m) in s.memory.iter().enumerate() {
+        row(
+            if i == 0 { "memory" } else { "" },
+            format!(
+                "{} at {} tokens (weights {} + KV cache {}, f16)",
+                format::bytes(m.total_bytes),
+                m.context_tokens,
+                format::bytes(m.weights_bytes),
+                format::bytes(m.kv_cache_bytes)
+            ),
+        );
+    }
+}
+
+pub fn tokenize(model: &Path, text: &str, special: bool) -> Result<()> {
+    let file = GgufFile::open(model)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let ids = tok.encode(text, special)?;
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
+
+pub fn fetch(name: Option<&str>, list: bool) -> Result<()> {
+    if list {
+        for m in source::CATALOG {
+            println!("{:<28}{} ({})", m.name, m.file_name, format::bytes(m.size));
+        }
+        return Ok(());
+    }
+    let name = name.unwrap_or_default();
+    let model = source::by_name(name).ok_or_else(|| {
+        let names: Vec<&str> = source::CATALOG.iter().map(|m| m.name).collect();
+        BadInput(format!(
+            "no model named '{name}' (known: {})",
+            names.join(", ")
+        ))
+    })?;
+    let path = source::fetch(model).with_context(|| format!("fetching {}", model.name))?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Opens a model the way the engine will (map, parse, build the tokenizer) and reports it.
+pub fn open(model: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let file = GgufFile::open(model)?;
+    let t_parse = t0.elapsed();
+    let tok = Tokenizer::from_gguf(&file)?;
+    let t_total = t0.elapsed();
+    print_summary(&Summary::of(&file)?);
+    println!(
+        "{:<14}{:.1} ms (map + parse {:.1} ms, tokenizer {:.1} ms, {} tokens)",
+        "opened in",
+        t_total.as_secs_f64() * 1e3,
+        t_parse.as_secs_f64() * 1e3,
+        (t_total - t_parse).as_secs_f64() * 1e3,
+        tok.vocab_size()
+    );
+    println!("\nChat and generation arrive with the inference engine; see README.md.");
+    Ok(())
+}

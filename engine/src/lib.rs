@@ -1,0 +1,9 @@
+//! `hearth-engine`: everything in Hearth that is not UI.
+//!
+//! Today: GGUF model files ([`gguf`]), quantized block formats ([`quant`]), the tokenizer and chat
+//! templates ([`tokenizer`]), and where model files come from ([`source`]).
+
+pub mod gguf;
+pub mod quant;
+pub mod source;
+pub mod tokenizer;

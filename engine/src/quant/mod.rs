@@ -1,0 +1,24 @@
+//! Quantized block formats: the type table, block layouts, the scalar reference dequantization
+//! (bit-identical to ggml) and the activation quantizers.
+//!
+//! - `types`: [`GgmlType`], ids, block sizes and byte sizes.
+//! - `simple`: floats and the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
+//! - `kquants`: the 256-value k-quant super-blocks (Q2_K … Q6_K, Q8_K).
+//! - `dequant`: [`dequantize`] / [`dequantize_to_vec`], the checked entry points.
+//! - `activation`: [`quantize_row_q8_0`] / [`quantize_row_q8_k`].
+
+mod activation;
+mod bytes;
+mod dequant;
+mod error;
+mod kquants;
+mod simple;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use activation::{quantize_row_q8_0, quantize_row_q8_k};
+pub use dequant::{dequantize, dequantize_to_vec};
+pub use error::QuantError;
+pub use types::{GgmlType, QK_K};

@@ -1,0 +1,3 @@
+//! End-to-end tests of the `hearth` product, one test binary (see ARCHITECTURE.md).
+
+mod cli;
