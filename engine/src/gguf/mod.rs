@@ -21,7 +21,7 @@ pub use error::{GgufError, GgufErrorKind};
 pub use meta::{ModelMeta, TokenizerMeta};
 pub use parse::{
     DEFAULT_ALIGNMENT, Header, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_METADATA,
-    MAX_NAME_LEN, MAX_TENSORS, TensorInfo, parse_header,
+    MAX_NAME_LEN, MAX_NESTED_ARRAYS, MAX_TENSORS, TensorInfo, parse_header,
 };
 pub use summary::{MemoryEstimate, Summary, kv_cache_bytes};
 pub use value::{MetaArray, MetaValue, StrArrayIter, ValueType};

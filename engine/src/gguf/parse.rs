@@ -10,14 +10,16 @@ use super::error::{GgufError, GgufErrorKind as K};
 use super::value::{MetaArray, MetaValue, ValueType};
 use crate::quant::GgmlType;
 
-/// Most tensors a file may declare.
-pub const MAX_TENSORS: u64 = 1 << 20;
+/// Most tensors a file may declare (the largest published models have a few thousand).
+pub const MAX_TENSORS: u64 = 1 << 16;
 /// Most metadata entries a file may declare.
 pub const MAX_METADATA: u64 = 1 << 16;
 /// Longest metadata key or tensor name, in bytes.
 pub const MAX_NAME_LEN: u64 = 1 << 12;
 /// Deepest nesting of arrays.
 pub const MAX_ARRAY_DEPTH: usize = 4;
+/// Most arrays, summed over the whole file, that may be nested inside other arrays.
+pub const MAX_NESTED_ARRAYS: usize = 1 << 16;
 /// Most dimensions of a tensor (ggml's `GGML_MAX_DIMS`).
 pub const MAX_DIMS: u32 = 4;
 /// Largest `general.alignment`.
@@ -88,7 +90,11 @@ pub fn parse_header(bytes: &[u8], file: &str) -> Result<Header, GgufError> {
 }
 
 fn parse(bytes: &[u8]) -> Result<Header, K> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader {
+        buf: bytes,
+        pos: 0,
+        nested_arrays: 0,
+    };
     let magic = r.take(4, || "magic".into())?;
     if magic != b"GGUF" {
         let found: String = magic
@@ -286,6 +292,8 @@ fn check_no_overlap(tensors: &[TensorInfo]) -> Result<(), K> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Nested arrays decoded so far, against [`MAX_NESTED_ARRAYS`].
+    nested_arrays: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -417,6 +425,14 @@ impl<'a> Reader<'a> {
                 }
             }
             None => {
+                self.nested_arrays += len;
+                if self.nested_arrays > MAX_NESTED_ARRAYS {
+                    return Err(K::TooLarge {
+                        field: field(),
+                        value: self.nested_arrays as u64,
+                        limit: MAX_NESTED_ARRAYS as u64,
+                    });
+                }
                 nested.reserve(len);
                 for _ in 0..len {
                     nested.push(self.array_value(key, depth + 1)?);

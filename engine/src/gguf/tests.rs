@@ -312,3 +312,17 @@ fn unsupported_tensor_types_are_named_at_load() {
         "iq.gguf: tensor 'w' has type IQ2_XXS, which Hearth cannot compute with"
     );
 }
+
+#[test]
+fn nested_arrays_are_capped() {
+    let many = WriteValue::Array(vec![WriteValue::Array(vec![]); MAX_NESTED_ARRAYS + 1]);
+    let bytes = GgufBuilder::new().meta("deep", many).build();
+    let e = kinds(&bytes).unwrap_err();
+    assert!(matches!(e, GgufErrorKind::TooLarge { .. }), "{e}");
+    let mut nested = WriteValue::Array(vec![WriteValue::U8(1)]);
+    for _ in 0..MAX_ARRAY_DEPTH {
+        nested = WriteValue::Array(vec![nested]);
+    }
+    let e = kinds(&GgufBuilder::new().meta("deep", nested).build()).unwrap_err();
+    assert!(e.to_string().contains("nested deeper than"), "{e}");
+}
