@@ -117,10 +117,20 @@ fn tokenize_prints_llama_cpp_ids() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ids: Vec<u32> = serde_json::from_str(stdout(&out).trim()).unwrap();
-    assert_eq!(ids.first(), Some(&1), "<|im_start|> parsed as a special token");
+    assert_eq!(
+        ids.first(),
+        Some(&1),
+        "<|im_start|> parsed as a special token"
+    );
     assert_eq!(ids.len(), 5);
     let gemma = model(&GEMMA3_270M_Q4_K_M);
-    let out = hearth(&["tokenize", "-m", path_str(&gemma), "--special", "Hello world!"]);
+    let out = hearth(&[
+        "tokenize",
+        "-m",
+        path_str(&gemma),
+        "--special",
+        "Hello world!",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "[2,9259,1902,236888]");
 }

@@ -18,10 +18,16 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn concurrent_fetches_agree_and_a_verified_file_is_not_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
     // A crashed earlier fetch: a stale work folder and a damaged file at the target name.
-    let stale = dir.path().join(format!(".{}.download", SMOLLM2_135M_Q4_1.file_name));
+    let stale = dir
+        .path()
+        .join(format!(".{}.download", SMOLLM2_135M_Q4_1.file_name));
     fs::create_dir_all(&stale).unwrap();
     fs::write(stale.join(SMOLLM2_135M_Q4_1.file_name), b"half a model").unwrap();
-    fs::write(dir.path().join(SMOLLM2_135M_Q4_1.file_name), b"not the model").unwrap();
+    fs::write(
+        dir.path().join(SMOLLM2_135M_Q4_1.file_name),
+        b"not the model",
+    )
+    .unwrap();
 
     let paths: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..3)
@@ -34,11 +40,18 @@ fn concurrent_fetches_agree_and_a_verified_file_is_not_fetched_again() {
         assert_eq!(p.as_ref().unwrap(), &path);
     }
     source::verify(&SMOLLM2_135M_Q4_1, &path).unwrap();
-    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
 
     // Fetching again finds the verified file and leaves it untouched.
     let before = fs::metadata(&path).unwrap().modified().unwrap();
-    assert_eq!(source::fetch_into(&SMOLLM2_135M_Q4_1, dir.path()).unwrap(), path);
+    assert_eq!(
+        source::fetch_into(&SMOLLM2_135M_Q4_1, dir.path()).unwrap(),
+        path
+    );
     assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
 
     // A file changed after verification (same size) is noticed and replaced.
