@@ -2,7 +2,7 @@
 //! llama.cpp's load-time rules (token kinds it overrides, end-of-generation ids, BOS/EOS and
 //! space-prefix defaults), and assembling the `tokenizers::Tokenizer` (model, normalizer,
 //! pre-tokenizer, decoder, post-processor, added tokens). The piece table and the special-token
-//! matcher are built on a second thread while the BPE model is built.
+//! matcher are built on a second thread while the encoder is built.
 
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
@@ -17,7 +17,7 @@ use super::gpt2::{self, PreTokenizerSpec};
 use super::special::SpecialTokens;
 use super::spm;
 use super::vocab::{EOG_TEXTS, EOT_TEXTS, FIM_EOG_TEXTS, FIM_TEXTS, Pieces, TokenKind};
-use super::{Tokenizer, TokenizerError, VocabType};
+use super::{Encoder, Tokenizer, TokenizerError, VocabType};
 use crate::gguf::TokenizerMeta;
 
 /// What the metadata says once checked and completed with llama.cpp's defaults.
@@ -76,14 +76,40 @@ impl Tokenizer {
         eog.sort_unstable();
         eog.dedup();
 
-        let (inner, (pieces, specials)) = std::thread::scope(|s| {
+        // The byte-level BPE model comes straight from the file's merges and is cheap to build;
+        // a SentencePiece vocabulary encodes with llama.cpp's merge loop over a text -> id map,
+        // and its `tokenizers` twin is built on first use (`Tokenizer::inner`), as deriving its
+        // merges costs half a second on Gemma's 262,144 entries.
+        let parts = InnerParts {
+            texts: &texts,
+            kinds: &kinds,
+            merges: meta.merges.as_deref(),
+            scores: meta.scores.as_deref(),
+            unk: meta.unk_id,
+            bos: settings.add_bos.then_some(meta.bos_id).flatten(),
+            eos: settings.add_eos.then_some(meta.eos_id).flatten(),
+            spec: settings.spec.as_ref(),
+            add_space_prefix: settings.add_space_prefix,
+        };
+        let (encoder, (pieces, specials)) = std::thread::scope(|s| {
             let side = s.spawn(|| {
                 let pieces = pieces(&texts, &kinds, settings.vocab_type);
                 (pieces, SpecialTokens::new(&texts, &kinds))
             });
-            let inner = inner_tokenizer(meta, &texts, &kinds, &settings, &name);
+            let encoder = match settings.vocab_type {
+                VocabType::BytePairs => {
+                    inner_tokenizer(&parts, &name).map(|t| Encoder::BytePairs(Box::new(t)))
+                }
+                VocabType::SentencePiece => Ok(Encoder::SentencePiece(spm::SpmVocab::new(
+                    &texts,
+                    meta.scores
+                        .clone()
+                        .unwrap_or_else(|| vec![0.0; texts.len()]),
+                    meta.unk_id,
+                ))),
+            };
             let side = side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (inner, side)
+            (encoder, side)
         });
         let specials = specials.map_err(|reason| TokenizerError::Invalid {
             model: name.clone(),
@@ -92,7 +118,9 @@ impl Tokenizer {
         })?;
 
         Ok(Self {
-            inner: inner?,
+            inner: std::sync::OnceLock::new(),
+            encoder: encoder?,
+            unk: meta.unk_id,
             name,
             vocab_type: settings.vocab_type,
             texts,
@@ -196,15 +224,31 @@ fn check(meta: &TokenizerMeta, name: &str) -> Result<Settings, TokenizerError> {
     Ok(settings)
 }
 
+/// What the `tokenizers::Tokenizer` is made of.
+pub(super) struct InnerParts<'a> {
+    pub(super) texts: &'a [String],
+    pub(super) kinds: &'a [TokenKind],
+    /// Byte-level BPE merges (`gpt2`).
+    pub(super) merges: Option<&'a [String]>,
+    /// SentencePiece scores (`llama`).
+    pub(super) scores: Option<&'a [f32]>,
+    pub(super) unk: Option<u32>,
+    /// BOS and EOS ids, where encoding with special tokens adds them.
+    pub(super) bos: Option<u32>,
+    pub(super) eos: Option<u32>,
+    /// The pre-tokenizer of a byte-level BPE vocabulary; `None` for SentencePiece.
+    pub(super) spec: Option<&'a PreTokenizerSpec>,
+    pub(super) add_space_prefix: bool,
+}
+
 /// The `tokenizers::Tokenizer`: BPE model, text handling for its vocabulary type, BOS/EOS
 /// post-processor, and the control, unknown and user-defined tokens as added tokens.
-fn inner_tokenizer(
-    meta: &TokenizerMeta,
-    texts: &[String],
-    kinds: &[TokenKind],
-    settings: &Settings,
+pub(super) fn inner_tokenizer(
+    parts: &InnerParts<'_>,
     name: &str,
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let texts = parts.texts;
+    let kinds = parts.kinds;
     let err = |what: &'static str| {
         move |source| TokenizerError::Build {
             model: name.to_string(),
@@ -212,9 +256,9 @@ fn inner_tokenizer(
             source,
         }
     };
-    let mut inner = match &settings.spec {
+    let mut inner = match parts.spec {
         Some(spec) => {
-            let merges = meta.merges.as_deref().unwrap_or_default();
+            let merges = parts.merges.unwrap_or_default();
             let bpe = gpt2::bpe_model(texts, merges, spec.ignore_merges)
                 .map_err(err("byte-level BPE model"))?;
             let mut t = tokenizers::Tokenizer::new(bpe);
@@ -226,25 +270,25 @@ fn inner_tokenizer(
         }
         None => {
             let zeros;
-            let scores = match &meta.scores {
-                Some(s) => s.as_slice(),
+            let scores = match parts.scores {
+                Some(s) => s,
                 None => {
                     zeros = vec![0.0; texts.len()];
                     &zeros
                 }
             };
-            let unk = meta.unk_id.map(|id| texts[id as usize].as_str());
+            let unk = parts.unk.map(|id| texts[id as usize].as_str());
             let bpe = spm::bpe_model(texts, scores, unk).map_err(err("SentencePiece BPE model"))?;
             let mut t = tokenizers::Tokenizer::new(bpe);
-            let prefix = settings.add_space_prefix;
+            let prefix = parts.add_space_prefix;
             t.with_normalizer(Some(spm_normalizer(prefix).map_err(err("normalizer"))?));
             t.with_decoder(Some(spm_decoder(prefix).map_err(err("decoder"))?));
             t
         }
     };
-    let bos = settings.add_bos.then_some(meta.bos_id).flatten();
-    let eos = settings.add_eos.then_some(meta.eos_id).flatten();
-    inner.with_post_processor(bos_eos_template(texts, bos, eos).map_err(err("post-processor"))?);
+    inner.with_post_processor(
+        bos_eos_template(texts, parts.bos, parts.eos).map_err(err("post-processor"))?,
+    );
 
     let added = |special: bool| -> Vec<AddedToken> {
         (0..texts.len())

@@ -50,11 +50,22 @@ pub enum VocabType {
     SentencePiece,
 }
 
+/// How text between special tokens becomes ids.
+enum Encoder {
+    /// The `tokenizers` pre-tokenizer and byte-level BPE model.
+    BytePairs(Box<tokenizers::Tokenizer>),
+    /// llama.cpp's SentencePiece merge loop.
+    SentencePiece(spm::SpmVocab),
+}
+
 /// A model's tokenizer: encode, decode, special ids.
 pub struct Tokenizer {
     name: String,
     vocab_type: VocabType,
-    inner: tokenizers::Tokenizer,
+    encoder: Encoder,
+    /// The `tokenizers` twin of a SentencePiece encoder, built on first use.
+    inner: std::sync::OnceLock<tokenizers::Tokenizer>,
+    unk: Option<u32>,
     texts: Vec<String>,
     kinds: Vec<TokenKind>,
     pieces: Pieces,
@@ -165,20 +176,19 @@ impl Tokenizer {
             model: self.name.clone(),
             source,
         };
-        let model = self.inner.get_model();
-        match self.vocab_type {
-            VocabType::SentencePiece => {
+        match &self.encoder {
+            Encoder::SentencePiece(vocab) => {
                 let mut escaped = String::with_capacity(text.len() + 8);
                 if self.add_space_prefix && after_special {
                     escaped.push(spm::SPACE);
                 }
                 escaped.extend(text.chars().map(|c| if c == ' ' { spm::SPACE } else { c }));
-                let tokens = model.tokenize(&escaped).map_err(encode_err)?;
-                out.extend(tokens.iter().map(|t| t.id));
+                vocab.encode_into(&escaped, out);
             }
-            VocabType::BytePairs => {
+            Encoder::BytePairs(inner) => {
+                let model = inner.get_model();
                 let mut pre = PreTokenizedString::from(text);
-                if let Some(p) = self.inner.get_pre_tokenizer() {
+                if let Some(p) = inner.get_pre_tokenizer() {
                     p.pre_tokenize(&mut pre).map_err(encode_err)?;
                 }
                 pre.tokenize(|piece| model.tokenize(piece.get()))
@@ -249,7 +259,10 @@ impl Tokenizer {
 
     /// The id of the vocabulary entry `text`, if any.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.inner.token_to_id(text)
+        match &self.encoder {
+            Encoder::BytePairs(inner) => inner.token_to_id(text),
+            Encoder::SentencePiece(vocab) => vocab.vocab.get(text).copied(),
+        }
     }
 
     /// How llama.cpp treats `id`.
@@ -300,11 +313,32 @@ impl Tokenizer {
     }
 
     /// The underlying `tokenizers` tokenizer: same model, pre-tokenizer, decoder and special
-    /// tokens (as added tokens). Its own `encode` matches added tokens leftmost-longest, which can
-    /// differ from llama.cpp's longest-first order in contrived overlaps; [`Self::encode`] is the
-    /// llama.cpp-exact path.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+    /// tokens (as added tokens). For a SentencePiece vocabulary it is built on the first call
+    /// (its merges are derived from the scores: about half a second for 262,144 entries on a
+    /// 2-core machine), since [`Self::encode`] runs llama.cpp's merge loop directly. Its own
+    /// `encode` matches added tokens leftmost-longest, which can differ from llama.cpp's
+    /// longest-first order in contrived overlaps; [`Self::encode`] is the llama.cpp-exact path.
+    pub fn inner(&self) -> Result<&tokenizers::Tokenizer, TokenizerError> {
+        let vocab = match &self.encoder {
+            Encoder::BytePairs(inner) => return Ok(inner),
+            Encoder::SentencePiece(vocab) => vocab,
+        };
+        if let Some(t) = self.inner.get() {
+            return Ok(t);
+        }
+        let parts = build::InnerParts {
+            texts: &self.texts,
+            kinds: &self.kinds,
+            merges: None,
+            scores: Some(&vocab.scores),
+            unk: self.unk,
+            bos: self.bos.filter(|_| self.add_bos),
+            eos: self.eos.filter(|_| self.add_eos),
+            spec: None,
+            add_space_prefix: self.add_space_prefix,
+        };
+        let built = build::inner_tokenizer(&parts, &self.name)?;
+        Ok(self.inner.get_or_init(|| built))
     }
 
     pub(crate) fn strips_first_space(&self) -> bool {

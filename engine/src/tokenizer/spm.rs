@@ -37,6 +37,53 @@ pub(crate) fn byte_token_value(text: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
+/// What encoding a SentencePiece vocabulary needs: text -> id, scores, and the byte tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct SpmVocab {
+    pub(crate) vocab: Vocab,
+    pub(crate) scores: Vec<f32>,
+    /// The `<0xXX>` token of each byte, where the vocabulary has one.
+    byte_ids: Box<[Option<u32>; 256]>,
+    unk: Option<u32>,
+}
+
+impl SpmVocab {
+    pub(crate) fn new(tokens: &[String], scores: Vec<f32>, unk: Option<u32>) -> Self {
+        let mut vocab = Vocab::with_capacity(tokens.len());
+        let mut byte_ids = Box::new([None; 256]);
+        for (id, t) in tokens.iter().enumerate() {
+            vocab.insert(t.clone(), id as u32);
+            if let Some(b) = byte_token_value(t) {
+                byte_ids[b as usize].get_or_insert(id as u32);
+            }
+        }
+        Self {
+            vocab,
+            scores,
+            byte_ids,
+            unk,
+        }
+    }
+
+    /// Appends the ids of `escaped` (spaces already turned into `▁`) as llama.cpp's
+    /// `llm_tokenizer_spm` does: the merge loop, then each symbol's id, or its bytes as `<0xXX>`
+    /// tokens (the unknown token where a byte has none).
+    pub(crate) fn encode_into(&self, escaped: &str, out: &mut Vec<u32>) {
+        let mut merger = SpmMerger::new(&self.vocab, &self.scores);
+        for s in merger.merge(escaped) {
+            let piece = &escaped[s.start as usize..(s.start + s.len) as usize];
+            match self.vocab.get(piece) {
+                Some(&id) => out.push(id),
+                None => {
+                    for b in piece.bytes() {
+                        out.extend(self.byte_ids[b as usize].or(self.unk));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The BPE model for a SentencePiece vocabulary with per-token `scores`.
 pub(crate) fn bpe_model(
     tokens: &[String],

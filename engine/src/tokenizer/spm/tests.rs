@@ -1,5 +1,6 @@
 //! Tests of the SentencePiece merge derivation: small hand-made vocabularies, and Gemma 3's real
-//! vocabulary checked against [`SpmMerger`] (the port of llama.cpp's loop) on many texts.
+//! vocabulary: the `tokenizers` BPE model with derived merges agrees with [`SpmVocab::encode_into`]
+//! (the port of llama.cpp's loop that `Tokenizer::encode` uses) on many texts.
 
 use super::*;
 use crate::gguf::GgufFile;
@@ -67,19 +68,6 @@ fn equal_candidates_for_one_entry_take_the_leftmost() {
     assert_eq!(ids(&bpe, "aaaaa"), [2, 3]);
 }
 
-/// llama.cpp's whole SPM tokenization (merge loop, then vocabulary ids or byte tokens).
-fn reference_encode(merger: &mut SpmMerger<'_>, vocab: &Vocab, text: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for s in merger.merge(text).to_vec() {
-        let piece = &text[s.start as usize..(s.start + s.len) as usize];
-        match vocab.get(piece) {
-            Some(&id) => out.push(id),
-            None => out.extend(piece.bytes().map(|b| vocab[&format!("<0x{b:02X}>")])),
-        }
-    }
-    out
-}
-
 /// Texts that exercise many merges: prose, code, mixed scripts, random characters, and random
 /// runs of vocabulary entries glued together.
 fn corpus(tokens: &[String]) -> Vec<String> {
@@ -139,11 +127,7 @@ fn gemma3_merges_agree_with_llamacpp_merge_loop_on_a_large_corpus() {
     let meta = file.tokenizer_meta().unwrap();
     let scores = meta.scores.clone().unwrap();
     let bpe = bpe_model(&meta.tokens, &scores, Some("<unk>")).unwrap();
-    let mut vocab = Vocab::with_capacity(meta.tokens.len());
-    for (i, t) in meta.tokens.iter().enumerate() {
-        vocab.insert(t.clone(), i as u32);
-    }
-    let mut merger = SpmMerger::new(&vocab, &scores);
+    let reference_vocab = SpmVocab::new(&meta.tokens, scores, meta.unk_id);
     let texts = corpus(&meta.tokens);
     let mut failures = Vec::new();
     let mut tokens_checked = 0;
@@ -153,7 +137,8 @@ fn gemma3_merges_agree_with_llamacpp_merge_loop_on_a_large_corpus() {
             .map(|c| if c == ' ' { SPACE } else { c })
             .collect();
         let ours = ids(&bpe, &escaped);
-        let reference = reference_encode(&mut merger, &vocab, &escaped);
+        let mut reference = Vec::new();
+        reference_vocab.encode_into(&escaped, &mut reference);
         tokens_checked += reference.len();
         if ours != reference {
             failures.push(format!(
