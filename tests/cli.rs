@@ -87,7 +87,10 @@ fn inspect_rejects_bad_files_with_exit_code_2() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "just some notes\n").unwrap();
     let missing = dir.path().join("missing.gguf");
+    let folder = dir.path().join("models");
+    std::fs::create_dir(&folder).unwrap();
     for (path, want) in [
+        (&folder, "is a directory, not a GGUF file"),
         (&truncated, "file is truncated: data of tensor"),
         (&text, "not a GGUF file (starts with \"just\""),
         (&missing, "cannot open"),

@@ -20,6 +20,8 @@ pub struct GgufError {
 pub enum GgufErrorKind {
     #[error("cannot open: {0}")]
     Io(#[from] std::io::Error),
+    #[error("is a directory, not a GGUF file")]
+    IsDirectory,
     #[error("not a GGUF file (starts with {found:?}, expected \"GGUF\")")]
     NotGguf { found: String },
     #[error("GGUF version {0} is not supported (versions 2 and 3 are)")]

@@ -67,9 +67,7 @@ impl GgufFile {
         let file = File::open(path).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         if meta.is_dir() {
-            return Err(
-                GgufErrorKind::invalid("path", "is a directory, not a file").in_file(&label)
-            );
+            return Err(GgufErrorKind::IsDirectory.in_file(&label));
         }
         let bytes = if meta.len() == 0 {
             // An empty file cannot be mapped on every platform; it is not GGUF either way.

@@ -337,7 +337,7 @@ impl<'a> Reader<'a> {
             return Err(K::invalid(
                 field,
                 format!(
-                    "declares {count} entries but only {} bytes remain in the file",
+                    "declares {count} entries but only {} bytes remain in the file (truncated or damaged)",
                     self.remaining()
                 ),
             ));
