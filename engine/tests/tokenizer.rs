@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use hearth_engine::gguf::GgufFile;
 use hearth_engine::source::{self, GEMMA3_270M_Q4_K_M, PublishedModel, SMOLLM2_135M_Q4_1};
@@ -492,9 +491,8 @@ fn tokenizer_and_template_can_move_to_the_engine_thread() {
     shareable::<ChatTemplate>();
 }
 
-/// Encoding and decoding speed on about 35 KB of mixed text; printed, with a loose bound.
 #[test]
-fn encode_and_decode_speed_is_reported() {
+fn long_texts_decode_back_exactly() {
     for m in [smollm2(), gemma3()] {
         let t = &m.tokenizer;
         let mut text = String::new();
@@ -504,57 +502,8 @@ fn encode_and_decode_speed_is_reported() {
                 text.push('\n');
             }
         }
-        let start = Instant::now();
         let ids = t.encode(&text, false).unwrap();
-        let encode = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let back = t.decode(&ids, false);
-        let decode = start.elapsed().as_secs_f64();
-        assert_eq!(back, text);
-        println!(
-            "{}: encode {} bytes -> {} tokens in {:.1} ms, decode in {:.2} ms",
-            t.name(),
-            text.len(),
-            ids.len(),
-            encode * 1e3,
-            decode * 1e3
-        );
-        assert!(encode < 2.0, "{encode:.3} s");
-    }
-}
-
-/// Opening a model and building its tokenizer (and template) must stay well under a second in
-/// release builds; prints the times (`cargo test --release -- --nocapture`).
-#[test]
-fn tokenizer_build_time_is_reported() {
-    for model in [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M] {
-        let path = source::fetch(model).unwrap();
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let start = Instant::now();
-            let file = GgufFile::open(&path).unwrap();
-            let meta_start = Instant::now();
-            let meta = file.tokenizer_meta().unwrap();
-            let build_start = Instant::now();
-            let tokenizer = Tokenizer::from_meta(&meta, file.architecture().unwrap()).unwrap();
-            let template = ChatTemplate::from_gguf(&file).unwrap();
-            let end = Instant::now();
-            let total = (end - start).as_secs_f64();
-            best = best.min(total);
-            println!(
-                "{}: open {:.1} ms, tokenizer_meta {:.1} ms, Tokenizer build {:.1} ms, template {:?}; total {:.1} ms ({} tokens)",
-                model.name,
-                (meta_start - start).as_secs_f64() * 1e3,
-                (build_start - meta_start).as_secs_f64() * 1e3,
-                (end - build_start).as_secs_f64() * 1e3,
-                template.origin(),
-                total * 1e3,
-                tokenizer.vocab_size(),
-            );
-        }
-        if !cfg!(debug_assertions) {
-            // A regression guard with room for a loaded machine; typical figures are printed above.
-            assert!(best < 1.5, "{}: {best:.3} s", model.name);
-        }
+        assert!(ids.len() > 5_000, "{}: {} tokens", t.name(), ids.len());
+        assert_eq!(t.decode(&ids, false), text, "{}", t.name());
     }
 }
