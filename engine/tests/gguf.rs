@@ -179,8 +179,11 @@ fn damaged_copies_of_real_models_never_panic() {
                     // What a loader does next must not panic either.
                     let f = GgufFile::from_bytes(std::mem::take(&mut buf), "mutant").unwrap();
                     let _ = f.model_meta();
-                    let _ = f.tokenizer_meta();
                     let _ = Summary::of(&f);
+                    // Copying Gemma's 262,144 tokens costs tens of milliseconds: sample it.
+                    if m.name == SMOLLM2_135M_Q4_1.name || case % 8 == 0 {
+                        let _ = f.tokenizer_meta();
+                    }
                     buf = f.into_bytes().unwrap();
                 }
                 Err(e) => {
