@@ -1,0 +1,5 @@
+//! Tests of `hearth-engine` on the real test models, one test binary (see ARCHITECTURE.md).
+
+mod gguf;
+mod source;
+mod tokenizer;
