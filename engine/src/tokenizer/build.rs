@@ -31,22 +31,19 @@ struct Settings {
 }
 
 impl Tokenizer {
-    pub(super) fn build(meta: &TokenizerMeta, name: String) -> Result<Self, TokenizerError> {
-        let settings = check(meta, &name)?;
+    pub(super) fn build(mut meta: TokenizerMeta, name: String) -> Result<Self, TokenizerError> {
+        let settings = check(&meta, &name)?;
         let n = meta.tokens.len();
-        // llama.cpp renames empty entries so every text is unique and non-empty.
-        let texts: Vec<String> = meta
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if t.is_empty() {
-                    format!("[EMPTY_{i}]")
-                } else {
-                    t.clone()
-                }
-            })
-            .collect();
+        // The token texts move into the tokenizer; llama.cpp renames empty entries so every
+        // text is unique and non-empty.
+        let mut texts = std::mem::take(&mut meta.tokens);
+        for (i, t) in texts.iter_mut().enumerate() {
+            if t.is_empty() {
+                *t = format!("[EMPTY_{i}]");
+            }
+        }
+        // Only the SentencePiece encoder keeps the scores (the byte-level model has merges).
+        let scores = meta.scores.take();
         let mut kinds: Vec<TokenKind> = match &meta.token_types {
             Some(types) => types.iter().map(|&t| TokenKind::from_gguf(t)).collect(),
             None => vec![TokenKind::Normal; n],
@@ -84,7 +81,7 @@ impl Tokenizer {
             texts: &texts,
             kinds: &kinds,
             merges: meta.merges.as_deref(),
-            scores: meta.scores.as_deref(),
+            scores: None,
             unk: meta.unk_id,
             bos: settings.add_bos.then_some(meta.bos_id).flatten(),
             eos: settings.add_eos.then_some(meta.eos_id).flatten(),
@@ -102,9 +99,7 @@ impl Tokenizer {
                 }
                 VocabType::SentencePiece => Ok(Encoder::SentencePiece(spm::SpmVocab::new(
                     &texts,
-                    meta.scores
-                        .clone()
-                        .unwrap_or_else(|| vec![0.0; texts.len()]),
+                    scores.unwrap_or_else(|| vec![0.0; texts.len()]),
                     meta.unk_id,
                 ))),
             };

@@ -97,12 +97,12 @@ impl Tokenizer {
     /// The tokenizer of an open GGUF file; errors name the file.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
         let meta = file.tokenizer_meta()?;
-        Self::build(&meta, file.label().to_string())
+        Self::build(meta, file.label().to_string())
     }
 
     /// The tokenizer described by `meta`; errors name `architecture`.
     pub fn from_meta(meta: &TokenizerMeta, architecture: &str) -> Result<Self, TokenizerError> {
-        Self::build(meta, architecture.to_string())
+        Self::build(meta.clone(), architecture.to_string())
     }
 
     /// Token ids for `text`. With `special`, as a prompt: BOS (EOS) added where the model's
