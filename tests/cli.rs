@@ -6,26 +6,26 @@ use std::process::{Command, Output};
 
 use hearth_engine::source::{self, GEMMA3_270M_Q4_K_M, PublishedModel, SMOLLM2_135M_Q4_1};
 
-fn model(m: &PublishedModel) -> PathBuf {
+pub(crate) fn model(m: &PublishedModel) -> PathBuf {
     source::fetch(m).unwrap_or_else(|e| panic!("cannot fetch test model {}: {e}", m.name))
 }
 
-fn hearth(args: &[&str]) -> Output {
+pub(crate) fn hearth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(args)
         .output()
         .expect("run hearth")
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `hearth` product, one test binary (see ARCHITECTURE.md).
 
 mod cli;
+mod run;

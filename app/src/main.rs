@@ -3,6 +3,7 @@
 
 mod commands;
 mod format;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,60 @@ enum Cmd {
         /// The text to tokenize.
         text: String,
     },
+    /// Generate text from a prompt, streaming it to stdout; stats go to stderr.
+    Run {
+        /// The GGUF model file.
+        #[arg(long, short)]
+        model: PathBuf,
+        /// The prompt text.
+        #[arg(long, short, required_unless_present = "prompt_ids", conflicts_with = "prompt_ids")]
+        prompt: Option<String>,
+        /// Exact prompt token ids, comma-separated (instead of --prompt).
+        #[arg(long, value_parser = run::parse_ids)]
+        prompt_ids: Option<Vec<u32>>,
+        /// Apply the model's chat template and stop at the end of the turn.
+        #[arg(long)]
+        chat: bool,
+        /// A system message (with --chat).
+        #[arg(long)]
+        system: Option<String>,
+        /// Tokens to generate at most.
+        #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+        n_predict: usize,
+        /// Context size in tokens (default: prompt + n, up to the model's context).
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Sampling temperature; 0 picks the most likely token every time.
+        #[arg(long, default_value_t = 0.8)]
+        temp: f32,
+        /// Sample from the K most likely tokens (0 = all).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        /// Sample from the smallest set of tokens whose probability reaches P.
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Random seed (default: a new one each run).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print one JSON object (text, token_ids, stats) instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
+    Perplexity {
+        /// The GGUF model file.
+        #[arg(long, short)]
+        model: PathBuf,
+        /// The text file to score.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Tokens per chunk; the second half of each chunk is scored.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Print JSON (ppl, stderr, chunks, token counts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch a published model into the models directory and verify it (`--list` shows names).
     Fetch {
         /// Catalog name of the model.
@@ -66,6 +121,41 @@ fn main() -> ExitCode {
             text,
         }) => commands::tokenize(&model, &text, special),
         Some(Cmd::Fetch { name, list }) => commands::fetch(name.as_deref(), list),
+        Some(Cmd::Run {
+            model,
+            prompt,
+            prompt_ids,
+            chat,
+            system,
+            n_predict,
+            ctx,
+            temp,
+            top_k,
+            top_p,
+            seed,
+            json,
+        }) => run::run(&run::RunArgs {
+            model,
+            prompt,
+            prompt_ids,
+            chat,
+            system,
+            n_predict,
+            ctx,
+            sampler: hearth_engine::sample::SamplerConfig {
+                temperature: temp,
+                top_k,
+                top_p,
+                seed: seed.unwrap_or_else(|| fastrand::u64(..)),
+            },
+            json,
+        }),
+        Some(Cmd::Perplexity {
+            model,
+            file,
+            ctx,
+            json,
+        }) => run::perplexity_cmd(&model, &file, ctx, json),
         None => match cli.model {
             Some(model) => commands::open(&model),
             None => {

@@ -3,7 +3,10 @@
 //! Today: GGUF model files ([`gguf`]), quantized block formats ([`quant`]), the tokenizer and chat
 //! templates ([`tokenizer`]), and where model files come from ([`source`]).
 
+pub mod backend;
 pub mod gguf;
+pub mod model;
 pub mod quant;
+pub mod sample;
 pub mod source;
 pub mod tokenizer;

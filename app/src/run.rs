@@ -1,0 +1,213 @@
+//! `hearth run` (generate from a prompt, streaming) and `hearth perplexity` (score a text file),
+//! on the CPU reference backend.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hearth_engine::backend::{Backend, ReferenceBackend};
+use hearth_engine::model::{GenerateOptions, Model, ModelError, generate, perplexity};
+use hearth_engine::sample::SamplerConfig;
+use hearth_engine::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
+use serde_json::json;
+
+use crate::commands::BadInput;
+
+/// What `hearth run` was asked to do.
+#[derive(Debug)]
+pub struct RunArgs {
+    pub model: PathBuf,
+    pub prompt: Option<String>,
+    pub prompt_ids: Option<Vec<u32>>,
+    pub chat: bool,
+    pub system: Option<String>,
+    pub n_predict: usize,
+    pub ctx: Option<usize>,
+    pub sampler: SamplerConfig,
+    pub json: bool,
+}
+
+fn open_model(path: &Path) -> Result<(Model<ReferenceBackend>, Tokenizer)> {
+    let model = Model::open(path, ReferenceBackend::new())?;
+    let tokenizer = Tokenizer::from_gguf(model.file())?;
+    Ok((model, tokenizer))
+}
+
+/// The prompt's token ids, from `--prompt-ids`, `--chat` or plain `--prompt`.
+fn prompt_tokens(args: &RunArgs, model: &Model<ReferenceBackend>, tok: &Tokenizer) -> Result<Vec<u32>> {
+    if args.system.is_some() && !args.chat {
+        return Err(BadInput("--system needs --chat".into()).into());
+    }
+    if let Some(ids) = &args.prompt_ids {
+        if args.chat {
+            return Err(BadInput("--prompt-ids gives exact tokens; it cannot be combined with --chat".into()).into());
+        }
+        let vocab = model.config().vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(BadInput(format!("--prompt-ids: token id {id} is outside the vocabulary ({vocab} tokens)")).into());
+        }
+        return Ok(ids.clone());
+    }
+    let text = args.prompt.as_deref().unwrap_or_default();
+    let ids = if args.chat {
+        let template = ChatTemplate::from_gguf(model.file())?;
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::system(system.clone()));
+        }
+        messages.push(ChatMessage::user(text));
+        let rendered = template.render(&messages, true)?;
+        tok.encode_chat(&rendered)?
+    } else {
+        tok.encode(text, true)?
+    };
+    if ids.is_empty() {
+        return Err(BadInput("the prompt is empty (give --prompt TEXT or --prompt-ids)".into()).into());
+    }
+    Ok(ids)
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    if args.n_predict == 0 {
+        return Err(BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into());
+    }
+    let (model, tok) = open_model(&args.model)?;
+    let prompt = prompt_tokens(args, &model, &tok)?;
+    let trained = model.config().context_length;
+    let ctx = match args.ctx {
+        Some(0) => return Err(BadInput("--ctx must be at least 1".into()).into()),
+        Some(c) if c > trained => {
+            return Err(BadInput(format!("--ctx {c} exceeds the model's context of {trained} tokens")).into());
+        }
+        Some(c) => c,
+        // Only as much cache as this run can use.
+        None => (prompt.len() + args.n_predict).min(trained),
+    };
+    if prompt.len() > ctx {
+        return Err(ModelError::PromptTooLong {
+            prompt: prompt.len(),
+            context: ctx,
+        })
+        .context(if args.ctx.is_some() { "raise --ctx or shorten the prompt" } else { "shorten the prompt" });
+    }
+    let mut kv = model.kv_cache(ctx)?;
+    let options = GenerateOptions {
+        max_tokens: args.n_predict,
+        sampler: args.sampler,
+        stop_ids: tok.eog_ids().to_vec(),
+    };
+    let mut decoder = tok.stream_decoder(args.chat);
+    let mut stdout = std::io::stdout().lock();
+    let mut text = String::new();
+    let mut write_error = None;
+    let generation = generate(&model, &mut kv, &prompt, &options, |id| {
+        let piece = decoder.step(id);
+        text.push_str(&piece);
+        if !args.json && !piece.is_empty() {
+            if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()) {
+                write_error = Some(e);
+                return false; // stdout closed (a pipe's reader went away): stop generating
+            }
+        }
+        true
+    })?;
+    let rest = decoder.finish();
+    text.push_str(&rest);
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    let s = &generation.stats;
+    if args.json {
+        let out = json!({
+            "text": text,
+            "token_ids": generation.token_ids,
+            "prompt_tokens": s.prompt_tokens,
+            "generated_tokens": s.generated_tokens,
+            "finish_reason": generation.finish.as_str(),
+            "time_to_first_token_ms": s.time_to_first_token.as_secs_f64() * 1e3,
+            "prompt_tokens_per_s": s.prompt_tokens_per_s(),
+            "decode_tokens_per_s": s.decode_tokens_per_s(),
+            "backend": model.backend().name(),
+            "context": ctx,
+        });
+        writeln!(stdout, "{out}")?;
+    } else {
+        write!(stdout, "{rest}")?;
+        writeln!(stdout)?;
+        stdout.flush()?;
+        eprintln!(
+            "\nprompt {} tokens ({:.1} tok/s) | generated {} tokens ({:.1} tok/s) | time to first token {:.0} ms | finish: {} | backend {}",
+            s.prompt_tokens,
+            s.prompt_tokens_per_s(),
+            s.generated_tokens,
+            s.decode_tokens_per_s(),
+            s.time_to_first_token.as_secs_f64() * 1e3,
+            generation.finish.as_str(),
+            model.backend().name(),
+        );
+    }
+    Ok(())
+}
+
+pub fn perplexity_cmd(model_path: &Path, file: &Path, n_ctx: usize, json: bool) -> Result<()> {
+    let bytes = std::fs::read(file).map_err(|e| BadInput(format!("{}: cannot read: {e}", file.display())))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| BadInput(format!("{}: not UTF-8 text ({e})", file.display())))?;
+    let (model, tok) = open_model(model_path)?;
+    let tokens = tok.encode(&text, true)?;
+    let bos = if tok.adds_bos() { tok.bos_id() } else { None };
+    let t0 = Instant::now();
+    let quiet = json;
+    let p = perplexity(&model, &tokens, n_ctx, bos, |done, total| {
+        if !quiet {
+            eprint!("\rchunk {done}/{total}");
+        }
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    if json {
+        let out = json!({
+            "ppl": p.ppl,
+            "stderr": p.stderr,
+            "chunks": p.chunks,
+            "n_ctx": p.n_ctx,
+            "scored_tokens": p.scored_tokens,
+            "text_tokens": p.text_tokens,
+            "seconds": secs,
+            "backend": model.backend().name(),
+        });
+        println!("{out}");
+    } else {
+        eprintln!();
+        println!(
+            "PPL = {:.4} +/- {:.4} ({} chunks of {} tokens, {} tokens scored, {:.1} s, {:.1} tok/s)",
+            p.ppl,
+            p.stderr,
+            p.chunks,
+            p.n_ctx,
+            p.scored_tokens,
+            secs,
+            (p.chunks * p.n_ctx) as f64 / secs,
+        );
+    }
+    Ok(())
+}
+
+/// Parses `--prompt-ids 1,2,3`.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+    let ids: Result<Vec<u32>, _> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().map_err(|_| format!("'{t}' is not a token id")))
+        .collect();
+    match ids {
+        Ok(ids) if ids.is_empty() => Err("no token ids given".into()),
+        other => other,
+    }
+}
+
+/// Whether a model error is the user's input (exit status 2) rather than a failure of Hearth.
+pub fn is_bad_input(e: &ModelError) -> bool {
+    !matches!(e, ModelError::Backend { .. } | ModelError::Run(_))
+}

@@ -1,0 +1,173 @@
+//! The backend trait: every operation a transformer forward pass needs, on tensors that live on the
+//! backend (CPU memory, GPU buffers).
+//!
+//! Ops are *enqueued*: a backend may run them at once (the CPU reference does) or record them and
+//! run them later (a GPU backend records a whole token's forward pass into one submission). The
+//! only way back to host memory is [`Backend::read`], which waits for everything enqueued before it.
+//! Host data going in (token ids, positions) is passed by slice and copied by the backend when it
+//! enqueues the op, so callers never wait on the device to reuse their buffers.
+//!
+//! Shapes: an activation [`Backend::Tensor`] is a row-major f32 matrix, one row per token. A
+//! [`Backend::Weight`] is a GGUF tensor in its own quant type: `rows` output features of `cols`
+//! input values each (GGUF `dims = [cols, rows]`), or a vector (`rows = 1`). Shape mismatches are
+//! bugs in the caller and panic; the model checks every weight's shape when it loads.
+//!
+//! Implementations: [`reference::ReferenceBackend`], the scalar CPU oracle.
+
+pub mod reference;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::quant::GgmlType;
+
+pub use reference::{Numerics, ReferenceBackend};
+
+/// An error from a backend: a weight it cannot hold, or a device that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    #[error("tensor '{tensor}' has type {ty}, which the {backend} backend cannot compute with")]
+    UnsupportedType {
+        backend: &'static str,
+        tensor: String,
+        ty: GgmlType,
+    },
+    #[error("tensor '{tensor}' has {dims} dimensions; the {backend} backend takes 1 or 2")]
+    UnsupportedRank {
+        backend: &'static str,
+        tensor: String,
+        dims: usize,
+    },
+    #[error("{backend} backend: {message}")]
+    Device {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+/// The activation of a gated feed-forward block: `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU: `silu(x) = x * sigmoid(x)` (llama, qwen2, qwen3).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (gemma3).
+    GeluTanh,
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(x[2i], x[2i+1])` (llama.cpp `LLAMA_ROPE_TYPE_NORM`: llama, mistral).
+    Normal,
+    /// Halves `(x[i], x[i + n/2])` (llama.cpp `LLAMA_ROPE_TYPE_NEOX`: gemma3, qwen2, qwen3).
+    Neox,
+}
+
+/// Rotary position embedding of one layer's queries or keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Values per head.
+    pub head_dim: usize,
+    /// How many leading values of each head rotate (the rest pass through); even, `<= head_dim`.
+    pub n_rot: usize,
+    /// Frequency base (theta).
+    pub base: f32,
+    /// Linear position scaling: positions are multiplied by this (1 = none).
+    pub freq_scale: f32,
+}
+
+/// Attention of new queries against one layer's KV cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    pub n_head: usize,
+    /// Key/value heads; `n_head` is a multiple (GQA; 1 = MQA).
+    pub n_kv_head: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// Multiplies `q·k` before the softmax.
+    pub scale: f32,
+    /// Sliding window: a query at position `p` sees keys at positions `p - window < j <= p`.
+    pub window: Option<usize>,
+}
+
+/// A compute backend. See the module docs for the execution and shape model.
+pub trait Backend: Send + Sync {
+    /// Activations: a row-major f32 matrix, one row per token.
+    type Tensor;
+    /// A model weight, in its GGUF quant type.
+    type Weight;
+    /// One layer's key and value cache for one sequence: `capacity` rows of keys and of values,
+    /// row index = position.
+    type Kv;
+
+    /// Short name for logs and the CLI (`reference`, `cpu`, `gpu`).
+    fn name(&self) -> &'static str;
+
+    /// Makes a GGUF tensor available to the ops (maps or uploads it).
+    fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<Self::Weight, BackendError>;
+
+    /// A zeroed `rows x cols` activation tensor.
+    fn tensor(&self, rows: usize, cols: usize) -> Self::Tensor;
+
+    /// An empty cache for `capacity` positions of `k_dim` key and `v_dim` value values each.
+    fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<Self::Kv, BackendError>;
+
+    /// `out[i] = table[tokens[i]]`, dequantized.
+    fn embed(&self, table: &Self::Weight, tokens: &[u32], out: &mut Self::Tensor);
+
+    /// RMSNorm of each group of `weight.len()` values in each row of `x` (a whole row, or one head
+    /// when the weight is a per-head norm), multiplied by `weight`:
+    /// `out = x / sqrt(mean(x^2) + eps) * weight`.
+    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32, out: &mut Self::Tensor);
+
+    /// `out[t][r] = sum_c x[t][c] * w[r][c]` for every token row `t` and weight row `r`.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight, out: &mut Self::Tensor);
+
+    /// `out[t] = x[rows.start + t] · w` for the rows in `rows` only (the final logits of the
+    /// positions that are sampled or scored).
+    fn matmul_rows(
+        &self,
+        x: &Self::Tensor,
+        rows: std::ops::Range<usize>,
+        w: &Self::Weight,
+        out: &mut Self::Tensor,
+    );
+
+    /// `x[t] += bias` for every row.
+    fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight);
+
+    /// Rotates every head of each row `t` of `x` by position `positions[t]`.
+    fn rope(&self, x: &mut Self::Tensor, positions: &[u32], rope: &Rope);
+
+    /// Stores the rows of `k` and `v` at `positions` in `kv`, then attends each query row `t`
+    /// (at `positions[t]`) to every cached position `<= positions[t]` (within the window).
+    /// `out` is `rows x (n_head * head_dim_v)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        kv: &mut Self::Kv,
+        positions: &[u32],
+        attn: &Attention,
+        out: &mut Self::Tensor,
+    );
+
+    /// `out = act(gate) * up`, elementwise.
+    fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation, out: &mut Self::Tensor);
+
+    /// `x += y`, elementwise.
+    fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor);
+
+    /// `x *= s`, elementwise.
+    fn scale(&self, x: &mut Self::Tensor, s: f32);
+
+    /// Waits for the enqueued work and copies `t` to the host, row-major.
+    fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>, BackendError>;
+}

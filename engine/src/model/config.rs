@@ -1,0 +1,214 @@
+//! What differs between architectures, read from GGUF metadata into one [`Config`]. The forward pass
+//! reads only this; there is no per-architecture code anywhere else.
+
+use crate::backend::{Activation, RopeStyle};
+use crate::gguf::GgufFile;
+
+use super::ModelError;
+
+/// The architectures Hearth can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Gemma3,
+    Qwen2,
+    Qwen3,
+}
+
+impl Arch {
+    /// All supported architectures, by their `general.architecture` name.
+    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Gemma3, Arch::Qwen2, Arch::Qwen3];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The `general.architecture` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Gemma3 => "gemma3",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+}
+
+/// Everything the forward pass needs to know about a model's shape and conventions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layer: usize,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub rms_eps: f32,
+    pub rope_style: RopeStyle,
+    /// Rotated dimensions per head.
+    pub rope_dims: usize,
+    /// RoPE base of global layers.
+    pub rope_base: f32,
+    /// RoPE base of sliding-window (local) layers, where it differs.
+    pub rope_base_local: f32,
+    /// Position multiplier of global layers (linear RoPE scaling).
+    pub rope_freq_scale: f32,
+    /// The embedding is multiplied by this before the first layer (gemma: sqrt(d_model)).
+    pub embed_scale: Option<f32>,
+    /// Multiplier of `q·k` (1/sqrt(head_dim), or gemma's query_pre_attn_scalar).
+    pub attn_scale: f32,
+    /// Per-head RMSNorm of queries and keys (gemma3, qwen3).
+    pub qk_norm: bool,
+    /// Biases on the query, key and value projections (qwen2).
+    pub qkv_bias: bool,
+    /// RMSNorm after attention and after the feed-forward block, before the residual add (gemma).
+    pub post_norms: bool,
+    pub activation: Activation,
+    /// Sliding window of local layers, in tokens.
+    pub sliding_window: Option<usize>,
+    /// Every `n`th layer (the last of each group) is global, the others use the window; `None`
+    /// means every layer is global.
+    pub swa_pattern: Option<usize>,
+}
+
+impl Config {
+    /// Reads the configuration of `file`'s architecture from its metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let meta = file.model_meta()?;
+        let arch = Arch::from_name(&meta.architecture).ok_or_else(|| {
+            ModelError::UnknownArchitecture {
+                file: file.label().to_string(),
+                arch: meta.architecture.clone(),
+            }
+        })?;
+        let a = arch.name();
+        let key = |suffix: &str| format!("{a}.{suffix}");
+        let size = |name: &str, v: u64| -> Result<usize, ModelError> {
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0 && v <= 1 << 24)
+                .ok_or_else(|| ModelError::BadMetadata {
+                    file: file.label().to_string(),
+                    key: key(name),
+                    reason: format!("{v} is not a usable size"),
+                })
+        };
+        let d_model = size("embedding_length", meta.embedding_length)?;
+        let n_head = size("attention.head_count", meta.head_count)?;
+        let n_kv_head = size("attention.head_count_kv", meta.head_count_kv)?;
+        if !n_head.is_multiple_of(n_kv_head) {
+            return Err(ModelError::BadMetadata {
+                file: file.label().to_string(),
+                key: key("attention.head_count_kv"),
+                reason: format!("{n_kv_head} does not divide the {n_head} attention heads"),
+            });
+        }
+        let head_dim_k = size("attention.key_length", meta.key_length)?;
+        let head_dim_v = size("attention.value_length", meta.value_length)?;
+        let d_ff = match meta.feed_forward_length {
+            Some(v) => size("feed_forward_length", v)?,
+            None => {
+                return Err(ModelError::BadMetadata {
+                    file: file.label().to_string(),
+                    key: key("feed_forward_length"),
+                    reason: "is missing".into(),
+                });
+            }
+        };
+        let vocab_size = match meta.vocab_size {
+            Some(v) => size("vocab_size", v)?,
+            None => 0, // taken from the embedding's shape when the weights load
+        };
+        let rope_dims = match meta.rope_dimension_count {
+            Some(v) => size("rope.dimension_count", v)?,
+            None => head_dim_k,
+        };
+        if rope_dims > head_dim_k || !rope_dims.is_multiple_of(2) {
+            return Err(ModelError::BadMetadata {
+                file: file.label().to_string(),
+                key: key("rope.dimension_count"),
+                reason: format!("{rope_dims} must be even and at most the head size {head_dim_k}"),
+            });
+        }
+        let gemma = arch == Arch::Gemma3;
+        let rope_base = meta.rope_freq_base.unwrap_or(10_000.0);
+        let rope_base_local = file
+            .opt_f32(&key("rope.freq_base_swa"))?
+            .unwrap_or(if gemma { 10_000.0 } else { rope_base });
+        let rope_freq_scale = match file.opt_str(&key("rope.scaling.type"))? {
+            Some("linear") => match file.opt_f32(&key("rope.scaling.factor"))? {
+                Some(f) if f > 0.0 => 1.0 / f,
+                _ => 1.0,
+            },
+            _ => 1.0,
+        };
+        let sliding_window = match meta.sliding_window {
+            Some(w) if gemma => Some(size("attention.sliding_window", w)?),
+            _ => None,
+        };
+        let swa_pattern = match file.opt_u64(&key("attention.sliding_window_pattern"))? {
+            Some(p) => Some(size("attention.sliding_window_pattern", p)?),
+            None if sliding_window.is_some() => Some(6), // llama.cpp's default for gemma3
+            None => None,
+        };
+        Ok(Config {
+            arch,
+            n_layer: size("block_count", meta.block_count)?,
+            d_model,
+            d_ff,
+            n_head,
+            n_kv_head,
+            head_dim_k,
+            head_dim_v,
+            context_length: size("context_length", meta.context_length)?,
+            vocab_size,
+            rms_eps: meta.rms_norm_eps.unwrap_or(1e-5),
+            rope_style: match arch {
+                Arch::Llama => RopeStyle::Normal,
+                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,
+            },
+            rope_dims,
+            rope_base,
+            rope_base_local,
+            rope_freq_scale,
+            embed_scale: gemma.then(|| (d_model as f32).sqrt()),
+            // Gemma 3 27B scales by d_model / n_head instead of the key length (as llama.cpp).
+            attn_scale: if gemma && meta.block_count == 62 {
+                1.0 / ((d_model / n_head) as f32).sqrt()
+            } else {
+                1.0 / (head_dim_k as f32).sqrt()
+            },
+            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3),
+            qkv_bias: arch == Arch::Qwen2,
+            post_norms: gemma,
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            sliding_window,
+            swa_pattern,
+        })
+    }
+
+    /// Whether layer `il` attends through the sliding window (a local layer).
+    pub fn is_local(&self, il: usize) -> bool {
+        match (self.sliding_window, self.swa_pattern) {
+            (Some(_), Some(p)) => p > 1 && (il + 1) % p != 0,
+            _ => false,
+        }
+    }
+
+    /// Key/value widths of one token in the cache.
+    pub fn kv_dims(&self) -> (usize, usize) {
+        (
+            self.n_kv_head * self.head_dim_k,
+            self.n_kv_head * self.head_dim_v,
+        )
+    }
+}

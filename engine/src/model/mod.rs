@@ -1,0 +1,282 @@
+//! The transformer: one forward pass for every supported architecture, configured from GGUF
+//! metadata ([`Config`]), running on any [`Backend`].
+//!
+//! - `config`: what differs between llama, gemma3, qwen2 and qwen3, read from metadata.
+//! - `weights`: the tensors by name, shape-checked at load.
+//! - `generate`: a prompt in, sampled tokens out, with timing stats.
+//! - `perplexity`: llama.cpp's perplexity method.
+//!
+//! [`Model::forward`] appends a batch of tokens to a [`KvCache`] and returns the logits of the rows
+//! asked for. Every op goes through the backend, so a GPU backend records the whole pass; the only
+//! read back to the host is the caller's, of the logits.
+
+mod config;
+mod error;
+mod generate;
+mod perplexity;
+mod weights;
+
+#[cfg(test)]
+mod tests;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{Arch, Config};
+pub use error::ModelError;
+pub use generate::{GenerateOptions, GenerateStats, Generation, FinishReason, generate};
+pub use perplexity::{Perplexity, perplexity};
+use weights::Weights;
+
+use crate::backend::{Attention, Backend, Rope};
+use crate::gguf::GgufFile;
+
+/// Tokens processed per forward call when a long prompt is split (bounds the scratch memory).
+pub const MAX_BATCH: usize = 512;
+
+/// A loaded model on a backend.
+pub struct Model<B: Backend> {
+    backend: B,
+    file: Arc<GgufFile>,
+    config: Config,
+    weights: Weights<B>,
+}
+
+impl<B: Backend> std::fmt::Debug for Model<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("file", &self.file.label())
+            .field("backend", &self.backend.name())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// The keys and values of one sequence, for every layer.
+pub struct KvCache<B: Backend> {
+    layers: Vec<B::Kv>,
+    capacity: usize,
+    len: usize,
+}
+
+impl<B: Backend> std::fmt::Debug for KvCache<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets everything from position `len` on (the next forward writes there).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Opens the GGUF file at `path` and loads it onto `backend`.
+    pub fn open(path: impl AsRef<Path>, backend: B) -> Result<Self, ModelError> {
+        let file = GgufFile::open(path)?;
+        Self::load(Arc::new(file), backend)
+    }
+
+    /// Loads an open GGUF file onto `backend`: configuration from metadata, then every weight,
+    /// each checked for presence and shape.
+    pub fn load(file: Arc<GgufFile>, backend: B) -> Result<Self, ModelError> {
+        let mut config = Config::from_gguf(&file)?;
+        let weights = Weights::load(&backend, &file, &mut config)?;
+        Ok(Self {
+            backend,
+            file,
+            config,
+            weights,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The model file (for its tokenizer and chat template).
+    pub fn file(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+
+    /// An empty KV cache for `capacity` positions (at most the model's trained context).
+    pub fn kv_cache(&self, capacity: usize) -> Result<KvCache<B>, ModelError> {
+        let capacity = capacity.clamp(1, self.config.context_length);
+        let (k_dim, v_dim) = self.config.kv_dims();
+        let layers = (0..self.config.n_layer)
+            .map(|_| self.backend.kv(capacity, k_dim, v_dim))
+            .collect::<Result<_, _>>()?;
+        Ok(KvCache {
+            layers,
+            capacity,
+            len: 0,
+        })
+    }
+
+    /// Runs `tokens` (at most [`MAX_BATCH`]) at the next positions of `kv` and returns the logits
+    /// (`rows.len() x vocab`) of batch rows `rows`; row `i` predicts the token after `tokens[i]`.
+    /// The tokens are appended to the cache.
+    pub fn forward(
+        &self,
+        kv: &mut KvCache<B>,
+        tokens: &[u32],
+        rows: Range<usize>,
+    ) -> Result<B::Tensor, ModelError> {
+        let (b, c, w) = (&self.backend, &self.config, &self.weights);
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::NoTokens);
+        }
+        assert!(n <= MAX_BATCH, "forward: batch of {n} tokens exceeds {MAX_BATCH}");
+        assert!(rows.end <= n, "forward: logit rows beyond the batch");
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(ModelError::BadToken {
+                id,
+                vocab: c.vocab_size,
+            });
+        }
+        if kv.len + n > kv.capacity {
+            return Err(ModelError::ContextFull {
+                context: kv.capacity,
+            });
+        }
+        let positions: Vec<u32> = (kv.len..kv.len + n).map(|p| p as u32).collect();
+        let d = c.d_model;
+        let (k_dim, v_dim) = c.kv_dims();
+
+        let mut x = b.tensor(n, d);
+        let mut h = b.tensor(n, d);
+        let mut o = b.tensor(n, d);
+        let mut q = b.tensor(n, c.n_head * c.head_dim_k);
+        let mut k = b.tensor(n, k_dim);
+        let mut v = b.tensor(n, v_dim);
+        let (mut q_normed, mut k_normed) = if c.qk_norm {
+            (b.tensor(n, c.n_head * c.head_dim_k), b.tensor(n, k_dim))
+        } else {
+            (b.tensor(0, 0), b.tensor(0, 0))
+        };
+        let mut att = b.tensor(n, c.n_head * c.head_dim_v);
+        let mut gate = b.tensor(n, c.d_ff);
+        let mut up = b.tensor(n, c.d_ff);
+        let mut act = b.tensor(n, c.d_ff);
+
+        b.embed(&w.token_embd, tokens, &mut x);
+        if let Some(s) = c.embed_scale {
+            b.scale(&mut x, s);
+        }
+        for (il, (lw, layer_kv)) in w.layers.iter().zip(&mut kv.layers).enumerate() {
+            let local = c.is_local(il);
+
+            // Attention block.
+            b.rms_norm(&x, &lw.attn_norm, c.rms_eps, &mut h);
+            b.matmul(&h, &lw.wq, &mut q);
+            b.matmul(&h, &lw.wk, &mut k);
+            b.matmul(&h, &lw.wv, &mut v);
+            for (t, bias) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
+                if let Some(bias) = bias {
+                    b.add_bias(t, bias);
+                }
+            }
+            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                b.rms_norm(&q, qn, c.rms_eps, &mut q_normed);
+                b.rms_norm(&k, kn, c.rms_eps, &mut k_normed);
+                std::mem::swap(&mut q, &mut q_normed);
+                std::mem::swap(&mut k, &mut k_normed);
+            }
+            let rope = Rope {
+                style: c.rope_style,
+                head_dim: c.head_dim_k,
+                n_rot: c.rope_dims,
+                base: if local { c.rope_base_local } else { c.rope_base },
+                freq_scale: if local { 1.0 } else { c.rope_freq_scale },
+            };
+            b.rope(&mut q, &positions, &rope);
+            b.rope(&mut k, &positions, &rope);
+            let attn = Attention {
+                n_head: c.n_head,
+                n_kv_head: c.n_kv_head,
+                head_dim_k: c.head_dim_k,
+                head_dim_v: c.head_dim_v,
+                scale: c.attn_scale,
+                window: if local { c.sliding_window } else { None },
+            };
+            b.attention(&q, &k, &v, layer_kv, &positions, &attn, &mut att);
+            b.matmul(&att, &lw.wo, &mut o);
+            residual(b, &mut x, &mut o, lw.post_attn_norm.as_ref(), c.rms_eps, &mut h);
+
+            // Feed-forward block.
+            b.rms_norm(&x, &lw.ffn_norm, c.rms_eps, &mut h);
+            b.matmul(&h, &lw.gate, &mut gate);
+            b.matmul(&h, &lw.up, &mut up);
+            b.glu(&gate, &up, c.activation, &mut act);
+            b.matmul(&act, &lw.down, &mut o);
+            residual(b, &mut x, &mut o, lw.post_ffn_norm.as_ref(), c.rms_eps, &mut h);
+        }
+        kv.len += n;
+
+        b.rms_norm(&x, &w.output_norm, c.rms_eps, &mut h);
+        let mut logits = b.tensor(rows.len(), c.vocab_size);
+        let output = w.output.as_ref().unwrap_or(&w.token_embd);
+        b.matmul_rows(&h, rows, output, &mut logits);
+        Ok(logits)
+    }
+
+    /// Runs `tokens` through the model in batches of at most [`MAX_BATCH`] and returns the logits
+    /// of the last token as host values.
+    pub fn prefill(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let mut last = None;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let n = chunk.len();
+            last = Some(self.forward(kv, chunk, n - 1..n)?);
+        }
+        let logits = last.ok_or(ModelError::NoTokens)?;
+        Ok(self.backend.read(&logits)?)
+    }
+}
+
+/// `x += post_norm(y)` (or `x += y` without a post-norm); `scratch` is clobbered.
+fn residual<B: Backend>(
+    b: &B,
+    x: &mut B::Tensor,
+    y: &mut B::Tensor,
+    post_norm: Option<&B::Weight>,
+    eps: f32,
+    scratch: &mut B::Tensor,
+) {
+    match post_norm {
+        Some(norm) => {
+            b.rms_norm(y, norm, eps, scratch);
+            b.add(x, scratch);
+        }
+        None => b.add(x, y),
+    }
+}

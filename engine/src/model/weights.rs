@@ -1,0 +1,163 @@
+//! The model's weights by GGUF tensor name, each checked for its shape before the backend gets it.
+
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::gguf::GgufFile;
+
+use super::ModelError;
+use super::config::Config;
+
+/// One transformer block's weights. Optional ones exist only where the [`Config`] says so.
+pub(crate) struct LayerWeights<B: Backend> {
+    pub attn_norm: B::Weight,
+    pub wq: B::Weight,
+    pub wk: B::Weight,
+    pub wv: B::Weight,
+    pub wo: B::Weight,
+    pub bq: Option<B::Weight>,
+    pub bk: Option<B::Weight>,
+    pub bv: Option<B::Weight>,
+    pub q_norm: Option<B::Weight>,
+    pub k_norm: Option<B::Weight>,
+    pub post_attn_norm: Option<B::Weight>,
+    pub ffn_norm: B::Weight,
+    pub gate: B::Weight,
+    pub up: B::Weight,
+    pub down: B::Weight,
+    pub post_ffn_norm: Option<B::Weight>,
+}
+
+/// All weights of a model.
+pub(crate) struct Weights<B: Backend> {
+    pub token_embd: B::Weight,
+    pub layers: Vec<LayerWeights<B>>,
+    pub output_norm: B::Weight,
+    /// The output projection; `None` when it is tied to `token_embd`.
+    pub output: Option<B::Weight>,
+}
+
+/// Loads tensors from one file, checking names and shapes.
+struct Loader<'a, B: Backend> {
+    backend: &'a B,
+    file: &'a Arc<GgufFile>,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn label(&self) -> String {
+        self.file.label().to_string()
+    }
+
+    /// The tensor `name` with GGUF dims `dims` (`[cols]` or `[cols, rows]`); `None` if absent.
+    fn optional(&self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
+        let Some(info) = self.file.header().tensor_info(name) else {
+            return Ok(None);
+        };
+        let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        if info.dims != expected {
+            return Err(ModelError::ShapeMismatch {
+                file: self.label(),
+                tensor: name.to_string(),
+                expected,
+                found: info.dims.clone(),
+            });
+        }
+        self.backend
+            .weight(self.file, info)
+            .map(Some)
+            .map_err(|source| ModelError::Backend {
+                file: self.label(),
+                source,
+            })
+    }
+
+    fn required(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
+        self.optional(name, dims)?
+            .ok_or_else(|| ModelError::MissingTensor {
+                file: self.label(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// Required when `wanted`, otherwise not loaded.
+    fn when(&self, wanted: bool, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
+        if wanted {
+            self.required(name, dims).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl<B: Backend> Weights<B> {
+    /// Loads every weight `config` calls for. Fills in `config.vocab_size` from the embedding when
+    /// the metadata did not give it.
+    pub(crate) fn load(backend: &B, file: &Arc<GgufFile>, config: &mut Config) -> Result<Self, ModelError> {
+        let l = Loader { backend, file };
+        let c = &*config;
+        let d = c.d_model;
+        // The vocabulary size is the embedding's row count; check it against the metadata.
+        let embd_name = "token_embd.weight";
+        let vocab = match file.header().tensor_info(embd_name) {
+            Some(info) if info.dims.len() == 2 && info.dims[1] > 0 => {
+                usize::try_from(info.dims[1]).unwrap_or(usize::MAX)
+            }
+            Some(info) => {
+                return Err(ModelError::ShapeMismatch {
+                    file: file.label().to_string(),
+                    tensor: embd_name.to_string(),
+                    expected: vec![d as u64, c.vocab_size as u64],
+                    found: info.dims.clone(),
+                });
+            }
+            None => {
+                return Err(ModelError::MissingTensor {
+                    file: file.label().to_string(),
+                    tensor: embd_name.to_string(),
+                });
+            }
+        };
+        if c.vocab_size > 0 && vocab != c.vocab_size {
+            return Err(ModelError::ShapeMismatch {
+                file: file.label().to_string(),
+                tensor: embd_name.to_string(),
+                expected: vec![d as u64, c.vocab_size as u64],
+                found: vec![d as u64, vocab as u64],
+            });
+        }
+        let token_embd = l.required(embd_name, &[d, vocab])?;
+        let (q_dim, kv_k, kv_v) = (c.n_head * c.head_dim_k, c.n_kv_head * c.head_dim_k, c.n_kv_head * c.head_dim_v);
+        let o_in = c.n_head * c.head_dim_v;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for il in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            layers.push(LayerWeights {
+                attn_norm: l.required(&n("attn_norm.weight"), &[d])?,
+                wq: l.required(&n("attn_q.weight"), &[d, q_dim])?,
+                wk: l.required(&n("attn_k.weight"), &[d, kv_k])?,
+                wv: l.required(&n("attn_v.weight"), &[d, kv_v])?,
+                wo: l.required(&n("attn_output.weight"), &[o_in, d])?,
+                bq: l.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
+                bk: l.when(c.qkv_bias, &n("attn_k.bias"), &[kv_k])?,
+                bv: l.when(c.qkv_bias, &n("attn_v.bias"), &[kv_v])?,
+                q_norm: l.when(c.qk_norm, &n("attn_q_norm.weight"), &[c.head_dim_k])?,
+                k_norm: l.when(c.qk_norm, &n("attn_k_norm.weight"), &[c.head_dim_k])?,
+                post_attn_norm: l.when(c.post_norms, &n("post_attention_norm.weight"), &[d])?,
+                ffn_norm: l.required(&n("ffn_norm.weight"), &[d])?,
+                gate: l.required(&n("ffn_gate.weight"), &[d, c.d_ff])?,
+                up: l.required(&n("ffn_up.weight"), &[d, c.d_ff])?,
+                down: l.required(&n("ffn_down.weight"), &[c.d_ff, d])?,
+                post_ffn_norm: l.when(c.post_norms, &n("post_ffw_norm.weight"), &[d])?,
+            });
+        }
+        let output_norm = l.required("output_norm.weight", &[d])?;
+        let output = l.optional("output.weight", &[d, vocab])?;
+        config.vocab_size = vocab;
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+        })
+    }
+}

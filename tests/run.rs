@@ -1,0 +1,154 @@
+//! `hearth run` and `hearth perplexity` as a user meets them: streamed text and stats, JSON for
+//! scripts, llama.cpp's greedy tokens from exact prompt ids, and clear errors for bad input.
+
+use std::path::PathBuf;
+
+use hearth_engine::source::SMOLLM2_135M_Q4_1;
+use serde_json::Value;
+
+use crate::cli::{hearth, model, path_str, stderr, stdout};
+
+fn reference_greedy(index: usize) -> (Vec<u32>, Vec<u32>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("engine/tests/data/llamacpp-smollm2-135m-instruct-q4_1.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = &v["greedy"][index];
+    let ids = |key: &str| -> Vec<u32> {
+        case[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    (ids("prompt_ids"), ids("completion_ids"))
+}
+
+#[test]
+fn run_json_from_prompt_ids_gives_llama_cpp_greedy_tokens() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let (prompt, completion) = reference_greedy(2);
+    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let out = hearth(&[
+        "run",
+        "-m",
+        path_str(&smol),
+        "--prompt-ids",
+        &ids.join(","),
+        "--temp",
+        "0",
+        "-n",
+        "10",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let got: Vec<u32> = v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(got, completion[..10]);
+    assert_eq!(v["prompt_tokens"], prompt.len());
+    assert_eq!(v["generated_tokens"], 10);
+    assert_eq!(v["finish_reason"], "length");
+    assert!(!v["text"].as_str().unwrap().is_empty());
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["time_to_first_token_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn run_chat_answers_and_reports_stats_on_stderr() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let out = hearth(&[
+        "run",
+        "-m",
+        path_str(&smol),
+        "--chat",
+        "--system",
+        "You are a helpful assistant.",
+        "--prompt",
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "-n",
+        "24",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Paris"), "answer: {text}");
+    assert!(!text.contains("<|im_end|>"), "stop token printed: {text}");
+    let err = stderr(&out);
+    for want in ["prompt ", "generated ", "tok/s", "time to first token", "finish: "] {
+        assert!(err.contains(want), "missing {want:?} in stderr: {err}");
+    }
+}
+
+#[test]
+fn run_rejects_bad_input_with_exit_code_2() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let smol = path_str(&smol);
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a model\n").unwrap();
+    let long = "word ".repeat(50);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "-m", smol, "-p", "hi", "-n", "0"], "-n must be at least 1"),
+        (vec!["run", "-m", "/no/such/model.gguf", "-p", "hi"], "cannot open"),
+        (vec!["run", "-m", path_str(&notes), "-p", "hi"], "not a GGUF file"),
+        (
+            vec!["run", "-m", smol, "-p", &long, "--ctx", "16"],
+            "the prompt is 50 tokens long, but the context holds at most 16 tokens",
+        ),
+        (vec!["run", "-m", smol, "-p", "hi", "--system", "x"], "--system needs --chat"),
+        (
+            vec!["run", "-m", smol, "--prompt-ids", "1,49152"],
+            "token id 49152 is outside the vocabulary (49152 tokens)",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = hearth(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn perplexity_json_reports_ppl_and_counts() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(12),
+    )
+    .unwrap();
+    let out = hearth(&[
+        "perplexity",
+        "-m",
+        path_str(&smol),
+        "-f",
+        path_str(&text),
+        "--ctx",
+        "32",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let tokens = v["text_tokens"].as_u64().unwrap();
+    assert!((120..=122).contains(&tokens), "about 10 tokens per sentence: {tokens}");
+    assert_eq!(v["chunks"].as_u64().unwrap(), 3);
+    // Positions 16..30 of each chunk predict the next token: 15 per chunk.
+    assert_eq!(v["scored_tokens"].as_u64().unwrap(), 3 * 15);
+    let ppl = v["ppl"].as_f64().unwrap();
+    // A repeated sentence is easy to predict once seen.
+    assert!(ppl > 1.0 && ppl < 3.0, "ppl {ppl}");
+    assert!(v["stderr"].as_f64().unwrap() >= 0.0);
+
+    let out = hearth(&["perplexity", "-m", path_str(&smol), "-f", path_str(&text), "--ctx", "256"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("perplexity needs at least 512"), "{}", stderr(&out));
+}
