@@ -80,7 +80,13 @@ fn run_chat_answers_and_reports_stats_on_stderr() {
     assert!(text.contains("Paris"), "answer: {text}");
     assert!(!text.contains("<|im_end|>"), "stop token printed: {text}");
     let err = stderr(&out);
-    for want in ["prompt ", "generated ", "tok/s", "time to first token", "finish: "] {
+    for want in [
+        "prompt ",
+        "generated ",
+        "tok/s",
+        "time to first token",
+        "finish: ",
+    ] {
         assert!(err.contains(want), "missing {want:?} in stderr: {err}");
     }
 }
@@ -94,14 +100,26 @@ fn run_rejects_bad_input_with_exit_code_2() {
     std::fs::write(&notes, "not a model\n").unwrap();
     let long = "word ".repeat(50);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["run", "-m", smol, "-p", "hi", "-n", "0"], "-n must be at least 1"),
-        (vec!["run", "-m", "/no/such/model.gguf", "-p", "hi"], "cannot open"),
-        (vec!["run", "-m", path_str(&notes), "-p", "hi"], "not a GGUF file"),
+        (
+            vec!["run", "-m", smol, "-p", "hi", "-n", "0"],
+            "-n must be at least 1",
+        ),
+        (
+            vec!["run", "-m", "/no/such/model.gguf", "-p", "hi"],
+            "cannot open",
+        ),
+        (
+            vec!["run", "-m", path_str(&notes), "-p", "hi"],
+            "not a GGUF file",
+        ),
         (
             vec!["run", "-m", smol, "-p", &long, "--ctx", "16"],
-            "the prompt is 50 tokens long, but the context holds at most 16 tokens",
+            "tokens long, but the context holds at most 16 tokens: raise --ctx, up to 8192, or shorten the prompt",
         ),
-        (vec!["run", "-m", smol, "-p", "hi", "--system", "x"], "--system needs --chat"),
+        (
+            vec!["run", "-m", smol, "-p", "hi", "--system", "x"],
+            "--system needs --chat",
+        ),
         (
             vec!["run", "-m", smol, "--prompt-ids", "1,49152"],
             "token id 49152 is outside the vocabulary (49152 tokens)",
@@ -139,7 +157,10 @@ fn perplexity_json_reports_ppl_and_counts() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let tokens = v["text_tokens"].as_u64().unwrap();
-    assert!((120..=122).contains(&tokens), "about 10 tokens per sentence: {tokens}");
+    assert!(
+        (120..=122).contains(&tokens),
+        "about 10 tokens per sentence: {tokens}"
+    );
     assert_eq!(v["chunks"].as_u64().unwrap(), 3);
     // Positions 16..30 of each chunk predict the next token: 15 per chunk.
     assert_eq!(v["scored_tokens"].as_u64().unwrap(), 3 * 15);
@@ -148,7 +169,19 @@ fn perplexity_json_reports_ppl_and_counts() {
     assert!(ppl > 1.0 && ppl < 3.0, "ppl {ppl}");
     assert!(v["stderr"].as_f64().unwrap() >= 0.0);
 
-    let out = hearth(&["perplexity", "-m", path_str(&smol), "-f", path_str(&text), "--ctx", "256"]);
+    let out = hearth(&[
+        "perplexity",
+        "-m",
+        path_str(&smol),
+        "-f",
+        path_str(&text),
+        "--ctx",
+        "256",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("perplexity needs at least 512"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("perplexity needs at least 512"),
+        "{}",
+        stderr(&out)
+    );
 }

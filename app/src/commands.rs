@@ -16,8 +16,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         c.is::<GgufError>()
             || c.is::<hearth_engine::tokenizer::TokenizerError>()
             || c.is::<BadInput>()
-            || c
-                .downcast_ref::<hearth_engine::model::ModelError>()
+            || c.downcast_ref::<hearth_engine::model::ModelError>()
                 .is_some_and(crate::run::is_bad_input)
     });
     if bad_input { 2 } else { 1 }
@@ -165,6 +164,9 @@ pub fn open(model: &Path) -> Result<()> {
         (t_total - t_parse).as_secs_f64() * 1e3,
         tok.vocab_size()
     );
-    println!("\nGenerate with: hearth run --model {} --chat --prompt \"Hello\"", model.display());
+    println!(
+        "\nGenerate with: hearth run --model {} --chat --prompt \"Hello\"",
+        model.display()
+    );
     Ok(())
 }

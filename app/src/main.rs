@@ -52,11 +52,16 @@ enum Cmd {
         #[arg(long, short)]
         model: PathBuf,
         /// The prompt text.
-        #[arg(long, short, required_unless_present = "prompt_ids", conflicts_with = "prompt_ids")]
+        #[arg(
+            long,
+            short,
+            required_unless_present = "prompt_ids",
+            conflicts_with = "prompt_ids"
+        )]
         prompt: Option<String>,
         /// Exact prompt token ids, comma-separated (instead of --prompt).
         #[arg(long, value_parser = run::parse_ids)]
-        prompt_ids: Option<Vec<u32>>,
+        prompt_ids: Option<run::TokenIds>,
         /// Apply the model's chat template and stop at the end of the turn.
         #[arg(long)]
         chat: bool,
@@ -137,7 +142,7 @@ fn main() -> ExitCode {
         }) => run::run(&run::RunArgs {
             model,
             prompt,
-            prompt_ids,
+            prompt_ids: prompt_ids.map(|ids| ids.0),
             chat,
             system,
             n_predict,

@@ -35,17 +35,27 @@ fn open_model(path: &Path) -> Result<(Model<ReferenceBackend>, Tokenizer)> {
 }
 
 /// The prompt's token ids, from `--prompt-ids`, `--chat` or plain `--prompt`.
-fn prompt_tokens(args: &RunArgs, model: &Model<ReferenceBackend>, tok: &Tokenizer) -> Result<Vec<u32>> {
+fn prompt_tokens(
+    args: &RunArgs,
+    model: &Model<ReferenceBackend>,
+    tok: &Tokenizer,
+) -> Result<Vec<u32>> {
     if args.system.is_some() && !args.chat {
         return Err(BadInput("--system needs --chat".into()).into());
     }
     if let Some(ids) = &args.prompt_ids {
         if args.chat {
-            return Err(BadInput("--prompt-ids gives exact tokens; it cannot be combined with --chat".into()).into());
+            return Err(BadInput(
+                "--prompt-ids gives exact tokens; it cannot be combined with --chat".into(),
+            )
+            .into());
         }
         let vocab = model.config().vocab_size;
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(BadInput(format!("--prompt-ids: token id {id} is outside the vocabulary ({vocab} tokens)")).into());
+            return Err(BadInput(format!(
+                "--prompt-ids: token id {id} is outside the vocabulary ({vocab} tokens)"
+            ))
+            .into());
         }
         return Ok(ids.clone());
     }
@@ -63,14 +73,18 @@ fn prompt_tokens(args: &RunArgs, model: &Model<ReferenceBackend>, tok: &Tokenize
         tok.encode(text, true)?
     };
     if ids.is_empty() {
-        return Err(BadInput("the prompt is empty (give --prompt TEXT or --prompt-ids)".into()).into());
+        return Err(
+            BadInput("the prompt is empty (give --prompt TEXT or --prompt-ids)".into()).into(),
+        );
     }
     Ok(ids)
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
     if args.n_predict == 0 {
-        return Err(BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into());
+        return Err(
+            BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into(),
+        );
     }
     let (model, tok) = open_model(&args.model)?;
     let prompt = prompt_tokens(args, &model, &tok)?;
@@ -78,18 +92,26 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let ctx = match args.ctx {
         Some(0) => return Err(BadInput("--ctx must be at least 1".into()).into()),
         Some(c) if c > trained => {
-            return Err(BadInput(format!("--ctx {c} exceeds the model's context of {trained} tokens")).into());
+            return Err(BadInput(format!(
+                "--ctx {c} exceeds the model's context of {trained} tokens"
+            ))
+            .into());
         }
         Some(c) => c,
         // Only as much cache as this run can use.
         None => (prompt.len() + args.n_predict).min(trained),
     };
     if prompt.len() > ctx {
-        return Err(ModelError::PromptTooLong {
+        let err = ModelError::PromptTooLong {
             prompt: prompt.len(),
             context: ctx,
-        })
-        .context(if args.ctx.is_some() { "raise --ctx or shorten the prompt" } else { "shorten the prompt" });
+        };
+        let hint = if args.ctx.is_some() && ctx < trained {
+            format!("raise --ctx, up to {trained}, or shorten the prompt")
+        } else {
+            "shorten the prompt".to_string()
+        };
+        return Err(BadInput(format!("{err}: {hint}")).into());
     }
     let mut kv = model.kv_cache(ctx)?;
     let options = GenerateOptions {
@@ -104,13 +126,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let generation = generate(&model, &mut kv, &prompt, &options, |id| {
         let piece = decoder.step(id);
         text.push_str(&piece);
-        if !args.json && !piece.is_empty() {
-            if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()) {
+        let written = if args.json || piece.is_empty() {
+            Ok(())
+        } else {
+            stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush())
+        };
+        match written {
+            Ok(()) => true,
+            Err(e) => {
                 write_error = Some(e);
-                return false; // stdout closed (a pipe's reader went away): stop generating
+                false // stdout closed (a pipe's reader went away): stop generating
             }
         }
-        true
     })?;
     let rest = decoder.finish();
     text.push_str(&rest);
@@ -151,7 +180,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
 }
 
 pub fn perplexity_cmd(model_path: &Path, file: &Path, n_ctx: usize, json: bool) -> Result<()> {
-    let bytes = std::fs::read(file).map_err(|e| BadInput(format!("{}: cannot read: {e}", file.display())))?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", file.display())))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| BadInput(format!("{}: not UTF-8 text ({e})", file.display())))?;
     let (model, tok) = open_model(model_path)?;
@@ -193,17 +223,24 @@ pub fn perplexity_cmd(model_path: &Path, file: &Path, n_ctx: usize, json: bool) 
     Ok(())
 }
 
+/// Token ids given on the command line.
+#[derive(Debug, Clone)]
+pub struct TokenIds(pub Vec<u32>);
+
 /// Parses `--prompt-ids 1,2,3`.
-pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+pub fn parse_ids(s: &str) -> Result<TokenIds, String> {
     let ids: Result<Vec<u32>, _> = s
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u32>().map_err(|_| format!("'{t}' is not a token id")))
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| format!("'{t}' is not a token id"))
+        })
         .collect();
     match ids {
         Ok(ids) if ids.is_empty() => Err("no token ids given".into()),
-        other => other,
+        other => other.map(TokenIds),
     }
 }
 

@@ -74,7 +74,8 @@ impl Sampler {
         }
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if c.top_k > 0 && c.top_k < self.candidates.len() {
-            self.candidates.select_nth_unstable_by(c.top_k - 1, by_logit);
+            self.candidates
+                .select_nth_unstable_by(c.top_k - 1, by_logit);
             self.candidates.truncate(c.top_k);
         }
         self.candidates.sort_unstable_by(by_logit);

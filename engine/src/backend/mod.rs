@@ -109,7 +109,8 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Makes a GGUF tensor available to the ops (maps or uploads it).
-    fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<Self::Weight, BackendError>;
+    fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo)
+    -> Result<Self::Weight, BackendError>;
 
     /// A zeroed `rows x cols` activation tensor.
     fn tensor(&self, rows: usize, cols: usize) -> Self::Tensor;

@@ -190,7 +190,8 @@ impl Backend for ReferenceBackend {
                 });
             }
         };
-        let as_usize = |v: u64| usize::try_from(v).expect("tensor bounds were checked against the file");
+        let as_usize =
+            |v: u64| usize::try_from(v).expect("tensor bounds were checked against the file");
         let row_bytes = info
             .ty
             .row_bytes(cols)
@@ -243,7 +244,11 @@ impl Backend for ReferenceBackend {
     fn rms_norm(&self, x: &RefTensor, weight: &RefWeight, eps: f32, out: &mut RefTensor) {
         let w = weight.vector();
         assert!(x.cols.is_multiple_of(w.len()), "rms_norm: row length");
-        assert_eq!((out.rows, out.cols), (x.rows, x.cols), "rms_norm: output shape");
+        assert_eq!(
+            (out.rows, out.cols),
+            (x.rows, x.cols),
+            "rms_norm: output shape"
+        );
         for (xs, os) in x
             .data
             .chunks_exact(w.len())
@@ -265,7 +270,12 @@ impl Backend for ReferenceBackend {
     fn matmul_rows(&self, x: &RefTensor, rows: Range<usize>, w: &RefWeight, out: &mut RefTensor) {
         assert!(rows.end <= x.rows, "matmul: rows out of range");
         assert_eq!(x.cols, w.cols, "matmul: input columns of '{}'", w.name);
-        assert_eq!((out.rows, out.cols), (rows.len(), w.rows), "matmul: output shape of '{}'", w.name);
+        assert_eq!(
+            (out.rows, out.cols),
+            (rows.len(), w.rows),
+            "matmul: output shape of '{}'",
+            w.name
+        );
         let x_rows = &x.data[rows.start * x.cols..rows.end * x.cols];
         let x_rows = &match self.numerics {
             Numerics::Ggml => activation_as_quantized(w.ty, x_rows),
@@ -273,7 +283,11 @@ impl Backend for ReferenceBackend {
         };
         let n_tok = rows.len();
         let work = n_tok * w.rows * w.cols;
-        let threads = if work < PARALLEL_MIN_WORK { 1 } else { self.threads.min(w.rows) };
+        let threads = if work < PARALLEL_MIN_WORK {
+            1
+        } else {
+            self.threads.min(w.rows)
+        };
         let chunk = w.rows.div_ceil(threads.max(1));
         // Each thread fills a [n_tok x its rows] block; the blocks are then scattered into `out`.
         let blocks: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
@@ -310,7 +324,10 @@ impl Backend for ReferenceBackend {
     fn rope(&self, x: &mut RefTensor, positions: &[u32], rope: &Rope) {
         assert_eq!(x.rows, positions.len(), "rope: one position per row");
         assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
-        assert!(rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2), "rope: rotated dims");
+        assert!(
+            rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
+            "rope: rotated dims"
+        );
         let half = rope.n_rot / 2;
         // As ggml computes it: theta_i = p * base^(-2i/n_rot), the power built up by repeated f32
         // multiplication.
@@ -352,16 +369,42 @@ impl Backend for ReferenceBackend {
         assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
         assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
         assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
-        assert_eq!((kv.k_dim, kv.v_dim), (k.cols, v.cols), "attention: cache widths");
-        assert!(attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head), "attention: heads");
+        assert_eq!(
+            (kv.k_dim, kv.v_dim),
+            (k.cols, v.cols),
+            "attention: cache widths"
+        );
+        assert!(
+            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
+            "attention: heads"
+        );
         assert_eq!(q.rows, positions.len(), "attention: one position per query");
-        assert_eq!((k.rows, v.rows), (q.rows, q.rows), "attention: one key and value per query");
-        assert_eq!((out.rows, out.cols), (q.rows, attn.n_head * hv), "attention: output shape");
+        assert_eq!(
+            (k.rows, v.rows),
+            (q.rows, q.rows),
+            "attention: one key and value per query"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (q.rows, attn.n_head * hv),
+            "attention: output shape"
+        );
         for (t, &p) in positions.iter().enumerate() {
             let p = p as usize;
-            assert!(p < kv.capacity, "attention: position {p} beyond the cache ({})", kv.capacity);
-            let (k_row, v_row) = (&mut kv.k[p * kv.k_dim..][..kv.k_dim], &mut kv.v[p * kv.v_dim..][..kv.v_dim]);
-            for (d, &s) in k_row.iter_mut().zip(k.row(t)).chain(v_row.iter_mut().zip(v.row(t))) {
+            assert!(
+                p < kv.capacity,
+                "attention: position {p} beyond the cache ({})",
+                kv.capacity
+            );
+            let (k_row, v_row) = (
+                &mut kv.k[p * kv.k_dim..][..kv.k_dim],
+                &mut kv.v[p * kv.v_dim..][..kv.v_dim],
+            );
+            for (d, &s) in k_row
+                .iter_mut()
+                .zip(k.row(t))
+                .chain(v_row.iter_mut().zip(v.row(t)))
+            {
                 *d = self.round_kv(s);
             }
         }
@@ -375,11 +418,15 @@ impl Backend for ReferenceBackend {
             };
             for h in 0..attn.n_head {
                 let kvh = h / group;
-                let qh: Vec<f32> = q.row(t)[h * hk..][..hk].iter().map(|&x| self.round_kv(x)).collect();
+                let qh: Vec<f32> = q.row(t)[h * hk..][..hk]
+                    .iter()
+                    .map(|&x| self.round_kv(x))
+                    .collect();
                 scores.clear();
-                scores.extend((first..=p).map(|j| {
-                    dot(&qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale
-                }));
+                scores.extend(
+                    (first..=p)
+                        .map(|j| dot(&qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale),
+                );
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f64;
                 for s in scores.iter_mut() {
@@ -401,8 +448,16 @@ impl Backend for ReferenceBackend {
     }
 
     fn glu(&self, gate: &RefTensor, up: &RefTensor, act: Activation, out: &mut RefTensor) {
-        assert_eq!((gate.rows, gate.cols), (up.rows, up.cols), "glu: gate and up shapes");
-        assert_eq!((out.rows, out.cols), (up.rows, up.cols), "glu: output shape");
+        assert_eq!(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            "glu: gate and up shapes"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (up.rows, up.cols),
+            "glu: output shape"
+        );
         for ((o, &g), &u) in out.data.iter_mut().zip(&gate.data).zip(&up.data) {
             *o = activate(act, g) * u;
         }
@@ -447,13 +502,14 @@ fn matmul_block(x_rows: &[f32], n_tok: usize, w: &RefWeight, rows: Range<usize>)
 /// the same products with integer arithmetic.
 pub(crate) fn activation_as_quantized(weight_ty: GgmlType, x: &[f32]) -> Vec<f32> {
     use crate::quant::{quantize_row_q8_0, quantize_row_q8_k};
-    let round = |ty: GgmlType, quantize: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>| {
-        let mut bytes = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
-        let mut out = vec![0.0; x.len()];
-        quantize(x, &mut bytes).expect("activation rows are whole blocks of the weight's type");
-        dequantize(ty, &bytes, &mut out).expect("quantized activations dequantize");
-        out
-    };
+    let round =
+        |ty: GgmlType, quantize: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>| {
+            let mut bytes = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
+            let mut out = vec![0.0; x.len()];
+            quantize(x, &mut bytes).expect("activation rows are whole blocks of the weight's type");
+            dequantize(ty, &bytes, &mut out).expect("quantized activations dequantize");
+            out
+        };
     match weight_ty {
         GgmlType::Q4_0
         | GgmlType::Q4_1
@@ -465,7 +521,10 @@ pub(crate) fn activation_as_quantized(weight_ty: GgmlType, x: &[f32]) -> Vec<f32
             round(GgmlType::Q8_K, quantize_row_q8_k)
         }
         GgmlType::F16 => x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
-        GgmlType::BF16 => x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+        GgmlType::BF16 => x
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect(),
         _ => x.to_vec(),
     }
 }

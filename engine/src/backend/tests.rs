@@ -42,7 +42,11 @@ fn matmul_of_a_q8_0_weight_matches_an_f64_product_of_its_dequantized_values() {
     let b = exact();
     let mut rng = fastrand::Rng::with_seed(3);
     let (rows, cols, n) = (40, 96, 5);
-    let file = weight_file(&[cols as u64, rows as u64], &random(&mut rng, rows * cols), GgmlType::Q8_0);
+    let file = weight_file(
+        &[cols as u64, rows as u64],
+        &random(&mut rng, rows * cols),
+        GgmlType::Q8_0,
+    );
     let w = weight(&b, &file);
     let wv = dequantize_to_vec(GgmlType::Q8_0, file.tensor("w").unwrap().data).unwrap();
     let x = random(&mut rng, n * cols);
@@ -67,7 +71,11 @@ fn matmul_of_a_q8_0_weight_matches_an_f64_product_of_its_dequantized_values() {
 fn ggml_numerics_round_the_activations_to_q8_0_blocks() {
     let mut rng = fastrand::Rng::with_seed(4);
     let (rows, cols) = (8, 64);
-    let file = weight_file(&[cols as u64, rows as u64], &random(&mut rng, rows * cols), GgmlType::Q8_0);
+    let file = weight_file(
+        &[cols as u64, rows as u64],
+        &random(&mut rng, rows * cols),
+        GgmlType::Q8_0,
+    );
     let x = tensor(1, cols, random(&mut rng, cols));
     let mut q = vec![0u8; cols / 32 * 34];
     quantize_row_q8_0(x.data(), &mut q).unwrap();
@@ -120,7 +128,8 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
             let xs = &x[h * head_dim..][..head_dim];
             let os = &t.data()[h * head_dim..][..head_dim];
             for i in 0..n_rot / 2 {
-                let theta = f64::from(pos) * 0.5 * f64::from(base).powf(-2.0 * i as f64 / n_rot as f64);
+                let theta =
+                    f64::from(pos) * 0.5 * f64::from(base).powf(-2.0 * i as f64 / n_rot as f64);
                 let (a, c) = match style {
                     RopeStyle::Normal => (2 * i, 2 * i + 1),
                     RopeStyle::Neox => (i, i + n_rot / 2),
@@ -128,10 +137,20 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
                 let (x0, x1) = (f64::from(xs[a]), f64::from(xs[c]));
                 let want0 = x0 * theta.cos() - x1 * theta.sin();
                 let want1 = x0 * theta.sin() + x1 * theta.cos();
-                assert!((f64::from(os[a]) - want0).abs() < 1e-5, "{style:?} pair {i}");
-                assert!((f64::from(os[c]) - want1).abs() < 1e-5, "{style:?} pair {i}");
+                assert!(
+                    (f64::from(os[a]) - want0).abs() < 1e-5,
+                    "{style:?} pair {i}"
+                );
+                assert!(
+                    (f64::from(os[c]) - want1).abs() < 1e-5,
+                    "{style:?} pair {i}"
+                );
             }
-            assert_eq!(os[n_rot..], xs[n_rot..], "{style:?}: dims past n_rot pass through");
+            assert_eq!(
+                os[n_rot..],
+                xs[n_rot..],
+                "{style:?}: dims past n_rot pass through"
+            );
         }
     }
 }
@@ -144,7 +163,9 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, a: &Attention) -> 
     for t in 0..n {
         for h in 0..a.n_head {
             let kvh = h / group;
-            let visible: Vec<usize> = (0..=t).filter(|&j| a.window.is_none_or(|w| t - j < w)).collect();
+            let visible: Vec<usize> = (0..=t)
+                .filter(|&j| a.window.is_none_or(|w| t - j < w))
+                .collect();
             let scores: Vec<f64> = visible
                 .iter()
                 .map(|&j| {
@@ -202,9 +223,17 @@ fn attention_is_causal_grouped_and_windowed() {
                 &a,
                 &mut out,
             );
-            let tol = if b.numerics() == Numerics::Exact { 1e-5 } else { 5e-3 };
+            let tol = if b.numerics() == Numerics::Exact {
+                1e-5
+            } else {
+                5e-3
+            };
             for (i, (&got, &w)) in out.data().iter().zip(&want).enumerate() {
-                assert!((f64::from(got) - w).abs() < tol, "{window:?} {:?} [{i}]: {got} vs {w}", b.numerics());
+                assert!(
+                    (f64::from(got) - w).abs() < tol,
+                    "{window:?} {:?} [{i}]: {got} vs {w}",
+                    b.numerics()
+                );
             }
             let mut kv = b.kv(16, 16, 12).unwrap();
             for t in 0..n {
@@ -238,7 +267,10 @@ fn gated_activations_match_their_formulas() {
             let f = match act {
                 Activation::Silu => x / (1.0 + (-x).exp()),
                 Activation::GeluTanh => {
-                    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+                    0.5 * x
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
+                                .tanh())
                 }
             };
             assert!((f64::from(o) - 2.0 * f).abs() < 1e-5, "{act:?}({x})");

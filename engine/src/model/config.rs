@@ -80,12 +80,11 @@ impl Config {
     /// Reads the configuration of `file`'s architecture from its metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let meta = file.model_meta()?;
-        let arch = Arch::from_name(&meta.architecture).ok_or_else(|| {
-            ModelError::UnknownArchitecture {
+        let arch =
+            Arch::from_name(&meta.architecture).ok_or_else(|| ModelError::UnknownArchitecture {
                 file: file.label().to_string(),
                 arch: meta.architecture.clone(),
-            }
-        })?;
+            })?;
         let a = arch.name();
         let key = |suffix: &str| format!("{a}.{suffix}");
         let size = |name: &str, v: u64| -> Result<usize, ModelError> {
@@ -199,7 +198,7 @@ impl Config {
     /// Whether layer `il` attends through the sliding window (a local layer).
     pub fn is_local(&self, il: usize) -> bool {
         match (self.sliding_window, self.swa_pattern) {
-            (Some(_), Some(p)) => p > 1 && (il + 1) % p != 0,
+            (Some(_), Some(p)) => p > 1 && !(il + 1).is_multiple_of(p),
             _ => false,
         }
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use config::{Arch, Config};
 pub use error::ModelError;
-pub use generate::{GenerateOptions, GenerateStats, Generation, FinishReason, generate};
+pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, generate};
 pub use perplexity::{Perplexity, perplexity};
 use weights::Weights;
 
@@ -156,7 +156,10 @@ impl<B: Backend> Model<B> {
         if n == 0 {
             return Err(ModelError::NoTokens);
         }
-        assert!(n <= MAX_BATCH, "forward: batch of {n} tokens exceeds {MAX_BATCH}");
+        assert!(
+            n <= MAX_BATCH,
+            "forward: batch of {n} tokens exceeds {MAX_BATCH}"
+        );
         assert!(rows.end <= n, "forward: logit rows beyond the batch");
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
             return Err(ModelError::BadToken {
@@ -216,7 +219,11 @@ impl<B: Backend> Model<B> {
                 style: c.rope_style,
                 head_dim: c.head_dim_k,
                 n_rot: c.rope_dims,
-                base: if local { c.rope_base_local } else { c.rope_base },
+                base: if local {
+                    c.rope_base_local
+                } else {
+                    c.rope_base
+                },
                 freq_scale: if local { 1.0 } else { c.rope_freq_scale },
             };
             b.rope(&mut q, &positions, &rope);
@@ -231,7 +238,14 @@ impl<B: Backend> Model<B> {
             };
             b.attention(&q, &k, &v, layer_kv, &positions, &attn, &mut att);
             b.matmul(&att, &lw.wo, &mut o);
-            residual(b, &mut x, &mut o, lw.post_attn_norm.as_ref(), c.rms_eps, &mut h);
+            residual(
+                b,
+                &mut x,
+                &mut o,
+                lw.post_attn_norm.as_ref(),
+                c.rms_eps,
+                &mut h,
+            );
 
             // Feed-forward block.
             b.rms_norm(&x, &lw.ffn_norm, c.rms_eps, &mut h);
@@ -239,7 +253,14 @@ impl<B: Backend> Model<B> {
             b.matmul(&h, &lw.up, &mut up);
             b.glu(&gate, &up, c.activation, &mut act);
             b.matmul(&act, &lw.down, &mut o);
-            residual(b, &mut x, &mut o, lw.post_ffn_norm.as_ref(), c.rms_eps, &mut h);
+            residual(
+                b,
+                &mut x,
+                &mut o,
+                lw.post_ffn_norm.as_ref(),
+                c.rms_eps,
+                &mut h,
+            );
         }
         kv.len += n;
 

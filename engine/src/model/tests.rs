@@ -44,11 +44,20 @@ fn tiny(arch: &str, skip: Option<&str>, window: Option<u32>) -> GgufBuilder {
         .meta(&a("embedding_length"), WriteValue::U32(D as u32))
         .meta(&a("feed_forward_length"), WriteValue::U32(FF as u32))
         .meta(&a("attention.head_count"), WriteValue::U32(HEADS as u32))
-        .meta(&a("attention.head_count_kv"), WriteValue::U32(KV_HEADS as u32))
+        .meta(
+            &a("attention.head_count_kv"),
+            WriteValue::U32(KV_HEADS as u32),
+        )
         .meta(&a("attention.key_length"), WriteValue::U32(HEAD_DIM as u32))
-        .meta(&a("attention.value_length"), WriteValue::U32(HEAD_DIM as u32))
+        .meta(
+            &a("attention.value_length"),
+            WriteValue::U32(HEAD_DIM as u32),
+        )
         .meta(&a("rope.freq_base"), WriteValue::F32(10_000.0))
-        .meta(&a("attention.layer_norm_rms_epsilon"), WriteValue::F32(1e-6));
+        .meta(
+            &a("attention.layer_norm_rms_epsilon"),
+            WriteValue::F32(1e-6),
+        );
     if let Some(w) = window {
         b = b
             .meta(&a("attention.sliding_window"), WriteValue::U32(w))
@@ -72,29 +81,82 @@ fn tiny(arch: &str, skip: Option<&str>, window: Option<u32>) -> GgufBuilder {
     for il in 0..LAYERS {
         let n = |s: &str| format!("blk.{il}.{s}");
         add(n("attn_norm.weight"), vec![D], norm(&mut rng, D));
-        add(n("attn_q.weight"), vec![D, q_dim], random_f32(&mut rng, D * q_dim, w));
-        add(n("attn_k.weight"), vec![D, kv_dim], random_f32(&mut rng, D * kv_dim, w));
-        add(n("attn_v.weight"), vec![D, kv_dim], random_f32(&mut rng, D * kv_dim, w));
-        add(n("attn_output.weight"), vec![q_dim, D], random_f32(&mut rng, q_dim * D, w));
+        add(
+            n("attn_q.weight"),
+            vec![D, q_dim],
+            random_f32(&mut rng, D * q_dim, w),
+        );
+        add(
+            n("attn_k.weight"),
+            vec![D, kv_dim],
+            random_f32(&mut rng, D * kv_dim, w),
+        );
+        add(
+            n("attn_v.weight"),
+            vec![D, kv_dim],
+            random_f32(&mut rng, D * kv_dim, w),
+        );
+        add(
+            n("attn_output.weight"),
+            vec![q_dim, D],
+            random_f32(&mut rng, q_dim * D, w),
+        );
         add(n("ffn_norm.weight"), vec![D], norm(&mut rng, D));
-        add(n("ffn_gate.weight"), vec![D, FF], random_f32(&mut rng, D * FF, w));
-        add(n("ffn_up.weight"), vec![D, FF], random_f32(&mut rng, D * FF, w));
-        add(n("ffn_down.weight"), vec![FF, D], random_f32(&mut rng, FF * D, w));
+        add(
+            n("ffn_gate.weight"),
+            vec![D, FF],
+            random_f32(&mut rng, D * FF, w),
+        );
+        add(
+            n("ffn_up.weight"),
+            vec![D, FF],
+            random_f32(&mut rng, D * FF, w),
+        );
+        add(
+            n("ffn_down.weight"),
+            vec![FF, D],
+            random_f32(&mut rng, FF * D, w),
+        );
         if arch == "qwen2" {
-            add(n("attn_q.bias"), vec![q_dim], random_f32(&mut rng, q_dim, 0.1));
-            add(n("attn_k.bias"), vec![kv_dim], random_f32(&mut rng, kv_dim, 0.1));
-            add(n("attn_v.bias"), vec![kv_dim], random_f32(&mut rng, kv_dim, 0.1));
+            add(
+                n("attn_q.bias"),
+                vec![q_dim],
+                random_f32(&mut rng, q_dim, 0.1),
+            );
+            add(
+                n("attn_k.bias"),
+                vec![kv_dim],
+                random_f32(&mut rng, kv_dim, 0.1),
+            );
+            add(
+                n("attn_v.bias"),
+                vec![kv_dim],
+                random_f32(&mut rng, kv_dim, 0.1),
+            );
         }
         if arch == "qwen3" || arch == "gemma3" {
-            add(n("attn_q_norm.weight"), vec![HEAD_DIM], norm(&mut rng, HEAD_DIM));
-            add(n("attn_k_norm.weight"), vec![HEAD_DIM], norm(&mut rng, HEAD_DIM));
+            add(
+                n("attn_q_norm.weight"),
+                vec![HEAD_DIM],
+                norm(&mut rng, HEAD_DIM),
+            );
+            add(
+                n("attn_k_norm.weight"),
+                vec![HEAD_DIM],
+                norm(&mut rng, HEAD_DIM),
+            );
         }
         if arch == "gemma3" {
             add(n("post_attention_norm.weight"), vec![D], norm(&mut rng, D));
             add(n("post_ffw_norm.weight"), vec![D], norm(&mut rng, D));
         }
     }
-    tensors.push(("token_embd.weight".into(), vec![D, VOCAB], GgmlType::Q8_0, embd));
+    tensors.push((
+        "token_embd.weight".into(),
+        vec![D, VOCAB],
+        GgmlType::Q8_0,
+        embd,
+    ));
     for (name, dims, ty, data) in tensors {
         if Some(name.as_str()) != skip {
             b = b.tensor(&name, &dims, ty, data);
@@ -126,15 +188,27 @@ fn qwen2_and_qwen3_models_load_with_their_conventions_and_give_finite_logits() {
         assert_eq!((c.vocab_size, c.n_layer, c.head_dim_k), (100, 2, 16));
         let out = logits(&model, &[1, 5, 9, 42]);
         assert_eq!(out.len(), 4 * VOCAB as usize);
-        assert!(out.iter().all(|v| v.is_finite()), "{arch}: non-finite logits");
+        assert!(
+            out.iter().all(|v| v.is_finite()),
+            "{arch}: non-finite logits"
+        );
         // Different contexts give different predictions.
-        assert_ne!(out[..100], out[300..], "{arch}: every position predicts the same");
+        assert_ne!(
+            out[..100],
+            out[300..],
+            "{arch}: every position predicts the same"
+        );
     }
 }
 
 #[test]
 fn decoding_one_token_at_a_time_matches_the_batched_prompt() {
-    for (arch, window) in [("llama", None), ("qwen2", None), ("qwen3", None), ("gemma3", Some(3))] {
+    for (arch, window) in [
+        ("llama", None),
+        ("qwen2", None),
+        ("qwen3", None),
+        ("gemma3", Some(3)),
+    ] {
         let model = load(&tiny(arch, None, window)).unwrap();
         let tokens = [2u32, 17, 33, 8, 99, 0, 61, 5];
         let batched = logits(&model, &tokens);
@@ -145,7 +219,10 @@ fn decoding_one_token_at_a_time_matches_the_batched_prompt() {
             stepped.extend(model.backend().read(&out).unwrap());
         }
         assert_eq!(kv.len(), tokens.len());
-        assert_eq!(batched, stepped, "{arch}: cache path differs from the batch");
+        assert_eq!(
+            batched, stepped,
+            "{arch}: cache path differs from the batch"
+        );
     }
 }
 
@@ -178,13 +255,22 @@ fn gemma3_scales_the_embedding_and_uses_the_local_rope_base() {
 fn load_errors_name_the_file_and_the_problem() {
     let err = load(&tiny("mamba", None, None)).unwrap_err();
     assert!(matches!(err, ModelError::UnknownArchitecture { ref arch, .. } if arch == "mamba"));
-    assert!(err.to_string().starts_with("tiny.gguf: architecture 'mamba' is not supported"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("tiny.gguf: architecture 'mamba' is not supported"),
+        "{err}"
+    );
 
     let err = load(&tiny("qwen2", Some("blk.1.attn_k.bias"), None)).unwrap_err();
-    assert_eq!(err.to_string(), "tiny.gguf: tensor 'blk.1.attn_k.bias' is missing");
+    assert_eq!(
+        err.to_string(),
+        "tiny.gguf: tensor 'blk.1.attn_k.bias' is missing"
+    );
 
     let err = load(&tiny("llama", Some("blk.0.ffn_up.weight"), None)).unwrap_err();
-    assert!(matches!(err, ModelError::MissingTensor { ref tensor, .. } if tensor == "blk.0.ffn_up.weight"));
+    assert!(
+        matches!(err, ModelError::MissingTensor { ref tensor, .. } if tensor == "blk.0.ffn_up.weight")
+    );
 
     // A query projection narrower than the heads need.
     let mut rng = fastrand::Rng::with_seed(1);
@@ -206,10 +292,25 @@ fn forward_rejects_bad_tokens_and_a_full_context() {
     let model = load(&tiny("llama", None, None)).unwrap();
     let mut kv = model.kv_cache(4).unwrap();
     let err = model.forward(&mut kv, &[1, 100], 0..1).unwrap_err();
-    assert!(matches!(err, ModelError::BadToken { id: 100, vocab: 100 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ModelError::BadToken {
+                id: 100,
+                vocab: 100
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(kv.len(), 0);
     model.forward(&mut kv, &[1, 2, 3], 2..3).unwrap();
     let err = model.forward(&mut kv, &[4, 5], 1..2).unwrap_err();
-    assert!(matches!(err, ModelError::ContextFull { context: 4 }), "{err}");
-    assert!(matches!(model.forward(&mut kv, &[], 0..0), Err(ModelError::NoTokens)));
+    assert!(
+        matches!(err, ModelError::ContextFull { context: 4 }),
+        "{err}"
+    );
+    assert!(matches!(
+        model.forward(&mut kv, &[], 0..0),
+        Err(ModelError::NoTokens)
+    ));
 }

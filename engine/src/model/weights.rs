@@ -80,7 +80,12 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     /// Required when `wanted`, otherwise not loaded.
-    fn when(&self, wanted: bool, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
+    fn when(
+        &self,
+        wanted: bool,
+        name: &str,
+        dims: &[usize],
+    ) -> Result<Option<B::Weight>, ModelError> {
         if wanted {
             self.required(name, dims).map(Some)
         } else {
@@ -92,7 +97,11 @@ impl<B: Backend> Loader<'_, B> {
 impl<B: Backend> Weights<B> {
     /// Loads every weight `config` calls for. Fills in `config.vocab_size` from the embedding when
     /// the metadata did not give it.
-    pub(crate) fn load(backend: &B, file: &Arc<GgufFile>, config: &mut Config) -> Result<Self, ModelError> {
+    pub(crate) fn load(
+        backend: &B,
+        file: &Arc<GgufFile>,
+        config: &mut Config,
+    ) -> Result<Self, ModelError> {
         let l = Loader { backend, file };
         let c = &*config;
         let d = c.d_model;
@@ -126,7 +135,11 @@ impl<B: Backend> Weights<B> {
             });
         }
         let token_embd = l.required(embd_name, &[d, vocab])?;
-        let (q_dim, kv_k, kv_v) = (c.n_head * c.head_dim_k, c.n_kv_head * c.head_dim_k, c.n_kv_head * c.head_dim_v);
+        let (q_dim, kv_k, kv_v) = (
+            c.n_head * c.head_dim_k,
+            c.n_kv_head * c.head_dim_k,
+            c.n_kv_head * c.head_dim_v,
+        );
         let o_in = c.n_head * c.head_dim_v;
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
