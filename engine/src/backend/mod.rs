@@ -14,6 +14,7 @@
 //!
 //! Implementations: [`reference::ReferenceBackend`], the scalar CPU oracle.
 
+pub mod cpu;
 pub mod reference;
 
 #[cfg(test)]

@@ -22,3 +22,5 @@ pub use activation::{quantize_row_q8_0, quantize_row_q8_k};
 pub use dequant::{dequantize, dequantize_to_vec};
 pub use error::QuantError;
 pub use types::{GgmlType, QK_K};
+
+pub(crate) use kquants::scale_min_k4;

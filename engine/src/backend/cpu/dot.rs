@@ -1,0 +1,337 @@
+//! Dot products of one quantized weight row with one quantized activation row, in integer
+//! arithmetic per block, f32 across blocks. Scalar, portable: the baseline every SIMD kernel is
+//! checked against.
+//!
+//! The activations are quantized with [`crate::quant::quantize_row_q8_0`] (for Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0 weights) or [`crate::quant::quantize_row_q8_k`] (k-quants), see
+//! [`activation_type`]. The result equals, up to f32 rounding, the dot product of the dequantized
+//! weight row with the dequantized activation row, which is what the reference backend computes
+//! with `Numerics::Ggml`.
+
+use half::f16;
+
+use crate::quant::GgmlType;
+
+/// The block format a weight type's activations are quantized to, or `None` where this module has
+/// no integer kernel for the type yet.
+pub fn activation_type(weight: GgmlType) -> Option<GgmlType> {
+    match weight {
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+            Some(GgmlType::Q8_0)
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Some(GgmlType::Q8_K),
+        _ => None,
+    }
+}
+
+/// `w · a` for a weight row `w` of type `ty` and an activation row `a` of
+/// `activation_type(ty)` blocks covering the same number of values.
+///
+/// Panics if `ty` has no kernel or the lengths do not match (callers size both from the weight).
+pub fn dot_row(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    let act = activation_type(ty).unwrap_or_else(|| panic!("no integer dot kernel for {ty}"));
+    let blocks = a.len() / act.type_size();
+    assert_eq!(
+        a.len(),
+        blocks * act.type_size(),
+        "activation row is whole {act} blocks"
+    );
+    assert_eq!(
+        w.len(),
+        blocks * ty.type_size(),
+        "weight row covers the activations"
+    );
+    let kernel: fn(&[u8], &[u8]) -> f32 = match ty {
+        GgmlType::Q4_0 => block_q4_0,
+        GgmlType::Q4_1 => block_q4_1,
+        GgmlType::Q5_0 => block_q5_0,
+        GgmlType::Q5_1 => block_q5_1,
+        GgmlType::Q8_0 => block_q8_0,
+        GgmlType::Q4_K => block_q4_k,
+        GgmlType::Q5_K => block_q5_k,
+        GgmlType::Q6_K => block_q6_k,
+        _ => unreachable!("activation_type has a kernel for {ty}"),
+    };
+    w.chunks_exact(ty.type_size())
+        .zip(a.chunks_exact(act.type_size()))
+        .map(|(wb, ab)| kernel(wb, ab))
+        .sum()
+}
+
+const QK: usize = 32;
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The activation block's scale and values.
+fn q8(a: &[u8]) -> (f32, &[u8]) {
+    (f16_at(a, 0), &a[2..2 + QK])
+}
+
+fn i8_at(q: &[u8], i: usize) -> i32 {
+    i32::from(q[i] as i8)
+}
+
+/// `sum_j x[j] * y[j]` for 4-bit values `x` (low nibbles first, then high) minus `offset`.
+fn nibble_dot(qs: &[u8], y: &[u8], offset: i32) -> i32 {
+    (0..QK / 2)
+        .map(|j| {
+            let lo = i32::from(qs[j] & 0x0f) - offset;
+            let hi = i32::from(qs[j] >> 4) - offset;
+            lo * i8_at(y, j) + hi * i8_at(y, j + QK / 2)
+        })
+        .sum()
+}
+
+/// Like [`nibble_dot`] with a fifth bit per value from `qh`.
+fn five_bit_dot(qs: &[u8], qh: u32, y: &[u8], offset: i32) -> i32 {
+    (0..QK / 2)
+        .map(|j| {
+            let h0 = ((qh >> j) << 4) & 0x10;
+            let h1 = (qh >> (j + 12)) & 0x10;
+            let lo = (u32::from(qs[j] & 0x0f) | h0) as i32 - offset;
+            let hi = (u32::from(qs[j] >> 4) | h1) as i32 - offset;
+            lo * i8_at(y, j) + hi * i8_at(y, j + QK / 2)
+        })
+        .sum()
+}
+
+/// `sum_j y[j]`: with the block scale, the activation sum that a weight's minimum multiplies.
+fn q8_sum(y: &[u8]) -> i32 {
+    (0..QK).map(|j| i8_at(y, j)).sum()
+}
+
+fn block_q4_0(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8(a);
+    nibble_dot(&w[2..18], y, 8) as f32 * (f16_at(w, 0) * dy)
+}
+
+fn block_q4_1(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8(a);
+    let (d, m) = (f16_at(w, 0), f16_at(w, 2));
+    nibble_dot(&w[4..20], y, 0) as f32 * (d * dy) + m * (dy * q8_sum(y) as f32)
+}
+
+fn block_q5_0(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8(a);
+    let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
+    five_bit_dot(&w[6..22], qh, y, 16) as f32 * (f16_at(w, 0) * dy)
+}
+
+fn block_q5_1(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8(a);
+    let (d, m) = (f16_at(w, 0), f16_at(w, 2));
+    let qh = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+    five_bit_dot(&w[8..24], qh, y, 0) as f32 * (d * dy) + m * (dy * q8_sum(y) as f32)
+}
+
+fn block_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8(a);
+    let x = &w[2..2 + QK];
+    let sum: i32 = (0..QK).map(|j| i8_at(x, j) * i8_at(y, j)).sum();
+    sum as f32 * (f16_at(w, 0) * dy)
+}
+
+/// Q8_K super-block: f32 scale, 256 signed bytes (then 16 partial sums, unused here).
+const QK_K: usize = 256;
+
+fn q8_k(a: &[u8]) -> (f32, &[u8]) {
+    (
+        f32::from_le_bytes([a[0], a[1], a[2], a[3]]),
+        &a[4..4 + QK_K],
+    )
+}
+
+/// `(sum_j scale[j] * sum_i q[i] y[i], sum_j min[j] * sum_i y[i])` over the eight 32-value
+/// sub-blocks `j` of a Q4_K/Q5_K super-block whose unsigned values are `q`.
+fn k_sums(q: &[u8; QK_K], scales: &[u8; 12], y: &[u8]) -> (i32, i32) {
+    let (mut dots, mut mins) = (0i32, 0i32);
+    for j in 0..8 {
+        let (sc, m) = crate::quant::scale_min_k4(j, scales);
+        let (mut qy, mut ys) = (0i32, 0i32);
+        for (i, &qi) in q.iter().enumerate().skip(32 * j).take(32) {
+            qy += i32::from(qi) * i8_at(y, i);
+            ys += i8_at(y, i);
+        }
+        dots += i32::from(sc) * qy;
+        mins += i32::from(m) * ys;
+    }
+    (dots, mins)
+}
+
+fn scales12(w: &[u8]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    s.copy_from_slice(&w[4..16]);
+    s
+}
+
+fn block_q4_k(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8_k(a);
+    let mut q = [0u8; QK_K];
+    for pair in 0..4 {
+        for l in 0..32 {
+            let b = w[16 + 32 * pair + l];
+            q[64 * pair + l] = b & 0x0f;
+            q[64 * pair + 32 + l] = b >> 4;
+        }
+    }
+    let (dots, mins) = k_sums(&q, &scales12(w), y);
+    dy * (f16_at(w, 0) * dots as f32 - f16_at(w, 2) * mins as f32)
+}
+
+fn block_q5_k(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8_k(a);
+    let mut q = [0u8; QK_K];
+    for pair in 0..4 {
+        for l in 0..32 {
+            let (b, h) = (w[48 + 32 * pair + l], w[16 + l]);
+            q[64 * pair + l] = (b & 0x0f) | (((h >> (2 * pair)) & 1) << 4);
+            q[64 * pair + 32 + l] = (b >> 4) | (((h >> (2 * pair + 1)) & 1) << 4);
+        }
+    }
+    let (dots, mins) = k_sums(&q, &scales12(w), y);
+    dy * (f16_at(w, 0) * dots as f32 - f16_at(w, 2) * mins as f32)
+}
+
+fn block_q6_k(w: &[u8], a: &[u8]) -> f32 {
+    let (dy, y) = q8_k(a);
+    let mut q = [0i32; QK_K];
+    for n in 0..2 {
+        let (ql, qh) = (64 * n, 128 + 32 * n);
+        for l in 0..32 {
+            let h = w[qh + l];
+            let base = 128 * n + l;
+            q[base] = i32::from((w[ql + l] & 0x0f) | ((h & 3) << 4)) - 32;
+            q[base + 32] = i32::from((w[ql + l + 32] & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
+            q[base + 64] = i32::from((w[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32;
+            q[base + 96] = i32::from((w[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32;
+        }
+    }
+    let mut sum = 0i32;
+    for k in 0..16 {
+        let sc = i8_at(w, 192 + k);
+        let qy: i32 = (16 * k..16 * (k + 1)).map(|i| q[i] * i8_at(y, i)).sum();
+        sum += sc * qy;
+    }
+    f16_at(w, 208) * dy * sum as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufFile;
+    use crate::quant::{dequantize, quantize_row_q8_0, quantize_row_q8_k};
+
+    /// A row of `n` activation-like values: mostly small, a few large (as real hidden states are).
+    fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = rng.f32() * 2.0 - 1.0;
+                if rng.u8(..) < 4 { v * 40.0 } else { v }
+            })
+            .collect()
+    }
+
+    /// Checks `dot_row` against the f64 dot product of the dequantized rows for `rows` rows of a
+    /// weight of type `ty` with `cols` values per row, whose bytes are `data`.
+    fn check_rows(label: &str, ty: GgmlType, data: &[u8], cols: usize, rows: usize) {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        let x = activations(&mut rng, cols);
+        let act = activation_type(ty).unwrap();
+        let mut a = vec![0u8; cols / act.block_size() * act.type_size()];
+        match act {
+            GgmlType::Q8_0 => quantize_row_q8_0(&x, &mut a).unwrap(),
+            _ => quantize_row_q8_k(&x, &mut a).unwrap(),
+        }
+        let mut xq = vec![0.0f32; cols];
+        dequantize(act, &a, &mut xq).unwrap();
+        let mut wrow = vec![0.0f32; cols];
+        let step = (data.len() / row_bytes / rows).max(1);
+        for r in (0..data.len() / row_bytes).step_by(step).take(rows) {
+            let w = &data[r * row_bytes..][..row_bytes];
+            dequantize(ty, w, &mut wrow).unwrap();
+            let want: f64 = wrow
+                .iter()
+                .zip(&xq)
+                .map(|(&p, &q)| f64::from(p) * f64::from(q))
+                .sum();
+            let scale: f64 = wrow
+                .iter()
+                .zip(&xq)
+                .map(|(&p, &q)| f64::from(p * q).abs())
+                .sum();
+            let got = f64::from(dot_row(ty, w, &a));
+            let err = (got - want).abs() / scale.max(f64::MIN_POSITIVE);
+            assert!(
+                err < 1e-5,
+                "{label} {ty} row {r}: {got} vs {want} (normalized error {err:e})"
+            );
+        }
+    }
+
+    #[test]
+    fn integer_dots_match_dequantized_products_on_real_tensors() {
+        use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
+        for published in [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M] {
+            let path = source::fetch(published).unwrap();
+            let file = GgufFile::open(&path).unwrap();
+            let mut seen = Vec::new();
+            for info in file.tensors() {
+                if info.dims.len() != 2
+                    || activation_type(info.ty).is_none()
+                    || seen.contains(&info.ty)
+                {
+                    continue;
+                }
+                seen.push(info.ty);
+                let t = file.tensor(&info.name).unwrap();
+                check_rows(&info.name, info.ty, t.data, info.dims[0] as usize, 64);
+            }
+            assert!(
+                seen.len() >= 2,
+                "{}: kernels for {seen:?} only",
+                published.name
+            );
+        }
+    }
+
+    #[test]
+    fn integer_dots_match_for_every_format_with_a_kernel() {
+        // Random block bytes with sane f16 scales (and mins) for each format.
+        let mut rng = fastrand::Rng::with_seed(5);
+        let cols = 512;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+        ] {
+            let rows = 8;
+            let mut data = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
+            for b in data.chunks_exact_mut(ty.type_size()) {
+                rng.fill(b);
+                let scale = |rng: &mut fastrand::Rng, s: f32| {
+                    f16::from_f32((rng.f32() - 0.3) * s).to_le_bytes()
+                };
+                match ty {
+                    GgmlType::Q6_K => b[208..210].copy_from_slice(&scale(&mut rng, 0.01)),
+                    GgmlType::Q4_K | GgmlType::Q5_K => {
+                        b[..2].copy_from_slice(&scale(&mut rng, 0.01));
+                        b[2..4].copy_from_slice(&scale(&mut rng, 0.01));
+                    }
+                    _ => {
+                        b[..2].copy_from_slice(&scale(&mut rng, 0.1));
+                        b[2..4].copy_from_slice(&scale(&mut rng, 1.0));
+                    }
+                }
+            }
+            check_rows("random", ty, &data, cols, rows);
+        }
+    }
+}
