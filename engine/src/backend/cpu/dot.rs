@@ -10,6 +10,7 @@
 
 use half::f16;
 
+use super::level::Level;
 use crate::quant::GgmlType;
 
 /// The block format a weight type's activations are quantized to, or `None` where this module has
@@ -29,6 +30,12 @@ pub fn activation_type(weight: GgmlType) -> Option<GgmlType> {
 ///
 /// Panics if `ty` has no kernel or the lengths do not match (callers size both from the weight).
 pub fn dot_row(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    dot_row_at(Level::detected(), ty, w, a)
+}
+
+/// [`dot_row`] with the kernels of dispatch level `level` (at most what the CPU supports: a higher
+/// level falls back to the highest supported one).
+pub fn dot_row_at(level: Level, ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let act = activation_type(ty).unwrap_or_else(|| panic!("no integer dot kernel for {ty}"));
     let blocks = a.len() / act.type_size();
     assert_eq!(
@@ -41,6 +48,17 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         blocks * ty.type_size(),
         "weight row covers the activations"
     );
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && Level::Avx2.supported() {
+        match ty {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            GgmlType::Q8_0 => return unsafe { super::avx2::dot_q8_0(w, a) },
+            // SAFETY: as above.
+            GgmlType::Q4_1 => return unsafe { super::avx2::dot_q4_1(w, a) },
+            _ => {}
+        }
+    }
+    let _ = level;
     let kernel: fn(&[u8], &[u8]) -> f32 = match ty {
         GgmlType::Q4_0 => block_q4_0,
         GgmlType::Q4_1 => block_q4_1,

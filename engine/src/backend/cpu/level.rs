@@ -1,0 +1,67 @@
+//! Which instruction set the CPU kernels use: detected at run time, capped by `HEARTH_CPU_LEVEL`
+//! (`scalar`, `avx2`) or by the caller, so tests can run every level the machine has.
+
+use std::sync::OnceLock;
+
+/// A dispatch level; higher levels include the lower ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Portable Rust, no SIMD intrinsics.
+    Scalar,
+    /// x86-64 AVX2 + FMA.
+    Avx2,
+}
+
+impl Level {
+    /// Every level, lowest first.
+    pub const ALL: [Level; 2] = [Level::Scalar, Level::Avx2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Whether this CPU can run the level's instructions.
+    pub fn supported(self) -> bool {
+        match self {
+            Level::Scalar => true,
+            Level::Avx2 => avx2_fma(),
+        }
+    }
+
+    /// The highest level this CPU supports, capped by `HEARTH_CPU_LEVEL` when set (an unknown
+    /// name there is ignored). Computed once.
+    pub fn detected() -> Level {
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let best = Self::ALL
+                .into_iter()
+                .rev()
+                .find(|l| l.supported())
+                .unwrap_or(Level::Scalar);
+            match std::env::var("HEARTH_CPU_LEVEL")
+                .ok()
+                .and_then(|v| Level::from_name(v.trim()))
+            {
+                Some(cap) => cap.min(best),
+                None => best,
+            }
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_fma() -> bool {
+    false
+}
