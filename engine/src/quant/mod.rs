@@ -23,4 +23,11 @@ pub use dequant::{dequantize, dequantize_to_vec};
 pub use error::QuantError;
 pub use types::{GgmlType, QK_K};
 
+pub(crate) use bytes::{f16_at, f32_at, u32_at};
 pub(crate) use kquants::scale_min_k4;
+
+/// The byte layouts of the blocks (offsets of each field), for kernels outside this module.
+pub(crate) mod layout {
+    pub(crate) use super::kquants::{q4_k, q5_k, q6_k, q8_k};
+    pub(crate) use super::simple::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
+}

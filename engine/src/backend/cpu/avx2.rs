@@ -7,15 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use half::f16;
-
-const QK: usize = 32;
-const Q8_0_BYTES: usize = 34;
-const Q4_1_BYTES: usize = 20;
-
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
+use crate::quant::f16_at;
+use crate::quant::layout::{QK, q4_1, q8_0};
 
 /// Sum of the eight f32 lanes.
 #[target_feature(enable = "avx2,fma")]
@@ -47,10 +40,14 @@ fn load32(b: &[u8], at: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma")]
 pub fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (wb, ab) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-        let x = load32(wb, 2);
-        let y = load32(ab, 2);
+    let (ws, acts) = (
+        w.as_chunks::<{ q8_0::BYTES }>().0,
+        a.as_chunks::<{ q8_0::BYTES }>().0,
+    );
+    for (wb, ab) in ws.iter().zip(acts) {
+        let d = _mm256_set1_ps(f16_at(wb, q8_0::D) * f16_at(ab, q8_0::D));
+        let x = load32(wb, q8_0::QS);
+        let y = load32(ab, q8_0::QS);
         // |x| * (y with x's sign) = x * y, with an unsigned left operand for maddubs.
         let sums = mul_sum_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
@@ -65,15 +62,20 @@ pub fn dot_q4_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc_min = _mm256_setzero_ps();
     let mask = _mm_set1_epi8(0x0f);
     let ones = _mm256_set1_epi8(1);
-    for (wb, ab) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-        let (d, m, dy) = (f16_at(wb, 0), f16_at(wb, 2), f16_at(ab, 0));
-        let qs = &wb[4..4 + QK / 2];
+    let (ws, acts) = (
+        w.as_chunks::<{ q4_1::BYTES }>().0,
+        a.as_chunks::<{ q8_0::BYTES }>().0,
+    );
+    for (wb, ab) in ws.iter().zip(acts) {
+        let (d, m) = (f16_at(wb, q4_1::D), f16_at(wb, q4_1::M));
+        let dy = f16_at(ab, q8_0::D);
+        let qs = &wb[q4_1::QS..q4_1::QS + QK / 2];
         // SAFETY: `qs` is exactly 16 readable bytes; the load is unaligned.
         let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
         let lo = _mm_and_si128(packed, mask);
         let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), mask);
         let x = _mm256_set_m128i(hi, lo);
-        let y = load32(ab, 2);
+        let y = load32(ab, q8_0::QS);
         let sums = mul_sum_u8_i8(x, y);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sums), acc);
         let y_sums = mul_sum_u8_i8(ones, y);

@@ -8,10 +8,10 @@
 //! weight row with the dequantized activation row, which is what the reference backend computes
 //! with `Numerics::Ggml`.
 
-use half::f16;
-
 use super::level::Level;
-use crate::quant::GgmlType;
+use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
+use crate::quant::layout::{q4_k, q5_k};
+use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4, u32_at};
 
 /// The block format a weight type's activations are quantized to, or `None` where this module has
 /// no integer kernel for the type yet.
@@ -37,15 +37,15 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 /// level falls back to the highest supported one).
 pub fn dot_row_at(level: Level, ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let act = activation_type(ty).unwrap_or_else(|| panic!("no integer dot kernel for {ty}"));
-    let blocks = a.len() / act.type_size();
+    let n_blocks = a.len() / act.type_size();
     assert_eq!(
         a.len(),
-        blocks * act.type_size(),
+        n_blocks * act.type_size(),
         "activation row is whole {act} blocks"
     );
     assert_eq!(
         w.len(),
-        blocks * ty.type_size(),
+        n_blocks * ty.type_size(),
         "weight row covers the activations"
     );
     #[cfg(target_arch = "x86_64")]
@@ -59,36 +59,38 @@ pub fn dot_row_at(level: Level, ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         }
     }
     let _ = level;
-    let kernel: fn(&[u8], &[u8]) -> f32 = match ty {
-        GgmlType::Q4_0 => block_q4_0,
-        GgmlType::Q4_1 => block_q4_1,
-        GgmlType::Q5_0 => block_q5_0,
-        GgmlType::Q5_1 => block_q5_1,
-        GgmlType::Q8_0 => block_q8_0,
-        GgmlType::Q4_K => block_q4_k,
-        GgmlType::Q5_K => block_q5_k,
-        GgmlType::Q6_K => block_q6_k,
+    match ty {
+        GgmlType::Q4_0 => blocks(w, a, block_q4_0),
+        GgmlType::Q4_1 => blocks(w, a, block_q4_1),
+        GgmlType::Q5_0 => blocks(w, a, block_q5_0),
+        GgmlType::Q5_1 => blocks(w, a, block_q5_1),
+        GgmlType::Q8_0 => blocks(w, a, block_q8_0),
+        GgmlType::Q4_K => blocks(w, a, block_q4_k),
+        GgmlType::Q5_K => blocks(w, a, block_q5_k),
+        GgmlType::Q6_K => blocks(w, a, block_q6_k),
         _ => unreachable!("activation_type has a kernel for {ty}"),
-    };
-    w.chunks_exact(ty.type_size())
-        .zip(a.chunks_exact(act.type_size()))
-        .map(|(wb, ab)| kernel(wb, ab))
-        .sum()
+    }
 }
 
-const QK: usize = 32;
-
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-/// The activation block's scale and values.
-fn q8(a: &[u8]) -> (f32, &[u8]) {
-    (f16_at(a, 0), &a[2..2 + QK])
+/// Sums `kernel` over the blocks of a weight row and its activation row (lengths checked by the
+/// caller).
+fn blocks<const W: usize, const A: usize>(
+    w: &[u8],
+    a: &[u8],
+    kernel: fn(&[u8; W], &[u8; A]) -> f32,
+) -> f32 {
+    let (ws, _) = w.as_chunks::<W>();
+    let (acts, _) = a.as_chunks::<A>();
+    ws.iter().zip(acts).map(|(wb, ab)| kernel(wb, ab)).sum()
 }
 
 fn i8_at(q: &[u8], i: usize) -> i32 {
     i32::from(q[i] as i8)
+}
+
+/// The Q8_0 activation block's scale and values.
+fn q8(a: &[u8; q8_0::BYTES]) -> (f32, &[u8]) {
+    (f16_at(a, q8_0::D), &a[q8_0::QS..])
 }
 
 /// `sum_j x[j] * y[j]` for 4-bit values `x` (low nibbles first, then high) minus `offset`.
@@ -120,53 +122,50 @@ fn q8_sum(y: &[u8]) -> i32 {
     (0..QK).map(|j| i8_at(y, j)).sum()
 }
 
-fn block_q4_0(w: &[u8], a: &[u8]) -> f32 {
+fn block_q4_0(w: &[u8; q4_0::BYTES], a: &[u8; q8_0::BYTES]) -> f32 {
     let (dy, y) = q8(a);
-    nibble_dot(&w[2..18], y, 8) as f32 * (f16_at(w, 0) * dy)
+    nibble_dot(&w[q4_0::QS..], y, 8) as f32 * (f16_at(w, q4_0::D) * dy)
 }
 
-fn block_q4_1(w: &[u8], a: &[u8]) -> f32 {
+fn block_q4_1(w: &[u8; q4_1::BYTES], a: &[u8; q8_0::BYTES]) -> f32 {
     let (dy, y) = q8(a);
-    let (d, m) = (f16_at(w, 0), f16_at(w, 2));
-    nibble_dot(&w[4..20], y, 0) as f32 * (d * dy) + m * (dy * q8_sum(y) as f32)
+    let (d, m) = (f16_at(w, q4_1::D), f16_at(w, q4_1::M));
+    nibble_dot(&w[q4_1::QS..], y, 0) as f32 * (d * dy) + m * (dy * q8_sum(y) as f32)
 }
 
-fn block_q5_0(w: &[u8], a: &[u8]) -> f32 {
+fn block_q5_0(w: &[u8; q5_0::BYTES], a: &[u8; q8_0::BYTES]) -> f32 {
     let (dy, y) = q8(a);
-    let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
-    five_bit_dot(&w[6..22], qh, y, 16) as f32 * (f16_at(w, 0) * dy)
+    let qh = u32_at(w, q5_0::QH);
+    five_bit_dot(&w[q5_0::QS..], qh, y, 16) as f32 * (f16_at(w, q5_0::D) * dy)
 }
 
-fn block_q5_1(w: &[u8], a: &[u8]) -> f32 {
+fn block_q5_1(w: &[u8; q5_1::BYTES], a: &[u8; q8_0::BYTES]) -> f32 {
     let (dy, y) = q8(a);
-    let (d, m) = (f16_at(w, 0), f16_at(w, 2));
-    let qh = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
-    five_bit_dot(&w[8..24], qh, y, 0) as f32 * (d * dy) + m * (dy * q8_sum(y) as f32)
+    let (d, m) = (f16_at(w, q5_1::D), f16_at(w, q5_1::M));
+    let qh = u32_at(w, q5_1::QH);
+    five_bit_dot(&w[q5_1::QS..], qh, y, 0) as f32 * (d * dy) + m * (dy * q8_sum(y) as f32)
 }
 
-fn block_q8_0(w: &[u8], a: &[u8]) -> f32 {
+fn block_q8_0(w: &[u8; q8_0::BYTES], a: &[u8; q8_0::BYTES]) -> f32 {
     let (dy, y) = q8(a);
-    let x = &w[2..2 + QK];
+    let x = &w[q8_0::QS..];
     let sum: i32 = (0..QK).map(|j| i8_at(x, j) * i8_at(y, j)).sum();
-    sum as f32 * (f16_at(w, 0) * dy)
+    sum as f32 * (f16_at(w, q8_0::D) * dy)
 }
 
-/// Q8_K super-block: f32 scale, 256 signed bytes (then 16 partial sums, unused here).
-const QK_K: usize = 256;
-
-fn q8_k(a: &[u8]) -> (f32, &[u8]) {
-    (
-        f32::from_le_bytes([a[0], a[1], a[2], a[3]]),
-        &a[4..4 + QK_K],
-    )
+/// The Q8_K activation super-block's scale and values (its partial sums are not used here).
+fn q8k(a: &[u8; q8_k::BYTES]) -> (f32, &[u8]) {
+    (f32_at(a, q8_k::D), &a[q8_k::QS..q8_k::BSUMS])
 }
 
 /// `(sum_j scale[j] * sum_i q[i] y[i], sum_j min[j] * sum_i y[i])` over the eight 32-value
-/// sub-blocks `j` of a Q4_K/Q5_K super-block whose unsigned values are `q`.
-fn k_sums(q: &[u8; QK_K], scales: &[u8; 12], y: &[u8]) -> (i32, i32) {
+/// sub-blocks `j` of a Q4_K/Q5_K super-block whose unsigned values are `q` and whose packed
+/// scales are `scales`.
+fn k_sums(q: &[u8; QK_K], scales: &[u8], y: &[u8]) -> (i32, i32) {
+    let scales: &[u8; 12] = scales.try_into().expect("twelve packed scale bytes");
     let (mut dots, mut mins) = (0i32, 0i32);
     for j in 0..8 {
-        let (sc, m) = crate::quant::scale_min_k4(j, scales);
+        let (sc, m) = scale_min_k4(j, scales);
         let (mut qy, mut ys) = (0i32, 0i32);
         for (i, &qi) in q.iter().enumerate().skip(32 * j).take(32) {
             qy += i32::from(qi) * i8_at(y, i);
@@ -178,45 +177,39 @@ fn k_sums(q: &[u8; QK_K], scales: &[u8; 12], y: &[u8]) -> (i32, i32) {
     (dots, mins)
 }
 
-fn scales12(w: &[u8]) -> [u8; 12] {
-    let mut s = [0u8; 12];
-    s.copy_from_slice(&w[4..16]);
-    s
-}
-
-fn block_q4_k(w: &[u8], a: &[u8]) -> f32 {
-    let (dy, y) = q8_k(a);
+fn block_q4_k(w: &[u8; q4_k::BYTES], a: &[u8; q8_k::BYTES]) -> f32 {
+    let (dy, y) = q8k(a);
     let mut q = [0u8; QK_K];
     for pair in 0..4 {
         for l in 0..32 {
-            let b = w[16 + 32 * pair + l];
+            let b = w[q4_k::QS + 32 * pair + l];
             q[64 * pair + l] = b & 0x0f;
             q[64 * pair + 32 + l] = b >> 4;
         }
     }
-    let (dots, mins) = k_sums(&q, &scales12(w), y);
-    dy * (f16_at(w, 0) * dots as f32 - f16_at(w, 2) * mins as f32)
+    let (dots, mins) = k_sums(&q, &w[q4_k::SCALES..q4_k::QS], y);
+    dy * (f16_at(w, q4_k::D) * dots as f32 - f16_at(w, q4_k::DMIN) * mins as f32)
 }
 
-fn block_q5_k(w: &[u8], a: &[u8]) -> f32 {
-    let (dy, y) = q8_k(a);
+fn block_q5_k(w: &[u8; q5_k::BYTES], a: &[u8; q8_k::BYTES]) -> f32 {
+    let (dy, y) = q8k(a);
     let mut q = [0u8; QK_K];
     for pair in 0..4 {
         for l in 0..32 {
-            let (b, h) = (w[48 + 32 * pair + l], w[16 + l]);
+            let (b, h) = (w[q5_k::QS + 32 * pair + l], w[q5_k::QH + l]);
             q[64 * pair + l] = (b & 0x0f) | (((h >> (2 * pair)) & 1) << 4);
             q[64 * pair + 32 + l] = (b >> 4) | (((h >> (2 * pair + 1)) & 1) << 4);
         }
     }
-    let (dots, mins) = k_sums(&q, &scales12(w), y);
-    dy * (f16_at(w, 0) * dots as f32 - f16_at(w, 2) * mins as f32)
+    let (dots, mins) = k_sums(&q, &w[q5_k::SCALES..q5_k::QH], y);
+    dy * (f16_at(w, q5_k::D) * dots as f32 - f16_at(w, q5_k::DMIN) * mins as f32)
 }
 
-fn block_q6_k(w: &[u8], a: &[u8]) -> f32 {
-    let (dy, y) = q8_k(a);
+fn block_q6_k(w: &[u8; q6_k::BYTES], a: &[u8; q8_k::BYTES]) -> f32 {
+    let (dy, y) = q8k(a);
     let mut q = [0i32; QK_K];
     for n in 0..2 {
-        let (ql, qh) = (64 * n, 128 + 32 * n);
+        let (ql, qh) = (q6_k::QL + 64 * n, q6_k::QH + 32 * n);
         for l in 0..32 {
             let h = w[qh + l];
             let base = 128 * n + l;
@@ -228,11 +221,11 @@ fn block_q6_k(w: &[u8], a: &[u8]) -> f32 {
     }
     let mut sum = 0i32;
     for k in 0..16 {
-        let sc = i8_at(w, 192 + k);
+        let sc = i8_at(w, q6_k::SCALES + k);
         let qy: i32 = (16 * k..16 * (k + 1)).map(|i| q[i] * i8_at(y, i)).sum();
         sum += sc * qy;
     }
-    f16_at(w, 208) * dy * sum as f32
+    f16_at(w, q6_k::D) * dy * sum as f32
 }
 
 #[cfg(test)]
@@ -240,6 +233,7 @@ mod tests {
     use super::*;
     use crate::gguf::GgufFile;
     use crate::quant::{dequantize, quantize_row_q8_0, quantize_row_q8_k};
+    use half::f16;
 
     /// A row of `n` activation-like values: mostly small, a few large (as real hidden states are).
     fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
