@@ -7,8 +7,23 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::f16_at;
 use crate::quant::layout::{QK, q4_1, q8_0};
+use crate::quant::{GgmlType, f16_at};
+
+/// `[w · a[0], .., w · a[N-1]]` with this level's kernel for `ty`, or `None` where this level has
+/// none (the caller falls back to a lower level).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA. `w` and each `a[i]` must be whole blocks covering the same
+/// number of values (checked by `dot::dot_rows_at`).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Option<[f32; N]> {
+    match ty {
+        GgmlType::Q8_0 => Some(a.map(|a| dot_q8_0(w, a))),
+        GgmlType::Q4_1 => Some(a.map(|a| dot_q4_1(w, a))),
+        _ => None,
+    }
+}
 
 /// Sum of the eight f32 lanes.
 #[target_feature(enable = "avx2,fma")]
@@ -38,7 +53,7 @@ fn load32(b: &[u8], at: usize) -> __m256i {
 
 /// `w · a` for a Q8_0 weight row and a Q8_0 activation row of the same length.
 #[target_feature(enable = "avx2,fma")]
-pub fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
+fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let (ws, acts) = (
         w.as_chunks::<{ q8_0::BYTES }>().0,
@@ -57,7 +72,7 @@ pub fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
 
 /// `w · a` for a Q4_1 weight row and a Q8_0 activation row of the same length.
 #[target_feature(enable = "avx2,fma")]
-pub fn dot_q4_1(w: &[u8], a: &[u8]) -> f32 {
+fn dot_q4_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_min = _mm256_setzero_ps();
     let mask = _mm_set1_epi8(0x0f);

@@ -30,36 +30,57 @@ pub fn activation_type(weight: GgmlType) -> Option<GgmlType> {
 ///
 /// Panics if `ty` has no kernel or the lengths do not match (callers size both from the weight).
 pub fn dot_row(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
-    dot_row_at(Level::detected(), ty, w, a)
+    dot_rows_at(Level::detected(), ty, w, [a])[0]
 }
 
 /// [`dot_row`] with the kernels of dispatch level `level` (at most what the CPU supports: a higher
 /// level falls back to the highest supported one).
 pub fn dot_row_at(level: Level, ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    dot_rows_at(level, ty, w, [a])[0]
+}
+
+/// `[w · a[0], .., w · a[N-1]]`: one weight row against `N` activation rows (tokens). The SIMD
+/// kernels unpack each weight block once for all `N`, which is what makes batched prompt
+/// processing cheaper per token than decode. Same contract as [`dot_row_at`] for each row.
+pub fn dot_rows_at<const N: usize>(
+    level: Level,
+    ty: GgmlType,
+    w: &[u8],
+    a: [&[u8]; N],
+) -> [f32; N] {
     let act = activation_type(ty).unwrap_or_else(|| panic!("no integer dot kernel for {ty}"));
-    let n_blocks = a.len() / act.type_size();
-    assert_eq!(
-        a.len(),
-        n_blocks * act.type_size(),
-        "activation row is whole {act} blocks"
-    );
-    assert_eq!(
-        w.len(),
-        n_blocks * ty.type_size(),
-        "weight row covers the activations"
-    );
+    for a in a {
+        let n_blocks = a.len() / act.type_size();
+        assert_eq!(
+            a.len(),
+            n_blocks * act.type_size(),
+            "activation row is whole {act} blocks"
+        );
+        assert_eq!(
+            w.len(),
+            n_blocks * ty.type_size(),
+            "weight row covers the activations"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 && Level::Avx2.supported() {
-        match ty {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            GgmlType::Q8_0 => return unsafe { super::avx2::dot_q8_0(w, a) },
-            // SAFETY: as above.
-            GgmlType::Q4_1 => return unsafe { super::avx2::dot_q4_1(w, a) },
-            _ => {}
+    {
+        if level >= Level::Avx512 && Level::Avx512.supported() {
+            // SAFETY: the CPU supports the AVX-512 level's features (checked just above); the
+            // lengths were checked above.
+            if let Some(r) = unsafe { super::avx512::dot(ty, w, a) } {
+                return r;
+            }
+        }
+        if level >= Level::Avx2 && Level::Avx2.supported() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above); the lengths were
+            // checked above.
+            if let Some(r) = unsafe { super::avx2::dot(ty, w, a) } {
+                return r;
+            }
         }
     }
     let _ = level;
-    match ty {
+    a.map(|a| match ty {
         GgmlType::Q4_0 => blocks(w, a, block_q4_0),
         GgmlType::Q4_1 => blocks(w, a, block_q4_1),
         GgmlType::Q5_0 => blocks(w, a, block_q5_0),
@@ -69,7 +90,7 @@ pub fn dot_row_at(level: Level, ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q5_K => blocks(w, a, block_q5_k),
         GgmlType::Q6_K => blocks(w, a, block_q6_k),
         _ => unreachable!("activation_type has a kernel for {ty}"),
-    }
+    })
 }
 
 /// Sums `kernel` over the blocks of a weight row and its activation row (lengths checked by the
@@ -257,6 +278,12 @@ mod tests {
             GgmlType::Q8_0 => quantize_row_q8_0(&x, &mut a).unwrap(),
             _ => quantize_row_q8_k(&x, &mut a).unwrap(),
         }
+        let x2 = activations(&mut rng, cols);
+        let mut a2 = vec![0u8; a.len()];
+        match act {
+            GgmlType::Q8_0 => quantize_row_q8_0(&x2, &mut a2).unwrap(),
+            _ => quantize_row_q8_k(&x2, &mut a2).unwrap(),
+        }
         let mut xq = vec![0.0f32; cols];
         dequantize(act, &a, &mut xq).unwrap();
         let mut wrow = vec![0.0f32; cols];
@@ -274,12 +301,28 @@ mod tests {
                 .zip(&xq)
                 .map(|(&p, &q)| f64::from(p * q).abs())
                 .sum();
-            let got = f64::from(dot_row(ty, w, &a));
-            let err = (got - want).abs() / scale.max(f64::MIN_POSITIVE);
-            assert!(
-                err < 1e-5,
-                "{label} {ty} row {r}: {got} vs {want} (normalized error {err:e})"
-            );
+            for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                let got = f64::from(dot_row_at(level, ty, w, &a));
+                let err = (got - want).abs() / scale.max(f64::MIN_POSITIVE);
+                assert!(
+                    err < 1e-5,
+                    "{label} {ty} row {r} at {}: {got} vs {want} (normalized error {err:e})",
+                    level.name()
+                );
+                // The batched form gives each token the same value as one at a time.
+                let batched = dot_rows_at(level, ty, w, [&a[..], &a2[..], &a[..], &a2[..]]);
+                let single = [&a, &a2].map(|a| dot_row_at(level, ty, w, a));
+                for (i, &b) in batched.iter().enumerate() {
+                    let err = (f64::from(b) - f64::from(single[i % 2])).abs()
+                        / scale.max(f64::MIN_POSITIVE);
+                    assert!(
+                        err < 1e-6,
+                        "{label} {ty} row {r} at {}: token {i} batched {b} vs {}",
+                        level.name(),
+                        single[i % 2]
+                    );
+                }
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! Which instruction set the CPU kernels use: detected at run time, capped by `HEARTH_CPU_LEVEL`
-//! (`scalar`, `avx2`) or by the caller, so tests can run every level the machine has.
+//! (`scalar`, `avx2`, `avx512`) or by the caller, so tests can run every level the machine has.
 
 use std::sync::OnceLock;
 
@@ -10,16 +10,19 @@ pub enum Level {
     Scalar,
     /// x86-64 AVX2 + FMA.
     Avx2,
+    /// x86-64 AVX-512 F, BW, VL with VNNI (512-bit integer dot products).
+    Avx512,
 }
 
 impl Level {
     /// Every level, lowest first.
-    pub const ALL: [Level; 2] = [Level::Scalar, Level::Avx2];
+    pub const ALL: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
 
     pub fn name(self) -> &'static str {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
         }
     }
 
@@ -32,6 +35,7 @@ impl Level {
         match self {
             Level::Scalar => true,
             Level::Avx2 => avx2_fma(),
+            Level::Avx512 => avx512_vnni(),
         }
     }
 
@@ -63,5 +67,19 @@ fn avx2_fma() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2_fma() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_vnni() -> bool {
+    avx2_fma()
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_vnni() -> bool {
     false
 }
