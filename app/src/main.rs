@@ -1,6 +1,7 @@
 //! The `hearth` binary: command-line dispatch. Until the desktop app lands, `hearth MODEL` opens a
 //! model and reports what it is; the subcommands are tools for users and scripts.
 
+mod bench;
 mod commands;
 mod format;
 mod run;
@@ -105,6 +106,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure speed like llama-bench: prompt processing (pp) and generation (tg) in tokens/s,
+    /// mean ± sd over repetitions; with --kernels, matvec throughput in GB/s of weights read.
+    Bench {
+        /// The GGUF model file.
+        #[arg(long, short)]
+        model: PathBuf,
+        /// The compute backend.
+        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
+        backend: run::BackendKind,
+        /// Threads (default: one per physical core).
+        #[arg(long, short)]
+        threads: Option<usize>,
+        /// Prompt tokens of the pp test (0 skips it).
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        prompt: usize,
+        /// Generated tokens of the tg test (0 skips it).
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        gen_tokens: usize,
+        /// Timed repetitions of each test (after one warm-up run).
+        #[arg(short = 'r', long, default_value_t = 5)]
+        reps: usize,
+        /// Print JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Measure the matvec kernels per quant type and dispatch level instead of the model.
+        #[arg(long)]
+        kernels: bool,
+    },
     /// Fetch a published model into the models directory and verify it (`--list` shows names).
     Fetch {
         /// Catalog name of the model.
@@ -154,6 +183,25 @@ fn main() -> ExitCode {
                 seed: seed.unwrap_or_else(|| fastrand::u64(..)),
             },
             json,
+        }),
+        Some(Cmd::Bench {
+            model,
+            backend,
+            threads,
+            prompt,
+            gen_tokens,
+            reps,
+            json,
+            kernels,
+        }) => bench::bench(&bench::BenchArgs {
+            model,
+            backend,
+            threads,
+            prompt,
+            n_gen: gen_tokens,
+            reps,
+            json,
+            kernels,
         }),
         Some(Cmd::Perplexity {
             model,

@@ -14,6 +14,15 @@ use serde_json::json;
 
 use crate::commands::BadInput;
 
+/// Which compute backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The fast CPU backend (SIMD kernels chosen at run time, all physical cores).
+    Cpu,
+    /// The scalar reference backend (slow; the oracle the others are tested against).
+    Reference,
+}
+
 /// What `hearth run` was asked to do.
 #[derive(Debug)]
 pub struct RunArgs {

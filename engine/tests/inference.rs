@@ -1,5 +1,6 @@
 //! Inference fidelity against llama.cpp's recorded outputs (`tests/data/llamacpp-*.json`, copied
-//! from `reference/`) on both real test models, on the scalar reference backend.
+//! from `reference/`) on both real test models, on the fast CPU backend (the default path), at the
+//! detected dispatch level and, for the teacher-forced check, at every lower level the CPU has.
 //!
 //! - Teacher-forced: the reference prompt plus llama.cpp's completion in one batch. Where llama.cpp
 //!   was confident (top-1/top-2 gap >= 0.1) our top-1 must equal its choice on >= 98% of positions.
@@ -13,12 +14,13 @@
 //!   two part where llama.cpp's own top-2 were nearly tied (gap < 0.5) and we took its second
 //!   choice; at least 5 of 8 prompts match all 16 tokens.
 //! - Perplexity on the GPL-3 text with n_ctx 256 within 1% of llama.cpp's figure
-//!   (`HEARTH_SLOW_TESTS=1`, which CI sets: a few minutes per model on the reference backend).
+//!   (`HEARTH_SLOW_TESTS=1`, which CI sets).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use hearth_engine::backend::{Backend, Numerics, ReferenceBackend};
+use hearth_engine::backend::cpu::Level;
+use hearth_engine::backend::{Backend, CpuBackend, Numerics, ReferenceBackend};
 use hearth_engine::model::{GenerateOptions, Model, generate, perplexity};
 use hearth_engine::sample::{SamplerConfig, argmax, log_softmax};
 use hearth_engine::source::{self, GEMMA3_270M_Q4_K_M, PublishedModel, SMOLLM2_135M_Q4_1};
@@ -44,7 +46,8 @@ struct Step {
 }
 
 struct Loaded {
-    model: Model<ReferenceBackend>,
+    path: PathBuf,
+    model: Model<CpuBackend>,
     /// The same model without ggml's roundings, to measure how far they move the results.
     exact: Model<ReferenceBackend>,
     tokenizer: Tokenizer,
@@ -60,7 +63,7 @@ fn data_path(file: &str) -> PathBuf {
 fn load(published: &PublishedModel, reference_file: &str) -> Loaded {
     let path =
         source::fetch(published).unwrap_or_else(|e| panic!("fetching {}: {e}", published.name));
-    let model = Model::open(&path, ReferenceBackend::new()).unwrap();
+    let model = Model::open(&path, CpuBackend::new()).unwrap();
     let exact = Model::open(
         &path,
         ReferenceBackend::new().with_numerics(Numerics::Exact),
@@ -69,6 +72,7 @@ fn load(published: &PublishedModel, reference_file: &str) -> Loaded {
     let tokenizer = Tokenizer::from_gguf(model.file()).unwrap();
     let text = std::fs::read_to_string(data_path(reference_file)).unwrap();
     Loaded {
+        path,
         model,
         exact,
         tokenizer,
@@ -92,7 +96,7 @@ fn gemma3() -> &'static Loaded {
 }
 
 /// Per generated position: our argmax and our log-probabilities of llama.cpp's top-5 tokens.
-fn teacher_forced(model: &Model<ReferenceBackend>, reference: &Reference) -> Vec<(u32, Vec<f32>)> {
+fn teacher_forced<B: Backend>(model: &Model<B>, reference: &Reference) -> Vec<(u32, Vec<f32>)> {
     let mut rows = Vec::new();
     for case in &reference.greedy {
         let n_steps = case.steps.len();
@@ -130,14 +134,14 @@ fn mean_abs_diff<'a>(
     (sum / n as f64, max)
 }
 
-fn check_teacher_forced(name: &str, loaded: &Loaded) {
+fn check_teacher_forced<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>) {
     let steps: Vec<&Step> = loaded
         .reference
         .greedy
         .iter()
         .flat_map(|c| &c.steps)
         .collect();
-    let ours = teacher_forced(&loaded.model, &loaded.reference);
+    let ours = teacher_forced(model, &loaded.reference);
     let exact = teacher_forced(&loaded.exact, &loaded.reference);
     assert_eq!(ours.len(), steps.len());
     let confident: Vec<bool> = steps
@@ -225,12 +229,37 @@ fn check_greedy(name: &str, loaded: &Loaded) {
 
 #[test]
 fn smollm2_teacher_forced_logits_match_llama_cpp() {
-    check_teacher_forced("SmolLM2", smollm2());
+    let loaded = smollm2();
+    check_teacher_forced("SmolLM2", loaded, &loaded.model);
 }
 
 #[test]
 fn gemma3_teacher_forced_logits_match_llama_cpp() {
-    check_teacher_forced("Gemma 3", gemma3());
+    let loaded = gemma3();
+    check_teacher_forced("Gemma 3", loaded, &loaded.model);
+}
+
+/// The same check with the kernels capped at each lower dispatch level this CPU supports.
+fn check_lower_levels(name: &str, loaded: &Loaded) {
+    let best = loaded.model.backend().level();
+    for level in Level::ALL
+        .into_iter()
+        .filter(|&l| l < best && l.supported())
+    {
+        let model =
+            Model::open(&loaded.path, CpuBackend::with_threads_and_level(2, level)).unwrap();
+        check_teacher_forced(&format!("{name} at {}", level.name()), loaded, &model);
+    }
+}
+
+#[test]
+fn smollm2_teacher_forced_logits_match_llama_cpp_at_every_level() {
+    check_lower_levels("SmolLM2", smollm2());
+}
+
+#[test]
+fn gemma3_teacher_forced_logits_match_llama_cpp_at_every_level() {
+    check_lower_levels("Gemma 3", gemma3());
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 
+pub use cpu::CpuBackend;
 pub use reference::{Numerics, ReferenceBackend};
 
 /// An error from a backend: a weight it cannot hold, or a device that failed.

@@ -86,9 +86,9 @@ impl ReferenceBackend {
 /// An activation matrix in host memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefTensor {
-    rows: usize,
-    cols: usize,
-    data: Vec<f32>,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) data: Vec<f32>,
 }
 
 impl RefTensor {
@@ -109,7 +109,7 @@ impl RefTensor {
         &self.data
     }
 
-    fn row(&self, r: usize) -> &[f32] {
+    pub(crate) fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..][..self.cols]
     }
 }
@@ -118,32 +118,32 @@ impl RefTensor {
 #[derive(Debug, Clone)]
 pub struct RefWeight {
     file: Arc<GgufFile>,
-    name: String,
-    ty: GgmlType,
+    pub(crate) name: String,
+    pub(crate) ty: GgmlType,
     offset: usize,
-    rows: usize,
-    cols: usize,
-    row_bytes: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) row_bytes: usize,
 }
 
 impl RefWeight {
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.file.bytes()[self.offset..][..self.rows * self.row_bytes]
     }
 
-    fn row_bytes_of(&self, r: usize) -> &[u8] {
+    pub(crate) fn row_bytes_of(&self, r: usize) -> &[u8] {
         &self.bytes()[r * self.row_bytes..][..self.row_bytes]
     }
 
     /// Dequantizes row `r` into `out` (`cols` values).
-    fn dequant_row(&self, r: usize, out: &mut [f32]) {
+    pub(crate) fn dequant_row(&self, r: usize, out: &mut [f32]) {
         // The type and row length were checked when the weight was made.
         dequantize(self.ty, self.row_bytes_of(r), out)
             .unwrap_or_else(|e| panic!("weight '{}': {e}", self.name));
     }
 
     /// The whole weight as one vector (norm weights, biases).
-    fn vector(&self) -> Vec<f32> {
+    pub(crate) fn vector(&self) -> Vec<f32> {
         let mut v = vec![0.0; self.rows * self.cols];
         for (r, out) in v.chunks_exact_mut(self.cols).enumerate() {
             self.dequant_row(r, out);

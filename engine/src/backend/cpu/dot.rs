@@ -93,6 +93,102 @@ pub fn dot_rows_at<const N: usize>(
     })
 }
 
+/// A dot kernel of one dispatch level: one weight row against `N` activation rows, `None` for a
+/// type the level has no kernel for. Callers must uphold the level's safety contract (CPU support,
+/// whole blocks of matching length), which [`Kernel`] does.
+type RowsFn<const N: usize> = unsafe fn(GgmlType, &[u8], [&[u8]; N]) -> Option<[f32; N]>;
+
+/// The kernels for one weight type, resolved once (per weight) so the per-row cost of a matmul
+/// is a direct call: for one token and for four.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    ty: GgmlType,
+    level: Level,
+    one: RowsFn<1>,
+    four: RowsFn<4>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernel({} at {})", self.ty, self.level.name())
+    }
+}
+
+impl Kernel {
+    /// The fastest kernel for `ty` at `level` or below that the CPU supports; `None` if `ty` has
+    /// no integer kernel at all (see [`activation_type`]).
+    pub fn resolve(level: Level, ty: GgmlType) -> Option<Kernel> {
+        let act = activation_type(ty)?;
+        // A level "has" a type when its entry point computes one block of it.
+        let (w, a) = (vec![0u8; ty.type_size()], vec![0u8; act.type_size()]);
+        let levels: [(Level, RowsFn<1>, RowsFn<4>); 3] = [
+            #[cfg(target_arch = "x86_64")]
+            (
+                Level::Avx512,
+                super::avx512::dot::<1>,
+                super::avx512::dot::<4>,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            (Level::Avx2, super::avx2::dot::<1>, super::avx2::dot::<4>),
+            (Level::Scalar, scalar_rows::<1>, scalar_rows::<4>),
+        ];
+        levels
+            .into_iter()
+            .filter(|&(l, _, _)| l <= level && l.supported())
+            // SAFETY: the level is supported by this CPU; one zero block of each is whole blocks
+            // of matching length.
+            .find(|&(_, one, _)| unsafe { one(ty, &w, [&a]) }.is_some())
+            .map(|(level, one, four)| Kernel {
+                ty,
+                level,
+                one,
+                four,
+            })
+    }
+
+    /// The level whose code runs.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// `w · a` for one weight row and one activation row (lengths as for [`dot_row`]).
+    #[inline]
+    pub fn dot(&self, w: &[u8], a: &[u8]) -> f32 {
+        self.check(w, a);
+        // SAFETY: `resolve` checked the CPU supports the level; lengths checked just above.
+        unsafe { (self.one)(self.ty, w, [a]) }.expect("resolved kernels cover their type")[0]
+    }
+
+    /// `[w · a[0], .., w · a[3]]`.
+    #[inline]
+    pub fn dot4(&self, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        for a in a {
+            self.check(w, a);
+        }
+        // SAFETY: as in `dot`.
+        unsafe { (self.four)(self.ty, w, a) }.expect("resolved kernels cover their type")
+    }
+
+    #[inline]
+    fn check(&self, w: &[u8], a: &[u8]) {
+        let act_size = if self.ty.block_size() == QK {
+            q8_0::BYTES
+        } else {
+            q8_k::BYTES
+        };
+        assert!(
+            a.len().is_multiple_of(act_size) && w.len() == a.len() / act_size * self.ty.type_size(),
+            "dot: weight row and activation row lengths disagree"
+        );
+    }
+}
+
+/// The scalar kernels in [`RowsFn`] form.
+fn scalar_rows<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Option<[f32; N]> {
+    activation_type(ty)?;
+    Some(dot_rows_at(Level::Scalar, ty, w, a))
+}
+
 /// Sums `kernel` over the blocks of a weight row and its activation row (lengths checked by the
 /// caller).
 fn blocks<const W: usize, const A: usize>(

@@ -12,5 +12,12 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod backend;
 pub mod dot;
 pub mod level;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use backend::{CpuBackend, CpuKv, CpuTensor, CpuWeight, default_threads};
+pub use level::Level;

@@ -1,0 +1,616 @@
+//! [`CpuBackend`]: the fast CPU implementation of [`Backend`].
+//!
+//! - Weights stay in the memory map in their GGUF blocks; each weight resolves its dot kernel
+//!   (level and type) once when it is made.
+//! - A matmul quantizes its activations once (Q8_0 or Q8_K blocks, as ggml does), then the pool's
+//!   threads each take a contiguous range of output rows. Prompt batches run in tiles: a few
+//!   weight rows (which stay in L1) against four tokens at a time, each weight block unpacked once
+//!   for the four.
+//! - Attention splits (token, head) pairs over the threads; the cache holds f16-rounded values
+//!   (as ggml's f16 cache does) in f32.
+//! - Small elementwise ops run on the calling thread; large ones (prompt batches) are split over
+//!   the pool too.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use super::dot::{Kernel, activation_type};
+use super::level::Level;
+use super::pool::Pool;
+use crate::backend::reference::{RefTensor, RefWeight, activate, activation_as_quantized, dot};
+use crate::backend::{
+    Activation, Attention, Backend, BackendError, ReferenceBackend, Rope, RopeStyle,
+};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::quant::{GgmlType, quantize_row_q8_0, quantize_row_q8_k};
+
+const NAME: &str = "cpu";
+
+/// Weight rows per tile in batched matmuls: their blocks stay in L1 while token groups stream by.
+const ROW_TILE: usize = 16;
+
+/// Elementwise ops over fewer values than this stay on the calling thread.
+const PARALLEL_MIN_VALUES: usize = 1 << 15;
+
+/// Activations of the CPU backend: host matrices, the same type as the reference backend's, so
+/// tests compare the two directly.
+pub type CpuTensor = RefTensor;
+
+/// A weight of the CPU backend: the mapped bytes, the resolved kernel and, for vectors (norms,
+/// biases), the values dequantized once.
+#[derive(Debug)]
+pub struct CpuWeight {
+    raw: RefWeight,
+    kernel: Option<Kernel>,
+    vector: Option<Vec<f32>>,
+}
+
+impl CpuWeight {
+    /// The dispatch level this weight's matmuls run at (`None`: dequantize-and-f32 fallback).
+    pub fn level(&self) -> Option<Level> {
+        self.kernel.map(|k| k.level())
+    }
+
+    fn vector(&self) -> &[f32] {
+        self.vector
+            .as_deref()
+            .unwrap_or_else(|| panic!("'{}' is used as a vector but is a matrix", self.raw.name))
+    }
+}
+
+/// One layer's K and V cache: `capacity` rows each, values rounded to f16 precision.
+#[derive(Debug)]
+pub struct CpuKv {
+    capacity: usize,
+    k_dim: usize,
+    v_dim: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// The fast CPU backend. See the module docs.
+#[derive(Debug)]
+pub struct CpuBackend {
+    pool: Pool,
+    level: Level,
+    /// Cos/sin tables of recent RoPE calls (the same positions recur in every layer).
+    rope_cache: Mutex<Vec<(RopeKey, Arc<Vec<(f32, f32)>>)>>,
+}
+
+#[derive(Debug, PartialEq)]
+struct RopeKey {
+    positions: Vec<u32>,
+    n_rot: usize,
+    base: u32,
+    freq_scale: u32,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// A backend with one thread per physical core, at the detected dispatch level.
+    pub fn new() -> Self {
+        Self::with_threads(default_threads())
+    }
+
+    /// A backend with `threads` threads (at least 1, the caller included).
+    pub fn with_threads(threads: usize) -> Self {
+        Self::with_threads_and_level(threads, Level::detected())
+    }
+
+    /// A backend with `threads` threads whose kernels run at `level` at most (tests force each
+    /// level this way).
+    pub fn with_threads_and_level(threads: usize, level: Level) -> Self {
+        Self {
+            pool: Pool::new(threads.max(1)),
+            level,
+            rope_cache: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The dispatch level cap of this backend.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Runs `f(range)` over `0..n` split into one contiguous range per thread (all on the caller
+    /// when `small`).
+    fn split(&self, n: usize, small: bool, f: &(dyn Fn(Range<usize>) + Sync)) {
+        let threads = self.pool.threads();
+        if small || threads == 1 || n < 2 {
+            f(0..n);
+            return;
+        }
+        self.pool.run(&|i| {
+            let range = share(n, threads, i);
+            if !range.is_empty() {
+                f(range);
+            }
+        });
+    }
+
+    /// Reads every byte of `buf` once, split over the pool's threads, and returns a checksum (so
+    /// the reads cannot be optimized away): the memory-bandwidth yardstick of `hearth bench
+    /// --kernels`.
+    pub fn stream_read(&self, buf: &[u8]) -> u64 {
+        let total = std::sync::atomic::AtomicU64::new(0);
+        let (words, _) = buf.as_chunks::<8>();
+        self.split(words.len(), false, &|range| {
+            let mut acc = [0u64; 8];
+            let (lines, rest) = words[range].as_chunks::<8>();
+            for line in lines {
+                for (a, w) in acc.iter_mut().zip(line) {
+                    *a = a.wrapping_add(u64::from_le_bytes(*w));
+                }
+            }
+            let mut sum = acc.iter().fold(0u64, |s, &a| s.wrapping_add(a));
+            for w in rest {
+                sum = sum.wrapping_add(u64::from_le_bytes(*w));
+            }
+            total.fetch_add(sum, std::sync::atomic::Ordering::Relaxed);
+        });
+        total.into_inner()
+    }
+
+    fn rope_table(&self, positions: &[u32], rope: &Rope) -> Arc<Vec<(f32, f32)>> {
+        let key = RopeKey {
+            positions: positions.to_vec(),
+            n_rot: rope.n_rot,
+            base: rope.base.to_bits(),
+            freq_scale: rope.freq_scale.to_bits(),
+        };
+        let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
+            return Arc::clone(t);
+        }
+        let half = rope.n_rot / 2;
+        // As ggml computes it (and the reference): theta_i = p * base^(-2i/n_rot), the power
+        // built up by repeated f32 multiplication.
+        let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
+        let mut table = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                let angle = theta * rope.freq_scale;
+                table.push((angle.cos(), angle.sin()));
+                theta *= theta_scale;
+            }
+        }
+        let table = Arc::new(table);
+        if cache.len() >= 4 {
+            cache.remove(0);
+        }
+        cache.push((key, Arc::clone(&table)));
+        table
+    }
+}
+
+/// Threads default to the physical cores (hyper-threads share the vector units and the memory
+/// bandwidth a matmul is bound by).
+pub fn default_threads() -> usize {
+    num_cpus::get_physical().max(1)
+}
+
+/// Thread `i`'s share of `0..n` split `threads` ways.
+fn share(n: usize, threads: usize, i: usize) -> Range<usize> {
+    let (base, extra) = (n / threads, n % threads);
+    let start = i * base + i.min(extra);
+    start..start + base + usize::from(i < extra)
+}
+
+/// A raw view of an output buffer that threads write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Out(*mut f32, usize);
+
+// SAFETY: every user writes only indices it alone owns (disjoint row ranges), and the buffer
+// outlives the parallel region (the region returns before the buffer is touched again).
+unsafe impl Sync for Out {}
+// SAFETY: as above.
+unsafe impl Send for Out {}
+
+impl Out {
+    fn new(v: &mut [f32]) -> Self {
+        Self(v.as_mut_ptr(), v.len())
+    }
+
+    /// # Safety
+    /// No other thread may access index `i` during the region.
+    unsafe fn set(self, i: usize, v: f32) {
+        assert!(i < self.1, "output index out of range");
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { *self.0.add(i) = v };
+    }
+
+    /// # Safety
+    /// No other thread may access `range` during the region.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, range: Range<usize>) -> &mut [f32] {
+        assert!(
+            range.start <= range.end && range.end <= self.1,
+            "output range"
+        );
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
+}
+
+/// Quantizes each `cols`-value row of `x` into `act` blocks; returns the bytes and the row size.
+fn quantize_rows(act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
+    let row_bytes = cols / act.block_size() * act.type_size();
+    let mut bytes = vec![0u8; x.len() / cols * row_bytes];
+    for (xr, br) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(row_bytes)) {
+        match act {
+            GgmlType::Q8_0 => quantize_row_q8_0(xr, br),
+            _ => quantize_row_q8_k(xr, br),
+        }
+        .expect("activation rows are whole blocks of the weight's type");
+    }
+    (bytes, row_bytes)
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Weight = CpuWeight;
+    type Kv = CpuKv;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<CpuWeight, BackendError> {
+        let raw = ReferenceBackend::with_threads(1)
+            .weight(file, info)
+            .map_err(|e| match e {
+                BackendError::UnsupportedType { tensor, ty, .. } => BackendError::UnsupportedType {
+                    backend: NAME,
+                    tensor,
+                    ty,
+                },
+                BackendError::UnsupportedRank { tensor, dims, .. } => {
+                    BackendError::UnsupportedRank {
+                        backend: NAME,
+                        tensor,
+                        dims,
+                    }
+                }
+                other => other,
+            })?;
+        let kernel = Kernel::resolve(self.level, raw.ty);
+        let vector = (raw.rows == 1).then(|| raw.vector());
+        Ok(CpuWeight {
+            raw,
+            kernel,
+            vector,
+        })
+    }
+
+    fn tensor(&self, rows: usize, cols: usize) -> CpuTensor {
+        RefTensor {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<CpuKv, BackendError> {
+        let len = |dim: usize| {
+            capacity.checked_mul(dim).ok_or(BackendError::Device {
+                backend: NAME,
+                message: format!("a KV cache of {capacity} x {dim} values does not fit in memory"),
+            })
+        };
+        Ok(CpuKv {
+            capacity,
+            k_dim,
+            v_dim,
+            k: vec![0.0; len(k_dim)?],
+            v: vec![0.0; len(v_dim)?],
+        })
+    }
+
+    fn embed(&self, table: &CpuWeight, tokens: &[u32], out: &mut CpuTensor) {
+        let t = &table.raw;
+        assert_eq!(out.rows, tokens.len(), "embed: output rows");
+        assert_eq!(out.cols, t.cols, "embed: output columns");
+        for (&id, row) in tokens.iter().zip(out.data.chunks_exact_mut(t.cols)) {
+            let id = id as usize;
+            assert!(id < t.rows, "embed: token id {id} out of range");
+            t.dequant_row(id, row);
+        }
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32, out: &mut CpuTensor) {
+        let w = weight.vector();
+        assert!(x.cols.is_multiple_of(w.len()), "rms_norm: row length");
+        assert_eq!(
+            (out.rows, out.cols),
+            (x.rows, x.cols),
+            "rms_norm: output shape"
+        );
+        let groups = x.data.len() / w.len();
+        let o = Out::new(&mut out.data);
+        self.split(groups, x.data.len() < PARALLEL_MIN_VALUES, &|range| {
+            let span = range.start * w.len()..range.end * w.len();
+            // SAFETY: each thread writes only its own groups.
+            let os = unsafe { o.slice(span.clone()) };
+            for (xs, os) in x.data[span]
+                .chunks_exact(w.len())
+                .zip(os.chunks_exact_mut(w.len()))
+            {
+                let sum: f32 = xs.iter().map(|&v| v * v).sum();
+                let scale = 1.0 / (sum / xs.len() as f32 + eps).sqrt();
+                for ((o, &v), &g) in os.iter_mut().zip(xs).zip(w) {
+                    *o = v * scale * g;
+                }
+            }
+        });
+    }
+
+    fn matmul(&self, x: &CpuTensor, w: &CpuWeight, out: &mut CpuTensor) {
+        self.matmul_rows(x, 0..x.rows, w, out);
+    }
+
+    fn matmul_rows(&self, x: &CpuTensor, rows: Range<usize>, w: &CpuWeight, out: &mut CpuTensor) {
+        let raw = &w.raw;
+        assert!(rows.end <= x.rows, "matmul: rows out of range");
+        assert_eq!(x.cols, raw.cols, "matmul: input columns of '{}'", raw.name);
+        assert_eq!(
+            (out.rows, out.cols),
+            (rows.len(), raw.rows),
+            "matmul: output shape of '{}'",
+            raw.name
+        );
+        let n_tok = rows.len();
+        let x_rows = &x.data[rows.start * x.cols..rows.end * x.cols];
+        let o = Out::new(&mut out.data);
+        let n_out = raw.rows;
+        let Some(kernel) = w.kernel else {
+            // No integer kernel for this type: dequantize each weight row, f32 dot products
+            // against the activations as ggml rounds them.
+            let xq = activation_as_quantized(raw.ty, x_rows);
+            self.split(n_out, false, &|range| {
+                let mut row = vec![0.0; raw.cols];
+                for r in range {
+                    raw.dequant_row(r, &mut row);
+                    for (t, xt) in xq.chunks_exact(raw.cols).enumerate() {
+                        // SAFETY: output column `r` belongs to this thread's rows.
+                        unsafe { o.set(t * n_out + r, dot(xt, &row)) };
+                    }
+                }
+            });
+            return;
+        };
+        let act = activation_type(raw.ty).expect("a resolved kernel has an activation type");
+        let (a, a_bytes) = quantize_rows(act, x_rows, raw.cols);
+        let a_row = |t: usize| &a[t * a_bytes..][..a_bytes];
+        let work = n_tok * raw.rows * raw.cols;
+        self.split(n_out, work < 1 << 16, &|range| {
+            for tile in range.clone().step_by(ROW_TILE) {
+                let tile = tile..(tile + ROW_TILE).min(range.end);
+                let mut t = 0;
+                while t + 4 <= n_tok {
+                    let group = [a_row(t), a_row(t + 1), a_row(t + 2), a_row(t + 3)];
+                    for r in tile.clone() {
+                        let v = kernel.dot4(raw.row_bytes_of(r), group);
+                        for (i, v) in v.into_iter().enumerate() {
+                            // SAFETY: output column `r` belongs to this thread's rows.
+                            unsafe { o.set((t + i) * n_out + r, v) };
+                        }
+                    }
+                    t += 4;
+                }
+                for t in t..n_tok {
+                    for r in tile.clone() {
+                        let v = kernel.dot(raw.row_bytes_of(r), a_row(t));
+                        // SAFETY: as above.
+                        unsafe { o.set(t * n_out + r, v) };
+                    }
+                }
+            }
+        });
+    }
+
+    fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
+        let b = bias.vector();
+        assert_eq!(x.cols, b.len(), "add_bias: length of '{}'", bias.raw.name);
+        for row in x.data.chunks_exact_mut(b.len()) {
+            for (v, &bv) in row.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+
+    fn rope(&self, x: &mut CpuTensor, positions: &[u32], rope: &Rope) {
+        assert_eq!(x.rows, positions.len(), "rope: one position per row");
+        assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
+        assert!(
+            rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
+            "rope: rotated dims"
+        );
+        let half = rope.n_rot / 2;
+        let table = self.rope_table(positions, rope);
+        let cols = x.cols;
+        let o = Out::new(&mut x.data);
+        self.split(
+            positions.len(),
+            positions.len() * cols < PARALLEL_MIN_VALUES,
+            &|range| {
+                for t in range {
+                    let cos_sin = &table[t * half..][..half];
+                    // SAFETY: each thread rotates only its own rows.
+                    let row = unsafe { o.slice(t * cols..(t + 1) * cols) };
+                    for head in row.chunks_exact_mut(rope.head_dim) {
+                        match rope.style {
+                            RopeStyle::Normal => {
+                                for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
+                                    let (x0, x1) = (pair[0], pair[1]);
+                                    pair[0] = x0 * c - x1 * s;
+                                    pair[1] = x0 * s + x1 * c;
+                                }
+                            }
+                            RopeStyle::Neox => {
+                                let (lo, hi) = head[..rope.n_rot].split_at_mut(half);
+                                for ((a, b), &(c, s)) in lo.iter_mut().zip(hi).zip(cos_sin) {
+                                    let (x0, x1) = (*a, *b);
+                                    *a = x0 * c - x1 * s;
+                                    *b = x0 * s + x1 * c;
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        kv: &mut CpuKv,
+        positions: &[u32],
+        attn: &Attention,
+        out: &mut CpuTensor,
+    ) {
+        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
+        assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
+        assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
+        assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
+        assert_eq!(
+            (kv.k_dim, kv.v_dim),
+            (k.cols, v.cols),
+            "attention: cache widths"
+        );
+        assert!(
+            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
+            "attention: heads"
+        );
+        assert_eq!(q.rows, positions.len(), "attention: one position per query");
+        assert_eq!(
+            (k.rows, v.rows),
+            (q.rows, q.rows),
+            "attention: one key and value per query"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (q.rows, attn.n_head * hv),
+            "attention: output shape"
+        );
+        for (t, &p) in positions.iter().enumerate() {
+            let p = p as usize;
+            assert!(
+                p < kv.capacity,
+                "attention: position {p} beyond the cache ({})",
+                kv.capacity
+            );
+            for (d, &s) in kv.k[p * kv.k_dim..][..kv.k_dim].iter_mut().zip(k.row(t)) {
+                *d = round_f16(s);
+            }
+            for (d, &s) in kv.v[p * kv.v_dim..][..kv.v_dim].iter_mut().zip(v.row(t)) {
+                *d = round_f16(s);
+            }
+        }
+        let kv = &*kv;
+        let group = attn.n_head / attn.n_kv_head;
+        let n_pairs = positions.len() * attn.n_head;
+        let longest = positions.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+        let o = Out::new(&mut out.data);
+        let out_cols = out.cols;
+        self.split(
+            n_pairs,
+            n_pairs * longest * hk < PARALLEL_MIN_VALUES,
+            &|range| {
+                let mut scores = Vec::with_capacity(longest);
+                let mut qh = vec![0.0f32; hk];
+                for pair in range {
+                    let (t, h) = (pair / attn.n_head, pair % attn.n_head);
+                    let p = positions[t] as usize;
+                    let first = attn.window.map_or(0, |w| (p + 1).saturating_sub(w));
+                    let kvh = h / group;
+                    for (d, &s) in qh.iter_mut().zip(&q.row(t)[h * hk..][..hk]) {
+                        *d = round_f16(s);
+                    }
+                    scores.clear();
+                    scores
+                        .extend((first..=p).map(|j| {
+                            dot(&qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale
+                        }));
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let inv = 1.0 / sum;
+                    // SAFETY: each (token, head) pair's output slice belongs to one thread.
+                    let oh = unsafe { o.slice(t * out_cols + h * hv..t * out_cols + (h + 1) * hv) };
+                    oh.fill(0.0);
+                    for (j, &s) in (first..=p).zip(&scores) {
+                        let weight = s * inv;
+                        let vh = &kv.v[j * kv.v_dim + kvh * hv..][..hv];
+                        for (ov, &vv) in oh.iter_mut().zip(vh) {
+                            *ov += weight * vv;
+                        }
+                    }
+                }
+            },
+        );
+    }
+
+    fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation, out: &mut CpuTensor) {
+        assert_eq!(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            "glu: gate and up shapes"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (up.rows, up.cols),
+            "glu: output shape"
+        );
+        let n = out.data.len();
+        let o = Out::new(&mut out.data);
+        self.split(n, n < PARALLEL_MIN_VALUES / 4, &|range| {
+            // SAFETY: each thread writes only its own range.
+            let os = unsafe { o.slice(range.clone()) };
+            for ((o, &g), &u) in os
+                .iter_mut()
+                .zip(&gate.data[range.clone()])
+                .zip(&up.data[range])
+            {
+                *o = activate(act, g) * u;
+            }
+        });
+    }
+
+    fn add(&self, x: &mut CpuTensor, y: &CpuTensor) {
+        assert_eq!((x.rows, x.cols), (y.rows, y.cols), "add: shapes");
+        for (a, &b) in x.data.iter_mut().zip(&y.data) {
+            *a += b;
+        }
+    }
+
+    fn scale(&self, x: &mut CpuTensor, s: f32) {
+        for a in x.data.iter_mut() {
+            *a *= s;
+        }
+    }
+
+    fn read(&self, t: &CpuTensor) -> Result<Vec<f32>, BackendError> {
+        Ok(t.data.clone())
+    }
+}
+
+/// `x` rounded to f16 precision (what an f16 KV cache holds).
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}

@@ -1,0 +1,229 @@
+//! The CPU backend against the scalar reference (`Numerics::Ggml`): every op, on real tensors of
+//! both test models where the op takes a weight, at every dispatch level this machine supports
+//! and with one and two threads.
+
+use std::sync::Arc;
+
+use super::{CpuBackend, Level};
+use crate::backend::{
+    Activation, Attention, Backend, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
+};
+use crate::gguf::GgufFile;
+use crate::quant::GgmlType;
+use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
+
+/// Every (threads, level) combination the tests run.
+fn backends() -> Vec<CpuBackend> {
+    let mut out = Vec::new();
+    for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+        for threads in [1, 2] {
+            out.push(CpuBackend::with_threads_and_level(threads, level));
+        }
+    }
+    out
+}
+
+/// Hidden-state-like activations: mostly small, a few large.
+fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = rng.f32() * 2.0 - 1.0;
+            if rng.u8(..) < 4 { v * 30.0 } else { v }
+        })
+        .collect()
+}
+
+fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> RefTensor {
+    RefTensor::from_vec(rows, cols, data).unwrap()
+}
+
+fn model_files() -> Vec<Arc<GgufFile>> {
+    [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
+        .into_iter()
+        .map(|m| Arc::new(GgufFile::open(source::fetch(m).unwrap()).unwrap()))
+        .collect()
+}
+
+/// `|got - want|` relative to the output's scale (its largest magnitude).
+fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{label}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        assert!(
+            err <= tol,
+            "{label}[{i}]: {g} vs {w} (normalized error {err:e})"
+        );
+    }
+}
+
+#[test]
+fn matmuls_match_the_reference_on_real_tensors_at_every_level() {
+    let reference = ReferenceBackend::with_threads(2);
+    let mut rng = fastrand::Rng::with_seed(21);
+    for file in model_files() {
+        // One matrix of each type, the smallest of its type (plus the tied output matrix).
+        let mut picked: Vec<&crate::gguf::TensorInfo> = Vec::new();
+        for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
+            match picked.iter_mut().find(|p| p.ty == info.ty) {
+                Some(p) if info.dims[1] < p.dims[1] => *p = info,
+                Some(_) => {}
+                None => picked.push(info),
+            }
+        }
+        assert!(picked.len() >= 2, "{}: types {picked:?}", file.label());
+        for info in picked {
+            let cols = info.dims[0] as usize;
+            // The whole vocabulary would make the reference slow; the first rows suffice.
+            let rows = (info.dims[1] as usize).min(4096);
+            let mut info = info.clone();
+            info.dims[1] = rows as u64;
+            let want_w = reference.weight(&file, &info).unwrap();
+            // 1 token (decode), 7 tokens (a group of four and a remainder of three).
+            for n in [1, 7] {
+                let x = tensor(n, cols, activations(&mut rng, n * cols));
+                let mut want = reference.tensor(n, rows);
+                reference.matmul(&x, &want_w, &mut want);
+                for b in backends() {
+                    let w = b.weight(&file, &info).unwrap();
+                    let mut got = b.tensor(n, rows);
+                    b.matmul(&x, &w, &mut got);
+                    let label = format!(
+                        "{} {} ({}) n={n} at {} x{}",
+                        file.label(),
+                        info.name,
+                        info.ty,
+                        b.level().name(),
+                        b.threads()
+                    );
+                    assert_close(&label, got.data(), want.data(), 2e-5);
+                    // The last rows alone.
+                    let mut tail = b.tensor(1, rows);
+                    b.matmul_rows(&x, n - 1..n, &w, &mut tail);
+                    assert_eq!(tail.data(), &got.data()[(n - 1) * rows..], "{label}: tail");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_type_without_an_integer_kernel_falls_back_to_f32_products() {
+    // An F32 weight (no integer kernel) through the fallback.
+    let mut rng = fastrand::Rng::with_seed(22);
+    let (rows, cols, n) = (24, 64, 3);
+    let values = activations(&mut rng, rows * cols);
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = crate::gguf::GgufBuilder::new()
+        .tensor("w", &[cols as u64, rows as u64], GgmlType::F32, data)
+        .build();
+    let file = Arc::new(GgufFile::from_bytes(bytes, "w.gguf").unwrap());
+    let reference = ReferenceBackend::with_threads(1);
+    let x = tensor(n, cols, activations(&mut rng, n * cols));
+    let mut want = reference.tensor(n, rows);
+    reference.matmul(
+        &x,
+        &reference.weight(&file, &file.tensors()[0]).unwrap(),
+        &mut want,
+    );
+    for b in backends() {
+        let w = b.weight(&file, &file.tensors()[0]).unwrap();
+        assert_eq!(w.level(), None);
+        let mut got = b.tensor(n, rows);
+        b.matmul(&x, &w, &mut got);
+        assert_close("f32 fallback", got.data(), want.data(), 1e-6);
+    }
+}
+
+#[test]
+fn elementwise_ops_and_attention_match_the_reference() {
+    let reference = ReferenceBackend::with_threads(1);
+    let mut rng = fastrand::Rng::with_seed(23);
+    let files = model_files();
+    let gemma = &files[1];
+    // A real per-head norm weight (Gemma's q_norm, 256 values) and a whole-row one (640).
+    let norms: Vec<_> = ["blk.0.attn_q_norm.weight", "blk.0.attn_norm.weight"]
+        .iter()
+        .map(|name| {
+            gemma
+                .tensors()
+                .iter()
+                .find(|i| i.name == *name)
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    for b in backends() {
+        let label = format!("{} x{}", b.level().name(), b.threads());
+        // Sizes both below and above the threshold where ops go parallel.
+        for n in [1, 64] {
+            let x = tensor(n, 1280, activations(&mut rng, n * 1280));
+            for info in &norms {
+                let (rw, cw) = (
+                    reference.weight(gemma, info).unwrap(),
+                    b.weight(gemma, info).unwrap(),
+                );
+                let mut want = reference.tensor(n, 1280);
+                let mut got = b.tensor(n, 1280);
+                reference.rms_norm(&x, &rw, 1e-6, &mut want);
+                b.rms_norm(&x, &cw, 1e-6, &mut got);
+                assert_close(&format!("rms_norm {label}"), got.data(), want.data(), 1e-6);
+            }
+            let positions: Vec<u32> = (0..n as u32).map(|p| p * 3 + 5).collect();
+            for style in [RopeStyle::Normal, RopeStyle::Neox] {
+                let rope = Rope {
+                    style,
+                    head_dim: 64,
+                    n_rot: 48,
+                    base: 10000.0,
+                    freq_scale: 0.5,
+                };
+                let (mut want, mut got) = (x.clone(), x.clone());
+                reference.rope(&mut want, &positions, &rope);
+                b.rope(&mut got, &positions, &rope);
+                assert_eq!(got.data(), want.data(), "rope {style:?} {label}");
+            }
+            for act in [Activation::Silu, Activation::GeluTanh] {
+                let up = tensor(n, 1280, activations(&mut rng, n * 1280));
+                let mut want = reference.tensor(n, 1280);
+                let mut got = b.tensor(n, 1280);
+                reference.glu(&x, &up, act, &mut want);
+                b.glu(&x, &up, act, &mut got);
+                assert_eq!(got.data(), want.data(), "glu {act:?} {label}");
+            }
+        }
+        for window in [None, Some(5)] {
+            let a = Attention {
+                n_head: 6,
+                n_kv_head: 2,
+                head_dim_k: 64,
+                head_dim_v: 32,
+                scale: 0.125,
+                window,
+            };
+            let (mut rkv, mut ckv) = (
+                reference.kv(64, 128, 64).unwrap(),
+                b.kv(64, 128, 64).unwrap(),
+            );
+            // A prompt of 9, then two single decode steps.
+            let mut start = 0u32;
+            for n in [9usize, 1, 1] {
+                let positions: Vec<u32> = (start..start + n as u32).collect();
+                let q = tensor(n, 384, activations(&mut rng, n * 384));
+                let k = tensor(n, 128, activations(&mut rng, n * 128));
+                let v = tensor(n, 64, activations(&mut rng, n * 64));
+                let mut want = reference.tensor(n, 192);
+                let mut got = b.tensor(n, 192);
+                reference.attention(&q, &k, &v, &mut rkv, &positions, &a, &mut want);
+                b.attention(&q, &k, &v, &mut ckv, &positions, &a, &mut got);
+                assert_close(
+                    &format!("attention {window:?} n={n} {label}"),
+                    got.data(),
+                    want.data(),
+                    1e-5,
+                );
+                start += n as u32;
+            }
+        }
+    }
+}
