@@ -90,6 +90,12 @@ enum Cmd {
         /// Print one JSON object (text, token_ids, stats) instead of streaming.
         #[arg(long)]
         json: bool,
+        /// The compute backend.
+        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
+        backend: run::BackendKind,
+        /// Threads (default: one per physical core).
+        #[arg(long, short)]
+        threads: Option<usize>,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity {
@@ -105,6 +111,12 @@ enum Cmd {
         /// Print JSON (ppl, stderr, chunks, token counts).
         #[arg(long)]
         json: bool,
+        /// The compute backend.
+        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
+        backend: run::BackendKind,
+        /// Threads (default: one per physical core).
+        #[arg(long, short)]
+        threads: Option<usize>,
     },
     /// Measure speed like llama-bench: prompt processing (pp) and generation (tg) in tokens/s,
     /// mean ± sd over repetitions; with --kernels, matvec throughput in GB/s of weights read.
@@ -168,6 +180,8 @@ fn main() -> ExitCode {
             top_p,
             seed,
             json,
+            backend,
+            threads,
         }) => run::run(&run::RunArgs {
             model,
             prompt,
@@ -183,6 +197,10 @@ fn main() -> ExitCode {
                 seed: seed.unwrap_or_else(|| fastrand::u64(..)),
             },
             json,
+            backend: run::BackendChoice {
+                kind: backend,
+                threads,
+            },
         }),
         Some(Cmd::Bench {
             model,
@@ -208,7 +226,18 @@ fn main() -> ExitCode {
             file,
             ctx,
             json,
-        }) => run::perplexity_cmd(&model, &file, ctx, json),
+            backend,
+            threads,
+        }) => run::perplexity_cmd(
+            &model,
+            &file,
+            ctx,
+            json,
+            run::BackendChoice {
+                kind: backend,
+                threads,
+            },
+        ),
         None => match cli.model {
             Some(model) => commands::open(&model),
             None => {

@@ -1,12 +1,12 @@
 //! `hearth run` (generate from a prompt, streaming) and `hearth perplexity` (score a text file),
-//! on the CPU reference backend.
+//! on the fast CPU backend by default (`--backend reference` picks the scalar oracle).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hearth_engine::backend::{Backend, ReferenceBackend};
+use hearth_engine::backend::{Backend, CpuBackend, ReferenceBackend};
 use hearth_engine::model::{GenerateOptions, Model, ModelError, generate, perplexity};
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
@@ -35,18 +35,54 @@ pub struct RunArgs {
     pub ctx: Option<usize>,
     pub sampler: SamplerConfig,
     pub json: bool,
+    pub backend: BackendChoice,
 }
 
-fn open_model(path: &Path) -> Result<(Model<ReferenceBackend>, Tokenizer)> {
-    let model = Model::open(path, ReferenceBackend::new())?;
+/// The backend a command runs on: its kind and thread count (default: one per physical core).
+#[derive(Debug, Clone, Copy)]
+pub struct BackendChoice {
+    pub kind: BackendKind,
+    pub threads: Option<usize>,
+}
+
+impl BackendChoice {
+    fn threads(&self) -> Result<usize> {
+        match self.threads {
+            Some(0) => Err(BadInput("--threads must be at least 1".into()).into()),
+            Some(t) => Ok(t),
+            None => Ok(hearth_engine::backend::cpu::default_threads()),
+        }
+    }
+}
+
+/// Calls `$body` with `$model` bound to the model opened on the chosen backend.
+macro_rules! with_backend {
+    ($choice:expr, |$backend:ident| $body:expr) => {{
+        let choice: BackendChoice = $choice;
+        let threads = choice.threads()?;
+        match choice.kind {
+            BackendKind::Cpu => {
+                let $backend = CpuBackend::with_threads(threads);
+                $body
+            }
+            BackendKind::Reference => {
+                let $backend = ReferenceBackend::with_threads(threads);
+                $body
+            }
+        }
+    }};
+}
+
+fn open_model<B: Backend>(path: &Path, backend: B) -> Result<(Model<B>, Tokenizer)> {
+    let model = Model::open(path, backend)?;
     let tokenizer = Tokenizer::from_gguf(model.file())?;
     Ok((model, tokenizer))
 }
 
 /// The prompt's token ids, from `--prompt-ids`, `--chat` or plain `--prompt`.
-fn prompt_tokens(
+fn prompt_tokens<B: Backend>(
     args: &RunArgs,
-    model: &Model<ReferenceBackend>,
+    model: &Model<B>,
     tok: &Tokenizer,
 ) -> Result<Vec<u32>> {
     if args.system.is_some() && !args.chat {
@@ -90,12 +126,16 @@ fn prompt_tokens(
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    with_backend!(args.backend, |backend| run_on(args, backend))
+}
+
+fn run_on<B: Backend>(args: &RunArgs, backend: B) -> Result<()> {
     if args.n_predict == 0 {
         return Err(
             BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into(),
         );
     }
-    let (model, tok) = open_model(&args.model)?;
+    let (model, tok) = open_model(&args.model, backend)?;
     let prompt = prompt_tokens(args, &model, &tok)?;
     let trained = model.config().context_length;
     let ctx = match args.ctx {
@@ -188,12 +228,30 @@ pub fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn perplexity_cmd(model_path: &Path, file: &Path, n_ctx: usize, json: bool) -> Result<()> {
+pub fn perplexity_cmd(
+    model_path: &Path,
+    file: &Path,
+    n_ctx: usize,
+    json: bool,
+    backend: BackendChoice,
+) -> Result<()> {
+    with_backend!(backend, |backend| perplexity_on(
+        model_path, file, n_ctx, json, backend
+    ))
+}
+
+fn perplexity_on<B: Backend>(
+    model_path: &Path,
+    file: &Path,
+    n_ctx: usize,
+    json: bool,
+    backend: B,
+) -> Result<()> {
     let bytes = std::fs::read(file)
         .map_err(|e| BadInput(format!("{}: cannot read: {e}", file.display())))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| BadInput(format!("{}: not UTF-8 text ({e})", file.display())))?;
-    let (model, tok) = open_model(model_path)?;
+    let (model, tok) = open_model(model_path, backend)?;
     let tokens = tok.encode(&text, true)?;
     let bos = if tok.adds_bos() { tok.bos_id() } else { None };
     let t0 = Instant::now();
