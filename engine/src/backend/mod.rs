@@ -131,6 +131,36 @@ pub trait Backend: Send + Sync {
     /// `out[t][r] = sum_c x[t][c] * w[r][c]` for every token row `t` and weight row `r`.
     fn matmul(&self, x: &Self::Tensor, w: &Self::Weight, out: &mut Self::Tensor);
 
+    /// `outs[i] = x · ws[i]` for several weights reading the same input (Q, K and V): a backend
+    /// may prepare `x` once and run them together. The default runs [`Backend::matmul`] on each.
+    fn matmul_many(&self, x: &Self::Tensor, ws: &[&Self::Weight], outs: &mut [&mut Self::Tensor]) {
+        assert_eq!(ws.len(), outs.len(), "matmul_many: one output per weight");
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(x, w, out);
+        }
+    }
+
+    /// The gated feed-forward input: `out = act(x · gate) * (x · up)`, elementwise. A backend may
+    /// compute it without materializing the two products. The default is two matmuls and
+    /// [`Backend::glu`].
+    fn gated_matmul(
+        &self,
+        x: &Self::Tensor,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+        act: Activation,
+        out: &mut Self::Tensor,
+    ) {
+        let (rows, cols) = self.shape(out);
+        let (mut g, mut u) = (self.tensor(rows, cols), self.tensor(rows, cols));
+        self.matmul(x, gate, &mut g);
+        self.matmul(x, up, &mut u);
+        self.glu(&g, &u, act, out);
+    }
+
+    /// `(rows, cols)` of an activation tensor.
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+
     /// `out[t] = x[rows.start + t] · w` for the rows in `rows` only (the final logits of the
     /// positions that are sampled or scored).
     fn matmul_rows(

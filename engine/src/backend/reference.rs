@@ -207,6 +207,10 @@ impl Backend for ReferenceBackend {
         })
     }
 
+    fn shape(&self, t: &RefTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
     fn tensor(&self, rows: usize, cols: usize) -> RefTensor {
         RefTensor {
             rows,

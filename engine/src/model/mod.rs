@@ -188,8 +188,6 @@ impl<B: Backend> Model<B> {
             (b.tensor(0, 0), b.tensor(0, 0))
         };
         let mut att = b.tensor(n, c.n_head * c.head_dim_v);
-        let mut gate = b.tensor(n, c.d_ff);
-        let mut up = b.tensor(n, c.d_ff);
         let mut act = b.tensor(n, c.d_ff);
 
         b.embed(&w.token_embd, tokens, &mut x);
@@ -201,9 +199,11 @@ impl<B: Backend> Model<B> {
 
             // Attention block.
             b.rms_norm(&x, &lw.attn_norm, c.rms_eps, &mut h);
-            b.matmul(&h, &lw.wq, &mut q);
-            b.matmul(&h, &lw.wk, &mut k);
-            b.matmul(&h, &lw.wv, &mut v);
+            b.matmul_many(
+                &h,
+                &[&lw.wq, &lw.wk, &lw.wv],
+                &mut [&mut q, &mut k, &mut v],
+            );
             for (t, bias) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
                 if let Some(bias) = bias {
                     b.add_bias(t, bias);
@@ -249,9 +249,7 @@ impl<B: Backend> Model<B> {
 
             // Feed-forward block.
             b.rms_norm(&x, &lw.ffn_norm, c.rms_eps, &mut h);
-            b.matmul(&h, &lw.gate, &mut gate);
-            b.matmul(&h, &lw.up, &mut up);
-            b.glu(&gate, &up, c.activation, &mut act);
+            b.gated_matmul(&h, &lw.gate, &lw.up, c.activation, &mut act);
             b.matmul(&act, &lw.down, &mut o);
             residual(
                 b,

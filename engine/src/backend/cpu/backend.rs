@@ -256,6 +256,149 @@ fn quantize_rows(act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
     (bytes, row_bytes)
 }
 
+/// A matmul input quantized once into the blocks a weight type's kernels read.
+struct Activations {
+    bytes: Vec<u8>,
+    row_bytes: usize,
+    rows: usize,
+}
+
+impl Activations {
+    /// `x` (rows of `cols` values) quantized for weights of type `weight_ty` (which must have an
+    /// integer kernel).
+    fn new(weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
+        let act = activation_type(weight_ty).expect("a weight with a kernel has an activation type");
+        let (bytes, row_bytes) = quantize_rows(act, x, cols);
+        Self {
+            bytes,
+            row_bytes,
+            rows: x.len() / cols.max(1),
+        }
+    }
+
+    fn row(&self, t: usize) -> &[u8] {
+        &self.bytes[t * self.row_bytes..][..self.row_bytes]
+    }
+}
+
+/// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
+/// value)`: four tokens at a time (each weight block unpacked once for the four) while the
+/// tile's weight rows stay in L1, then the remaining tokens one by one.
+fn tile_products(
+    kernel: Kernel,
+    w: &RefWeight,
+    a: &Activations,
+    rows: Range<usize>,
+    emit: &mut dyn FnMut(usize, usize, f32),
+) {
+    let n_tok = a.rows;
+    let mut t = 0;
+    while t + 4 <= n_tok {
+        let group = [a.row(t), a.row(t + 1), a.row(t + 2), a.row(t + 3)];
+        for r in rows.clone() {
+            let v = kernel.dot4(w.row_bytes_of(r), group);
+            for (i, v) in v.into_iter().enumerate() {
+                emit(t + i, r, v);
+            }
+        }
+        t += 4;
+    }
+    for t in t..n_tok {
+        let at = a.row(t);
+        for r in rows.clone() {
+            emit(t, r, kernel.dot(w.row_bytes_of(r), at));
+        }
+    }
+}
+
+impl CpuBackend {
+    /// `outs[i] = x · ws[i]` for `x` of `cols`-value rows, all weights in one parallel region
+    /// (each thread takes its share of every weight's rows); the activations are quantized once
+    /// per activation format.
+    fn matmuls(&self, x: &[f32], cols: usize, ws: &[&CpuWeight], outs: &mut [&mut CpuTensor]) {
+        assert_eq!(ws.len(), outs.len(), "matmul: one output per weight");
+        let n_tok = x.len() / cols.max(1);
+        let mut quantized: Vec<(GgmlType, Activations)> = Vec::new();
+        let mut fallback: Vec<(GgmlType, Vec<f32>)> = Vec::new();
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            let raw = &w.raw;
+            assert_eq!(cols, raw.cols, "matmul: input columns of '{}'", raw.name);
+            assert_eq!(
+                (out.rows, out.cols),
+                (n_tok, raw.rows),
+                "matmul: output shape of '{}'",
+                raw.name
+            );
+            match w.kernel {
+                Some(_) => {
+                    let act = activation_type(raw.ty).expect("kernel types have one");
+                    if !quantized.iter().any(|(t, _)| *t == act) {
+                        quantized.push((act, Activations::new(raw.ty, x, cols)));
+                    }
+                }
+                None => {
+                    if !fallback.iter().any(|(t, _)| *t == raw.ty) {
+                        fallback.push((raw.ty, activation_as_quantized(raw.ty, x)));
+                    }
+                }
+            }
+        }
+        let jobs: Vec<(&CpuWeight, Out)> = ws
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(w, out)| (*w, Out::new(&mut out.data)))
+            .collect();
+        let work: usize = ws.iter().map(|w| n_tok * w.raw.rows * w.raw.cols).sum();
+        let threads = self.pool.threads();
+        let body = |i: usize, threads: usize| {
+            for &(w, o) in &jobs {
+                let raw = &w.raw;
+                let n_out = raw.rows;
+                let range = share(n_out, threads, i);
+                match w.kernel {
+                    Some(kernel) => {
+                        let act = activation_type(raw.ty).expect("kernel types have one");
+                        let a = &quantized
+                            .iter()
+                            .find(|(t, _)| *t == act)
+                            .expect("quantized above")
+                            .1;
+                        for tile in range.clone().step_by(ROW_TILE) {
+                            let tile = tile..(tile + ROW_TILE).min(range.end);
+                            tile_products(kernel, raw, a, tile, &mut |t, r, v| {
+                                // SAFETY: output column `r` belongs to this thread's rows.
+                                unsafe { o.set(t * n_out + r, v) };
+                            });
+                        }
+                    }
+                    None => {
+                        // No integer kernel for this type: dequantize each weight row, f32 dot
+                        // products against the activations as ggml rounds them.
+                        let xq = &fallback
+                            .iter()
+                            .find(|(t, _)| *t == raw.ty)
+                            .expect("rounded above")
+                            .1;
+                        let mut row = vec![0.0; raw.cols];
+                        for r in range {
+                            raw.dequant_row(r, &mut row);
+                            for (t, xt) in xq.chunks_exact(raw.cols).enumerate() {
+                                // SAFETY: output column `r` belongs to this thread's rows.
+                                unsafe { o.set(t * n_out + r, dot(xt, &row)) };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if threads == 1 || work < 1 << 16 {
+            body(0, 1);
+        } else {
+            self.pool.run(&|i| body(i, threads));
+        }
+    }
+}
+
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
@@ -290,6 +433,10 @@ impl Backend for CpuBackend {
             kernel,
             vector,
         })
+    }
+
+    fn shape(&self, t: &CpuTensor) -> (usize, usize) {
+        (t.rows, t.cols)
     }
 
     fn tensor(&self, rows: usize, cols: usize) -> CpuTensor {
@@ -359,61 +506,59 @@ impl Backend for CpuBackend {
     }
 
     fn matmul_rows(&self, x: &CpuTensor, rows: Range<usize>, w: &CpuWeight, out: &mut CpuTensor) {
-        let raw = &w.raw;
         assert!(rows.end <= x.rows, "matmul: rows out of range");
-        assert_eq!(x.cols, raw.cols, "matmul: input columns of '{}'", raw.name);
-        assert_eq!(
-            (out.rows, out.cols),
-            (rows.len(), raw.rows),
-            "matmul: output shape of '{}'",
-            raw.name
-        );
-        let n_tok = rows.len();
         let x_rows = &x.data[rows.start * x.cols..rows.end * x.cols];
-        let o = Out::new(&mut out.data);
-        let n_out = raw.rows;
-        let Some(kernel) = w.kernel else {
-            // No integer kernel for this type: dequantize each weight row, f32 dot products
-            // against the activations as ggml rounds them.
-            let xq = activation_as_quantized(raw.ty, x_rows);
-            self.split(n_out, false, &|range| {
-                let mut row = vec![0.0; raw.cols];
-                for r in range {
-                    raw.dequant_row(r, &mut row);
-                    for (t, xt) in xq.chunks_exact(raw.cols).enumerate() {
-                        // SAFETY: output column `r` belongs to this thread's rows.
-                        unsafe { o.set(t * n_out + r, dot(xt, &row)) };
-                    }
-                }
-            });
+        self.matmuls(x_rows, x.cols, &[w], &mut [out]);
+    }
+
+    fn matmul_many(&self, x: &CpuTensor, ws: &[&CpuWeight], outs: &mut [&mut CpuTensor]) {
+        self.matmuls(&x.data, x.cols, ws, outs);
+    }
+
+    fn gated_matmul(
+        &self,
+        x: &CpuTensor,
+        gate: &CpuWeight,
+        up: &CpuWeight,
+        act: Activation,
+        out: &mut CpuTensor,
+    ) {
+        let (g, u) = (&gate.raw, &up.raw);
+        let n_tok = x.rows;
+        assert_eq!((g.rows, g.cols), (u.rows, u.cols), "gated_matmul: gate and up shapes");
+        assert_eq!(x.cols, g.cols, "gated_matmul: input columns of '{}'", g.name);
+        assert_eq!((out.rows, out.cols), (n_tok, g.rows), "gated_matmul: output shape");
+        let (Some(gk), Some(uk)) = (gate.kernel, up.kernel) else {
+            let (mut gv, mut uv) = (self.tensor(n_tok, g.rows), self.tensor(n_tok, g.rows));
+            self.matmul(x, gate, &mut gv);
+            self.matmul(x, up, &mut uv);
+            self.glu(&gv, &uv, act, out);
             return;
         };
-        let act = activation_type(raw.ty).expect("a resolved kernel has an activation type");
-        let (a, a_bytes) = quantize_rows(act, x_rows, raw.cols);
-        let a_row = |t: usize| &a[t * a_bytes..][..a_bytes];
-        let work = n_tok * raw.rows * raw.cols;
+        let ga = Activations::new(g.ty, &x.data, x.cols);
+        let ua = if activation_type(u.ty) == activation_type(g.ty) {
+            None
+        } else {
+            Some(Activations::new(u.ty, &x.data, x.cols))
+        };
+        let ua = ua.as_ref().unwrap_or(&ga);
+        let n_out = g.rows;
+        let o = Out::new(&mut out.data);
+        let work = n_tok * n_out * g.cols;
         self.split(n_out, work < 1 << 16, &|range| {
+            // Gate values of this thread's rows, tile by tile, then the up values combined in.
+            let mut gates = vec![0.0f32; ROW_TILE * n_tok];
             for tile in range.clone().step_by(ROW_TILE) {
                 let tile = tile..(tile + ROW_TILE).min(range.end);
-                let mut t = 0;
-                while t + 4 <= n_tok {
-                    let group = [a_row(t), a_row(t + 1), a_row(t + 2), a_row(t + 3)];
-                    for r in tile.clone() {
-                        let v = kernel.dot4(raw.row_bytes_of(r), group);
-                        for (i, v) in v.into_iter().enumerate() {
-                            // SAFETY: output column `r` belongs to this thread's rows.
-                            unsafe { o.set((t + i) * n_out + r, v) };
-                        }
-                    }
-                    t += 4;
-                }
-                for t in t..n_tok {
-                    for r in tile.clone() {
-                        let v = kernel.dot(raw.row_bytes_of(r), a_row(t));
-                        // SAFETY: as above.
-                        unsafe { o.set(t * n_out + r, v) };
-                    }
-                }
+                let width = tile.len();
+                tile_products(gk, g, &ga, tile.clone(), &mut |t, r, v| {
+                    gates[t * width + (r - tile.start)] = v;
+                });
+                tile_products(uk, u, ua, tile.clone(), &mut |t, r, v| {
+                    let gv = gates[t * width + (r - tile.start)];
+                    // SAFETY: output column `r` belongs to this thread's rows.
+                    unsafe { o.set(t * n_out + r, activate(act, gv) * v) };
+                });
             }
         });
     }

@@ -227,3 +227,58 @@ fn elementwise_ops_and_attention_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn fused_matmuls_match_the_reference_on_real_tensors() {
+    let reference = ReferenceBackend::with_threads(2);
+    let mut rng = fastrand::Rng::with_seed(24);
+    for file in model_files() {
+        let info = |name: &str| {
+            file.tensors()
+                .iter()
+                .find(|i| i.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .clone()
+        };
+        let qkv = ["blk.1.attn_q.weight", "blk.1.attn_k.weight", "blk.1.attn_v.weight"].map(info);
+        let (gate, up) = (info("blk.1.ffn_gate.weight"), info("blk.1.ffn_up.weight"));
+        let cols = gate.dims[0] as usize;
+        for n in [1, 6] {
+            let x = tensor(n, cols, activations(&mut rng, n * cols));
+            let rw = qkv.clone().map(|i| reference.weight(&file, &i).unwrap());
+            let mut want: Vec<RefTensor> = qkv
+                .iter()
+                .map(|i| reference.tensor(n, i.dims[1] as usize))
+                .collect();
+            for (w, o) in rw.iter().zip(want.iter_mut()) {
+                reference.matmul(&x, w, o);
+            }
+            let (rg, ru) = (
+                reference.weight(&file, &gate).unwrap(),
+                reference.weight(&file, &up).unwrap(),
+            );
+            let d_ff = gate.dims[1] as usize;
+            let mut want_ffn = reference.tensor(n, d_ff);
+            reference.gated_matmul(&x, &rg, &ru, Activation::Silu, &mut want_ffn);
+            for b in backends() {
+                let label = format!("{} n={n} {} x{}", file.label(), b.level().name(), b.threads());
+                let cw = qkv.clone().map(|i| b.weight(&file, &i).unwrap());
+                let mut got: Vec<RefTensor> = qkv
+                    .iter()
+                    .map(|i| b.tensor(n, i.dims[1] as usize))
+                    .collect();
+                {
+                    let mut outs: Vec<&mut RefTensor> = got.iter_mut().collect();
+                    b.matmul_many(&x, &[&cw[0], &cw[1], &cw[2]], &mut outs);
+                }
+                for (g, w) in got.iter().zip(&want) {
+                    assert_close(&format!("qkv {label}"), g.data(), w.data(), 2e-5);
+                }
+                let (cg, cu) = (b.weight(&file, &gate).unwrap(), b.weight(&file, &up).unwrap());
+                let mut got_ffn = b.tensor(n, d_ff);
+                b.gated_matmul(&x, &cg, &cu, Activation::Silu, &mut got_ffn);
+                assert_close(&format!("gated {label}"), got_ffn.data(), want_ffn.data(), 2e-5);
+            }
+        }
+    }
+}
