@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use super::dot::{Kernel, activation_type};
 use super::level::Level;
 use super::pool::Pool;
+use super::vec;
 use crate::backend::reference::{RefTensor, RefWeight, activate, activation_as_quantized, dot};
 use crate::backend::{
     Activation, Attention, Backend, BackendError, ReferenceBackend, Rope, RopeStyle,
@@ -267,7 +268,8 @@ impl Activations {
     /// `x` (rows of `cols` values) quantized for weights of type `weight_ty` (which must have an
     /// integer kernel).
     fn new(weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
-        let act = activation_type(weight_ty).expect("a weight with a kernel has an activation type");
+        let act =
+            activation_type(weight_ty).expect("a weight with a kernel has an activation type");
         let (bytes, row_bytes) = quantize_rows(act, x, cols);
         Self {
             bytes,
@@ -525,9 +527,21 @@ impl Backend for CpuBackend {
     ) {
         let (g, u) = (&gate.raw, &up.raw);
         let n_tok = x.rows;
-        assert_eq!((g.rows, g.cols), (u.rows, u.cols), "gated_matmul: gate and up shapes");
-        assert_eq!(x.cols, g.cols, "gated_matmul: input columns of '{}'", g.name);
-        assert_eq!((out.rows, out.cols), (n_tok, g.rows), "gated_matmul: output shape");
+        assert_eq!(
+            (g.rows, g.cols),
+            (u.rows, u.cols),
+            "gated_matmul: gate and up shapes"
+        );
+        assert_eq!(
+            x.cols, g.cols,
+            "gated_matmul: input columns of '{}'",
+            g.name
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (n_tok, g.rows),
+            "gated_matmul: output shape"
+        );
         let (Some(gk), Some(uk)) = (gate.kernel, up.kernel) else {
             let (mut gv, mut uv) = (self.tensor(n_tok, g.rows), self.tensor(n_tok, g.rows));
             self.matmul(x, gate, &mut gv);
@@ -665,6 +679,7 @@ impl Backend for CpuBackend {
             }
         }
         let kv = &*kv;
+        let level = self.level;
         let group = attn.n_head / attn.n_kv_head;
         let n_pairs = positions.len() * attn.n_head;
         let longest = positions.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
@@ -685,10 +700,9 @@ impl Backend for CpuBackend {
                         *d = round_f16(s);
                     }
                     scores.clear();
-                    scores
-                        .extend((first..=p).map(|j| {
-                            dot(&qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale
-                        }));
+                    scores.extend((first..=p).map(|j| {
+                        vec::dot(level, &qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale
+                    }));
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
                     for s in scores.iter_mut() {
@@ -701,10 +715,7 @@ impl Backend for CpuBackend {
                     oh.fill(0.0);
                     for (j, &s) in (first..=p).zip(&scores) {
                         let weight = s * inv;
-                        let vh = &kv.v[j * kv.v_dim + kvh * hv..][..hv];
-                        for (ov, &vv) in oh.iter_mut().zip(vh) {
-                            *ov += weight * vv;
-                        }
+                        vec::axpy(level, oh, weight, &kv.v[j * kv.v_dim + kvh * hv..][..hv]);
                     }
                 }
             },

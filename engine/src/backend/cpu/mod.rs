@@ -18,6 +18,7 @@ pub mod level;
 mod pool;
 #[cfg(test)]
 mod tests;
+mod vec;
 
 pub use backend::{CpuBackend, CpuKv, CpuTensor, CpuWeight, default_threads};
 pub use level::Level;
