@@ -463,7 +463,10 @@ impl Backend for ReferenceBackend {
             "glu: output shape"
         );
         for ((o, &g), &u) in out.data.iter_mut().zip(&gate.data).zip(&up.data) {
-            *o = activate(act, g) * u;
+            *o = match self.numerics {
+                Numerics::Ggml => activate_ggml(act, g),
+                Numerics::Exact => activate(act, g),
+            } * u;
         }
     }
 
@@ -549,6 +552,30 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         sum += x * y;
     }
     sum
+}
+
+/// The activation as ggml's CPU backend computes it: GELU through its table of f16 values (the
+/// input rounded to f16, the result stored as f16; identity above 10, zero below -10), SiLU
+/// directly.
+pub(crate) fn activate_ggml(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::Silu => activate(act, x),
+        Activation::GeluTanh => {
+            if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                x
+            } else {
+                gelu_f16(half::f16::from_f32(x).to_bits())
+            }
+        }
+    }
+}
+
+/// ggml's GELU table entry for the f16 value with bits `bits`.
+pub(crate) fn gelu_f16(bits: u16) -> f32 {
+    let x = half::f16::from_bits(bits).to_f32();
+    half::f16::from_f32(activate(Activation::GeluTanh, x)).to_f32()
 }
 
 /// The activation function of a gated feed-forward block.

@@ -12,13 +12,15 @@
 //!   the pool too.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::dot::{Kernel, activation_type};
 use super::level::Level;
 use super::pool::Pool;
 use super::vec;
-use crate::backend::reference::{RefTensor, RefWeight, activate, activation_as_quantized, dot};
+use crate::backend::reference::{
+    RefTensor, RefWeight, activate, activation_as_quantized, dot, gelu_f16,
+};
 use crate::backend::{
     Activation, Attention, Backend, BackendError, ReferenceBackend, Rope, RopeStyle,
 };
@@ -494,8 +496,10 @@ impl Backend for CpuBackend {
                 .chunks_exact(w.len())
                 .zip(os.chunks_exact_mut(w.len()))
             {
-                let sum: f32 = xs.iter().map(|&v| v * v).sum();
-                let scale = 1.0 / (sum / xs.len() as f32 + eps).sqrt();
+                // As ggml: squares in f32, their sum in f64.
+                let sum: f64 = xs.iter().map(|&v| f64::from(v * v)).sum();
+                let mean = (sum / xs.len() as f64) as f32;
+                let scale = 1.0 / (mean + eps).sqrt();
                 for ((o, &v), &g) in os.iter_mut().zip(xs).zip(w) {
                     *o = v * scale * g;
                 }
@@ -549,6 +553,7 @@ impl Backend for CpuBackend {
             self.glu(&gv, &uv, act, out);
             return;
         };
+        let act_fn = activation_fn(act);
         let ga = Activations::new(g.ty, &x.data, x.cols);
         let ua = if activation_type(u.ty) == activation_type(g.ty) {
             None
@@ -571,7 +576,7 @@ impl Backend for CpuBackend {
                 tile_products(uk, u, ua, tile.clone(), &mut |t, r, v| {
                     let gv = gates[t * width + (r - tile.start)];
                     // SAFETY: output column `r` belongs to this thread's rows.
-                    unsafe { o.set(t * n_out + r, activate(act, gv) * v) };
+                    unsafe { o.set(t * n_out + r, act_fn(gv) * v) };
                 });
             }
         });
@@ -734,6 +739,7 @@ impl Backend for CpuBackend {
             "glu: output shape"
         );
         let n = out.data.len();
+        let act_fn = activation_fn(act);
         let o = Out::new(&mut out.data);
         self.split(n, n < PARALLEL_MIN_VALUES / 4, &|range| {
             // SAFETY: each thread writes only its own range.
@@ -743,7 +749,7 @@ impl Backend for CpuBackend {
                 .zip(&gate.data[range.clone()])
                 .zip(&up.data[range])
             {
-                *o = activate(act, g) * u;
+                *o = act_fn(g) * u;
             }
         });
     }
@@ -763,6 +769,27 @@ impl Backend for CpuBackend {
 
     fn read(&self, t: &CpuTensor) -> Result<Vec<f32>, BackendError> {
         Ok(t.data.clone())
+    }
+}
+
+/// The activation as ggml computes it (see `reference::activate_ggml`): GELU by table lookup.
+fn activation_fn(act: Activation) -> fn(f32) -> f32 {
+    match act {
+        Activation::Silu => |x| activate(Activation::Silu, x),
+        Activation::GeluTanh => gelu_ggml,
+    }
+}
+
+/// ggml's GELU: its f16 table for inputs in (-10, 10), identity above, zero below.
+fn gelu_ggml(x: f32) -> f32 {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let table = TABLE.get_or_init(|| (0..=u16::MAX).map(gelu_f16).collect());
+        table[usize::from(half::f16::from_f32(x).to_bits())]
     }
 }
 
