@@ -77,8 +77,11 @@ pub struct CpuBackend {
     pool: Pool,
     level: Level,
     /// Cos/sin tables of recent RoPE calls (the same positions recur in every layer).
-    rope_cache: Mutex<Vec<(RopeKey, Arc<Vec<(f32, f32)>>)>>,
+    rope_cache: Mutex<Vec<(RopeKey, RopeTable)>>,
 }
+
+/// Per position, per rotated pair: `(cos, sin)` of its angle.
+type RopeTable = Arc<Vec<(f32, f32)>>;
 
 #[derive(Debug, PartialEq)]
 struct RopeKey {
@@ -163,7 +166,7 @@ impl CpuBackend {
         total.into_inner()
     }
 
-    fn rope_table(&self, positions: &[u32], rope: &Rope) -> Arc<Vec<(f32, f32)>> {
+    fn rope_table(&self, positions: &[u32], rope: &Rope) -> RopeTable {
         let key = RopeKey {
             positions: positions.to_vec(),
             n_rot: rope.n_rot,

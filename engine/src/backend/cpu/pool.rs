@@ -125,7 +125,7 @@ impl Pool {
         while s.remaining.load(Ordering::Acquire) != 0 {
             spins = spins.wrapping_add(1);
             // Reading the clock costs more than a spin; look at it now and then.
-            if spins % 1024 == 0 && start.elapsed() >= SPIN_FOR {
+            if spins.is_multiple_of(1024) && start.elapsed() >= SPIN_FOR {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -164,7 +164,7 @@ fn worker(s: &Shared, index: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 != 0 {
+            if !spins.is_multiple_of(1024) {
                 std::hint::spin_loop();
                 continue;
             }
