@@ -199,11 +199,7 @@ impl<B: Backend> Model<B> {
 
             // Attention block.
             b.rms_norm(&x, &lw.attn_norm, c.rms_eps, &mut h);
-            b.matmul_many(
-                &h,
-                &[&lw.wq, &lw.wk, &lw.wv],
-                &mut [&mut q, &mut k, &mut v],
-            );
+            b.matmul_many(&h, &[&lw.wq, &lw.wk, &lw.wv], &mut [&mut q, &mut k, &mut v]);
             for (t, bias) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
                 if let Some(bias) = bias {
                     b.add_bias(t, bias);

@@ -240,7 +240,12 @@ fn fused_matmuls_match_the_reference_on_real_tensors() {
                 .unwrap_or_else(|| panic!("{name}"))
                 .clone()
         };
-        let qkv = ["blk.1.attn_q.weight", "blk.1.attn_k.weight", "blk.1.attn_v.weight"].map(info);
+        let qkv = [
+            "blk.1.attn_q.weight",
+            "blk.1.attn_k.weight",
+            "blk.1.attn_v.weight",
+        ]
+        .map(info);
         let (gate, up) = (info("blk.1.ffn_gate.weight"), info("blk.1.ffn_up.weight"));
         let cols = gate.dims[0] as usize;
         for n in [1, 6] {
@@ -261,7 +266,12 @@ fn fused_matmuls_match_the_reference_on_real_tensors() {
             let mut want_ffn = reference.tensor(n, d_ff);
             reference.gated_matmul(&x, &rg, &ru, Activation::Silu, &mut want_ffn);
             for b in backends() {
-                let label = format!("{} n={n} {} x{}", file.label(), b.level().name(), b.threads());
+                let label = format!(
+                    "{} n={n} {} x{}",
+                    file.label(),
+                    b.level().name(),
+                    b.threads()
+                );
                 let cw = qkv.clone().map(|i| b.weight(&file, &i).unwrap());
                 let mut got: Vec<RefTensor> = qkv
                     .iter()
@@ -274,10 +284,18 @@ fn fused_matmuls_match_the_reference_on_real_tensors() {
                 for (g, w) in got.iter().zip(&want) {
                     assert_close(&format!("qkv {label}"), g.data(), w.data(), 2e-5);
                 }
-                let (cg, cu) = (b.weight(&file, &gate).unwrap(), b.weight(&file, &up).unwrap());
+                let (cg, cu) = (
+                    b.weight(&file, &gate).unwrap(),
+                    b.weight(&file, &up).unwrap(),
+                );
                 let mut got_ffn = b.tensor(n, d_ff);
                 b.gated_matmul(&x, &cg, &cu, Activation::Silu, &mut got_ffn);
-                assert_close(&format!("gated {label}"), got_ffn.data(), want_ffn.data(), 2e-5);
+                assert_close(
+                    &format!("gated {label}"),
+                    got_ffn.data(),
+                    want_ffn.data(),
+                    2e-5,
+                );
             }
         }
     }
