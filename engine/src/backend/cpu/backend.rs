@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::dot::{Kernel, activation_type};
+use super::gemm;
 use super::level::Level;
 use super::pool::Pool;
 use super::vec;
@@ -31,6 +32,10 @@ const NAME: &str = "cpu";
 
 /// Weight rows per tile in batched matmuls: their blocks stay in L1 while token groups stream by.
 const ROW_TILE: usize = 16;
+
+/// Matmuls of at least this many tokens take the batched path (where the CPU has it): unpacking
+/// a tile costs about what a few dozen tokens of products do.
+const BATCHED_MIN_TOKENS: usize = 16;
 
 /// Elementwise ops over fewer values than this stay on the calling thread.
 const PARALLEL_MIN_VALUES: usize = 1 << 15;
@@ -264,9 +269,13 @@ fn quantize_rows(act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
 
 /// A matmul input quantized once into the blocks a weight type's kernels read.
 struct Activations {
+    act: GgmlType,
     bytes: Vec<u8>,
     row_bytes: usize,
     rows: usize,
+    cols: usize,
+    /// The same values in the batched path's form, per unpacked block length.
+    batched: Vec<(usize, gemm::Acts)>,
 }
 
 impl Activations {
@@ -277,10 +286,27 @@ impl Activations {
             activation_type(weight_ty).expect("a weight with a kernel has an activation type");
         let (bytes, row_bytes) = quantize_rows(act, x, cols);
         Self {
+            act,
             bytes,
             row_bytes,
             rows: x.len() / cols.max(1),
+            cols,
+            batched: Vec::new(),
         }
+    }
+
+    /// Prepares the batched form for weights of type `ty`.
+    fn prepare_batched(&mut self, ty: GgmlType) {
+        let b = gemm::block_len(ty).expect("a type with a batched path");
+        if !self.batched.iter().any(|(len, _)| *len == b) {
+            let acts = gemm::Acts::new(self.act, &self.bytes, self.row_bytes, self.cols, b);
+            self.batched.push((b, acts));
+        }
+    }
+
+    fn batched_for(&self, ty: GgmlType) -> Option<&gemm::Acts> {
+        let b = gemm::block_len(ty)?;
+        self.batched.iter().find(|(len, _)| *len == b).map(|(_, a)| a)
     }
 
     fn row(&self, t: usize) -> &[u8] {
@@ -318,6 +344,51 @@ fn tile_products(
     }
 }
 
+/// Whether a matmul of `n_tok` tokens with a `ty` weight takes the batched (tile) path.
+fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
+    n_tok >= BATCHED_MIN_TOKENS && gemm::available(level) && gemm::block_len(ty).is_some()
+}
+
+/// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
+/// value)`: through unpacked tiles when the activations have the batched form for this weight,
+/// else through the row kernels.
+fn row_products(
+    level: Level,
+    kernel: Kernel,
+    w: &RefWeight,
+    a: &Activations,
+    rows: Range<usize>,
+    emit: &mut dyn FnMut(usize, usize, f32),
+) {
+    match a.batched_for(w.ty).filter(|_| batched(level, w.ty, a.rows)) {
+        Some(acts) => {
+            let mut tile = gemm::Tile::new(w.ty, w.cols);
+            for start in rows.clone().step_by(gemm::TILE) {
+                let end = (start + gemm::TILE).min(rows.end);
+                let tile_rows: Vec<&[u8]> = (start..end).map(|r| w.row_bytes_of(r)).collect();
+                tile.fill(w.ty, &tile_rows);
+                gemm::run(level, &tile, acts, &mut |t, v| {
+                    for (i, &x) in v[..end - start].iter().enumerate() {
+                        emit(t, start + i, x);
+                    }
+                });
+            }
+        }
+        None => {
+            for tile in rows.clone().step_by(ROW_TILE) {
+                let tile = tile..(tile + ROW_TILE).min(rows.end);
+                tile_products(kernel, w, a, tile, emit);
+            }
+        }
+    }
+}
+
+/// Thread `i`'s rows of `n` output rows split `threads` ways in whole tiles of [`ROW_TILE`].
+fn share_rows(n: usize, threads: usize, i: usize) -> Range<usize> {
+    let tiles = share(n.div_ceil(ROW_TILE), threads, i);
+    (tiles.start * ROW_TILE).min(n)..(tiles.end * ROW_TILE).min(n)
+}
+
 impl CpuBackend {
     /// `outs[i] = x · ws[i]` for `x` of `cols`-value rows, all weights in one parallel region
     /// (each thread takes its share of every weight's rows); the activations are quantized once
@@ -339,8 +410,15 @@ impl CpuBackend {
             match w.kernel {
                 Some(_) => {
                     let act = activation_type(raw.ty).expect("kernel types have one");
-                    if !quantized.iter().any(|(t, _)| *t == act) {
-                        quantized.push((act, Activations::new(raw.ty, x, cols)));
+                    let i = match quantized.iter().position(|(t, _)| *t == act) {
+                        Some(i) => i,
+                        None => {
+                            quantized.push((act, Activations::new(raw.ty, x, cols)));
+                            quantized.len() - 1
+                        }
+                    };
+                    if batched(self.level, raw.ty, n_tok) {
+                        quantized[i].1.prepare_batched(raw.ty);
                     }
                 }
                 None => {
@@ -361,7 +439,7 @@ impl CpuBackend {
             for &(w, o) in &jobs {
                 let raw = &w.raw;
                 let n_out = raw.rows;
-                let range = share(n_out, threads, i);
+                let range = share_rows(n_out, threads, i);
                 match w.kernel {
                     Some(kernel) => {
                         let act = activation_type(raw.ty).expect("kernel types have one");
@@ -370,13 +448,10 @@ impl CpuBackend {
                             .find(|(t, _)| *t == act)
                             .expect("quantized above")
                             .1;
-                        for tile in range.clone().step_by(ROW_TILE) {
-                            let tile = tile..(tile + ROW_TILE).min(range.end);
-                            tile_products(kernel, raw, a, tile, &mut |t, r, v| {
-                                // SAFETY: output column `r` belongs to this thread's rows.
-                                unsafe { o.set(t * n_out + r, v) };
-                            });
-                        }
+                        row_products(self.level, kernel, raw, a, range, &mut |t, r, v| {
+                            // SAFETY: output column `r` belongs to this thread's rows.
+                            unsafe { o.set(t * n_out + r, v) };
+                        });
                     }
                     None => {
                         // No integer kernel for this type: dequantize each weight row, f32 dot
@@ -557,32 +632,45 @@ impl Backend for CpuBackend {
             return;
         };
         let act_fn = activation_fn(act);
-        let ga = Activations::new(g.ty, &x.data, x.cols);
-        let ua = if activation_type(u.ty) == activation_type(g.ty) {
+        let mut ga = Activations::new(g.ty, &x.data, x.cols);
+        let mut ua = if activation_type(u.ty) == activation_type(g.ty) {
             None
         } else {
             Some(Activations::new(u.ty, &x.data, x.cols))
         };
+        if batched(self.level, g.ty, n_tok) {
+            ga.prepare_batched(g.ty);
+        }
+        if batched(self.level, u.ty, n_tok) {
+            ua.as_mut().unwrap_or(&mut ga).prepare_batched(u.ty);
+        }
         let ua = ua.as_ref().unwrap_or(&ga);
+        let level = self.level;
         let n_out = g.rows;
         let o = Out::new(&mut out.data);
         let work = n_tok * n_out * g.cols;
-        self.split(n_out, work < 1 << 16, &|range| {
+        let threads = if work < 1 << 16 { 1 } else { self.pool.threads() };
+        let body = |range: Range<usize>| {
             // Gate values of this thread's rows, tile by tile, then the up values combined in.
             let mut gates = vec![0.0f32; ROW_TILE * n_tok];
             for tile in range.clone().step_by(ROW_TILE) {
                 let tile = tile..(tile + ROW_TILE).min(range.end);
                 let width = tile.len();
-                tile_products(gk, g, &ga, tile.clone(), &mut |t, r, v| {
+                row_products(level, gk, g, &ga, tile.clone(), &mut |t, r, v| {
                     gates[t * width + (r - tile.start)] = v;
                 });
-                tile_products(uk, u, ua, tile.clone(), &mut |t, r, v| {
+                row_products(level, uk, u, ua, tile.clone(), &mut |t, r, v| {
                     let gv = gates[t * width + (r - tile.start)];
                     // SAFETY: output column `r` belongs to this thread's rows.
                     unsafe { o.set(t * n_out + r, act_fn(gv) * v) };
                 });
             }
-        });
+        };
+        if threads == 1 {
+            body(0..n_out);
+        } else {
+            self.pool.run(&|i| body(share_rows(n_out, threads, i)));
+        }
     }
 
     fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {

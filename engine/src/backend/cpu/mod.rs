@@ -14,6 +14,7 @@ mod avx2;
 mod avx512;
 mod backend;
 pub mod dot;
+mod gemm;
 pub mod level;
 mod pool;
 #[cfg(test)]

@@ -1,0 +1,433 @@
+//! Batched matmul for prompt processing: a tile of 16 weight rows is unpacked once into an
+//! interleaved u8 layout (plus a scale and a minimum per block of `B` values per row), then a
+//! micro-kernel multiplies it with every token of the batch, 16 output rows per 512-bit register
+//! with AVX-512 VNNI (`vpdpbusd`: 64 multiply-adds per instruction).
+//!
+//! Every supported weight format has the same unpacked form: within a block, value `i` of row `r`
+//! is `d[r] * u[r][i] + m[r]` with `u` an unsigned byte (a signed format folds its offset into
+//! `m`: Q4_0 `m = -8 d`, Q8_0 `m = -128 d`, Q6_K `m = -32 d`). The activations are the same Q8_0
+//! or Q8_K blocks the dot kernels read, so the products are exact integer sums per block, as in
+//! [`super::dot`]; only the f32 accumulation order differs.
+//!
+//! The unpacking is scalar: it runs once per tile, against `n_tok` tokens of work.
+
+use super::level::Level;
+use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
+use crate::quant::layout::{q4_k, q5_k};
+use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4, u32_at};
+
+/// Weight rows per tile: one 512-bit register of i32 / f32 lanes.
+pub const TILE: usize = 16;
+
+/// The block length of the unpacked form for a weight type (values sharing one scale and
+/// minimum), or `None` for types without a batched path.
+pub fn block_len(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::Q8_0
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K => Some(32),
+        GgmlType::Q6_K => Some(16),
+        _ => None,
+    }
+}
+
+/// Whether the batched path runs at `level` on this CPU.
+pub fn available(level: Level) -> bool {
+    level >= Level::Avx512 && Level::Avx512.supported()
+}
+
+/// A tile of [`TILE`] weight rows, unpacked. Rows past the weight's end are zero.
+pub struct Tile {
+    /// Block length `B`.
+    b: usize,
+    /// Columns.
+    k: usize,
+    /// `[k / 4][TILE][4]`: four consecutive values of each row, row after row.
+    q: Vec<u8>,
+    /// `[k / B][TILE]`.
+    d: Vec<f32>,
+    m: Vec<f32>,
+}
+
+impl Tile {
+    pub fn new(ty: GgmlType, cols: usize) -> Self {
+        let b = block_len(ty).expect("a type with a batched path");
+        Self {
+            b,
+            k: cols,
+            q: vec![0; cols * TILE],
+            d: vec![0.0; cols / b * TILE],
+            m: vec![0.0; cols / b * TILE],
+        }
+    }
+
+    /// Unpacks `rows` (each a whole weight row of type `ty`, at most [`TILE`]) into this tile.
+    pub fn fill(&mut self, ty: GgmlType, rows: &[&[u8]]) {
+        assert!(rows.len() <= TILE, "a tile holds {TILE} rows");
+        let nb = self.k / self.b;
+        let mut u = vec![0u8; self.k];
+        let mut d = vec![0.0f32; nb];
+        let mut m = vec![0.0f32; nb];
+        for r in 0..TILE {
+            match rows.get(r) {
+                Some(row) => unpack_row(ty, row, &mut u, &mut d, &mut m),
+                None => {
+                    u.fill(0);
+                    d.fill(0.0);
+                    m.fill(0.0);
+                }
+            }
+            for (g, four) in u.chunks_exact(4).enumerate() {
+                self.q[(g * TILE + r) * 4..][..4].copy_from_slice(four);
+            }
+            for blk in 0..nb {
+                self.d[blk * TILE + r] = d[blk];
+                self.m[blk * TILE + r] = m[blk];
+            }
+        }
+    }
+}
+
+/// Unpacks one weight row into bytes `u`, per-block scales `d` and minimums `m`.
+fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    match ty {
+        GgmlType::Q4_0 => {
+            for (i, b) in row.as_chunks::<{ q4_0::BYTES }>().0.iter().enumerate() {
+                let s = f16_at(b, q4_0::D);
+                nibbles(&b[q4_0::QS..], &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (s, -8.0 * s);
+            }
+        }
+        GgmlType::Q4_1 => {
+            for (i, b) in row.as_chunks::<{ q4_1::BYTES }>().0.iter().enumerate() {
+                nibbles(&b[q4_1::QS..], &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (f16_at(b, q4_1::D), f16_at(b, q4_1::M));
+            }
+        }
+        GgmlType::Q5_0 => {
+            for (i, b) in row.as_chunks::<{ q5_0::BYTES }>().0.iter().enumerate() {
+                let s = f16_at(b, q5_0::D);
+                nibbles(&b[q5_0::QS..], &mut u[i * QK..][..QK]);
+                high_bits(u32_at(b, q5_0::QH), &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (s, -16.0 * s);
+            }
+        }
+        GgmlType::Q5_1 => {
+            for (i, b) in row.as_chunks::<{ q5_1::BYTES }>().0.iter().enumerate() {
+                nibbles(&b[q5_1::QS..], &mut u[i * QK..][..QK]);
+                high_bits(u32_at(b, q5_1::QH), &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (f16_at(b, q5_1::D), f16_at(b, q5_1::M));
+            }
+        }
+        GgmlType::Q8_0 => {
+            for (i, b) in row.as_chunks::<{ q8_0::BYTES }>().0.iter().enumerate() {
+                let s = f16_at(b, q8_0::D);
+                for (o, &q) in u[i * QK..][..QK].iter_mut().zip(&b[q8_0::QS..]) {
+                    *o = q ^ 0x80; // i8 + 128
+                }
+                (d[i], m[i]) = (s, -128.0 * s);
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (bytes, off_d, off_dmin, off_sc, off_qs) = if ty == GgmlType::Q4_K {
+                (q4_k::BYTES, q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS)
+            } else {
+                (q5_k::BYTES, q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QS)
+            };
+            for (s, b) in row.chunks_exact(bytes).enumerate() {
+                let b2: &[u8; 4] = b[..4].try_into().expect("four bytes");
+                let (dd, dmin) = (f16_at(b2, off_d), f16_at(b2, off_dmin));
+                let scales: &[u8; 12] = b[off_sc..off_sc + 12].try_into().expect("twelve bytes");
+                for j in 0..8 {
+                    let (sc, mn) = scale_min_k4(j, scales);
+                    let out = &mut u[s * QK_K + 32 * j..][..32];
+                    for (l, o) in out.iter_mut().enumerate() {
+                        let byte = b[off_qs + 32 * (j / 2) + l];
+                        let mut q = if j % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+                        if ty == GgmlType::Q5_K {
+                            q |= ((b[q5_k::QH + l] >> j) & 1) << 4;
+                        }
+                        *o = q;
+                    }
+                    d[s * 8 + j] = dd * f32::from(sc);
+                    m[s * 8 + j] = -dmin * f32::from(mn);
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for (s, b) in row.as_chunks::<{ q6_k::BYTES }>().0.iter().enumerate() {
+                let dd = f16_at(b, q6_k::D);
+                let out = &mut u[s * QK_K..][..QK_K];
+                for n in 0..2 {
+                    let (ql, qh) = (q6_k::QL + 64 * n, q6_k::QH + 32 * n);
+                    for l in 0..32 {
+                        let h = b[qh + l];
+                        let base = 128 * n + l;
+                        out[base] = (b[ql + l] & 0x0f) | ((h & 3) << 4);
+                        out[base + 32] = (b[ql + l + 32] & 0x0f) | (((h >> 2) & 3) << 4);
+                        out[base + 64] = (b[ql + l] >> 4) | (((h >> 4) & 3) << 4);
+                        out[base + 96] = (b[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4);
+                    }
+                }
+                for k in 0..16 {
+                    let sc = dd * f32::from(b[q6_k::SCALES + k] as i8);
+                    (d[s * 16 + k], m[s * 16 + k]) = (sc, -32.0 * sc);
+                }
+            }
+        }
+        _ => unreachable!("block_len has a batched path for {ty}"),
+    }
+}
+
+/// The 32 nibbles of a 32-value block: low nibbles first, then high.
+fn nibbles(qs: &[u8], out: &mut [u8]) {
+    for j in 0..QK / 2 {
+        out[j] = qs[j] & 0x0f;
+        out[j + QK / 2] = qs[j] >> 4;
+    }
+}
+
+/// ORs the fifth bit of each value of a Q5 block into `out`.
+fn high_bits(qh: u32, out: &mut [u8]) {
+    for (j, o) in out.iter_mut().enumerate().take(QK) {
+        *o |= (((qh >> j) & 1) as u8) << 4;
+    }
+}
+
+/// The activations of a batch, in the form the micro-kernel reads.
+pub struct Acts {
+    b: usize,
+    k: usize,
+    /// `[t][k]` signed bytes.
+    q: Vec<i8>,
+    /// `[t][k / B]`: the block's scale, and scale times the sum of its values.
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl Acts {
+    /// From quantized activation rows (`rows` rows of `row_bytes` each) of format `act` (Q8_0 or
+    /// Q8_K) for a weight whose unpacked blocks are `b` long.
+    pub fn new(act: GgmlType, bytes: &[u8], row_bytes: usize, cols: usize, b: usize) -> Self {
+        let rows = bytes.len() / row_bytes;
+        let nb = cols / b;
+        let mut q = vec![0i8; rows * cols];
+        let mut d = vec![0.0f32; rows * nb];
+        let mut s = vec![0.0f32; rows * nb];
+        let mut scale = vec![0.0f32; cols / 32];
+        for t in 0..rows {
+            let row = &bytes[t * row_bytes..][..row_bytes];
+            let qt = &mut q[t * cols..][..cols];
+            match act {
+                GgmlType::Q8_0 => {
+                    for (i, blk) in row.as_chunks::<{ q8_0::BYTES }>().0.iter().enumerate() {
+                        scale[i] = f16_at(blk, q8_0::D);
+                        for (o, &v) in qt[i * QK..][..QK].iter_mut().zip(&blk[q8_0::QS..]) {
+                            *o = v as i8;
+                        }
+                    }
+                }
+                _ => {
+                    for (i, blk) in row.as_chunks::<{ q8_k::BYTES }>().0.iter().enumerate() {
+                        let sd = f32_at(blk, q8_k::D);
+                        scale[i * 8..][..8].fill(sd);
+                        for (o, &v) in qt[i * QK_K..][..QK_K]
+                            .iter_mut()
+                            .zip(&blk[q8_k::QS..q8_k::BSUMS])
+                        {
+                            *o = v as i8;
+                        }
+                    }
+                }
+            }
+            for blk in 0..nb {
+                let sum: i32 = qt[blk * b..][..b].iter().map(|&v| i32::from(v)).sum();
+                let sd = scale[blk * b / 32];
+                d[t * nb + blk] = sd;
+                s[t * nb + blk] = sd * sum as f32;
+            }
+        }
+        Self { b, k: cols, q, d, s }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.q.len() / self.k.max(1)
+    }
+}
+
+/// `out(t, lane)` receives row `lane` of the tile times token `t`, for every token of `a`.
+pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32; TILE])) {
+    assert_eq!((tile.b, tile.k), (a.b, a.k), "tile and activations disagree");
+    #[cfg(target_arch = "x86_64")]
+    if available(level) {
+        let n = a.rows();
+        let mut t = 0;
+        while t + 8 <= n {
+            // SAFETY: the CPU supports the AVX-512 level (checked by `available`).
+            let acc = unsafe { avx512::tokens::<8>(tile, a, t) };
+            for (i, v) in acc.iter().enumerate() {
+                out(t + i, v);
+            }
+            t += 8;
+        }
+        while t < n {
+            // SAFETY: as above.
+            let acc = unsafe { avx512::tokens::<1>(tile, a, t) };
+            out(t, &acc[0]);
+            t += 1;
+        }
+        return;
+    }
+    let _ = level;
+    for t in 0..a.rows() {
+        out(t, &scalar_token(tile, a, t));
+    }
+}
+
+/// The portable micro-kernel: one token against the tile.
+fn scalar_token(tile: &Tile, a: &Acts, t: usize) -> [f32; TILE] {
+    let nb = tile.k / tile.b;
+    let mut acc = [0.0f32; TILE];
+    let qt = &a.q[t * a.k..][..a.k];
+    for blk in 0..nb {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut sum = 0i32;
+            for i in blk * tile.b..(blk + 1) * tile.b {
+                let (g, j) = (i / 4, i % 4);
+                sum += i32::from(tile.q[(g * TILE + r) * 4 + j]) * i32::from(qt[i]);
+            }
+            *acc += sum as f32 * (tile.d[blk * TILE + r] * a.d[t * nb + blk])
+                + tile.m[blk * TILE + r] * a.s[t * nb + blk];
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Acts, TILE, Tile};
+
+    /// Tokens `t0..t0 + N` against the tile: per block, the tile's bytes are loaded once and
+    /// each token's four-byte groups are broadcast into `vpdpbusd`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and VNNI; `t0 + N <= a.rows()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tokens<const N: usize>(tile: &Tile, a: &Acts, t0: usize) -> [[f32; TILE]; N] {
+        let (b, k) = (tile.b, tile.k);
+        let nb = k / b;
+        assert!(t0 + N <= a.rows(), "tokens past the batch");
+        assert!(tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE, "tile size");
+        let groups = b / 4;
+        let mut acc = [_mm512_setzero_ps(); N];
+        let wq = tile.q.as_ptr();
+        for blk in 0..nb {
+            // SAFETY: `blk < nb`, so the 16 scales and minimums are within `d` and `m`.
+            let (dw, mw) = unsafe {
+                (
+                    _mm512_loadu_ps(tile.d.as_ptr().add(blk * TILE)),
+                    _mm512_loadu_ps(tile.m.as_ptr().add(blk * TILE)),
+                )
+            };
+            let mut w = [_mm512_setzero_si512(); 8];
+            for (g, wg) in w.iter_mut().enumerate().take(groups) {
+                // SAFETY: group `blk * groups + g < k / 4`: 64 bytes within `q`.
+                *wg = unsafe { _mm512_loadu_si512(wq.add((blk * groups + g) * 64).cast()) };
+            }
+            for (n, acc) in acc.iter_mut().enumerate() {
+                let t = t0 + n;
+                let qt = a.q[t * k + blk * b..][..b].as_ptr();
+                let mut isum = _mm512_setzero_si512();
+                for (g, &wg) in w.iter().enumerate().take(groups) {
+                    // SAFETY: `4 g + 4 <= b` bytes of this token's block.
+                    let four = unsafe { qt.add(4 * g).cast::<i32>().read_unaligned() };
+                    isum = _mm512_dpbusd_epi32(isum, wg, _mm512_set1_epi32(four));
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[t * nb + blk]));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
+                *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s[t * nb + blk]), *acc);
+            }
+        }
+        let mut out = [[0.0f32; TILE]; N];
+        for (o, v) in out.iter_mut().zip(acc) {
+            // SAFETY: `o` is 16 writable f32s.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::dot::{activation_type, dot_row_at};
+    use crate::gguf::GgufFile;
+    use crate::quant::{quantize_row_q8_0, quantize_row_q8_k};
+    use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
+
+    #[test]
+    fn tiles_match_the_dot_kernels_on_real_tensors_at_every_level() {
+        let mut rng = fastrand::Rng::with_seed(31);
+        let mut seen = Vec::new();
+        for published in [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M] {
+            let file = GgufFile::open(source::fetch(published).unwrap()).unwrap();
+            for info in file.tensors() {
+                if info.dims.len() != 2 || block_len(info.ty).is_none() || seen.contains(&info.ty)
+                {
+                    continue;
+                }
+                seen.push(info.ty);
+                let ty = info.ty;
+                let cols = info.dims[0] as usize;
+                let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+                let data = file.tensor(&info.name).unwrap().data;
+                // 13 rows (a partial tile) of the weight, 11 tokens (a group of 8 and 3 more).
+                let rows: Vec<&[u8]> = (0..13).map(|r| &data[r * row_bytes..][..row_bytes]).collect();
+                let act = activation_type(ty).unwrap();
+                let a_bytes = cols / act.block_size() * act.type_size();
+                let n = 11;
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
+                    .collect();
+                let mut a = vec![0u8; n * a_bytes];
+                for (xr, ar) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_bytes)) {
+                    match act {
+                        GgmlType::Q8_0 => quantize_row_q8_0(xr, ar).unwrap(),
+                        _ => quantize_row_q8_k(xr, ar).unwrap(),
+                    }
+                }
+                let mut tile = Tile::new(ty, cols);
+                tile.fill(ty, &rows);
+                let acts = Acts::new(act, &a, a_bytes, cols, block_len(ty).unwrap());
+                for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                    let mut seen_tokens = 0;
+                    run(level, &tile, &acts, &mut |t, v| {
+                        seen_tokens += 1;
+                        for (r, &got) in v.iter().enumerate() {
+                            let want = if r < rows.len() {
+                                dot_row_at(Level::Scalar, ty, rows[r], &a[t * a_bytes..][..a_bytes])
+                            } else {
+                                0.0
+                            };
+                            let tol = 1e-4 * want.abs().max(1.0);
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{} {ty} at {}: token {t} row {r}: {got} vs {want}",
+                                info.name,
+                                level.name()
+                            );
+                        }
+                    });
+                    assert_eq!(seen_tokens, n);
+                }
+            }
+        }
+        assert!(seen.len() >= 5, "types covered: {seen:?}");
+    }
+}
