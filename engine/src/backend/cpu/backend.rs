@@ -171,6 +171,18 @@ impl CpuBackend {
         total.into_inner()
     }
 
+    /// Runs `f(i, step)` on each thread, which handles items `i, i + step, ..` of `0..n`
+    /// (interleaved so that work growing along the items, like causal attention's, is shared
+    /// evenly); all on the caller when `small`.
+    fn split_strided(&self, n: usize, small: bool, f: &(dyn Fn(usize, usize) + Sync)) {
+        let threads = self.pool.threads();
+        if small || threads == 1 || n < 2 {
+            f(0, 1);
+            return;
+        }
+        self.pool.run(&|i| f(i, threads));
+    }
+
     fn rope_table(&self, positions: &[u32], rope: &Rope) -> RopeTable {
         let key = RopeKey {
             positions: positions.to_vec(),
@@ -218,23 +230,30 @@ fn share(n: usize, threads: usize, i: usize) -> Range<usize> {
 }
 
 /// A raw view of an output buffer that threads write disjoint parts of.
-#[derive(Clone, Copy)]
-struct Out(*mut f32, usize);
+struct Out<T>(*mut T, usize);
+
+impl<T> Clone for Out<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Out<T> {}
 
 // SAFETY: every user writes only indices it alone owns (disjoint row ranges), and the buffer
 // outlives the parallel region (the region returns before the buffer is touched again).
-unsafe impl Sync for Out {}
+unsafe impl<T: Send> Sync for Out<T> {}
 // SAFETY: as above.
-unsafe impl Send for Out {}
+unsafe impl<T: Send> Send for Out<T> {}
 
-impl Out {
-    fn new(v: &mut [f32]) -> Self {
+impl<T> Out<T> {
+    fn new(v: &mut [T]) -> Self {
         Self(v.as_mut_ptr(), v.len())
     }
 
     /// # Safety
     /// No other thread may access index `i` during the region.
-    unsafe fn set(self, i: usize, v: f32) {
+    unsafe fn set(self, i: usize, v: T) {
         assert!(i < self.1, "output index out of range");
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { *self.0.add(i) = v };
@@ -243,27 +262,32 @@ impl Out {
     /// # Safety
     /// No other thread may access `range` during the region.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: Range<usize>) -> &mut [f32] {
-        assert!(
-            range.start <= range.end && range.end <= self.1,
-            "output range"
-        );
+    unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
+        assert!(range.start <= range.end && range.end <= self.1, "output range");
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
 
-/// Quantizes each `cols`-value row of `x` into `act` blocks; returns the bytes and the row size.
-fn quantize_rows(act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
+/// Quantizes each `cols`-value row of `x` into `act` blocks (rows split over the pool's threads
+/// for prompt batches); returns the bytes and the row size.
+fn quantize_rows(b: &CpuBackend, act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
     let row_bytes = cols / act.block_size() * act.type_size();
-    let mut bytes = vec![0u8; x.len() / cols * row_bytes];
-    for (xr, br) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(row_bytes)) {
-        match act {
-            GgmlType::Q8_0 => quantize_row_q8_0(xr, br),
-            _ => quantize_row_q8_k(xr, br),
+    let rows = x.len() / cols;
+    let mut bytes = vec![0u8; rows * row_bytes];
+    let out = Out::new(&mut bytes);
+    b.split(rows, rows < 16, &|range| {
+        // SAFETY: each thread writes only its own rows' bytes.
+        let dst = unsafe { out.slice(range.start * row_bytes..range.end * row_bytes) };
+        let src = &x[range.start * cols..range.end * cols];
+        for (xr, br) in src.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
+            match act {
+                GgmlType::Q8_0 => quantize_row_q8_0(xr, br),
+                _ => quantize_row_q8_k(xr, br),
+            }
+            .expect("activation rows are whole blocks of the weight's type");
         }
-        .expect("activation rows are whole blocks of the weight's type");
-    }
+    });
     (bytes, row_bytes)
 }
 
@@ -281,10 +305,10 @@ struct Activations {
 impl Activations {
     /// `x` (rows of `cols` values) quantized for weights of type `weight_ty` (which must have an
     /// integer kernel).
-    fn new(weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
+    fn new(b: &CpuBackend, weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
         let act =
             activation_type(weight_ty).expect("a weight with a kernel has an activation type");
-        let (bytes, row_bytes) = quantize_rows(act, x, cols);
+        let (bytes, row_bytes) = quantize_rows(b, act, x, cols);
         Self {
             act,
             bytes,
@@ -358,16 +382,23 @@ fn row_products(
     w: &RefWeight,
     a: &Activations,
     rows: Range<usize>,
+    scratch: &mut Option<gemm::Tile>,
     emit: &mut dyn FnMut(usize, usize, f32),
 ) {
     match a.batched_for(w.ty).filter(|_| batched(level, w.ty, a.rows)) {
         Some(acts) => {
-            let mut tile = gemm::Tile::new(w.ty, w.cols);
+            let tile = match scratch {
+                Some(t) if t.fits(w.ty, w.cols) => t,
+                _ => scratch.insert(gemm::Tile::new(w.ty, w.cols)),
+            };
             for start in rows.clone().step_by(gemm::TILE) {
                 let end = (start + gemm::TILE).min(rows.end);
-                let tile_rows: Vec<&[u8]> = (start..end).map(|r| w.row_bytes_of(r)).collect();
-                tile.fill(w.ty, &tile_rows);
-                gemm::run(level, &tile, acts, &mut |t, v| {
+                let mut tile_rows = [&[][..]; gemm::TILE];
+                for (slot, r) in tile_rows.iter_mut().zip(start..end) {
+                    *slot = w.row_bytes_of(r);
+                }
+                tile.fill(w.ty, &tile_rows[..end - start]);
+                gemm::run(level, tile, acts, &mut |t, v| {
                     for (i, &x) in v[..end - start].iter().enumerate() {
                         emit(t, start + i, x);
                     }
@@ -413,7 +444,7 @@ impl CpuBackend {
                     let i = match quantized.iter().position(|(t, _)| *t == act) {
                         Some(i) => i,
                         None => {
-                            quantized.push((act, Activations::new(raw.ty, x, cols)));
+                            quantized.push((act, Activations::new(self, raw.ty, x, cols)));
                             quantized.len() - 1
                         }
                     };
@@ -428,7 +459,7 @@ impl CpuBackend {
                 }
             }
         }
-        let jobs: Vec<(&CpuWeight, Out)> = ws
+        let jobs: Vec<(&CpuWeight, Out<f32>)> = ws
             .iter()
             .zip(outs.iter_mut())
             .map(|(w, out)| (*w, Out::new(&mut out.data)))
@@ -448,7 +479,7 @@ impl CpuBackend {
                             .find(|(t, _)| *t == act)
                             .expect("quantized above")
                             .1;
-                        row_products(self.level, kernel, raw, a, range, &mut |t, r, v| {
+                        row_products(self.level, kernel, raw, a, range, &mut None, &mut |t, r, v| {
                             // SAFETY: output column `r` belongs to this thread's rows.
                             unsafe { o.set(t * n_out + r, v) };
                         });
@@ -632,11 +663,11 @@ impl Backend for CpuBackend {
             return;
         };
         let act_fn = activation_fn(act);
-        let mut ga = Activations::new(g.ty, &x.data, x.cols);
+        let mut ga = Activations::new(self, g.ty, &x.data, x.cols);
         let mut ua = if activation_type(u.ty) == activation_type(g.ty) {
             None
         } else {
-            Some(Activations::new(u.ty, &x.data, x.cols))
+            Some(Activations::new(self, u.ty, &x.data, x.cols))
         };
         if batched(self.level, g.ty, n_tok) {
             ga.prepare_batched(g.ty);
@@ -653,13 +684,14 @@ impl Backend for CpuBackend {
         let body = |range: Range<usize>| {
             // Gate values of this thread's rows, tile by tile, then the up values combined in.
             let mut gates = vec![0.0f32; ROW_TILE * n_tok];
+            let mut scratch = None;
             for tile in range.clone().step_by(ROW_TILE) {
                 let tile = tile..(tile + ROW_TILE).min(range.end);
                 let width = tile.len();
-                row_products(level, gk, g, &ga, tile.clone(), &mut |t, r, v| {
+                row_products(level, gk, g, &ga, tile.clone(), &mut scratch, &mut |t, r, v| {
                     gates[t * width + (r - tile.start)] = v;
                 });
-                row_products(level, uk, u, ua, tile.clone(), &mut |t, r, v| {
+                row_products(level, uk, u, ua, tile.clone(), &mut scratch, &mut |t, r, v| {
                     let gv = gates[t * width + (r - tile.start)];
                     // SAFETY: output column `r` belongs to this thread's rows.
                     unsafe { o.set(t * n_out + r, act_fn(gv) * v) };
@@ -781,13 +813,13 @@ impl Backend for CpuBackend {
         let longest = positions.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
         let o = Out::new(&mut out.data);
         let out_cols = out.cols;
-        self.split(
+        self.split_strided(
             n_pairs,
             n_pairs * longest * hk < PARALLEL_MIN_VALUES,
-            &|range| {
+            &|first_pair, step| {
                 let mut scores = Vec::with_capacity(longest);
                 let mut qh = vec![0.0f32; hk];
-                for pair in range {
+                for pair in (first_pair..n_pairs).step_by(step) {
                     let (t, h) = (pair / attn.n_head, pair % attn.n_head);
                     let p = positions[t] as usize;
                     let first = attn.window.map_or(0, |w| (p + 1).saturating_sub(w));

@@ -51,6 +51,10 @@ pub struct Tile {
     /// `[k / B][TILE]`.
     d: Vec<f32>,
     m: Vec<f32>,
+    /// One row being unpacked.
+    row_u: Vec<u8>,
+    row_d: Vec<f32>,
+    row_m: Vec<f32>,
 }
 
 impl Tile {
@@ -62,16 +66,26 @@ impl Tile {
             q: vec![0; cols * TILE],
             d: vec![0.0; cols / b * TILE],
             m: vec![0.0; cols / b * TILE],
+            row_u: vec![0; cols],
+            row_d: vec![0.0; cols / b],
+            row_m: vec![0.0; cols / b],
         }
+    }
+
+    /// Whether this tile can hold rows of a `ty` weight with `cols` columns.
+    pub fn fits(&self, ty: GgmlType, cols: usize) -> bool {
+        block_len(ty) == Some(self.b) && self.k == cols
     }
 
     /// Unpacks `rows` (each a whole weight row of type `ty`, at most [`TILE`]) into this tile.
     pub fn fill(&mut self, ty: GgmlType, rows: &[&[u8]]) {
         assert!(rows.len() <= TILE, "a tile holds {TILE} rows");
         let nb = self.k / self.b;
-        let mut u = vec![0u8; self.k];
-        let mut d = vec![0.0f32; nb];
-        let mut m = vec![0.0f32; nb];
+        let (mut u, mut d, mut m) = (
+            std::mem::take(&mut self.row_u),
+            std::mem::take(&mut self.row_d),
+            std::mem::take(&mut self.row_m),
+        );
         for r in 0..TILE {
             match rows.get(r) {
                 Some(row) => unpack_row(ty, row, &mut u, &mut d, &mut m),
@@ -89,6 +103,7 @@ impl Tile {
                 self.m[blk * TILE + r] = m[blk];
             }
         }
+        (self.row_u, self.row_d, self.row_m) = (u, d, m);
     }
 }
 
