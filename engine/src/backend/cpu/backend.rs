@@ -263,7 +263,10 @@ impl<T> Out<T> {
     /// No other thread may access `range` during the region.
     #[allow(clippy::mut_from_ref)]
     unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
-        assert!(range.start <= range.end && range.end <= self.1, "output range");
+        assert!(
+            range.start <= range.end && range.end <= self.1,
+            "output range"
+        );
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
@@ -330,7 +333,10 @@ impl Activations {
 
     fn batched_for(&self, ty: GgmlType) -> Option<&gemm::Acts> {
         let b = gemm::block_len(ty)?;
-        self.batched.iter().find(|(len, _)| *len == b).map(|(_, a)| a)
+        self.batched
+            .iter()
+            .find(|(len, _)| *len == b)
+            .map(|(_, a)| a)
     }
 
     fn row(&self, t: usize) -> &[u8] {
@@ -479,10 +485,18 @@ impl CpuBackend {
                             .find(|(t, _)| *t == act)
                             .expect("quantized above")
                             .1;
-                        row_products(self.level, kernel, raw, a, range, &mut None, &mut |t, r, v| {
-                            // SAFETY: output column `r` belongs to this thread's rows.
-                            unsafe { o.set(t * n_out + r, v) };
-                        });
+                        row_products(
+                            self.level,
+                            kernel,
+                            raw,
+                            a,
+                            range,
+                            &mut None,
+                            &mut |t, r, v| {
+                                // SAFETY: output column `r` belongs to this thread's rows.
+                                unsafe { o.set(t * n_out + r, v) };
+                            },
+                        );
                     }
                     None => {
                         // No integer kernel for this type: dequantize each weight row, f32 dot
@@ -680,7 +694,11 @@ impl Backend for CpuBackend {
         let n_out = g.rows;
         let o = Out::new(&mut out.data);
         let work = n_tok * n_out * g.cols;
-        let threads = if work < 1 << 16 { 1 } else { self.pool.threads() };
+        let threads = if work < 1 << 16 {
+            1
+        } else {
+            self.pool.threads()
+        };
         let body = |range: Range<usize>| {
             // Gate values of this thread's rows, tile by tile, then the up values combined in.
             let mut gates = vec![0.0f32; ROW_TILE * n_tok];
@@ -688,14 +706,30 @@ impl Backend for CpuBackend {
             for tile in range.clone().step_by(ROW_TILE) {
                 let tile = tile..(tile + ROW_TILE).min(range.end);
                 let width = tile.len();
-                row_products(level, gk, g, &ga, tile.clone(), &mut scratch, &mut |t, r, v| {
-                    gates[t * width + (r - tile.start)] = v;
-                });
-                row_products(level, uk, u, ua, tile.clone(), &mut scratch, &mut |t, r, v| {
-                    let gv = gates[t * width + (r - tile.start)];
-                    // SAFETY: output column `r` belongs to this thread's rows.
-                    unsafe { o.set(t * n_out + r, act_fn(gv) * v) };
-                });
+                row_products(
+                    level,
+                    gk,
+                    g,
+                    &ga,
+                    tile.clone(),
+                    &mut scratch,
+                    &mut |t, r, v| {
+                        gates[t * width + (r - tile.start)] = v;
+                    },
+                );
+                row_products(
+                    level,
+                    uk,
+                    u,
+                    ua,
+                    tile.clone(),
+                    &mut scratch,
+                    &mut |t, r, v| {
+                        let gv = gates[t * width + (r - tile.start)];
+                        // SAFETY: output column `r` belongs to this thread's rows.
+                        unsafe { o.set(t * n_out + r, act_fn(gv) * v) };
+                    },
+                );
             }
         };
         if threads == 1 {
@@ -809,41 +843,56 @@ impl Backend for CpuBackend {
         let kv = &*kv;
         let level = self.level;
         let group = attn.n_head / attn.n_kv_head;
-        let n_pairs = positions.len() * attn.n_head;
+        // Work items are (token, key head): the `group` query heads sharing a key head read each
+        // cached key and value row together.
+        let n_items = positions.len() * attn.n_kv_head;
         let longest = positions.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
         let o = Out::new(&mut out.data);
         let out_cols = out.cols;
         self.split_strided(
-            n_pairs,
-            n_pairs * longest * hk < PARALLEL_MIN_VALUES,
-            &|first_pair, step| {
-                let mut scores = Vec::with_capacity(longest);
-                let mut qh = vec![0.0f32; hk];
-                for pair in (first_pair..n_pairs).step_by(step) {
-                    let (t, h) = (pair / attn.n_head, pair % attn.n_head);
+            n_items,
+            n_items * group * longest * hk < PARALLEL_MIN_VALUES,
+            &|first_item, step| {
+                let mut scores = vec![0.0f32; group * longest];
+                let mut qh = vec![0.0f32; group * hk];
+                let mut dots = vec![0.0f32; group];
+                for item in (first_item..n_items).step_by(step) {
+                    let (t, kvh) = (item / attn.n_kv_head, item % attn.n_kv_head);
                     let p = positions[t] as usize;
                     let first = attn.window.map_or(0, |w| (p + 1).saturating_sub(w));
-                    let kvh = h / group;
-                    for (d, &s) in qh.iter_mut().zip(&q.row(t)[h * hk..][..hk]) {
+                    let len = p + 1 - first;
+                    for (d, &s) in qh
+                        .iter_mut()
+                        .zip(&q.row(t)[kvh * group * hk..][..group * hk])
+                    {
                         *d = round_f16(s);
                     }
-                    scores.clear();
-                    scores.extend((first..=p).map(|j| {
-                        vec::dot(level, &qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale
-                    }));
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
+                    // scores[g * len + i]: head g against position first + i.
+                    for (i, j) in (first..=p).enumerate() {
+                        let k_row = &kv.k[j * kv.k_dim + kvh * hk..][..hk];
+                        vec::dot_multi(level, &qh, k_row, &mut dots);
+                        for (g, &d) in dots.iter().enumerate() {
+                            scores[g * len + i] = d * attn.scale;
+                        }
                     }
-                    let inv = 1.0 / sum;
-                    // SAFETY: each (token, head) pair's output slice belongs to one thread.
-                    let oh = unsafe { o.slice(t * out_cols + h * hv..t * out_cols + (h + 1) * hv) };
-                    oh.fill(0.0);
-                    for (j, &s) in (first..=p).zip(&scores) {
-                        let weight = s * inv;
-                        vec::axpy(level, oh, weight, &kv.v[j * kv.v_dim + kvh * hv..][..hv]);
+                    for g in 0..group {
+                        let sg = &mut scores[g * len..][..len];
+                        let max = sg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0.0f32;
+                        for s in sg.iter_mut() {
+                            *s = (*s - max).exp();
+                            sum += *s;
+                        }
+                        let inv = 1.0 / sum;
+                        for s in sg.iter_mut() {
+                            *s *= inv;
+                        }
+                        let h = kvh * group + g;
+                        // SAFETY: each (token, key head) item's output heads belong to one thread.
+                        let oh =
+                            unsafe { o.slice(t * out_cols + h * hv..t * out_cols + (h + 1) * hv) };
+                        let v_rows = &kv.v[first * kv.v_dim + kvh * hv..];
+                        vec::weighted_sum(level, oh, sg, v_rows, kv.v_dim);
                     }
                 }
             },

@@ -34,6 +34,43 @@ pub fn axpy(level: Level, y: &mut [f32], s: f32, x: &[f32]) {
     }
 }
 
+/// `out[g] = qs[g] · k` for the `out.len()` query heads stored one after another in `qs` (each
+/// `k.len()` long): the heads that share one key head, so each key is read once for all.
+#[inline]
+pub fn dot_multi(level: Level, qs: &[f32], k: &[f32], out: &mut [f32]) {
+    assert_eq!(qs.len(), k.len() * out.len(), "dot_multi: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && Level::Avx2.supported() && out.len() <= avx2::MAX_HEADS {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths checked above.
+        unsafe { avx2::dot_multi(qs, k, out) };
+        return;
+    }
+    for (o, q) in out.iter_mut().zip(qs.chunks_exact(k.len().max(1))) {
+        *o = dot(level, q, k);
+    }
+}
+
+/// `out = sum_j w[j] * rows[j * stride ..][.. out.len()]`: the attention-weighted sum of value
+/// rows that lie `stride` values apart.
+#[inline]
+pub fn weighted_sum(level: Level, out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    let n = out.len();
+    assert!(
+        w.is_empty() || (w.len() - 1) * stride + n <= rows.len(),
+        "weighted_sum: rows"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && Level::Avx2.supported() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); bounds checked above.
+        unsafe { avx2::weighted_sum(out, w, rows, stride) };
+        return;
+    }
+    out.fill(0.0);
+    for (j, &wj) in w.iter().enumerate() {
+        axpy(level, out, wj, &rows[j * stride..][..n]);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -75,6 +112,91 @@ mod avx2 {
             sum += a[j] * b[j];
         }
         sum
+    }
+
+    /// The most query heads [`dot_multi`] takes at once.
+    pub const MAX_HEADS: usize = 8;
+
+    /// # Safety
+    /// AVX2 and FMA must be supported; `qs.len() == k.len() * out.len()`, `out.len() <= 8`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_multi(qs: &[f32], k: &[f32], out: &mut [f32]) {
+        let (n, heads) = (k.len(), out.len());
+        assert!(
+            heads <= MAX_HEADS && qs.len() >= n * heads,
+            "dot_multi: lengths"
+        );
+        let mut acc = [_mm256_setzero_ps(); MAX_HEADS];
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`: within `k`, and within each head's `n` values of `qs`.
+            unsafe {
+                let kv = _mm256_loadu_ps(k.as_ptr().add(i));
+                for (g, acc) in acc.iter_mut().enumerate().take(heads) {
+                    let qv = _mm256_loadu_ps(qs.as_ptr().add(g * n + i));
+                    *acc = _mm256_fmadd_ps(qv, kv, *acc);
+                }
+            }
+            i += 8;
+        }
+        for (g, o) in out.iter_mut().enumerate() {
+            let v = acc[g];
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            let mut sum = _mm_cvtss_f32(s);
+            for j in i..n {
+                sum += qs[g * n + j] * k[j];
+            }
+            *o = sum;
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be supported; `(w.len() - 1) * stride + out.len() <= rows.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_sum(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+        let n = out.len();
+        assert!(
+            w.is_empty() || (w.len() - 1) * stride + n <= rows.len(),
+            "weighted_sum: rows"
+        );
+        let mut d = 0;
+        // Four registers of output at a time, accumulated over every row.
+        while d + 32 <= n {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (j, &wj) in w.iter().enumerate() {
+                let wv = _mm256_set1_ps(wj);
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `j * stride + d + 8 c + 8 <= (w.len() - 1) * stride + n`.
+                    let v = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * stride + d + 8 * c)) };
+                    *acc = _mm256_fmadd_ps(wv, v, *acc);
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                // SAFETY: `d + 8 c + 8 <= n`.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * c), *acc) };
+            }
+            d += 32;
+        }
+        while d + 8 <= n {
+            let mut acc = _mm256_setzero_ps();
+            for (j, &wj) in w.iter().enumerate() {
+                // SAFETY: as above, for one register.
+                let v = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * stride + d)) };
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(wj), v, acc);
+            }
+            // SAFETY: `d + 8 <= n`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d), acc) };
+            d += 8;
+        }
+        for (i, o) in out.iter_mut().enumerate().skip(d) {
+            *o = w
+                .iter()
+                .enumerate()
+                .map(|(j, &wj)| wj * rows[j * stride + i])
+                .sum();
+        }
     }
 
     /// # Safety
@@ -126,6 +248,22 @@ mod tests {
                     (got - want).abs() <= 1e-6 * scale,
                     "dot n={n} {level:?}: {got} vs {want}"
                 );
+                // Three heads against one key; a weighted sum of three rows of stride n + 3.
+                let qs: Vec<f32> = (0..3 * n).map(|_| rng.f32() - 0.5).collect();
+                let mut multi = [0.0f32; 3];
+                dot_multi(level, &qs, &b, &mut multi);
+                for (g, &m) in multi.iter().enumerate() {
+                    let want = crate::backend::reference::dot(&qs[g * n..][..n], &b);
+                    assert!((m - want).abs() <= 1e-5, "dot_multi n={n} {level:?}");
+                }
+                let rows: Vec<f32> = (0..3 * (n + 3)).map(|_| rng.f32() - 0.5).collect();
+                let w = [0.5f32, -0.25, 2.0];
+                let mut ws = vec![0.0f32; n];
+                weighted_sum(level, &mut ws, &w, &rows, n + 3);
+                for (i, &o) in ws.iter().enumerate() {
+                    let want: f32 = (0..3).map(|j| w[j] * rows[j * (n + 3) + i]).sum();
+                    assert!((o - want).abs() <= 1e-5, "weighted_sum n={n} {level:?}");
+                }
                 let mut y = b.clone();
                 axpy(level, &mut y, 0.75, &a);
                 for i in 0..n {
