@@ -345,14 +345,14 @@ impl Activations {
 }
 
 /// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
-/// value)`: four tokens at a time (each weight block unpacked once for the four) while the
+/// values)` (`values[i]` is row `row + i`): four tokens at a time (each weight block unpacked once for the four) while the
 /// tile's weight rows stay in L1, then the remaining tokens one by one.
 fn tile_products(
     kernel: Kernel,
     w: &RefWeight,
     a: &Activations,
     rows: Range<usize>,
-    emit: &mut dyn FnMut(usize, usize, f32),
+    emit: &mut dyn FnMut(usize, usize, &[f32]),
 ) {
     let n_tok = a.rows;
     let mut t = 0;
@@ -361,7 +361,7 @@ fn tile_products(
         for r in rows.clone() {
             let v = kernel.dot4(w.row_bytes_of(r), group);
             for (i, v) in v.into_iter().enumerate() {
-                emit(t + i, r, v);
+                emit(t + i, r, &[v]);
             }
         }
         t += 4;
@@ -369,7 +369,7 @@ fn tile_products(
     for t in t..n_tok {
         let at = a.row(t);
         for r in rows.clone() {
-            emit(t, r, kernel.dot(w.row_bytes_of(r), at));
+            emit(t, r, &[kernel.dot(w.row_bytes_of(r), at)]);
         }
     }
 }
@@ -380,7 +380,7 @@ fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
 }
 
 /// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
-/// value)`: through unpacked tiles when the activations have the batched form for this weight,
+/// values)` (`values[i]` is row `row + i`): through unpacked tiles when the activations have the batched form for this weight,
 /// else through the row kernels.
 fn row_products(
     level: Level,
@@ -389,7 +389,7 @@ fn row_products(
     a: &Activations,
     rows: Range<usize>,
     scratch: &mut Option<gemm::Tile>,
-    emit: &mut dyn FnMut(usize, usize, f32),
+    emit: &mut dyn FnMut(usize, usize, &[f32]),
 ) {
     match a.batched_for(w.ty).filter(|_| batched(level, w.ty, a.rows)) {
         Some(acts) => {
@@ -404,11 +404,7 @@ fn row_products(
                     *slot = w.row_bytes_of(r);
                 }
                 tile.fill(w.ty, &tile_rows[..end - start]);
-                gemm::run(level, tile, acts, &mut |t, v| {
-                    for (i, &x) in v[..end - start].iter().enumerate() {
-                        emit(t, start + i, x);
-                    }
-                });
+                gemm::run(level, tile, acts, &mut |t, v| emit(t, start, &v[..end - start]));
             }
         }
         None => {
@@ -493,8 +489,9 @@ impl CpuBackend {
                             range,
                             &mut None,
                             &mut |t, r, v| {
-                                // SAFETY: output column `r` belongs to this thread's rows.
-                                unsafe { o.set(t * n_out + r, v) };
+                                let at = t * n_out + r;
+                                // SAFETY: output columns from `r` belong to this thread's rows.
+                                unsafe { o.slice(at..at + v.len()) }.copy_from_slice(v);
                             },
                         );
                     }
@@ -714,7 +711,7 @@ impl Backend for CpuBackend {
                     tile.clone(),
                     &mut scratch,
                     &mut |t, r, v| {
-                        gates[t * width + (r - tile.start)] = v;
+                        gates[t * width + (r - tile.start)..][..v.len()].copy_from_slice(v);
                     },
                 );
                 row_products(
@@ -725,9 +722,13 @@ impl Backend for CpuBackend {
                     tile.clone(),
                     &mut scratch,
                     &mut |t, r, v| {
-                        let gv = gates[t * width + (r - tile.start)];
-                        // SAFETY: output column `r` belongs to this thread's rows.
-                        unsafe { o.set(t * n_out + r, act_fn(gv) * v) };
+                        let gv = &gates[t * width + (r - tile.start)..][..v.len()];
+                        let at = t * n_out + r;
+                        // SAFETY: output columns from `r` belong to this thread's rows.
+                        let dst = unsafe { o.slice(at..at + v.len()) };
+                        for ((d, &g), &u) in dst.iter_mut().zip(gv).zip(v) {
+                            *d = act_fn(g) * u;
+                        }
                     },
                 );
             }
