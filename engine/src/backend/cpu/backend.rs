@@ -404,7 +404,9 @@ fn row_products(
                     *slot = w.row_bytes_of(r);
                 }
                 tile.fill(w.ty, &tile_rows[..end - start]);
-                gemm::run(level, tile, acts, &mut |t, v| emit(t, start, &v[..end - start]));
+                gemm::run(level, tile, acts, &mut |t, v| {
+                    emit(t, start, &v[..end - start])
+                });
             }
         }
         None => {
@@ -673,7 +675,6 @@ impl Backend for CpuBackend {
             self.glu(&gv, &uv, act, out);
             return;
         };
-        let act_fn = activation_fn(act);
         let mut ga = Activations::new(self, g.ty, &x.data, x.cols);
         let mut ua = if activation_type(u.ty) == activation_type(g.ty) {
             None
@@ -726,9 +727,7 @@ impl Backend for CpuBackend {
                         let at = t * n_out + r;
                         // SAFETY: output columns from `r` belong to this thread's rows.
                         let dst = unsafe { o.slice(at..at + v.len()) };
-                        for ((d, &g), &u) in dst.iter_mut().zip(gv).zip(v) {
-                            *d = act_fn(g) * u;
-                        }
+                        glu_into(level, act, gv, v, dst);
                     },
                 );
             }
@@ -834,12 +833,8 @@ impl Backend for CpuBackend {
                 "attention: position {p} beyond the cache ({})",
                 kv.capacity
             );
-            for (d, &s) in kv.k[p * kv.k_dim..][..kv.k_dim].iter_mut().zip(k.row(t)) {
-                *d = round_f16(s);
-            }
-            for (d, &s) in kv.v[p * kv.v_dim..][..kv.v_dim].iter_mut().zip(v.row(t)) {
-                *d = round_f16(s);
-            }
+            vec::round_f16(self.level, k.row(t), &mut kv.k[p * kv.k_dim..][..kv.k_dim]);
+            vec::round_f16(self.level, v.row(t), &mut kv.v[p * kv.v_dim..][..kv.v_dim]);
         }
         let kv = &*kv;
         let level = self.level;
@@ -862,12 +857,7 @@ impl Backend for CpuBackend {
                     let p = positions[t] as usize;
                     let first = attn.window.map_or(0, |w| (p + 1).saturating_sub(w));
                     let len = p + 1 - first;
-                    for (d, &s) in qh
-                        .iter_mut()
-                        .zip(&q.row(t)[kvh * group * hk..][..group * hk])
-                    {
-                        *d = round_f16(s);
-                    }
+                    vec::round_f16(level, &q.row(t)[kvh * group * hk..][..group * hk], &mut qh);
                     // scores[g * len + i]: head g against position first + i.
                     for (i, j) in (first..=p).enumerate() {
                         let k_row = &kv.k[j * kv.k_dim + kvh * hk..][..hk];
@@ -912,18 +902,12 @@ impl Backend for CpuBackend {
             "glu: output shape"
         );
         let n = out.data.len();
-        let act_fn = activation_fn(act);
+        let level = self.level;
         let o = Out::new(&mut out.data);
         self.split(n, n < PARALLEL_MIN_VALUES / 4, &|range| {
             // SAFETY: each thread writes only its own range.
             let os = unsafe { o.slice(range.clone()) };
-            for ((o, &g), &u) in os
-                .iter_mut()
-                .zip(&gate.data[range.clone()])
-                .zip(&up.data[range])
-            {
-                *o = act_fn(g) * u;
-            }
+            glu_into(level, act, &gate.data[range.clone()], &up.data[range], os);
         });
     }
 
@@ -945,28 +929,36 @@ impl Backend for CpuBackend {
     }
 }
 
-/// The activation as ggml computes it (see `reference::activate_ggml`): GELU by table lookup.
-fn activation_fn(act: Activation) -> fn(f32) -> f32 {
+/// `dst = act(gate) * up` as ggml computes it, GELU through its table with the f16 conversions
+/// vectorized.
+fn glu_into(level: Level, act: Activation, gate: &[f32], up: &[f32], dst: &mut [f32]) {
     match act {
-        Activation::Silu => |x| activate(Activation::Silu, x),
-        Activation::GeluTanh => gelu_ggml,
+        Activation::Silu => {
+            for ((d, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
+                *d = activate(Activation::Silu, g) * u;
+            }
+        }
+        Activation::GeluTanh => {
+            let table = gelu_table();
+            let mut bits = [0u16; 16];
+            for ((d, g), u) in dst.chunks_mut(16).zip(gate.chunks(16)).zip(up.chunks(16)) {
+                let bits = &mut bits[..g.len()];
+                vec::to_f16_bits(level, g, bits);
+                for (((d, &g), &u), &b) in d.iter_mut().zip(g).zip(u).zip(bits.iter()) {
+                    *d = if g <= -10.0 {
+                        0.0
+                    } else if g >= 10.0 {
+                        g * u
+                    } else {
+                        table[usize::from(b)] * u
+                    };
+                }
+            }
+        }
     }
 }
 
-/// ggml's GELU: its f16 table for inputs in (-10, 10), identity above, zero below.
-fn gelu_ggml(x: f32) -> f32 {
+fn gelu_table() -> &'static [f32] {
     static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
-    if x <= -10.0 {
-        0.0
-    } else if x >= 10.0 {
-        x
-    } else {
-        let table = TABLE.get_or_init(|| (0..=u16::MAX).map(gelu_f16).collect());
-        table[usize::from(half::f16::from_f32(x).to_bits())]
-    }
-}
-
-/// `x` rounded to f16 precision (what an f16 KV cache holds).
-fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
+    TABLE.get_or_init(|| (0..=u16::MAX).map(gelu_f16).collect())
 }

@@ -266,7 +266,13 @@ impl Acts {
                 s[t * nb + blk] = sd * sum as f32;
             }
         }
-        Self { b, k: cols, q, d, s }
+        Self {
+            b,
+            k: cols,
+            q,
+            d,
+            s,
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -276,23 +282,29 @@ impl Acts {
 
 /// `out(t, lane)` receives row `lane` of the tile times token `t`, for every token of `a`.
 pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32; TILE])) {
-    assert_eq!((tile.b, tile.k), (a.b, a.k), "tile and activations disagree");
+    assert_eq!(
+        (tile.b, tile.k),
+        (a.b, a.k),
+        "tile and activations disagree"
+    );
     #[cfg(target_arch = "x86_64")]
     if available(level) {
         let n = a.rows();
         let mut t = 0;
+        let mut acc = [[0.0f32; TILE]; 8];
         while t + 8 <= n {
             // SAFETY: the CPU supports the AVX-512 level (checked by `available`).
-            let acc = unsafe { avx512::tokens::<8>(tile, a, t) };
+            unsafe { avx512::tokens::<8>(tile, a, t, &mut acc) };
             for (i, v) in acc.iter().enumerate() {
                 out(t + i, v);
             }
             t += 8;
         }
         while t < n {
+            let one: &mut [[f32; TILE]; 1] = (&mut acc[..1]).try_into().expect("one row");
             // SAFETY: as above.
-            let acc = unsafe { avx512::tokens::<1>(tile, a, t) };
-            out(t, &acc[0]);
+            unsafe { avx512::tokens::<1>(tile, a, t, one) };
+            out(t, &one[0]);
             t += 1;
         }
         return;
@@ -328,17 +340,25 @@ mod avx512 {
 
     use super::{Acts, TILE, Tile};
 
-    /// Tokens `t0..t0 + N` against the tile: per block, the tile's bytes are loaded once and
+    /// Tokens `t0..t0 + N` against the tile, into `out`: per block, the tile's bytes are loaded once and
     /// each token's four-byte groups are broadcast into `vpdpbusd`.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F and VNNI; `t0 + N <= a.rows()`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tokens<const N: usize>(tile: &Tile, a: &Acts, t0: usize) -> [[f32; TILE]; N] {
+    pub unsafe fn tokens<const N: usize>(
+        tile: &Tile,
+        a: &Acts,
+        t0: usize,
+        out: &mut [[f32; TILE]; N],
+    ) {
         let (b, k) = (tile.b, tile.k);
         let nb = k / b;
         assert!(t0 + N <= a.rows(), "tokens past the batch");
-        assert!(tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE, "tile size");
+        assert!(
+            tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE,
+            "tile size"
+        );
         let groups = b / 4;
         let mut acc = [_mm512_setzero_ps(); N];
         let wq = tile.q.as_ptr();
@@ -369,12 +389,10 @@ mod avx512 {
                 *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s[t * nb + blk]), *acc);
             }
         }
-        let mut out = [[0.0f32; TILE]; N];
         for (o, v) in out.iter_mut().zip(acc) {
             // SAFETY: `o` is 16 writable f32s.
             unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
         }
-        out
     }
 }
 
@@ -393,8 +411,7 @@ mod tests {
         for published in [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M] {
             let file = GgufFile::open(source::fetch(published).unwrap()).unwrap();
             for info in file.tensors() {
-                if info.dims.len() != 2 || block_len(info.ty).is_none() || seen.contains(&info.ty)
-                {
+                if info.dims.len() != 2 || block_len(info.ty).is_none() || seen.contains(&info.ty) {
                     continue;
                 }
                 seen.push(info.ty);
@@ -403,7 +420,9 @@ mod tests {
                 let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
                 let data = file.tensor(&info.name).unwrap().data;
                 // 13 rows (a partial tile) of the weight, 11 tokens (a group of 8 and 3 more).
-                let rows: Vec<&[u8]> = (0..13).map(|r| &data[r * row_bytes..][..row_bytes]).collect();
+                let rows: Vec<&[u8]> = (0..13)
+                    .map(|r| &data[r * row_bytes..][..row_bytes])
+                    .collect();
                 let act = activation_type(ty).unwrap();
                 let a_bytes = cols / act.block_size() * act.type_size();
                 let n = 11;

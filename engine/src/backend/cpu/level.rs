@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 pub enum Level {
     /// Portable Rust, no SIMD intrinsics.
     Scalar,
-    /// x86-64 AVX2 + FMA.
+    /// x86-64 AVX2 + FMA (+ F16C, which every AVX2 CPU has).
     Avx2,
     /// x86-64 AVX-512 F, BW, VL with VNNI (512-bit integer dot products).
     Avx512,
@@ -62,7 +62,9 @@ impl Level {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -71,6 +71,38 @@ pub fn weighted_sum(level: Level, out: &mut [f32], w: &[f32], rows: &[f32], stri
     }
 }
 
+/// `dst[i] = src[i]` rounded to f16 precision (round to nearest even, as an f16 cache stores it).
+#[inline]
+pub fn round_f16(level: Level, src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "round_f16: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && Level::Avx2.supported() {
+        // SAFETY: the CPU supports AVX2 and F16C (checked just above); lengths are equal.
+        unsafe { avx2::round_f16(src, dst) };
+        return;
+    }
+    let _ = level;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = half::f16::from_f32(s).to_f32();
+    }
+}
+
+/// `dst[i] = f16_bits(src[i])` (round to nearest even).
+#[inline]
+pub fn to_f16_bits(level: Level, src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "to_f16_bits: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && Level::Avx2.supported() {
+        // SAFETY: the CPU supports AVX2 and F16C (checked just above); lengths are equal.
+        unsafe { avx2::to_f16_bits(src, dst) };
+        return;
+    }
+    let _ = level;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = half::f16::from_f32(s).to_bits();
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -112,6 +144,48 @@ mod avx2 {
             sum += a[j] * b[j];
         }
         sum
+    }
+
+    /// # Safety
+    /// AVX2 and F16C must be supported; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn round_f16(src: &[f32], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, within both slices.
+            unsafe {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(
+                    src.as_ptr().add(i),
+                ));
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = half::f16::from_f32(src[j]).to_f32();
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and F16C must be supported; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn to_f16_bits(src: &[f32], dst: &mut [u16]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, within both slices (8 u16 = 16 bytes stored).
+            unsafe {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(
+                    src.as_ptr().add(i),
+                ));
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = half::f16::from_f32(src[j]).to_bits();
+        }
     }
 
     /// The most query heads [`dot_multi`] takes at once.
@@ -263,6 +337,19 @@ mod tests {
                 for (i, &o) in ws.iter().enumerate() {
                     let want: f32 = (0..3).map(|j| w[j] * rows[j * (n + 3) + i]).sum();
                     assert!((o - want).abs() <= 1e-5, "weighted_sum n={n} {level:?}");
+                }
+                let big: Vec<f32> = a.iter().map(|&v| v * 1e3 + 1e-3).collect();
+                let mut r = vec![0.0f32; n];
+                let mut bits = vec![0u16; n];
+                round_f16(level, &big, &mut r);
+                to_f16_bits(level, &big, &mut bits);
+                for i in 0..n {
+                    let h = half::f16::from_f32(big[i]);
+                    assert_eq!(
+                        (r[i], bits[i]),
+                        (h.to_f32(), h.to_bits()),
+                        "f16 n={n} {level:?}"
+                    );
                 }
                 let mut y = b.clone();
                 axpy(level, &mut y, 0.75, &a);
