@@ -606,8 +606,6 @@ fn kquant<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8]; N
 /// # Safety
 /// The CPU must support the features of `Level::Avx512`. Every `w[i]` and `a` must be whole
 /// blocks covering the same number of values (a shorter weight row panics).
-// Until the decode matmul calls it (the tests do).
-#[allow(dead_code)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 pub unsafe fn dot_rows<const R: usize>(ty: GgmlType, w: [&[u8]; R], a: &[u8]) -> Option<[f32; R]> {
     Some(match ty {

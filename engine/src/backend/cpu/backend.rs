@@ -368,7 +368,13 @@ fn tile_products(
     }
     for t in t..n_tok {
         let at = a.row(t);
-        for r in rows.clone() {
+        let mut r = rows.start;
+        while r + 4 <= rows.end {
+            let ws = [r, r + 1, r + 2, r + 3].map(|r| w.row_bytes_of(r));
+            emit(t, r, &kernel.dot_rows4(ws, at));
+            r += 4;
+        }
+        for r in r..rows.end {
             emit(t, r, &[kernel.dot(w.row_bytes_of(r), at)]);
         }
     }

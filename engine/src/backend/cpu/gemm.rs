@@ -323,9 +323,9 @@ fn scalar_token(tile: &Tile, a: &Acts, t: usize) -> [f32; TILE] {
     for blk in 0..nb {
         for (r, acc) in acc.iter_mut().enumerate() {
             let mut sum = 0i32;
-            for i in blk * tile.b..(blk + 1) * tile.b {
+            for (i, &x) in qt.iter().enumerate().skip(blk * tile.b).take(tile.b) {
                 let (g, j) = (i / 4, i % 4);
-                sum += i32::from(tile.q[(g * TILE + r) * 4 + j]) * i32::from(qt[i]);
+                sum += i32::from(tile.q[(g * TILE + r) * 4 + j]) * i32::from(x);
             }
             *acc += sum as f32 * (tile.d[blk * TILE + r] * a.d[t * nb + blk])
                 + tile.m[blk * TILE + r] * a.s[t * nb + blk];
