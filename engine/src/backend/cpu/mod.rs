@@ -1,12 +1,20 @@
-//! The fast CPU backend *(in progress, issue 4)*: weights stay in their GGUF blocks, each matmul's
-//! activations are quantized once (Q8_0 blocks for the 32-value formats, Q8_K for the k-quants),
-//! and integer dot products of weight blocks against them do the work.
+//! The fast CPU backend ([`CpuBackend`], the default path): weights stay in their GGUF blocks, each
+//! matmul's activations are quantized once (Q8_0 blocks for the 32-value formats, Q8_K for the
+//! k-quants), and integer dot products of weight blocks against them do the work.
 //!
-//! - `dot`: the per-format dot-product kernels: portable scalar versions for Q4_0, Q4_1, Q5_0,
-//!   Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, checked against the reference backend's arithmetic
-//!   (`Numerics::Ggml`) on real tensors, and the dispatch to SIMD versions.
-//! - `level`: the instruction set in use, detected at run time and capped by `HEARTH_CPU_LEVEL`.
-//! - `avx2`: AVX2 + FMA kernels (so far Q8_0 and Q4_1), each tested against the scalar one.
+//! - `backend`: [`CpuBackend`]: the ops, row-split parallel regions, fused Q/K/V and
+//!   gate/up/activation matmuls, attention by (token, key head).
+//! - `pool`: the persistent worker threads (spin, then yield, then sleep between regions).
+//! - `dot`: per-format dot kernels: portable scalar versions for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//!   Q4_K, Q5_K, Q6_K (the spec the SIMD ones are tested against) and [`dot::Kernel`], the
+//!   fastest kernel per weight type resolved once per weight.
+//! - `avx2`, `avx512`: the SIMD kernels (AVX2+FMA+F16C; AVX-512 F/BW/VL/VNNI): one weight row
+//!   against N tokens, and (AVX-512) four weight rows against one token for decode.
+//! - `gemm`: prompt batches: 16-row tiles unpacked once to bytes + per-block scale and minimum,
+//!   an AVX-512 VNNI micro-kernel over 8 tokens at a time.
+//! - `vec`: f32 primitives for attention and f16 rounding (AVX2/F16C and portable).
+//! - `level`: the instruction set in use, detected at run time and capped by `HEARTH_CPU_LEVEL`
+//!   or per backend ([`CpuBackend::with_threads_and_level`]), so tests run every level.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
