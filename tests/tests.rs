@@ -1,4 +1,5 @@
 //! End-to-end tests of the `hearth` product, one test binary (see ARCHITECTURE.md).
 
+mod bench;
 mod cli;
 mod run;

@@ -182,7 +182,7 @@ where
             ("backend", label),
             ("threads", threads.to_string()),
         ],
-        json!({"model_bytes": size, "params": params}),
+        json!({"model_bytes": size, "params": params, "threads": threads}),
     )
 }
 
