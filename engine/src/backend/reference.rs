@@ -155,11 +155,35 @@ impl RefWeight {
 /// One layer's K and V rows, indexed by position.
 #[derive(Debug, Clone)]
 pub struct RefKv {
-    capacity: usize,
-    k_dim: usize,
-    v_dim: usize,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    pub(crate) capacity: usize,
+    pub(crate) k_dim: usize,
+    pub(crate) v_dim: usize,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+}
+
+impl RefKv {
+    /// An empty cache; `backend` names who asks, in the error when it cannot be sized.
+    pub(crate) fn new(
+        backend: &'static str,
+        capacity: usize,
+        k_dim: usize,
+        v_dim: usize,
+    ) -> Result<Self, BackendError> {
+        let len = |dim: usize| {
+            capacity.checked_mul(dim).ok_or(BackendError::Device {
+                backend,
+                message: format!("a KV cache of {capacity} x {dim} values does not fit in memory"),
+            })
+        };
+        Ok(RefKv {
+            capacity,
+            k_dim,
+            v_dim,
+            k: vec![0.0; len(k_dim)?],
+            v: vec![0.0; len(v_dim)?],
+        })
+    }
 }
 
 impl Backend for ReferenceBackend {
@@ -220,19 +244,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<RefKv, BackendError> {
-        let len = |dim: usize| {
-            capacity.checked_mul(dim).ok_or(BackendError::Device {
-                backend: NAME,
-                message: format!("a KV cache of {capacity} x {dim} values does not fit in memory"),
-            })
-        };
-        Ok(RefKv {
-            capacity,
-            k_dim,
-            v_dim,
-            k: vec![0.0; len(k_dim)?],
-            v: vec![0.0; len(v_dim)?],
-        })
+        RefKv::new(NAME, capacity, k_dim, v_dim)
     }
 
     fn embed(&self, table: &RefWeight, tokens: &[u32], out: &mut RefTensor) {
@@ -326,12 +338,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn rope(&self, x: &mut RefTensor, positions: &[u32], rope: &Rope) {
-        assert_eq!(x.rows, positions.len(), "rope: one position per row");
-        assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
-        assert!(
-            rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
-            "rope: rotated dims"
-        );
+        check_rope(x, positions, rope);
         let half = rope.n_rot / 2;
         // As ggml computes it: theta_i = p * base^(-2i/n_rot), the power built up by repeated f32
         // multiplication.
@@ -370,29 +377,7 @@ impl Backend for ReferenceBackend {
         out: &mut RefTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
-        assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
-        assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
-        assert_eq!(
-            (kv.k_dim, kv.v_dim),
-            (k.cols, v.cols),
-            "attention: cache widths"
-        );
-        assert!(
-            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
-            "attention: heads"
-        );
-        assert_eq!(q.rows, positions.len(), "attention: one position per query");
-        assert_eq!(
-            (k.rows, v.rows),
-            (q.rows, q.rows),
-            "attention: one key and value per query"
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (q.rows, attn.n_head * hv),
-            "attention: output shape"
-        );
+        check_attention(q, k, v, (kv.k_dim, kv.v_dim), positions, attn, out);
         for (t, &p) in positions.iter().enumerate() {
             let p = p as usize;
             assert!(
@@ -452,16 +437,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn glu(&self, gate: &RefTensor, up: &RefTensor, act: Activation, out: &mut RefTensor) {
-        assert_eq!(
-            (gate.rows, gate.cols),
-            (up.rows, up.cols),
-            "glu: gate and up shapes"
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (up.rows, up.cols),
-            "glu: output shape"
-        );
+        check_glu(gate, up, out);
         for ((o, &g), &u) in out.data.iter_mut().zip(&gate.data).zip(&up.data) {
             *o = match self.numerics {
                 Numerics::Ggml => activate_ggml(act, g),
@@ -486,6 +462,63 @@ impl Backend for ReferenceBackend {
     fn read(&self, t: &RefTensor) -> Result<Vec<f32>, BackendError> {
         Ok(t.data.clone())
     }
+}
+
+/// The shape checks of [`Backend::attention`] on host tensors (shared by the CPU backends).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_attention(
+    q: &RefTensor,
+    k: &RefTensor,
+    v: &RefTensor,
+    (k_dim, v_dim): (usize, usize),
+    positions: &[u32],
+    attn: &Attention,
+    out: &RefTensor,
+) {
+    let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
+    assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
+    assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
+    assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
+    assert_eq!((k_dim, v_dim), (k.cols, v.cols), "attention: cache widths");
+    assert!(
+        attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
+        "attention: heads"
+    );
+    assert_eq!(q.rows, positions.len(), "attention: one position per query");
+    assert_eq!(
+        (k.rows, v.rows),
+        (q.rows, q.rows),
+        "attention: one key and value per query"
+    );
+    assert_eq!(
+        (out.rows, out.cols),
+        (q.rows, attn.n_head * hv),
+        "attention: output shape"
+    );
+}
+
+/// The shape checks of [`Backend::rope`] on host tensors.
+pub(crate) fn check_rope(x: &RefTensor, positions: &[u32], rope: &Rope) {
+    assert_eq!(x.rows, positions.len(), "rope: one position per row");
+    assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
+    assert!(
+        rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
+        "rope: rotated dims"
+    );
+}
+
+/// The shape checks of [`Backend::glu`] on host tensors.
+pub(crate) fn check_glu(gate: &RefTensor, up: &RefTensor, out: &RefTensor) {
+    assert_eq!(
+        (gate.rows, gate.cols),
+        (up.rows, up.cols),
+        "glu: gate and up shapes"
+    );
+    assert_eq!(
+        (out.rows, out.cols),
+        (up.rows, up.cols),
+        "glu: output shape"
+    );
 }
 
 /// `x_rows` (`n_tok` rows) times weight rows `rows`: a row-major `[n_tok x rows.len()]` block.

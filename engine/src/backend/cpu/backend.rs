@@ -20,7 +20,8 @@ use super::level::Level;
 use super::pool::Pool;
 use super::vec;
 use crate::backend::reference::{
-    RefTensor, RefWeight, activate, activation_as_quantized, dot, gelu_f16,
+    RefKv, RefTensor, RefWeight, activate, activation_as_quantized, check_attention, check_glu,
+    check_rope, dot, gelu_f16,
 };
 use crate::backend::{
     Activation, Attention, Backend, BackendError, ReferenceBackend, Rope, RopeStyle,
@@ -66,15 +67,9 @@ impl CpuWeight {
     }
 }
 
-/// One layer's K and V cache: `capacity` rows each, values rounded to f16 precision.
-#[derive(Debug)]
-pub struct CpuKv {
-    capacity: usize,
-    k_dim: usize,
-    v_dim: usize,
-    k: Vec<f32>,
-    v: Vec<f32>,
-}
+/// One layer's K and V cache: `capacity` rows each, values rounded to f16 precision (the same
+/// host type as the reference backend's).
+pub type CpuKv = RefKv;
 
 /// The fast CPU backend. See the module docs.
 #[derive(Debug)]
@@ -580,19 +575,7 @@ impl Backend for CpuBackend {
     }
 
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<CpuKv, BackendError> {
-        let len = |dim: usize| {
-            capacity.checked_mul(dim).ok_or(BackendError::Device {
-                backend: NAME,
-                message: format!("a KV cache of {capacity} x {dim} values does not fit in memory"),
-            })
-        };
-        Ok(CpuKv {
-            capacity,
-            k_dim,
-            v_dim,
-            k: vec![0.0; len(k_dim)?],
-            v: vec![0.0; len(v_dim)?],
-        })
+        RefKv::new(NAME, capacity, k_dim, v_dim)
     }
 
     fn embed(&self, table: &CpuWeight, tokens: &[u32], out: &mut CpuTensor) {
@@ -756,12 +739,7 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &mut CpuTensor, positions: &[u32], rope: &Rope) {
-        assert_eq!(x.rows, positions.len(), "rope: one position per row");
-        assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
-        assert!(
-            rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
-            "rope: rotated dims"
-        );
+        check_rope(x, positions, rope);
         let half = rope.n_rot / 2;
         let table = self.rope_table(positions, rope);
         let cols = x.cols;
@@ -809,29 +787,7 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
-        assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
-        assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
-        assert_eq!(
-            (kv.k_dim, kv.v_dim),
-            (k.cols, v.cols),
-            "attention: cache widths"
-        );
-        assert!(
-            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
-            "attention: heads"
-        );
-        assert_eq!(q.rows, positions.len(), "attention: one position per query");
-        assert_eq!(
-            (k.rows, v.rows),
-            (q.rows, q.rows),
-            "attention: one key and value per query"
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (q.rows, attn.n_head * hv),
-            "attention: output shape"
-        );
+        check_attention(q, k, v, (kv.k_dim, kv.v_dim), positions, attn, out);
         for (t, &p) in positions.iter().enumerate() {
             let p = p as usize;
             assert!(
@@ -897,16 +853,7 @@ impl Backend for CpuBackend {
     }
 
     fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation, out: &mut CpuTensor) {
-        assert_eq!(
-            (gate.rows, gate.cols),
-            (up.rows, up.cols),
-            "glu: gate and up shapes"
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (up.rows, up.cols),
-            "glu: output shape"
-        );
+        check_glu(gate, up, out);
         let n = out.data.len();
         let level = self.level;
         let o = Out::new(&mut out.data);
