@@ -291,11 +291,20 @@ pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32
     if available(level) {
         let n = a.rows();
         let mut t = 0;
-        let mut acc = [[0.0f32; TILE]; 8];
-        while t + 8 <= n {
+        let mut acc = [[0.0f32; TILE]; 16];
+        while t + 16 <= n {
             // SAFETY: the CPU supports the AVX-512 level (checked by `available`).
-            unsafe { avx512::tokens::<8>(tile, a, t, &mut acc) };
+            unsafe { avx512::tokens::<16>(tile, a, t, &mut acc) };
             for (i, v) in acc.iter().enumerate() {
+                out(t + i, v);
+            }
+            t += 16;
+        }
+        if t + 8 <= n {
+            let eight: &mut [[f32; TILE]; 8] = (&mut acc[..8]).try_into().expect("eight rows");
+            // SAFETY: as above.
+            unsafe { avx512::tokens::<8>(tile, a, t, eight) };
+            for (i, v) in eight.iter().enumerate() {
                 out(t + i, v);
             }
             t += 8;
@@ -419,13 +428,13 @@ mod tests {
                 let cols = info.dims[0] as usize;
                 let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
                 let data = file.tensor(&info.name).unwrap().data;
-                // 13 rows (a partial tile) of the weight, 11 tokens (a group of 8 and 3 more).
+                // 13 rows (a partial tile) of the weight, 27 tokens (groups of 16 and 8, then 3 one by one).
                 let rows: Vec<&[u8]> = (0..13)
                     .map(|r| &data[r * row_bytes..][..row_bytes])
                     .collect();
                 let act = activation_type(ty).unwrap();
                 let a_bytes = cols / act.block_size() * act.type_size();
-                let n = 11;
+                let n = 27;
                 let x: Vec<f32> = (0..n * cols)
                     .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
                     .collect();

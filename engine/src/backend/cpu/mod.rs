@@ -11,7 +11,7 @@
 //! - `avx2`, `avx512`: the SIMD kernels (AVX2+FMA+F16C; AVX-512 F/BW/VL/VNNI): one weight row
 //!   against N tokens, and (AVX-512) four weight rows against one token for decode.
 //! - `gemm`: prompt batches: 16-row tiles unpacked once to bytes + per-block scale and minimum,
-//!   an AVX-512 VNNI micro-kernel over 8 tokens at a time.
+//!   an AVX-512 VNNI micro-kernel over 16 tokens at a time (then 8, then 1).
 //! - `vec`: f32 primitives for attention and f16 rounding (AVX2/F16C and portable).
 //! - `level`: the instruction set in use, detected at run time and capped by `HEARTH_CPU_LEVEL`
 //!   or per backend ([`CpuBackend::with_threads_and_level`]), so tests run every level.
