@@ -2,41 +2,28 @@
 //!
 //! - Weights stay in the memory map in their GGUF blocks; each weight resolves its dot kernel
 //!   (level and type) once when it is made.
-//! - A matmul quantizes its activations once (Q8_0 or Q8_K blocks, as ggml does), then the pool's
-//!   threads each take a contiguous range of output rows. Prompt batches run in tiles: a few
-//!   weight rows (which stay in L1) against four tokens at a time, each weight block unpacked once
-//!   for the four.
-//! - Attention splits (token, head) pairs over the threads; the cache holds f16-rounded values
-//!   (as ggml's f16 cache does) in f32.
+//! - Matmuls are in `matmul.rs`.
+//! - Attention works on (token, key head) items interleaved over the threads; the cache holds
+//!   f16-rounded values (as ggml's f16 cache does) in f32.
 //! - Small elementwise ops run on the calling thread; large ones (prompt batches) are split over
 //!   the pool too.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::dot::{Kernel, activation_type};
-use super::gemm;
+use super::dot::Kernel;
 use super::level::Level;
 use super::pool::Pool;
 use super::vec;
 use crate::backend::reference::{
-    RefKv, RefTensor, RefWeight, activate, activation_as_quantized, check_attention, check_glu,
-    check_rope, dot, gelu_f16,
+    RefKv, RefTensor, RefWeight, activate, check_attention, check_glu, check_rope, gelu_f16,
 };
 use crate::backend::{
     Activation, Attention, Backend, BackendError, ReferenceBackend, Rope, RopeStyle,
 };
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::quant::{GgmlType, quantize_row_q8_0, quantize_row_q8_k};
 
 const NAME: &str = "cpu";
-
-/// Weight rows per tile in batched matmuls: their blocks stay in L1 while token groups stream by.
-const ROW_TILE: usize = 16;
-
-/// Matmuls of at least this many tokens take the batched path (where the CPU has it): unpacking
-/// a tile costs about what a few dozen tokens of products do.
-const BATCHED_MIN_TOKENS: usize = 16;
 
 /// Elementwise ops over fewer values than this stay on the calling thread.
 const PARALLEL_MIN_VALUES: usize = 1 << 15;
@@ -49,8 +36,8 @@ pub type CpuTensor = RefTensor;
 /// biases), the values dequantized once.
 #[derive(Debug)]
 pub struct CpuWeight {
-    raw: RefWeight,
-    kernel: Option<Kernel>,
+    pub(super) raw: RefWeight,
+    pub(super) kernel: Option<Kernel>,
     vector: Option<Vec<f32>>,
 }
 
@@ -74,8 +61,8 @@ pub type CpuKv = RefKv;
 /// The fast CPU backend. See the module docs.
 #[derive(Debug)]
 pub struct CpuBackend {
-    pool: Pool,
-    level: Level,
+    pub(super) pool: Pool,
+    pub(super) level: Level,
     /// Cos/sin tables of recent RoPE calls (the same positions recur in every layer).
     rope_cache: Mutex<Vec<(RopeKey, RopeTable)>>,
 }
@@ -129,7 +116,7 @@ impl CpuBackend {
 
     /// Runs `f(range)` over `0..n` split into one contiguous range per thread (all on the caller
     /// when `small`).
-    fn split(&self, n: usize, small: bool, f: &(dyn Fn(Range<usize>) + Sync)) {
+    pub(super) fn split(&self, n: usize, small: bool, f: &(dyn Fn(Range<usize>) + Sync)) {
         let threads = self.pool.threads();
         if small || threads == 1 || n < 2 {
             f(0..n);
@@ -218,14 +205,14 @@ pub fn default_threads() -> usize {
 }
 
 /// Thread `i`'s share of `0..n` split `threads` ways.
-fn share(n: usize, threads: usize, i: usize) -> Range<usize> {
+pub(super) fn share(n: usize, threads: usize, i: usize) -> Range<usize> {
     let (base, extra) = (n / threads, n % threads);
     let start = i * base + i.min(extra);
     start..start + base + usize::from(i < extra)
 }
 
 /// A raw view of an output buffer that threads write disjoint parts of.
-struct Out<T>(*mut T, usize);
+pub(super) struct Out<T>(*mut T, usize);
 
 impl<T> Clone for Out<T> {
     fn clone(&self) -> Self {
@@ -242,13 +229,13 @@ unsafe impl<T: Send> Sync for Out<T> {}
 unsafe impl<T: Send> Send for Out<T> {}
 
 impl<T> Out<T> {
-    fn new(v: &mut [T]) -> Self {
+    pub(super) fn new(v: &mut [T]) -> Self {
         Self(v.as_mut_ptr(), v.len())
     }
 
     /// # Safety
     /// No other thread may access index `i` during the region.
-    unsafe fn set(self, i: usize, v: T) {
+    pub(super) unsafe fn set(self, i: usize, v: T) {
         assert!(i < self.1, "output index out of range");
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { *self.0.add(i) = v };
@@ -257,272 +244,13 @@ impl<T> Out<T> {
     /// # Safety
     /// No other thread may access `range` during the region.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
+    pub(super) unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
         assert!(
             range.start <= range.end && range.end <= self.1,
             "output range"
         );
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
-    }
-}
-
-/// Quantizes each `cols`-value row of `x` into `act` blocks (rows split over the pool's threads
-/// for prompt batches); returns the bytes and the row size.
-fn quantize_rows(b: &CpuBackend, act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
-    let row_bytes = cols / act.block_size() * act.type_size();
-    let rows = x.len() / cols;
-    let mut bytes = vec![0u8; rows * row_bytes];
-    let out = Out::new(&mut bytes);
-    b.split(rows, rows < 16, &|range| {
-        // SAFETY: each thread writes only its own rows' bytes.
-        let dst = unsafe { out.slice(range.start * row_bytes..range.end * row_bytes) };
-        let src = &x[range.start * cols..range.end * cols];
-        for (xr, br) in src.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
-            match act {
-                GgmlType::Q8_0 => quantize_row_q8_0(xr, br),
-                _ => quantize_row_q8_k(xr, br),
-            }
-            .expect("activation rows are whole blocks of the weight's type");
-        }
-    });
-    (bytes, row_bytes)
-}
-
-/// A matmul input quantized once into the blocks a weight type's kernels read.
-struct Activations {
-    act: GgmlType,
-    bytes: Vec<u8>,
-    row_bytes: usize,
-    rows: usize,
-    cols: usize,
-    /// The same values in the batched path's form, per unpacked block length.
-    batched: Vec<(usize, gemm::Acts)>,
-}
-
-impl Activations {
-    /// `x` (rows of `cols` values) quantized for weights of type `weight_ty` (which must have an
-    /// integer kernel).
-    fn new(b: &CpuBackend, weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
-        let act =
-            activation_type(weight_ty).expect("a weight with a kernel has an activation type");
-        let (bytes, row_bytes) = quantize_rows(b, act, x, cols);
-        Self {
-            act,
-            bytes,
-            row_bytes,
-            rows: x.len() / cols.max(1),
-            cols,
-            batched: Vec::new(),
-        }
-    }
-
-    /// Prepares the batched form for weights of type `ty`.
-    fn prepare_batched(&mut self, ty: GgmlType) {
-        let b = gemm::block_len(ty).expect("a type with a batched path");
-        if !self.batched.iter().any(|(len, _)| *len == b) {
-            let acts = gemm::Acts::new(self.act, &self.bytes, self.row_bytes, self.cols, b);
-            self.batched.push((b, acts));
-        }
-    }
-
-    fn batched_for(&self, ty: GgmlType) -> Option<&gemm::Acts> {
-        let b = gemm::block_len(ty)?;
-        self.batched
-            .iter()
-            .find(|(len, _)| *len == b)
-            .map(|(_, a)| a)
-    }
-
-    fn row(&self, t: usize) -> &[u8] {
-        &self.bytes[t * self.row_bytes..][..self.row_bytes]
-    }
-}
-
-/// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
-/// values)` (`values[i]` is row `row + i`): four tokens at a time (each weight block unpacked once for the four) while the
-/// tile's weight rows stay in L1, then the remaining tokens one by one.
-fn tile_products(
-    kernel: Kernel,
-    w: &RefWeight,
-    a: &Activations,
-    rows: Range<usize>,
-    emit: &mut dyn FnMut(usize, usize, &[f32]),
-) {
-    let n_tok = a.rows;
-    let mut t = 0;
-    while t + 4 <= n_tok {
-        let group = [a.row(t), a.row(t + 1), a.row(t + 2), a.row(t + 3)];
-        for r in rows.clone() {
-            let v = kernel.dot4(w.row_bytes_of(r), group);
-            for (i, v) in v.into_iter().enumerate() {
-                emit(t + i, r, &[v]);
-            }
-        }
-        t += 4;
-    }
-    for t in t..n_tok {
-        let at = a.row(t);
-        let mut r = rows.start;
-        while r + 4 <= rows.end {
-            let ws = [r, r + 1, r + 2, r + 3].map(|r| w.row_bytes_of(r));
-            emit(t, r, &kernel.dot_rows4(ws, at));
-            r += 4;
-        }
-        for r in r..rows.end {
-            emit(t, r, &[kernel.dot(w.row_bytes_of(r), at)]);
-        }
-    }
-}
-
-/// Whether a matmul of `n_tok` tokens with a `ty` weight takes the batched (tile) path.
-fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
-    n_tok >= BATCHED_MIN_TOKENS && gemm::available(level) && gemm::block_len(ty).is_some()
-}
-
-/// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
-/// values)` (`values[i]` is row `row + i`): through unpacked tiles when the activations have the batched form for this weight,
-/// else through the row kernels.
-fn row_products(
-    level: Level,
-    kernel: Kernel,
-    w: &RefWeight,
-    a: &Activations,
-    rows: Range<usize>,
-    scratch: &mut Option<gemm::Tile>,
-    emit: &mut dyn FnMut(usize, usize, &[f32]),
-) {
-    match a.batched_for(w.ty).filter(|_| batched(level, w.ty, a.rows)) {
-        Some(acts) => {
-            let tile = match scratch {
-                Some(t) if t.fits(w.ty, w.cols) => t,
-                _ => scratch.insert(gemm::Tile::new(w.ty, w.cols)),
-            };
-            for start in rows.clone().step_by(gemm::TILE) {
-                let end = (start + gemm::TILE).min(rows.end);
-                let mut tile_rows = [&[][..]; gemm::TILE];
-                for (slot, r) in tile_rows.iter_mut().zip(start..end) {
-                    *slot = w.row_bytes_of(r);
-                }
-                tile.fill(w.ty, &tile_rows[..end - start]);
-                gemm::run(level, tile, acts, &mut |t, v| {
-                    emit(t, start, &v[..end - start])
-                });
-            }
-        }
-        None => {
-            for tile in rows.clone().step_by(ROW_TILE) {
-                let tile = tile..(tile + ROW_TILE).min(rows.end);
-                tile_products(kernel, w, a, tile, emit);
-            }
-        }
-    }
-}
-
-/// Thread `i`'s rows of `n` output rows split `threads` ways in whole tiles of [`ROW_TILE`].
-fn share_rows(n: usize, threads: usize, i: usize) -> Range<usize> {
-    let tiles = share(n.div_ceil(ROW_TILE), threads, i);
-    (tiles.start * ROW_TILE).min(n)..(tiles.end * ROW_TILE).min(n)
-}
-
-impl CpuBackend {
-    /// `outs[i] = x · ws[i]` for `x` of `cols`-value rows, all weights in one parallel region
-    /// (each thread takes its share of every weight's rows); the activations are quantized once
-    /// per activation format.
-    fn matmuls(&self, x: &[f32], cols: usize, ws: &[&CpuWeight], outs: &mut [&mut CpuTensor]) {
-        assert_eq!(ws.len(), outs.len(), "matmul: one output per weight");
-        let n_tok = x.len() / cols.max(1);
-        let mut quantized: Vec<(GgmlType, Activations)> = Vec::new();
-        let mut fallback: Vec<(GgmlType, Vec<f32>)> = Vec::new();
-        for (w, out) in ws.iter().zip(outs.iter()) {
-            let raw = &w.raw;
-            assert_eq!(cols, raw.cols, "matmul: input columns of '{}'", raw.name);
-            assert_eq!(
-                (out.rows, out.cols),
-                (n_tok, raw.rows),
-                "matmul: output shape of '{}'",
-                raw.name
-            );
-            match w.kernel {
-                Some(_) => {
-                    let act = activation_type(raw.ty).expect("kernel types have one");
-                    let i = match quantized.iter().position(|(t, _)| *t == act) {
-                        Some(i) => i,
-                        None => {
-                            quantized.push((act, Activations::new(self, raw.ty, x, cols)));
-                            quantized.len() - 1
-                        }
-                    };
-                    if batched(self.level, raw.ty, n_tok) {
-                        quantized[i].1.prepare_batched(raw.ty);
-                    }
-                }
-                None => {
-                    if !fallback.iter().any(|(t, _)| *t == raw.ty) {
-                        fallback.push((raw.ty, activation_as_quantized(raw.ty, x)));
-                    }
-                }
-            }
-        }
-        let jobs: Vec<(&CpuWeight, Out<f32>)> = ws
-            .iter()
-            .zip(outs.iter_mut())
-            .map(|(w, out)| (*w, Out::new(&mut out.data)))
-            .collect();
-        let work: usize = ws.iter().map(|w| n_tok * w.raw.rows * w.raw.cols).sum();
-        let threads = self.pool.threads();
-        let body = |i: usize, threads: usize| {
-            for &(w, o) in &jobs {
-                let raw = &w.raw;
-                let n_out = raw.rows;
-                let range = share_rows(n_out, threads, i);
-                match w.kernel {
-                    Some(kernel) => {
-                        let act = activation_type(raw.ty).expect("kernel types have one");
-                        let a = &quantized
-                            .iter()
-                            .find(|(t, _)| *t == act)
-                            .expect("quantized above")
-                            .1;
-                        row_products(
-                            self.level,
-                            kernel,
-                            raw,
-                            a,
-                            range,
-                            &mut None,
-                            &mut |t, r, v| {
-                                let at = t * n_out + r;
-                                // SAFETY: output columns from `r` belong to this thread's rows.
-                                unsafe { o.slice(at..at + v.len()) }.copy_from_slice(v);
-                            },
-                        );
-                    }
-                    None => {
-                        // No integer kernel for this type: dequantize each weight row, f32 dot
-                        // products against the activations as ggml rounds them.
-                        let xq = &fallback
-                            .iter()
-                            .find(|(t, _)| *t == raw.ty)
-                            .expect("rounded above")
-                            .1;
-                        let mut row = vec![0.0; raw.cols];
-                        for r in range {
-                            raw.dequant_row(r, &mut row);
-                            for (t, xt) in xq.chunks_exact(raw.cols).enumerate() {
-                                // SAFETY: output column `r` belongs to this thread's rows.
-                                unsafe { o.set(t * n_out + r, dot(xt, &row)) };
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        if threads == 1 || work < 1 << 16 {
-            body(0, 1);
-        } else {
-            self.pool.run(&|i| body(i, threads));
-        }
     }
 }
 
@@ -640,92 +368,7 @@ impl Backend for CpuBackend {
         act: Activation,
         out: &mut CpuTensor,
     ) {
-        let (g, u) = (&gate.raw, &up.raw);
-        let n_tok = x.rows;
-        assert_eq!(
-            (g.rows, g.cols),
-            (u.rows, u.cols),
-            "gated_matmul: gate and up shapes"
-        );
-        assert_eq!(
-            x.cols, g.cols,
-            "gated_matmul: input columns of '{}'",
-            g.name
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (n_tok, g.rows),
-            "gated_matmul: output shape"
-        );
-        let (Some(gk), Some(uk)) = (gate.kernel, up.kernel) else {
-            let (mut gv, mut uv) = (self.tensor(n_tok, g.rows), self.tensor(n_tok, g.rows));
-            self.matmul(x, gate, &mut gv);
-            self.matmul(x, up, &mut uv);
-            self.glu(&gv, &uv, act, out);
-            return;
-        };
-        let mut ga = Activations::new(self, g.ty, &x.data, x.cols);
-        let mut ua = if activation_type(u.ty) == activation_type(g.ty) {
-            None
-        } else {
-            Some(Activations::new(self, u.ty, &x.data, x.cols))
-        };
-        if batched(self.level, g.ty, n_tok) {
-            ga.prepare_batched(g.ty);
-        }
-        if batched(self.level, u.ty, n_tok) {
-            ua.as_mut().unwrap_or(&mut ga).prepare_batched(u.ty);
-        }
-        let ua = ua.as_ref().unwrap_or(&ga);
-        let level = self.level;
-        let n_out = g.rows;
-        let o = Out::new(&mut out.data);
-        let work = n_tok * n_out * g.cols;
-        let threads = if work < 1 << 16 {
-            1
-        } else {
-            self.pool.threads()
-        };
-        let body = |range: Range<usize>| {
-            // Gate values of this thread's rows, tile by tile, then the up values combined in.
-            let mut gates = vec![0.0f32; ROW_TILE * n_tok];
-            let mut scratch = None;
-            for tile in range.clone().step_by(ROW_TILE) {
-                let tile = tile..(tile + ROW_TILE).min(range.end);
-                let width = tile.len();
-                row_products(
-                    level,
-                    gk,
-                    g,
-                    &ga,
-                    tile.clone(),
-                    &mut scratch,
-                    &mut |t, r, v| {
-                        gates[t * width + (r - tile.start)..][..v.len()].copy_from_slice(v);
-                    },
-                );
-                row_products(
-                    level,
-                    uk,
-                    u,
-                    ua,
-                    tile.clone(),
-                    &mut scratch,
-                    &mut |t, r, v| {
-                        let gv = &gates[t * width + (r - tile.start)..][..v.len()];
-                        let at = t * n_out + r;
-                        // SAFETY: output columns from `r` belong to this thread's rows.
-                        let dst = unsafe { o.slice(at..at + v.len()) };
-                        glu_into(level, act, gv, v, dst);
-                    },
-                );
-            }
-        };
-        if threads == 1 {
-            body(0..n_out);
-        } else {
-            self.pool.run(&|i| body(share_rows(n_out, threads, i)));
-        }
+        self.gated(x, gate, up, act, out);
     }
 
     fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
@@ -884,7 +527,7 @@ impl Backend for CpuBackend {
 
 /// `dst = act(gate) * up` as ggml computes it, GELU through its table with the f16 conversions
 /// vectorized.
-fn glu_into(level: Level, act: Activation, gate: &[f32], up: &[f32], dst: &mut [f32]) {
+pub(super) fn glu_into(level: Level, act: Activation, gate: &[f32], up: &[f32], dst: &mut [f32]) {
     match act {
         Activation::Silu => {
             for ((d, &g), &u) in dst.iter_mut().zip(gate).zip(up) {

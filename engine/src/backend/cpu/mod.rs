@@ -2,8 +2,8 @@
 //! matmul's activations are quantized once (Q8_0 blocks for the 32-value formats, Q8_K for the
 //! k-quants), and integer dot products of weight blocks against them do the work.
 //!
-//! - `backend`: [`CpuBackend`]: the ops, row-split parallel regions, fused Q/K/V and
-//!   gate/up/activation matmuls, attention by (token, key head).
+//! - `backend`: [`CpuBackend`]: the ops, attention by (token, key head), elementwise ops.
+//! - `matmul`: quantize-once matmuls in row-split regions, fused Q/K/V and gate/up/activation.
 //! - `pool`: the persistent worker threads (spin, then yield, then sleep between regions).
 //! - `dot`: per-format dot kernels: portable scalar versions for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   Q4_K, Q5_K, Q6_K (the spec the SIMD ones are tested against) and [`dot::Kernel`], the
@@ -24,6 +24,7 @@ mod backend;
 pub mod dot;
 mod gemm;
 pub mod level;
+mod matmul;
 mod pool;
 #[cfg(test)]
 mod tests;
