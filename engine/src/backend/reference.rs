@@ -97,6 +97,15 @@ impl RefTensor {
         (rows.checked_mul(cols) == Some(data.len())).then_some(Self { rows, cols, data })
     }
 
+    /// A zeroed `rows x cols` tensor.
+    pub(crate) fn zeros(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -140,6 +149,18 @@ impl RefWeight {
         // The type and row length were checked when the weight was made.
         dequantize(self.ty, self.row_bytes_of(r), out)
             .unwrap_or_else(|e| panic!("weight '{}': {e}", self.name));
+    }
+
+    /// `out[i] = self[tokens[i]]`, dequantized (the embedding lookup of every backend on host
+    /// memory).
+    pub(crate) fn embed(&self, tokens: &[u32], out: &mut RefTensor) {
+        assert_eq!(out.rows, tokens.len(), "embed: output rows");
+        assert_eq!(out.cols, self.cols, "embed: output columns");
+        for (&id, row) in tokens.iter().zip(out.data.chunks_exact_mut(self.cols)) {
+            let id = id as usize;
+            assert!(id < self.rows, "embed: token id {id} out of range");
+            self.dequant_row(id, row);
+        }
     }
 
     /// The whole weight as one vector (norm weights, biases).
@@ -236,11 +257,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn tensor(&self, rows: usize, cols: usize) -> RefTensor {
-        RefTensor {
-            rows,
-            cols,
-            data: vec![0.0; rows * cols],
-        }
+        RefTensor::zeros(rows, cols)
     }
 
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<RefKv, BackendError> {
@@ -248,13 +265,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn embed(&self, table: &RefWeight, tokens: &[u32], out: &mut RefTensor) {
-        assert_eq!(out.rows, tokens.len(), "embed: output rows");
-        assert_eq!(out.cols, table.cols, "embed: output columns");
-        for (&id, row) in tokens.iter().zip(out.data.chunks_exact_mut(table.cols)) {
-            let id = id as usize;
-            assert!(id < table.rows, "embed: token id {id} out of range");
-            table.dequant_row(id, row);
-        }
+        table.embed(tokens, out);
     }
 
     fn rms_norm(&self, x: &RefTensor, weight: &RefWeight, eps: f32, out: &mut RefTensor) {

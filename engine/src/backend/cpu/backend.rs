@@ -295,11 +295,7 @@ impl Backend for CpuBackend {
     }
 
     fn tensor(&self, rows: usize, cols: usize) -> CpuTensor {
-        RefTensor {
-            rows,
-            cols,
-            data: vec![0.0; rows * cols],
-        }
+        RefTensor::zeros(rows, cols)
     }
 
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<CpuKv, BackendError> {
@@ -307,14 +303,7 @@ impl Backend for CpuBackend {
     }
 
     fn embed(&self, table: &CpuWeight, tokens: &[u32], out: &mut CpuTensor) {
-        let t = &table.raw;
-        assert_eq!(out.rows, tokens.len(), "embed: output rows");
-        assert_eq!(out.cols, t.cols, "embed: output columns");
-        for (&id, row) in tokens.iter().zip(out.data.chunks_exact_mut(t.cols)) {
-            let id = id as usize;
-            assert!(id < t.rows, "embed: token id {id} out of range");
-            t.dequant_row(id, row);
-        }
+        table.raw.embed(tokens, out);
     }
 
     fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32, out: &mut CpuTensor) {
