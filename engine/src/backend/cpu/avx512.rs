@@ -594,6 +594,7 @@ fn kquant<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8]; N
     out
 }
 
+pub mod packed;
 mod rows;
 
 pub use rows::dot_rows;

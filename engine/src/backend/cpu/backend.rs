@@ -12,7 +12,9 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::dot::Kernel;
+use super::gemm;
 use super::level::Level;
+use super::packed::Packed;
 use super::pool::Pool;
 use super::vec;
 use crate::backend::reference::{
@@ -38,6 +40,8 @@ pub type CpuTensor = RefTensor;
 pub struct CpuWeight {
     pub(super) raw: RefWeight,
     pub(super) kernel: Option<Kernel>,
+    /// The rows repacked for the AVX-512 kernels (then the mapped bytes are not read).
+    pub(super) packed: Option<Packed>,
     vector: Option<Vec<f32>>,
 }
 
@@ -283,9 +287,13 @@ impl Backend for CpuBackend {
             })?;
         let kernel = Kernel::resolve(self.level, raw.ty);
         let vector = (raw.rows == 1).then(|| raw.vector());
+        let packed = (kernel.is_some() && gemm::available(self.level))
+            .then(|| Packed::new(raw.ty, raw.rows, raw.cols, raw.bytes()))
+            .flatten();
         Ok(CpuWeight {
             raw,
             kernel,
+            packed,
             vector,
         })
     }

@@ -11,13 +11,16 @@
 //!
 //! The unpacking is scalar: it runs once per tile, against `n_tok` tokens of work.
 
+use half::f16;
+
 use super::level::Level;
+use super::packed::{Packed, ROWS};
 use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
 use crate::quant::layout::{q4_k, q5_k};
 use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4, u32_at};
 
 /// Weight rows per tile: one 512-bit register of i32 / f32 lanes.
-pub const TILE: usize = 16;
+pub const TILE: usize = ROWS;
 
 /// The block length of the unpacked form for a weight type (values sharing one scale and
 /// minimum), or `None` for types without a batched path.
@@ -104,6 +107,62 @@ impl Tile {
             }
         }
         (self.row_u, self.row_d, self.row_m) = (u, d, m);
+    }
+}
+
+impl Tile {
+    /// The unpacked values, scales and minimums, for tests.
+    #[cfg(test)]
+    pub fn parts(&self) -> (&[u8], &[f32], &[f32]) {
+        (&self.q, &self.d, &self.m)
+    }
+
+    /// Unpacks group `g` of a packed weight (of this tile's block length and columns) into this
+    /// tile: the packed lines are already in the tile's interleaved order, so this only splits
+    /// nibbles and adds fifth bits.
+    pub fn fill_packed(&mut self, p: &Packed, g: usize) {
+        let group = p.group(g);
+        let f = group.format;
+        assert!(
+            self.b == QK && self.k == group.nb * QK,
+            "a packed group fills a tile of its shape"
+        );
+        for k in 0..group.nb {
+            let rec = &group.bytes[k * f.record()..][..f.record()];
+            let block = &rec[..f.high_at()];
+            // Vector `i` of block `k` holds values 4i..4i + 4 of each row: tile group 8k + i.
+            let tile = &mut self.q[k * 8 * 64..][..8 * 64];
+            if f.value_bytes == QK {
+                tile.copy_from_slice(block);
+            } else {
+                for j in 0..4 {
+                    let (lo, hi) = tile[2 * j * 64..][..128].split_at_mut(64);
+                    for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(&block[j * 64..][..64]) {
+                        (*lo, *hi) = (byte & 0x0f, byte >> 4);
+                    }
+                }
+            }
+            if f.five_bit {
+                for (i, vector) in tile.chunks_exact_mut(64).enumerate() {
+                    let at = f.high_at() + i * 8;
+                    let mask = u64::from_le_bytes(rec[at..at + 8].try_into().expect("eight bytes"));
+                    for (b, v) in vector.iter_mut().enumerate() {
+                        *v |= (((mask >> b) & 1) as u8) << 4;
+                    }
+                }
+            }
+            for r in 0..TILE {
+                let (at, mt) = (f.d_at() + 2 * r, f.m_at() + 2 * r);
+                let d = f16::from_le_bytes([rec[at], rec[at + 1]]).to_f32();
+                let m = if f.has_min {
+                    f16::from_le_bytes([rec[mt], rec[mt + 1]]).to_f32()
+                } else {
+                    -(f.offset as f32) * d
+                };
+                self.d[k * TILE + r] = d;
+                self.m[k * TILE + r] = m;
+            }
+        }
     }
 }
 

@@ -9,9 +9,12 @@ use super::backend::{CpuBackend, CpuTensor, CpuWeight, Out, glu_into, share};
 use super::dot::{Kernel, activation_type};
 use super::gemm;
 use super::level::Level;
+use super::packed::{self, Packed};
+use super::vec;
 use crate::backend::reference::{RefWeight, activation_as_quantized, dot};
 use crate::backend::{Activation, Backend};
-use crate::quant::{GgmlType, quantize_row_q8_0, quantize_row_q8_k};
+use crate::quant::layout::{QK, q8_0};
+use crate::quant::{GgmlType, quantize_row_q8_k};
 
 /// Weight rows per tile in batched matmuls: their blocks stay in L1 while token groups stream by.
 const ROW_TILE: usize = 16;
@@ -20,26 +23,47 @@ const ROW_TILE: usize = 16;
 /// a tile costs about what a few dozen tokens of products do.
 const BATCHED_MIN_TOKENS: usize = 16;
 
-/// Quantizes each `cols`-value row of `x` into `act` blocks (rows split over the pool's threads
-/// for prompt batches); returns the bytes and the row size.
-fn quantize_rows(b: &CpuBackend, act: GgmlType, x: &[f32], cols: usize) -> (Vec<u8>, usize) {
+/// `x` (rows of `cols` values) quantized into `act` blocks, rows split over the pool's threads
+/// for prompt batches.
+fn quantize_rows(b: &CpuBackend, act: GgmlType, x: &[f32], cols: usize) -> Activations {
     let row_bytes = cols / act.block_size() * act.type_size();
-    let rows = x.len() / cols;
+    let rows = x.len() / cols.max(1);
     let mut bytes = vec![0u8; rows * row_bytes];
-    let out = Out::new(&mut bytes);
+    // Q8_0: each block's scale and value sum, for the packed kernels.
+    let nb = if act == GgmlType::Q8_0 { cols / QK } else { 0 };
+    let (mut dy, mut sums) = (vec![0.0f32; rows * nb], vec![0i32; rows * nb]);
+    let (out, out_dy, out_sums) = (Out::new(&mut bytes), Out::new(&mut dy), Out::new(&mut sums));
+    let level = b.level;
     b.split(rows, rows < 16, &|range| {
-        // SAFETY: each thread writes only its own rows' bytes.
+        // SAFETY: each thread writes only its own rows' bytes, scales and sums.
         let dst = unsafe { out.slice(range.start * row_bytes..range.end * row_bytes) };
         let src = &x[range.start * cols..range.end * cols];
+        if act == GgmlType::Q8_0 {
+            // SAFETY: as above.
+            let (dy, sums) = unsafe {
+                (
+                    out_dy.slice(range.start * nb..range.end * nb),
+                    out_sums.slice(range.start * nb..range.end * nb),
+                )
+            };
+            vec::quantize_q8_0(level, src, dst, dy, sums);
+            return;
+        }
         for (xr, br) in src.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
-            match act {
-                GgmlType::Q8_0 => quantize_row_q8_0(xr, br),
-                _ => quantize_row_q8_k(xr, br),
-            }
-            .expect("activation rows are whole blocks of the weight's type");
+            quantize_row_q8_k(xr, br)
+                .expect("activation rows are whole blocks of the weight's type");
         }
     });
-    (bytes, row_bytes)
+    Activations {
+        act,
+        bytes,
+        row_bytes,
+        rows,
+        cols,
+        batched: Vec::new(),
+        dy,
+        sums,
+    }
 }
 
 /// A matmul input quantized once into the blocks a weight type's kernels read.
@@ -51,6 +75,9 @@ struct Activations {
     cols: usize,
     /// The same values in the batched path's form, per unpacked block length.
     batched: Vec<(usize, gemm::Acts)>,
+    /// Q8_0 activations: each block's scale and value sum, for the packed kernels.
+    dy: Vec<f32>,
+    sums: Vec<i32>,
 }
 
 impl Activations {
@@ -59,14 +86,16 @@ impl Activations {
     fn new(b: &CpuBackend, weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
         let act =
             activation_type(weight_ty).expect("a weight with a kernel has an activation type");
-        let (bytes, row_bytes) = quantize_rows(b, act, x, cols);
-        Self {
-            act,
-            bytes,
-            row_bytes,
-            rows: x.len() / cols.max(1),
-            cols,
-            batched: Vec::new(),
+        quantize_rows(b, act, x, cols)
+    }
+
+    /// Token `t` for the packed kernels (Q8_0 activations only).
+    fn token(&self, t: usize) -> packed::Token<'_> {
+        let nb = self.row_bytes / q8_0::BYTES;
+        packed::Token {
+            q: self.row(t),
+            dy: &self.dy[t * nb..][..nb],
+            sum: &self.sums[t * nb..][..nb],
         }
     }
 
@@ -134,41 +163,107 @@ fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
 }
 
 /// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
-/// values)` (`values[i]` is row `row + i`): through unpacked tiles when the activations have the batched form for this weight,
-/// else through the row kernels.
+/// values)` (`values[i]` is row `row + i`): through unpacked tiles when the activations have the
+/// batched form for this weight, else through the packed kernel where the weight is packed, else
+/// through the row kernels.
 fn row_products(
     level: Level,
-    kernel: Kernel,
-    w: &RefWeight,
+    w: &CpuWeight,
     a: &Activations,
     rows: Range<usize>,
     scratch: &mut Option<gemm::Tile>,
     emit: &mut dyn FnMut(usize, usize, &[f32]),
 ) {
-    match a.batched_for(w.ty).filter(|_| batched(level, w.ty, a.rows)) {
+    let (raw, kernel) = (
+        &w.raw,
+        w.kernel.expect("row products need an integer kernel"),
+    );
+    match a
+        .batched_for(raw.ty)
+        .filter(|_| batched(level, raw.ty, a.rows))
+    {
         Some(acts) => {
             let tile = match scratch {
-                Some(t) if t.fits(w.ty, w.cols) => t,
-                _ => scratch.insert(gemm::Tile::new(w.ty, w.cols)),
+                Some(t) if t.fits(raw.ty, raw.cols) => t,
+                _ => scratch.insert(gemm::Tile::new(raw.ty, raw.cols)),
             };
             for start in rows.clone().step_by(gemm::TILE) {
                 let end = (start + gemm::TILE).min(rows.end);
-                let mut tile_rows = [&[][..]; gemm::TILE];
-                for (slot, r) in tile_rows.iter_mut().zip(start..end) {
-                    *slot = w.row_bytes_of(r);
+                match &w.packed {
+                    Some(p) => tile.fill_packed(p, start / packed::ROWS),
+                    None => {
+                        let mut tile_rows = [&[][..]; gemm::TILE];
+                        for (slot, r) in tile_rows.iter_mut().zip(start..end) {
+                            *slot = raw.row_bytes_of(r);
+                        }
+                        tile.fill(raw.ty, &tile_rows[..end - start]);
+                    }
                 }
-                tile.fill(w.ty, &tile_rows[..end - start]);
                 gemm::run(level, tile, acts, &mut |t, v| {
                     emit(t, start, &v[..end - start])
                 });
             }
         }
-        None => {
-            for tile in rows.clone().step_by(ROW_TILE) {
-                let tile = tile..(tile + ROW_TILE).min(rows.end);
-                tile_products(kernel, w, a, tile, emit);
+        None => match &w.packed {
+            Some(p) => packed_products(p, a, rows, emit),
+            None => {
+                for tile in rows.clone().step_by(ROW_TILE) {
+                    let tile = tile..(tile + ROW_TILE).min(rows.end);
+                    tile_products(kernel, raw, a, tile, emit);
+                }
             }
+        },
+    }
+}
+
+/// [`row_products`] on a packed weight: each group of rows against four tokens at a time.
+fn packed_products(
+    p: &Packed,
+    a: &Activations,
+    rows: Range<usize>,
+    emit: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    assert!(
+        rows.start.is_multiple_of(packed::ROWS) && rows.end.is_multiple_of(packed::ROWS),
+        "packed rows go in whole groups"
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "weights are packed only on x86-64 with AVX-512: {p:?} {rows:?} {}",
+        a.rows
+    );
+    #[cfg(target_arch = "x86_64")]
+    for g in rows.start / packed::ROWS..rows.end / packed::ROWS {
+        let group = p.group(g);
+        let r = g * packed::ROWS;
+        let mut t = 0;
+        while t + 4 <= a.rows {
+            packed_tokens::<4>(&group, a, t, r, emit);
+            t += 4;
         }
+        match a.rows - t {
+            3 => packed_tokens::<3>(&group, a, t, r, emit),
+            2 => packed_tokens::<2>(&group, a, t, r, emit),
+            1 => packed_tokens::<1>(&group, a, t, r, emit),
+            _ => {}
+        }
+    }
+}
+
+/// One packed group (its first row `r`) against tokens `t..t + N`.
+#[cfg(target_arch = "x86_64")]
+fn packed_tokens<const N: usize>(
+    group: &packed::Group<'_>,
+    a: &Activations,
+    t: usize,
+    r: usize,
+    emit: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    let toks: [packed::Token<'_>; N] = std::array::from_fn(|i| a.token(t + i));
+    // SAFETY: weights are packed only where `Level::Avx512` is supported.
+    let out = unsafe { super::avx512::packed::group_dot::<N>(group, &toks) };
+    for (i, o) in out.iter().enumerate() {
+        emit(t + i, r, o);
     }
 }
 
@@ -236,26 +331,18 @@ impl CpuBackend {
                 let n_out = raw.rows;
                 let range = share_rows(n_out, threads, i);
                 match w.kernel {
-                    Some(kernel) => {
+                    Some(_) => {
                         let act = activation_type(raw.ty).expect("kernel types have one");
                         let a = &quantized
                             .iter()
                             .find(|(t, _)| *t == act)
                             .expect("quantized above")
                             .1;
-                        row_products(
-                            self.level,
-                            kernel,
-                            raw,
-                            a,
-                            range,
-                            &mut None,
-                            &mut |t, r, v| {
-                                let at = t * n_out + r;
-                                // SAFETY: output columns from `r` belong to this thread's rows.
-                                unsafe { o.slice(at..at + v.len()) }.copy_from_slice(v);
-                            },
-                        );
+                        row_products(self.level, w, a, range, &mut None, &mut |t, r, v| {
+                            let at = t * n_out + r;
+                            // SAFETY: output columns from `r` belong to this thread's rows.
+                            unsafe { o.slice(at..at + v.len()) }.copy_from_slice(v);
+                        });
                     }
                     None => {
                         // No integer kernel for this type: dequantize each weight row, f32 dot
@@ -310,7 +397,7 @@ impl CpuBackend {
             (n_tok, g.rows),
             "gated_matmul: output shape"
         );
-        let (Some(gk), Some(uk)) = (gate.kernel, up.kernel) else {
+        let (Some(_), Some(_)) = (gate.kernel, up.kernel) else {
             let (mut gv, mut uv) = (self.tensor(n_tok, g.rows), self.tensor(n_tok, g.rows));
             self.matmul(x, gate, &mut gv);
             self.matmul(x, up, &mut uv);
@@ -348,8 +435,7 @@ impl CpuBackend {
                 let width = tile.len();
                 row_products(
                     level,
-                    gk,
-                    g,
+                    gate,
                     &ga,
                     tile.clone(),
                     &mut scratch,
@@ -357,21 +443,13 @@ impl CpuBackend {
                         gates[t * width + (r - tile.start)..][..v.len()].copy_from_slice(v);
                     },
                 );
-                row_products(
-                    level,
-                    uk,
-                    u,
-                    ua,
-                    tile.clone(),
-                    &mut scratch,
-                    &mut |t, r, v| {
-                        let gv = &gates[t * width + (r - tile.start)..][..v.len()];
-                        let at = t * n_out + r;
-                        // SAFETY: output columns from `r` belong to this thread's rows.
-                        let dst = unsafe { o.slice(at..at + v.len()) };
-                        glu_into(level, act, gv, v, dst);
-                    },
-                );
+                row_products(level, up, ua, tile.clone(), &mut scratch, &mut |t, r, v| {
+                    let gv = &gates[t * width + (r - tile.start)..][..v.len()];
+                    let at = t * n_out + r;
+                    // SAFETY: output columns from `r` belong to this thread's rows.
+                    let dst = unsafe { o.slice(at..at + v.len()) };
+                    glu_into(level, act, gv, v, dst);
+                });
             }
         };
         if threads == 1 {

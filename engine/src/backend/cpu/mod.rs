@@ -1,6 +1,7 @@
-//! The fast CPU backend ([`CpuBackend`], the default path): weights stay in their GGUF blocks, each
-//! matmul's activations are quantized once (Q8_0 blocks for the 32-value formats, Q8_K for the
-//! k-quants), and integer dot products of weight blocks against them do the work.
+//! The fast CPU backend ([`CpuBackend`], the default path): weights stay in their GGUF blocks (or,
+//! on AVX-512 VNNI machines, the 32-value formats are repacked once at load), each matmul's
+//! activations are quantized once (Q8_0 blocks for the 32-value formats, Q8_K for the k-quants),
+//! and integer dot products of weight blocks against them do the work.
 //!
 //! - `backend`: [`CpuBackend`]: the ops, attention by (token, key head), elementwise ops.
 //! - `matmul`: quantize-once matmuls in row-split regions, fused Q/K/V and gate/up/activation.
@@ -10,9 +11,13 @@
 //!   fastest kernel per weight type resolved once per weight.
 //! - `avx2`, `avx512`: the SIMD kernels (AVX2+FMA+F16C; AVX-512 F/BW/VL/VNNI): one weight row
 //!   against N tokens, and (AVX-512) four weight rows against one token for decode.
+//! - `packed`: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights repacked at load in records of 16 rows
+//!   per block (one `vpdpbusd` per four values of all 16 rows); `avx512::packed` is its decode
+//!   kernel, and the prompt path's tiles fill from it.
 //! - `gemm`: prompt batches: 16-row tiles unpacked once to bytes + per-block scale and minimum,
 //!   an AVX-512 VNNI micro-kernel over 16 tokens at a time (then 8, then 1).
-//! - `vec`: f32 primitives for attention and f16 rounding (AVX2/F16C and portable).
+//! - `vec`: f32 primitives for attention, f16 rounding and the Q8_0 activation quantizer (AVX2/F16C
+//!   and portable).
 //! - `level`: the instruction set in use, detected at run time and capped by `HEARTH_CPU_LEVEL`
 //!   or per backend ([`CpuBackend::with_threads_and_level`]), so tests run every level.
 
@@ -25,6 +30,7 @@ pub mod dot;
 mod gemm;
 pub mod level;
 mod matmul;
+mod packed;
 mod pool;
 #[cfg(test)]
 mod tests;

@@ -103,9 +103,89 @@ pub fn to_f16_bits(level: Level, src: &[f32], dst: &mut [u16]) {
     }
 }
 
+/// `x` quantized to Q8_0 blocks in `out`, bit-identical to [`crate::quant::quantize_row_q8_0`]
+/// (ggml's reference rounding, half away from zero), with each block's scale as f32 in `dy` and
+/// the sum of its values in `sums` (what the packed kernels need besides the blocks).
+pub fn quantize_q8_0(level: Level, x: &[f32], out: &mut [u8], dy: &mut [f32], sums: &mut [i32]) {
+    use crate::quant::layout::{QK, q8_0};
+    let blocks = x.len() / QK;
+    assert!(
+        x.len().is_multiple_of(QK)
+            && out.len() == blocks * q8_0::BYTES
+            && dy.len() == blocks
+            && sums.len() == blocks,
+        "quantize_q8_0: lengths"
+    );
+    let (xs, _) = x.as_chunks::<QK>();
+    let (ys, _) = out.as_chunks_mut::<{ q8_0::BYTES }>();
+    for (((x, y), dy), sum) in xs.iter().zip(ys).zip(dy).zip(sums) {
+        #[cfg(target_arch = "x86_64")]
+        if level >= Level::Avx2 && Level::Avx2.supported() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            *sum = unsafe { avx2::quantize_block_q8_0(x, y) };
+            *dy = crate::quant::f16_at(y, q8_0::D);
+            continue;
+        }
+        crate::quant::quantize_row_q8_0(x, y).expect("one whole block");
+        *dy = crate::quant::f16_at(y, q8_0::D);
+        *sum = y[q8_0::QS..].iter().map(|&q| i32::from(q as i8)).sum();
+    }
+    let _ = level;
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use crate::quant::layout::{QK, q8_0};
+
+    /// One Q8_0 block of `x` into `y` (see [`super::quantize_q8_0`]); returns the sum of its
+    /// values. The same f32 operations as the scalar quantizer: the maximum magnitude, `d = amax
+    /// / 127`, `1 / d`, the products, then round half away from zero exactly (truncate, then add
+    /// the sign where the dropped fraction is at least one half).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize_block_q8_0(x: &[f32; QK], y: &mut [u8; q8_0::BYTES]) -> i32 {
+        // SAFETY: `x` is 32 readable f32s; the loads are unaligned.
+        let v: [__m256; 4] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x[8 * i..].as_ptr()) });
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        y[q8_0::D..q8_0::D + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        let (idv, half, one) = (_mm256_set1_ps(id), _mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+        let q = v.map(|v| {
+            let p = _mm256_mul_ps(v, idv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
+            let r = _mm256_add_ps(t, _mm256_or_ps(up, _mm256_and_ps(p, sign)));
+            _mm256_cvtps_epi32(r)
+        });
+        let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let t = _mm_add_epi32(
+            _mm256_castsi256_si128(total),
+            _mm256_extracti128_si256::<1>(total),
+        );
+        let t = _mm_add_epi32(t, _mm_unpackhi_epi64(t, t));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32::<1>(t)));
+        // i32 -> i16 -> i8 within 128-bit lanes, then the lanes' dwords back in order.
+        let w = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: the block's 32 value bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(y[q8_0::QS..].as_mut_ptr().cast(), w) };
+        sum
+    }
 
     /// # Safety
     /// AVX2 and FMA must be supported; `a.len() == b.len()`.
@@ -299,6 +379,41 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::layout::q8_0;
+
+    #[test]
+    fn q8_0_quantization_is_bit_identical_to_the_reference_at_every_level() {
+        let mut rng = fastrand::Rng::with_seed(10);
+        // Random rows, a row of exact ties (amax 127 makes the scale 1: x.5 must round away
+        // from zero), an all-zero block and a block of one huge value.
+        let mut x: Vec<f32> = (0..32 * 40).map(|_| (rng.f32() - 0.5) * 7.0).collect();
+        x.extend((0..32).map(|i| {
+            if i == 0 {
+                127.0
+            } else {
+                (i as f32 - 16.0) + 0.5
+            }
+        }));
+        x.extend([0.0; 32]);
+        x.extend((0..32).map(|i| if i == 5 { -3.0e7 } else { rng.f32() }));
+        let blocks = x.len() / 32;
+        let mut want = vec![0u8; blocks * q8_0::BYTES];
+        crate::quant::quantize_row_q8_0(&x, &mut want).unwrap();
+        for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+            let mut got = vec![0u8; want.len()];
+            let (mut dy, mut sums) = (vec![0.0; blocks], vec![0; blocks]);
+            quantize_q8_0(level, &x, &mut got, &mut dy, &mut sums);
+            assert_eq!(got, want, "{level:?}");
+            for (k, b) in want.chunks_exact(q8_0::BYTES).enumerate() {
+                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let sum: i32 = b[2..].iter().map(|&q| i32::from(q as i8)).sum();
+                assert_eq!((dy[k], sums[k]), (d, sum), "{level:?} block {k}");
+            }
+        }
+        // The ties really are ties, rounded away from zero.
+        let ties = &want[40 * q8_0::BYTES + 2..][..32];
+        assert_eq!((ties[1] as i8, ties[31] as i8), (-15, 16));
+    }
 
     #[test]
     fn vector_primitives_agree_at_every_level() {

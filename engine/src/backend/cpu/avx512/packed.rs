@@ -1,0 +1,165 @@
+//! Decode on packed weights ([`crate::backend::cpu::packed`]): sixteen rows against up to four
+//! tokens, one i32 / f32 lane per row. Per block, the values are loaded (and their nibbles
+//! split, their fifth bits added) once for all the tokens; per token, eight `vpdpbusd` with four
+//! activation bytes broadcast from memory, in two chains, give the block's exact integer sums of
+//! the sixteen rows, then one multiply and one or two fused multiply-adds scale them into f32.
+//! Per row, the arithmetic of the scalar kernels in `dot` up to f32 rounding (fused
+//! multiply-add, and the order of the scale products).
+
+use std::arch::x86_64::*;
+
+use crate::backend::cpu::packed::{Group, ROWS, Token};
+use crate::quant::layout::q8_0;
+
+/// `out[t][r]`: row `r` of group `g` times token `t`.
+///
+/// # Safety
+/// The CPU must support the features of `Level::Avx512`. Each token must cover `g.nb` blocks
+/// (checked).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub unsafe fn group_dot<const T: usize>(
+    g: &Group<'_>,
+    tokens: &[Token<'_>; T],
+) -> [[f32; ROWS]; T] {
+    for t in tokens {
+        assert!(
+            t.q.len() >= g.nb * q8_0::BYTES && t.dy.len() >= g.nb && t.sum.len() >= g.nb,
+            "packed dot: activation row shorter than the weight's"
+        );
+    }
+    let f = g.format;
+    assert!(
+        g.bytes.len() >= g.nb * f.record(),
+        "packed dot: a short group"
+    );
+    // SAFETY: the lengths are checked above; the features are the caller's promise.
+    unsafe {
+        match (f.value_bytes == 16, f.has_min, f.five_bit) {
+            (true, false, false) => run::<T, true, false, false>(g, tokens, f.offset),
+            (true, true, false) => run::<T, true, true, false>(g, tokens, f.offset),
+            (true, false, true) => run::<T, true, false, true>(g, tokens, f.offset),
+            (true, true, true) => run::<T, true, true, true>(g, tokens, f.offset),
+            _ => run::<T, false, false, false>(g, tokens, f.offset),
+        }
+    }
+}
+
+/// The eight value vectors of block `k`: vector `i` holds values `4i..4i + 4` of each row, as
+/// unsigned bytes.
+///
+/// # Safety
+/// The group's lengths are checked by [`group_dot`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn values<const NIB: bool, const FIVE: bool>(g: &Group<'_>, k: usize) -> [__m512i; 8] {
+    let mut v = [_mm512_setzero_si512(); 8];
+    let f = g.format;
+    // SAFETY: block `k`'s record lies inside the group (checked by the caller).
+    unsafe {
+        let p = g.bytes.as_ptr().add(k * f.record());
+        if NIB {
+            let low = _mm512_set1_epi8(0x0f);
+            for j in 0..4 {
+                let c = _mm512_loadu_si512(p.add(j * 64).cast());
+                v[2 * j] = _mm512_and_si512(c, low);
+                v[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(c), low);
+            }
+            if FIVE {
+                let h = p.add(f.high_at());
+                let sixteen = _mm512_set1_epi8(16);
+                for (i, v) in v.iter_mut().enumerate() {
+                    let mask = std::ptr::read_unaligned(h.add(i * 8).cast::<u64>());
+                    *v = _mm512_mask_add_epi8(*v, mask, *v, sixteen);
+                }
+            }
+        } else {
+            for (j, v) in v.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(p.add(j * 64).cast());
+            }
+        }
+    }
+    v
+}
+
+/// Sixteen f16s at `p`, widened.
+///
+/// # Safety
+/// `p` must point to 32 readable bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn halves(p: *const u8) -> __m512 {
+    // SAFETY: the caller's promise; the load is unaligned.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
+}
+
+/// Four activation bytes at `p`, broadcast to every i32 lane.
+///
+/// # Safety
+/// `p` must point to 4 readable bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn four(p: *const u8) -> __m512i {
+    // SAFETY: the caller's promise; the read is unaligned.
+    _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
+}
+
+/// See [`group_dot`]: `NIB` for the 4- and 5-bit formats (else Q8_0), `MIN` for those with a
+/// minimum, `FIVE` for those with a fifth bit; `offset` is what the stored values exceed the
+/// signed ones by.
+///
+/// # Safety
+/// As [`group_dot`], which checks the lengths.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn run<const T: usize, const NIB: bool, const MIN: bool, const FIVE: bool>(
+    g: &Group<'_>,
+    tokens: &[Token<'_>; T],
+    offset: i32,
+) -> [[f32; ROWS]; T] {
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); T];
+    let f = g.format;
+    for k in 0..g.nb {
+        // SAFETY: block `k`'s record, with its scales and minimums, lies inside the group
+        // (lengths checked by `group_dot`).
+        let v = unsafe { values::<NIB, FIVE>(g, k) };
+        // SAFETY: as above.
+        let rec = unsafe { g.bytes.as_ptr().add(k * f.record()) };
+        // SAFETY: as above.
+        let d = unsafe { halves(rec.add(f.d_at())) };
+        let m = if MIN {
+            // SAFETY: as above.
+            unsafe { halves(rec.add(f.m_at())) }
+        } else {
+            _mm512_setzero_ps()
+        };
+        for (t, tok) in tokens.iter().enumerate() {
+            // SAFETY: block `k` of the token's row is 34 bytes in (checked by `group_dot`).
+            let y = unsafe { tok.q.as_ptr().add(k * q8_0::BYTES + q8_0::QS) };
+            let (mut s0, mut s1) = (zero, zero);
+            for i in (0..8).step_by(2) {
+                // SAFETY: values 4i..4i + 8 of the block.
+                unsafe {
+                    s0 = _mm512_dpbusd_epi32(s0, v[i], four(y.add(4 * i)));
+                    s1 = _mm512_dpbusd_epi32(s1, v[i + 1], four(y.add(4 * i + 4)));
+                }
+            }
+            let mut s = _mm512_add_epi32(s0, s1);
+            let (dy, sum) = (tok.dy[k], tok.sum[k]);
+            if !MIN {
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * sum));
+            }
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(dy));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
+            if MIN {
+                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(dy * sum as f32), acc[t]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; T];
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: `o` is sixteen writable f32s; the store is unaligned.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
+    }
+    out
+}

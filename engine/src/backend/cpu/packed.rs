@@ -1,0 +1,370 @@
+//! Weights repacked at load for decode: the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) in
+//! groups of [`ROWS`] rows interleaved so that one 512-bit `vpdpbusd` computes a four-value step
+//! of all sixteen rows at once (one i32 lane per row) against four activation bytes broadcast
+//! from memory. The row kernels read GGUF's one-block-at-a-time layout and spend most of their
+//! instructions unpacking, shuffling and reducing; here a block of sixteen rows costs four to
+//! eight loads, a few masks and shifts, eight products and three float operations per token, so
+//! decode streams the weights at close to the memory's read rate (see `hearth bench --kernels`).
+//!
+//! A group is its `nb` blocks (32 values of each of its rows) one after another, each block
+//! a record of, in order:
+//! - the values: four 64-byte lines for the 4- and 5-bit formats, line `j` holding, for row `r`
+//!   at bytes `4r..4r + 4`, values `8j..8j + 4` in the low nibbles and `8j + 4..8j + 8` in the
+//!   high ones; eight lines for Q8_0, line `j` holding values `4j..4j + 4` of each row as `x + 128`
+//!   (an unsigned byte);
+//! - (Q5_0, Q5_1) eight 64-bit masks of fifth bits, one per 64-byte vector of values (bit
+//!   `4r + i` of mask `v` is the fifth bit of the value at byte `4r + i` of value vector `v`);
+//! - the sixteen rows' f16 scales `d`;
+//! - (Q4_1, Q5_1) the sixteen rows' f16 minimums `m`.
+//!
+//! A record is as long as the sixteen rows' GGUF blocks, so packing costs no memory beyond
+//! dropping the mapped copy, and a whole weight is one sequential stream (short separate streams
+//! of scales per group defeat the hardware prefetchers: measured 3x slower).
+//!
+//! The same group also fills the batched path's tiles ([`super::gemm::Tile::fill_packed`]), so a
+//! packed weight's mapped bytes are never read again after loading.
+
+use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
+use crate::quant::{GgmlType, f16_at, u32_at};
+
+/// Rows per group: one 512-bit register of i32 lanes.
+pub const ROWS: usize = 16;
+
+/// A 64-byte, 64-byte-aligned line of a packed weight.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// The shape of a packed format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    pub ty: GgmlType,
+    /// Value bytes per row and block: 16 (nibbles) or 32 (Q8_0).
+    pub value_bytes: usize,
+    pub has_min: bool,
+    pub five_bit: bool,
+    /// What the unsigned stored values exceed the signed ones by (0 for the formats with a
+    /// minimum).
+    pub offset: i32,
+}
+
+impl Format {
+    pub fn of(ty: GgmlType) -> Option<Format> {
+        let f = |value_bytes, has_min, five_bit, offset| Format {
+            ty,
+            value_bytes,
+            has_min,
+            five_bit,
+            offset,
+        };
+        Some(match ty {
+            GgmlType::Q4_0 => f(16, false, false, 8),
+            GgmlType::Q4_1 => f(16, true, false, 0),
+            GgmlType::Q5_0 => f(16, false, true, 16),
+            GgmlType::Q5_1 => f(16, true, true, 0),
+            GgmlType::Q8_0 => f(32, false, false, 128),
+            _ => return None,
+        })
+    }
+}
+
+/// One token's Q8_0 activation row with, per block, its scale as f32 and the sum of its values,
+/// as the packed kernels read it.
+#[derive(Clone, Copy)]
+pub struct Token<'a> {
+    pub q: &'a [u8],
+    pub dy: &'a [f32],
+    pub sum: &'a [i32],
+}
+
+/// A weight repacked in groups of [`ROWS`] rows. See the module docs.
+pub struct Packed {
+    format: Format,
+    rows: usize,
+    /// Blocks per row.
+    nb: usize,
+    /// Lines per group (the group's bytes rounded up to whole lines).
+    group_lines: usize,
+    data: Vec<Line>,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packed")
+            .field("format", &self.format)
+            .field("rows", &self.rows)
+            .field("nb", &self.nb)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One group of a packed weight, as the kernels read it.
+#[derive(Clone, Copy)]
+pub struct Group<'a> {
+    pub format: Format,
+    pub nb: usize,
+    /// `nb` block records.
+    pub bytes: &'a [u8],
+}
+
+impl Format {
+    /// Bytes of one block record.
+    pub fn record(&self) -> usize {
+        ROWS * self.ty.type_size()
+    }
+
+    /// Offsets in a record of the fifth-bit masks, the scales and the minimums.
+    pub fn high_at(&self) -> usize {
+        self.value_bytes * ROWS
+    }
+
+    pub fn d_at(&self) -> usize {
+        self.high_at() + if self.five_bit { 64 } else { 0 }
+    }
+
+    pub fn m_at(&self) -> usize {
+        self.d_at() + 2 * ROWS
+    }
+}
+
+impl Packed {
+    /// `bytes` (a `rows` x `cols` weight of type `ty` in GGUF's layout, row after row) repacked,
+    /// or `None` where the format has no packed form or the rows are not whole groups.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Packed> {
+        let format = Format::of(ty)?;
+        if rows == 0 || !rows.is_multiple_of(ROWS) || !cols.is_multiple_of(QK) {
+            return None;
+        }
+        let nb = cols / QK;
+        let row_bytes = nb * ty.type_size();
+        assert_eq!(bytes.len(), rows * row_bytes, "packing: weight bytes");
+        let group_lines = (ROWS * row_bytes).div_ceil(64);
+        let mut data = vec![Line([0; 64]); rows / ROWS * group_lines];
+        for (g, lines) in data.chunks_exact_mut(group_lines).enumerate() {
+            let out = bytes_mut(lines);
+            let src = &bytes[g * ROWS * row_bytes..][..ROWS * row_bytes];
+            pack_group(format, nb, src, row_bytes, out);
+        }
+        Some(Packed {
+            format,
+            rows,
+            nb,
+            group_lines,
+            data,
+        })
+    }
+
+    /// Group `g` (rows `ROWS * g..ROWS * (g + 1)`).
+    pub fn group(&self, g: usize) -> Group<'_> {
+        let bytes = bytes(&self.data[g * self.group_lines..][..self.group_lines]);
+        Group {
+            format: self.format,
+            nb: self.nb,
+            bytes: &bytes[..self.nb * self.format.record()],
+        }
+    }
+}
+
+/// The bytes of `lines`.
+fn bytes(lines: &[Line]) -> &[u8] {
+    // SAFETY: `Line` is a `repr(C)` wrapper of `[u8; 64]` whose size is 64 (the alignment adds
+    // no padding), so the lines are `64 * len` initialized bytes.
+    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast(), lines.len() * 64) }
+}
+
+fn bytes_mut(lines: &mut [Line]) -> &mut [u8] {
+    // SAFETY: as in `bytes`; the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 64) }
+}
+
+/// The 32 values of a GGUF block of format `f` as unsigned bytes (`x + offset`), and its scale,
+/// minimum (0 without) and fifth bits (0 without).
+fn block_values(f: Format, b: &[u8]) -> ([u8; QK], f32, f32, u32) {
+    let mut v = [0u8; QK];
+    let (d, m, high, qs) = match f.ty {
+        GgmlType::Q4_0 => (f16_at::<2>(&[b[0], b[1]], q4_0::D), 0.0, 0, &b[q4_0::QS..]),
+        GgmlType::Q4_1 => {
+            let h: &[u8; 4] = b[..4].try_into().expect("a Q4_1 block");
+            (f16_at(h, q4_1::D), f16_at(h, q4_1::M), 0, &b[q4_1::QS..])
+        }
+        GgmlType::Q5_0 => {
+            let h: &[u8; 6] = b[..6].try_into().expect("a Q5_0 block");
+            (f16_at(h, q5_0::D), 0.0, u32_at(h, q5_0::QH), &b[q5_0::QS..])
+        }
+        GgmlType::Q5_1 => {
+            let h: &[u8; 8] = b[..8].try_into().expect("a Q5_1 block");
+            let (d, m) = (f16_at(h, q5_1::D), f16_at(h, q5_1::M));
+            (d, m, u32_at(h, q5_1::QH), &b[q5_1::QS..])
+        }
+        _ => {
+            let h: &[u8; 2] = b[..2].try_into().expect("a Q8_0 block");
+            for (o, &q) in v.iter_mut().zip(&b[q8_0::QS..q8_0::QS + QK]) {
+                *o = q ^ 0x80;
+            }
+            return (v, f16_at(h, q8_0::D), 0.0, 0);
+        }
+    };
+    for i in 0..QK / 2 {
+        v[i] = qs[i] & 0x0f;
+        v[i + QK / 2] = qs[i] >> 4;
+    }
+    (v, d, m, high)
+}
+
+/// Packs the `ROWS` rows of `src` (each `row_bytes`) into `out` (a group's lines).
+fn pack_group(f: Format, nb: usize, src: &[u8], row_bytes: usize, out: &mut [u8]) {
+    let block_bytes = f.ty.type_size();
+    for r in 0..ROWS {
+        for k in 0..nb {
+            let b = &src[r * row_bytes + k * block_bytes..][..block_bytes];
+            let (v, dk, mk, hk) = block_values(f, b);
+            let rec = &mut out[k * f.record()..][..f.record()];
+            let at = f.d_at() + 2 * r;
+            rec[at..at + 2].copy_from_slice(&half::f16::from_f32(dk).to_le_bytes());
+            if f.has_min {
+                let at = f.m_at() + 2 * r;
+                rec[at..at + 2].copy_from_slice(&half::f16::from_f32(mk).to_le_bytes());
+            }
+            if f.value_bytes == QK {
+                // Line j: values 4j..4j + 4.
+                for j in 0..8 {
+                    rec[j * 64 + 4 * r..][..4].copy_from_slice(&v[4 * j..4 * j + 4]);
+                }
+            } else {
+                for j in 0..4 {
+                    for i in 0..4 {
+                        let (lo, hi) = (v[8 * j + i], v[8 * j + 4 + i]);
+                        rec[j * 64 + 4 * r + i] = (lo & 0x0f) | (hi << 4);
+                    }
+                }
+            }
+            if f.five_bit {
+                // Vector 2j holds values 8j..8j + 4 (low nibbles), 2j + 1 values 8j + 4..8j + 8.
+                for vec in 0..8 {
+                    let at = f.high_at() + vec * 8;
+                    let mut mask =
+                        u64::from_le_bytes(rec[at..at + 8].try_into().expect("eight bytes"));
+                    for i in 0..4 {
+                        let value = 8 * (vec / 2) + 4 * (vec % 2) + i;
+                        mask |= u64::from((hk >> value) & 1) << (4 * r + i);
+                    }
+                    rec[at..at + 8].copy_from_slice(&mask.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::dot::dot_row_at;
+    use crate::backend::cpu::gemm::Tile;
+    use crate::backend::cpu::level::Level;
+    use crate::backend::cpu::vec::quantize_q8_0;
+    use crate::quant::layout::q8_0;
+
+    const FORMATS: [GgmlType; 5] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+    ];
+
+    /// `rows` x `cols` random weight bytes of `ty` with sane f16 scales and minimums.
+    fn random_weight(rng: &mut fastrand::Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+        let size = ty.type_size();
+        let mut bytes: Vec<u8> = (0..rows * cols / QK * size).map(|_| rng.u8(..)).collect();
+        for b in bytes.chunks_exact_mut(size) {
+            let mut put = |at: usize| {
+                let v = half::f16::from_f32((rng.f32() - 0.5) * 0.1);
+                b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+            };
+            put(0); // d
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                put(2); // m
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn packed_tiles_equal_the_tiles_unpacked_from_gguf_rows() {
+        let mut rng = fastrand::Rng::with_seed(41);
+        let (rows, cols) = (32, 96);
+        for ty in FORMATS {
+            let w = random_weight(&mut rng, ty, rows, cols);
+            let p = Packed::new(ty, rows, cols, &w).unwrap();
+            let row_bytes = cols / QK * ty.type_size();
+            for g in 0..rows / ROWS {
+                let gguf_rows: Vec<&[u8]> = (0..ROWS)
+                    .map(|r| &w[(g * ROWS + r) * row_bytes..][..row_bytes])
+                    .collect();
+                let (mut want, mut got) = (Tile::new(ty, cols), Tile::new(ty, cols));
+                want.fill(ty, &gguf_rows);
+                got.fill_packed(&p, g);
+                assert!(want.parts() == got.parts(), "{ty} group {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_without_whole_groups_are_not_packed() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let w = random_weight(&mut rng, GgmlType::Q4_1, 24, 64);
+        assert!(Packed::new(GgmlType::Q4_1, 24, 64, &w).is_none());
+        assert!(Packed::new(GgmlType::Q4_1, 16, 64, &w[..16 * 2 * 20]).is_some());
+        let k = random_weight(&mut rng, GgmlType::Q6_K, 16, 256);
+        assert!(Packed::new(GgmlType::Q6_K, 16, 256, &k).is_none());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn packed_kernel_matches_the_scalar_dots_for_every_format() {
+        if !Level::Avx512.supported() {
+            eprintln!("no AVX-512 VNNI here: the packed kernel is never used");
+            return;
+        }
+        use crate::backend::cpu::avx512::packed::group_dot;
+        let mut rng = fastrand::Rng::with_seed(43);
+        let (rows, cols, n) = (48, 160, 4);
+        for ty in FORMATS {
+            let w = random_weight(&mut rng, ty, rows, cols);
+            let p = Packed::new(ty, rows, cols, &w).unwrap();
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
+                .collect();
+            let nb = cols / QK;
+            let mut a = vec![0u8; n * nb * q8_0::BYTES];
+            let (mut dy, mut sums) = (vec![0.0; n * nb], vec![0; n * nb]);
+            quantize_q8_0(Level::Scalar, &x, &mut a, &mut dy, &mut sums);
+            let row_bytes = nb * ty.type_size();
+            let token = |t: usize| Token {
+                q: &a[t * nb * q8_0::BYTES..][..nb * q8_0::BYTES],
+                dy: &dy[t * nb..][..nb],
+                sum: &sums[t * nb..][..nb],
+            };
+            for g in 0..rows / ROWS {
+                let group = p.group(g);
+                // SAFETY: AVX-512 VNNI is supported (checked above).
+                let four = unsafe { group_dot::<4>(&group, &std::array::from_fn(token)) };
+                let one = unsafe { group_dot::<1>(&group, &[token(2)]) };
+                for r in 0..ROWS {
+                    let wr = &w[(g * ROWS + r) * row_bytes..][..row_bytes];
+                    for t in 0..n {
+                        let want = dot_row_at(Level::Scalar, ty, wr, token(t).q);
+                        let got = four[t][r];
+                        let tol = 1e-5 * (1.0 + want.abs());
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{ty} row {r} token {t}: {got} vs {want}"
+                        );
+                    }
+                    // A token's result does not depend on its companions.
+                    assert_eq!(one[0][r].to_bits(), four[2][r].to_bits(), "{ty} row {r}");
+                }
+            }
+        }
+    }
+}
