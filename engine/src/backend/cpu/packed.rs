@@ -349,12 +349,12 @@ mod tests {
                 let group = p.group(g);
                 // SAFETY: AVX-512 VNNI is supported (checked above).
                 let four = unsafe { group_dot::<4>(&group, &std::array::from_fn(token)) };
+                // SAFETY: as above.
                 let one = unsafe { group_dot::<1>(&group, &[token(2)]) };
                 for r in 0..ROWS {
                     let wr = &w[(g * ROWS + r) * row_bytes..][..row_bytes];
-                    for t in 0..n {
+                    for (t, got) in four.iter().map(|o| o[r]).enumerate() {
                         let want = dot_row_at(Level::Scalar, ty, wr, token(t).q);
-                        let got = four[t][r];
                         let tol = 1e-5 * (1.0 + want.abs());
                         assert!(
                             (got - want).abs() <= tol,
