@@ -144,6 +144,36 @@ impl GgufFile {
         &self.bytes()[info.offset as usize..(info.offset + info.size) as usize]
     }
 
+    /// Tells the OS that a tensor's mapped bytes will not be read again soon (a backend that
+    /// keeps its own copy, repacked or on a GPU, calls this after loading), so its pages leave
+    /// this process's resident memory. A later read maps them in again from the file: nothing
+    /// changes for readers. Whole 64 KiB spans inside the tensor only; a no-op for in-memory files and
+    /// where the OS has no such advice.
+    pub fn release_tensor_data(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.bytes {
+            // A multiple of every page size in use (4, 16 and 64 KiB).
+            let page = 64 << 10;
+            let (start, end) = (info.offset as usize, (info.offset + info.size) as usize);
+            let base = map.as_ptr() as usize;
+            let first = (base + start).next_multiple_of(page) - base;
+            let last = (base + end) / page * page - base;
+            if last > first {
+                // SAFETY: the mapping is a read-only file mapping: MADV_DONTNEED only drops
+                // pages from this process, and a later read faults the same bytes back in from
+                // the file (which the mapping already assumes nobody changes).
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        last - first,
+                    )
+                };
+            }
+        }
+        let _ = info;
+    }
+
     /// Tensors whose type Hearth cannot compute with, as a named error for the first of them.
     pub fn check_supported_types(&self) -> Result<(), GgufError> {
         match self.tensors().iter().find(|t| !t.ty.is_supported()) {

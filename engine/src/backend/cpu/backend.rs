@@ -288,8 +288,16 @@ impl Backend for CpuBackend {
         let kernel = Kernel::resolve(self.level, raw.ty);
         let vector = (raw.rows == 1).then(|| raw.vector());
         let packed = (kernel.is_some() && gemm::available(self.level))
-            .then(|| Packed::new(raw.ty, raw.rows, raw.cols, raw.bytes()))
+            .then(|| {
+                Packed::new(raw.ty, raw.rows, raw.cols, raw.bytes(), &|n, f| {
+                    self.split(n, n < 4, f)
+                })
+            })
             .flatten();
+        if packed.is_some() {
+            // Only token lookups (a tied embedding) read the mapped bytes from now on.
+            file.release_tensor_data(info);
+        }
         Ok(CpuWeight {
             raw,
             kernel,

@@ -24,8 +24,11 @@
 //! The same group also fills the batched path's tiles ([`super::gemm::Tile::fill_packed`]), so a
 //! packed weight's mapped bytes are never read again after loading.
 
+use std::ops::Range;
+use std::sync::Mutex;
+
+use crate::quant::GgmlType;
 use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
-use crate::quant::{GgmlType, f16_at, u32_at};
 
 /// Rows per group: one 512-bit register of i32 lanes.
 pub const ROWS: usize = 16;
@@ -129,8 +132,16 @@ impl Format {
 
 impl Packed {
     /// `bytes` (a `rows` x `cols` weight of type `ty` in GGUF's layout, row after row) repacked,
-    /// or `None` where the format has no packed form or the rows are not whole groups.
-    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Packed> {
+    /// or `None` where the format has no packed form or the rows are not whole groups. `split(n,
+    /// f)` must call `f` on ranges covering `0..n` once (on any threads): the groups are packed
+    /// in parallel that way.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        split: &dyn Fn(usize, &(dyn Fn(Range<usize>) + Sync)),
+    ) -> Option<Packed> {
         let format = Format::of(ty)?;
         if rows == 0 || !rows.is_multiple_of(ROWS) || !cols.is_multiple_of(QK) {
             return None;
@@ -140,11 +151,16 @@ impl Packed {
         assert_eq!(bytes.len(), rows * row_bytes, "packing: weight bytes");
         let group_lines = (ROWS * row_bytes).div_ceil(64);
         let mut data = vec![Line([0; 64]); rows / ROWS * group_lines];
-        for (g, lines) in data.chunks_exact_mut(group_lines).enumerate() {
-            let out = bytes_mut(lines);
-            let src = &bytes[g * ROWS * row_bytes..][..ROWS * row_bytes];
-            pack_group(format, nb, src, row_bytes, out);
-        }
+        let groups: Vec<Mutex<&mut [Line]>> =
+            data.chunks_exact_mut(group_lines).map(Mutex::new).collect();
+        split(groups.len(), &|range| {
+            for g in range {
+                let mut lines = groups[g].lock().expect("a group is packed once");
+                let src = &bytes[g * ROWS * row_bytes..][..ROWS * row_bytes];
+                pack_group(format, nb, src, row_bytes, bytes_mut(&mut lines));
+            }
+        });
+        drop(groups);
         Some(Packed {
             format,
             rows,
@@ -177,77 +193,51 @@ fn bytes_mut(lines: &mut [Line]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 64) }
 }
 
-/// The 32 values of a GGUF block of format `f` as unsigned bytes (`x + offset`), and its scale,
-/// minimum (0 without) and fifth bits (0 without).
-fn block_values(f: Format, b: &[u8]) -> ([u8; QK], f32, f32, u32) {
-    let mut v = [0u8; QK];
-    let (d, m, high, qs) = match f.ty {
-        GgmlType::Q4_0 => (f16_at::<2>(&[b[0], b[1]], q4_0::D), 0.0, 0, &b[q4_0::QS..]),
-        GgmlType::Q4_1 => {
-            let h: &[u8; 4] = b[..4].try_into().expect("a Q4_1 block");
-            (f16_at(h, q4_1::D), f16_at(h, q4_1::M), 0, &b[q4_1::QS..])
-        }
-        GgmlType::Q5_0 => {
-            let h: &[u8; 6] = b[..6].try_into().expect("a Q5_0 block");
-            (f16_at(h, q5_0::D), 0.0, u32_at(h, q5_0::QH), &b[q5_0::QS..])
-        }
-        GgmlType::Q5_1 => {
-            let h: &[u8; 8] = b[..8].try_into().expect("a Q5_1 block");
-            let (d, m) = (f16_at(h, q5_1::D), f16_at(h, q5_1::M));
-            (d, m, u32_at(h, q5_1::QH), &b[q5_1::QS..])
-        }
-        _ => {
-            let h: &[u8; 2] = b[..2].try_into().expect("a Q8_0 block");
-            for (o, &q) in v.iter_mut().zip(&b[q8_0::QS..q8_0::QS + QK]) {
-                *o = q ^ 0x80;
-            }
-            return (v, f16_at(h, q8_0::D), 0.0, 0);
-        }
-    };
-    for i in 0..QK / 2 {
-        v[i] = qs[i] & 0x0f;
-        v[i + QK / 2] = qs[i] >> 4;
-    }
-    (v, d, m, high)
-}
-
-/// Packs the `ROWS` rows of `src` (each `row_bytes`) into `out` (a group's lines).
+/// Packs the `ROWS` rows of `src` (each `row_bytes`) into `out` (a group's records).
 fn pack_group(f: Format, nb: usize, src: &[u8], row_bytes: usize, out: &mut [u8]) {
     let block_bytes = f.ty.type_size();
-    for r in 0..ROWS {
-        for k in 0..nb {
+    // Offsets of the GGUF block's fields.
+    let (d_at, m_at, qh_at, qs_at) = match f.ty {
+        GgmlType::Q4_0 => (q4_0::D, 0, 0, q4_0::QS),
+        GgmlType::Q4_1 => (q4_1::D, q4_1::M, 0, q4_1::QS),
+        GgmlType::Q5_0 => (q5_0::D, 0, q5_0::QH, q5_0::QS),
+        GgmlType::Q5_1 => (q5_1::D, q5_1::M, q5_1::QH, q5_1::QS),
+        _ => (q8_0::D, 0, 0, q8_0::QS),
+    };
+    for (k, rec) in out.chunks_exact_mut(f.record()).take(nb).enumerate() {
+        for r in 0..ROWS {
             let b = &src[r * row_bytes + k * block_bytes..][..block_bytes];
-            let (v, dk, mk, hk) = block_values(f, b);
-            let rec = &mut out[k * f.record()..][..f.record()];
-            let at = f.d_at() + 2 * r;
-            rec[at..at + 2].copy_from_slice(&half::f16::from_f32(dk).to_le_bytes());
+            let word = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+            rec[f.d_at() + 2 * r..][..2].copy_from_slice(&b[d_at..d_at + 2]);
             if f.has_min {
-                let at = f.m_at() + 2 * r;
-                rec[at..at + 2].copy_from_slice(&half::f16::from_f32(mk).to_le_bytes());
+                rec[f.m_at() + 2 * r..][..2].copy_from_slice(&b[m_at..m_at + 2]);
             }
             if f.value_bytes == QK {
-                // Line j: values 4j..4j + 4.
+                // Line j: values 4j..4j + 4, made unsigned.
                 for j in 0..8 {
-                    rec[j * 64 + 4 * r..][..4].copy_from_slice(&v[4 * j..4 * j + 4]);
+                    let v = word(qs_at + 4 * j) ^ 0x8080_8080;
+                    rec[j * 64 + 4 * r..][..4].copy_from_slice(&v.to_le_bytes());
                 }
-            } else {
-                for j in 0..4 {
-                    for i in 0..4 {
-                        let (lo, hi) = (v[8 * j + i], v[8 * j + 4 + i]);
-                        rec[j * 64 + 4 * r + i] = (lo & 0x0f) | (hi << 4);
-                    }
-                }
+                continue;
+            }
+            // Values 0..16 are the low nibbles of the 16 GGUF bytes, 16..32 the high ones: line
+            // j (j < 2) takes the low nibbles of bytes 8j..8j + 4 (as its low nibbles) and
+            // 8j + 4..8j + 8 (as its high ones); line j + 2 the high nibbles of the same bytes.
+            for j in 0..2 {
+                let (lo, hi) = (word(qs_at + 8 * j), word(qs_at + 8 * j + 4));
+                let low = (lo & 0x0f0f_0f0f) | ((hi & 0x0f0f_0f0f) << 4);
+                let high = ((lo >> 4) & 0x0f0f_0f0f) | (hi & 0xf0f0_f0f0);
+                rec[j * 64 + 4 * r..][..4].copy_from_slice(&low.to_le_bytes());
+                rec[(j + 2) * 64 + 4 * r..][..4].copy_from_slice(&high.to_le_bytes());
             }
             if f.five_bit {
-                // Vector 2j holds values 8j..8j + 4 (low nibbles), 2j + 1 values 8j + 4..8j + 8.
-                for vec in 0..8 {
-                    let at = f.high_at() + vec * 8;
-                    let mut mask =
-                        u64::from_le_bytes(rec[at..at + 8].try_into().expect("eight bytes"));
-                    for i in 0..4 {
-                        let value = 8 * (vec / 2) + 4 * (vec % 2) + i;
-                        mask |= u64::from((hk >> value) & 1) << (4 * r + i);
-                    }
+                // Vector v holds values 4v..4v + 4 of each row: their fifth bits are bits
+                // 4v..4v + 4 of the block's `qh`.
+                let qh = word(qh_at);
+                for v in 0..8 {
+                    let at = f.high_at() + v * 8;
+                    let mask = u64::from_le_bytes(rec[at..at + 8].try_into().expect("8"))
+                        | (u64::from((qh >> (4 * v)) & 0xf) << (4 * r));
                     rec[at..at + 8].copy_from_slice(&mask.to_le_bytes());
                 }
             }
@@ -295,7 +285,7 @@ mod tests {
         let (rows, cols) = (32, 96);
         for ty in FORMATS {
             let w = random_weight(&mut rng, ty, rows, cols);
-            let p = Packed::new(ty, rows, cols, &w).unwrap();
+            let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();
             let row_bytes = cols / QK * ty.type_size();
             for g in 0..rows / ROWS {
                 let gguf_rows: Vec<&[u8]> = (0..ROWS)
@@ -313,10 +303,11 @@ mod tests {
     fn shapes_without_whole_groups_are_not_packed() {
         let mut rng = fastrand::Rng::with_seed(42);
         let w = random_weight(&mut rng, GgmlType::Q4_1, 24, 64);
-        assert!(Packed::new(GgmlType::Q4_1, 24, 64, &w).is_none());
-        assert!(Packed::new(GgmlType::Q4_1, 16, 64, &w[..16 * 2 * 20]).is_some());
+        let serial = |n: usize, f: &(dyn Fn(Range<usize>) + Sync)| f(0..n);
+        assert!(Packed::new(GgmlType::Q4_1, 24, 64, &w, &serial).is_none());
+        assert!(Packed::new(GgmlType::Q4_1, 16, 64, &w[..16 * 2 * 20], &serial).is_some());
         let k = random_weight(&mut rng, GgmlType::Q6_K, 16, 256);
-        assert!(Packed::new(GgmlType::Q6_K, 16, 256, &k).is_none());
+        assert!(Packed::new(GgmlType::Q6_K, 16, 256, &k, &serial).is_none());
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -331,7 +322,7 @@ mod tests {
         let (rows, cols, n) = (48, 160, 4);
         for ty in FORMATS {
             let w = random_weight(&mut rng, ty, rows, cols);
-            let p = Packed::new(ty, rows, cols, &w).unwrap();
+            let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();
             let x: Vec<f32> = (0..n * cols)
                 .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
                 .collect();
