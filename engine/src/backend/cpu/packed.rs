@@ -80,6 +80,9 @@ pub struct Token<'a> {
     pub sum: &'a [i32],
 }
 
+/// Runs a function on ranges covering `0..n` once each, on any threads (see [`Packed::new`]).
+pub type Split<'a> = dyn Fn(usize, &(dyn Fn(Range<usize>) + Sync)) + 'a;
+
 /// A weight repacked in groups of [`ROWS`] rows. See the module docs.
 pub struct Packed {
     format: Format,
@@ -140,7 +143,7 @@ impl Packed {
         rows: usize,
         cols: usize,
         bytes: &[u8],
-        split: &dyn Fn(usize, &(dyn Fn(Range<usize>) + Sync)),
+        split: &Split<'_>,
     ) -> Option<Packed> {
         let format = Format::of(ty)?;
         if rows == 0 || !rows.is_multiple_of(ROWS) || !cols.is_multiple_of(QK) {
