@@ -47,6 +47,80 @@ unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
 
+/// One range of work units per thread of a region: its owner takes units from the front, and a
+/// thread whose own range is empty steals from the back of another's, so a thread that started
+/// late or ran slower (another process on its core, a colder cache) does not hold up the region.
+/// Each range is one atomic word (start and end) on its own cache line: the owner's takes stay in
+/// its cache until a thief arrives at the end of the region.
+pub struct Ranges {
+    ranges: Vec<Padded>,
+}
+
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+fn pack(start: usize, end: usize) -> u64 {
+    ((start as u64) << 32) | end as u64
+}
+
+fn unpack(v: u64) -> (usize, usize) {
+    ((v >> 32) as usize, (v & 0xffff_ffff) as usize)
+}
+
+impl Ranges {
+    /// Units `0..n` split into `threads` contiguous ranges of near-equal length.
+    pub fn new(n: usize, threads: usize) -> Self {
+        assert!(n < 1 << 32, "work units fit in 32 bits");
+        let ranges = (0..threads)
+            .map(|i| {
+                let (start, end) = (n * i / threads, n * (i + 1) / threads);
+                Padded(AtomicU64::new(pack(start, end)))
+            })
+            .collect();
+        Self { ranges }
+    }
+
+    /// The next units for thread `i`: up to `chunk` from the front of its own range, else up to
+    /// `chunk` from the back of another's; `None` when all the work is taken.
+    pub fn next(&self, i: usize, chunk: usize) -> Option<std::ops::Range<usize>> {
+        let own = &self.ranges[i].0;
+        let mut cur = own.load(Ordering::Relaxed);
+        loop {
+            let (start, end) = unpack(cur);
+            if start >= end {
+                break;
+            }
+            let to = (start + chunk).min(end);
+            match own.compare_exchange_weak(cur, pack(to, end), Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(start..to),
+                Err(now) => cur = now,
+            }
+        }
+        let n = self.ranges.len();
+        for other in (1..n).map(|k| &self.ranges[(i + k) % n].0) {
+            let mut cur = other.load(Ordering::Relaxed);
+            loop {
+                let (start, end) = unpack(cur);
+                if start >= end {
+                    break;
+                }
+                let from = end.saturating_sub(chunk).max(start);
+                match other.compare_exchange_weak(
+                    cur,
+                    pack(start, from),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(from..end),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        None
+    }
+}
+
 /// A fixed set of worker threads; see the module docs.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -212,6 +286,39 @@ fn worker(s: &Shared, index: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_hand_out_every_unit_exactly_once_even_when_one_thread_does_it_all() {
+        for (n, threads, chunk) in [(0, 2, 1), (1, 2, 1), (37, 2, 2), (100, 3, 4), (5, 8, 1)] {
+            let ranges = Ranges::new(n, threads);
+            let mut seen = vec![0; n];
+            // Thread 0 takes everything: its own units, then the others' from their backs.
+            while let Some(r) = ranges.next(0, chunk) {
+                assert!(r.len() <= chunk && !r.is_empty());
+                for u in r {
+                    seen[u] += 1;
+                }
+            }
+            assert!(
+                seen.iter().all(|&c| c == 1),
+                "{n} {threads} {chunk}: {seen:?}"
+            );
+            assert_eq!(ranges.next(threads - 1, chunk), None);
+        }
+        // Two threads racing over a large range: still each unit once.
+        let pool = Pool::new(2);
+        let n = 100_000;
+        let ranges = Ranges::new(n, 2);
+        let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        pool.run(&|i| {
+            while let Some(r) = ranges.next(i, 3) {
+                for u in r {
+                    counts[u].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
 
     #[test]
     fn every_thread_runs_each_region_once() {
