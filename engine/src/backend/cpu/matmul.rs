@@ -163,6 +163,15 @@ fn tile_products(
     }
 }
 
+/// A matmul's input as one weight reads it.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Quantized for the weight's integer kernel.
+    Quantized(&'a Activations),
+    /// f32 values rounded as ggml rounds them for this weight type (no integer kernel).
+    Rounded(&'a [f32]),
+}
+
 /// Whether a matmul of `n_tok` tokens with a `ty` weight takes the batched (tile) path.
 fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
     n_tok >= BATCHED_MIN_TOKENS && gemm::available(level) && gemm::block_len(ty).is_some()
@@ -319,10 +328,32 @@ impl CpuBackend {
                 }
             }
         }
-        let jobs: Vec<(&CpuWeight, Out<f32>)> = ws
+        // Each weight with its input (quantized, or rounded for the fallback) and its output.
+        let jobs: Vec<(&CpuWeight, Input<'_>, Out<f32>)> = ws
             .iter()
             .zip(outs.iter_mut())
-            .map(|(w, out)| (*w, Out::new(&mut out.data)))
+            .map(|(w, out)| {
+                let input = match w.kernel {
+                    Some(_) => {
+                        let act = activation_type(w.raw.ty).expect("kernel types have one");
+                        Input::Quantized(
+                            &quantized
+                                .iter()
+                                .find(|(t, _)| *t == act)
+                                .expect("quantized above")
+                                .1,
+                        )
+                    }
+                    None => Input::Rounded(
+                        &fallback
+                            .iter()
+                            .find(|(t, _)| *t == w.raw.ty)
+                            .expect("rounded above")
+                            .1,
+                    ),
+                };
+                (*w, input, Out::new(&mut out.data))
+            })
             .collect();
         let work: usize = ws.iter().map(|w| n_tok * w.raw.rows * w.raw.cols).sum();
         let threads = if work < 1 << 16 {
@@ -330,18 +361,13 @@ impl CpuBackend {
         } else {
             self.pool.threads()
         };
-        // Work units: the tiles of every weight, one after another.
-        let first_unit: Vec<usize> = ws
-            .iter()
-            .scan(0, |n, w| {
-                let first = *n;
-                *n += w.raw.rows.div_ceil(ROW_TILE);
-                Some(first)
-            })
-            .collect();
-        let units = ws.last().map_or(0, |w| {
-            first_unit[ws.len() - 1] + w.raw.rows.div_ceil(ROW_TILE)
-        });
+        // Work units: the tiles of every weight, one after another; weight `j`'s are
+        // `first_unit[j]..first_unit[j + 1]`.
+        let mut first_unit = vec![0];
+        for w in ws {
+            first_unit.push(first_unit[first_unit.len() - 1] + w.raw.rows.div_ceil(ROW_TILE));
+        }
+        let units = first_unit[ws.len()];
         let ranges = Ranges::new(units, threads);
         let body = |i: usize| {
             let mut scratch = None;
@@ -349,19 +375,13 @@ impl CpuBackend {
             while let Some(taken) = ranges.next(i, UNITS_PER_TAKE) {
                 for unit in taken {
                     let j = first_unit.partition_point(|&f| f <= unit) - 1;
-                    let (w, o) = jobs[j];
+                    let (w, input, o) = jobs[j];
                     let raw = &w.raw;
                     let n_out = raw.rows;
                     let start = (unit - first_unit[j]) * ROW_TILE;
                     let range = start..(start + ROW_TILE).min(n_out);
-                    match w.kernel {
-                        Some(_) => {
-                            let act = activation_type(raw.ty).expect("kernel types have one");
-                            let a = &quantized
-                                .iter()
-                                .find(|(t, _)| *t == act)
-                                .expect("quantized above")
-                                .1;
+                    match input {
+                        Input::Quantized(a) => {
                             row_products(self.level, w, a, range, &mut scratch, &mut |t, r, v| {
                                 let at = t * n_out + r;
                                 // SAFETY: output columns from `r` belong to this unit's rows,
@@ -369,14 +389,9 @@ impl CpuBackend {
                                 unsafe { o.slice(at..at + v.len()) }.copy_from_slice(v);
                             });
                         }
-                        None => {
+                        Input::Rounded(xq) => {
                             // No integer kernel for this type: dequantize each weight row, f32
                             // dot products against the activations as ggml rounds them.
-                            let xq = &fallback
-                                .iter()
-                                .find(|(t, _)| *t == raw.ty)
-                                .expect("rounded above")
-                                .1;
                             row.resize(raw.cols, 0.0);
                             for r in range {
                                 raw.dequant_row(r, &mut row);

@@ -1,7 +1,8 @@
 //! f32 vector primitives for attention (scores and the weighted sum of values), with an AVX2+FMA
 //! version chosen by dispatch level and a portable one. The portable `dot` is the reference
 //! backend's (eight lanes, fixed order); the AVX2 one sums in a different order, so the two agree
-//! to f32 rounding, not bit for bit.
+//! to f32 rounding, not bit for bit. Also the Q8_0 activation quantizer of the matmuls
+//! ([`quantize_q8_0`]), which is bit-identical to the reference one at every level.
 
 use super::level::Level;
 
