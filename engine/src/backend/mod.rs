@@ -97,14 +97,83 @@ pub struct Attention {
     pub window: Option<usize>,
 }
 
+/// Where each row of a batch sits in a paged KV cache.
+///
+/// A layer's cache ([`Backend::Kv`]) is a pool of slots grouped in blocks of `block_size`. A
+/// sequence's block table lists the blocks that hold its positions `0..block_size`,
+/// `block_size..2 block_size`, and so on, so position `p` lives in slot
+/// `table[p / block_size] * block_size + p % block_size`. Row `t` of a batch is at position
+/// `positions[t]` of the sequence whose table is `tables[t]`; one batch may hold rows of several
+/// sequences (rows of one sequence share its table).
+#[derive(Debug, Clone, Copy)]
+pub struct KvRows<'a> {
+    pub block_size: usize,
+    pub positions: &'a [u32],
+    pub tables: &'a [&'a [u32]],
+}
+
+impl KvRows<'_> {
+    /// The cache slot of position `p` of row `t`'s sequence.
+    #[inline]
+    pub fn slot(&self, t: usize, p: usize) -> usize {
+        self.tables[t][p / self.block_size] as usize * self.block_size + p % self.block_size
+    }
+
+    /// Positions `range` of row `t`'s sequence as runs of consecutive slots, in order:
+    /// `(first position, first slot, length)`. Adjacent blocks merge, so a sequence whose blocks
+    /// are consecutive is one run.
+    pub fn runs(
+        &self,
+        t: usize,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let mut p = range.start;
+        let end = range.end;
+        std::iter::from_fn(move || {
+            if p >= end {
+                return None;
+            }
+            let (start, slot) = (p, self.slot(t, p));
+            // Extend while the next position's slot follows on.
+            let mut len = (self.block_size - p % self.block_size).min(end - p);
+            while p + len < end && self.slot(t, p + len) == slot + len {
+                len += (self.block_size).min(end - p - len);
+            }
+            p += len;
+            Some((start, slot, len))
+        })
+    }
+
+    /// Checks every row against a cache of `capacity` slots (a bug in the caller if not).
+    pub fn check(&self, rows: usize, capacity: usize) {
+        assert!(self.block_size > 0, "kv rows: block size 0");
+        assert_eq!(self.positions.len(), rows, "kv rows: one position per row");
+        assert_eq!(self.tables.len(), rows, "kv rows: one table per row");
+        for (t, (&p, table)) in self.positions.iter().zip(self.tables).enumerate() {
+            let blocks = p as usize / self.block_size + 1;
+            assert!(
+                blocks <= table.len(),
+                "kv rows: row {t} at position {p} beyond its {} blocks",
+                table.len()
+            );
+            assert!(
+                table[..blocks]
+                    .iter()
+                    .all(|&b| (b as usize + 1) * self.block_size <= capacity),
+                "kv rows: row {t} names a block beyond the cache ({capacity} slots)"
+            );
+        }
+    }
+}
+
 /// A compute backend. See the module docs for the execution and shape model.
 pub trait Backend: Send + Sync {
     /// Activations: a row-major f32 matrix, one row per token.
     type Tensor;
     /// A model weight, in its GGUF quant type.
     type Weight;
-    /// One layer's key and value cache for one sequence: `capacity` rows of keys and of values,
-    /// row index = position.
+    /// One layer's key and value cache: `capacity` slots of keys and of values, shared by every
+    /// sequence through block tables ([`KvRows`]).
     type Kv;
 
     /// Short name for logs and the CLI (`reference`, `cpu`, `gpu`).
@@ -117,7 +186,12 @@ pub trait Backend: Send + Sync {
     /// A zeroed `rows x cols` activation tensor.
     fn tensor(&self, rows: usize, cols: usize) -> Self::Tensor;
 
-    /// An empty cache for `capacity` positions of `k_dim` key and `v_dim` value values each.
+    /// Bytes one cached key or value takes (the CPU backends keep f32).
+    fn kv_value_bytes(&self) -> usize {
+        4
+    }
+
+    /// An empty cache of `capacity` slots of `k_dim` key and `v_dim` value values each.
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<Self::Kv, BackendError>;
 
     /// `out[i] = table[tokens[i]]`, dequantized.
@@ -177,9 +251,10 @@ pub trait Backend: Send + Sync {
     /// Rotates every head of each row `t` of `x` by position `positions[t]`.
     fn rope(&self, x: &mut Self::Tensor, positions: &[u32], rope: &Rope);
 
-    /// Stores the rows of `k` and `v` at `positions` in `kv`, then attends each query row `t`
-    /// (at `positions[t]`) to every cached position `<= positions[t]` (within the window).
-    /// `out` is `rows x (n_head * head_dim_v)`.
+    /// Stores row `t` of `k` and `v` in `kv` at its slot (see [`KvRows`]), then attends each query
+    /// row `t` to every position `<= rows.positions[t]` of its own sequence (within the window).
+    /// `out` is `rows x (n_head * head_dim_v)`. Each row's result depends only on its own query
+    /// and its sequence's cache, never on the other rows of the batch.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -187,10 +262,13 @@ pub trait Backend: Send + Sync {
         k: &Self::Tensor,
         v: &Self::Tensor,
         kv: &mut Self::Kv,
-        positions: &[u32],
+        rows: &KvRows<'_>,
         attn: &Attention,
         out: &mut Self::Tensor,
     );
+
+    /// `out[i] = x[rows[i]]`: picks the rows whose logits are wanted.
+    fn gather(&self, x: &Self::Tensor, rows: &[u32], out: &mut Self::Tensor);
 
     /// `out = act(gate) * up`, elementwise.
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation, out: &mut Self::Tensor);

@@ -16,7 +16,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{Activation, Attention, Backend, BackendError, Rope, RopeStyle};
+use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::{GgmlType, dequantize};
 
@@ -383,22 +383,17 @@ impl Backend for ReferenceBackend {
         k: &RefTensor,
         v: &RefTensor,
         kv: &mut RefKv,
-        positions: &[u32],
+        rows: &KvRows<'_>,
         attn: &Attention,
         out: &mut RefTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        check_attention(q, k, v, (kv.k_dim, kv.v_dim), positions, attn, out);
-        for (t, &p) in positions.iter().enumerate() {
-            let p = p as usize;
-            assert!(
-                p < kv.capacity,
-                "attention: position {p} beyond the cache ({})",
-                kv.capacity
-            );
+        check_attention(q, k, v, kv, rows, attn, out);
+        for (t, &p) in rows.positions.iter().enumerate() {
+            let slot = rows.slot(t, p as usize);
             let (k_row, v_row) = (
-                &mut kv.k[p * kv.k_dim..][..kv.k_dim],
-                &mut kv.v[p * kv.v_dim..][..kv.v_dim],
+                &mut kv.k[slot * kv.k_dim..][..kv.k_dim],
+                &mut kv.v[slot * kv.v_dim..][..kv.v_dim],
             );
             for (d, &s) in k_row
                 .iter_mut()
@@ -410,7 +405,7 @@ impl Backend for ReferenceBackend {
         }
         let group = attn.n_head / attn.n_kv_head;
         let mut scores = Vec::new();
-        for (t, &p) in positions.iter().enumerate() {
+        for (t, &p) in rows.positions.iter().enumerate() {
             let p = p as usize;
             let first = match attn.window {
                 Some(w) => (p + 1).saturating_sub(w),
@@ -423,10 +418,10 @@ impl Backend for ReferenceBackend {
                     .map(|&x| self.round_kv(x))
                     .collect();
                 scores.clear();
-                scores.extend(
-                    (first..=p)
-                        .map(|j| dot(&qh, &kv.k[j * kv.k_dim + kvh * hk..][..hk]) * attn.scale),
-                );
+                scores.extend((first..=p).map(|j| {
+                    let slot = rows.slot(t, j);
+                    dot(&qh, &kv.k[slot * kv.k_dim + kvh * hk..][..hk]) * attn.scale
+                }));
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f64;
                 for s in scores.iter_mut() {
@@ -438,13 +433,18 @@ impl Backend for ReferenceBackend {
                 o.fill(0.0);
                 for (j, &s) in (first..=p).zip(&scores) {
                     let weight = s * inv;
-                    let vh = &kv.v[j * kv.v_dim + kvh * hv..][..hv];
+                    let slot = rows.slot(t, j);
+                    let vh = &kv.v[slot * kv.v_dim + kvh * hv..][..hv];
                     for (ov, &vv) in o.iter_mut().zip(vh) {
                         *ov += weight * vv;
                     }
                 }
             }
         }
+    }
+
+    fn gather(&self, x: &RefTensor, rows: &[u32], out: &mut RefTensor) {
+        gather_rows(x, rows, out);
     }
 
     fn glu(&self, gate: &RefTensor, up: &RefTensor, act: Activation, out: &mut RefTensor) {
@@ -481,12 +481,14 @@ pub(crate) fn check_attention(
     q: &RefTensor,
     k: &RefTensor,
     v: &RefTensor,
-    (k_dim, v_dim): (usize, usize),
-    positions: &[u32],
+    kv: &RefKv,
+    rows: &KvRows<'_>,
     attn: &Attention,
     out: &RefTensor,
 ) {
     let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
+    let (k_dim, v_dim) = (kv.k_dim, kv.v_dim);
+    rows.check(q.rows, kv.capacity);
     assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
     assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
     assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
@@ -495,7 +497,6 @@ pub(crate) fn check_attention(
         attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
         "attention: heads"
     );
-    assert_eq!(q.rows, positions.len(), "attention: one position per query");
     assert_eq!(
         (k.rows, v.rows),
         (q.rows, q.rows),
@@ -506,6 +507,14 @@ pub(crate) fn check_attention(
         (q.rows, attn.n_head * hv),
         "attention: output shape"
     );
+}
+
+/// `out[i] = x[rows[i]]` on host tensors.
+pub(crate) fn gather_rows(x: &RefTensor, rows: &[u32], out: &mut RefTensor) {
+    assert_eq!((out.rows, out.cols), (rows.len(), x.cols), "gather: output shape");
+    for (i, &r) in rows.iter().enumerate() {
+        out.data[i * x.cols..][..x.cols].copy_from_slice(x.row(r as usize));
+    }
 }
 
 /// The shape checks of [`Backend::rope`] on host tensors.

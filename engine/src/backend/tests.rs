@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{Activation, Attention, Backend, Numerics, ReferenceBackend, Rope, RopeStyle};
+use super::{
+    Activation, Attention, Backend, KvRows, Numerics, ReferenceBackend, Rope, RopeStyle,
+};
 use crate::gguf::{GgufBuilder, GgufFile};
 use crate::quant::{GgmlType, dequantize_to_vec, quantize_row_q8_0};
 
@@ -209,17 +211,24 @@ fn attention_is_causal_grouped_and_windowed() {
         let k = random(&mut rng, n * 2 * 8);
         let v = random(&mut rng, n * 2 * 6);
         let want = naive_attention(&q, &k, &v, n, &a);
+        // A paged cache of 6 blocks of 4 slots; the sequence's blocks are out of order.
+        let table: &[u32] = &[4, 1, 5, 0];
         for b in [exact(), ReferenceBackend::with_threads(1)] {
             // All at once, then one position at a time through the cache.
-            let mut kv = b.kv(16, 16, 12).unwrap();
+            let mut kv = b.kv(24, 16, 12).unwrap();
             let mut out = b.tensor(n, 24);
             let positions: Vec<u32> = (0..n as u32).collect();
+            let tables = vec![table; n];
             b.attention(
                 &tensor(n, 32, q.clone()),
                 &tensor(n, 16, k.clone()),
                 &tensor(n, 12, v.clone()),
                 &mut kv,
-                &positions,
+                &KvRows {
+                    block_size: 4,
+                    positions: &positions,
+                    tables: &tables,
+                },
                 &a,
                 &mut out,
             );
@@ -235,7 +244,7 @@ fn attention_is_causal_grouped_and_windowed() {
                     b.numerics()
                 );
             }
-            let mut kv = b.kv(16, 16, 12).unwrap();
+            let mut kv = b.kv(24, 16, 12).unwrap();
             for t in 0..n {
                 let mut one = b.tensor(1, 24);
                 b.attention(
@@ -243,7 +252,11 @@ fn attention_is_causal_grouped_and_windowed() {
                     &tensor(1, 16, k[t * 16..][..16].to_vec()),
                     &tensor(1, 12, v[t * 12..][..12].to_vec()),
                     &mut kv,
-                    &[t as u32],
+                    &KvRows {
+                        block_size: 4,
+                        positions: &[t as u32],
+                        tables: &[table],
+                    },
                     &a,
                     &mut one,
                 );
@@ -276,4 +289,34 @@ fn gated_activations_match_their_formulas() {
             assert!((f64::from(o) - 2.0 * f).abs() < 1e-5, "{act:?}({x})");
         }
     }
+}
+
+#[test]
+fn kv_rows_map_positions_to_slots_and_merge_consecutive_blocks() {
+    let table: &[u32] = &[3, 4, 0, 1, 7];
+    let rows = KvRows {
+        block_size: 4,
+        positions: &[17],
+        tables: &[table],
+    };
+    assert_eq!(rows.slot(0, 0), 12);
+    assert_eq!(rows.slot(0, 5), 17);
+    assert_eq!(rows.slot(0, 9), 1);
+    assert_eq!(rows.slot(0, 17), 29);
+    // Blocks 3, 4 are one run, 0, 1 another, 7 a third; a range may start mid-block.
+    let runs: Vec<_> = rows.runs(0, 2..18).collect();
+    assert_eq!(runs, vec![(2, 14, 6), (8, 0, 8), (16, 28, 2)]);
+    rows.check(1, 32);
+}
+
+#[test]
+#[should_panic(expected = "beyond the cache")]
+fn kv_rows_reject_a_block_beyond_the_cache() {
+    let table: &[u32] = &[3, 8];
+    let rows = KvRows {
+        block_size: 4,
+        positions: &[5],
+        tables: &[table],
+    };
+    rows.check(1, 32);
 }

@@ -29,7 +29,7 @@ pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, gen
 pub use perplexity::{Perplexity, perplexity};
 use weights::Weights;
 
-use crate::backend::{Attention, Backend, Rope};
+use crate::backend::{Attention, Backend, BackendError, KvRows, Rope};
 use crate::gguf::GgufFile;
 
 /// Tokens processed per forward call when a long prompt is split (bounds the scratch memory).
@@ -53,9 +53,54 @@ impl<B: Backend> std::fmt::Debug for Model<B> {
     }
 }
 
-/// The keys and values of one sequence, for every layer.
-pub struct KvCache<B: Backend> {
+/// A paged KV cache: every layer's cache slots, in blocks of `block_size` positions that
+/// sequences share through block tables (see [`KvRows`]). The scheduler's block manager decides
+/// which sequence owns which block; [`KvCache`] is one sequence on a pool of its own.
+pub struct KvPool<B: Backend> {
     layers: Vec<B::Kv>,
+    blocks: usize,
+    block_size: usize,
+}
+
+impl<B: Backend> std::fmt::Debug for KvPool<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvPool")
+            .field("blocks", &self.blocks)
+            .field("block_size", &self.block_size)
+            .finish()
+    }
+}
+
+impl<B: Backend> KvPool<B> {
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Positions per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+}
+
+/// One batch of [`Model::forward_batch`]: rows of one or several sequences.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The token of each row.
+    pub tokens: &'a [u32],
+    /// The position of each row in its sequence.
+    pub positions: &'a [u32],
+    /// The block table of each row's sequence (rows of one sequence share it). It must cover the
+    /// row's position.
+    pub tables: &'a [&'a [u32]],
+    /// The rows whose logits are returned, in this order.
+    pub logits: &'a [u32],
+}
+
+/// The keys and values of one sequence, for every layer: a pool of its own whose blocks are all
+/// the sequence's, in order.
+pub struct KvCache<B: Backend> {
+    pool: KvPool<B>,
+    table: Vec<u32>,
     capacity: usize,
     len: usize,
 }
@@ -95,6 +140,10 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
+/// Positions per block of a [`KvCache`] (a single sequence: any size works; this one keeps the
+/// table short).
+const SOLO_BLOCK: usize = 256;
+
 impl<B: Backend> Model<B> {
     /// Opens the GGUF file at `path` and loads it onto `backend`.
     pub fn open(path: impl AsRef<Path>, backend: B) -> Result<Self, ModelError> {
@@ -128,18 +177,43 @@ impl<B: Backend> Model<B> {
         &self.file
     }
 
-    /// An empty KV cache for `capacity` positions (at most the model's trained context).
+    /// An empty KV cache for one sequence of `capacity` positions (at most the model's trained
+    /// context).
     pub fn kv_cache(&self, capacity: usize) -> Result<KvCache<B>, ModelError> {
         let capacity = capacity.clamp(1, self.config.context_length);
-        let (k_dim, v_dim) = self.config.kv_dims();
-        let layers = (0..self.config.n_layer)
-            .map(|_| self.backend.kv(capacity, k_dim, v_dim))
-            .collect::<Result<_, _>>()?;
+        let block_size = SOLO_BLOCK.min(capacity);
+        let blocks = capacity.div_ceil(block_size);
         Ok(KvCache {
-            layers,
+            pool: self.kv_pool(blocks, block_size)?,
+            table: (0..blocks as u32).collect(),
             capacity,
             len: 0,
         })
+    }
+
+    /// An empty paged KV cache of `blocks` blocks of `block_size` positions.
+    pub fn kv_pool(&self, blocks: usize, block_size: usize) -> Result<KvPool<B>, ModelError> {
+        let (k_dim, v_dim) = self.config.kv_dims();
+        let slots = blocks
+            .checked_mul(block_size)
+            .ok_or(ModelError::Run(BackendError::Device {
+                backend: self.backend.name(),
+                message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
+            }))?;
+        let layers = (0..self.config.n_layer)
+            .map(|_| self.backend.kv(slots, k_dim, v_dim))
+            .collect::<Result<_, _>>()?;
+        Ok(KvPool {
+            layers,
+            blocks,
+            block_size,
+        })
+    }
+
+    /// Bytes one position takes in a KV cache, over all layers.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let (k_dim, v_dim) = self.config.kv_dims();
+        self.config.n_layer * (k_dim + v_dim) * self.backend.kv_value_bytes()
     }
 
     /// Runs `tokens` (at most [`MAX_BATCH`]) at the next positions of `kv` and returns the logits
@@ -151,7 +225,44 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         rows: Range<usize>,
     ) -> Result<B::Tensor, ModelError> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::NoTokens);
+        }
+        assert!(rows.end <= n, "forward: logit rows beyond the batch");
+        if kv.len + n > kv.capacity {
+            return Err(ModelError::ContextFull {
+                context: kv.capacity,
+            });
+        }
+        let positions: Vec<u32> = (kv.len..kv.len + n).map(|p| p as u32).collect();
+        let tables = vec![kv.table.as_slice(); n];
+        let logits: Vec<u32> = rows.map(|r| r as u32).collect();
+        let out = self.forward_batch(
+            &mut kv.pool,
+            &Batch {
+                tokens,
+                positions: &positions,
+                tables: &tables,
+                logits: &logits,
+            },
+        )?;
+        kv.len += n;
+        Ok(out)
+    }
+
+    /// Runs one batch (at most [`MAX_BATCH`] rows, of any mix of sequences) through the model,
+    /// writing each row's keys and values to its slot in `kv`, and returns the logits
+    /// (`batch.logits.len() x vocab`) of the rows asked for. Each row's result depends only on
+    /// its own sequence, not on the other rows (up to the kernels' summation order, which may
+    /// depend on the batch size).
+    pub fn forward_batch(
+        &self,
+        kv: &mut KvPool<B>,
+        batch: &Batch<'_>,
+    ) -> Result<B::Tensor, ModelError> {
         let (b, c, w) = (&self.backend, &self.config, &self.weights);
+        let tokens = batch.tokens;
         let n = tokens.len();
         if n == 0 {
             return Err(ModelError::NoTokens);
@@ -160,19 +271,31 @@ impl<B: Backend> Model<B> {
             n <= MAX_BATCH,
             "forward: batch of {n} tokens exceeds {MAX_BATCH}"
         );
-        assert!(rows.end <= n, "forward: logit rows beyond the batch");
+        assert!(
+            batch.logits.iter().all(|&r| (r as usize) < n),
+            "forward: logit rows beyond the batch"
+        );
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
             return Err(ModelError::BadToken {
                 id,
                 vocab: c.vocab_size,
             });
         }
-        if kv.len + n > kv.capacity {
+        if batch
+            .positions
+            .iter()
+            .any(|&p| p as usize >= c.context_length)
+        {
             return Err(ModelError::ContextFull {
-                context: kv.capacity,
+                context: c.context_length,
             });
         }
-        let positions: Vec<u32> = (kv.len..kv.len + n).map(|p| p as u32).collect();
+        let positions = batch.positions;
+        let kv_rows = KvRows {
+            block_size: kv.block_size,
+            positions,
+            tables: batch.tables,
+        };
         let d = c.d_model;
         let (k_dim, v_dim) = c.kv_dims();
 
@@ -222,8 +345,8 @@ impl<B: Backend> Model<B> {
                 },
                 freq_scale: if local { 1.0 } else { c.rope_freq_scale },
             };
-            b.rope(&mut q, &positions, &rope);
-            b.rope(&mut k, &positions, &rope);
+            b.rope(&mut q, positions, &rope);
+            b.rope(&mut k, positions, &rope);
             let attn = Attention {
                 n_head: c.n_head,
                 n_kv_head: c.n_kv_head,
@@ -232,7 +355,7 @@ impl<B: Backend> Model<B> {
                 scale: c.attn_scale,
                 window: if local { c.sliding_window } else { None },
             };
-            b.attention(&q, &k, &v, layer_kv, &positions, &attn, &mut att);
+            b.attention(&q, &k, &v, layer_kv, &kv_rows, &attn, &mut att);
             b.matmul(&att, &lw.wo, &mut o);
             residual(
                 b,
@@ -256,12 +379,18 @@ impl<B: Backend> Model<B> {
                 &mut h,
             );
         }
-        kv.len += n;
 
-        b.rms_norm(&x, &w.output_norm, c.rms_eps, &mut h);
-        let mut logits = b.tensor(rows.len(), c.vocab_size);
+        let rows = batch.logits.len();
+        if rows == 0 {
+            return Ok(b.tensor(0, c.vocab_size));
+        }
+        let mut picked = b.tensor(rows, d);
+        b.gather(&x, batch.logits, &mut picked);
+        let mut normed = b.tensor(rows, d);
+        b.rms_norm(&picked, &w.output_norm, c.rms_eps, &mut normed);
+        let mut logits = b.tensor(rows, c.vocab_size);
         let output = w.output.as_ref().unwrap_or(&w.token_embd);
-        b.matmul_rows(&h, rows, output, &mut logits);
+        b.matmul(&normed, output, &mut logits);
         Ok(logits)
     }
 

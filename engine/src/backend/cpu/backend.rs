@@ -18,10 +18,11 @@ use super::packed::Packed;
 use super::pool::Pool;
 use super::vec;
 use crate::backend::reference::{
-    RefKv, RefTensor, RefWeight, activate, check_attention, check_glu, check_rope, gelu_f16,
+    RefKv, RefTensor, RefWeight, activate, check_attention, check_glu, check_rope, gather_rows,
+    gelu_f16,
 };
 use crate::backend::{
-    Activation, Attention, Backend, BackendError, ReferenceBackend, Rope, RopeStyle,
+    Activation, Attention, Backend, BackendError, KvRows, ReferenceBackend, Rope, RopeStyle,
 };
 use crate::gguf::{GgufFile, TensorInfo};
 
@@ -58,7 +59,7 @@ impl CpuWeight {
     }
 }
 
-/// One layer's K and V cache: `capacity` rows each, values rounded to f16 precision (the same
+/// One layer's K and V cache: `capacity` slots each, values rounded to f16 precision (the same
 /// host type as the reference backend's).
 pub type CpuKv = RefKv;
 
@@ -430,25 +431,21 @@ impl Backend for CpuBackend {
         k: &CpuTensor,
         v: &CpuTensor,
         kv: &mut CpuKv,
-        positions: &[u32],
+        rows: &KvRows<'_>,
         attn: &Attention,
         out: &mut CpuTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        check_attention(q, k, v, (kv.k_dim, kv.v_dim), positions, attn, out);
-        for (t, &p) in positions.iter().enumerate() {
-            let p = p as usize;
-            assert!(
-                p < kv.capacity,
-                "attention: position {p} beyond the cache ({})",
-                kv.capacity
-            );
-            vec::round_f16(self.level, k.row(t), &mut kv.k[p * kv.k_dim..][..kv.k_dim]);
-            vec::round_f16(self.level, v.row(t), &mut kv.v[p * kv.v_dim..][..kv.v_dim]);
+        check_attention(q, k, v, kv, rows, attn, out);
+        for (t, &p) in rows.positions.iter().enumerate() {
+            let slot = rows.slot(t, p as usize);
+            vec::round_f16(self.level, k.row(t), &mut kv.k[slot * kv.k_dim..][..kv.k_dim]);
+            vec::round_f16(self.level, v.row(t), &mut kv.v[slot * kv.v_dim..][..kv.v_dim]);
         }
         let kv = &*kv;
         let level = self.level;
         let group = attn.n_head / attn.n_kv_head;
+        let positions = rows.positions;
         // Work items are (token, key head): the `group` query heads sharing a key head read each
         // cached key and value row together.
         let n_items = positions.len() * attn.n_kv_head;
@@ -469,11 +466,14 @@ impl Backend for CpuBackend {
                     let len = p + 1 - first;
                     vec::round_f16(level, &q.row(t)[kvh * group * hk..][..group * hk], &mut qh);
                     // scores[g * len + i]: head g against position first + i.
-                    for (i, j) in (first..=p).enumerate() {
-                        let k_row = &kv.k[j * kv.k_dim + kvh * hk..][..hk];
-                        vec::dot_multi(level, &qh, k_row, &mut dots);
-                        for (g, &d) in dots.iter().enumerate() {
-                            scores[g * len + i] = d * attn.scale;
+                    for (pos, slot, run) in rows.runs(t, first..p + 1) {
+                        for s in slot..slot + run {
+                            let i = pos - first + (s - slot);
+                            let k_row = &kv.k[s * kv.k_dim + kvh * hk..][..hk];
+                            vec::dot_multi(level, &qh, k_row, &mut dots);
+                            for (g, &d) in dots.iter().enumerate() {
+                                scores[g * len + i] = d * attn.scale;
+                            }
                         }
                     }
                     for g in 0..group {
@@ -492,12 +492,20 @@ impl Backend for CpuBackend {
                         // SAFETY: each (token, key head) item's output heads belong to one thread.
                         let oh =
                             unsafe { o.slice(t * out_cols + h * hv..t * out_cols + (h + 1) * hv) };
-                        let v_rows = &kv.v[first * kv.v_dim + kvh * hv..];
-                        vec::weighted_sum(level, oh, sg, v_rows, kv.v_dim);
+                        // Run by run in position order: the same sums as one pass.
+                        for (i, (pos, slot, run)) in rows.runs(t, first..p + 1).enumerate() {
+                            let v_rows = &kv.v[slot * kv.v_dim + kvh * hv..];
+                            let w = &sg[pos - first..][..run];
+                            vec::weighted_sum(level, oh, w, v_rows, kv.v_dim, i > 0);
+                        }
                     }
                 }
             },
         );
+    }
+
+    fn gather(&self, x: &CpuTensor, rows: &[u32], out: &mut CpuTensor) {
+        gather_rows(x, rows, out);
     }
 
     fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation, out: &mut CpuTensor) {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::{CpuBackend, Level};
 use crate::backend::{
-    Activation, Attention, Backend, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
+    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle,
+    reference::RefTensor,
 };
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
@@ -212,24 +213,36 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 reference.kv(64, 128, 64).unwrap(),
                 b.kv(64, 128, 64).unwrap(),
             );
-            // A prompt of 9, then two single decode steps.
+            // Blocks of 4 slots: two sequences, one in scattered blocks, one in consecutive
+            // blocks (one run), in the same batch.
+            let tables: [&[u32]; 2] = [&[7, 2, 9, 0, 5], &[10, 11, 12, 13, 14]];
+            // A prompt of 9 each, then two single decode steps each.
             let mut start = 0u32;
-            for n in [9usize, 1, 1] {
-                let positions: Vec<u32> = (start..start + n as u32).collect();
+            for per_seq in [9usize, 1, 1] {
+                let n = 2 * per_seq;
+                let positions: Vec<u32> = (0..2)
+                    .flat_map(|_| start..start + per_seq as u32)
+                    .collect();
+                let row_tables: Vec<&[u32]> = (0..n).map(|t| tables[t / per_seq]).collect();
+                let rows = KvRows {
+                    block_size: 4,
+                    positions: &positions,
+                    tables: &row_tables,
+                };
                 let q = tensor(n, 384, activations(&mut rng, n * 384));
                 let k = tensor(n, 128, activations(&mut rng, n * 128));
                 let v = tensor(n, 64, activations(&mut rng, n * 64));
                 let mut want = reference.tensor(n, 192);
                 let mut got = b.tensor(n, 192);
-                reference.attention(&q, &k, &v, &mut rkv, &positions, &a, &mut want);
-                b.attention(&q, &k, &v, &mut ckv, &positions, &a, &mut got);
+                reference.attention(&q, &k, &v, &mut rkv, &rows, &a, &mut want);
+                b.attention(&q, &k, &v, &mut ckv, &rows, &a, &mut got);
                 assert_close(
                     &format!("attention {window:?} n={n} {label}"),
                     got.data(),
                     want.data(),
                     1e-5,
                 );
-                start += n as u32;
+                start += per_seq as u32;
             }
         }
     }

@@ -52,9 +52,17 @@ pub fn dot_multi(level: Level, qs: &[f32], k: &[f32], out: &mut [f32]) {
 }
 
 /// `out = sum_j w[j] * rows[j * stride ..][.. out.len()]`: the attention-weighted sum of value
-/// rows that lie `stride` values apart.
+/// rows that lie `stride` values apart; with `add`, the sum continues from `out` (summing several
+/// runs of rows in turn gives exactly the one-pass result).
 #[inline]
-pub fn weighted_sum(level: Level, out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+pub fn weighted_sum(
+    level: Level,
+    out: &mut [f32],
+    w: &[f32],
+    rows: &[f32],
+    stride: usize,
+    add: bool,
+) {
     let n = out.len();
     assert!(
         w.is_empty() || (w.len() - 1) * stride + n <= rows.len(),
@@ -63,10 +71,12 @@ pub fn weighted_sum(level: Level, out: &mut [f32], w: &[f32], rows: &[f32], stri
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 && Level::Avx2.supported() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above); bounds checked above.
-        unsafe { avx2::weighted_sum(out, w, rows, stride) };
+        unsafe { avx2::weighted_sum(out, w, rows, stride, add) };
         return;
     }
-    out.fill(0.0);
+    if !add {
+        out.fill(0.0);
+    }
     for (j, &wj) in w.iter().enumerate() {
         axpy(level, out, wj, &rows[j * stride..][..n]);
     }
@@ -310,7 +320,13 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be supported; `(w.len() - 1) * stride + out.len() <= rows.len()`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    pub unsafe fn weighted_sum(
+        out: &mut [f32],
+        w: &[f32],
+        rows: &[f32],
+        stride: usize,
+        add: bool,
+    ) {
         let n = out.len();
         assert!(
             w.is_empty() || (w.len() - 1) * stride + n <= rows.len(),
@@ -318,8 +334,18 @@ mod avx2 {
         );
         let mut d = 0;
         // Four registers of output at a time, accumulated over every row.
+        // The starting sums: zero, or `out` when continuing.
+        let po = out.as_mut_ptr();
+        let start = |d: usize| {
+            if add {
+                // SAFETY: callers pass `d + 8 <= n`.
+                unsafe { _mm256_loadu_ps(po.add(d)) }
+            } else {
+                _mm256_setzero_ps()
+            }
+        };
         while d + 32 <= n {
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc = [start(d), start(d + 8), start(d + 16), start(d + 24)];
             for (j, &wj) in w.iter().enumerate() {
                 let wv = _mm256_set1_ps(wj);
                 for (c, acc) in acc.iter_mut().enumerate() {
@@ -335,7 +361,7 @@ mod avx2 {
             d += 32;
         }
         while d + 8 <= n {
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = start(d);
             for (j, &wj) in w.iter().enumerate() {
                 // SAFETY: as above, for one register.
                 let v = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * stride + d)) };
@@ -346,11 +372,11 @@ mod avx2 {
             d += 8;
         }
         for (i, o) in out.iter_mut().enumerate().skip(d) {
-            *o = w
-                .iter()
-                .enumerate()
-                .map(|(j, &wj)| wj * rows[j * stride + i])
-                .sum();
+            let mut acc = if add { *o } else { 0.0 };
+            for (j, &wj) in w.iter().enumerate() {
+                acc += wj * rows[j * stride + i];
+            }
+            *o = acc;
         }
     }
 
@@ -449,7 +475,7 @@ mod tests {
                 let rows: Vec<f32> = (0..3 * (n + 3)).map(|_| rng.f32() - 0.5).collect();
                 let w = [0.5f32, -0.25, 2.0];
                 let mut ws = vec![0.0f32; n];
-                weighted_sum(level, &mut ws, &w, &rows, n + 3);
+                weighted_sum(level, &mut ws, &w, &rows, n + 3, false);
                 for (i, &o) in ws.iter().enumerate() {
                     let want: f32 = (0..3).map(|j| w[j] * rows[j * (n + 3) + i]).sum();
                     assert!((o - want).abs() <= 1e-5, "weighted_sum n={n} {level:?}");
