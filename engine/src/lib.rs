@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod gguf;
+pub mod kv;
 pub mod model;
 pub mod quant;
 pub mod sample;
