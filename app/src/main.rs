@@ -84,6 +84,13 @@ enum Cmd {
         /// Sample from the smallest set of tokens whose probability reaches P.
         #[arg(long, default_value_t = 0.95)]
         top_p: f32,
+        /// Drop tokens less likely than P times the most likely one (0 = off).
+        #[arg(long, default_value_t = 0.05)]
+        min_p: f32,
+        /// Penalize tokens seen in the last 64: divide a positive logit by this, multiply a
+        /// negative one (1 = off).
+        #[arg(long, default_value_t = 1.0)]
+        repeat_penalty: f32,
         /// Random seed (default: a new one each run).
         #[arg(long)]
         seed: Option<u64>,
@@ -178,6 +185,8 @@ fn main() -> ExitCode {
             temp,
             top_k,
             top_p,
+            min_p,
+            repeat_penalty,
             seed,
             json,
             backend,
@@ -194,7 +203,10 @@ fn main() -> ExitCode {
                 temperature: temp,
                 top_k,
                 top_p,
+                min_p,
+                repeat_penalty,
                 seed: seed.unwrap_or_else(|| fastrand::u64(..)),
+                ..Default::default()
             },
             json,
             backend: run::BackendChoice {

@@ -165,7 +165,7 @@ fn run_on<B: Backend>(args: &RunArgs, backend: B) -> Result<()> {
     let mut kv = model.kv_cache(ctx)?;
     let options = GenerateOptions {
         max_tokens: args.n_predict,
-        sampler: args.sampler,
+        sampler: args.sampler.clone(),
         stop_ids: tok.eog_ids().to_vec(),
     };
     let mut decoder = tok.stream_decoder(args.chat);

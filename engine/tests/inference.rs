@@ -192,7 +192,7 @@ fn check_greedy(name: &str, loaded: &Loaded) {
         let want: Vec<u32> = case.completion_ids.iter().copied().take(16).collect();
         let options = GenerateOptions {
             max_tokens: want.len(),
-            sampler: SamplerConfig::GREEDY,
+            sampler: SamplerConfig::greedy(),
             stop_ids: loaded.tokenizer.eog_ids().to_vec(),
         };
         let mut kv = model.kv_cache(case.prompt_ids.len() + 16).unwrap();

@@ -102,18 +102,21 @@ pub fn generate<B: Backend>(
         });
     }
     let start = Instant::now();
-    let mut sampler = Sampler::new(options.sampler);
+    let mut sampler = Sampler::new(options.sampler.clone());
+    // What the penalties look at: the prompt and everything generated after it.
+    let mut history = prompt.to_vec();
     let mut logits = model.prefill(kv, prompt)?;
     let prompt_time = start.elapsed();
     let mut token_ids = Vec::new();
     let mut first_token_at = None;
     let finish = loop {
-        let id = sampler.sample(&logits);
+        let id = sampler.sample(&logits, &history);
         first_token_at.get_or_insert_with(Instant::now);
         if options.stop_ids.contains(&id) {
             break FinishReason::Stop;
         }
         token_ids.push(id);
+        history.push(id);
         if !on_token(id) {
             break FinishReason::Cancelled;
         }
