@@ -154,8 +154,18 @@ impl<B: Backend> Model<B> {
     /// Loads an open GGUF file onto `backend`: configuration from metadata, then every weight,
     /// each checked for presence and shape.
     pub fn load(file: Arc<GgufFile>, backend: B) -> Result<Self, ModelError> {
+        Self::load_with_progress(file, backend, &|_| {})
+    }
+
+    /// [`Model::load`], telling `progress` the bytes of each weight as it is loaded (they add up
+    /// to the file's tensor data).
+    pub fn load_with_progress(
+        file: Arc<GgufFile>,
+        backend: B,
+        progress: &dyn Fn(u64),
+    ) -> Result<Self, ModelError> {
         let mut config = Config::from_gguf(&file)?;
-        let weights = Weights::load(&backend, &file, &mut config)?;
+        let weights = Weights::load(&backend, &file, &mut config, progress)?;
         Ok(Self {
             backend,
             file,

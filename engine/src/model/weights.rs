@@ -41,6 +41,8 @@ pub(crate) struct Weights<B: Backend> {
 struct Loader<'a, B: Backend> {
     backend: &'a B,
     file: &'a Arc<GgufFile>,
+    /// Told the bytes of each tensor once it is loaded.
+    progress: &'a dyn Fn(u64),
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -62,13 +64,15 @@ impl<B: Backend> Loader<'_, B> {
                 found: info.dims.clone(),
             });
         }
-        self.backend
+        let weight = self
+            .backend
             .weight(self.file, info)
-            .map(Some)
             .map_err(|source| ModelError::Backend {
                 file: self.label(),
                 source,
-            })
+            })?;
+        (self.progress)(info.size);
+        Ok(Some(weight))
     }
 
     fn required(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
@@ -101,8 +105,13 @@ impl<B: Backend> Weights<B> {
         backend: &B,
         file: &Arc<GgufFile>,
         config: &mut Config,
+        progress: &dyn Fn(u64),
     ) -> Result<Self, ModelError> {
-        let l = Loader { backend, file };
+        let l = Loader {
+            backend,
+            file,
+            progress,
+        };
         let c = &*config;
         let d = c.d_model;
         // The vocabulary size is the embedding's row count; check it against the metadata.

@@ -33,7 +33,7 @@ use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizedString, PreTo
 use crate::gguf::{GgufFile, TokenizerMeta};
 
 pub use error::TokenizerError;
-pub use stream::StreamDecoder;
+pub use stream::{DecodeState, StreamDecoder};
 pub use template::{ChatMessage, ChatTemplate, TemplateError};
 pub use vocab::TokenKind;
 

@@ -19,7 +19,48 @@ pub struct StreamDecoder<'t> {
     first: bool,
 }
 
+/// A [`StreamDecoder`]'s state without its tokenizer borrow, for a long-lived owner that steps
+/// it now and then ([`StreamDecoder::into_state`], [`Tokenizer::resume_decoder`]).
+#[derive(Debug, Clone)]
+pub struct DecodeState {
+    skip_special: bool,
+    pending: Vec<u8>,
+    first: bool,
+}
+
+impl DecodeState {
+    /// A fresh stream.
+    pub fn new(skip_special: bool) -> Self {
+        DecodeState {
+            skip_special,
+            pending: Vec::new(),
+            first: true,
+        }
+    }
+}
+
+impl Tokenizer {
+    /// A decoder that continues from `state`.
+    pub fn resume_decoder(&self, state: DecodeState) -> StreamDecoder<'_> {
+        StreamDecoder {
+            tokenizer: self,
+            skip_special: state.skip_special,
+            pending: state.pending,
+            first: state.first,
+        }
+    }
+}
+
 impl<'t> StreamDecoder<'t> {
+    /// Its state, to resume later with [`Tokenizer::resume_decoder`].
+    pub fn into_state(self) -> DecodeState {
+        DecodeState {
+            skip_special: self.skip_special,
+            pending: self.pending,
+            first: self.first,
+        }
+    }
+
     pub(crate) fn new(tokenizer: &'t Tokenizer, skip_special: bool) -> Self {
         Self {
             tokenizer,

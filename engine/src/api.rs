@@ -1,0 +1,821 @@
+//! The engine's public surface: a named engine thread ([`spawn`]) that takes a closed [`Command`]
+//! enum over a channel and answers each request on its own reply channel with a closed [`Event`]
+//! enum. The app and the server drive the engine only through this.
+//!
+//! - Loading reports progress (phase, bytes) and ends in [`Event::Ready`] with the model's facts,
+//!   or [`Event::Error`]; a failed load never stops the engine.
+//! - A generation streams [`Event::Token`] text deltas (UTF-8 complete, stop strings held back and
+//!   never sent) and ends in exactly one [`Event::Done`] (finish reason, stats, whole text) or
+//!   [`Event::Error`].
+//! - [`Command::Cancel`] ends a request within one scheduler step; so does dropping its reply
+//!   receiver (noticed at the request's next event).
+//! - A panic inside a step ends the requests of that step with an error; the engine goes on.
+//!
+//! Between commands the engine thread runs [`crate::sched::Scheduler`] steps; it blocks on the
+//! command channel only when nothing is running.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
+
+use crate::backend::{Backend, CpuBackend, ReferenceBackend};
+use crate::gguf::GgufFile;
+use crate::model::{FinishReason, Model, ModelError};
+use crate::sample::{SamplerConfig, StopStrings};
+use crate::sched::{
+    ContextPolicy, Output, SchedConfig, Scheduler, SeqParams, SeqStats, Speculation,
+};
+use crate::tokenizer::{ChatMessage, ChatTemplate, DecodeState, Tokenizer};
+
+/// A request's id, unique per engine ([`EngineHandle::next_id`]).
+pub type RequestId = u64;
+
+/// Per-request figures: prompt tokens, tokens reused from the cache, generated tokens, time to
+/// first token, time per output token, speculative acceptance.
+pub type Stats = SeqStats;
+
+/// Which compute backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// SIMD kernels on the CPU's cores.
+    #[default]
+    Cpu,
+    /// The scalar oracle (slow; for checking).
+    Reference,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub backend: BackendKind,
+    /// Compute threads (`None`: the backend's default).
+    pub threads: Option<usize>,
+    pub sched: SchedConfig,
+}
+
+/// What a request starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Messages, rendered with the model's chat template (generation prompt added).
+    Chat(Vec<ChatMessage>),
+    /// Plain text, tokenized as is (with the model's BOS where it uses one).
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+}
+
+/// How to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Texts that end the answer (never included in it).
+    pub stop: Vec<String>,
+    pub context: ContextPolicy,
+    /// A context smaller than the model's.
+    pub max_context: Option<usize>,
+    pub speculation: Speculation,
+    /// Keep generating past the model's end-of-turn tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 512,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            context: ContextPolicy::DropMiddle,
+            max_context: None,
+            speculation: Speculation::Off,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// One generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: RequestId,
+    pub prompt: Prompt,
+    pub params: GenerateParams,
+}
+
+/// Commands the engine thread takes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Loads a model (replacing the current one; running requests end with an error), with an
+    /// optional draft model for speculative decoding.
+    Load {
+        model: PathBuf,
+        draft: Option<PathBuf>,
+        reply: Sender<Event>,
+    },
+    /// Unloads the model; running requests end with an error.
+    Unload { reply: Sender<Event> },
+    Generate {
+        request: Request,
+        reply: Sender<Event>,
+    },
+    Cancel { id: RequestId },
+    /// Answers [`Event::Stats`].
+    Stats { reply: Sender<Event> },
+    Shutdown,
+}
+
+/// Load phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPhase {
+    /// Mapping and checking the file.
+    Reading,
+    /// Making the weights available to the backend.
+    Weights,
+    /// Allocating the KV cache.
+    Cache,
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub architecture: String,
+    pub backend: String,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub layers: usize,
+    pub file_bytes: u64,
+    /// KV cache: blocks, positions per block, bytes.
+    pub kv_blocks: usize,
+    pub kv_block_size: usize,
+    pub kv_bytes: u64,
+    pub has_chat_template: bool,
+    pub draft: Option<String>,
+}
+
+/// Engine-wide figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineStats {
+    pub model: Option<String>,
+    pub waiting: usize,
+    pub running: usize,
+    pub kv_blocks: usize,
+    pub kv_blocks_free: usize,
+    pub kv_blocks_cached: usize,
+    pub cache_hits: u64,
+    pub cache_evictions: u64,
+}
+
+/// Events on a reply channel.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    Loading {
+        phase: LoadPhase,
+        done_bytes: u64,
+        total_bytes: u64,
+    },
+    Ready(ModelInfo),
+    Unloaded,
+    /// Text generated since the last delta.
+    Token { id: RequestId, text: String },
+    Done {
+        id: RequestId,
+        finish: FinishReason,
+        stats: Stats,
+        /// The whole answer.
+        text: String,
+    },
+    Error {
+        id: Option<RequestId>,
+        message: String,
+    },
+    Stats(EngineStats),
+}
+
+/// The engine could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("could not start the engine thread: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("the engine thread stopped before it was ready")]
+    NotReady,
+}
+
+/// The caller's side of a running engine. Dropping it shuts the engine down and joins it.
+#[derive(Debug)]
+pub struct EngineHandle {
+    tx: Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Starts the engine thread (named `hearth-engine`) and waits for its ready handshake.
+pub fn spawn(config: EngineConfig) -> Result<EngineHandle, EngineError> {
+    let (tx, rx) = unbounded();
+    let (ready_tx, ready_rx) = unbounded();
+    let thread = std::thread::Builder::new()
+        .name("hearth-engine".into())
+        .spawn(move || {
+            let _ = ready_tx.send(());
+            Engine::new(config).run(&rx);
+        })?;
+    ready_rx.recv().map_err(|_| EngineError::NotReady)?;
+    Ok(EngineHandle {
+        tx,
+        thread: Some(thread),
+        next_id: std::sync::atomic::AtomicU64::new(1),
+    })
+}
+
+impl EngineHandle {
+    /// Sends a command (a stopped engine drops it: its reply channel then disconnects).
+    pub fn send(&self, command: Command) {
+        let _ = self.tx.send(command);
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&self) -> RequestId {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Loads `model` (and a draft model); the events end with `Ready` or `Error`.
+    pub fn load(&self, model: impl Into<PathBuf>, draft: Option<PathBuf>) -> Receiver<Event> {
+        let (reply, rx) = unbounded();
+        self.send(Command::Load {
+            model: model.into(),
+            draft,
+            reply,
+        });
+        rx
+    }
+
+    /// Starts a generation; the events end with `Done` or `Error`.
+    pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> (RequestId, Receiver<Event>) {
+        let id = self.next_id();
+        let (reply, rx) = unbounded();
+        self.send(Command::Generate {
+            request: Request { id, prompt, params },
+            reply,
+        });
+        (id, rx)
+    }
+
+    pub fn cancel(&self, id: RequestId) {
+        self.send(Command::Cancel { id });
+    }
+
+    /// Engine-wide figures (an `Event::Stats`).
+    pub fn stats(&self) -> Receiver<Event> {
+        let (reply, rx) = unbounded();
+        self.send(Command::Stats { reply });
+        rx
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a loaded model needs besides its scheduler.
+struct Loaded {
+    runner: Box<dyn Runner>,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    name: String,
+}
+
+/// A live request's streaming state.
+struct Live {
+    reply: Sender<Event>,
+    decoder: Option<DecodeState>,
+    stops: StopStrings,
+    text: String,
+    /// A stop string ended it (the scheduler reports `Cancelled`; the caller sees `Stop`).
+    stopped: bool,
+}
+
+/// The scheduler with its backend type erased.
+trait Runner {
+    fn scheduler_submit(&mut self, id: u64, prompt: Vec<u32>, params: SeqParams) -> Result<(), String>;
+    fn step(&mut self) -> Result<Vec<Output>, ModelError>;
+    fn finish(&mut self, id: u64, finish: FinishReason) -> bool;
+    fn abort_all(&mut self) -> Vec<u64>;
+    fn is_idle(&self) -> bool;
+    fn stats(&self) -> EngineStats;
+    fn info(&self) -> (usize, usize, u64, String, usize, usize, usize);
+    fn file(&self) -> Arc<GgufFile>;
+}
+
+impl<B: Backend> Runner for Scheduler<B> {
+    fn scheduler_submit(&mut self, id: u64, prompt: Vec<u32>, params: SeqParams) -> Result<(), String> {
+        self.submit(id, prompt, params).map_err(|e| e.to_string())
+    }
+
+    fn step(&mut self) -> Result<Vec<Output>, ModelError> {
+        Scheduler::step(self)
+    }
+
+    fn finish(&mut self, id: u64, finish: FinishReason) -> bool {
+        Scheduler::finish(self, id, finish)
+    }
+
+    fn abort_all(&mut self) -> Vec<u64> {
+        Scheduler::abort_all(self, FinishReason::Cancelled)
+    }
+
+    fn is_idle(&self) -> bool {
+        Scheduler::is_idle(self)
+    }
+
+    fn stats(&self) -> EngineStats {
+        let (waiting, running) = self.load();
+        let (free, cached) = self.kv_usage();
+        let c = self.cache_counters();
+        EngineStats {
+            model: None,
+            waiting,
+            running,
+            kv_blocks: self.kv_blocks().0,
+            kv_blocks_free: free,
+            kv_blocks_cached: cached,
+            cache_hits: c.hits,
+            cache_evictions: c.evictions,
+        }
+    }
+
+    fn file(&self) -> Arc<GgufFile> {
+        self.model().file().clone()
+    }
+
+    fn info(&self) -> (usize, usize, u64, String, usize, usize, usize) {
+        let (blocks, bs) = self.kv_blocks();
+        let m = self.model();
+        let bytes = (blocks * bs * m.kv_bytes_per_token()) as u64;
+        let c = m.config();
+        (
+            blocks,
+            bs,
+            bytes,
+            m.backend().name().to_string(),
+            c.context_length,
+            c.vocab_size,
+            c.n_layer,
+        )
+    }
+}
+
+/// The engine thread's state.
+struct Engine {
+    config: EngineConfig,
+    loaded: Option<Loaded>,
+    live: HashMap<RequestId, Live>,
+}
+
+impl Engine {
+    fn new(config: EngineConfig) -> Self {
+        Engine {
+            config,
+            loaded: None,
+            live: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<Command>) {
+        loop {
+            let busy = self.loaded.as_ref().is_some_and(|l| !l.runner.is_idle());
+            // Wait for a command only when there is nothing to compute.
+            let first = if busy {
+                match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            };
+            let mut commands: Vec<Command> = first.into_iter().collect();
+            commands.extend(rx.try_iter());
+            for c in commands {
+                if !self.handle(c) {
+                    self.end_all("the engine shut down");
+                    return;
+                }
+            }
+            self.step();
+        }
+    }
+
+    /// Handles one command; `false` on shutdown.
+    fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Load {
+                model,
+                draft,
+                reply,
+            } => {
+                self.end_all("the model was replaced");
+                self.loaded = None;
+                match self.load(&model, draft.as_deref(), &reply) {
+                    Ok((loaded, info)) => {
+                        self.loaded = Some(loaded);
+                        let _ = reply.send(Event::Ready(info));
+                    }
+                    Err(message) => {
+                        let _ = reply.send(Event::Error { id: None, message });
+                    }
+                }
+            }
+            Command::Unload { reply } => {
+                self.end_all("the model was unloaded");
+                self.loaded = None;
+                let _ = reply.send(Event::Unloaded);
+            }
+            Command::Generate { request, reply } => self.start(request, reply),
+            Command::Cancel { id } => {
+                if let Some(l) = &mut self.loaded {
+                    l.runner.finish(id, FinishReason::Cancelled);
+                }
+            }
+            Command::Stats { reply } => {
+                let stats = match &self.loaded {
+                    Some(l) => EngineStats {
+                        model: Some(l.name.clone()),
+                        ..l.runner.stats()
+                    },
+                    None => EngineStats::default(),
+                };
+                let _ = reply.send(Event::Stats(stats));
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Ends every live request with an error.
+    fn end_all(&mut self, why: &str) {
+        if let Some(l) = &mut self.loaded {
+            l.runner.abort_all();
+        }
+        for (id, live) in self.live.drain() {
+            let _ = live.reply.send(Event::Error {
+                id: Some(id),
+                message: why.to_string(),
+            });
+        }
+    }
+
+    fn load(
+        &self,
+        path: &Path,
+        draft: Option<&Path>,
+        reply: &Sender<Event>,
+    ) -> Result<(Loaded, ModelInfo), String> {
+        let threads = self
+            .config
+            .threads
+            .unwrap_or_else(crate::backend::cpu::default_threads)
+            .max(1);
+        let progress = |phase, done, total| {
+            let _ = reply.send(Event::Loading {
+                phase,
+                done_bytes: done,
+                total_bytes: total,
+            });
+        };
+        let sched = self.config.sched;
+        let runner: Box<dyn Runner> = match self.config.backend {
+            BackendKind::Cpu => Box::new(open_scheduler(
+                path,
+                draft,
+                sched,
+                || CpuBackend::with_threads(threads),
+                &progress,
+            )?),
+            BackendKind::Reference => Box::new(open_scheduler(
+                path,
+                draft,
+                sched,
+                || ReferenceBackend::with_threads(threads),
+                &progress,
+            )?),
+        };
+        let file = runner.file();
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| e.to_string())?;
+        let template = ChatTemplate::from_gguf(&file).ok();
+        let name = file
+            .opt_str("general.name")
+            .ok()
+            .flatten()
+            .map(str::to_string)
+            .unwrap_or_else(|| file.label().to_string());
+        let (kv_blocks, kv_block_size, kv_bytes, backend, context_length, vocab_size, layers) =
+            runner.info();
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            architecture: file.architecture().unwrap_or_default().to_string(),
+            backend,
+            context_length,
+            vocab_size,
+            layers,
+            file_bytes: file.bytes().len() as u64,
+            kv_blocks,
+            kv_block_size,
+            kv_bytes,
+            has_chat_template: template.is_some(),
+            draft: draft.map(|d| d.display().to_string()),
+        };
+        Ok((
+            Loaded {
+                runner,
+                tokenizer,
+                template,
+                name,
+            },
+            info,
+        ))
+    }
+
+    /// Tokenizes a request and hands it to the scheduler.
+    fn start(&mut self, request: Request, reply: Sender<Event>) {
+        let id = request.id;
+        let fail = |message: String| {
+            let _ = reply.send(Event::Error {
+                id: Some(id),
+                message,
+            });
+        };
+        let Some(l) = &mut self.loaded else {
+            return fail("no model is loaded".into());
+        };
+        if self.live.contains_key(&id) {
+            return fail(format!("request {id} is already running"));
+        }
+        let p = &request.params;
+        let (tokens, keep, chat) = match prompt_tokens(l, &request.prompt) {
+            Ok(t) => t,
+            Err(message) => return fail(message),
+        };
+        let params = SeqParams {
+            max_tokens: p.max_tokens.max(1),
+            sampler: p.sampler.clone(),
+            stop_ids: if p.ignore_eos {
+                Vec::new()
+            } else {
+                l.tokenizer.eog_ids().to_vec()
+            },
+            context: p.context,
+            keep,
+            max_context: p.max_context,
+            speculation: p.speculation,
+        };
+        if let Err(message) = l.runner.scheduler_submit(id, tokens, params) {
+            return fail(message);
+        }
+        self.live.insert(
+            id,
+            Live {
+                reply,
+                decoder: Some(DecodeState::new(chat)),
+                stops: StopStrings::new(&p.stop),
+                text: String::new(),
+                stopped: false,
+            },
+        );
+    }
+
+    /// One scheduler step, its outputs turned into events.
+    fn step(&mut self) {
+        let Some(l) = &mut self.loaded else {
+            return;
+        };
+        if l.runner.is_idle() {
+            return;
+        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| l.runner.step()));
+        let outputs = match result {
+            Ok(Ok(outputs)) => outputs,
+            Ok(Err(e)) => return self.fail_running(&e.to_string()),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown".into());
+                return self.fail_running(&format!("internal error in the engine: {what}"));
+            }
+        };
+        for out in outputs {
+            match out {
+                Output::Token { seq, id: token } => self.token(seq, token),
+                Output::Done { seq, finish, stats } => self.done(seq, finish, stats),
+            }
+        }
+    }
+
+    fn token(&mut self, seq: RequestId, token: u32) {
+        let (Some(l), Some(live)) = (&mut self.loaded, self.live.get_mut(&seq)) else {
+            return;
+        };
+        if live.stopped {
+            return;
+        }
+        let mut decoder = l
+            .tokenizer
+            .resume_decoder(live.decoder.take().expect("a live request has a decoder"));
+        let piece = decoder.step(token);
+        live.decoder = Some(decoder.into_state());
+        let step = live.stops.push(&piece);
+        if step.stopped {
+            live.stopped = true;
+            l.runner.finish(seq, FinishReason::Stop);
+        }
+        if !step.emit.is_empty() {
+            live.text.push_str(&step.emit);
+            let sent = live.reply.send(Event::Token {
+                id: seq,
+                text: step.emit,
+            });
+            if sent.is_err() {
+                // Nobody listens any more: cancel.
+                l.runner.finish(seq, FinishReason::Cancelled);
+                self.live.remove(&seq);
+            }
+        }
+    }
+
+    fn done(&mut self, seq: RequestId, finish: FinishReason, stats: Stats) {
+        let (Some(l), Some(mut live)) = (&mut self.loaded, self.live.remove(&seq)) else {
+            return;
+        };
+        if !live.stopped {
+            let mut decoder = l
+                .tokenizer
+                .resume_decoder(live.decoder.take().expect("a live request has a decoder"));
+            let rest = decoder.finish();
+            let step = live.stops.push(&rest);
+            let mut tail = step.emit;
+            if !step.stopped {
+                tail.push_str(&live.stops.finish());
+            }
+            if !tail.is_empty() {
+                live.text.push_str(&tail);
+                let _ = live.reply.send(Event::Token {
+                    id: seq,
+                    text: tail,
+                });
+            }
+        }
+        let finish = if live.stopped {
+            FinishReason::Stop
+        } else {
+            finish
+        };
+        let _ = live.reply.send(Event::Done {
+            id: seq,
+            finish,
+            stats,
+            text: live.text,
+        });
+    }
+
+    /// Ends every running request with `message` after a failed step.
+    fn fail_running(&mut self, message: &str) {
+        if let Some(l) = &mut self.loaded {
+            for id in l.runner.abort_all() {
+                if let Some(live) = self.live.remove(&id) {
+                    let _ = live.reply.send(Event::Error {
+                        id: Some(id),
+                        message: message.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Opens a model (and draft) on backends made by `backend` and builds its scheduler.
+fn open_scheduler<B: Backend + 'static>(
+    path: &Path,
+    draft: Option<&Path>,
+    config: SchedConfig,
+    backend: impl Fn() -> B,
+    progress: &dyn Fn(LoadPhase, u64, u64),
+) -> Result<Scheduler<B>, String> {
+    progress(LoadPhase::Reading, 0, 0);
+    let open = |p: &Path| -> Result<Model<B>, String> {
+        let file = Arc::new(GgufFile::open(p).map_err(|e| e.to_string())?);
+        let total: u64 = file.tensors().iter().map(|t| t.size).sum();
+        let done = std::cell::Cell::new(0u64);
+        let step = (total / 100).max(1);
+        progress(LoadPhase::Weights, 0, total);
+        Model::load_with_progress(file, backend(), &|bytes| {
+            let before = done.get();
+            done.set(before + bytes);
+            if before / step != done.get() / step {
+                progress(LoadPhase::Weights, done.get(), total);
+            }
+        })
+        .map_err(|e| e.to_string())
+    };
+    let model = open(path)?;
+    let draft = match draft {
+        Some(d) => {
+            let m = open(d)?;
+            if m.config().vocab_size != model.config().vocab_size {
+                return Err(format!(
+                    "{}: the draft model's vocabulary ({} tokens) differs from the model's ({})",
+                    d.display(),
+                    m.config().vocab_size,
+                    model.config().vocab_size
+                ));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    progress(LoadPhase::Cache, 0, 0);
+    Scheduler::new(model, draft, config).map_err(|e| e.to_string())
+}
+
+/// A request's tokens, the leading tokens a middle cut keeps, and whether it is a chat (special
+/// tokens are then not shown).
+fn prompt_tokens(l: &Loaded, prompt: &Prompt) -> Result<(Vec<u32>, usize, bool), String> {
+    let tok = &l.tokenizer;
+    let out = match prompt {
+        Prompt::Tokens(ids) => (ids.clone(), 0, false),
+        Prompt::Text(text) => (tok.encode(text, true).map_err(|e| e.to_string())?, 0, false),
+        Prompt::Chat(messages) => {
+            let template = l
+                .template
+                .as_ref()
+                .ok_or("the model has no chat template; send plain text instead")?;
+            let rendered = template
+                .render(messages, true)
+                .map_err(|e| e.to_string())?;
+            let ids = tok.encode_chat(&rendered).map_err(|e| e.to_string())?;
+            // A middle cut keeps the system messages (and the template's start).
+            let system: Vec<ChatMessage> = messages
+                .iter()
+                .take_while(|m| m.role == "system")
+                .cloned()
+                .collect();
+            let keep = if system.is_empty() {
+                usize::from(tok.adds_bos())
+            } else {
+                let r = template.render(&system, false).map_err(|e| e.to_string())?;
+                tok.encode_chat(&r).map_err(|e| e.to_string())?.len()
+            };
+            (ids, keep, true)
+        }
+    };
+    if out.0.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    Ok(out)
+}
+
+/// How long [`wait_done`] waits by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+
+/// Collects a generation's events until `Done` (text, finish, stats) or `Error` (its message).
+pub fn wait_done(
+    rx: &Receiver<Event>,
+    timeout: Duration,
+) -> Result<(String, FinishReason, Stats), String> {
+    let mut text = String::new();
+    loop {
+        match rx.recv_timeout(timeout) {
+            Ok(Event::Token { text: t, .. }) => text.push_str(&t),
+            Ok(Event::Done {
+                finish,
+                stats,
+                text: whole,
+                ..
+            }) => {
+                debug_assert_eq!(whole, text);
+                return Ok((whole, finish, stats));
+            }
+            Ok(Event::Error { message, .. }) => return Err(message),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no answer from the engine: {e}")),
+        }
+    }
+}

@@ -1,0 +1,750 @@
+//! The scheduler: many sequences on one model, a step at a time.
+//!
+//! Each [`Scheduler::step`]:
+//! 1. admits waiting sequences while the paged KV cache has room, each taking every cached block
+//!    of its prompt's start ([`crate::kv::BlockManager`]), so a next chat turn computes only the
+//!    new tokens;
+//! 2. runs one batched forward for every decoding sequence (one row each, plus its speculative
+//!    drafts: weights are read once for all of them) and one for a chunk of waiting prompt tokens
+//!    (at most [`SchedConfig::prefill_chunk`] rows, chunks aligned to absolute positions), so a
+//!    long prompt never stalls the streams for more than one chunk;
+//! 3. samples or verifies each sequence's next tokens and reports them as [`Output`]s.
+//!
+//! A sequence that needs a block when none is free preempts the most recently admitted one, which
+//! gives its blocks back and waits to be recomputed (its full blocks usually stay cached). A
+//! sequence longer than its context follows its [`ContextPolicy`].
+//!
+//! Decode rows and prompt rows run in separate forwards so that a token's numerics do not depend
+//! on whether a prompt was being processed beside it (the CPU kernels sum in a different order for
+//! large batches).
+
+mod spec;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::kv::{BlockManager, CacheCounters, SeqBlocks};
+use crate::model::{Batch, FinishReason, KvCache, KvPool, MAX_BATCH, Model, ModelError};
+use crate::sample::{Sampler, SamplerConfig, Verdict};
+
+pub use spec::Speculation;
+
+/// A sequence's id, chosen by the caller.
+pub type SeqId = u64;
+
+/// What a conversation longer than the context becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextPolicy {
+    /// Stop with [`FinishReason::ContextFull`] (a prompt that does not fit gets no tokens).
+    #[default]
+    Stop,
+    /// Keep the first [`SeqParams::keep`] tokens (the system prompt) and the most recent ones,
+    /// dropping the middle.
+    DropMiddle,
+    /// Keep only the most recent tokens.
+    RollingWindow,
+}
+
+/// How to generate one sequence.
+#[derive(Debug, Clone)]
+pub struct SeqParams {
+    /// The most tokens to generate (at least 1).
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Tokens that end generation (not reported).
+    pub stop_ids: Vec<u32>,
+    pub context: ContextPolicy,
+    /// Leading tokens [`ContextPolicy::DropMiddle`] keeps.
+    pub keep: usize,
+    /// A context smaller than the model's (positions).
+    pub max_context: Option<usize>,
+    pub speculation: Speculation,
+}
+
+impl Default for SeqParams {
+    fn default() -> Self {
+        SeqParams {
+            max_tokens: 256,
+            sampler: SamplerConfig::greedy(),
+            stop_ids: Vec::new(),
+            context: ContextPolicy::Stop,
+            keep: 0,
+            max_context: None,
+            speculation: Speculation::Off,
+        }
+    }
+}
+
+/// Figures of one finished sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SeqStats {
+    pub prompt_tokens: usize,
+    /// Prompt positions found in the prefix cache (not computed).
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    /// From submission to the first generated token (waiting and prompt processing included).
+    pub time_to_first_token: Duration,
+    /// From the first generated token to the last.
+    pub decode_time: Duration,
+    /// Speculative tokens proposed and accepted.
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
+    /// Times the conversation was cut to fit the context.
+    pub context_cuts: usize,
+}
+
+impl SeqStats {
+    /// Mean time between generated tokens after the first.
+    pub fn time_per_output_token(&self) -> Duration {
+        match self.generated_tokens {
+            0 | 1 => Duration::ZERO,
+            n => self.decode_time / (n as u32 - 1),
+        }
+    }
+
+    /// Generated tokens per second after the first.
+    pub fn tokens_per_s(&self) -> f64 {
+        let t = self.decode_time.as_secs_f64();
+        if self.generated_tokens < 2 || t == 0.0 {
+            0.0
+        } else {
+            (self.generated_tokens - 1) as f64 / t
+        }
+    }
+
+    /// Share of drafted tokens accepted (`None` without speculation).
+    pub fn acceptance_rate(&self) -> Option<f64> {
+        (self.drafted_tokens > 0).then(|| self.accepted_tokens as f64 / self.drafted_tokens as f64)
+    }
+}
+
+/// What a step produced for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A generated token.
+    Token { seq: SeqId, id: u32 },
+    /// The sequence ended; its blocks are released.
+    Done {
+        seq: SeqId,
+        finish: FinishReason,
+        stats: SeqStats,
+    },
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedConfig {
+    /// Positions per KV block.
+    pub block_size: usize,
+    /// Bytes of KV cache (`None`: a quarter of the free memory, at most 4 GiB).
+    pub kv_budget: Option<u64>,
+    /// Prompt rows processed per step (over all sequences).
+    pub prefill_chunk: usize,
+    /// Sequences running at once (the rest wait).
+    pub max_running: usize,
+    /// Reuse cached prompt prefixes (off only to measure what it saves).
+    pub prefix_cache: bool,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        SchedConfig {
+            block_size: 16,
+            kv_budget: None,
+            prefill_chunk: 256,
+            max_running: 16,
+            prefix_cache: true,
+        }
+    }
+}
+
+/// A sequence the scheduler holds.
+struct Seq<B: Backend> {
+    id: SeqId,
+    params: SeqParams,
+    /// The tokens of the conversation as the model sees it (the prompt after any context cut,
+    /// then the generated tokens).
+    tokens: Vec<u32>,
+    /// Positions whose keys and values are in the cache.
+    computed: usize,
+    blocks: SeqBlocks,
+    sampler: Sampler,
+    generated: usize,
+    stats: SeqStats,
+    submitted: Instant,
+    first_token: Option<Instant>,
+    /// The draft model's cache (draft-model speculation).
+    draft_kv: Option<KvCache<B>>,
+    /// Admitted once already (a preempted sequence keeps its first reuse figure).
+    admitted_before: bool,
+}
+
+/// Many sequences on one model. See the module docs.
+pub struct Scheduler<B: Backend> {
+    model: Model<B>,
+    draft: Option<Model<B>>,
+    config: SchedConfig,
+    pool: KvPool<B>,
+    blocks: BlockManager,
+    waiting: VecDeque<Seq<B>>,
+    /// In admission order.
+    running: Vec<Seq<B>>,
+    outputs: Vec<Output>,
+}
+
+impl<B: Backend> std::fmt::Debug for Scheduler<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("model", &self.model)
+            .field("config", &self.config)
+            .field("blocks", &self.blocks)
+            .field("waiting", &self.waiting.len())
+            .field("running", &self.running.len())
+            .finish()
+    }
+}
+
+/// An error from [`Scheduler::submit`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("a sequence with id {0} is already scheduled")]
+    DuplicateId(SeqId),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {id} is outside the vocabulary ({vocab} tokens)")]
+    BadToken { id: u32, vocab: usize },
+}
+
+impl<B: Backend> Scheduler<B> {
+    /// A scheduler for `model` (and `draft`, a smaller model with the same vocabulary, for
+    /// draft-model speculation), with a KV pool sized by `config`.
+    pub fn new(
+        model: Model<B>,
+        draft: Option<Model<B>>,
+        config: SchedConfig,
+    ) -> Result<Self, ModelError> {
+        let block_size = config.block_size.max(1);
+        let per_block = (model.kv_bytes_per_token() * block_size).max(1) as u64;
+        let budget = config.kv_budget.unwrap_or_else(default_kv_budget);
+        // At least one full context of blocks fits unless the budget says otherwise.
+        let context_blocks = model.config().context_length.div_ceil(block_size) as u64;
+        let blocks = (budget / per_block).clamp(1, context_blocks * config.max_running as u64);
+        let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
+        let pool = model.kv_pool(blocks, block_size)?;
+        Ok(Scheduler {
+            model,
+            draft,
+            config: SchedConfig {
+                block_size,
+                ..config
+            },
+            pool,
+            blocks: BlockManager::new(blocks, block_size),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            outputs: Vec::new(),
+        })
+    }
+
+    pub fn model(&self) -> &Model<B> {
+        &self.model
+    }
+
+    pub fn draft(&self) -> Option<&Model<B>> {
+        self.draft.as_ref()
+    }
+
+    pub fn config(&self) -> &SchedConfig {
+        &self.config
+    }
+
+    /// KV blocks in the pool and positions per block.
+    pub fn kv_blocks(&self) -> (usize, usize) {
+        (self.blocks.total(), self.config.block_size)
+    }
+
+    /// Blocks unused by any sequence, and blocks holding a reusable prefix.
+    pub fn kv_usage(&self) -> (usize, usize) {
+        (self.blocks.available(), self.blocks.cached_blocks())
+    }
+
+    pub fn cache_counters(&self) -> CacheCounters {
+        self.blocks.counters()
+    }
+
+    /// Sequences waiting and running.
+    pub fn load(&self) -> (usize, usize) {
+        (self.waiting.len(), self.running.len())
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// Queues a sequence: `prompt` (token ids) then generation under `params`.
+    pub fn submit(
+        &mut self,
+        id: SeqId,
+        prompt: Vec<u32>,
+        params: SeqParams,
+    ) -> Result<(), SubmitError> {
+        if self.contains(id) {
+            return Err(SubmitError::DuplicateId(id));
+        }
+        if prompt.is_empty() {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(SubmitError::BadToken { id: bad, vocab });
+        }
+        let sampler = Sampler::new(params.sampler.clone());
+        self.waiting.push_back(Seq {
+            id,
+            stats: SeqStats {
+                prompt_tokens: prompt.len(),
+                ..SeqStats::default()
+            },
+            params,
+            tokens: prompt,
+            computed: 0,
+            blocks: SeqBlocks::default(),
+            sampler,
+            generated: 0,
+            submitted: Instant::now(),
+            first_token: None,
+            draft_kv: None,
+            admitted_before: false,
+        });
+        Ok(())
+    }
+
+    fn contains(&self, id: SeqId) -> bool {
+        self.waiting.iter().any(|s| s.id == id) || self.running.iter().any(|s| s.id == id)
+    }
+
+    /// Ends sequence `id` now with `finish` (cancelled, or a stop string seen by the caller);
+    /// its `Done` output comes with the next step's outputs. Returns whether it was scheduled.
+    pub fn finish(&mut self, id: SeqId, finish: FinishReason) -> bool {
+        let seq = if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+            self.waiting.remove(i)
+        } else if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            Some(self.running.remove(i))
+        } else {
+            None
+        };
+        match seq {
+            Some(seq) => {
+                self.retire(seq, finish);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every sequence with `finish` (after a failed step) and returns their ids.
+    pub fn abort_all(&mut self, finish: FinishReason) -> Vec<SeqId> {
+        let all: Vec<Seq<B>> = self.running.drain(..).chain(self.waiting.drain(..)).collect();
+        let ids = all.iter().map(|s| s.id).collect();
+        for seq in all {
+            self.retire(seq, finish);
+        }
+        ids
+    }
+
+    /// Runs one step (see the module docs) and returns what it produced.
+    pub fn step(&mut self) -> Result<Vec<Output>, ModelError> {
+        self.admit();
+        let plan = self.plan()?;
+        if !plan.decode.is_empty() {
+            self.run_decode(&plan.decode)?;
+        }
+        if !plan.prefill.is_empty() {
+            self.run_prefill(&plan.prefill)?;
+        }
+        Ok(std::mem::take(&mut self.outputs))
+    }
+
+    /// Positions sequence `seq` may use: the model's context, its own limit, the whole pool.
+    fn limit(&self, params: &SeqParams) -> usize {
+        let pool = self.blocks.total() * self.config.block_size;
+        let model = self.model.config().context_length;
+        params.max_context.unwrap_or(usize::MAX).min(model).min(pool)
+    }
+
+    /// Applies the context policy to a sequence whose tokens fill its context: cuts its tokens
+    /// (the caller recomputes them), or returns `false` if it must stop.
+    fn fit(&self, seq: &mut Seq<B>) -> bool {
+        let limit = self.limit(&seq.params);
+        // Keep the next token's position within the context.
+        if seq.tokens.len() < limit {
+            return true;
+        }
+        // After a cut, a quarter of the context is free for what comes next.
+        let target = (limit - limit / 4).max(1);
+        let keep = match seq.params.context {
+            ContextPolicy::Stop => return false,
+            ContextPolicy::DropMiddle => seq.params.keep.min(target / 2),
+            ContextPolicy::RollingWindow => 0,
+        };
+        let n = seq.tokens.len();
+        let recent = target - keep;
+        let mut cut = seq.tokens[..keep].to_vec();
+        cut.extend_from_slice(&seq.tokens[n - recent..]);
+        seq.tokens = cut;
+        seq.stats.context_cuts += 1;
+        true
+    }
+
+    /// Moves waiting sequences to running while their prompt's blocks fit.
+    fn admit(&mut self) {
+        while self.running.len() < self.config.max_running {
+            let Some(mut seq) = self.waiting.pop_front() else {
+                break;
+            };
+            if !self.fit(&mut seq) {
+                self.retire(seq, FinishReason::ContextFull);
+                continue;
+            }
+            let bs = self.config.block_size;
+            // Reuse at most the blocks before the last token: its logits are needed.
+            let max_reuse = if self.config.prefix_cache {
+                (seq.tokens.len() - 1) / bs
+            } else {
+                0
+            };
+            let (blocks, reused) = self.blocks.start(&seq.tokens, max_reuse);
+            seq.blocks = blocks;
+            let needed = self.blocks.needed(&seq.blocks, seq.tokens.len());
+            // Room for the prompt, plus a block of growth for each running sequence.
+            if needed + self.running.len() > self.blocks.available() && !self.running.is_empty()
+                || needed > self.blocks.available()
+            {
+                self.blocks.release(std::mem::take(&mut seq.blocks));
+                self.waiting.push_front(seq);
+                break;
+            }
+            let ok = self.blocks.reserve(&mut seq.blocks, seq.tokens.len());
+            debug_assert!(ok, "admission checked the room");
+            seq.computed = reused;
+            if !seq.admitted_before {
+                seq.stats.reused_tokens = reused;
+                seq.admitted_before = true;
+            }
+            self.running.push(seq);
+        }
+    }
+
+    /// Chooses this step's rows and makes sure their blocks exist, preempting the newest
+    /// sequences when the pool is short.
+    fn plan(&mut self) -> Result<Plan, ModelError> {
+        let mut plan = Plan::default();
+        let mut prefill_budget = self.config.prefill_chunk.max(1);
+        let mut decode_rows = 0;
+        let mut i = 0;
+        while i < self.running.len() {
+            let pending = self.running[i].tokens.len() - self.running[i].computed;
+            let (rows, drafts) = if pending == 1 {
+                let room = MAX_BATCH - decode_rows - 1;
+                let drafts = self.propose(i, room)?;
+                (1 + drafts.len(), drafts)
+            } else {
+                if prefill_budget == 0 {
+                    i += 1;
+                    continue;
+                }
+                // Chunks end at multiples of the chunk size, so a prompt splits the same way
+                // whatever runs beside it.
+                let c = self.config.prefill_chunk.max(1);
+                let computed = self.running[i].computed;
+                let chunk_end = (computed / c + 1) * c;
+                let take = pending.min(prefill_budget).min(chunk_end - computed);
+                (take, Vec::new())
+            };
+            let seq = &mut self.running[i];
+            let end = seq.computed + rows;
+            if !self.blocks.reserve(&mut seq.blocks, end) {
+                // Preempt the newest sequence (possibly this one) and try again.
+                let victim = self.running.pop().expect("a running sequence");
+                let victim_index = self.running.len();
+                self.preempt(victim);
+                plan.decode.retain(|r| r.seq < victim_index);
+                plan.prefill.retain(|r| r.seq < victim_index);
+                continue;
+            }
+            if pending == 1 {
+                decode_rows += rows;
+                plan.decode.push(Rows { seq: i, drafts });
+            } else {
+                prefill_budget -= rows;
+                plan.prefill.push(Rows {
+                    seq: i,
+                    drafts: vec![0; rows], // only the count matters for prompt rows
+                });
+            }
+            i += 1;
+        }
+        Ok(plan)
+    }
+
+    /// Gives a running sequence's blocks back and queues it first, to be recomputed.
+    fn preempt(&mut self, mut seq: Seq<B>) {
+        self.blocks.release(std::mem::take(&mut seq.blocks));
+        seq.computed = 0;
+        self.waiting.push_front(seq);
+    }
+
+    /// One forward for every decoding sequence: its last token and its drafts.
+    fn run_decode(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+        let mut tokens = Vec::new();
+        let mut positions = Vec::new();
+        let mut tables: Vec<&[u32]> = Vec::new();
+        for r in rows {
+            let seq = &self.running[r.seq];
+            let start = seq.computed;
+            tokens.push(seq.tokens[start]);
+            tokens.extend_from_slice(&r.drafts);
+            for p in start..start + 1 + r.drafts.len() {
+                positions.push(p as u32);
+                tables.push(&seq.blocks.table);
+            }
+        }
+        let logit_rows: Vec<u32> = (0..tokens.len() as u32).collect();
+        let logits = self.model.forward_batch(
+            &mut self.pool,
+            &Batch {
+                tokens: &tokens,
+                positions: &positions,
+                tables: &tables,
+                logits: &logit_rows,
+            },
+        )?;
+        let logits = self.model.backend().read(&logits)?;
+        let vocab = self.model.config().vocab_size;
+        let mut row = 0;
+        let mut done = Vec::new();
+        for r in rows {
+            let n = 1 + r.drafts.len();
+            let seq_logits = &logits[row * vocab..(row + n) * vocab];
+            row += n;
+            let seq = &mut self.running[r.seq];
+            seq.computed += 1;
+            if let Some(end) = self.accept(r.seq, seq_logits, &r.drafts) {
+                done.push((r.seq, end));
+            }
+        }
+        self.retire_indices(done);
+        Ok(())
+    }
+
+    /// One forward for a chunk of prompt rows of one or more sequences.
+    fn run_prefill(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+        let mut tokens = Vec::new();
+        let mut positions = Vec::new();
+        let mut tables: Vec<&[u32]> = Vec::new();
+        let mut logit_rows = Vec::new();
+        for r in rows {
+            let seq = &self.running[r.seq];
+            let n = r.drafts.len();
+            let start = seq.computed;
+            tokens.extend_from_slice(&seq.tokens[start..start + n]);
+            for p in start..start + n {
+                positions.push(p as u32);
+                tables.push(&seq.blocks.table);
+            }
+            if start + n == seq.tokens.len() {
+                logit_rows.push(tokens.len() as u32 - 1);
+            }
+        }
+        let logits = self.model.forward_batch(
+            &mut self.pool,
+            &Batch {
+                tokens: &tokens,
+                positions: &positions,
+                tables: &tables,
+                logits: &logit_rows,
+            },
+        )?;
+        let logits = if logit_rows.is_empty() {
+            Vec::new()
+        } else {
+            self.model.backend().read(&logits)?
+        };
+        let vocab = self.model.config().vocab_size;
+        let mut row = 0;
+        let mut done = Vec::new();
+        for r in rows {
+            let seq = &mut self.running[r.seq];
+            seq.computed += r.drafts.len();
+            if self.config.prefix_cache {
+                self.blocks
+                    .commit(&mut seq.blocks, &seq.tokens, seq.computed);
+            }
+            if seq.computed == seq.tokens.len() {
+                let l = &logits[row * vocab..(row + 1) * vocab];
+                row += 1;
+                // The prompt is in: its last row's logits give the next token.
+                if let Some(end) = self.accept(r.seq, l, &[]) {
+                    done.push((r.seq, end));
+                }
+            }
+        }
+        self.retire_indices(done);
+        Ok(())
+    }
+
+    /// Chooses sequence `i`'s next tokens from `logits` (one row for the last computed token, then
+    /// one per draft): verifies the drafts in order and keeps the accepted ones and one more.
+    /// Returns why the sequence ends or must be cut, if it must.
+    fn accept(&mut self, i: usize, logits: &[f32], drafts: &[u32]) -> Option<Ending> {
+        let vocab = self.model.config().vocab_size;
+        let limit = self.limit(&self.running[i].params);
+        let seq = &mut self.running[i];
+        // `computed` counts the fed token; the drafts' positions are provisional.
+        let mut chosen = Vec::new();
+        seq.stats.drafted_tokens += drafts.len();
+        for (j, row) in logits.chunks_exact(vocab).enumerate() {
+            let mut history = seq.tokens.clone();
+            history.extend_from_slice(&chosen);
+            match drafts.get(j) {
+                Some(&d) => {
+                    match seq.sampler.verify_draft(row, &history, d) {
+                        Verdict::Accept => {
+                            seq.stats.accepted_tokens += 1;
+                            chosen.push(d);
+                        }
+                        Verdict::Reject(t) => {
+                            chosen.push(t);
+                            break;
+                        }
+                    }
+                }
+                None => chosen.push(seq.sampler.sample(row, &history)),
+            }
+        }
+        let mut finish = None;
+        for (k, &t) in chosen.iter().enumerate() {
+            if seq.params.stop_ids.contains(&t) {
+                finish = Some(FinishReason::Stop);
+                break;
+            }
+            if k > 0 {
+                // The previous chosen token was a draft whose row was computed.
+                seq.computed += 1;
+            }
+            seq.tokens.push(t);
+            seq.generated += 1;
+            let now = Instant::now();
+            let first = *seq.first_token.get_or_insert(now);
+            seq.stats.decode_time = now - first;
+            self.outputs.push(Output::Token { seq: seq.id, id: t });
+            if seq.generated >= seq.params.max_tokens.max(1) {
+                finish = Some(FinishReason::Length);
+                break;
+            }
+        }
+        // Positions past the kept tokens held rejected drafts: give their blocks back.
+        self.blocks.truncate(&mut seq.blocks, seq.tokens.len());
+        if self.config.prefix_cache {
+            self.blocks
+                .commit(&mut seq.blocks, &seq.tokens, seq.computed);
+        }
+        if let Some(kv) = &mut seq.draft_kv {
+            // The draft's cache is valid as far as it agrees with the kept tokens.
+            let valid = kv.len().min(seq.computed);
+            kv.truncate(valid);
+        }
+        if let Some(finish) = finish {
+            return Some(Ending::Finish(finish));
+        }
+        if seq.tokens.len() >= limit {
+            return Some(match seq.params.context {
+                ContextPolicy::Stop => Ending::Finish(FinishReason::ContextFull),
+                _ => Ending::Cut,
+            });
+        }
+        None
+    }
+
+    /// Retires (or cuts and requeues) running sequences by index, highest first so indices stay
+    /// valid.
+    fn retire_indices(&mut self, mut done: Vec<(usize, Ending)>) {
+        done.sort_by_key(|&(i, _)| std::cmp::Reverse(i));
+        for (i, end) in done {
+            let mut seq = self.running.remove(i);
+            match end {
+                Ending::Finish(finish) => self.retire(seq, finish),
+                Ending::Cut => {
+                    // Recompute the cut conversation as a new admission; its kept start usually
+                    // comes back from the prefix cache.
+                    self.blocks.release(std::mem::take(&mut seq.blocks));
+                    let fits = self.fit(&mut seq);
+                    debug_assert!(fits, "only policies that cut get here");
+                    seq.computed = 0;
+                    if let Some(kv) = &mut seq.draft_kv {
+                        kv.clear(); // it held the tokens before the cut
+                    }
+                    self.waiting.push_front(seq);
+                }
+            }
+        }
+    }
+
+    /// Releases a sequence's blocks and reports it done.
+    fn retire(&mut self, mut seq: Seq<B>, finish: FinishReason) {
+        self.blocks.release(std::mem::take(&mut seq.blocks));
+        let mut stats = seq.stats;
+        stats.generated_tokens = seq.generated;
+        if let Some(first) = seq.first_token {
+            stats.time_to_first_token = first - seq.submitted;
+        }
+        self.outputs.push(Output::Done {
+            seq: seq.id,
+            finish,
+            stats,
+        });
+    }
+}
+
+/// How a step ends a running sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Finish(FinishReason),
+    /// Over its context: cut by its policy and recomputed.
+    Cut,
+}
+
+/// The rows of one sequence in a step.
+#[derive(Debug, Default)]
+struct Rows {
+    /// Index in `running`.
+    seq: usize,
+    /// Decode: the drafted tokens after the last one. Prefill: one entry per prompt row.
+    drafts: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    decode: Vec<Rows>,
+    prefill: Vec<Rows>,
+}
+
+/// A quarter of the memory the system reports free, at most 4 GiB (1 GiB when unknown).
+fn default_kv_budget() -> u64 {
+    const GIB: u64 = 1 << 30;
+    available_memory().map_or(GIB, |m| (m / 4).min(4 * GIB))
+}
+
+/// `MemAvailable` from `/proc/meminfo` (Linux), in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
