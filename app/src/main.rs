@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod format;
 mod run;
+mod scenario;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,6 +153,9 @@ enum Cmd {
         /// Measure the matvec kernels per quant type and dispatch level instead of the model.
         #[arg(long)]
         kernels: bool,
+        /// Measure an engine runtime scenario (through the engine's channel API) instead.
+        #[arg(long, value_enum, conflicts_with = "kernels")]
+        scenario: Option<scenario::Scenario>,
     },
     /// Fetch a published model into the models directory and verify it (`--list` shows names).
     Fetch {
@@ -218,11 +222,20 @@ fn main() -> ExitCode {
             model,
             backend,
             threads,
+            json,
+            scenario: Some(scenario),
+            ..
+        }) => scenario::run(&model, backend, threads, scenario, json),
+        Some(Cmd::Bench {
+            model,
+            backend,
+            threads,
             prompt,
             gen_tokens,
             reps,
             json,
             kernels,
+            scenario: None,
         }) => bench::bench(&bench::BenchArgs {
             model,
             backend,

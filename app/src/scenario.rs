@@ -253,12 +253,15 @@ fn concurrent(
 }
 
 /// Copy and extraction prompts over about 1k tokens of text.
-fn lookup_prompts() -> Vec<String> {
+fn lookup_prompts() -> Vec<Prompt> {
     let text: String = TEXT.chars().take(4200).collect();
+    let start: String = text.chars().take(300).collect();
+    let half: String = TEXT.chars().take(2100).collect();
+    let chat = |p: String| Prompt::Chat(vec![ChatMessage::user(p)]);
     vec![
-        format!("Copy the following text exactly, word for word.\n\n{text}"),
-        format!("Rewrite the following text with every line kept as it is.\n\n{text}"),
-        format!("Extract the first three paragraphs of this text verbatim.\n\n{text}"),
+        chat(format!("Copy the following text exactly, word for word.\n\n{text}")),
+        Prompt::Text(format!("{text}\n\nThe same text, copied exactly:\n\n{start}")),
+        Prompt::Text(format!("{half}\n\n{half}\n\n{start}")),
     ]
 }
 
@@ -269,8 +272,7 @@ fn prompt_lookup(
 ) -> Result<Vec<Figure>> {
     let e = engine(model, None, backend, threads, SchedConfig::default())?;
     let mut figures = Vec::new();
-    for (i, p) in lookup_prompts().into_iter().enumerate() {
-        let prompt = Prompt::Chat(vec![ChatMessage::user(p)]);
+    for (i, prompt) in lookup_prompts().into_iter().enumerate() {
         // Warm the prefix cache so both runs decode only.
         generate(&e, prompt.clone(), greedy(1))?;
         let (plain_text, _, plain) = generate(&e, prompt.clone(), greedy(128))?;

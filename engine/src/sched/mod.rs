@@ -180,6 +180,11 @@ struct Seq<B: Backend> {
     first_token: Option<Instant>,
     /// The draft model's cache (draft-model speculation).
     draft_kv: Option<KvCache<B>>,
+    /// Adaptive speculation: drafts to propose next, steps to skip drafting, and drafting
+    /// rounds in a row with nothing accepted.
+    spec_k: usize,
+    spec_pause: u32,
+    spec_misses: u32,
     /// Admitted once already (a preempted sequence keeps its first reuse figure).
     admitted_before: bool,
 }
@@ -320,6 +325,9 @@ impl<B: Backend> Scheduler<B> {
             submitted: Instant::now(),
             first_token: None,
             draft_kv: None,
+            spec_k: usize::MAX,
+            spec_pause: 0,
+            spec_misses: 0,
             admitted_before: false,
         });
         Ok(())
@@ -627,6 +635,10 @@ impl<B: Backend> Scheduler<B> {
                 }
                 None => chosen.push(seq.sampler.sample(row, &history)),
             }
+        }
+        if !drafts.is_empty() {
+            let accepted = chosen.len() - 1;
+            spec::adapt(&mut seq.spec_k, &mut seq.spec_pause, &mut seq.spec_misses, accepted, drafts.len());
         }
         let mut finish = None;
         for (k, &t) in chosen.iter().enumerate() {

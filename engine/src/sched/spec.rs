@@ -56,16 +56,42 @@ pub(crate) fn lookup(tokens: &[u32], max_ngram: usize, k: usize) -> Vec<u32> {
     Vec::new()
 }
 
+/// Adapts a sequence's drafting to how its last drafts fared: after a fully accepted round the
+/// next proposes twice as many, after a rejection one more than were accepted; rounds with nothing
+/// accepted pause drafting for 1, 3, 7, ... steps (at most 31), so text the guesses do not fit
+/// decodes at nearly the plain speed.
+pub(crate) fn adapt(k: &mut usize, pause: &mut u32, misses: &mut u32, accepted: usize, drafted: usize) {
+    if accepted == drafted {
+        *k = drafted.saturating_mul(2);
+    } else {
+        *k = accepted + 1;
+    }
+    if accepted == 0 {
+        *misses = (*misses + 1).min(5);
+        *pause = (1 << *misses) - 1;
+    } else {
+        *misses = 0;
+    }
+}
+
 impl<B: Backend> Scheduler<B> {
     /// Drafts for running sequence `i`, whose last token is the only one not yet computed; at most
     /// `room` (batch rows left), never past its context or its token limit.
     pub(super) fn propose(&mut self, i: usize, room: usize) -> Result<Vec<u32>, ModelError> {
         let limit = self.limit(&self.running[i].params);
         let seq = &mut self.running[i];
+        if seq.params.speculation == Speculation::Off {
+            return Ok(Vec::new());
+        }
+        if seq.spec_pause > 0 {
+            seq.spec_pause -= 1;
+            return Ok(Vec::new());
+        }
         let left = seq.params.max_tokens.saturating_sub(seq.generated + 1);
         // Drafts sit at positions computed + 1 ..; all must be inside the context.
         let fits = limit.saturating_sub(seq.computed + 1);
-        let cap = |k: usize| k.min(room).min(left).min(fits);
+        let adaptive = seq.spec_k.max(1);
+        let cap = |k: usize| k.min(room).min(left).min(fits).min(adaptive);
         match seq.params.speculation {
             Speculation::Off => Ok(Vec::new()),
             Speculation::PromptLookup { tokens, ngram } => {
@@ -113,6 +139,21 @@ impl<B: Backend> Scheduler<B> {
 #[cfg(test)]
 mod tests {
     use super::lookup;
+
+    #[test]
+    fn drafting_grows_after_success_and_pauses_after_misses() {
+        let (mut k, mut pause, mut misses) = (8, 0, 0);
+        super::adapt(&mut k, &mut pause, &mut misses, 8, 8);
+        assert_eq!((k, pause), (16, 0));
+        super::adapt(&mut k, &mut pause, &mut misses, 2, 8);
+        assert_eq!((k, pause), (3, 0));
+        super::adapt(&mut k, &mut pause, &mut misses, 0, 3);
+        assert_eq!((k, pause, misses), (1, 1, 1));
+        super::adapt(&mut k, &mut pause, &mut misses, 0, 1);
+        assert_eq!((k, pause, misses), (1, 3, 2));
+        super::adapt(&mut k, &mut pause, &mut misses, 1, 1);
+        assert_eq!((k, pause, misses), (2, 3, 0));
+    }
 
     #[test]
     fn lookup_copies_what_followed_the_latest_longest_match() {
