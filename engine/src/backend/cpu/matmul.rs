@@ -252,6 +252,11 @@ fn packed_products(
         let group = p.group(g);
         let r = g * packed::ROWS;
         let mut t = 0;
+        // Eight tokens per pass while there are (the block's values unpacked once for all).
+        while t + 8 <= a.rows {
+            packed_tokens::<8>(&group, a, t, r, emit);
+            t += 8;
+        }
         while t + 4 <= a.rows {
             packed_tokens::<4>(&group, a, t, r, emit);
             t += 4;
