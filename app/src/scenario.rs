@@ -182,12 +182,14 @@ fn chat_turns(e: &EngineHandle) -> Result<Vec<(Duration, usize, usize)>> {
     Ok(out)
 }
 
-fn multi_turn(
-    model: &Path,
-    backend: EngineBackend,
-    threads: Option<usize>,
-) -> Result<Vec<Figure>> {
-    let with = chat_turns(&engine(model, None, backend, threads, SchedConfig::default())?)?;
+fn multi_turn(model: &Path, backend: EngineBackend, threads: Option<usize>) -> Result<Vec<Figure>> {
+    let with = chat_turns(&engine(
+        model,
+        None,
+        backend,
+        threads,
+        SchedConfig::default(),
+    )?)?;
     let without = chat_turns(&engine(
         model,
         None,
@@ -212,11 +214,7 @@ fn multi_turn(
     Ok(figures)
 }
 
-fn concurrent(
-    model: &Path,
-    backend: EngineBackend,
-    threads: Option<usize>,
-) -> Result<Vec<Figure>> {
+fn concurrent(model: &Path, backend: EngineBackend, threads: Option<usize>) -> Result<Vec<Figure>> {
     let e = engine(model, None, backend, threads, SchedConfig::default())?;
     let params = GenerateParams {
         ignore_eos: true,
@@ -237,7 +235,10 @@ fn concurrent(
         let t = Instant::now();
         let rxs: Vec<_> = prompts
             .iter()
-            .map(|p| e.generate(Prompt::Text(format!("{p} ({rep})")), params.clone()).1)
+            .map(|p| {
+                e.generate(Prompt::Text(format!("{p} ({rep})")), params.clone())
+                    .1
+            })
             .collect();
         total = 0;
         for rx in &rxs {
@@ -268,8 +269,12 @@ fn lookup_prompts() -> Vec<Prompt> {
     let half: String = TEXT.chars().take(2100).collect();
     let chat = |p: String| Prompt::Chat(vec![ChatMessage::user(p)]);
     vec![
-        chat(format!("Copy the following text exactly, word for word.\n\n{text}")),
-        Prompt::Text(format!("{text}\n\nThe same text, copied exactly:\n\n{start}")),
+        chat(format!(
+            "Copy the following text exactly, word for word.\n\n{text}"
+        )),
+        Prompt::Text(format!(
+            "{text}\n\nThe same text, copied exactly:\n\n{start}"
+        )),
         Prompt::Text(format!("{half}\n\n{half}\n\n{start}")),
     ]
 }

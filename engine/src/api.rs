@@ -118,14 +118,20 @@ pub enum Command {
         reply: Sender<Event>,
     },
     /// Unloads the model; running requests end with an error.
-    Unload { reply: Sender<Event> },
+    Unload {
+        reply: Sender<Event>,
+    },
     Generate {
         request: Request,
         reply: Sender<Event>,
     },
-    Cancel { id: RequestId },
+    Cancel {
+        id: RequestId,
+    },
     /// Answers [`Event::Stats`].
-    Stats { reply: Sender<Event> },
+    Stats {
+        reply: Sender<Event>,
+    },
     Shutdown,
 }
 
@@ -184,7 +190,10 @@ pub enum Event {
     Ready(ModelInfo),
     Unloaded,
     /// Text generated since the last delta.
-    Token { id: RequestId, text: String },
+    Token {
+        id: RequestId,
+        text: String,
+    },
     Done {
         id: RequestId,
         finish: FinishReason,
@@ -310,7 +319,12 @@ struct Live {
 
 /// The scheduler with its backend type erased.
 trait Runner {
-    fn scheduler_submit(&mut self, id: u64, prompt: Vec<u32>, params: SeqParams) -> Result<(), String>;
+    fn scheduler_submit(
+        &mut self,
+        id: u64,
+        prompt: Vec<u32>,
+        params: SeqParams,
+    ) -> Result<(), String>;
     fn step(&mut self) -> Result<Vec<Output>, ModelError>;
     fn finish(&mut self, id: u64, finish: FinishReason) -> bool;
     fn abort_all(&mut self) -> Vec<u64>;
@@ -321,7 +335,12 @@ trait Runner {
 }
 
 impl<B: Backend> Runner for Scheduler<B> {
-    fn scheduler_submit(&mut self, id: u64, prompt: Vec<u32>, params: SeqParams) -> Result<(), String> {
+    fn scheduler_submit(
+        &mut self,
+        id: u64,
+        prompt: Vec<u32>,
+        params: SeqParams,
+    ) -> Result<(), String> {
         self.submit(id, prompt, params).map_err(|e| e.to_string())
     }
 
@@ -767,9 +786,7 @@ fn prompt_tokens(l: &Loaded, prompt: &Prompt) -> Result<(Vec<u32>, usize, bool),
                 .template
                 .as_ref()
                 .ok_or("the model has no chat template; send plain text instead")?;
-            let rendered = template
-                .render(messages, true)
-                .map_err(|e| e.to_string())?;
+            let rendered = template.render(messages, true).map_err(|e| e.to_string())?;
             let ids = tok.encode_chat(&rendered).map_err(|e| e.to_string())?;
             // A middle cut keeps the system messages (and the template's start).
             let system: Vec<ChatMessage> = messages
@@ -795,24 +812,20 @@ fn prompt_tokens(l: &Loaded, prompt: &Prompt) -> Result<(Vec<u32>, usize, bool),
 /// How long [`wait_done`] waits by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
-/// Collects a generation's events until `Done` (text, finish, stats) or `Error` (its message).
+/// Waits out a generation's events until `Done` (the whole text, finish, stats) or `Error` (its
+/// message), each within `timeout` of the last.
 pub fn wait_done(
     rx: &Receiver<Event>,
     timeout: Duration,
 ) -> Result<(String, FinishReason, Stats), String> {
-    let mut text = String::new();
     loop {
         match rx.recv_timeout(timeout) {
-            Ok(Event::Token { text: t, .. }) => text.push_str(&t),
             Ok(Event::Done {
                 finish,
                 stats,
-                text: whole,
+                text,
                 ..
-            }) => {
-                debug_assert_eq!(whole, text);
-                return Ok((whole, finish, stats));
-            }
+            }) => return Ok((text, finish, stats)),
             Ok(Event::Error { message, .. }) => return Err(message),
             Ok(_) => {}
             Err(e) => return Err(format!("no answer from the engine: {e}")),

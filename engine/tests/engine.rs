@@ -1,5 +1,6 @@
 //! Tests of `hearth-engine` on the real test models, one test binary (see ARCHITECTURE.md).
 
+mod api;
 mod gguf;
 mod inference;
 mod source;

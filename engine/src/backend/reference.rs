@@ -511,7 +511,11 @@ pub(crate) fn check_attention(
 
 /// `out[i] = x[rows[i]]` on host tensors.
 pub(crate) fn gather_rows(x: &RefTensor, rows: &[u32], out: &mut RefTensor) {
-    assert_eq!((out.rows, out.cols), (rows.len(), x.cols), "gather: output shape");
+    assert_eq!(
+        (out.rows, out.cols),
+        (rows.len(), x.cols),
+        "gather: output shape"
+    );
     for (i, &r) in rows.iter().enumerate() {
         out.data[i * x.cols..][..x.cols].copy_from_slice(x.row(r as usize));
     }

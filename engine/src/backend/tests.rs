@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{
-    Activation, Attention, Backend, KvRows, Numerics, ReferenceBackend, Rope, RopeStyle,
-};
+use super::{Activation, Attention, Backend, KvRows, Numerics, ReferenceBackend, Rope, RopeStyle};
 use crate::gguf::{GgufBuilder, GgufFile};
 use crate::quant::{GgmlType, dequantize_to_vec, quantize_row_q8_0};
 

@@ -150,7 +150,8 @@ impl BlockManager {
 
     /// Blocks needed to grow `seq` to cover `0..end`.
     pub fn needed(&self, seq: &SeqBlocks, end: usize) -> usize {
-        end.div_ceil(self.block_size).saturating_sub(seq.table.len())
+        end.div_ceil(self.block_size)
+            .saturating_sub(seq.table.len())
     }
 
     /// Registers every block of `seq` that is now full of computed positions: `tokens[..computed]`

@@ -15,7 +15,11 @@ fn a_second_sequence_with_the_same_start_reuses_every_full_block() {
     assert!(m.reserve(&mut sa, 10));
     assert_eq!(sa.table.len(), 3);
     m.commit(&mut sa, &a, 10);
-    assert_eq!(m.cached_blocks(), 2, "two full blocks of four; the third is partial");
+    assert_eq!(
+        m.cached_blocks(),
+        2,
+        "two full blocks of four; the third is partial"
+    );
 
     // Same first 9 tokens, then different: the two full blocks are shared.
     let mut b = a[..9].to_vec();
@@ -73,7 +77,10 @@ fn blocks_in_use_are_never_evicted_and_running_out_is_reported() {
     m.commit(&mut sa, &a, 6);
     assert_eq!(m.available(), 0);
     let (mut sb, _) = m.start(&tokens(2, 5), usize::MAX);
-    assert!(!m.reserve(&mut sb, 2), "nothing left while a holds every block");
+    assert!(
+        !m.reserve(&mut sb, 2),
+        "nothing left while a holds every block"
+    );
     assert_eq!(m.needed(&sb, 2), 1);
     // A sequence sharing a's blocks needs no new ones.
     let (sc, reused) = m.start(&a, usize::MAX);

@@ -204,12 +204,13 @@ impl<B: Backend> Model<B> {
     /// An empty paged KV cache of `blocks` blocks of `block_size` positions.
     pub fn kv_pool(&self, blocks: usize, block_size: usize) -> Result<KvPool<B>, ModelError> {
         let (k_dim, v_dim) = self.config.kv_dims();
-        let slots = blocks
-            .checked_mul(block_size)
-            .ok_or(ModelError::Run(BackendError::Device {
-                backend: self.backend.name(),
-                message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
-            }))?;
+        let slots =
+            blocks
+                .checked_mul(block_size)
+                .ok_or(ModelError::Run(BackendError::Device {
+                    backend: self.backend.name(),
+                    message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
+                }))?;
         let layers = (0..self.config.n_layer)
             .map(|_| self.backend.kv(slots, k_dim, v_dim))
             .collect::<Result<_, _>>()?;

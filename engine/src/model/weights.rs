@@ -64,13 +64,13 @@ impl<B: Backend> Loader<'_, B> {
                 found: info.dims.clone(),
             });
         }
-        let weight = self
-            .backend
-            .weight(self.file, info)
-            .map_err(|source| ModelError::Backend {
-                file: self.label(),
-                source,
-            })?;
+        let weight =
+            self.backend
+                .weight(self.file, info)
+                .map_err(|source| ModelError::Backend {
+                    file: self.label(),
+                    source,
+                })?;
         (self.progress)(info.size);
         Ok(Some(weight))
     }

@@ -288,8 +288,9 @@ impl<B: Backend> Scheduler<B> {
         (self.waiting.len(), self.running.len())
     }
 
+    /// Nothing to run and nothing to report.
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.running.is_empty()
+        self.waiting.is_empty() && self.running.is_empty() && self.outputs.is_empty()
     }
 
     /// Queues a sequence: `prompt` (token ids) then generation under `params`.
@@ -358,7 +359,11 @@ impl<B: Backend> Scheduler<B> {
 
     /// Ends every sequence with `finish` (after a failed step) and returns their ids.
     pub fn abort_all(&mut self, finish: FinishReason) -> Vec<SeqId> {
-        let all: Vec<Seq<B>> = self.running.drain(..).chain(self.waiting.drain(..)).collect();
+        let all: Vec<Seq<B>> = self
+            .running
+            .drain(..)
+            .chain(self.waiting.drain(..))
+            .collect();
         let ids = all.iter().map(|s| s.id).collect();
         for seq in all {
             self.retire(seq, finish);
@@ -383,7 +388,11 @@ impl<B: Backend> Scheduler<B> {
     fn limit(&self, params: &SeqParams) -> usize {
         let pool = self.blocks.total() * self.config.block_size;
         let model = self.model.config().context_length;
-        params.max_context.unwrap_or(usize::MAX).min(model).min(pool)
+        params
+            .max_context
+            .unwrap_or(usize::MAX)
+            .min(model)
+            .min(pool)
     }
 
     /// Applies the context policy to a sequence whose tokens fill its context: cuts its tokens
@@ -621,24 +630,28 @@ impl<B: Backend> Scheduler<B> {
             let mut history = seq.tokens.clone();
             history.extend_from_slice(&chosen);
             match drafts.get(j) {
-                Some(&d) => {
-                    match seq.sampler.verify_draft(row, &history, d) {
-                        Verdict::Accept => {
-                            seq.stats.accepted_tokens += 1;
-                            chosen.push(d);
-                        }
-                        Verdict::Reject(t) => {
-                            chosen.push(t);
-                            break;
-                        }
+                Some(&d) => match seq.sampler.verify_draft(row, &history, d) {
+                    Verdict::Accept => {
+                        seq.stats.accepted_tokens += 1;
+                        chosen.push(d);
                     }
-                }
+                    Verdict::Reject(t) => {
+                        chosen.push(t);
+                        break;
+                    }
+                },
                 None => chosen.push(seq.sampler.sample(row, &history)),
             }
         }
         if !drafts.is_empty() {
             let accepted = chosen.len() - 1;
-            spec::adapt(&mut seq.spec_k, &mut seq.spec_pause, &mut seq.spec_misses, accepted, drafts.len());
+            spec::adapt(
+                &mut seq.spec_k,
+                &mut seq.spec_pause,
+                &mut seq.spec_misses,
+                accepted,
+                drafts.len(),
+            );
         }
         let mut finish = None;
         for (k, &t) in chosen.iter().enumerate() {

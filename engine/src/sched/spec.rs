@@ -45,10 +45,7 @@ pub(crate) fn lookup(tokens: &[u32], max_ngram: usize, k: usize) -> Vec<u32> {
     for n in (1..=max_ngram.min(len.saturating_sub(1))).rev() {
         let pattern = &tokens[len - n..];
         // Most recent occurrence that has at least one token after it, not the tail itself.
-        if let Some(start) = (0..len - n)
-            .rev()
-            .find(|&s| &tokens[s..s + n] == pattern)
-        {
+        if let Some(start) = (0..len - n).rev().find(|&s| &tokens[s..s + n] == pattern) {
             let from = start + n;
             return tokens[from..(from + k).min(len)].to_vec();
         }
@@ -60,7 +57,13 @@ pub(crate) fn lookup(tokens: &[u32], max_ngram: usize, k: usize) -> Vec<u32> {
 /// next proposes twice as many, after a rejection one more than were accepted; rounds with nothing
 /// accepted pause drafting for 1, 3, 7, ... steps (at most 31), so text the guesses do not fit
 /// decodes at nearly the plain speed.
-pub(crate) fn adapt(k: &mut usize, pause: &mut u32, misses: &mut u32, accepted: usize, drafted: usize) {
+pub(crate) fn adapt(
+    k: &mut usize,
+    pause: &mut u32,
+    misses: &mut u32,
+    accepted: usize,
+    drafted: usize,
+) {
     if accepted == drafted {
         *k = drafted.saturating_mul(2);
     } else {
@@ -164,7 +167,10 @@ mod tests {
         // Only a shorter n-gram matches: "4 3" is new, "3" occurred at 7.
         let t = [1, 2, 3, 9, 9, 1, 2, 3, 7, 8, 5, 4, 3];
         assert_eq!(lookup(&t, 3, 2), vec![7, 8]);
-        assert!(lookup(&[5, 6, 7], 3, 4).is_empty(), "no repetition, no draft");
+        assert!(
+            lookup(&[5, 6, 7], 3, 4).is_empty(),
+            "no repetition, no draft"
+        );
         assert!(lookup(&t, 3, 0).is_empty());
     }
 }

@@ -191,14 +191,22 @@ fn context_policies_stop_cut_the_middle_or_roll() {
         .unwrap();
     s.submit(2, prompt.clone(), with(ContextPolicy::DropMiddle, 32, 10))
         .unwrap();
-    s.submit(3, prompt.clone(), with(ContextPolicy::RollingWindow, 32, 10))
-        .unwrap();
+    s.submit(
+        3,
+        prompt.clone(),
+        with(ContextPolicy::RollingWindow, 32, 10),
+    )
+    .unwrap();
     // It fits, but the answer reaches the end of the context.
     let room = prompt.len() + 6;
     s.submit(4, prompt.clone(), with(ContextPolicy::Stop, room, 20))
         .unwrap();
-    s.submit(5, prompt.clone(), with(ContextPolicy::RollingWindow, room, 20))
-        .unwrap();
+    s.submit(
+        5,
+        prompt.clone(),
+        with(ContextPolicy::RollingWindow, room, 20),
+    )
+    .unwrap();
     let (runs, _) = drain(&mut s);
     assert_eq!(runs[&1].finish, FinishReason::ContextFull);
     assert!(runs[&1].tokens.is_empty());
@@ -234,9 +242,17 @@ fn cancelling_ends_a_sequence_at_once_and_frees_its_blocks() {
     assert!(!s.finish(1, FinishReason::Cancelled), "already gone");
     // The next step reports it done and produces no more of its tokens.
     let next = s.step().unwrap();
-    assert!(!next.iter().any(|o| matches!(o, Output::Token { seq: 1, .. })));
+    assert!(
+        !next
+            .iter()
+            .any(|o| matches!(o, Output::Token { seq: 1, .. }))
+    );
     let done = next.iter().find_map(|o| match o {
-        Output::Done { seq: 1, finish, stats } => Some((*finish, *stats)),
+        Output::Done {
+            seq: 1,
+            finish,
+            stats,
+        } => Some((*finish, *stats)),
         _ => None,
     });
     let (finish, stats) = done.expect("seq 1 is done");
@@ -324,7 +340,10 @@ fn seeded_sampling_repeats_and_speculation_keeps_it_valid() {
     .unwrap();
     let (runs, _) = drain(&mut s);
     assert_eq!(runs[&1].tokens, runs[&2].tokens, "same seed, same tokens");
-    assert_ne!(runs[&1].tokens, runs[&3].tokens, "another seed, other tokens");
+    assert_ne!(
+        runs[&1].tokens, runs[&3].tokens,
+        "another seed, other tokens"
+    );
     assert_eq!(runs[&4].tokens.len(), 20);
 }
 

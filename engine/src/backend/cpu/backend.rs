@@ -439,8 +439,16 @@ impl Backend for CpuBackend {
         check_attention(q, k, v, kv, rows, attn, out);
         for (t, &p) in rows.positions.iter().enumerate() {
             let slot = rows.slot(t, p as usize);
-            vec::round_f16(self.level, k.row(t), &mut kv.k[slot * kv.k_dim..][..kv.k_dim]);
-            vec::round_f16(self.level, v.row(t), &mut kv.v[slot * kv.v_dim..][..kv.v_dim]);
+            vec::round_f16(
+                self.level,
+                k.row(t),
+                &mut kv.k[slot * kv.k_dim..][..kv.k_dim],
+            );
+            vec::round_f16(
+                self.level,
+                v.row(t),
+                &mut kv.v[slot * kv.v_dim..][..kv.v_dim],
+            );
         }
         let kv = &*kv;
         let level = self.level;

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use super::{CpuBackend, Level};
 use crate::backend::{
-    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle,
-    reference::RefTensor,
+    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
 };
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
@@ -220,9 +219,8 @@ fn elementwise_ops_and_attention_match_the_reference() {
             let mut start = 0u32;
             for per_seq in [9usize, 1, 1] {
                 let n = 2 * per_seq;
-                let positions: Vec<u32> = (0..2)
-                    .flat_map(|_| start..start + per_seq as u32)
-                    .collect();
+                let positions: Vec<u32> =
+                    (0..2).flat_map(|_| start..start + per_seq as u32).collect();
                 let row_tables: Vec<&[u32]> = (0..n).map(|t| tables[t / per_seq]).collect();
                 let rows = KvRows {
                     block_size: 4,

@@ -320,13 +320,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be supported; `(w.len() - 1) * stride + out.len() <= rows.len()`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum(
-        out: &mut [f32],
-        w: &[f32],
-        rows: &[f32],
-        stride: usize,
-        add: bool,
-    ) {
+    pub unsafe fn weighted_sum(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize, add: bool) {
         let n = out.len();
         assert!(
             w.is_empty() || (w.len() - 1) * stride + n <= rows.len(),

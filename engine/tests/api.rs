@@ -1,0 +1,248 @@
+//! The engine's channel API end to end on SmolLM2: load events, streaming, stats, prefix reuse
+//! across chat turns, cancellation (by command and by dropping the receiver), stop strings,
+//! seeded sampling, and errors that leave the engine running.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use hearth_engine::api::{
+    self, Command, EngineConfig, EngineHandle, Event, GenerateParams, LoadPhase, Prompt,
+};
+use hearth_engine::model::FinishReason;
+use hearth_engine::sample::SamplerConfig;
+use hearth_engine::source::{self, SMOLLM2_135M_Q4_1};
+use hearth_engine::tokenizer::ChatMessage;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn loaded() -> EngineHandle {
+    let e = api::spawn(EngineConfig::default()).unwrap();
+    let rx = e.load(source::fetch(&SMOLLM2_135M_Q4_1).unwrap(), None);
+    let events: Vec<Event> = rx.iter().collect::<Vec<_>>();
+    assert!(
+        matches!(events.last(), Some(Event::Ready(_))),
+        "{:?}",
+        events.last()
+    );
+    e
+}
+
+fn greedy(max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampler: SamplerConfig::greedy(),
+        ..GenerateParams::default()
+    }
+}
+
+fn chat(text: &str) -> Prompt {
+    Prompt::Chat(vec![ChatMessage::user(text)])
+}
+
+fn done(rx: &Receiver<Event>) -> (String, FinishReason, api::Stats) {
+    api::wait_done(rx, WAIT).unwrap()
+}
+
+#[test]
+fn loading_reports_phases_and_bytes_then_the_models_facts() {
+    let e = api::spawn(EngineConfig::default()).unwrap();
+    let path = source::fetch(&SMOLLM2_135M_Q4_1).unwrap();
+    let events: Vec<Event> = e.load(&path, None).iter().collect();
+    let phases: Vec<LoadPhase> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Loading { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases.first(), Some(&LoadPhase::Reading));
+    assert_eq!(phases.last(), Some(&LoadPhase::Cache));
+    let last_weights = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Loading {
+                phase: LoadPhase::Weights,
+                done_bytes,
+                total_bytes,
+            } => Some((*done_bytes, *total_bytes)),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    assert_eq!(last_weights.0, last_weights.1, "all weight bytes loaded");
+    assert!(last_weights.1 > 50_000_000);
+    let Some(Event::Ready(info)) = events.last() else {
+        panic!("no Ready: {:?}", events.last());
+    };
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.context_length, 8192);
+    assert_eq!(info.vocab_size, 49152);
+    assert_eq!(info.layers, 30);
+    assert_eq!(info.backend, "cpu");
+    assert!(info.has_chat_template);
+    assert!(info.kv_blocks > 0 && info.kv_bytes > 0);
+}
+
+#[test]
+fn a_chat_answer_streams_and_the_next_turn_reuses_the_first() {
+    let e = loaded();
+    let (_, rx) = e.generate(chat("What is the capital of France?"), greedy(24));
+    let mut deltas = Vec::new();
+    let (finish, stats, whole) = loop {
+        match rx.recv_timeout(WAIT).unwrap() {
+            Event::Token { text, .. } => deltas.push(text),
+            Event::Done {
+                finish,
+                stats,
+                text,
+                ..
+            } => break (finish, stats, text),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(deltas.len() > 1, "streamed in pieces");
+    assert_eq!(deltas.concat(), whole);
+    assert!(!whole.trim().is_empty());
+    assert!(matches!(finish, FinishReason::Stop | FinishReason::Length));
+    assert!(stats.prompt_tokens > 10 && stats.generated_tokens > 0);
+    assert!(stats.time_to_first_token > Duration::ZERO);
+    assert_eq!(stats.reused_tokens, 0);
+
+    // The next turn: the first exchange is in the cache.
+    let messages = vec![
+        ChatMessage::user("What is the capital of France?"),
+        ChatMessage::assistant(whole),
+        ChatMessage::user("And of Italy?"),
+    ];
+    let (_, rx) = e.generate(Prompt::Chat(messages), greedy(8));
+    let (_, _, second) = done(&rx);
+    assert!(
+        second.reused_tokens >= stats.prompt_tokens / 16 * 16,
+        "reused {} of {}",
+        second.reused_tokens,
+        second.prompt_tokens
+    );
+    let Event::Stats(s) = e.stats().recv_timeout(WAIT).unwrap() else {
+        panic!("no stats");
+    };
+    assert!(s.cache_hits > 0);
+    assert_eq!((s.running, s.waiting), (0, 0));
+}
+
+#[test]
+fn cancel_ends_a_request_within_a_step_and_dropping_the_receiver_cancels_too() {
+    let e = loaded();
+    let long = GenerateParams {
+        ignore_eos: true,
+        ..greedy(2000)
+    };
+    let (id, rx) = e.generate(chat("Tell me a long story."), long.clone());
+    // Wait for the first token, then cancel.
+    loop {
+        if let Event::Token { .. } = rx.recv_timeout(WAIT).unwrap() {
+            break;
+        }
+    }
+    let asked = Instant::now();
+    e.cancel(id);
+    let (_, finish, stats) = done(&rx);
+    assert_eq!(finish, FinishReason::Cancelled);
+    assert!(stats.generated_tokens < 200);
+    assert!(asked.elapsed() < Duration::from_secs(5));
+
+    // A request whose receiver is dropped stops at its next token.
+    let (_, rx) = e.generate(chat("Tell me another long story."), long);
+    rx.recv_timeout(WAIT).unwrap();
+    drop(rx);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let Event::Stats(s) = e.stats().recv_timeout(WAIT).unwrap() else {
+            panic!("no stats");
+        };
+        if s.running == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stop_string_ends_the_answer_and_is_never_sent() {
+    let e = loaded();
+    let prompt = chat("Count from one to twenty in words, separated by commas.");
+    let (_, rx) = e.generate(prompt.clone(), greedy(40));
+    let (full, _, _) = done(&rx);
+    // A stop string from the middle of the answer, likely spanning tokens.
+    let at = full.len() / 2;
+    let at = (at..full.len())
+        .find(|&i| full.is_char_boundary(i))
+        .unwrap();
+    let end = (at + 5..full.len())
+        .find(|&i| full.is_char_boundary(i))
+        .unwrap();
+    let stop = full[at..end].to_string();
+    let first = full.find(&stop).unwrap();
+    let (_, rx) = e.generate(
+        prompt,
+        GenerateParams {
+            stop: vec![stop.clone()],
+            ..greedy(40)
+        },
+    );
+    let (text, finish, _) = done(&rx);
+    assert_eq!(finish, FinishReason::Stop);
+    assert_eq!(text, full[..first], "stop {stop:?}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_answer() {
+    let e = loaded();
+    let sampled = |seed| GenerateParams {
+        sampler: SamplerConfig {
+            temperature: 1.0,
+            seed,
+            ..SamplerConfig::default()
+        },
+        ..greedy(30)
+    };
+    let prompt = chat("Write a sentence about the sea.");
+    let a = done(&e.generate(prompt.clone(), sampled(3)).1).0;
+    let b = done(&e.generate(prompt.clone(), sampled(3)).1).0;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn errors_are_events_and_the_engine_keeps_working() {
+    let e = api::spawn(EngineConfig::default()).unwrap();
+    // No model yet.
+    let (_, rx) = e.generate(chat("hi"), greedy(4));
+    let err = api::wait_done(&rx, WAIT).unwrap_err();
+    assert!(err.contains("no model"), "{err}");
+    // A file that is not there, then one that is not a model.
+    let events: Vec<Event> = e.load("/nonexistent/model.gguf", None).iter().collect();
+    assert!(
+        matches!(events.last(), Some(Event::Error { id: None, message }) if message.contains("/nonexistent/model.gguf")),
+        "{events:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF but not really").unwrap();
+    let events: Vec<Event> = e.load(&junk, None).iter().collect();
+    assert!(matches!(events.last(), Some(Event::Error { .. })));
+    // The engine still loads and answers.
+    let events: Vec<Event> = e
+        .load(source::fetch(&SMOLLM2_135M_Q4_1).unwrap(), None)
+        .iter()
+        .collect();
+    assert!(matches!(events.last(), Some(Event::Ready(_))));
+    let (_, rx) = e.generate(Prompt::Tokens(vec![1, 999_999]), greedy(4));
+    let err = api::wait_done(&rx, WAIT).unwrap_err();
+    assert!(err.contains("999999"), "{err}");
+    let (_, rx) = e.generate(Prompt::Text("The sky is".into()), greedy(4));
+    assert_eq!(done(&rx).2.generated_tokens, 4);
+    // Unloading ends in `Unloaded`; generating then is an error again.
+    let (reply, rx) = crossbeam_channel::unbounded();
+    e.send(Command::Unload { reply });
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Event::Unloaded);
+}
