@@ -466,7 +466,6 @@ impl Backend for CpuBackend {
             &|first_item, step| {
                 let mut scores = vec![0.0f32; group * longest];
                 let mut qh = vec![0.0f32; group * hk];
-                let mut dots = vec![0.0f32; group];
                 for item in (first_item..n_items).step_by(step) {
                     let (t, kvh) = (item / attn.n_kv_head, item % attn.n_kv_head);
                     let p = positions[t] as usize;
@@ -475,14 +474,17 @@ impl Backend for CpuBackend {
                     vec::round_f16(level, &q.row(t)[kvh * group * hk..][..group * hk], &mut qh);
                     // scores[g * len + i]: head g against position first + i.
                     for (pos, slot, run) in rows.runs(t, first..p + 1) {
-                        for s in slot..slot + run {
-                            let i = pos - first + (s - slot);
-                            let k_row = &kv.k[s * kv.k_dim + kvh * hk..][..hk];
-                            vec::dot_multi(level, &qh, k_row, &mut dots);
-                            for (g, &d) in dots.iter().enumerate() {
-                                scores[g * len + i] = d * attn.scale;
-                            }
-                        }
+                        vec::dot_rows(
+                            level,
+                            &qh,
+                            group,
+                            &kv.k[slot * kv.k_dim + kvh * hk..],
+                            kv.k_dim,
+                            run,
+                            attn.scale,
+                            &mut scores[pos - first..],
+                            len,
+                        );
                     }
                     for g in 0..group {
                         let sg = &mut scores[g * len..][..len];

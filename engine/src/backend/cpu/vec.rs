@@ -51,6 +51,46 @@ pub fn dot_multi(level: Level, qs: &[f32], k: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Attention scores of a group of query heads against a run of cached keys:
+/// `out[g * out_stride + i] = scale * dot(qs[g * n ..][.. n], rows[i * stride ..][.. n])` for
+/// `i < count`, where `n = qs.len() / heads`. Per key, exactly [`dot_multi`]'s sums.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn dot_rows(
+    level: Level,
+    qs: &[f32],
+    heads: usize,
+    rows: &[f32],
+    stride: usize,
+    count: usize,
+    scale: f32,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let n = qs.len() / heads.max(1);
+    assert!(
+        count == 0 || (count - 1) * stride + n <= rows.len(),
+        "dot_rows: rows"
+    );
+    assert!(
+        heads == 0 || count == 0 || (heads - 1) * out_stride + count <= out.len(),
+        "dot_rows: output"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && Level::Avx2.supported() && heads <= avx2::MAX_HEADS {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); bounds checked above.
+        unsafe { avx2::dot_rows(qs, heads, rows, stride, count, scale, out, out_stride) };
+        return;
+    }
+    let mut dots = vec![0.0f32; heads];
+    for i in 0..count {
+        dot_multi(level, qs, &rows[i * stride..][..n], &mut dots);
+        for (g, &d) in dots.iter().enumerate() {
+            out[g * out_stride + i] = d * scale;
+        }
+    }
+}
+
 /// `out = sum_j w[j] * rows[j * stride ..][.. out.len()]`: the attention-weighted sum of value
 /// rows that lie `stride` values apart; with `add`, the sum continues from `out` (summing several
 /// runs of rows in turn gives exactly the one-pass result).
@@ -285,6 +325,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be supported; `qs.len() == k.len() * out.len()`, `out.len() <= 8`.
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn dot_multi(qs: &[f32], k: &[f32], out: &mut [f32]) {
         let (n, heads) = (k.len(), out.len());
         assert!(
@@ -314,6 +355,32 @@ mod avx2 {
                 sum += qs[g * n + j] * k[j];
             }
             *o = sum;
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be supported; the bounds of [`super::dot_rows`] must hold.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows(
+        qs: &[f32],
+        heads: usize,
+        rows: &[f32],
+        stride: usize,
+        count: usize,
+        scale: f32,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let n = qs.len() / heads.max(1);
+        let mut dots = [0.0f32; MAX_HEADS];
+        for i in 0..count {
+            let k = &rows[i * stride..][..n];
+            // SAFETY: the features are the caller's promise; `qs` holds `heads` rows of `n`.
+            unsafe { dot_multi(qs, k, &mut dots[..heads]) };
+            for (g, &d) in dots[..heads].iter().enumerate() {
+                out[g * out_stride + i] = d * scale;
+            }
         }
     }
 
