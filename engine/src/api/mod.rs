@@ -1,0 +1,319 @@
+//! The engine's public surface: a named engine thread ([`spawn`]) that takes a closed [`Command`]
+//! enum over a channel and answers each request on its own reply channel with a closed [`Event`]
+//! enum. The app and the server drive the engine only through this.
+//!
+//! - Loading reports progress (phase, bytes) and ends in [`Event::Ready`] with the model's facts,
+//!   or [`Event::Error`]; a failed load never stops the engine.
+//! - A generation streams [`Event::Token`] text deltas (UTF-8 complete, stop strings held back and
+//!   never sent) and ends in exactly one [`Event::Done`] (finish reason, stats, whole text) or
+//!   [`Event::Error`].
+//! - [`Command::Cancel`] ends a request within one scheduler step; so does dropping its reply
+//!   receiver (noticed at the request's next event).
+//! - A panic inside a step ends the requests of that step with an error; the engine goes on.
+//!
+//! Between commands the engine thread runs [`crate::sched::Scheduler`] steps; it blocks on the
+//! command channel only when nothing is running.
+
+mod worker;
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use crate::model::FinishReason;
+use crate::sample::SamplerConfig;
+use crate::sched::{ContextPolicy, SchedConfig, SeqStats, Speculation};
+use crate::tokenizer::ChatMessage;
+
+/// A request's id, unique per engine ([`EngineHandle::next_id`]).
+pub type RequestId = u64;
+
+/// Per-request figures: prompt tokens, tokens reused from the cache, generated tokens, time to
+/// first token, time per output token, speculative acceptance.
+pub type Stats = SeqStats;
+
+/// Which compute backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// SIMD kernels on the CPU's cores.
+    #[default]
+    Cpu,
+    /// The scalar oracle (slow; for checking).
+    Reference,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub backend: BackendKind,
+    /// Compute threads (`None`: the backend's default).
+    pub threads: Option<usize>,
+    pub sched: SchedConfig,
+}
+
+/// What a request starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Messages, rendered with the model's chat template (generation prompt added).
+    Chat(Vec<ChatMessage>),
+    /// Plain text, tokenized as is (with the model's BOS where it uses one).
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+}
+
+/// How to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Texts that end the answer (never included in it).
+    pub stop: Vec<String>,
+    pub context: ContextPolicy,
+    /// A context smaller than the model's.
+    pub max_context: Option<usize>,
+    pub speculation: Speculation,
+    /// Keep generating past the model's end-of-turn tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 512,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            context: ContextPolicy::DropMiddle,
+            max_context: None,
+            speculation: Speculation::Off,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// One generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: RequestId,
+    pub prompt: Prompt,
+    pub params: GenerateParams,
+}
+
+/// Commands the engine thread takes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Loads a model (replacing the current one; running requests end with an error), with an
+    /// optional draft model for speculative decoding.
+    Load {
+        model: PathBuf,
+        draft: Option<PathBuf>,
+        reply: Sender<Event>,
+    },
+    /// Unloads the model; running requests end with an error.
+    Unload {
+        reply: Sender<Event>,
+    },
+    Generate {
+        request: Request,
+        reply: Sender<Event>,
+    },
+    Cancel {
+        id: RequestId,
+    },
+    /// Answers [`Event::Stats`].
+    Stats {
+        reply: Sender<Event>,
+    },
+    Shutdown,
+}
+
+/// Load phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPhase {
+    /// Mapping and checking the file.
+    Reading,
+    /// Making the weights available to the backend.
+    Weights,
+    /// Allocating the KV cache.
+    Cache,
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub architecture: String,
+    pub backend: String,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub layers: usize,
+    pub file_bytes: u64,
+    /// KV cache: blocks, positions per block, bytes.
+    pub kv_blocks: usize,
+    pub kv_block_size: usize,
+    pub kv_bytes: u64,
+    pub has_chat_template: bool,
+    pub draft: Option<String>,
+}
+
+/// Engine-wide figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineStats {
+    pub model: Option<String>,
+    pub waiting: usize,
+    pub running: usize,
+    pub kv_blocks: usize,
+    pub kv_blocks_free: usize,
+    pub kv_blocks_cached: usize,
+    pub cache_hits: u64,
+    pub cache_evictions: u64,
+}
+
+/// Events on a reply channel.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    Loading {
+        phase: LoadPhase,
+        done_bytes: u64,
+        total_bytes: u64,
+    },
+    Ready(ModelInfo),
+    Unloaded,
+    /// Text generated since the last delta.
+    Token {
+        id: RequestId,
+        text: String,
+    },
+    Done {
+        id: RequestId,
+        finish: FinishReason,
+        stats: Stats,
+        /// The whole answer.
+        text: String,
+    },
+    Error {
+        id: Option<RequestId>,
+        message: String,
+    },
+    Stats(EngineStats),
+}
+
+/// The engine could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("could not start the engine thread: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("the engine thread stopped before it was ready")]
+    NotReady,
+}
+
+/// The caller's side of a running engine. Dropping it shuts the engine down and joins it.
+#[derive(Debug)]
+pub struct EngineHandle {
+    tx: Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Starts the engine thread (named `hearth-engine`) and waits for its ready handshake.
+pub fn spawn(config: EngineConfig) -> Result<EngineHandle, EngineError> {
+    let (tx, rx) = unbounded();
+    let (ready_tx, ready_rx) = unbounded();
+    let thread = std::thread::Builder::new()
+        .name("hearth-engine".into())
+        .spawn(move || {
+            let _ = ready_tx.send(());
+            worker::Engine::new(config).run(&rx);
+        })?;
+    ready_rx.recv().map_err(|_| EngineError::NotReady)?;
+    Ok(EngineHandle {
+        tx,
+        thread: Some(thread),
+        next_id: std::sync::atomic::AtomicU64::new(1),
+    })
+}
+
+impl EngineHandle {
+    /// Sends a command (a stopped engine drops it: its reply channel then disconnects).
+    pub fn send(&self, command: Command) {
+        let _ = self.tx.send(command);
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&self) -> RequestId {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Loads `model` (and a draft model); the events end with `Ready` or `Error`.
+    pub fn load(&self, model: impl Into<PathBuf>, draft: Option<PathBuf>) -> Receiver<Event> {
+        let (reply, rx) = unbounded();
+        self.send(Command::Load {
+            model: model.into(),
+            draft,
+            reply,
+        });
+        rx
+    }
+
+    /// Starts a generation; the events end with `Done` or `Error`.
+    pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> (RequestId, Receiver<Event>) {
+        let id = self.next_id();
+        let (reply, rx) = unbounded();
+        self.send(Command::Generate {
+            request: Request { id, prompt, params },
+            reply,
+        });
+        (id, rx)
+    }
+
+    pub fn cancel(&self, id: RequestId) {
+        self.send(Command::Cancel { id });
+    }
+
+    /// Engine-wide figures (an `Event::Stats`).
+    pub fn stats(&self) -> Receiver<Event> {
+        let (reply, rx) = unbounded();
+        self.send(Command::Stats { reply });
+        rx
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long [`wait_done`] waits by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+
+/// Waits out a generation's events until `Done` (the whole text, finish, stats) or `Error` (its
+/// message), each within `timeout` of the last.
+pub fn wait_done(
+    rx: &Receiver<Event>,
+    timeout: Duration,
+) -> Result<(String, FinishReason, Stats), String> {
+    loop {
+        match rx.recv_timeout(timeout) {
+            Ok(Event::Done {
+                finish,
+                stats,
+                text,
+                ..
+            }) => return Ok((text, finish, stats)),
+            Ok(Event::Error { message, .. }) => return Err(message),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no answer from the engine: {e}")),
+        }
+    }
+}
