@@ -224,11 +224,11 @@ fn concurrent(model: &Path, backend: EngineBackend, threads: Option<usize>) -> R
         .map(|i| format!("Story number {i}: once upon a time, in a village by the sea,"))
         .collect();
     // Warm-up, then one stream alone and eight at once, alternating (this machine's speed
-    // drifts between minutes), three times; medians.
+    // drifts between minutes), five times; medians.
     generate(&e, Prompt::Text(prompts[0].clone()), greedy(8))?;
     let (mut ones, mut alls) = (Vec::new(), Vec::new());
     let mut total = 0;
-    for rep in 0..3 {
+    for rep in 0..5 {
         let t = Instant::now();
         let (_, _, one) = generate(&e, Prompt::Text(prompts[rep].clone()), params.clone())?;
         ones.push(one.generated_tokens as f64 / t.elapsed().as_secs_f64());
@@ -253,7 +253,7 @@ fn concurrent(model: &Path, backend: EngineBackend, threads: Option<usize>) -> R
         value: median(&mut alls),
         baseline: median(&mut ones),
         unit: "tok/s",
-        note: format!("{total} tokens per round, median of 3 alternating rounds"),
+        note: format!("{total} tokens per round, median of 5 alternating rounds"),
     }])
 }
 
