@@ -100,3 +100,22 @@ fn bench_rejects_bad_input_with_exit_code_2() {
     let out = hearth(&["bench", "-m", "/nonexistent.gguf"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_scenarios_run_through_the_engine_and_report_json() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let m = path_str(&smol);
+    // The self-draft scenario: speculative greedy text identical to plain greedy.
+    let out = hearth(&["bench", "-m", m, "--scenario", "draft", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["scenario"], "draft");
+    assert_eq!(row["identical_text"], true, "{row}");
+    assert!(row["acceptance"].as_f64().unwrap() > 0.9, "{row}");
+    assert!(row["value"].as_f64().unwrap() > 0.0);
+
+    let out = hearth(&["bench", "-m", m, "--scenario", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("multi-turn"), "{}", stderr(&out));
+}

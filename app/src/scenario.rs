@@ -42,6 +42,9 @@ struct Figure {
     baseline: f64,
     unit: &'static str,
     note: String,
+    /// Speculation: whether the text equals the plain greedy text, and the acceptance rate.
+    identical: Option<bool>,
+    acceptance: Option<f64>,
 }
 
 /// A public-domain-style passage long enough for the copy prompts (the GPL's preamble).
@@ -64,26 +67,36 @@ pub fn run(
         Scenario::PromptLookup => prompt_lookup(model, backend, threads)?,
         Scenario::Draft => draft(model, backend, threads)?,
     };
-    for f in &figures {
-        let ratio = if f.baseline > 0.0 {
+    let ratio = |f: &Figure| {
+        if f.baseline > 0.0 {
             f.value / f.baseline
         } else {
             0.0
-        };
-        if json {
-            println!(
-                "{}",
+        }
+    };
+    if json {
+        let rows: Vec<_> = figures
+            .iter()
+            .map(|f| {
                 json!({
                     "scenario": f.scenario,
                     "figure": f.figure,
                     "value": f.value,
                     "baseline": f.baseline,
-                    "ratio": ratio,
+                    "ratio": ratio(f),
                     "unit": f.unit,
                     "note": f.note,
+                    "identical_text": f.identical,
+                    "acceptance": f.acceptance,
                 })
-            );
-        } else {
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for f in &figures {
+        let ratio = ratio(f);
+        {
             println!(
                 "{:<14} {:<44} {:>10.2} {:<6} baseline {:>10.2}  ratio {:>6.3}  {}",
                 f.scenario, f.figure, f.value, f.unit, f.baseline, ratio, f.note
@@ -209,6 +222,8 @@ fn multi_turn(model: &Path, backend: EngineBackend, threads: Option<usize>) -> R
             baseline: wo.0.as_secs_f64() * 1e3,
             unit: "ms",
             note: format!("prompt {} tokens, {} reused", w.1, w.2),
+            identical: None,
+            acceptance: None,
         });
     }
     Ok(figures)
@@ -254,6 +269,8 @@ fn concurrent(model: &Path, backend: EngineBackend, threads: Option<usize>) -> R
         baseline: median(&mut ones),
         unit: "tok/s",
         note: format!("{total} tokens per round, median of 5 alternating rounds"),
+        identical: None,
+        acceptance: None,
     }])
 }
 
@@ -310,6 +327,8 @@ fn prompt_lookup(
                 spec.acceptance_rate().unwrap_or(0.0),
                 spec_text == plain_text
             ),
+            identical: Some(spec_text == plain_text),
+            acceptance: spec.acceptance_rate(),
         });
     }
     Ok(figures)
@@ -338,5 +357,7 @@ fn draft(model: &Path, backend: EngineBackend, threads: Option<usize>) -> Result
             spec.acceptance_rate().unwrap_or(0.0),
             spec_text == plain_text
         ),
+        identical: Some(spec_text == plain_text),
+        acceptance: spec.acceptance_rate(),
     }])
 }
