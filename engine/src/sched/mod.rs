@@ -239,7 +239,8 @@ impl<B: Backend> Scheduler<B> {
         let budget = config.kv_budget.unwrap_or_else(default_kv_budget);
         // At least one full context of blocks fits unless the budget says otherwise.
         let context_blocks = model.config().context_length.div_ceil(block_size) as u64;
-        let blocks = (budget / per_block).clamp(1, context_blocks * config.max_running as u64);
+        let most = context_blocks * config.max_running.max(1) as u64;
+        let blocks = (budget / per_block).clamp(1, most.max(1));
         let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
         let pool = model.kv_pool(blocks, block_size)?;
         Ok(Scheduler {
@@ -247,6 +248,8 @@ impl<B: Backend> Scheduler<B> {
             draft,
             config: SchedConfig {
                 block_size,
+                prefill_chunk: config.prefill_chunk.clamp(1, MAX_BATCH),
+                max_running: config.max_running.max(1),
                 ..config
             },
             pool,
@@ -462,11 +465,15 @@ impl<B: Backend> Scheduler<B> {
     /// sequences when the pool is short.
     fn plan(&mut self) -> Result<Plan, ModelError> {
         let mut plan = Plan::default();
-        let mut prefill_budget = self.config.prefill_chunk.max(1);
+        let mut prefill_budget = self.config.prefill_chunk;
         let mut decode_rows = 0;
         let mut i = 0;
         while i < self.running.len() {
             let pending = self.running[i].tokens.len() - self.running[i].computed;
+            if pending == 1 && decode_rows >= MAX_BATCH {
+                i += 1; // the decode batch is full: next step
+                continue;
+            }
             let (rows, drafts) = if pending == 1 {
                 let room = MAX_BATCH - decode_rows - 1;
                 let drafts = self.propose(i, room)?;
@@ -478,7 +485,7 @@ impl<B: Backend> Scheduler<B> {
                 }
                 // Chunks end at multiples of the chunk size, so a prompt splits the same way
                 // whatever runs beside it.
-                let c = self.config.prefill_chunk.max(1);
+                let c = self.config.prefill_chunk;
                 let computed = self.running[i].computed;
                 let chunk_end = (computed / c + 1) * c;
                 let take = pending.min(prefill_budget).min(chunk_end - computed);
