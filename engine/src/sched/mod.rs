@@ -633,23 +633,28 @@ impl<B: Backend> Scheduler<B> {
         // `computed` counts the fed token; the drafts' positions are provisional.
         let mut chosen = Vec::new();
         seq.stats.drafted_tokens += drafts.len();
+        // The sampler's history is the sequence so far plus the tokens chosen in this step
+        // (appended for the loop, then taken off: they are pushed for real below).
+        let base = seq.tokens.len();
         for (j, row) in logits.chunks_exact(vocab).enumerate() {
-            let mut history = seq.tokens.clone();
-            history.extend_from_slice(&chosen);
-            match drafts.get(j) {
-                Some(&d) => match seq.sampler.verify_draft(row, &history, d) {
+            let history = &seq.tokens;
+            let t = match drafts.get(j) {
+                Some(&d) => match seq.sampler.verify_draft(row, history, d) {
                     Verdict::Accept => {
                         seq.stats.accepted_tokens += 1;
-                        chosen.push(d);
+                        d
                     }
                     Verdict::Reject(t) => {
                         chosen.push(t);
                         break;
                     }
                 },
-                None => chosen.push(seq.sampler.sample(row, &history)),
-            }
+                None => seq.sampler.sample(row, history),
+            };
+            chosen.push(t);
+            seq.tokens.push(t);
         }
+        seq.tokens.truncate(base);
         if !drafts.is_empty() {
             let accepted = chosen.len() - 1;
             spec::adapt(
