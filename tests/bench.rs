@@ -115,6 +115,14 @@ fn bench_scenarios_run_through_the_engine_and_report_json() {
     assert!(row["acceptance"].as_f64().unwrap() > 0.9, "{row}");
     assert!(row["value"].as_f64().unwrap() > 0.0);
 
+    let out = hearth(&["bench", "-m", "/nonexistent.gguf", "--scenario", "draft"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent.gguf"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = hearth(&["bench", "-m", m, "--scenario", "nonsense"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("multi-turn"), "{}", stderr(&out));

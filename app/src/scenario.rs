@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use hearth_engine::api::{
     self, BackendKind as EngineBackend, EngineConfig, EngineHandle, Event, GenerateParams, Prompt,
     Stats,
@@ -23,6 +23,7 @@ use hearth_engine::sched::{ContextPolicy, SchedConfig, Speculation};
 use hearth_engine::tokenizer::ChatMessage;
 use serde_json::json;
 
+use crate::commands::BadInput;
 use crate::run::BackendKind;
 
 /// The scenarios `--scenario` takes.
@@ -122,7 +123,9 @@ fn engine(
     loop {
         match rx.recv().context("the engine stopped while loading")? {
             Event::Ready(_) => return Ok(handle),
-            Event::Error { message, .. } => bail!("{message}"),
+            // A model that cannot be loaded is bad input (exit status 2), as for the other
+            // commands.
+            Event::Error { message, .. } => return Err(BadInput(message).into()),
             _ => {}
         }
     }
