@@ -142,7 +142,7 @@ pub enum LoadPhase {
 }
 
 /// Facts about a loaded model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelInfo {
     pub path: PathBuf,
     pub name: String,

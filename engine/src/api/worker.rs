@@ -51,7 +51,8 @@ trait Runner {
     fn abort_all(&mut self) -> Vec<u64>;
     fn is_idle(&self) -> bool;
     fn stats(&self) -> EngineStats;
-    fn info(&self) -> (usize, usize, u64, String, usize, usize, usize);
+    /// The model and cache facts it knows (the caller adds path, name, template, draft).
+    fn info(&self) -> ModelInfo;
     fn file(&self) -> Arc<GgufFile>;
 }
 
@@ -101,20 +102,22 @@ impl<B: Backend> Runner for Scheduler<B> {
         self.model().file().clone()
     }
 
-    fn info(&self) -> (usize, usize, u64, String, usize, usize, usize) {
+    fn info(&self) -> ModelInfo {
         let (blocks, bs) = self.kv_blocks();
         let m = self.model();
-        let bytes = (blocks * bs * m.kv_bytes_per_token()) as u64;
         let c = m.config();
-        (
-            blocks,
-            bs,
-            bytes,
-            m.backend().name().to_string(),
-            c.context_length,
-            c.vocab_size,
-            c.n_layer,
-        )
+        ModelInfo {
+            architecture: c.arch.name().to_string(),
+            backend: m.backend().name().to_string(),
+            context_length: c.context_length,
+            vocab_size: c.vocab_size,
+            layers: c.n_layer,
+            file_bytes: m.file().bytes().len() as u64,
+            kv_blocks: blocks,
+            kv_block_size: bs,
+            kv_bytes: (blocks * bs * m.kv_bytes_per_token()) as u64,
+            ..ModelInfo::default()
+        }
     }
 }
 
@@ -265,22 +268,12 @@ impl Engine {
             .flatten()
             .map(str::to_string)
             .unwrap_or_else(|| file.label().to_string());
-        let (kv_blocks, kv_block_size, kv_bytes, backend, context_length, vocab_size, layers) =
-            runner.info();
         let info = ModelInfo {
             path: path.to_path_buf(),
             name: name.clone(),
-            architecture: file.architecture().unwrap_or_default().to_string(),
-            backend,
-            context_length,
-            vocab_size,
-            layers,
-            file_bytes: file.bytes().len() as u64,
-            kv_blocks,
-            kv_block_size,
-            kv_bytes,
             has_chat_template: template.is_some(),
             draft: draft.map(|d| d.display().to_string()),
+            ..runner.info()
         };
         Ok((
             Loaded {
@@ -562,8 +555,8 @@ mod tests {
         fn stats(&self) -> EngineStats {
             EngineStats::default()
         }
-        fn info(&self) -> (usize, usize, u64, String, usize, usize, usize) {
-            (0, 0, 0, String::new(), 0, 0, 0)
+        fn info(&self) -> ModelInfo {
+            ModelInfo::default()
         }
         fn file(&self) -> Arc<GgufFile> {
             self.file.clone()

@@ -504,13 +504,13 @@ impl<B: Backend> Scheduler<B> {
             }
             if pending == 1 {
                 decode_rows += rows;
-                plan.decode.push(Rows { seq: i, drafts });
+                let mut tokens = vec![seq.tokens[seq.computed]];
+                tokens.extend(drafts);
+                plan.decode.push(Rows { seq: i, tokens });
             } else {
                 prefill_budget -= rows;
-                plan.prefill.push(Rows {
-                    seq: i,
-                    drafts: vec![0; rows], // only the count matters for prompt rows
-                });
+                let tokens = seq.tokens[seq.computed..end].to_vec();
+                plan.prefill.push(Rows { seq: i, tokens });
             }
             i += 1;
         }
@@ -524,65 +524,26 @@ impl<B: Backend> Scheduler<B> {
         self.waiting.push_front(seq);
     }
 
-    /// One forward for every decoding sequence: its last token and its drafts.
-    fn run_decode(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
-        let mut tokens = Vec::new();
-        let mut positions = Vec::new();
-        let mut tables: Vec<&[u32]> = Vec::new();
-        for r in rows {
-            let seq = &self.running[r.seq];
-            let start = seq.computed;
-            tokens.push(seq.tokens[start]);
-            tokens.extend_from_slice(&r.drafts);
-            for p in start..start + 1 + r.drafts.len() {
-                positions.push(p as u32);
-                tables.push(&seq.blocks.table);
-            }
-        }
-        let logit_rows: Vec<u32> = (0..tokens.len() as u32).collect();
-        let logits = self.model.forward_batch(
-            &mut self.pool,
-            &Batch {
-                tokens: &tokens,
-                positions: &positions,
-                tables: &tables,
-                logits: &logit_rows,
-            },
-        )?;
-        let logits = self.model.backend().read(&logits)?;
-        let vocab = self.model.config().vocab_size;
-        let mut row = 0;
-        let mut done = Vec::new();
-        for r in rows {
-            let n = 1 + r.drafts.len();
-            let seq_logits = &logits[row * vocab..(row + n) * vocab];
-            row += n;
-            let seq = &mut self.running[r.seq];
-            seq.computed += 1;
-            if let Some(end) = self.accept(r.seq, seq_logits, &r.drafts) {
-                done.push((r.seq, end));
-            }
-        }
-        self.retire_indices(done);
-        Ok(())
-    }
-
-    /// One forward for a chunk of prompt rows of one or more sequences.
-    fn run_prefill(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+    /// One batched forward of `rows` (each sequence's tokens at its positions from `computed`
+    /// on), returning the logits of every row (`all`) or else of the last row of each sequence
+    /// whose tokens are then all computed (a finished prompt), in order.
+    fn forward_rows(&mut self, rows: &[Rows], all: bool) -> Result<Vec<f32>, ModelError> {
         let mut tokens = Vec::new();
         let mut positions = Vec::new();
         let mut tables: Vec<&[u32]> = Vec::new();
         let mut logit_rows = Vec::new();
         for r in rows {
             let seq = &self.running[r.seq];
-            let n = r.drafts.len();
             let start = seq.computed;
-            tokens.extend_from_slice(&seq.tokens[start..start + n]);
-            for p in start..start + n {
+            for (p, &t) in (start..).zip(&r.tokens) {
+                if all {
+                    logit_rows.push(tokens.len() as u32);
+                }
+                tokens.push(t);
                 positions.push(p as u32);
                 tables.push(&seq.blocks.table);
             }
-            if start + n == seq.tokens.len() {
+            if !all && start + r.tokens.len() == seq.tokens.len() {
                 logit_rows.push(tokens.len() as u32 - 1);
             }
         }
@@ -595,17 +556,40 @@ impl<B: Backend> Scheduler<B> {
                 logits: &logit_rows,
             },
         )?;
-        let logits = if logit_rows.is_empty() {
-            Vec::new()
-        } else {
-            self.model.backend().read(&logits)?
-        };
+        if logit_rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.model.backend().read(&logits)?)
+    }
+
+    /// One forward for every decoding sequence: its last token and its drafts.
+    fn run_decode(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+        let logits = self.forward_rows(rows, true)?;
+        let vocab = self.model.config().vocab_size;
+        let mut row = 0;
+        let mut done = Vec::new();
+        for r in rows {
+            let n = r.tokens.len();
+            let seq_logits = &logits[row * vocab..(row + n) * vocab];
+            row += n;
+            self.running[r.seq].computed += 1;
+            if let Some(end) = self.accept(r.seq, seq_logits, &r.tokens[1..]) {
+                done.push((r.seq, end));
+            }
+        }
+        self.retire_indices(done);
+        Ok(())
+    }
+
+    /// One forward for a chunk of prompt rows of one or more sequences.
+    fn run_prefill(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+        let logits = self.forward_rows(rows, false)?;
         let vocab = self.model.config().vocab_size;
         let mut row = 0;
         let mut done = Vec::new();
         for r in rows {
             let seq = &mut self.running[r.seq];
-            seq.computed += r.drafts.len();
+            seq.computed += r.tokens.len();
             if self.config.prefix_cache {
                 self.blocks
                     .commit(&mut seq.blocks, &seq.tokens, seq.computed);
@@ -762,8 +746,9 @@ enum Ending {
 struct Rows {
     /// Index in `running`.
     seq: usize,
-    /// Decode: the drafted tokens after the last one. Prefill: one entry per prompt row.
-    drafts: Vec<u32>,
+    /// The tokens fed at its positions from `computed` on. Decode: the last token, then the
+    /// drafts. Prefill: a chunk of the prompt.
+    tokens: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
