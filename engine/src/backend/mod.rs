@@ -15,6 +15,7 @@
 //! Implementations: [`reference::ReferenceBackend`], the scalar CPU oracle.
 
 pub mod cpu;
+pub mod gpu;
 pub mod reference;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 
 pub use cpu::CpuBackend;
+pub use gpu::GpuBackend;
 pub use reference::{Numerics, ReferenceBackend};
 
 /// An error from a backend: a weight it cannot hold, or a device that failed.

@@ -1,0 +1,250 @@
+//! The WGSL kernels: how each module is assembled from `shaders/`, which bindings each entry
+//! point uses, and their pipelines (created once, the quantized ones per weight format on first
+//! use).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::quant::GgmlType;
+
+const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
+const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
+const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
+const EMBED: &str = include_str!("../../../../shaders/embed.wgsl");
+const NORM: &str = include_str!("../../../../shaders/norm.wgsl");
+const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
+const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
+const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
+
+/// Bytes of parameters each dispatch may have (16 words; see common.wgsl).
+pub(super) const PARAM_BYTES: u64 = 64;
+
+/// The weight formats the quantized kernels read, with the name of their `dq8_*` function.
+pub(super) fn quant_fn(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q4_1 => "q4_1",
+        GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q8_0 => "q8_0",
+        GgmlType::Q4_K => "q4_k",
+        GgmlType::Q6_K => "q6_k",
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        _ => return None,
+    })
+}
+
+/// A WGSL module: its source text is `common.wgsl` plus the family's file (and, for weight
+/// formats, `quant.wgsl` with `dq8` bound to the format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Module {
+    Matmul(&'static str),
+    Embed(&'static str),
+    Norm,
+    Rope,
+    Attention,
+    Elementwise,
+}
+
+impl Module {
+    /// Every module, for validation (every weight format of the quantized families).
+    pub fn all() -> Vec<Module> {
+        let formats = [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::F32,
+            GgmlType::F16,
+        ];
+        let mut all = vec![
+            Module::Norm,
+            Module::Rope,
+            Module::Attention,
+            Module::Elementwise,
+        ];
+        for ty in formats {
+            let f = quant_fn(ty).expect("listed formats have kernels");
+            all.extend([Module::Matmul(f), Module::Embed(f)]);
+        }
+        all
+    }
+
+    /// The assembled WGSL source.
+    pub fn source(self) -> String {
+        let quantized = |family: &str, f: &str| {
+            format!(
+                "{COMMON}\n{QUANT}\nfn dq8(row: u32, c: u32) -> Chunk {{\n    return dq8_{f}(row, c);\n}}\n{family}"
+            )
+        };
+        match self {
+            Module::Matmul(f) => quantized(MATMUL, f),
+            Module::Embed(f) => quantized(EMBED, f),
+            Module::Norm => format!("{COMMON}\n{NORM}"),
+            Module::Rope => format!("{COMMON}\n{ROPE}"),
+            Module::Attention => format!("{COMMON}\n{ATTENTION}"),
+            Module::Elementwise => format!("{COMMON}\n{ELEMENTWISE}"),
+        }
+    }
+
+    /// The entry points of the module and the storage bindings each uses (`true`: written).
+    /// Binding 0 is always the parameter block.
+    pub fn entries(self) -> &'static [(&'static str, &'static [(u32, bool)])] {
+        match self {
+            Module::Matmul(_) => &[("matmul", &[(1, false), (2, false), (3, true)])],
+            Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
+            Module::Norm => &[("rms_norm", &[(1, false), (2, false), (3, true)])],
+            Module::Rope => &[("rope", &[(1, true), (2, false)])],
+            Module::Attention => &[
+                (
+                    "kv_store",
+                    &[(2, false), (3, false), (4, true), (5, true), (7, false)],
+                ),
+                (
+                    "attend",
+                    &[(1, false), (4, true), (5, true), (6, true), (7, false)],
+                ),
+            ],
+            Module::Elementwise => &[
+                ("fill_zero", &[(1, true)]),
+                ("add", &[(1, true), (2, false)]),
+                ("scale", &[(1, true)]),
+                ("add_bias", &[(1, true), (2, false)]),
+                ("glu", &[(1, true), (2, false), (3, true)]),
+                ("gather", &[(1, true), (3, true), (4, false)]),
+            ],
+        }
+    }
+}
+
+/// One entry point's pipeline and the layout of its bind group.
+#[derive(Debug)]
+pub(super) struct Kernel {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    /// The storage bindings in the order a dispatch supplies its buffers.
+    pub bindings: &'static [(u32, bool)],
+}
+
+/// Compiles every entry point of `module`.
+fn compile(device: &wgpu::Device, module: Module) -> Vec<Arc<Kernel>> {
+    let source = module.source();
+    let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(&format!("{module:?}")),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    module
+        .entries()
+        .iter()
+        .map(|&(entry, bindings)| {
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: wgpu::BufferSize::new(PARAM_BYTES),
+                },
+                count: None,
+            }];
+            entries.extend(
+                bindings
+                    .iter()
+                    .map(|&(binding, written)| wgpu::BindGroupLayoutEntry {
+                        binding,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage {
+                                read_only: !written,
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    }),
+            );
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &shader,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            Arc::new(Kernel {
+                name: entry,
+                pipeline,
+                layout,
+                bindings,
+            })
+        })
+        .collect()
+}
+
+/// The pipelines of one device.
+#[derive(Debug)]
+pub(super) struct Kernels {
+    pub rms_norm: Arc<Kernel>,
+    pub rope: Arc<Kernel>,
+    pub kv_store: Arc<Kernel>,
+    pub attend: Arc<Kernel>,
+    pub fill_zero: Arc<Kernel>,
+    pub add: Arc<Kernel>,
+    pub scale: Arc<Kernel>,
+    pub add_bias: Arc<Kernel>,
+    pub glu: Arc<Kernel>,
+    pub gather: Arc<Kernel>,
+    /// `(matmul, embed)` per weight format, compiled when a weight of that format is loaded.
+    quantized: Mutex<HashMap<&'static str, (Arc<Kernel>, Arc<Kernel>)>>,
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let one = |m: Module| compile(device, m).remove(0);
+        let [kv_store, attend]: [Arc<Kernel>; 2] = compile(device, Module::Attention)
+            .try_into()
+            .expect("attention has two entry points");
+        let [fill_zero, add, scale, add_bias, glu, gather]: [Arc<Kernel>; 6] =
+            compile(device, Module::Elementwise)
+                .try_into()
+                .expect("elementwise has six entry points");
+        Kernels {
+            rms_norm: one(Module::Norm),
+            rope: one(Module::Rope),
+            kv_store,
+            attend,
+            fill_zero,
+            add,
+            scale,
+            add_bias,
+            glu,
+            gather,
+            quantized: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The matmul and embedding kernels of format `f` (a [`quant_fn`] name).
+    pub fn quantized(&self, device: &wgpu::Device, f: &'static str) -> (Arc<Kernel>, Arc<Kernel>) {
+        let mut map = self.quantized.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(f)
+            .or_insert_with(|| {
+                (
+                    compile(device, Module::Matmul(f)).remove(0),
+                    compile(device, Module::Embed(f)).remove(0),
+                )
+            })
+            .clone()
+    }
+}

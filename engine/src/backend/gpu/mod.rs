@@ -1,0 +1,724 @@
+//! The GPU backend: WGSL compute shaders (`shaders/`) through wgpu on Vulkan, Metal or DX12.
+//!
+//! - `device`: which adapter, and why (or why none).
+//! - `kernels`: WGSL modules assembled from `shaders/`, their bindings and pipelines.
+//! - `record`: ops are recorded as dispatches and submitted together, one compute pass per
+//!   forward pass; the only wait is [`Backend::read`].
+//!
+//! Weights are uploaded once in their GGUF block layout and read as `u32` words; a weight larger
+//! than one storage binding is split by rows over several buffers. Activations are f32 buffers
+//! from a pool (a forward pass reuses the previous one's buffers and bind groups). The KV cache
+//! holds f16 pairs, like the CPU backends' f16-rounded cache. Matmuls multiply dequantized weights
+//! with f32 activations (the CPU rounds activations to Q8 first), so results agree with the
+//! reference to within a normalized error, not bit for bit.
+
+mod device;
+mod kernels;
+mod record;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use device::{GpuInfo, GpuOptions, NoGpu, adapters};
+pub use kernels::Module;
+
+use super::reference::ReferenceBackend;
+use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::quant::GgmlType;
+use kernels::{Kernel, Kernels, quant_fn};
+use record::{Bind, Recorder, RopeKey};
+
+const NAME: &str = "gpu";
+
+/// Activation buffers by size, for reuse.
+type Pool = Mutex<HashMap<u64, Vec<wgpu::Buffer>>>;
+
+struct Ctx {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: GpuInfo,
+    limits: wgpu::Limits,
+    /// Bytes of weight rows per buffer.
+    max_part: u64,
+    kernels: Kernels,
+    rec: Mutex<Recorder>,
+    pool: Arc<Pool>,
+}
+
+/// The GPU backend. Cheap to clone (the device is shared).
+#[derive(Clone)]
+pub struct GpuBackend {
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuBackend")
+            .field("adapter", &self.ctx.info)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An activation matrix in a GPU buffer (returned to the pool when dropped).
+pub struct GpuTensor {
+    buf: Option<wgpu::Buffer>,
+    rows: usize,
+    cols: usize,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor({} x {})", self.rows, self.cols)
+    }
+}
+
+impl GpuTensor {
+    fn buf(&self) -> &wgpu::Buffer {
+        self.buf
+            .as_ref()
+            .expect("a tensor has its buffer until dropped")
+    }
+
+    fn bind(&self) -> Bind {
+        Bind::Buf(self.buf().clone())
+    }
+
+    fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+impl Drop for GpuTensor {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            lock(&self.pool).entry(buf.size()).or_default().push(buf);
+        }
+    }
+}
+
+/// A part of a weight: whole rows in one buffer.
+#[derive(Debug)]
+struct Part {
+    buf: wgpu::Buffer,
+    row0: usize,
+    rows: usize,
+}
+
+/// A model weight on the GPU: in its GGUF layout, or as f32 for vectors (norms, biases).
+#[derive(Debug)]
+pub struct GpuWeight {
+    name: String,
+    /// The format on the GPU (vectors are converted to f32).
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    parts: Vec<Part>,
+    /// `(matmul, embed)` for the weight's format.
+    kernels: (Arc<Kernel>, Arc<Kernel>),
+}
+
+impl GpuWeight {
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Buffers the rows are split over.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Weight bytes a full matmul reads.
+    pub fn bytes(&self) -> usize {
+        self.rows * self.row_bytes
+    }
+}
+
+/// One layer's KV cache: f16 pairs per slot.
+#[derive(Debug)]
+pub struct GpuKv {
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    capacity: usize,
+    k_dim: usize,
+    v_dim: usize,
+}
+
+/// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
+const MAX_HEAD: usize = 256;
+
+impl GpuBackend {
+    /// Opens the best adapter under `opts` (see [`GpuOptions`]).
+    pub fn new(opts: &GpuOptions) -> Result<Self, BackendError> {
+        let opened = device::open(opts)?;
+        let kernels = Kernels::new(&opened.device);
+        let stride = u64::from(opened.limits.min_uniform_buffer_offset_alignment);
+        let limits = &opened.limits;
+        // One word of slack for the kernels' unaligned reads.
+        let max_part = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(opts.max_binding.unwrap_or(u64::MAX))
+            .saturating_sub(8);
+        Ok(Self {
+            ctx: Arc::new(Ctx {
+                kernels,
+                rec: Mutex::new(Recorder::new(stride)),
+                pool: Arc::new(Mutex::new(HashMap::new())),
+                device: opened.device,
+                queue: opened.queue,
+                info: opened.info,
+                limits: opened.limits,
+                max_part,
+            }),
+        })
+    }
+
+    /// A `rows x cols` tensor holding `data` (row-major).
+    pub fn tensor_from(&self, rows: usize, cols: usize, data: &[f32]) -> GpuTensor {
+        assert_eq!(data.len(), rows * cols, "tensor_from: length");
+        let t = self.tensor(rows, cols);
+        // The write lands before the next submission's commands: submit the zero fill first.
+        self.flush();
+        if !data.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(t.buf(), 0, bytemuck::cast_slice(data));
+        }
+        t
+    }
+
+    /// The adapter in use.
+    pub fn info(&self) -> &GpuInfo {
+        &self.ctx.info
+    }
+
+    fn rec(&self) -> MutexGuard<'_, Recorder> {
+        lock(&self.ctx.rec)
+    }
+
+    /// Records `kernel` over `groups` workgroups.
+    fn run(&self, kernel: &Arc<Kernel>, binds: Vec<Bind>, params: &[u32], groups: usize) {
+        let groups = u32::try_from(groups).expect("a dispatch of fewer than 2^32 workgroups");
+        self.rec().dispatch(kernel, binds, params, groups);
+    }
+
+    /// Records `kernel` with one thread per value of `n` (256 per workgroup).
+    fn run_each(&self, kernel: &Arc<Kernel>, binds: Vec<Bind>, params: &[u32], n: usize) {
+        self.run(kernel, binds, params, n.div_ceil(256));
+    }
+
+    /// Submits everything recorded so far.
+    pub fn flush(&self) {
+        let ctx = &self.ctx;
+        self.rec().flush(&ctx.device, &ctx.queue);
+    }
+
+    /// Waits until the GPU has finished everything submitted.
+    pub fn finish(&self) -> Result<(), BackendError> {
+        self.flush();
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| device_error(format!("waiting for the GPU failed: {e}")))
+    }
+
+    fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A buffer holding `bytes` (padded to whole words, plus one word the kernels may over-read).
+    fn upload(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: true,
+        });
+        buf.get_mapped_range_mut(..)
+            .expect("a buffer mapped at creation can be written")
+            .slice(..bytes.len())
+            .copy_from_slice(bytes);
+        buf.unmap();
+        buf
+    }
+
+    fn check_size(&self, what: &str, bytes: u64) -> Result<(), BackendError> {
+        let max = self.ctx.limits.max_storage_buffer_binding_size;
+        if bytes > max {
+            return Err(device_error(format!(
+                "{what} needs {bytes} bytes in one buffer; {} allows {max}",
+                self.ctx.info.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn device_error(message: String) -> BackendError {
+    BackendError::Device {
+        backend: NAME,
+        message,
+    }
+}
+
+fn u(v: usize) -> u32 {
+    u32::try_from(v).expect("GPU kernel sizes fit u32")
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+    type Weight = GpuWeight;
+    type Kv = GpuKv;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<GpuWeight, BackendError> {
+        let unsupported = || BackendError::UnsupportedType {
+            backend: NAME,
+            tensor: info.name.clone(),
+            ty: info.ty,
+        };
+        // The reference view checks rank and type and finds the bytes.
+        let view = ReferenceBackend::new().weight(file, info)?;
+        let (rows, cols) = (view.rows, view.cols);
+        let vector = rows == 1;
+        let ty = if vector { GgmlType::F32 } else { info.ty };
+        let f = quant_fn(ty).ok_or_else(unsupported)?;
+        if !cols.is_multiple_of(8) {
+            return Err(device_error(format!(
+                "tensor '{}' has rows of {cols} values; the kernels take multiples of 8",
+                info.name
+            )));
+        }
+        let kernels = self.ctx.kernels.quantized(&self.ctx.device, f);
+        if vector {
+            let data = view.vector();
+            let buf = self.upload(&info.name, bytemuck::cast_slice(&data));
+            return Ok(GpuWeight {
+                name: info.name.clone(),
+                ty,
+                rows,
+                cols,
+                row_bytes: cols * 4,
+                parts: vec![Part { buf, row0: 0, rows }],
+                kernels,
+            });
+        }
+        let row_bytes = view.row_bytes;
+        let bytes = view.bytes();
+        let max = usize::try_from(self.ctx.max_part).unwrap_or(usize::MAX);
+        let per_part = (max / row_bytes).max(1);
+        if row_bytes > max {
+            return Err(device_error(format!(
+                "a row of tensor '{}' ({row_bytes} bytes) exceeds a storage binding on {}",
+                info.name, self.ctx.info.name
+            )));
+        }
+        let parts = (0..rows)
+            .step_by(per_part)
+            .map(|row0| {
+                let n = per_part.min(rows - row0);
+                let buf = self.upload(&info.name, &bytes[row0 * row_bytes..][..n * row_bytes]);
+                Part { buf, row0, rows: n }
+            })
+            .collect();
+        Ok(GpuWeight {
+            name: info.name.clone(),
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            parts,
+            kernels,
+        })
+    }
+
+    fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
+        let bytes = ((rows * cols * 4) as u64).next_power_of_two().max(256);
+        let reused = lock(&self.ctx.pool).get_mut(&bytes).and_then(Vec::pop);
+        let t = GpuTensor {
+            buf: Some(reused.clone().unwrap_or_else(|| {
+                self.buffer(
+                    "activations",
+                    bytes,
+                    wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                )
+            })),
+            rows,
+            cols,
+            pool: Arc::clone(&self.ctx.pool),
+        };
+        if reused.is_some() {
+            let k = &self.ctx.kernels;
+            self.run_each(&k.fill_zero, vec![t.bind()], &[u(t.len())], t.len());
+        }
+        t
+    }
+
+    fn shape(&self, t: &GpuTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn kv_value_bytes(&self) -> usize {
+        2
+    }
+
+    fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<GpuKv, BackendError> {
+        if !k_dim.is_multiple_of(2) || !v_dim.is_multiple_of(2) {
+            return Err(device_error(format!(
+                "KV rows of {k_dim} and {v_dim} values; the cache holds pairs"
+            )));
+        }
+        let bytes = |dim: usize| {
+            (capacity as u64)
+                .checked_mul(dim as u64 * 2)
+                .map(|b| b.max(4))
+                .ok_or_else(|| device_error(format!("a KV cache of {capacity} x {dim} values")))
+        };
+        let (kb, vb) = (bytes(k_dim)?, bytes(v_dim)?);
+        self.check_size("the KV cache of one layer", kb.max(vb))?;
+        let usage = wgpu::BufferUsages::STORAGE;
+        Ok(GpuKv {
+            k: self.buffer("kv keys", kb, usage),
+            v: self.buffer("kv values", vb, usage),
+            capacity,
+            k_dim,
+            v_dim,
+        })
+    }
+
+    fn embed(&self, table: &GpuWeight, tokens: &[u32], out: &mut GpuTensor) {
+        assert_eq!(
+            (out.rows, out.cols),
+            (tokens.len(), table.cols),
+            "embed: output shape"
+        );
+        assert!(
+            tokens.iter().all(|&t| (t as usize) < table.rows),
+            "embed: token id out of range"
+        );
+        let at = self.rec().data(tokens);
+        for part in &table.parts {
+            let params = [
+                u(tokens.len()),
+                u(table.cols),
+                at,
+                u(part.row0),
+                u(part.rows),
+                u(table.row_bytes),
+            ];
+            let binds = vec![Bind::Buf(part.buf.clone()), Bind::Data, out.bind()];
+            self.run_each(&table.kernels.1, binds, &params, out.len() / 8);
+        }
+    }
+
+    fn rms_norm(&self, x: &GpuTensor, weight: &GpuWeight, eps: f32, out: &mut GpuTensor) {
+        let n = weight.rows * weight.cols;
+        assert!(x.cols.is_multiple_of(n), "rms_norm: row length");
+        assert_eq!(
+            (out.rows, out.cols),
+            (x.rows, x.cols),
+            "rms_norm: output shape"
+        );
+        let groups = x.len() / n;
+        let binds = vec![x.bind(), Bind::Buf(weight.parts[0].buf.clone()), out.bind()];
+        let k = &self.ctx.kernels;
+        self.run(
+            &k.rms_norm,
+            binds,
+            &[u(n), u(groups), eps.to_bits()],
+            groups,
+        );
+    }
+
+    fn matmul(&self, x: &GpuTensor, w: &GpuWeight, out: &mut GpuTensor) {
+        self.matmul_rows(x, 0..x.rows, w, out);
+    }
+
+    fn matmul_rows(&self, x: &GpuTensor, rows: Range<usize>, w: &GpuWeight, out: &mut GpuTensor) {
+        assert!(rows.end <= x.rows, "matmul: rows out of range");
+        assert_eq!(x.cols, w.cols, "matmul: input columns of '{}'", w.name);
+        assert_eq!(
+            (out.rows, out.cols),
+            (rows.len(), w.rows),
+            "matmul: output shape of '{}'",
+            w.name
+        );
+        let n = rows.len();
+        for part in &w.parts {
+            let params = [
+                u(n),
+                u(rows.start),
+                u(w.cols),
+                u(w.rows),
+                u(part.row0),
+                u(part.rows),
+                u(w.row_bytes),
+            ];
+            let binds = vec![Bind::Buf(part.buf.clone()), x.bind(), out.bind()];
+            self.run(&w.kernels.0, binds, &params, part.rows * n.div_ceil(8));
+        }
+    }
+
+    fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {
+        assert_eq!(
+            x.cols,
+            bias.rows * bias.cols,
+            "add_bias: length of '{}'",
+            bias.name
+        );
+        let binds = vec![x.bind(), Bind::Buf(bias.parts[0].buf.clone())];
+        let k = &self.ctx.kernels;
+        self.run_each(&k.add_bias, binds, &[u(x.len()), u(x.cols)], x.len());
+    }
+
+    fn rope(&self, x: &mut GpuTensor, positions: &[u32], rope: &Rope) {
+        assert_eq!(x.rows, positions.len(), "rope: one position per row");
+        assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
+        assert!(
+            rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
+            "rope: rotated dims"
+        );
+        let pairs = rope.n_rot / 2;
+        let key = RopeKey {
+            positions: positions.to_vec(),
+            base: rope.base.to_bits(),
+            freq_scale: rope.freq_scale.to_bits(),
+            pairs,
+        };
+        let mut rec = self.rec();
+        let at = match rec.rope_table(&key) {
+            Some(at) => at,
+            None => {
+                let table = rope_table(positions, rope);
+                rec.add_rope_table(key, &table)
+            }
+        };
+        drop(rec);
+        let style = match rope.style {
+            RopeStyle::Normal => 0,
+            RopeStyle::Neox => 1,
+        };
+        let params = [u(x.rows), u(x.cols), u(rope.head_dim), u(pairs), style, at];
+        let threads = x.rows * (x.cols / rope.head_dim) * pairs;
+        let k = &self.ctx.kernels;
+        self.run_each(&k.rope, vec![x.bind(), Bind::Data], &params, threads);
+    }
+
+    fn attention(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        kv: &mut GpuKv,
+        rows: &KvRows<'_>,
+        attn: &Attention,
+        out: &mut GpuTensor,
+    ) {
+        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
+        let n = q.rows;
+        rows.check(n, kv.capacity);
+        assert!(
+            hk <= MAX_HEAD && hv <= MAX_HEAD,
+            "attention: heads beyond {MAX_HEAD}"
+        );
+        assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
+        assert_eq!(
+            (k.cols, v.cols),
+            (kv.k_dim, kv.v_dim),
+            "attention: cache widths"
+        );
+        assert_eq!(
+            (k.rows, v.rows),
+            (n, n),
+            "attention: one key and value per query"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (n, attn.n_head * hv),
+            "attention: output shape"
+        );
+        assert!(
+            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
+            "attention: heads"
+        );
+        // Row info (position, table offset) and the block tables, each table once per run of
+        // rows that share it.
+        let mut rec = self.rec();
+        let mut info = Vec::with_capacity(2 * n);
+        let mut last: Option<(&[u32], u32)> = None;
+        for (t, &p) in rows.positions.iter().enumerate() {
+            let table = rows.tables[t];
+            let at = match last {
+                Some((prev, at)) if prev == table => at,
+                _ => rec.data(table),
+            };
+            last = Some((table, at));
+            info.extend([p, at]);
+        }
+        let info_at = rec.data(&info);
+        drop(rec);
+        let (kw, vw) = (kv.k_dim / 2, kv.v_dim / 2);
+        let kern = &self.ctx.kernels;
+        let store = [u(n), u(kw), u(vw), info_at, u(rows.block_size)];
+        let binds = vec![
+            k.bind(),
+            v.bind(),
+            Bind::Buf(kv.k.clone()),
+            Bind::Buf(kv.v.clone()),
+            Bind::Data,
+        ];
+        self.run_each(&kern.kv_store, binds, &store, n * kw.max(vw));
+        let params = [
+            u(attn.n_head),
+            u(attn.n_head / attn.n_kv_head),
+            u(hk),
+            u(hv),
+            attn.scale.to_bits(),
+            u(attn.window.unwrap_or(0)),
+            u(rows.block_size),
+            u(kw),
+            u(vw),
+            info_at,
+            u(n),
+        ];
+        let binds = vec![
+            q.bind(),
+            Bind::Buf(kv.k.clone()),
+            Bind::Buf(kv.v.clone()),
+            out.bind(),
+            Bind::Data,
+        ];
+        self.run(&kern.attend, binds, &params, n * attn.n_head);
+    }
+
+    fn gather(&self, x: &GpuTensor, rows: &[u32], out: &mut GpuTensor) {
+        assert_eq!(
+            (out.rows, out.cols),
+            (rows.len(), x.cols),
+            "gather: output shape"
+        );
+        assert!(
+            rows.iter().all(|&r| (r as usize) < x.rows),
+            "gather: row out of range"
+        );
+        let at = self.rec().data(rows);
+        let k = &self.ctx.kernels;
+        let binds = vec![x.bind(), out.bind(), Bind::Data];
+        self.run_each(&k.gather, binds, &[u(rows.len()), u(x.cols), at], out.len());
+    }
+
+    fn glu(&self, gate: &GpuTensor, up: &GpuTensor, act: Activation, out: &mut GpuTensor) {
+        assert_eq!(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            "glu: gate and up shapes"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (up.rows, up.cols),
+            "glu: output shape"
+        );
+        let a = match act {
+            Activation::Silu => 0,
+            Activation::GeluTanh => 1,
+        };
+        let k = &self.ctx.kernels;
+        let binds = vec![gate.bind(), up.bind(), out.bind()];
+        self.run_each(&k.glu, binds, &[u(out.len()), a], out.len());
+    }
+
+    fn add(&self, x: &mut GpuTensor, y: &GpuTensor) {
+        assert_eq!((x.rows, x.cols), (y.rows, y.cols), "add: shapes");
+        let k = &self.ctx.kernels;
+        self.run_each(&k.add, vec![x.bind(), y.bind()], &[u(x.len())], x.len());
+    }
+
+    fn scale(&self, x: &mut GpuTensor, s: f32) {
+        let k = &self.ctx.kernels;
+        self.run_each(
+            &k.scale,
+            vec![x.bind()],
+            &[u(x.len()), s.to_bits()],
+            x.len(),
+        );
+    }
+
+    fn read(&self, t: &GpuTensor) -> Result<Vec<f32>, BackendError> {
+        self.flush();
+        let bytes = (t.len() * 4) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.buffer(
+            "readback",
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let ctx = &self.ctx;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read"),
+            });
+        encoder.copy_buffer_to_buffer(t.buf(), 0, &staging, 0, bytes);
+        ctx.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| device_error(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| device_error("the GPU dropped a read".into()))?
+            .map_err(|e| device_error(format!("reading a tensor back failed: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| device_error(format!("reading a tensor back failed: {e}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}
+
+/// Per row and rotated pair, `(cos, sin)` of the angle as the CPU reference computes it: the
+/// frequency built up by repeated f32 multiplication, like ggml.
+fn rope_table(positions: &[u32], rope: &Rope) -> Vec<u32> {
+    let pairs = rope.n_rot / 2;
+    let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
+    let mut out = Vec::with_capacity(positions.len() * pairs * 2);
+    for &p in positions {
+        let mut theta = p as f32;
+        for _ in 0..pairs {
+            let angle = theta * rope.freq_scale;
+            out.extend([angle.cos().to_bits(), angle.sin().to_bits()]);
+            theta *= theta_scale;
+        }
+    }
+    out
+}

@@ -1,0 +1,397 @@
+//! The GPU backend against the scalar reference: every op on real tensors of both test models,
+//! by normalized error. The shaders are validated by naga without a device.
+//!
+//! Tests that need an adapter accept a software one (lavapipe in CI). Without any adapter they
+//! say so loudly and pass, except under `CI=true`, where a missing adapter fails.
+
+use std::sync::Arc;
+
+use super::{GpuBackend, GpuOptions, Module};
+use crate::backend::{
+    Activation, Attention, Backend, KvRows, Numerics, ReferenceBackend, Rope, RopeStyle,
+    reference::RefTensor,
+};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
+
+/// The GPU backend on any adapter, software included; `None` (loudly) without one outside CI.
+pub(crate) fn gpu_with(opts: GpuOptions) -> Option<GpuBackend> {
+    match GpuBackend::new(&GpuOptions {
+        allow_software: true,
+        ..opts
+    }) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
+            panic!("CI needs a GPU adapter (lavapipe: mesa-vulkan-drivers + libvulkan1): {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "\n*** NO GPU ADAPTER: {e}. GPU test skipped (it fails under CI=true). ***\n"
+            );
+            None
+        }
+    }
+}
+
+fn gpu() -> Option<GpuBackend> {
+    gpu_with(GpuOptions::default())
+}
+
+fn model_files() -> Vec<Arc<GgufFile>> {
+    [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
+        .into_iter()
+        .map(|m| Arc::new(GgufFile::open(source::fetch(m).unwrap()).unwrap()))
+        .collect()
+}
+
+/// Hidden-state-like activations: mostly small, a few large.
+fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = rng.f32() * 2.0 - 1.0;
+            if rng.u8(..) < 4 { v * 30.0 } else { v }
+        })
+        .collect()
+}
+
+fn host(rows: usize, cols: usize, data: Vec<f32>) -> RefTensor {
+    RefTensor::from_vec(rows, cols, data).unwrap()
+}
+
+/// `|got - want|` relative to the output's largest magnitude, at most `tol` everywhere.
+fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{label}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        if err > worst || err.is_nan() {
+            (worst, at) = (err, i);
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{label}[{at}]: {} vs {} (normalized error {worst:e} > {tol:e})",
+        got[at],
+        want[at]
+    );
+}
+
+#[test]
+fn every_shader_module_passes_naga_validation_and_declares_the_bindings_its_layout_uses() {
+    for module in Module::all() {
+        let source = module.source();
+        let parsed = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{module:?}: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            // pack2x16float / unpack2x16float (core WGSL; wgpu grants it on every adapter).
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        )
+        .validate(&parsed)
+        .unwrap_or_else(|e| panic!("{module:?}: {}", e.emit_to_string(&source)));
+        for &(entry, bindings) in module.entries() {
+            assert!(
+                parsed.entry_points.iter().any(|e| e.name == entry),
+                "{module:?}: no entry point {entry}"
+            );
+            for &(binding, written) in bindings {
+                let var = parsed
+                    .global_variables
+                    .iter()
+                    .map(|(_, v)| v)
+                    .find(|v| v.binding.as_ref().is_some_and(|b| b.binding == binding))
+                    .unwrap_or_else(|| panic!("{module:?}: no binding {binding}"));
+                let naga::AddressSpace::Storage { access } = var.space else {
+                    panic!("{module:?}: binding {binding} is not a storage buffer");
+                };
+                assert_eq!(
+                    access.contains(naga::StorageAccess::STORE),
+                    written,
+                    "{module:?} {entry}: binding {binding} access"
+                );
+            }
+        }
+    }
+}
+
+/// One 2-D tensor of each quant type in both models (the smallest of its type), plus the largest
+/// one (the embedding table), with at most `max_rows` rows.
+fn picked_matrices(file: &GgufFile, max_rows: usize) -> Vec<TensorInfo> {
+    let mut picked: Vec<TensorInfo> = Vec::new();
+    for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
+        match picked.iter_mut().find(|p| p.ty == info.ty) {
+            Some(p) if info.dims[1] < p.dims[1] => *p = info.clone(),
+            Some(_) => {}
+            None => picked.push(info.clone()),
+        }
+    }
+    for p in &mut picked {
+        p.dims[1] = p.dims[1].min(max_rows as u64);
+    }
+    picked
+}
+
+#[test]
+fn matmuls_match_the_exact_reference_on_real_tensors_of_every_type() {
+    let Some(b) = gpu() else { return };
+    let reference = ReferenceBackend::with_threads(2).with_numerics(Numerics::Exact);
+    let mut rng = fastrand::Rng::with_seed(31);
+    let mut types = Vec::new();
+    for file in model_files() {
+        for info in picked_matrices(&file, 2048) {
+            types.push(info.ty);
+            let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+            let want_w = reference.weight(&file, &info).unwrap();
+            let w = b.weight(&file, &info).unwrap();
+            for n in [1, 7, 19] {
+                let x = activations(&mut rng, n * cols);
+                let mut want = reference.tensor(n, rows);
+                reference.matmul(&host(n, cols, x.clone()), &want_w, &mut want);
+                let gx = b.tensor_from(n, cols, &x);
+                let mut got = b.tensor(n, rows);
+                b.matmul(&gx, &w, &mut got);
+                let label = format!("{} {} ({}) n={n}", file.label(), info.name, info.ty);
+                assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-5);
+                let last = 2.min(n);
+                let mut tail = b.tensor(last, rows);
+                b.matmul_rows(&gx, n - last..n, &w, &mut tail);
+                let from = (n - last) * rows;
+                assert_close(
+                    &format!("{label}: last rows"),
+                    &b.read(&tail).unwrap(),
+                    &want.data()[from..],
+                    1e-5,
+                );
+            }
+        }
+    }
+    for ty in ["Q4_1", "Q8_0", "Q4_K", "Q5_0", "Q6_K"] {
+        assert!(
+            types.iter().any(|t| t.to_string() == ty),
+            "no {ty} tensor tested: {types:?}"
+        );
+    }
+}
+
+#[test]
+fn a_weight_split_over_several_buffers_gives_the_same_products_and_embeddings() {
+    // 64 KiB per buffer: Gemma's 640-wide Q8_0 embedding rows (680 bytes) split into many parts.
+    let Some(b) = gpu_with(GpuOptions {
+        max_binding: Some(64 << 10),
+        ..GpuOptions::default()
+    }) else {
+        return;
+    };
+    let reference = ReferenceBackend::with_threads(2).with_numerics(Numerics::Exact);
+    let file = &model_files()[1];
+    let mut info = file
+        .tensors()
+        .iter()
+        .find(|i| i.name == "token_embd.weight")
+        .unwrap()
+        .clone();
+    info.dims[1] = 1000;
+    let w = b.weight(file, &info).unwrap();
+    assert!(w.parts() > 5, "split into {} parts", w.parts());
+    let cols = info.dims[0] as usize;
+    let mut rng = fastrand::Rng::with_seed(32);
+    let x = activations(&mut rng, 3 * cols);
+    let mut want = reference.tensor(3, 1000);
+    let rw = reference.weight(file, &info).unwrap();
+    reference.matmul(&host(3, cols, x.clone()), &rw, &mut want);
+    let mut got = b.tensor(3, 1000);
+    b.matmul(&b.tensor_from(3, cols, &x), &w, &mut got);
+    assert_close("split matmul", &b.read(&got).unwrap(), want.data(), 1e-5);
+    let tokens = [0, 97, 98, 999, 500];
+    let mut want = reference.tensor(5, cols);
+    reference.embed(&rw, &tokens, &mut want);
+    let mut got = b.tensor(5, cols);
+    b.embed(&w, &tokens, &mut got);
+    assert_close("split embed", &b.read(&got).unwrap(), want.data(), 1e-6);
+}
+
+#[test]
+fn embedding_lookups_match_the_reference_for_every_table_type() {
+    let Some(b) = gpu() else { return };
+    let reference = ReferenceBackend::with_threads(1);
+    for file in model_files() {
+        for info in picked_matrices(&file, usize::MAX) {
+            let rows = info.dims[1] as u32;
+            let tokens = [0, 1, rows / 2, rows - 1, 7 % rows];
+            let cols = info.dims[0] as usize;
+            let mut want = reference.tensor(tokens.len(), cols);
+            reference.embed(&reference.weight(&file, &info).unwrap(), &tokens, &mut want);
+            let mut got = b.tensor(tokens.len(), cols);
+            b.embed(&b.weight(&file, &info).unwrap(), &tokens, &mut got);
+            let label = format!("embed {} {} ({})", file.label(), info.name, info.ty);
+            assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-6);
+        }
+    }
+}
+
+#[test]
+fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
+    let Some(b) = gpu() else { return };
+    let reference = ReferenceBackend::with_threads(1);
+    let mut rng = fastrand::Rng::with_seed(33);
+    let files = model_files();
+    let gemma = &files[1];
+    let find = |name: &str| {
+        gemma
+            .tensors()
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap()
+            .clone()
+    };
+    for n in [1, 37] {
+        let xs = activations(&mut rng, n * 1280);
+        let x = host(n, 1280, xs.clone());
+        let gx = b.tensor_from(n, 1280, &xs);
+        // A per-head norm (Gemma's q_norm, 256 values) and a whole-row one (640).
+        for name in ["blk.0.attn_q_norm.weight", "blk.0.attn_norm.weight"] {
+            let info = find(name);
+            let mut want = reference.tensor(n, 1280);
+            reference.rms_norm(
+                &x,
+                &reference.weight(gemma, &info).unwrap(),
+                1e-6,
+                &mut want,
+            );
+            let mut got = b.tensor(n, 1280);
+            b.rms_norm(&gx, &b.weight(gemma, &info).unwrap(), 1e-6, &mut got);
+            assert_close(
+                &format!("rms_norm {name} n={n}"),
+                &b.read(&got).unwrap(),
+                want.data(),
+                1e-6,
+            );
+        }
+        let positions: Vec<u32> = (0..n as u32).map(|p| p * 97 + 5).collect();
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let rope = Rope {
+                style,
+                head_dim: 64,
+                n_rot: 48,
+                base: 10000.0,
+                freq_scale: 0.5,
+            };
+            let mut want = x.clone();
+            reference.rope(&mut want, &positions, &rope);
+            let mut got = b.tensor_from(n, 1280, &xs);
+            b.rope(&mut got, &positions, &rope);
+            assert_close(
+                &format!("rope {style:?} n={n}"),
+                &b.read(&got).unwrap(),
+                want.data(),
+                1e-6,
+            );
+        }
+        let ups = activations(&mut rng, n * 1280);
+        let up = host(n, 1280, ups.clone());
+        let gup = b.tensor_from(n, 1280, &ups);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let mut want = reference.tensor(n, 1280);
+            reference.glu(&x, &up, act, &mut want);
+            let mut got = b.tensor(n, 1280);
+            b.glu(&gx, &gup, act, &mut got);
+            assert_close(
+                &format!("glu {act:?} n={n}"),
+                &b.read(&got).unwrap(),
+                want.data(),
+                1e-6,
+            );
+        }
+        // x + up, then * 0.5, then + a real bias-sized vector (a norm weight stands in).
+        let mut want = x.clone();
+        reference.add(&mut want, &up);
+        reference.scale(&mut want, 0.5);
+        let norm = find("blk.0.attn_norm.weight");
+        let mut want_b = host(2 * n, 640, want.data().to_vec());
+        reference.add_bias(&mut want_b, &reference.weight(gemma, &norm).unwrap());
+        let mut got = b.tensor_from(n, 1280, &xs);
+        b.add(&mut got, &gup);
+        b.scale(&mut got, 0.5);
+        let mut got_b = b.tensor_from(2 * n, 640, &b.read(&got).unwrap());
+        b.add_bias(&mut got_b, &b.weight(gemma, &norm).unwrap());
+        assert_close(
+            "add, scale, bias",
+            &b.read(&got_b).unwrap(),
+            want_b.data(),
+            1e-6,
+        );
+        let rows: Vec<u32> = (0..n as u32).rev().step_by(2).collect();
+        let mut want = reference.tensor(rows.len(), 1280);
+        reference.gather(&x, &rows, &mut want);
+        let mut got = b.tensor(rows.len(), 1280);
+        b.gather(&gx, &rows, &mut got);
+        assert_eq!(b.read(&got).unwrap(), want.data(), "gather n={n}");
+    }
+}
+
+#[test]
+fn paged_attention_matches_the_reference_with_and_without_a_window() {
+    let Some(b) = gpu() else { return };
+    let reference = ReferenceBackend::with_threads(1);
+    let mut rng = fastrand::Rng::with_seed(34);
+    for window in [None, Some(70)] {
+        for (hk, hv) in [(64, 32), (256, 256)] {
+            let a = Attention {
+                n_head: 6,
+                n_kv_head: 2,
+                head_dim_k: hk,
+                head_dim_v: hv,
+                scale: 0.125,
+                window,
+            };
+            let (kd, vd) = (2 * hk, 2 * hv);
+            let mut rkv = reference.kv(256, kd, vd).unwrap();
+            let mut gkv = b.kv(256, kd, vd).unwrap();
+            // Blocks of 16 slots: one sequence in scattered blocks, one in consecutive blocks,
+            // in the same batch: a prompt of 90 each (more than one tile of 64 keys), then two
+            // decode steps.
+            let tables: [&[u32]; 2] = [&[7, 2, 9, 0, 5, 1, 3], &[8, 10, 11, 12, 13, 14, 15]];
+            let mut start = 0u32;
+            for per_seq in [90usize, 1, 1] {
+                let n = 2 * per_seq;
+                let positions: Vec<u32> =
+                    (0..2).flat_map(|_| start..start + per_seq as u32).collect();
+                let row_tables: Vec<&[u32]> = (0..n).map(|t| tables[t / per_seq]).collect();
+                let rows = KvRows {
+                    block_size: 16,
+                    positions: &positions,
+                    tables: &row_tables,
+                };
+                let (q, k, v) = (
+                    activations(&mut rng, n * 6 * hk),
+                    activations(&mut rng, n * kd),
+                    activations(&mut rng, n * vd),
+                );
+                let mut want = reference.tensor(n, 6 * hv);
+                reference.attention(
+                    &host(n, 6 * hk, q.clone()),
+                    &host(n, kd, k.clone()),
+                    &host(n, vd, v.clone()),
+                    &mut rkv,
+                    &rows,
+                    &a,
+                    &mut want,
+                );
+                let mut got = b.tensor(n, 6 * hv);
+                b.attention(
+                    &b.tensor_from(n, 6 * hk, &q),
+                    &b.tensor_from(n, kd, &k),
+                    &b.tensor_from(n, vd, &v),
+                    &mut gkv,
+                    &rows,
+                    &a,
+                    &mut got,
+                );
+                let label = format!("attention {window:?} heads {hk}/{hv} n={n}");
+                assert_close(&label, &b.read(&got).unwrap(), want.data(), 3e-5);
+                start += per_seq as u32;
+            }
+        }
+    }
+}

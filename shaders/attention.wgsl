@@ -1,0 +1,168 @@
+// Attention over a paged KV cache of f16 values (two per u32 word).
+//
+// A sequence's position j lives in slot `table[j / block] * block + j % block`; D holds, per batch
+// row, its position and the word offset of its block table, and the tables themselves.
+
+@group(0) @binding(1) var<storage, read> Q: array<f32>;
+@group(0) @binding(2) var<storage, read> K: array<f32>;
+@group(0) @binding(3) var<storage, read> V: array<f32>;
+@group(0) @binding(4) var<storage, read_write> KC: array<u32>;
+@group(0) @binding(5) var<storage, read_write> VC: array<u32>;
+@group(0) @binding(6) var<storage, read_write> O: array<f32>;
+@group(0) @binding(7) var<storage, read> D: array<u32>;
+
+// The largest head dimension the kernel holds in workgroup memory.
+const MAX_HEAD: u32 = 256u;
+const WG: u32 = 64u;
+
+// Writes each row's key and value to its slot as f16 pairs. One thread per word.
+// p(0): rows, p(1): key words per slot, p(2): value words per slot, p(3): word offset in D of the
+// row info (position, table offset), p(4): positions per block.
+@compute @workgroup_size(256)
+fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    let kw = p(1u);
+    let vw = p(2u);
+    let words = max(kw, vw);
+    if i >= p(0u) * words {
+        return;
+    }
+    let t = i / words;
+    let w = i % words;
+    let info = p(3u) + t * 2u;
+    let slot = slot_of(D[info + 1u], D[info], p(4u));
+    if w < kw {
+        KC[slot * kw + w] = pack2x16float(vec2<f32>(K[t * kw * 2u + w * 2u], K[t * kw * 2u + w * 2u + 1u]));
+    }
+    if w < vw {
+        VC[slot * vw + w] = pack2x16float(vec2<f32>(V[t * vw * 2u + w * 2u], V[t * vw * 2u + w * 2u + 1u]));
+    }
+}
+
+fn slot_of(table: u32, j: u32, block: u32) -> u32 {
+    return D[table + j / block] * block + j % block;
+}
+
+fn k_at(slot: u32, kw: u32, i: u32) -> f32 {
+    let word = KC[slot * kw + (i >> 1u)];
+    return unpack2x16float(word)[i & 1u];
+}
+
+fn v_at(slot: u32, vw: u32, i: u32) -> f32 {
+    let word = VC[slot * vw + (i >> 1u)];
+    return unpack2x16float(word)[i & 1u];
+}
+
+var<workgroup> q_head: array<f32, MAX_HEAD>;
+var<workgroup> weights: array<f32, WG>;
+var<workgroup> slots: array<u32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+fn reduce_max(tid: u32, v: f32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if tid < s {
+            red[tid] = max(red[tid], red[tid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(tid: u32, v: f32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if tid < s {
+            red[tid] += red[tid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// One workgroup per (row, head): softmax(q k^T * scale) v over the row's visible positions, a tile
+// of 64 keys at a time with a running max and sum (online softmax). The query is rounded to f16
+// like the cache.
+// p(0): heads, p(1): heads per KV head, p(2): key head dim, p(3): value head dim, p(4): scale,
+// p(5): sliding window (0 = none), p(6): positions per block, p(7): key words per slot, p(8):
+// value words per slot, p(9): word offset in D of the row info, p(10): rows.
+@compute @workgroup_size(64)
+fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    let g = group_index(wid, nwg);
+    let heads = p(0u);
+    let hk = p(2u);
+    let hv = p(3u);
+    let t = g / heads;
+    if t >= p(10u) {
+        return;
+    }
+    let h = g % heads;
+    let kvh = h / p(1u);
+    let kw = p(7u);
+    let vw = p(8u);
+    let block = p(6u);
+    let info = p(9u) + t * 2u;
+    let pos = D[info];
+    let table = D[info + 1u];
+    var first = 0u;
+    if p(5u) > 0u && pos + 1u > p(5u) {
+        first = pos + 1u - p(5u);
+    }
+    for (var i = tid; i < hk; i += WG) {
+        q_head[i] = round_f16(Q[(t * heads + h) * hk + i]);
+    }
+    workgroupBarrier();
+
+    var m = -3.0e38;
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let scale = pf(4u);
+    for (var j0 = first; j0 <= pos; j0 += WG) {
+        let j = j0 + tid;
+        var s = -3.0e38;
+        if j <= pos {
+            let slot = slot_of(table, j, block);
+            slots[tid] = slot;
+            var d = 0.0;
+            for (var i = 0u; i < hk; i++) {
+                d += q_head[i] * k_at(slot, kw, kvh * hk + i);
+            }
+            s = d * scale;
+        }
+        let m_new = max(m, reduce_max(tid, s));
+        var e = 0.0;
+        if j <= pos {
+            e = exp(s - m_new);
+        }
+        weights[tid] = e;
+        let alpha = exp(m - m_new);
+        l = l * alpha + reduce_sum(tid, e);
+        m = m_new;
+        let n = min(WG, pos + 1u - j0);
+        for (var k = 0u; k < 4u; k++) {
+            let dv = tid + k * WG;
+            if dv < hv {
+                var o = acc[k] * alpha;
+                for (var i = 0u; i < n; i++) {
+                    o += weights[i] * v_at(slots[i], vw, kvh * hv + dv);
+                }
+                acc[k] = o;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var k = 0u; k < 4u; k++) {
+        let dv = tid + k * WG;
+        if dv < hv {
+            O[(t * heads + h) * hv + dv] = acc[k] / l;
+        }
+    }
+}

@@ -1,0 +1,37 @@
+// RMSNorm: `y = x / sqrt(mean(x^2) + eps) * g` over each group of `n` values (a whole row, or one
+// head for a per-head norm).
+
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> G: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+
+var<workgroup> sums: array<f32, 64>;
+
+// One workgroup per group. p(0): values per group (the weight's length), p(1): groups, p(2): eps.
+@compute @workgroup_size(64)
+fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) tid: u32) {
+    let n = p(0u);
+    let g = group_index(wid, nwg);
+    if g >= p(1u) {
+        return;
+    }
+    let base = g * n;
+    var s = 0.0;
+    for (var i = tid; i < n; i += 64u) {
+        let v = X[base + i];
+        s += v * v;
+    }
+    sums[tid] = s;
+    workgroupBarrier();
+    for (var k = 32u; k > 0u; k >>= 1u) {
+        if tid < k {
+            sums[tid] += sums[tid + k];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(sums[0] / f32(n) + pf(2u));
+    for (var i = tid; i < n; i += 64u) {
+        Y[base + i] = X[base + i] * scale * G[i];
+    }
+}
