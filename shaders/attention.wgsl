@@ -166,3 +166,69 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
 }
+
+// Attention for prompts: one invocation per (row, head), a workgroup is 64 rows of one head.
+// Each invocation runs the online softmax over its row's positions on its own, with the query and
+// the output accumulator in private memory: no barriers (on CPU rasterizers such as lavapipe they
+// dominate the workgroup-per-row kernel at prompt sizes). Same parameters as `attend`.
+@compute @workgroup_size(64)
+fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let heads = p(0u);
+    let rows = p(10u);
+    let row_groups = (rows + 63u) / 64u;
+    let g = group_index(wid, nwg);
+    let h = g / row_groups;
+    let t = (g % row_groups) * 64u + lid;
+    if h >= heads || t >= rows {
+        return;
+    }
+    let hk = p(2u);
+    let hv = p(3u);
+    let kvh = h / p(1u);
+    let kw = p(7u);
+    let vw = p(8u);
+    let block = p(6u);
+    let info = p(9u) + t * 2u;
+    let pos = D[info];
+    let table = D[info + 1u];
+    var first = 0u;
+    if p(5u) > 0u && pos + 1u > p(5u) {
+        first = pos + 1u - p(5u);
+    }
+    var q: array<f32, MAX_HEAD>;
+    var acc: array<f32, MAX_HEAD>;
+    for (var i = 0u; i < hk; i++) {
+        q[i] = round_f16(Q[(t * heads + h) * hk + i]);
+    }
+    for (var i = 0u; i < hv; i++) {
+        acc[i] = 0.0;
+    }
+    let scale = pf(4u);
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j = first; j <= pos; j++) {
+        let slot = slot_of(table, j, block);
+        let kb = slot * kw + kvh * hk / 2u;
+        var d = 0.0;
+        for (var i = 0u; i < hk; i += 2u) {
+            let kk = unpack2x16float(KC[kb + i / 2u]);
+            d += q[i] * kk.x + q[i + 1u] * kk.y;
+        }
+        let s = d * scale;
+        let m_new = max(m, s);
+        let alpha = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * alpha + e;
+        m = m_new;
+        let vb = slot * vw + kvh * hv / 2u;
+        for (var i = 0u; i < hv; i += 2u) {
+            let vv = unpack2x16float(VC[vb + i / 2u]);
+            acc[i] = acc[i] * alpha + e * vv.x;
+            acc[i + 1u] = acc[i + 1u] * alpha + e * vv.y;
+        }
+    }
+    for (var i = 0u; i < hv; i++) {
+        O[(t * heads + h) * hv + i] = acc[i] / l;
+    }
+}

@@ -8,21 +8,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hearth_engine::backend::cpu::{CpuBackend, Level, dot::activation_type};
-use hearth_engine::backend::{Backend, ReferenceBackend};
+use hearth_engine::backend::{Backend, GpuBackend};
 use hearth_engine::gguf::{GgufFile, TensorInfo};
 use hearth_engine::model::Model;
 use serde_json::json;
 
 use crate::commands::BadInput;
 use crate::format;
-use crate::run::BackendKind;
+use crate::run::{BackendArgs, Chosen};
 
 /// What `hearth bench` was asked to measure.
 #[derive(Debug)]
 pub struct BenchArgs {
     pub model: PathBuf,
-    pub backend: BackendKind,
-    pub threads: Option<usize>,
+    pub backend: BackendArgs,
     pub prompt: usize,
     pub n_gen: usize,
     pub reps: usize,
@@ -67,30 +66,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.reps == 0 {
         return Err(BadInput("--reps must be at least 1".into()).into());
     }
-    if args.threads == Some(0) {
-        return Err(BadInput("--threads must be at least 1".into()).into());
-    }
-    if args.kernels {
-        return kernels(args);
-    }
-    if args.prompt == 0 && args.n_gen == 0 {
+    let threads = args.backend.threads()?;
+    if !args.kernels && args.prompt == 0 && args.n_gen == 0 {
         return Err(BadInput("nothing to measure: -p and -n are both 0".into()).into());
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(hearth_engine::backend::cpu::default_threads);
-    match args.backend {
-        BackendKind::Cpu => {
-            let backend = CpuBackend::with_threads(threads);
+    match args.backend.choose()? {
+        Chosen::Gpu(gpu) if args.kernels => gpu_kernels(args, &gpu),
+        _ if args.kernels => kernels(args, threads),
+        Chosen::Gpu(gpu) => {
+            let label = gpu.describe();
+            model_bench(args, gpu, label, threads)
+        }
+        Chosen::Cpu(backend) => {
             let label = format!("cpu {}", backend.level().name());
             model_bench(args, backend, label, threads)
         }
-        BackendKind::Reference => model_bench(
-            args,
-            ReferenceBackend::with_threads(threads),
-            "reference".into(),
-            threads,
-        ),
+        Chosen::Reference(backend) => model_bench(args, backend, "reference".into(), threads),
     }
 }
 
@@ -291,11 +282,8 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
 /// `--kernels`: for each quant type of the model's matrices, one matvec over every matrix of that
 /// type (a weight set far larger than the caches), at every dispatch level the CPU supports, in
 /// GB/s of weight bytes; beside it the read bandwidth of a plain streaming read of as many bytes.
-fn kernels(args: &BenchArgs) -> Result<()> {
+fn kernels(args: &BenchArgs, threads: usize) -> Result<()> {
     let file = std::sync::Arc::new(GgufFile::open(&args.model)?);
-    let threads = args
-        .threads
-        .unwrap_or_else(hearth_engine::backend::cpu::default_threads);
     let mut types = Vec::new();
     for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
         if activation_type(info.ty).is_some() && !types.contains(&info.ty) {
@@ -388,6 +376,98 @@ fn kernels(args: &BenchArgs) -> Result<()> {
         ]
         .map(str::to_string)
         .to_vec();
+        print_table(&header, &table);
+    }
+    Ok(())
+}
+
+/// `--kernels` on the GPU: per quant type, one matvec over every matrix of that type, and one
+/// over the largest matrix alone, recorded into one submission and timed to completion, in GB/s
+/// of weight bytes read (submission overhead included, spread over the matrices).
+fn gpu_kernels(args: &BenchArgs, gpu: &GpuBackend) -> Result<()> {
+    let file = std::sync::Arc::new(GgufFile::open(&args.model)?);
+    let mut types = Vec::new();
+    for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
+        if !types.contains(&info.ty) {
+            types.push(info.ty);
+        }
+    }
+    let reps = args.reps.max(3);
+    let mut table = Vec::new();
+    let mut json_rows = Vec::new();
+    for ty in types {
+        let infos: Vec<&TensorInfo> = file
+            .tensors()
+            .iter()
+            .filter(|i| i.dims.len() == 2 && i.ty == ty)
+            .collect();
+        let largest = infos
+            .iter()
+            .copied()
+            .max_by_key(|i| i.size)
+            .expect("a type listed has a tensor");
+        for (what, set) in [("all", infos.clone()), ("largest", vec![largest])] {
+            let weights = set
+                .iter()
+                .map(|i| gpu.weight(&file, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bytes: u64 = set.iter().map(|i| i.size).sum();
+            let xs: Vec<_> = set
+                .iter()
+                .map(|i| {
+                    let cols = i.dims[0] as usize;
+                    let data: Vec<f32> = (0..cols).map(|c| ((c * 7 % 13) as f32 - 6.0) * 0.1).collect();
+                    gpu.tensor_from(1, cols, &data)
+                })
+                .collect();
+            let mut outs: Vec<_> = set.iter().map(|i| gpu.tensor(1, i.dims[1] as usize)).collect();
+            // Enough passes over the set that one submission runs for a while.
+            let passes = (256 << 20) / bytes.max(1) + 1;
+            let mut failed = None;
+            let secs = median_secs(reps, || {
+                for _ in 0..passes {
+                    for ((x, w), o) in xs.iter().zip(&weights).zip(outs.iter_mut()) {
+                        gpu.matmul(x, w, o);
+                    }
+                }
+                if let Err(e) = gpu.finish() {
+                    failed = Some(e);
+                }
+            }) / passes as f64;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            let gbs = bytes as f64 / secs / 1e9;
+            let shape = format!("{} x {}", largest.dims[1], largest.dims[0]);
+            table.push(vec![
+                ty.to_string(),
+                what.to_string(),
+                set.len().to_string(),
+                if what == "largest" { shape.clone() } else { String::new() },
+                format::bytes(bytes),
+                format!("{:.1}", secs * 1e6),
+                format!("{gbs:.1}"),
+            ]);
+            json_rows.push(json!({
+                "adapter": gpu.info().name,
+                "api": gpu.info().api,
+                "type": ty.to_string(),
+                "set": what,
+                "tensors": set.len(),
+                "shape": if what == "largest" { json!(shape) } else { json!(null) },
+                "bytes": bytes,
+                "us": secs * 1e6,
+                "matvec_gb_s": gbs,
+            }));
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json_rows)?);
+    } else {
+        println!("adapter: {}", gpu.info());
+        let header: Vec<String> = ["type", "set", "tensors", "shape", "bytes", "µs", "matvec GB/s"]
+            .map(str::to_string)
+            .to_vec();
         print_table(&header, &table);
     }
     Ok(())

@@ -98,12 +98,8 @@ enum Cmd {
         /// Print one JSON object (text, token_ids, stats) instead of streaming.
         #[arg(long)]
         json: bool,
-        /// The compute backend.
-        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
-        backend: run::BackendKind,
-        /// Threads (default: one per physical core).
-        #[arg(long, short)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        backend: run::BackendArgs,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity {
@@ -119,12 +115,8 @@ enum Cmd {
         /// Print JSON (ppl, stderr, chunks, token counts).
         #[arg(long)]
         json: bool,
-        /// The compute backend.
-        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
-        backend: run::BackendKind,
-        /// Threads (default: one per physical core).
-        #[arg(long, short)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        backend: run::BackendArgs,
     },
     /// Measure speed like llama-bench: prompt processing (pp) and generation (tg) in tokens/s,
     /// mean ± sd over repetitions; with --kernels, matvec throughput in GB/s of weights read.
@@ -132,12 +124,8 @@ enum Cmd {
         /// The GGUF model file.
         #[arg(long, short)]
         model: PathBuf,
-        /// The compute backend.
-        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
-        backend: run::BackendKind,
-        /// Threads (default: one per physical core).
-        #[arg(long, short)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        backend: run::BackendArgs,
         /// Prompt tokens of the pp test (0 skips it).
         #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
         prompt: usize,
@@ -194,7 +182,6 @@ fn main() -> ExitCode {
             seed,
             json,
             backend,
-            threads,
         }) => run::run(&run::RunArgs {
             model,
             prompt,
@@ -213,23 +200,18 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
             json,
-            backend: run::BackendChoice {
-                kind: backend,
-                threads,
-            },
+            backend,
         }),
         Some(Cmd::Bench {
             model,
             backend,
-            threads,
             json,
             scenario: Some(scenario),
             ..
-        }) => scenario::run(&model, backend, threads, scenario, json),
+        }) => scenario::run(&model, &backend, scenario, json),
         Some(Cmd::Bench {
             model,
             backend,
-            threads,
             prompt,
             gen_tokens,
             reps,
@@ -239,7 +221,6 @@ fn main() -> ExitCode {
         }) => bench::bench(&bench::BenchArgs {
             model,
             backend,
-            threads,
             prompt,
             n_gen: gen_tokens,
             reps,
@@ -252,17 +233,7 @@ fn main() -> ExitCode {
             ctx,
             json,
             backend,
-            threads,
-        }) => run::perplexity_cmd(
-            &model,
-            &file,
-            ctx,
-            json,
-            run::BackendChoice {
-                kind: backend,
-                threads,
-            },
-        ),
+        }) => run::perplexity_cmd(&model, &file, ctx, json, &backend),
         None => match cli.model {
             Some(model) => commands::open(&model),
             None => {

@@ -1,12 +1,14 @@
 //! `hearth run` (generate from a prompt, streaming) and `hearth perplexity` (score a text file),
-//! on the fast CPU backend by default (`--backend reference` picks the scalar oracle).
+//! on the GPU when a hardware adapter exists and the fast CPU backend otherwise (the choice and
+//! the reason go to stderr); `--backend` picks one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hearth_engine::backend::{Backend, CpuBackend, ReferenceBackend};
+use hearth_engine::backend::gpu::GpuOptions;
+use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
 use hearth_engine::model::{GenerateOptions, Model, ModelError, generate, perplexity};
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
@@ -17,10 +19,32 @@ use crate::commands::BadInput;
 /// Which compute backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
+    /// The GPU when a hardware adapter exists, else the CPU (the reason is printed).
+    Auto,
+    /// WGSL compute shaders on the GPU through wgpu (Vulkan, Metal, DX12).
+    Gpu,
     /// The fast CPU backend (SIMD kernels chosen at run time, all physical cores).
     Cpu,
     /// The scalar reference backend (slow; the oracle the others are tested against).
     Reference,
+}
+
+/// The backend options every model command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// The compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
+    /// CPU threads (default: one per physical core).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// Let the GPU backend use a software adapter (lavapipe, WARP); slower than the CPU, for
+    /// testing.
+    #[arg(long)]
+    pub gpu_allow_software: bool,
+    /// Use the GPU adapter whose name contains this text.
+    #[arg(long, value_name = "NAME")]
+    pub gpu_adapter: Option<String>,
 }
 
 /// What `hearth run` was asked to do.
@@ -35,40 +59,66 @@ pub struct RunArgs {
     pub ctx: Option<usize>,
     pub sampler: SamplerConfig,
     pub json: bool,
-    pub backend: BackendChoice,
+    pub backend: BackendArgs,
 }
 
-/// The backend a command runs on: its kind and thread count (default: one per physical core).
-#[derive(Debug, Clone, Copy)]
-pub struct BackendChoice {
-    pub kind: BackendKind,
-    pub threads: Option<usize>,
+/// The backend a command resolved to.
+pub enum Chosen {
+    Gpu(GpuBackend),
+    Cpu(CpuBackend),
+    Reference(ReferenceBackend),
 }
 
-impl BackendChoice {
-    fn threads(&self) -> Result<usize> {
+impl BackendArgs {
+    pub fn threads(&self) -> Result<usize> {
         match self.threads {
             Some(0) => Err(BadInput("--threads must be at least 1".into()).into()),
             Some(t) => Ok(t),
             None => Ok(hearth_engine::backend::cpu::default_threads()),
         }
     }
+
+    pub fn gpu_options(&self) -> GpuOptions {
+        GpuOptions {
+            allow_software: self.gpu_allow_software,
+            adapter: self.gpu_adapter.clone(),
+            ..GpuOptions::default()
+        }
+    }
+
+    /// Opens the chosen backend. With `auto`, a missing GPU falls back to the CPU and says why on
+    /// stderr; with `gpu` it is an error.
+    pub fn choose(&self) -> Result<Chosen> {
+        let threads = self.threads()?;
+        Ok(match self.backend {
+            BackendKind::Auto => match GpuBackend::new(&self.gpu_options()) {
+                Ok(gpu) => {
+                    eprintln!("hearth: computing on the {}", gpu.describe());
+                    Chosen::Gpu(gpu)
+                }
+                Err(e) => {
+                    let cpu = CpuBackend::with_threads(threads);
+                    eprintln!("hearth: computing on the {}; no GPU: {e}", cpu.describe());
+                    Chosen::Cpu(cpu)
+                }
+            },
+            BackendKind::Gpu => Chosen::Gpu(
+                GpuBackend::new(&self.gpu_options())
+                    .map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?,
+            ),
+            BackendKind::Cpu => Chosen::Cpu(CpuBackend::with_threads(threads)),
+            BackendKind::Reference => Chosen::Reference(ReferenceBackend::with_threads(threads)),
+        })
+    }
 }
 
-/// Calls `$body` with `$model` bound to the model opened on the chosen backend.
+/// Calls `$body` with `$backend` bound to the chosen backend.
 macro_rules! with_backend {
-    ($choice:expr, |$backend:ident| $body:expr) => {{
-        let choice: BackendChoice = $choice;
-        let threads = choice.threads()?;
-        match choice.kind {
-            BackendKind::Cpu => {
-                let $backend = CpuBackend::with_threads(threads);
-                $body
-            }
-            BackendKind::Reference => {
-                let $backend = ReferenceBackend::with_threads(threads);
-                $body
-            }
+    ($args:expr, |$backend:ident| $body:expr) => {{
+        match $args.choose()? {
+            Chosen::Gpu($backend) => $body,
+            Chosen::Cpu($backend) => $body,
+            Chosen::Reference($backend) => $body,
         }
     }};
 }
@@ -233,7 +283,7 @@ pub fn perplexity_cmd(
     file: &Path,
     n_ctx: usize,
     json: bool,
-    backend: BackendChoice,
+    backend: &BackendArgs,
 ) -> Result<()> {
     with_backend!(backend, |backend| perplexity_on(
         model_path, file, n_ctx, json, backend

@@ -24,7 +24,8 @@ use hearth_engine::tokenizer::ChatMessage;
 use serde_json::json;
 
 use crate::commands::BadInput;
-use crate::run::BackendKind;
+use crate::run::{BackendArgs, BackendKind};
+use hearth_engine::backend::gpu::GpuOptions;
 
 /// The scenarios `--scenario` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,16 +52,23 @@ struct Figure {
 /// A public-domain-style passage long enough for the copy prompts (the GPL's preamble).
 const TEXT: &str = include_str!("../../engine/tests/data/gpl-3.txt");
 
-pub fn run(
-    model: &Path,
-    backend: BackendKind,
-    threads: Option<usize>,
-    scenario: Scenario,
-    json: bool,
-) -> Result<()> {
-    let backend = match backend {
-        BackendKind::Cpu => EngineBackend::Cpu,
-        BackendKind::Reference => EngineBackend::Reference,
+/// The engine's backend settings for a scenario.
+#[derive(Debug)]
+struct Setup {
+    kind: EngineBackend,
+    gpu: GpuOptions,
+}
+
+pub fn run(model: &Path, args: &BackendArgs, scenario: Scenario, json: bool) -> Result<()> {
+    let threads = args.threads;
+    let backend = &Setup {
+        kind: match args.backend {
+            BackendKind::Auto => EngineBackend::Auto,
+            BackendKind::Gpu => EngineBackend::Gpu,
+            BackendKind::Cpu => EngineBackend::Cpu,
+            BackendKind::Reference => EngineBackend::Reference,
+        },
+        gpu: args.gpu_options(),
     };
     let figures = match scenario {
         Scenario::MultiTurn => multi_turn(model, backend, threads)?,
@@ -110,12 +118,13 @@ pub fn run(
 fn engine(
     model: &Path,
     draft: Option<&Path>,
-    backend: EngineBackend,
+    backend: &Setup,
     threads: Option<usize>,
     sched: SchedConfig,
 ) -> Result<EngineHandle> {
     let handle = api::spawn(EngineConfig {
-        backend,
+        backend: backend.kind,
+        gpu: backend.gpu.clone(),
         threads,
         sched,
     })?;
@@ -198,7 +207,7 @@ fn chat_turns(e: &EngineHandle) -> Result<Vec<(Duration, usize, usize)>> {
     Ok(out)
 }
 
-fn multi_turn(model: &Path, backend: EngineBackend, threads: Option<usize>) -> Result<Vec<Figure>> {
+fn multi_turn(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
     let with = chat_turns(&engine(
         model,
         None,
@@ -232,7 +241,7 @@ fn multi_turn(model: &Path, backend: EngineBackend, threads: Option<usize>) -> R
     Ok(figures)
 }
 
-fn concurrent(model: &Path, backend: EngineBackend, threads: Option<usize>) -> Result<Vec<Figure>> {
+fn concurrent(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
     let e = engine(model, None, backend, threads, SchedConfig::default())?;
     let params = GenerateParams {
         ignore_eos: true,
@@ -301,7 +310,7 @@ fn lookup_prompts() -> Vec<Prompt> {
 
 fn prompt_lookup(
     model: &Path,
-    backend: EngineBackend,
+    backend: &Setup,
     threads: Option<usize>,
 ) -> Result<Vec<Figure>> {
     let e = engine(model, None, backend, threads, SchedConfig::default())?;
@@ -337,7 +346,7 @@ fn prompt_lookup(
     Ok(figures)
 }
 
-fn draft(model: &Path, backend: EngineBackend, threads: Option<usize>) -> Result<Vec<Figure>> {
+fn draft(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
     let e = engine(model, Some(model), backend, threads, SchedConfig::default())?;
     let prompt = Prompt::Chat(vec![ChatMessage::user(QUESTIONS[3])]);
     let (plain_text, _, plain) = generate(&e, prompt.clone(), greedy(64))?;

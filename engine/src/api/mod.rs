@@ -37,8 +37,12 @@ pub type Stats = SeqStats;
 /// Which compute backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {
-    /// SIMD kernels on the CPU's cores.
+    /// The GPU when a hardware adapter exists, else the CPU ([`ModelInfo::fallback`] says why).
     #[default]
+    Auto,
+    /// The GPU, or an error naming why there is none.
+    Gpu,
+    /// SIMD kernels on the CPU's cores.
     Cpu,
     /// The scalar oracle (slow; for checking).
     Reference,
@@ -48,6 +52,8 @@ pub enum BackendKind {
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     pub backend: BackendKind,
+    /// How the GPU is picked (with `Auto` and `Gpu`).
+    pub gpu: crate::backend::gpu::GpuOptions,
     /// Compute threads (`None`: the backend's default).
     pub threads: Option<usize>,
     pub sched: SchedConfig,
@@ -147,7 +153,12 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub name: String,
     pub architecture: String,
+    /// The backend's short name (`gpu`, `cpu`, `reference`).
     pub backend: String,
+    /// What computes: the GPU adapter and API, or the CPU kernels and threads.
+    pub compute: String,
+    /// Why the GPU is not used, when `Auto` fell back to the CPU.
+    pub fallback: Option<String>,
     pub context_length: usize,
     pub vocab_size: usize,
     pub layers: usize,

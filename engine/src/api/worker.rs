@@ -13,7 +13,7 @@ use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, LoadPhase, ModelInfo, Prompt, Request,
     RequestId, Stats,
 };
-use crate::backend::{Backend, CpuBackend, ReferenceBackend};
+use crate::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
 use crate::gguf::GgufFile;
 use crate::model::{FinishReason, Model, ModelError};
 use crate::sample::StopStrings;
@@ -109,6 +109,7 @@ impl<B: Backend> Runner for Scheduler<B> {
         ModelInfo {
             architecture: c.arch.name().to_string(),
             backend: m.backend().name().to_string(),
+            compute: m.backend().describe(),
             context_length: c.context_length,
             vocab_size: c.vocab_size,
             layers: c.n_layer,
@@ -243,15 +244,30 @@ impl Engine {
             });
         };
         let sched = self.config.sched;
-        let runner: Box<dyn Runner> = match self.config.backend {
-            BackendKind::Cpu => Box::new(open_scheduler(
+        let mut fallback = None;
+        let gpu = match self.config.backend {
+            BackendKind::Auto => GpuBackend::new(&self.config.gpu)
+                .map_err(|e| fallback = Some(e.to_string()))
+                .ok(),
+            BackendKind::Gpu => Some(GpuBackend::new(&self.config.gpu).map_err(|e| e.to_string())?),
+            BackendKind::Cpu | BackendKind::Reference => None,
+        };
+        let runner: Box<dyn Runner> = match (gpu, self.config.backend) {
+            (Some(gpu), _) => Box::new(open_scheduler(
+                path,
+                draft,
+                sched,
+                || gpu.clone(),
+                &progress,
+            )?),
+            (None, BackendKind::Auto | BackendKind::Gpu | BackendKind::Cpu) => Box::new(open_scheduler(
                 path,
                 draft,
                 sched,
                 || CpuBackend::with_threads(threads),
                 &progress,
             )?),
-            BackendKind::Reference => Box::new(open_scheduler(
+            (None, BackendKind::Reference) => Box::new(open_scheduler(
                 path,
                 draft,
                 sched,
@@ -273,6 +289,7 @@ impl Engine {
             name: name.clone(),
             has_chat_template: template.is_some(),
             draft: draft.map(|d| d.display().to_string()),
+            fallback,
             ..runner.info()
         };
         Ok((

@@ -12,7 +12,8 @@
 //! input values each (GGUF `dims = [cols, rows]`), or a vector (`rows = 1`). Shape mismatches are
 //! bugs in the caller and panic; the model checks every weight's shape when it loads.
 //!
-//! Implementations: [`reference::ReferenceBackend`], the scalar CPU oracle.
+//! Implementations: [`reference::ReferenceBackend`], the scalar CPU oracle; [`cpu::CpuBackend`],
+//! SIMD kernels on threads; [`gpu::GpuBackend`], WGSL compute shaders through wgpu.
 
 pub mod cpu;
 pub mod gpu;
@@ -180,6 +181,11 @@ pub trait Backend: Send + Sync {
 
     /// Short name for logs and the CLI (`reference`, `cpu`, `gpu`).
     fn name(&self) -> &'static str;
+
+    /// What computes, for the user: the GPU adapter and API, or the CPU's kernels and threads.
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
 
     /// Makes a GGUF tensor available to the ops (maps or uploads it).
     fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo)

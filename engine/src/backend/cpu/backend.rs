@@ -264,6 +264,10 @@ impl Backend for CpuBackend {
     type Weight = CpuWeight;
     type Kv = CpuKv;
 
+    fn describe(&self) -> String {
+        format!("cpu ({}, {} threads)", self.level().name(), self.threads())
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -17,6 +17,9 @@ pub struct GpuOptions {
     /// Split weights at this many bytes per buffer even where the adapter allows more (tests use
     /// it to exercise split tensors).
     pub max_binding: Option<u64>,
+    /// Matmul kernel: an invocation per weight row (`true`) or a workgroup per row (`false`).
+    /// Default: per invocation on software adapters, whose invocations are CPU SIMD lanes.
+    pub lane_matmul: Option<bool>,
 }
 
 /// What was chosen, for the CLI and the app.

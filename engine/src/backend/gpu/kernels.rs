@@ -93,7 +93,11 @@ impl Module {
     /// Binding 0 is always the parameter block.
     pub fn entries(self) -> &'static [(&'static str, &'static [(u32, bool)])] {
         match self {
-            Module::Matmul(_) => &[("matmul", &[(1, false), (2, false), (3, true)])],
+            Module::Matmul(_) => &[
+                ("matmul", &[(1, false), (2, false), (3, true)]),
+                ("matmul_lane", &[(1, false), (2, false), (3, true)]),
+                ("matmul_tiled", &[(1, false), (2, false), (3, true)]),
+            ],
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
             Module::Norm => &[("rms_norm", &[(1, false), (2, false), (3, true)])],
             Module::Rope => &[("rope", &[(1, true), (2, false)])],
@@ -104,6 +108,10 @@ impl Module {
                 ),
                 (
                     "attend",
+                    &[(1, false), (4, true), (5, true), (6, true), (7, false)],
+                ),
+                (
+                    "attend_rows",
                     &[(1, false), (4, true), (5, true), (6, true), (7, false)],
                 ),
             ],
@@ -193,6 +201,18 @@ fn compile(device: &wgpu::Device, module: Module) -> Vec<Arc<Kernel>> {
         .collect()
 }
 
+/// The kernels that read one weight format.
+#[derive(Debug, Clone)]
+pub(super) struct Quantized {
+    /// A workgroup per weight row (GPUs).
+    pub matmul: Arc<Kernel>,
+    /// An invocation per weight row (CPU rasterizers such as lavapipe).
+    pub matmul_lane: Arc<Kernel>,
+    /// 64 x 32 tiles through workgroup memory (prompts).
+    pub matmul_tiled: Arc<Kernel>,
+    pub embed: Arc<Kernel>,
+}
+
 /// The pipelines of one device.
 #[derive(Debug)]
 pub(super) struct Kernels {
@@ -200,22 +220,24 @@ pub(super) struct Kernels {
     pub rope: Arc<Kernel>,
     pub kv_store: Arc<Kernel>,
     pub attend: Arc<Kernel>,
+    pub attend_rows: Arc<Kernel>,
     pub fill_zero: Arc<Kernel>,
     pub add: Arc<Kernel>,
     pub scale: Arc<Kernel>,
     pub add_bias: Arc<Kernel>,
     pub glu: Arc<Kernel>,
     pub gather: Arc<Kernel>,
-    /// `(matmul, embed)` per weight format, compiled when a weight of that format is loaded.
-    quantized: Mutex<HashMap<&'static str, (Arc<Kernel>, Arc<Kernel>)>>,
+    /// The kernels of each weight format, compiled when a weight of that format is loaded.
+    quantized: Mutex<HashMap<&'static str, Quantized>>,
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let one = |m: Module| compile(device, m).remove(0);
-        let [kv_store, attend]: [Arc<Kernel>; 2] = compile(device, Module::Attention)
-            .try_into()
-            .expect("attention has two entry points");
+        let [kv_store, attend, attend_rows]: [Arc<Kernel>; 3] =
+            compile(device, Module::Attention)
+                .try_into()
+                .expect("attention has three entry points");
         let [fill_zero, add, scale, add_bias, glu, gather]: [Arc<Kernel>; 6] =
             compile(device, Module::Elementwise)
                 .try_into()
@@ -225,6 +247,7 @@ impl Kernels {
             rope: one(Module::Rope),
             kv_store,
             attend,
+            attend_rows,
             fill_zero,
             add,
             scale,
@@ -235,15 +258,21 @@ impl Kernels {
         }
     }
 
-    /// The matmul and embedding kernels of format `f` (a [`quant_fn`] name).
-    pub fn quantized(&self, device: &wgpu::Device, f: &'static str) -> (Arc<Kernel>, Arc<Kernel>) {
+    /// The kernels of format `f` (a [`quant_fn`] name).
+    pub fn quantized(&self, device: &wgpu::Device, f: &'static str) -> Quantized {
         let mut map = self.quantized.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(f)
             .or_insert_with(|| {
-                (
-                    compile(device, Module::Matmul(f)).remove(0),
-                    compile(device, Module::Embed(f)).remove(0),
-                )
+                let [matmul, matmul_lane, matmul_tiled]: [Arc<Kernel>; 3] =
+                    compile(device, Module::Matmul(f))
+                        .try_into()
+                        .expect("matmul has three entry points");
+                Quantized {
+                    matmul,
+                    matmul_lane,
+                    matmul_tiled,
+                    embed: compile(device, Module::Embed(f)).remove(0),
+                }
             })
             .clone()
     }

@@ -30,7 +30,7 @@ use super::reference::ReferenceBackend;
 use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
-use kernels::{Kernel, Kernels, quant_fn};
+use kernels::{Kernel, Kernels, Quantized, quant_fn};
 use record::{Bind, Recorder, RopeKey};
 
 const NAME: &str = "gpu";
@@ -45,6 +45,8 @@ struct Ctx {
     limits: wgpu::Limits,
     /// Bytes of weight rows per buffer.
     max_part: u64,
+    /// Matmuls with an invocation per weight row rather than a workgroup.
+    lane_matmul: bool,
     kernels: Kernels,
     rec: Mutex<Recorder>,
     pool: Arc<Pool>,
@@ -124,8 +126,7 @@ pub struct GpuWeight {
     cols: usize,
     row_bytes: usize,
     parts: Vec<Part>,
-    /// `(matmul, embed)` for the weight's format.
-    kernels: (Arc<Kernel>, Arc<Kernel>),
+    kernels: Quantized,
 }
 
 impl GpuWeight {
@@ -154,6 +155,9 @@ pub struct GpuKv {
     v_dim: usize,
 }
 
+/// Above this many token rows a matmul uses the tiled kernel.
+const TILED_MIN_ROWS: usize = 8;
+
 /// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
 const MAX_HEAD: usize = 256;
 
@@ -161,6 +165,7 @@ impl GpuBackend {
     /// Opens the best adapter under `opts` (see [`GpuOptions`]).
     pub fn new(opts: &GpuOptions) -> Result<Self, BackendError> {
         let opened = device::open(opts)?;
+        let lane_matmul = opts.lane_matmul.unwrap_or(opened.info.is_software());
         let kernels = Kernels::new(&opened.device);
         let stride = u64::from(opened.limits.min_uniform_buffer_offset_alignment);
         let limits = &opened.limits;
@@ -180,6 +185,7 @@ impl GpuBackend {
                 info: opened.info,
                 limits: opened.limits,
                 max_part,
+                lane_matmul,
             }),
         })
     }
@@ -290,6 +296,10 @@ impl Backend for GpuBackend {
 
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn describe(&self) -> String {
+        format!("gpu: {}", self.ctx.info)
     }
 
     fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<GpuWeight, BackendError> {
@@ -430,7 +440,7 @@ impl Backend for GpuBackend {
                 u(table.row_bytes),
             ];
             let binds = vec![Bind::Buf(part.buf.clone()), Bind::Data, out.bind()];
-            self.run_each(&table.kernels.1, binds, &params, out.len() / 8);
+            self.run_each(&table.kernels.embed, binds, &params, out.len() / 8);
         }
     }
 
@@ -478,7 +488,16 @@ impl Backend for GpuBackend {
                 u(w.row_bytes),
             ];
             let binds = vec![Bind::Buf(part.buf.clone()), x.bind(), out.bind()];
-            self.run(&w.kernels.0, binds, &params, part.rows * n.div_ceil(8));
+            let tiles = n.div_ceil(8);
+            if n > TILED_MIN_ROWS && w.cols.is_multiple_of(32) {
+                let groups = part.rows.div_ceil(64) * n.div_ceil(32);
+                self.run(&w.kernels.matmul_tiled, binds, &params, groups);
+            } else if self.ctx.lane_matmul {
+                let groups = part.rows.div_ceil(64) * tiles;
+                self.run(&w.kernels.matmul_lane, binds, &params, groups);
+            } else {
+                self.run(&w.kernels.matmul, binds, &params, part.rows * tiles);
+            }
         }
     }
 
@@ -611,7 +630,12 @@ impl Backend for GpuBackend {
             out.bind(),
             Bind::Data,
         ];
-        self.run(&kern.attend, binds, &params, n * attn.n_head);
+        if n > TILED_MIN_ROWS {
+            let groups = n.div_ceil(64) * attn.n_head;
+            self.run(&kern.attend_rows, binds, &params, groups);
+        } else {
+            self.run(&kern.attend, binds, &params, n * attn.n_head);
+        }
     }
 
     fn gather(&self, x: &GpuTensor, rows: &[u32], out: &mut GpuTensor) {

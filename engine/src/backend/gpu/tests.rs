@@ -134,7 +134,18 @@ fn picked_matrices(file: &GgufFile, max_rows: usize) -> Vec<TensorInfo> {
 
 #[test]
 fn matmuls_match_the_exact_reference_on_real_tensors_of_every_type() {
-    let Some(b) = gpu() else { return };
+    for lane in [false, true] {
+        let Some(b) = gpu_with(GpuOptions {
+            lane_matmul: Some(lane),
+            ..GpuOptions::default()
+        }) else {
+            return;
+        };
+        check_matmuls(&b);
+    }
+}
+
+fn check_matmuls(b: &GpuBackend) {
     let reference = ReferenceBackend::with_threads(2).with_numerics(Numerics::Exact);
     let mut rng = fastrand::Rng::with_seed(31);
     let mut types = Vec::new();
@@ -144,7 +155,8 @@ fn matmuls_match_the_exact_reference_on_real_tensors_of_every_type() {
             let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
             let want_w = reference.weight(&file, &info).unwrap();
             let w = b.weight(&file, &info).unwrap();
-            for n in [1, 7, 19] {
+            // Decode sizes (row kernels) and prompt sizes (the tiled kernel, with partial tiles).
+            for n in [1, 7, 19, 45] {
                 let x = activations(&mut rng, n * cols);
                 let mut want = reference.tensor(n, rows);
                 reference.matmul(&host(n, cols, x.clone()), &want_w, &mut want);
@@ -196,13 +208,15 @@ fn a_weight_split_over_several_buffers_gives_the_same_products_and_embeddings() 
     assert!(w.parts() > 5, "split into {} parts", w.parts());
     let cols = info.dims[0] as usize;
     let mut rng = fastrand::Rng::with_seed(32);
-    let x = activations(&mut rng, 3 * cols);
-    let mut want = reference.tensor(3, 1000);
     let rw = reference.weight(file, &info).unwrap();
-    reference.matmul(&host(3, cols, x.clone()), &rw, &mut want);
-    let mut got = b.tensor(3, 1000);
-    b.matmul(&b.tensor_from(3, cols, &x), &w, &mut got);
-    assert_close("split matmul", &b.read(&got).unwrap(), want.data(), 1e-5);
+    for n in [3, 45] {
+        let x = activations(&mut rng, n * cols);
+        let mut want = reference.tensor(n, 1000);
+        reference.matmul(&host(n, cols, x.clone()), &rw, &mut want);
+        let mut got = b.tensor(n, 1000);
+        b.matmul(&b.tensor_from(n, cols, &x), &w, &mut got);
+        assert_close("split matmul", &b.read(&got).unwrap(), want.data(), 1e-5);
+    }
     let tokens = [0, 97, 98, 999, 500];
     let mut want = reference.tensor(5, cols);
     reference.embed(&rw, &tokens, &mut want);
