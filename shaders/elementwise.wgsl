@@ -94,3 +94,79 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let r = D[p(2u) + i / cols];
     C[i] = A[r * cols + i % cols];
 }
+
+// Activations rounded as ggml's CPU backend rounds them before a quantized dot product (the
+// weight type's `vec_dot_type`), so the GPU computes what llama.cpp computes. One invocation per
+// block; C = the rounded values of A from value p(1) on. p(0): blocks.
+
+fn round_away(x: f32) -> f32 {
+    return sign(x) * floor(abs(x) + 0.5);
+}
+
+// Q8_0 (32-value formats): d = amax / 127 stored as f16, q = round(x / d) (ties away from zero).
+@compute @workgroup_size(256)
+fn round_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i >= p(0u) {
+        return;
+    }
+    let src = p(1u) + i * 32u;
+    let dst = i * 32u;
+    var amax = 0.0;
+    for (var j = 0u; j < 32u; j++) {
+        amax = max(amax, abs(A[src + j]));
+    }
+    let d = amax / 127.0;
+    var id = 0.0;
+    if d != 0.0 {
+        id = 1.0 / d;
+    }
+    let dh = round_f16(d);
+    for (var j = 0u; j < 32u; j++) {
+        C[dst + j] = round_away(A[src + j] * id) * dh;
+    }
+}
+
+// Q8_K (k-quants): the value of largest magnitude maps to -127, d = 1 / iscale in f32, q rounds
+// ties to even.
+@compute @workgroup_size(256)
+fn round_q8_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i >= p(0u) {
+        return;
+    }
+    let src = p(1u) + i * 256u;
+    let dst = i * 256u;
+    var amax = 0.0;
+    var mx = 0.0;
+    for (var j = 0u; j < 256u; j++) {
+        let v = A[src + j];
+        if abs(v) > amax {
+            amax = abs(v);
+            mx = v;
+        }
+    }
+    if amax == 0.0 {
+        for (var j = 0u; j < 256u; j++) {
+            C[dst + j] = 0.0;
+        }
+        return;
+    }
+    let iscale = -127.0 / mx;
+    let d = 1.0 / iscale;
+    for (var j = 0u; j < 256u; j++) {
+        C[dst + j] = min(round(iscale * A[src + j]), 127.0) * d;
+    }
+}
+
+// F16 weights: the activations rounded to f16. One invocation per value.
+@compute @workgroup_size(256)
+fn round_f16_values(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i < p(0u) {
+        C[i] = round_f16(A[p(1u) + i]);
+    }
+}

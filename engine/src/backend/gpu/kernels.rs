@@ -122,6 +122,9 @@ impl Module {
                 ("add_bias", &[(1, true), (2, false)]),
                 ("glu", &[(1, true), (2, false), (3, true)]),
                 ("gather", &[(1, true), (3, true), (4, false)]),
+                ("round_q8_0", &[(1, true), (3, true)]),
+                ("round_q8_k", &[(1, true), (3, true)]),
+                ("round_f16_values", &[(1, true), (3, true)]),
             ],
         }
     }
@@ -227,6 +230,9 @@ pub(super) struct Kernels {
     pub add_bias: Arc<Kernel>,
     pub glu: Arc<Kernel>,
     pub gather: Arc<Kernel>,
+    pub round_q8_0: Arc<Kernel>,
+    pub round_q8_k: Arc<Kernel>,
+    pub round_f16: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
 }
@@ -238,10 +244,19 @@ impl Kernels {
             compile(device, Module::Attention)
                 .try_into()
                 .expect("attention has three entry points");
-        let [fill_zero, add, scale, add_bias, glu, gather]: [Arc<Kernel>; 6] =
-            compile(device, Module::Elementwise)
-                .try_into()
-                .expect("elementwise has six entry points");
+        let [
+            fill_zero,
+            add,
+            scale,
+            add_bias,
+            glu,
+            gather,
+            round_q8_0,
+            round_q8_k,
+            round_f16,
+        ]: [Arc<Kernel>; 9] = compile(device, Module::Elementwise)
+            .try_into()
+            .expect("elementwise has nine entry points");
         Kernels {
             rms_norm: one(Module::Norm),
             rope: one(Module::Rope),
@@ -254,6 +269,9 @@ impl Kernels {
             add_bias,
             glu,
             gather,
+            round_q8_0,
+            round_q8_k,
+            round_f16,
             quantized: Mutex::new(HashMap::new()),
         }
     }

@@ -2,18 +2,21 @@
 //!
 //! - `device`: which adapter, and why (or why none).
 //! - `kernels`: WGSL modules assembled from `shaders/`, their bindings and pipelines.
+//! - `matmul`: quantized matrix products and the activation rounding that precedes them.
 //! - `record`: ops are recorded as dispatches and submitted together, one compute pass per
 //!   forward pass; the only wait is [`Backend::read`].
 //!
 //! Weights are uploaded once in their GGUF block layout and read as `u32` words; a weight larger
 //! than one storage binding is split by rows over several buffers. Activations are f32 buffers
 //! from a pool (a forward pass reuses the previous one's buffers and bind groups). The KV cache
-//! holds f16 pairs, like the CPU backends' f16-rounded cache. Matmuls multiply dequantized weights
-//! with f32 activations (the CPU rounds activations to Q8 first), so results agree with the
-//! reference to within a normalized error, not bit for bit.
+//! holds f16 pairs, like the CPU backends' f16-rounded cache. Before a matmul the activations are
+//! rounded as ggml rounds them for the weight's type (Q8_0, Q8_K, f16), then multiplied in f32 with
+//! the dequantized weights, so results agree with the reference's `Ggml` numerics to within a
+//! normalized error (summation order), not bit for bit.
 
 mod device;
 mod kernels;
+mod matmul;
 mod record;
 
 #[cfg(test)]
@@ -155,7 +158,7 @@ pub struct GpuKv {
     v_dim: usize,
 }
 
-/// Above this many token rows a matmul uses the tiled kernel.
+/// Above this many token rows matmuls and attention use the prompt kernels.
 const TILED_MIN_ROWS: usize = 8;
 
 /// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
@@ -468,37 +471,24 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_rows(&self, x: &GpuTensor, rows: Range<usize>, w: &GpuWeight, out: &mut GpuTensor) {
-        assert!(rows.end <= x.rows, "matmul: rows out of range");
-        assert_eq!(x.cols, w.cols, "matmul: input columns of '{}'", w.name);
-        assert_eq!(
-            (out.rows, out.cols),
-            (rows.len(), w.rows),
-            "matmul: output shape of '{}'",
-            w.name
-        );
-        let n = rows.len();
-        for part in &w.parts {
-            let params = [
-                u(n),
-                u(rows.start),
-                u(w.cols),
-                u(w.rows),
-                u(part.row0),
-                u(part.rows),
-                u(w.row_bytes),
-            ];
-            let binds = vec![Bind::Buf(part.buf.clone()), x.bind(), out.bind()];
-            let tiles = n.div_ceil(8);
-            if n > TILED_MIN_ROWS && w.cols.is_multiple_of(32) {
-                let groups = part.rows.div_ceil(64) * n.div_ceil(32);
-                self.run(&w.kernels.matmul_tiled, binds, &params, groups);
-            } else if self.ctx.lane_matmul {
-                let groups = part.rows.div_ceil(64) * tiles;
-                self.run(&w.kernels.matmul_lane, binds, &params, groups);
-            } else {
-                self.run(&w.kernels.matmul, binds, &params, part.rows * tiles);
-            }
-        }
+        self.matmuls(x, rows, &[w], &mut [out]);
+    }
+
+    fn matmul_many(&self, x: &GpuTensor, ws: &[&GpuWeight], outs: &mut [&mut GpuTensor]) {
+        self.matmuls(x, 0..x.rows, ws, outs);
+    }
+
+    fn gated_matmul(
+        &self,
+        x: &GpuTensor,
+        gate: &GpuWeight,
+        up: &GpuWeight,
+        act: Activation,
+        out: &mut GpuTensor,
+    ) {
+        let (mut g, mut u) = (self.tensor(out.rows, out.cols), self.tensor(out.rows, out.cols));
+        self.matmuls(x, 0..x.rows, &[gate, up], &mut [&mut g, &mut u]);
+        self.glu(&g, &u, act, out);
     }
 
     fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{GpuBackend, GpuOptions, Module};
 use crate::backend::{
-    Activation, Attention, Backend, KvRows, Numerics, ReferenceBackend, Rope, RopeStyle,
+    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle,
     reference::RefTensor,
 };
 use crate::gguf::{GgufFile, TensorInfo};
@@ -133,7 +133,7 @@ fn picked_matrices(file: &GgufFile, max_rows: usize) -> Vec<TensorInfo> {
 }
 
 #[test]
-fn matmuls_match_the_exact_reference_on_real_tensors_of_every_type() {
+fn matmuls_match_the_reference_on_real_tensors_of_every_type() {
     for lane in [false, true] {
         let Some(b) = gpu_with(GpuOptions {
             lane_matmul: Some(lane),
@@ -146,7 +146,8 @@ fn matmuls_match_the_exact_reference_on_real_tensors_of_every_type() {
 }
 
 fn check_matmuls(b: &GpuBackend) {
-    let reference = ReferenceBackend::with_threads(2).with_numerics(Numerics::Exact);
+    // ggml's numerics: the activations rounded for the weight type, as the GPU rounds them.
+    let reference = ReferenceBackend::with_threads(2);
     let mut rng = fastrand::Rng::with_seed(31);
     let mut types = Vec::new();
     for file in model_files() {
@@ -195,7 +196,7 @@ fn a_weight_split_over_several_buffers_gives_the_same_products_and_embeddings() 
     }) else {
         return;
     };
-    let reference = ReferenceBackend::with_threads(2).with_numerics(Numerics::Exact);
+    let reference = ReferenceBackend::with_threads(2);
     let file = &model_files()[1];
     let mut info = file
         .tensors()

@@ -1,0 +1,121 @@
+//! Quantized matrix products: activations rounded as ggml rounds them for the weight's type (its
+//! `vec_dot_type`), then one of three kernels per weight buffer: a workgroup per weight row
+//! (decode on GPUs), an invocation per weight row (decode on CPU rasterizers), or 64 x 32 tiles
+//! (prompts).
+
+use std::ops::Range;
+
+use super::super::Backend;
+use super::record::Bind;
+use super::{GpuBackend, GpuTensor, GpuWeight, TILED_MIN_ROWS, u};
+use crate::quant::GgmlType;
+
+/// How activations are rounded before a product with a weight of some type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounding {
+    None,
+    /// Through Q8_0 blocks (the 32-value formats).
+    Q8_0,
+    /// Through Q8_K blocks (the k-quants).
+    Q8K,
+    /// To f16 (f16 weights).
+    F16,
+}
+
+impl Rounding {
+    fn of(ty: GgmlType) -> Self {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 => Rounding::Q8_0,
+            GgmlType::Q4_K | GgmlType::Q6_K => Rounding::Q8K,
+            GgmlType::F16 => Rounding::F16,
+            _ => Rounding::None,
+        }
+    }
+}
+
+impl GpuBackend {
+    /// `outs[i] = x[rows] · ws[i]`, rounding `x` once per rounding the weights need.
+    pub(super) fn matmuls(
+        &self,
+        x: &GpuTensor,
+        rows: Range<usize>,
+        ws: &[&GpuWeight],
+        outs: &mut [&mut GpuTensor],
+    ) {
+        assert_eq!(ws.len(), outs.len(), "matmul: one output per weight");
+        assert!(rows.end <= x.rows, "matmul: rows out of range");
+        let mut rounded: Vec<(Rounding, GpuTensor)> = Vec::new();
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            assert_eq!(x.cols, w.cols, "matmul: input columns of '{}'", w.name);
+            assert_eq!(
+                (out.rows, out.cols),
+                (rows.len(), w.rows),
+                "matmul: output shape of '{}'",
+                w.name
+            );
+            let r = Rounding::of(w.ty);
+            if r == Rounding::None {
+                self.record_matmul(x, rows.start, rows.len(), w, out);
+                continue;
+            }
+            if !rounded.iter().any(|(k, _)| *k == r) {
+                let t = self.round(x, rows.clone(), r);
+                rounded.push((r, t));
+            }
+            let (_, xr) = rounded
+                .iter()
+                .find(|(k, _)| *k == r)
+                .expect("rounded just above");
+            self.record_matmul(xr, 0, rows.len(), w, out);
+        }
+    }
+
+    /// Rows `rows` of `x`, rounded.
+    fn round(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding) -> GpuTensor {
+        let out = self.tensor(rows.len(), x.cols);
+        let from = u(rows.start * x.cols);
+        let k = &self.ctx.kernels;
+        let binds = vec![x.bind(), out.bind()];
+        let n = out.len();
+        match r {
+            Rounding::Q8_0 => self.run_each(&k.round_q8_0, binds, &[u(n / 32), from], n / 32),
+            Rounding::Q8K => self.run_each(&k.round_q8_k, binds, &[u(n / 256), from], n / 256),
+            Rounding::F16 => self.run_each(&k.round_f16, binds, &[u(n), from], n),
+            Rounding::None => unreachable!("no rounding is not recorded"),
+        }
+        out
+    }
+
+    /// Records `out = x[x_row0 .. x_row0 + n] · w`.
+    fn record_matmul(
+        &self,
+        x: &GpuTensor,
+        x_row0: usize,
+        n: usize,
+        w: &GpuWeight,
+        out: &mut GpuTensor,
+    ) {
+        for part in &w.parts {
+            let params = [
+                u(n),
+                u(x_row0),
+                u(w.cols),
+                u(w.rows),
+                u(part.row0),
+                u(part.rows),
+                u(w.row_bytes),
+            ];
+            let binds = vec![Bind::Buf(part.buf.clone()), x.bind(), out.bind()];
+            let tiles = n.div_ceil(8);
+            if n > TILED_MIN_ROWS && w.cols.is_multiple_of(32) {
+                let groups = part.rows.div_ceil(64) * n.div_ceil(32);
+                self.run(&w.kernels.matmul_tiled, binds, &params, groups);
+            } else if self.ctx.lane_matmul {
+                let groups = part.rows.div_ceil(64) * tiles;
+                self.run(&w.kernels.matmul_lane, binds, &params, groups);
+            } else {
+                self.run(&w.kernels.matmul, binds, &params, part.rows * tiles);
+            }
+        }
+    }
+}
