@@ -87,48 +87,27 @@ fn reduce_sum(tid: u32, v: f32) -> f32 {
     return r;
 }
 
-// One workgroup per (row, head): softmax(q k^T * scale) v over the row's visible positions, a tile
-// of 64 keys at a time with a running max and sum (online softmax). The query is rounded to f16
-// like the cache.
-// p(0): heads, p(1): heads per KV head, p(2): key head dim, p(3): value head dim, p(4): scale,
-// p(5): sliding window (0 = none), p(6): positions per block, p(7): key words per slot, p(8):
-// value words per slot, p(9): word offset in D of the row info, p(10): rows.
-@compute @workgroup_size(64)
-fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) tid: u32) {
-    let g = group_index(wid, nwg);
-    let heads = p(0u);
+// The online softmax of one (row, head) over positions `lo .. hi` (exclusive), 64 keys at a time:
+// the running max, the sum of exponentials and this invocation's share of the weighted value sum
+// (dimensions tid, tid + 64, ...). The query must be in `q_head`.
+struct Span {
+    m: f32,
+    l: f32,
+    acc: array<f32, 4>,
+}
+
+fn attend_span(tid: u32, table: u32, kvh: u32, lo: u32, hi: u32) -> Span {
     let hk = p(2u);
     let hv = p(3u);
-    let t = g / heads;
-    if t >= p(10u) {
-        return;
-    }
-    let h = g % heads;
-    let kvh = h / p(1u);
     let kw = p(7u);
     let vw = p(8u);
     let block = p(6u);
-    let info = p(9u) + t * 2u;
-    let pos = D[info];
-    let table = D[info + 1u];
-    var first = 0u;
-    if p(5u) > 0u && pos + 1u > p(5u) {
-        first = pos + 1u - p(5u);
-    }
-    for (var i = tid; i < hk; i += WG) {
-        q_head[i] = round_f16(Q[(t * heads + h) * hk + i]);
-    }
-    workgroupBarrier();
-
-    var m = -3.0e38;
-    var l = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     let scale = pf(4u);
-    for (var j0 = first; j0 <= pos; j0 += WG) {
+    var r = Span(-3.0e38, 0.0, array<f32, 4>(0.0, 0.0, 0.0, 0.0));
+    for (var j0 = lo; j0 < hi; j0 += WG) {
         let j = j0 + tid;
         var s = -3.0e38;
-        if j <= pos {
+        if j < hi {
             let slot = slot_of(table, j, block);
             slots[tid] = slot;
             var d = 0.0;
@@ -137,34 +116,142 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             }
             s = d * scale;
         }
-        let m_new = max(m, reduce_max(tid, s));
+        let m_new = max(r.m, reduce_max(tid, s));
         var e = 0.0;
-        if j <= pos {
+        if j < hi {
             e = exp(s - m_new);
         }
         weights[tid] = e;
-        let alpha = exp(m - m_new);
-        l = l * alpha + reduce_sum(tid, e);
-        m = m_new;
-        let n = min(WG, pos + 1u - j0);
+        let alpha = exp(r.m - m_new);
+        r.l = r.l * alpha + reduce_sum(tid, e);
+        r.m = m_new;
+        let n = min(WG, hi - j0);
         for (var k = 0u; k < 4u; k++) {
             let dv = tid + k * WG;
             if dv < hv {
-                var o = acc[k] * alpha;
+                var o = r.acc[k] * alpha;
                 for (var i = 0u; i < n; i++) {
                     o += weights[i] * v_at(slots[i], vw, kvh * hv + dv);
                 }
-                acc[k] = o;
+                r.acc[k] = o;
             }
         }
         workgroupBarrier();
     }
+    return r;
+}
+
+// The first visible position of a row at `pos` (the sliding window, p(5), 0 = none).
+fn first_visible(pos: u32) -> u32 {
+    if p(5u) > 0u && pos + 1u > p(5u) {
+        return pos + 1u - p(5u);
+    }
+    return 0u;
+}
+
+fn load_query(tid: u32, t: u32, h: u32) {
+    let hk = p(2u);
+    for (var i = tid; i < hk; i += WG) {
+        q_head[i] = round_f16(Q[(t * p(0u) + h) * hk + i]);
+    }
+    workgroupBarrier();
+}
+
+// One workgroup per (row, head): softmax(q k^T * scale) v over the row's visible positions. The
+// query is rounded to f16 like the cache.
+// p(0): heads, p(1): heads per KV head, p(2): key head dim, p(3): value head dim, p(4): scale,
+// p(5): sliding window (0 = none), p(6): positions per block, p(7): key words per slot, p(8):
+// value words per slot, p(9): word offset in D of the row info, p(10): rows, p(11): splits
+// (attend_part and attend_merge only).
+@compute @workgroup_size(64)
+fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    let g = group_index(wid, nwg);
+    let heads = p(0u);
+    let t = g / heads;
+    if t >= p(10u) {
+        return;
+    }
+    let h = g % heads;
+    let info = p(9u) + t * 2u;
+    let pos = D[info];
+    load_query(tid, t, h);
+    let r = attend_span(tid, D[info + 1u], h / p(1u), first_visible(pos), pos + 1u);
+    let hv = p(3u);
     for (var k = 0u; k < 4u; k++) {
         let dv = tid + k * WG;
         if dv < hv {
-            O[(t * heads + h) * hv + dv] = acc[k] / l;
+            O[(t * heads + h) * hv + dv] = r.acc[k] / r.l;
         }
     }
+}
+
+// Decode over long contexts: the visible positions of each (row, head) split into p(11) spans,
+// one workgroup each, so that a few rows still fill the GPU. Each writes its span's max, sum and
+// unnormalized value sum to O at ((row * heads + head) * splits + split) * (hv + 2); attend_merge
+// combines them.
+@compute @workgroup_size(64)
+fn attend_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+    let g = group_index(wid, nwg);
+    let heads = p(0u);
+    let splits = p(11u);
+    let th = g / splits;
+    let sp = g % splits;
+    let t = th / heads;
+    if t >= p(10u) {
+        return;
+    }
+    let h = th % heads;
+    let info = p(9u) + t * 2u;
+    let pos = D[info];
+    let first = first_visible(pos);
+    let per = (pos + 1u - first + splits - 1u) / splits;
+    let lo = min(first + sp * per, pos + 1u);
+    let hi = min(lo + per, pos + 1u);
+    load_query(tid, t, h);
+    let r = attend_span(tid, D[info + 1u], h / p(1u), lo, hi);
+    let hv = p(3u);
+    let base = g * (hv + 2u);
+    if tid == 0u {
+        O[base] = r.m;
+        O[base + 1u] = r.l;
+    }
+    for (var k = 0u; k < 4u; k++) {
+        let dv = tid + k * WG;
+        if dv < hv {
+            O[base + 2u + dv] = r.acc[k];
+        }
+    }
+}
+
+// Combines attend_part's spans: one invocation per output value. Reads the spans from K (bound to
+// attend_part's output) and writes the attention output to O.
+@compute @workgroup_size(256)
+fn attend_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    let hv = p(3u);
+    let splits = p(11u);
+    if i >= p(10u) * p(0u) * hv {
+        return;
+    }
+    let th = i / hv;
+    let dv = i % hv;
+    let stride = hv + 2u;
+    var m = -3.0e38;
+    for (var s = 0u; s < splits; s++) {
+        m = max(m, K[(th * splits + s) * stride]);
+    }
+    var l = 0.0;
+    var o = 0.0;
+    for (var s = 0u; s < splits; s++) {
+        let base = (th * splits + s) * stride;
+        let w = exp(K[base] - m);
+        l += K[base + 1u] * w;
+        o += K[base + 2u + dv] * w;
+    }
+    O[i] = o / l;
 }
 
 // Attention for prompts: one invocation per (row, head), a workgroup is 64 rows of one head.
@@ -192,10 +279,7 @@ fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let info = p(9u) + t * 2u;
     let pos = D[info];
     let table = D[info + 1u];
-    var first = 0u;
-    if p(5u) > 0u && pos + 1u > p(5u) {
-        first = pos + 1u - p(5u);
-    }
+    let first = first_visible(pos);
     var q: array<f32, MAX_HEAD>;
     var acc: array<f32, MAX_HEAD>;
     for (var i = 0u; i < hk; i++) {

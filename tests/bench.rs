@@ -28,7 +28,7 @@ fn bench_prints_a_table_and_json_rows() {
         lines[2]
     );
     assert!(
-        lines[3].contains("tg4") && lines[3].contains("cpu"),
+        lines[3].contains("tg4") && (lines[3].contains("cpu") || lines[3].contains("gpu")),
         "{}",
         lines[3]
     );
@@ -126,4 +126,38 @@ fn bench_scenarios_run_through_the_engine_and_report_json() {
     let out = hearth(&["bench", "-m", m, "--scenario", "nonsense"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("multi-turn"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_on_the_gpu_backend_names_the_adapter_and_measures_the_kernels() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let m = path_str(&smol);
+    if !crate::run::gpu_available() {
+        return;
+    }
+    let gpu = ["--backend", "gpu", "--gpu-allow-software"];
+    let mut args = vec!["bench", "-m", m, "-p", "16", "-n", "2", "-r", "1", "--json"];
+    args.extend(gpu);
+    let out = hearth(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let backend = row["backend"].as_str().unwrap();
+        assert!(backend.starts_with("gpu: "), "{backend}");
+        assert!(row["avg"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let mut args = vec!["bench", "-m", m, "--kernels", "-r", "1", "--json"];
+    args.extend(gpu);
+    let out = hearth(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = rows.as_array().unwrap();
+    // Q4_1 and Q8_0, each as the whole set and the largest matrix.
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in rows {
+        assert!(row["matvec_gb_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(!row["adapter"].as_str().unwrap().is_empty(), "{row}");
+    }
 }

@@ -102,10 +102,12 @@ impl BackendArgs {
                     Chosen::Cpu(cpu)
                 }
             },
-            BackendKind::Gpu => Chosen::Gpu(
-                GpuBackend::new(&self.gpu_options())
-                    .map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?,
-            ),
+            BackendKind::Gpu => {
+                let gpu = GpuBackend::new(&self.gpu_options())
+                    .map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?;
+                eprintln!("hearth: computing on the {}", gpu.describe());
+                Chosen::Gpu(gpu)
+            }
             BackendKind::Cpu => Chosen::Cpu(CpuBackend::with_threads(threads)),
             BackendKind::Reference => Chosen::Reference(ReferenceBackend::with_threads(threads)),
         })
@@ -257,6 +259,7 @@ fn run_on<B: Backend>(args: &RunArgs, backend: B) -> Result<()> {
             "prompt_tokens_per_s": s.prompt_tokens_per_s(),
             "decode_tokens_per_s": s.decode_tokens_per_s(),
             "backend": model.backend().name(),
+            "compute": model.backend().describe(),
             "context": ctx,
         });
         writeln!(stdout, "{out}")?;
@@ -322,6 +325,7 @@ fn perplexity_on<B: Backend>(
             "text_tokens": p.text_tokens,
             "seconds": secs,
             "backend": model.backend().name(),
+            "compute": model.backend().describe(),
         });
         println!("{out}");
     } else {

@@ -114,6 +114,11 @@ impl Module {
                     "attend_rows",
                     &[(1, false), (4, true), (5, true), (6, true), (7, false)],
                 ),
+                (
+                    "attend_part",
+                    &[(1, false), (4, true), (5, true), (6, true), (7, false)],
+                ),
+                ("attend_merge", &[(2, false), (6, true)]),
             ],
             Module::Elementwise => &[
                 ("fill_zero", &[(1, true)]),
@@ -224,6 +229,8 @@ pub(super) struct Kernels {
     pub kv_store: Arc<Kernel>,
     pub attend: Arc<Kernel>,
     pub attend_rows: Arc<Kernel>,
+    pub attend_part: Arc<Kernel>,
+    pub attend_merge: Arc<Kernel>,
     pub fill_zero: Arc<Kernel>,
     pub add: Arc<Kernel>,
     pub scale: Arc<Kernel>,
@@ -240,10 +247,10 @@ pub(super) struct Kernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let one = |m: Module| compile(device, m).remove(0);
-        let [kv_store, attend, attend_rows]: [Arc<Kernel>; 3] =
+        let [kv_store, attend, attend_rows, attend_part, attend_merge]: [Arc<Kernel>; 5] =
             compile(device, Module::Attention)
                 .try_into()
-                .expect("attention has three entry points");
+                .expect("attention has five entry points");
         let [
             fill_zero,
             add,
@@ -263,6 +270,8 @@ impl Kernels {
             kv_store,
             attend,
             attend_rows,
+            attend_part,
+            attend_merge,
             fill_zero,
             add,
             scale,

@@ -50,6 +50,8 @@ struct Ctx {
     max_part: u64,
     /// Matmuls with an invocation per weight row rather than a workgroup.
     lane_matmul: bool,
+    /// Positions per span of split decode attention.
+    split_keys: usize,
     kernels: Kernels,
     rec: Mutex<Recorder>,
     pool: Arc<Pool>,
@@ -161,6 +163,9 @@ pub struct GpuKv {
 /// Above this many token rows matmuls and attention use the prompt kernels.
 const TILED_MIN_ROWS: usize = 8;
 
+/// Decode attention splits a row's positions into at most this many spans.
+const MAX_SPLITS: usize = 32;
+
 /// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
 const MAX_HEAD: usize = 256;
 
@@ -189,6 +194,7 @@ impl GpuBackend {
                 limits: opened.limits,
                 max_part,
                 lane_matmul,
+                split_keys: opts.split_keys.unwrap_or(256).max(1),
             }),
         })
     }
@@ -620,11 +626,38 @@ impl Backend for GpuBackend {
             out.bind(),
             Bind::Data,
         ];
+        // Decode over a long context: split each row's positions so that the GPU has work for
+        // all its cores, then merge.
+        let longest = rows
+            .positions
+            .iter()
+            .map(|&p| match attn.window {
+                Some(w) => (p as usize + 1).min(w),
+                None => p as usize + 1,
+            })
+            .max()
+            .unwrap_or(0);
+        let splits = longest.div_ceil(self.ctx.split_keys).clamp(1, MAX_SPLITS);
         if n > TILED_MIN_ROWS {
             let groups = n.div_ceil(64) * attn.n_head;
             self.run(&kern.attend_rows, binds, &params, groups);
-        } else {
+        } else if splits == 1 {
             self.run(&kern.attend, binds, &params, n * attn.n_head);
+        } else {
+            let items = n * attn.n_head;
+            let partial = self.tensor(items * splits, hv + 2);
+            let mut params = params.to_vec();
+            params.push(u(splits));
+            let binds = vec![
+                q.bind(),
+                Bind::Buf(kv.k.clone()),
+                Bind::Buf(kv.v.clone()),
+                partial.bind(),
+                Bind::Data,
+            ];
+            self.run(&kern.attend_part, binds, &params, items * splits);
+            let binds = vec![partial.bind(), out.bind()];
+            self.run_each(&kern.attend_merge, binds, &params, items * hv);
         }
     }
 

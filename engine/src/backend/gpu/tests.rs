@@ -347,7 +347,19 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
 
 #[test]
 fn paged_attention_matches_the_reference_with_and_without_a_window() {
-    let Some(b) = gpu() else { return };
+    // Decode in one span per row, and split into spans of 16 positions and merged.
+    for split_keys in [None, Some(16)] {
+        let Some(b) = gpu_with(GpuOptions {
+            split_keys,
+            ..GpuOptions::default()
+        }) else {
+            return;
+        };
+        check_attention(&b);
+    }
+}
+
+fn check_attention(b: &GpuBackend) {
     let reference = ReferenceBackend::with_threads(1);
     let mut rng = fastrand::Rng::with_seed(34);
     for window in [None, Some(70)] {
