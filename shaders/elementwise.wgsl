@@ -170,3 +170,45 @@ fn round_f16_values(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         C[i] = round_f16(A[p(1u) + i]);
     }
 }
+
+var<workgroup> best_v: array<f32, 256>;
+var<workgroup> best_i: array<u32, 256>;
+
+// The index of each row's largest value (ties: the lowest index), as the greedy sampler picks it,
+// so a greedy token step reads back one word per row. One workgroup per row; C[row] holds the
+// index's bits. p(0): rows, p(1): columns.
+@compute @workgroup_size(256)
+fn argmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg);
+    if row >= p(0u) {
+        return;
+    }
+    let cols = p(1u);
+    var bv = -3.4e38;
+    var bi = 0xffffffffu;
+    for (var i = lid; i < cols; i += 256u) {
+        let v = A[row * cols + i];
+        if v > bv {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[lid] = bv;
+    best_i[lid] = bi;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if lid < s {
+            let v = best_v[lid + s];
+            let i = best_i[lid + s];
+            if v > best_v[lid] || (v == best_v[lid] && i < best_i[lid]) {
+                best_v[lid] = v;
+                best_i[lid] = i;
+            }
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        C[row] = bitcast<f32>(select(best_i[0], 0u, best_i[0] == 0xffffffffu));
+    }
+}

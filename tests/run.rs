@@ -269,7 +269,10 @@ fn the_default_backend_says_what_it_computes_on_and_why() {
         assert!(line.contains("gpu: "), "{line}");
     } else {
         // The CPU, with the reason no GPU is used.
-        assert!(line.contains("cpu (") && line.contains("no GPU: "), "{line}");
+        assert!(
+            line.contains("cpu (") && line.contains("no GPU: "),
+            "{line}"
+        );
     }
 }
 

@@ -139,9 +139,10 @@ where
             let tokens = random_tokens(n);
             let mut kv = model.kv_cache(args.n_gen)?;
             let t0 = Instant::now();
+            // A greedy token step: the backend picks the token (a GPU reads back one word).
             for &t in &tokens {
                 let logits = model.forward(&mut kv, &[t], 0..1)?;
-                model.backend().read(&logits)?;
+                model.backend().argmax(&logits)?;
             }
             let secs = t0.elapsed().as_secs_f64();
             if rep > 0 {
@@ -416,11 +417,16 @@ fn gpu_kernels(args: &BenchArgs, gpu: &GpuBackend) -> Result<()> {
                 .iter()
                 .map(|i| {
                     let cols = i.dims[0] as usize;
-                    let data: Vec<f32> = (0..cols).map(|c| ((c * 7 % 13) as f32 - 6.0) * 0.1).collect();
+                    let data: Vec<f32> = (0..cols)
+                        .map(|c| ((c * 7 % 13) as f32 - 6.0) * 0.1)
+                        .collect();
                     gpu.tensor_from(1, cols, &data)
                 })
                 .collect();
-            let mut outs: Vec<_> = set.iter().map(|i| gpu.tensor(1, i.dims[1] as usize)).collect();
+            let mut outs: Vec<_> = set
+                .iter()
+                .map(|i| gpu.tensor(1, i.dims[1] as usize))
+                .collect();
             // Enough passes over the set that one submission runs for a while.
             let passes = (256 << 20) / bytes.max(1) + 1;
             let mut failed = None;
@@ -443,7 +449,11 @@ fn gpu_kernels(args: &BenchArgs, gpu: &GpuBackend) -> Result<()> {
                 ty.to_string(),
                 what.to_string(),
                 set.len().to_string(),
-                if what == "largest" { shape.clone() } else { String::new() },
+                if what == "largest" {
+                    shape.clone()
+                } else {
+                    String::new()
+                },
                 format::bytes(bytes),
                 format!("{:.1}", secs * 1e6),
                 format!("{gbs:.1}"),
@@ -465,9 +475,17 @@ fn gpu_kernels(args: &BenchArgs, gpu: &GpuBackend) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json_rows)?);
     } else {
         println!("adapter: {}", gpu.info());
-        let header: Vec<String> = ["type", "set", "tensors", "shape", "bytes", "µs", "matvec GB/s"]
-            .map(str::to_string)
-            .to_vec();
+        let header: Vec<String> = [
+            "type",
+            "set",
+            "tensors",
+            "shape",
+            "bytes",
+            "µs",
+            "matvec GB/s",
+        ]
+        .map(str::to_string)
+        .to_vec();
         print_table(&header, &table);
     }
     Ok(())

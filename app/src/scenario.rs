@@ -308,11 +308,7 @@ fn lookup_prompts() -> Vec<Prompt> {
     ]
 }
 
-fn prompt_lookup(
-    model: &Path,
-    backend: &Setup,
-    threads: Option<usize>,
-) -> Result<Vec<Figure>> {
+fn prompt_lookup(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
     let e = engine(model, None, backend, threads, SchedConfig::default())?;
     let mut figures = Vec::new();
     for (i, prompt) in lookup_prompts().into_iter().enumerate() {

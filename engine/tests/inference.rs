@@ -354,7 +354,9 @@ fn on_gpu(loaded: &Loaded) -> Option<Model<GpuBackend>> {
             panic!("CI needs a GPU adapter (lavapipe: mesa-vulkan-drivers + libvulkan1): {e}")
         }
         Err(e) => {
-            eprintln!("\n*** NO GPU ADAPTER: {e}. GPU test skipped (it fails under CI=true). ***\n");
+            eprintln!(
+                "\n*** NO GPU ADAPTER: {e}. GPU test skipped (it fails under CI=true). ***\n"
+            );
             None
         }
     }

@@ -260,13 +260,15 @@ impl Engine {
                 || gpu.clone(),
                 &progress,
             )?),
-            (None, BackendKind::Auto | BackendKind::Gpu | BackendKind::Cpu) => Box::new(open_scheduler(
-                path,
-                draft,
-                sched,
-                || CpuBackend::with_threads(threads),
-                &progress,
-            )?),
+            (None, BackendKind::Auto | BackendKind::Gpu | BackendKind::Cpu) => {
+                Box::new(open_scheduler(
+                    path,
+                    draft,
+                    sched,
+                    || CpuBackend::with_threads(threads),
+                    &progress,
+                )?)
+            }
             (None, BackendKind::Reference) => Box::new(open_scheduler(
                 path,
                 draft,

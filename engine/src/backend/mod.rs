@@ -289,4 +289,19 @@ pub trait Backend: Send + Sync {
 
     /// Waits for the enqueued work and copies `t` to the host, row-major.
     fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>, BackendError>;
+
+    /// The index of the largest value of each row of `t` (ties: the lowest index; NaN never
+    /// wins), as the greedy sampler picks it. A GPU backend computes it on the device and reads
+    /// back one word per row instead of the whole vocabulary. The default reads `t`.
+    fn argmax(&self, t: &Self::Tensor) -> Result<Vec<u32>, BackendError> {
+        let (rows, cols) = self.shape(t);
+        if cols == 0 {
+            return Ok(vec![0; rows]);
+        }
+        Ok(self
+            .read(t)?
+            .chunks_exact(cols)
+            .map(crate::sample::argmax)
+            .collect())
+    }
 }

@@ -8,6 +8,12 @@ use crate::sample::{Sampler, SamplerConfig};
 
 use super::{KvCache, Model, ModelError};
 
+/// What the last forward gave: the picked token, or the logits to sample from.
+enum Next {
+    Id(u32),
+    Logits(Vec<f32>),
+}
+
 /// How to generate.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -105,12 +111,21 @@ pub fn generate<B: Backend>(
     let mut sampler = Sampler::new(options.sampler.clone());
     // What the penalties look at: the prompt and everything generated after it.
     let mut history = prompt.to_vec();
-    let mut logits = model.prefill(kv, prompt)?;
+    // Plain greedy: the backend picks the token where the logits are (a GPU reads back one word).
+    let on_device = options.sampler.is_plain_greedy();
+    let mut next = if on_device {
+        Next::Id(model.prefill_argmax(kv, prompt)?)
+    } else {
+        Next::Logits(model.prefill(kv, prompt)?)
+    };
     let prompt_time = start.elapsed();
     let mut token_ids = Vec::new();
     let mut first_token_at = None;
     let finish = loop {
-        let id = sampler.sample(&logits, &history);
+        let id = match &next {
+            Next::Id(id) => *id,
+            Next::Logits(logits) => sampler.sample(logits, &history),
+        };
         first_token_at.get_or_insert_with(Instant::now);
         if options.stop_ids.contains(&id) {
             break FinishReason::Stop;
@@ -127,7 +142,11 @@ pub fn generate<B: Backend>(
             break FinishReason::ContextFull;
         }
         let out = model.forward(kv, &[id], 0..1)?;
-        logits = model.backend().read(&out)?;
+        next = if on_device {
+            Next::Id(model.backend().argmax(&out)?[0])
+        } else {
+            Next::Logits(model.backend().read(&out)?)
+        };
     };
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);

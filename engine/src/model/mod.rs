@@ -418,6 +418,20 @@ impl<B: Backend> Model<B> {
     }
 }
 
+impl<B: Backend> Model<B> {
+    /// [`Model::prefill`], returning the argmax of the last token's logits (computed by the
+    /// backend) instead of the logits.
+    pub fn prefill_argmax(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<u32, ModelError> {
+        let mut last = None;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let n = chunk.len();
+            last = Some(self.forward(kv, chunk, n - 1..n)?);
+        }
+        let logits = last.ok_or(ModelError::NoTokens)?;
+        Ok(self.backend.argmax(&logits)?[0])
+    }
+}
+
 /// `x += post_norm(y)` (or `x += y` without a post-norm); `scratch` is clobbered.
 fn residual<B: Backend>(
     b: &B,

@@ -58,6 +58,12 @@ impl SamplerConfig {
         self.temperature.is_nan() || self.temperature <= 0.0 || self.top_k == 1
     }
 
+    /// Greedy on the raw logits (no penalties, no biases): the pick is the logits' argmax, which
+    /// a backend can compute where the logits are ([`crate::backend::Backend::argmax`]).
+    pub fn is_plain_greedy(&self) -> bool {
+        self.is_greedy() && self.logit_bias.is_empty() && !self.has_penalties()
+    }
+
     /// Whether any of the repetition penalties changes a logit.
     pub(super) fn has_penalties(&self) -> bool {
         self.penalty_last_n > 0

@@ -11,7 +11,6 @@
 
 use crate::backend::Backend;
 use crate::model::{MAX_BATCH, ModelError};
-use crate::sample::argmax;
 
 use super::Scheduler;
 
@@ -114,24 +113,24 @@ impl<B: Backend> Scheduler<B> {
                 let kv = seq.draft_kv.as_mut().expect("just made");
                 // The draft's cache holds confirmed tokens only; feed it up to the last one.
                 kv.truncate(seq.computed);
-                let mut logits = Vec::new();
+                // The draft is greedy: its backend picks each token (a GPU reads back one word).
+                let mut t = 0;
                 let mut at = kv.len();
                 while at < seq.tokens.len() {
                     let end = (at + MAX_BATCH).min(seq.tokens.len());
                     let n = end - at;
                     let out = draft.forward(kv, &seq.tokens[at..end], n - 1..n)?;
-                    logits = draft.backend().read(&out)?;
+                    t = draft.backend().argmax(&out)?[0];
                     at = end;
                 }
                 let mut drafts = Vec::with_capacity(k);
                 for j in 0..k {
-                    let t = argmax(&logits);
                     drafts.push(t);
                     if j + 1 == k || kv.len() >= kv.capacity() {
                         break;
                     }
                     let out = draft.forward(kv, &[t], 0..1)?;
-                    logits = draft.backend().read(&out)?;
+                    t = draft.backend().argmax(&out)?[0];
                 }
                 Ok(drafts)
             }

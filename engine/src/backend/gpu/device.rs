@@ -1,6 +1,6 @@
-//! Choosing a GPU: every adapter wgpu finds on Vulkan, Metal or DX12, ranked discrete > integrated
-//! > virtual > other, software rasterizers (llvmpipe/lavapipe, WARP) only when asked. The choice
-//! and the reason for it (or for using none) are reported, never silent.
+//! Choosing a GPU: every adapter wgpu finds on Vulkan, Metal or DX12, ranked discrete, integrated,
+//! virtual, other; software rasterizers (llvmpipe/lavapipe, WARP) only when asked. The choice and
+//! the reason for it (or for using none) are reported, never silent.
 
 use std::fmt;
 

@@ -130,6 +130,7 @@ impl Module {
                 ("round_q8_0", &[(1, true), (3, true)]),
                 ("round_q8_k", &[(1, true), (3, true)]),
                 ("round_f16_values", &[(1, true), (3, true)]),
+                ("argmax_rows", &[(1, true), (3, true)]),
             ],
         }
     }
@@ -240,6 +241,7 @@ pub(super) struct Kernels {
     pub round_q8_0: Arc<Kernel>,
     pub round_q8_k: Arc<Kernel>,
     pub round_f16: Arc<Kernel>,
+    pub argmax: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
 }
@@ -261,9 +263,10 @@ impl Kernels {
             round_q8_0,
             round_q8_k,
             round_f16,
-        ]: [Arc<Kernel>; 9] = compile(device, Module::Elementwise)
+            argmax,
+        ]: [Arc<Kernel>; 10] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has nine entry points");
+            .expect("elementwise has ten entry points");
         Kernels {
             rms_norm: one(Module::Norm),
             rope: one(Module::Rope),
@@ -281,6 +284,7 @@ impl Kernels {
             round_q8_0,
             round_q8_k,
             round_f16,
+            argmax,
             quantized: Mutex::new(HashMap::new()),
         }
     }

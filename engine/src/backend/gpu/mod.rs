@@ -492,7 +492,10 @@ impl Backend for GpuBackend {
         act: Activation,
         out: &mut GpuTensor,
     ) {
-        let (mut g, mut u) = (self.tensor(out.rows, out.cols), self.tensor(out.rows, out.cols));
+        let (mut g, mut u) = (
+            self.tensor(out.rows, out.cols),
+            self.tensor(out.rows, out.cols),
+        );
         self.matmuls(x, 0..x.rows, &[gate, up], &mut [&mut g, &mut u]);
         self.glu(&g, &u, act, out);
     }
@@ -711,6 +714,17 @@ impl Backend for GpuBackend {
             &[u(x.len()), s.to_bits()],
             x.len(),
         );
+    }
+
+    fn argmax(&self, t: &GpuTensor) -> Result<Vec<u32>, BackendError> {
+        if t.cols == 0 {
+            return Ok(vec![0; t.rows]);
+        }
+        let ids = self.tensor(t.rows, 1);
+        let k = &self.ctx.kernels;
+        let binds = vec![t.bind(), ids.bind()];
+        self.run(&k.argmax, binds, &[u(t.rows), u(t.cols)], t.rows);
+        Ok(self.read(&ids)?.into_iter().map(f32::to_bits).collect())
     }
 
     fn read(&self, t: &GpuTensor) -> Result<Vec<f32>, BackendError> {

@@ -3,6 +3,9 @@
 //! and host data once, then encodes every dispatch into one compute pass of one command buffer
 //! and submits it. Nothing waits on the GPU until a [`super::GpuBackend`] read.
 
+// wgpu handles hash and compare by identity; their interior mutability never changes a key.
+#![allow(clippy::mutable_key_type)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use super::{GpuBackend, GpuOptions, Module};
 use crate::backend::{
-    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle,
-    reference::RefTensor,
+    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
 };
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
@@ -336,6 +335,18 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
             want_b.data(),
             1e-6,
         );
+        // Argmax per row, with a tie (the lowest index wins) and a row of -inf and NaN.
+        let mut ys = xs.clone();
+        ys[5] = 1e9;
+        ys[700] = 1e9;
+        if n > 1 {
+            ys[1280..2560].fill(f32::NEG_INFINITY);
+            ys[1281] = f32::NAN;
+        }
+        let want: Vec<u32> = ys.chunks(1280).map(crate::sample::argmax).collect();
+        let got = b.argmax(&b.tensor_from(n, 1280, &ys)).unwrap();
+        assert_eq!(got, want, "argmax n={n}");
+        assert_eq!(got[0], 5);
         let rows: Vec<u32> = (0..n as u32).rev().step_by(2).collect();
         let mut want = reference.tensor(rows.len(), 1280);
         reference.gather(&x, &rows, &mut want);
