@@ -170,3 +170,65 @@ pub fn open(model: &Path) -> Result<()> {
     );
     Ok(())
 }
+
+/// `hearth devices`: every GPU adapter, the one the GPU backend would use, and why the others
+/// would not be used; the CPU backend's level when there is none.
+pub fn devices(allow_software: bool, json: bool) -> Result<()> {
+    use hearth_engine::backend::Backend;
+    use hearth_engine::backend::gpu::{GpuOptions, survey};
+    let opts = GpuOptions {
+        allow_software,
+        ..GpuOptions::default()
+    };
+    let found = survey(&opts);
+    let chosen = found.iter().position(|(_, why)| why.is_none());
+    let cpu = hearth_engine::backend::CpuBackend::new().describe();
+    if json {
+        let rows: Vec<_> = found
+            .iter()
+            .enumerate()
+            .map(|(i, (info, why))| {
+                serde_json::json!({
+                    "name": info.name,
+                    "api": info.api,
+                    "kind": info.kind,
+                    "driver": info.driver,
+                    "max_binding_bytes": info.max_binding,
+                    "max_buffer_bytes": info.max_buffer,
+                    "shader_f16": info.f16,
+                    "subgroups": info.subgroups,
+                    "chosen": Some(i) == chosen,
+                    "not_used_because": why,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({"adapters": rows, "cpu": cpu});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!(
+            "no Vulkan, Metal or DX12 adapter found (is a GPU driver with Vulkan support installed?)"
+        );
+    }
+    for (i, (info, why)) in found.iter().enumerate() {
+        let mark = if Some(i) == chosen { "*" } else { " " };
+        println!("{mark} {info}");
+        println!(
+            "    binding {} | buffer {} | shader-f16 {} | subgroups {}",
+            crate::format::bytes(info.max_binding),
+            crate::format::bytes(info.max_buffer),
+            if info.f16 { "yes" } else { "no" },
+            if info.subgroups { "yes" } else { "no" }
+        );
+        match why {
+            Some(why) => println!("    not used: {why}"),
+            None if Some(i) == chosen => println!("    used by --backend auto and gpu"),
+            None => println!("    usable (a better one is chosen)"),
+        }
+    }
+    if chosen.is_none() {
+        println!("the model runs on the {cpu}");
+    }
+    Ok(())
+}

@@ -29,6 +29,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// List the GPU adapters wgpu finds, which one the GPU backend would use, and why the others
+    /// would not be used.
+    Devices {
+        /// Count software adapters (lavapipe, WARP) as usable.
+        #[arg(long)]
+        gpu_allow_software: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model file's architecture, size, quant types, tokenizer and memory estimate.
     Inspect {
         /// The GGUF model file.
@@ -160,6 +170,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Inspect { model, json }) => commands::inspect(&model, json),
+        Some(Cmd::Devices {
+            gpu_allow_software,
+            json,
+        }) => commands::devices(gpu_allow_software, json),
         Some(Cmd::Tokenize {
             model,
             special,

@@ -23,6 +23,8 @@ pub struct GpuOptions {
     /// Decode attention splits each row's positions into spans of this many, one workgroup each
     /// (default 256; tests use small spans).
     pub split_keys: Option<usize>,
+    /// Subgroup operations: `None` uses them where the adapter has them, `Some(false)` never.
+    pub subgroups: Option<bool>,
 }
 
 /// What was chosen, for the CLI and the app.
@@ -164,49 +166,72 @@ fn info_of(a: &wgpu::Adapter) -> GpuInfo {
 }
 
 /// Picks the best adapter under `opts` and opens it.
+/// Why an adapter would not be used under `opts` (`None`: usable).
+fn why_not(a: &wgpu::Adapter, opts: &GpuOptions) -> Option<&'static str> {
+    let i = a.get_info();
+    let wanted = opts
+        .adapter
+        .as_ref()
+        .is_none_or(|w| i.name.to_lowercase().contains(&w.to_lowercase()));
+    if !wanted {
+        Some("not the adapter asked for")
+    } else if i.device_type == wgpu::DeviceType::Cpu && !opts.allow_software {
+        Some("a software rasterizer, slower than the CPU backend (--gpu-allow-software to use it)")
+    } else if a.limits().max_storage_buffers_per_shader_stage < 5 {
+        Some("fewer than 5 storage buffers per shader stage")
+    } else {
+        None
+    }
+}
+
+/// Every adapter on this machine, best first, with why it would not be used under `opts`
+/// (`None`: usable; the first usable one is the one chosen).
+pub fn survey(opts: &GpuOptions) -> Vec<(GpuInfo, Option<&'static str>)> {
+    let instance = instance();
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    adapters
+        .iter()
+        .map(|a| (info_of(a), why_not(a, opts)))
+        .collect()
+}
+
 pub(super) fn open(opts: &GpuOptions) -> Result<Opened, NoGpu> {
     let instance = instance();
-    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
     let mut passed_over = Vec::new();
-    let mut best: Option<(u8, &wgpu::Adapter)> = None;
+    let mut best = None;
     for a in &adapters {
-        let i = a.get_info();
-        let wanted = opts
-            .adapter
-            .as_ref()
-            .is_none_or(|w| i.name.to_lowercase().contains(&w.to_lowercase()));
-        let why_not = if !wanted {
-            Some("not the adapter asked for")
-        } else if i.device_type == wgpu::DeviceType::Cpu && !opts.allow_software {
-            Some(
-                "a software rasterizer, slower than the CPU backend (--gpu-allow-software to use it)",
-            )
-        } else if a.limits().max_storage_buffers_per_shader_stage < 5 {
-            Some("fewer than 5 storage buffers per shader stage")
-        } else {
-            None
-        };
-        match why_not {
-            Some(why) => passed_over.push(format!("{} ({:?}): {why}", i.name, i.backend)),
+        match why_not(a, opts) {
+            Some(why) => {
+                let i = a.get_info();
+                passed_over.push(format!("{} ({:?}): {why}", i.name, i.backend));
+            }
             None => {
-                let r = rank(i.device_type);
-                if best.is_none_or(|(b, _)| r < b) {
-                    best = Some((r, a));
-                }
+                best = Some(a);
+                break;
             }
         }
     }
-    let Some((_, adapter)) = best else {
+    let Some(adapter) = best else {
         return Err(NoGpu {
             passed_over,
             failure: None,
         });
     };
-    let info = info_of(adapter);
+    let mut info = info_of(adapter);
     let limits = adapter.limits();
+    // Subgroups where the adapter has them and they are not turned off.
+    info.subgroups &= opts.subgroups != Some(false);
+    let features = if info.subgroups {
+        wgpu::Features::SUBGROUP
+    } else {
+        wgpu::Features::empty()
+    };
     let desc = wgpu::DeviceDescriptor {
         label: Some("hearth"),
-        required_features: wgpu::Features::empty(),
+        required_features: features,
         required_limits: limits.clone(),
         ..Default::default()
     };

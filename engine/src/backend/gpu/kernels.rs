@@ -10,6 +10,7 @@ use crate::quant::GgmlType;
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
 const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
+const MATMUL_SUBGROUP: &str = include_str!("../../../../shaders/matmul_subgroup.wgsl");
 const EMBED: &str = include_str!("../../../../shaders/embed.wgsl");
 const NORM: &str = include_str!("../../../../shaders/norm.wgsl");
 const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
@@ -39,6 +40,8 @@ pub(super) fn quant_fn(ty: GgmlType) -> Option<&'static str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Module {
     Matmul(&'static str),
+    /// The matvec with subgroup sums (adapters with subgroup operations).
+    MatmulSubgroup(&'static str),
     Embed(&'static str),
     Norm,
     Rope,
@@ -67,7 +70,11 @@ impl Module {
         ];
         for ty in formats {
             let f = quant_fn(ty).expect("listed formats have kernels");
-            all.extend([Module::Matmul(f), Module::Embed(f)]);
+            all.extend([
+                Module::Matmul(f),
+                Module::MatmulSubgroup(f),
+                Module::Embed(f),
+            ]);
         }
         all
     }
@@ -81,6 +88,8 @@ impl Module {
         };
         match self {
             Module::Matmul(f) => quantized(MATMUL, f),
+            // (naga takes subgroup builtins without WGSL's `enable subgroups`, and rejects it.)
+            Module::MatmulSubgroup(f) => format!("{}\n{MATMUL_SUBGROUP}", quantized(MATMUL, f)),
             Module::Embed(f) => quantized(EMBED, f),
             Module::Norm => format!("{COMMON}\n{NORM}"),
             Module::Rope => format!("{COMMON}\n{ROPE}"),
@@ -98,6 +107,9 @@ impl Module {
                 ("matmul_lane", &[(1, false), (2, false), (3, true)]),
                 ("matmul_tiled", &[(1, false), (2, false), (3, true)]),
             ],
+            Module::MatmulSubgroup(_) => {
+                &[("matmul_subgroup", &[(1, false), (2, false), (3, true)])]
+            }
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
             Module::Norm => &[("rms_norm", &[(1, false), (2, false), (3, true)])],
             Module::Rope => &[("rope", &[(1, true), (2, false)])],
@@ -219,6 +231,8 @@ pub(super) struct Quantized {
     pub matmul_lane: Arc<Kernel>,
     /// 64 x 32 tiles through workgroup memory (prompts).
     pub matmul_tiled: Arc<Kernel>,
+    /// `matmul` with subgroup sums, where the device has subgroups.
+    pub matmul_subgroup: Option<Arc<Kernel>>,
     pub embed: Arc<Kernel>,
 }
 
@@ -244,10 +258,12 @@ pub(super) struct Kernels {
     pub argmax: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
+    subgroups: bool,
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
+    /// The pipelines; `subgroups`: the device was opened with subgroup operations.
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
         let one = |m: Module| compile(device, m).remove(0);
         let [kv_store, attend, attend_rows, attend_part, attend_merge]: [Arc<Kernel>; 5] =
             compile(device, Module::Attention)
@@ -286,6 +302,7 @@ impl Kernels {
             round_f16,
             argmax,
             quantized: Mutex::new(HashMap::new()),
+            subgroups,
         }
     }
 
@@ -302,6 +319,9 @@ impl Kernels {
                     matmul,
                     matmul_lane,
                     matmul_tiled,
+                    matmul_subgroup: self
+                        .subgroups
+                        .then(|| compile(device, Module::MatmulSubgroup(f)).remove(0)),
                     embed: compile(device, Module::Embed(f)).remove(0),
                 }
             })

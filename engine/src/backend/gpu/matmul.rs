@@ -1,7 +1,7 @@
 //! Quantized matrix products: activations rounded as ggml rounds them for the weight's type (its
 //! `vec_dot_type`), then one of three kernels per weight buffer: a workgroup per weight row
-//! (decode on GPUs), an invocation per weight row (decode on CPU rasterizers), or 64 x 32 tiles
-//! (prompts).
+//! (decode on GPUs; its sum by subgroup operations where the device has them), an invocation per
+//! weight row (decode on CPU rasterizers), or 64 x 32 tiles (prompts).
 
 use std::ops::Range;
 
@@ -114,7 +114,12 @@ impl GpuBackend {
                 let groups = part.rows.div_ceil(64) * tiles;
                 self.run(&w.kernels.matmul_lane, binds, &params, groups);
             } else {
-                self.run(&w.kernels.matmul, binds, &params, part.rows * tiles);
+                let kernel = w
+                    .kernels
+                    .matmul_subgroup
+                    .as_ref()
+                    .unwrap_or(&w.kernels.matmul);
+                self.run(kernel, binds, &params, part.rows * tiles);
             }
         }
     }

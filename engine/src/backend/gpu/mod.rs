@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use device::{GpuInfo, GpuOptions, NoGpu, adapters};
+pub use device::{GpuInfo, GpuOptions, NoGpu, adapters, survey};
 pub use kernels::Module;
 
 use super::reference::ReferenceBackend;
@@ -174,7 +174,7 @@ impl GpuBackend {
     pub fn new(opts: &GpuOptions) -> Result<Self, BackendError> {
         let opened = device::open(opts)?;
         let lane_matmul = opts.lane_matmul.unwrap_or(opened.info.is_software());
-        let kernels = Kernels::new(&opened.device);
+        let kernels = Kernels::new(&opened.device, opened.info.subgroups);
         let stride = u64::from(opened.limits.min_uniform_buffer_offset_alignment);
         let limits = &opened.limits;
         // One word of slack for the kernels' unaligned reads.

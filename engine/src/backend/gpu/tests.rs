@@ -82,13 +82,18 @@ fn every_shader_module_passes_naga_validation_and_declares_the_bindings_its_layo
         let source = module.source();
         let parsed = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{module:?}: {}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            // pack2x16float / unpack2x16float (core WGSL; wgpu grants it on every adapter).
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-        )
-        .validate(&parsed)
-        .unwrap_or_else(|e| panic!("{module:?}: {}", e.emit_to_string(&source)));
+        // pack2x16float / unpack2x16float (core WGSL; wgpu grants it on every adapter), and
+        // subgroup operations for the module that enables them (used only where the adapter has
+        // them).
+        let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        if matches!(module, Module::MatmulSubgroup(_)) {
+            caps |= naga::valid::Capabilities::SUBGROUP;
+        }
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+            .validate(&parsed)
+            .unwrap_or_else(|e| panic!("{module:?}: {}", e.emit_to_string(&source)));
         for &(entry, bindings) in module.entries() {
             assert!(
                 parsed.entry_points.iter().any(|e| e.name == entry),
@@ -133,13 +138,20 @@ fn picked_matrices(file: &GgufFile, max_rows: usize) -> Vec<TensorInfo> {
 
 #[test]
 fn matmuls_match_the_reference_on_real_tensors_of_every_type() {
-    for lane in [false, true] {
+    // Decode kernels: a workgroup per row with and without subgroup sums, an invocation per row.
+    for (lane, subgroups) in [(false, None), (false, Some(false)), (true, None)] {
         let Some(b) = gpu_with(GpuOptions {
             lane_matmul: Some(lane),
+            subgroups,
             ..GpuOptions::default()
         }) else {
             return;
         };
+        eprintln!(
+            "matmuls on {} (subgroups: {})",
+            b.info(),
+            b.info().subgroups
+        );
         check_matmuls(&b);
     }
 }
