@@ -293,3 +293,28 @@ fn asking_for_the_gpu_where_only_a_software_adapter_exists_is_an_error_that_says
     );
     assert!(err.contains(&adapters[0].name), "{err}");
 }
+
+#[test]
+fn devices_lists_the_adapters_and_why_each_is_or_is_not_used() {
+    if !gpu_available() {
+        return;
+    }
+    let out = hearth(&["devices", "--json", "--gpu-allow-software"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let adapters = v["adapters"].as_array().unwrap();
+    assert!(!adapters.is_empty());
+    // With software allowed, the best adapter is chosen and nothing excludes it.
+    assert_eq!(adapters[0]["chosen"], true, "{v}");
+    assert!(adapters[0]["not_used_because"].is_null(), "{v}");
+    assert!(v["cpu"].as_str().unwrap().starts_with("cpu ("), "{v}");
+    let out = hearth(&["devices"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for a in hearth_engine::backend::gpu::adapters() {
+        assert!(text.contains(&a.name), "{text}");
+        if a.is_software() {
+            assert!(text.contains("not used: a software rasterizer"), "{text}");
+        }
+    }
+}
