@@ -70,7 +70,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if !args.kernels && args.prompt == 0 && args.n_gen == 0 {
         return Err(BadInput("nothing to measure: -p and -n are both 0".into()).into());
     }
-    match args.backend.choose()? {
+    // The GPU times its passes, so the tg row can say how much of a token is spent in kernels.
+    let profile = hearth_engine::backend::gpu::GpuOptions {
+        profile: true,
+        ..Default::default()
+    };
+    match args.backend.choose_with(profile)? {
         Chosen::Gpu(gpu) if args.kernels => gpu_kernels(args, &gpu),
         _ if args.kernels => kernels(args, threads),
         Chosen::Gpu(gpu) => {
@@ -130,6 +135,7 @@ where
     }
     if args.n_gen > 0 {
         let mut samples = Vec::new();
+        let mut device_fractions = Vec::new();
         for rep in 0..=args.reps {
             let n = if rep == 0 {
                 args.n_gen.min(16)
@@ -138,6 +144,7 @@ where
             };
             let tokens = random_tokens(n);
             let mut kv = model.kv_cache(args.n_gen)?;
+            model.backend().device_time();
             let t0 = Instant::now();
             // A greedy token step: the backend picks the token (a GPU reads back one word).
             for &t in &tokens {
@@ -145,16 +152,38 @@ where
                 model.backend().argmax(&logits)?;
             }
             let secs = t0.elapsed().as_secs_f64();
+            let device = model.backend().device_time();
             if rep > 0 {
                 samples.push(n as f64 / secs);
+                if let Some(d) = device {
+                    device_fractions.push(d.as_secs_f64() / secs);
+                }
             }
         }
+        // The share of a token's wall time the device spent in the forward pass's compute pass;
+        // the rest is recording, submission, dispatch gaps and the read-back.
+        let in_kernels = (!device_fractions.is_empty())
+            .then(|| device_fractions.iter().sum::<f64>() / device_fractions.len() as f64);
         rows.push(Row {
             test: format!("tg{}", args.n_gen),
             unit: "t/s",
             samples,
-            extra: json!({"n_prompt": 0, "n_gen": args.n_gen}),
+            extra: json!({
+                "n_prompt": 0,
+                "n_gen": args.n_gen,
+                "device_time_fraction": in_kernels,
+            }),
         });
+        if let Some(f) = in_kernels
+            && !args.json
+        {
+            eprintln!(
+                "tg{}: {:.0}% of each token's time in the GPU's compute pass, {:.0}% outside it",
+                args.n_gen,
+                100.0 * f,
+                100.0 * (1.0 - f)
+            );
+        }
     }
     let size = std::fs::metadata(&args.model).map_or(0, |m| m.len());
     let name = model_name(&args.model, model.file());

@@ -89,9 +89,19 @@ impl BackendArgs {
     /// Opens the chosen backend. With `auto`, a missing GPU falls back to the CPU and says why on
     /// stderr; with `gpu` it is an error.
     pub fn choose(&self) -> Result<Chosen> {
+        self.choose_with(GpuOptions::default())
+    }
+
+    /// [`BackendArgs::choose`], with `extra`'s profiling and tuning options for the GPU.
+    pub fn choose_with(&self, extra: GpuOptions) -> Result<Chosen> {
+        let gpu_options = || GpuOptions {
+            allow_software: self.gpu_allow_software,
+            adapter: self.gpu_adapter.clone(),
+            ..extra.clone()
+        };
         let threads = self.threads()?;
         Ok(match self.backend {
-            BackendKind::Auto => match GpuBackend::new(&self.gpu_options()) {
+            BackendKind::Auto => match GpuBackend::new(&gpu_options()) {
                 Ok(gpu) => {
                     eprintln!("hearth: computing on the {}", gpu.describe());
                     Chosen::Gpu(gpu)
@@ -103,7 +113,7 @@ impl BackendArgs {
                 }
             },
             BackendKind::Gpu => {
-                let gpu = GpuBackend::new(&self.gpu_options())
+                let gpu = GpuBackend::new(&gpu_options())
                     .map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?;
                 eprintln!("hearth: computing on the {}", gpu.describe());
                 Chosen::Gpu(gpu)

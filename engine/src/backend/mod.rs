@@ -290,6 +290,13 @@ pub trait Backend: Send + Sync {
     /// Waits for the enqueued work and copies `t` to the host, row-major.
     fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>, BackendError>;
 
+    /// Time the device spent computing since the last call (benchmarks: the rest of a token's
+    /// time is dispatch, submission and host work). `None` where it is not measured: the CPU
+    /// backends, and a GPU without timestamp queries or opened without profiling.
+    fn device_time(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The index of the largest value of each row of `t` (ties: the lowest index; NaN never
     /// wins), as the greedy sampler picks it. A GPU backend computes it on the device and reads
     /// back one word per row instead of the whole vocabulary. The default reads `t`.

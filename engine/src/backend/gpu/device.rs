@@ -25,6 +25,9 @@ pub struct GpuOptions {
     pub split_keys: Option<usize>,
     /// Subgroup operations: `None` uses them where the adapter has them, `Some(false)` never.
     pub subgroups: Option<bool>,
+    /// Time each submission's compute pass with timestamp queries, where the adapter has them
+    /// (benchmarks: [`crate::backend::Backend::device_time`]).
+    pub profile: bool,
 }
 
 /// What was chosen, for the CLI and the app.
@@ -121,6 +124,8 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 /// A device and queue opened on the chosen adapter, with the adapter's own limits.
 pub(super) struct Opened {
+    /// The device was opened with timestamp queries.
+    pub timestamps: bool,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: GpuInfo,
@@ -224,11 +229,14 @@ pub(super) fn open(opts: &GpuOptions) -> Result<Opened, NoGpu> {
     let limits = adapter.limits();
     // Subgroups where the adapter has them and they are not turned off.
     info.subgroups &= opts.subgroups != Some(false);
-    let features = if info.subgroups {
+    let mut features = if info.subgroups {
         wgpu::Features::SUBGROUP
     } else {
         wgpu::Features::empty()
     };
+    if opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        features |= wgpu::Features::TIMESTAMP_QUERY;
+    }
     let desc = wgpu::DeviceDescriptor {
         label: Some("hearth"),
         required_features: features,
@@ -240,6 +248,7 @@ pub(super) fn open(opts: &GpuOptions) -> Result<Opened, NoGpu> {
         failure: Some(format!("opening {info} failed: {e}")),
     })?;
     Ok(Opened {
+        timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         device,
         queue,
         info,

@@ -183,10 +183,14 @@ impl GpuBackend {
             .min(limits.max_buffer_size)
             .min(opts.max_binding.unwrap_or(u64::MAX))
             .saturating_sub(8);
+        let mut rec = Recorder::new(stride);
+        if opened.timestamps {
+            rec.timer = Some(record::Timer::new(&opened.device, &opened.queue));
+        }
         Ok(Self {
             ctx: Arc::new(Ctx {
                 kernels,
-                rec: Mutex::new(Recorder::new(stride)),
+                rec: Mutex::new(rec),
                 pool: Arc::new(Mutex::new(HashMap::new())),
                 device: opened.device,
                 queue: opened.queue,
@@ -727,6 +731,12 @@ impl Backend for GpuBackend {
         Ok(self.read(&ids)?.into_iter().map(f32::to_bits).collect())
     }
 
+    fn device_time(&self) -> Option<std::time::Duration> {
+        let mut rec = self.rec();
+        let timer = rec.timer.as_mut()?;
+        Some(std::mem::take(&mut timer.total))
+    }
+
     fn read(&self, t: &GpuTensor) -> Result<Vec<f32>, BackendError> {
         self.flush();
         let bytes = (t.len() * 4) as u64;
@@ -756,6 +766,7 @@ impl Backend for GpuBackend {
         rx.recv()
             .map_err(|_| device_error("the GPU dropped a read".into()))?
             .map_err(|e| device_error(format!("reading a tensor back failed: {e}")))?;
+        self.rec().collect(&ctx.device);
         let data = {
             let view = staging
                 .get_mapped_range(..)

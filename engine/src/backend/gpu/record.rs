@@ -21,6 +21,57 @@ pub(super) enum Bind {
     Data,
 }
 
+/// Pass timestamps for benchmarks: two per submission, resolved into `resolve` (256-byte slots)
+/// and copied into `read`, summed at the next [`Recorder::collect`].
+#[derive(Debug)]
+pub(super) struct Timer {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    /// Submissions timed since the last collect.
+    pending: u32,
+    /// Nanoseconds per tick.
+    period: f64,
+    /// Time collected so far.
+    pub total: std::time::Duration,
+}
+
+/// Submissions one collect can cover.
+const TIMED: u32 = 64;
+
+impl Timer {
+    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
+        let buffer = |label, size, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Timer {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * TIMED,
+            }),
+            resolve: buffer(
+                "timestamps",
+                256 * u64::from(TIMED),
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            read: buffer(
+                "timestamps read",
+                16 * u64::from(TIMED),
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+            pending: 0,
+            period: f64::from(queue.get_timestamp_period()),
+            total: std::time::Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Dispatch {
     kernel: Arc<Kernel>,
@@ -43,6 +94,8 @@ pub(super) struct Recorder {
     param_stride: u64,
     /// Bind groups by kernel and buffers, kept while the buffers they name are reused.
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+    /// Pass timestamps, when profiling.
+    pub timer: Option<Timer>,
 }
 
 /// A RoPE table's identity: positions, base and scale bits, rotated pairs.
@@ -71,6 +124,7 @@ impl Recorder {
             data_buf: None,
             param_stride: param_stride.max(PARAM_BYTES),
             bind_groups: HashMap::new(),
+            timer: None,
         }
     }
 
@@ -165,10 +219,16 @@ impl Recorder {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("hearth forward"),
         });
+        let timed = self.timer.as_ref().filter(|t| t.pending < TIMED);
         {
+            let writes = timed.map(|t| wgpu::ComputePassTimestampWrites {
+                query_set: &t.set,
+                beginning_of_pass_write_index: Some(2 * t.pending),
+                end_of_pass_write_index: Some(2 * t.pending + 1),
+            });
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("hearth forward"),
-                timestamp_writes: None,
+                timestamp_writes: writes,
             });
             for d in &self.dispatches {
                 let key = BindKey {
@@ -191,6 +251,20 @@ impl Recorder {
                 pass.set_bind_group(0, &*group, &[offset]);
                 pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
             }
+        }
+        if let Some(t) = timed {
+            let k = t.pending;
+            encoder.resolve_query_set(&t.set, 2 * k..2 * k + 2, &t.resolve, 256 * u64::from(k));
+            encoder.copy_buffer_to_buffer(
+                &t.resolve,
+                256 * u64::from(k),
+                &t.read,
+                16 * u64::from(k),
+                16,
+            );
+        }
+        if let Some(t) = self.timer.as_mut().filter(|t| t.pending < TIMED) {
+            t.pending += 1;
         }
         queue.submit([encoder.finish()]);
         self.dispatches.clear();
@@ -261,4 +335,32 @@ fn bind_group(
         layout: &kernel.layout,
         entries: &entries,
     })
+}
+
+impl Recorder {
+    /// Adds the timed submissions' pass times to the total; the GPU must be idle (after a wait).
+    pub fn collect(&mut self, device: &wgpu::Device) {
+        let Some(t) = self.timer.as_mut() else { return };
+        if t.pending == 0 {
+            return;
+        }
+        let bytes = 16 * u64::from(t.pending);
+        let (tx, rx) = std::sync::mpsc::channel();
+        t.read.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        if let Ok(Ok(())) = rx.recv()
+            && let Ok(view) = t.read.get_mapped_range(..bytes)
+        {
+            let ticks: &[u64] = bytemuck::cast_slice(&view);
+            let sum: u64 = ticks
+                .chunks_exact(2)
+                .map(|p| p[1].saturating_sub(p[0]))
+                .sum();
+            t.total += std::time::Duration::from_nanos((sum as f64 * t.period) as u64);
+        }
+        t.read.unmap();
+        t.pending = 0;
+    }
 }
