@@ -163,8 +163,17 @@ pub struct GpuKv {
 /// Above this many token rows matmuls and attention use the prompt kernels.
 const TILED_MIN_ROWS: usize = 8;
 
-/// Decode attention splits a row's positions into at most this many spans.
+/// Decode attention splits a row's positions into at most this many spans (unless spans would
+/// exceed `MAX_SPAN`).
 const MAX_SPLITS: usize = 32;
+
+/// Loop iterations the per-row prompt attention kernel may take per invocation (lavapipe stops an
+/// invocation at 65,535).
+const ROW_ITERATIONS: usize = 50_000;
+
+/// Positions one workgroup of the split attention kernel covers at most: 16 tiles of 64 keys,
+/// each a few hundred loop iterations per invocation.
+const MAX_SPAN: usize = 1024;
 
 /// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
 const MAX_HEAD: usize = 256;
@@ -645,7 +654,13 @@ impl Backend for GpuBackend {
             .max()
             .unwrap_or(0);
         let splits = longest.div_ceil(self.ctx.split_keys).clamp(1, MAX_SPLITS);
-        if n > TILED_MIN_ROWS {
+        // Spans stay short enough for lavapipe's loop guard too (see below).
+        let splits = splits.max(longest.div_ceil(MAX_SPAN)).min(MAX_SPLITS * 8);
+        // The per-row prompt kernel loops over every visible key in one invocation; lavapipe ends
+        // an invocation after 65,535 loop iterations (its infinite-loop guard), so long rows with
+        // large heads go through the split kernels instead (spans of `split_keys`).
+        let row_iterations = longest * (hk + hv) / 2 + hk + 2 * hv;
+        if n > TILED_MIN_ROWS && row_iterations < ROW_ITERATIONS {
             let groups = n.div_ceil(64) * attn.n_head;
             self.run(&kern.attend_rows, binds, &params, groups);
         } else if splits == 1 {

@@ -445,3 +445,57 @@ fn check_attention(b: &GpuBackend) {
         }
     }
 }
+
+#[test]
+fn a_long_prompt_with_large_heads_matches_the_reference() {
+    // Gemma's heads (4 of 256 on one KV head), 300 prompt rows: beyond what one invocation may
+    // loop over on lavapipe, so the split kernels take it.
+    let Some(b) = gpu() else { return };
+    let reference = ReferenceBackend::with_threads(2);
+    let mut rng = fastrand::Rng::with_seed(35);
+    let (n, hd, heads) = (300, 256, 4);
+    let a = Attention {
+        n_head: heads,
+        n_kv_head: 1,
+        head_dim_k: hd,
+        head_dim_v: hd,
+        scale: 0.0625,
+        window: None,
+    };
+    let table: Vec<u32> = (0..3).collect();
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let tables: Vec<&[u32]> = vec![&table; n];
+    let rows = KvRows {
+        block_size: 128,
+        positions: &positions,
+        tables: &tables,
+    };
+    let (q, k, v) = (
+        activations(&mut rng, n * heads * hd),
+        activations(&mut rng, n * hd),
+        activations(&mut rng, n * hd),
+    );
+    let mut want = reference.tensor(n, heads * hd);
+    let mut rkv = reference.kv(384, hd, hd).unwrap();
+    reference.attention(
+        &host(n, heads * hd, q.clone()),
+        &host(n, hd, k.clone()),
+        &host(n, hd, v.clone()),
+        &mut rkv,
+        &rows,
+        &a,
+        &mut want,
+    );
+    let mut gkv = b.kv(384, hd, hd).unwrap();
+    let mut got = b.tensor(n, heads * hd);
+    b.attention(
+        &b.tensor_from(n, heads * hd, &q),
+        &b.tensor_from(n, hd, &k),
+        &b.tensor_from(n, hd, &v),
+        &mut gkv,
+        &rows,
+        &a,
+        &mut got,
+    );
+    assert_close("long prompt", &b.read(&got).unwrap(), want.data(), 3e-5);
+}
