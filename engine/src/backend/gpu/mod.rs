@@ -2,6 +2,7 @@
 //!
 //! - `device`: which adapter, and why (or why none).
 //! - `kernels`: WGSL modules assembled from `shaders/`, their bindings and pipelines.
+//! - `attention`: the paged attention kernels' dispatch.
 //! - `matmul`: quantized matrix products and the activation rounding that precedes them.
 //! - `record`: ops are recorded as dispatches and submitted together, one compute pass per
 //!   forward pass; the only wait is [`Backend::read`].
@@ -14,6 +15,7 @@
 //! the dequantized weights, so results agree with the reference's `Ggml` numerics to within a
 //! normalized error (summation order), not bit for bit.
 
+mod attention;
 mod device;
 mod kernels;
 mod matmul;
@@ -162,21 +164,6 @@ pub struct GpuKv {
 
 /// Above this many token rows matmuls and attention use the prompt kernels.
 const TILED_MIN_ROWS: usize = 8;
-
-/// Decode attention splits a row's positions into at most this many spans (unless spans would
-/// exceed `MAX_SPAN`).
-const MAX_SPLITS: usize = 32;
-
-/// Loop iterations the per-row prompt attention kernel may take per invocation (lavapipe stops an
-/// invocation at 65,535).
-const ROW_ITERATIONS: usize = 50_000;
-
-/// Positions one workgroup of the split attention kernel covers at most: 16 tiles of 64 keys,
-/// each a few hundred loop iterations per invocation.
-const MAX_SPAN: usize = 1024;
-
-/// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
-const MAX_HEAD: usize = 256;
 
 impl GpuBackend {
     /// Opens the best adapter under `opts` (see [`GpuOptions`]).
@@ -568,119 +555,7 @@ impl Backend for GpuBackend {
         attn: &Attention,
         out: &mut GpuTensor,
     ) {
-        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        let n = q.rows;
-        rows.check(n, kv.capacity);
-        assert!(
-            hk <= MAX_HEAD && hv <= MAX_HEAD,
-            "attention: heads beyond {MAX_HEAD}"
-        );
-        assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
-        assert_eq!(
-            (k.cols, v.cols),
-            (kv.k_dim, kv.v_dim),
-            "attention: cache widths"
-        );
-        assert_eq!(
-            (k.rows, v.rows),
-            (n, n),
-            "attention: one key and value per query"
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (n, attn.n_head * hv),
-            "attention: output shape"
-        );
-        assert!(
-            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
-            "attention: heads"
-        );
-        // Row info (position, table offset) and the block tables, each table once per run of
-        // rows that share it.
-        let mut rec = self.rec();
-        let mut info = Vec::with_capacity(2 * n);
-        let mut last: Option<(&[u32], u32)> = None;
-        for (t, &p) in rows.positions.iter().enumerate() {
-            let table = rows.tables[t];
-            let at = match last {
-                Some((prev, at)) if prev == table => at,
-                _ => rec.data(table),
-            };
-            last = Some((table, at));
-            info.extend([p, at]);
-        }
-        let info_at = rec.data(&info);
-        drop(rec);
-        let (kw, vw) = (kv.k_dim / 2, kv.v_dim / 2);
-        let kern = &self.ctx.kernels;
-        let store = [u(n), u(kw), u(vw), info_at, u(rows.block_size)];
-        let binds = vec![
-            k.bind(),
-            v.bind(),
-            Bind::Buf(kv.k.clone()),
-            Bind::Buf(kv.v.clone()),
-            Bind::Data,
-        ];
-        self.run_each(&kern.kv_store, binds, &store, n * kw.max(vw));
-        let params = [
-            u(attn.n_head),
-            u(attn.n_head / attn.n_kv_head),
-            u(hk),
-            u(hv),
-            attn.scale.to_bits(),
-            u(attn.window.unwrap_or(0)),
-            u(rows.block_size),
-            u(kw),
-            u(vw),
-            info_at,
-            u(n),
-        ];
-        let binds = vec![
-            q.bind(),
-            Bind::Buf(kv.k.clone()),
-            Bind::Buf(kv.v.clone()),
-            out.bind(),
-            Bind::Data,
-        ];
-        // Decode over a long context: split each row's positions so that the GPU has work for
-        // all its cores, then merge.
-        let longest = rows
-            .positions
-            .iter()
-            .map(|&p| match attn.window {
-                Some(w) => (p as usize + 1).min(w),
-                None => p as usize + 1,
-            })
-            .max()
-            .unwrap_or(0);
-        let splits = longest.div_ceil(self.ctx.split_keys).clamp(1, MAX_SPLITS);
-        // Spans stay short enough for lavapipe's loop guard too (see below).
-        let splits = splits.max(longest.div_ceil(MAX_SPAN)).min(MAX_SPLITS * 8);
-        // The per-row prompt kernel loops over every visible key in one invocation; lavapipe ends
-        // an invocation after 65,535 loop iterations (its infinite-loop guard), so long rows with
-        // large heads go through the split kernels instead (spans of `split_keys`).
-        let row_iterations = longest * (hk + hv) / 2 + hk + 2 * hv;
-        if n > TILED_MIN_ROWS && row_iterations < ROW_ITERATIONS {
-            let groups = n.div_ceil(64) * attn.n_head;
-            self.run(&kern.attend_rows, binds, &params, groups);
-        } else if splits == 1 {
-            self.run(&kern.attend, binds, &params, n * attn.n_head);
-        } else {
-            let items = n * attn.n_head;
-            let partial = self.tensor(items * splits, hv + 2);
-            let mut params = params.to_vec();
-            params.push(u(splits));
-            let binds = vec![
-                q.bind(),
-                Bind::Buf(kv.k.clone()),
-                Bind::Buf(kv.v.clone()),
-                partial.bind(),
-                Bind::Data,
-            ];
-            self.run(&kern.attend_part, binds, &params, items * splits);
-            let binds = vec![partial.bind(), out.bind()];
-            self.run_each(&kern.attend_merge, binds, &params, items * hv);
-        }
+        self.record_attention(q, k, v, kv, rows, attn, out);
     }
 
     fn gather(&self, x: &GpuTensor, rows: &[u32], out: &mut GpuTensor) {
