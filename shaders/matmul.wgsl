@@ -51,26 +51,13 @@ fn matmul_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// One workgroup per (weight row, tile of TN token rows): the invocations stride over the row's
-// blocks (neighbouring invocations read neighbouring words) and sum in workgroup memory.
-@compute @workgroup_size(64)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) tid: u32) {
-    let n = p(0u);
+// This invocation's share of a weight row's dot products with `tn` token rows from `t0`: chunks
+// tid, tid + WG, ... of the row (neighbouring invocations read neighbouring words).
+fn strided_dots(tid: u32, row: u32, t0: u32, tn: u32) -> array<f32, TN> {
     let cols = p(2u);
-    let rows = p(5u);
-    let g = group_index(wid, nwg);
-    let r = g % rows;
-    let t0 = (g / rows) * TN;
-    if t0 >= n {
-        return;
-    }
-    let tn = min(TN, n - t0);
-    let row = r * p(6u);
-    let chunks = cols / 8u;
     let x0 = (p(1u) + t0) * (cols / 4u);
     var acc: array<f32, TN>;
-    for (var c = tid; c < chunks; c += WG) {
+    for (var c = tid; c < cols / 8u; c += WG) {
         let w = dq8(row, c);
         for (var t = 0u; t < TN; t++) {
             if t < tn {
@@ -79,7 +66,24 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             }
         }
     }
-    partial[tid] = acc;
+    return acc;
+}
+
+// One workgroup per (weight row, tile of TN token rows): the invocations' strided dot products,
+// summed in workgroup memory.
+@compute @workgroup_size(64)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    let n = p(0u);
+    let rows = p(5u);
+    let g = group_index(wid, nwg);
+    let r = g % rows;
+    let t0 = (g / rows) * TN;
+    if t0 >= n {
+        return;
+    }
+    let tn = min(TN, n - t0);
+    partial[tid] = strided_dots(tid, r * p(6u), t0, tn);
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if tid < s {

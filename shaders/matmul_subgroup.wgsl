@@ -11,7 +11,6 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_index) tid: u32,
                    @builtin(subgroup_invocation_id) sid: u32) {
     let n = p(0u);
-    let cols = p(2u);
     let rows = p(5u);
     let g = group_index(wid, nwg);
     let r = g % rows;
@@ -20,19 +19,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         return;
     }
     let tn = min(TN, n - t0);
-    let row = r * p(6u);
-    let chunks = cols / 8u;
-    let x0 = (p(1u) + t0) * (cols / 4u);
-    var acc: array<f32, TN>;
-    for (var c = tid; c < chunks; c += WG) {
-        let w = dq8(row, c);
-        for (var t = 0u; t < TN; t++) {
-            if t < tn {
-                let xi = x0 + t * (cols / 4u) + c * 2u;
-                acc[t] += dot(w.lo, X[xi]) + dot(w.hi, X[xi + 1u]);
-            }
-        }
-    }
+    let acc = strided_dots(tid, r * p(6u), t0, tn);
     var sums: array<f32, TN>;
     for (var t = 0u; t < TN; t++) {
         sums[t] = subgroupAdd(acc[t]);
