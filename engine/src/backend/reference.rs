@@ -349,7 +349,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn rope(&self, x: &mut RefTensor, positions: &[u32], rope: &Rope) {
-        check_rope(x, positions, rope);
+        check_rope((x.rows, x.cols), positions, rope);
         let half = rope.n_rot / 2;
         // As ggml computes it: theta_i = p * base^(-2i/n_rot), the power built up by repeated f32
         // multiplication.
@@ -448,7 +448,11 @@ impl Backend for ReferenceBackend {
     }
 
     fn glu(&self, gate: &RefTensor, up: &RefTensor, act: Activation, out: &mut RefTensor) {
-        check_glu(gate, up, out);
+        check_glu(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            (out.rows, out.cols),
+        );
         for ((o, &g), &u) in out.data.iter_mut().zip(&gate.data).zip(&up.data) {
             *o = match self.numerics {
                 Numerics::Ggml => activate_ggml(act, g),
@@ -521,28 +525,20 @@ pub(crate) fn gather_rows(x: &RefTensor, rows: &[u32], out: &mut RefTensor) {
     }
 }
 
-/// The shape checks of [`Backend::rope`] on host tensors.
-pub(crate) fn check_rope(x: &RefTensor, positions: &[u32], rope: &Rope) {
-    assert_eq!(x.rows, positions.len(), "rope: one position per row");
-    assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
+/// The shape checks of [`Backend::rope`] on a `(rows, cols)` tensor (shared by every backend).
+pub(crate) fn check_rope((rows, cols): (usize, usize), positions: &[u32], rope: &Rope) {
+    assert_eq!(rows, positions.len(), "rope: one position per row");
+    assert!(cols.is_multiple_of(rope.head_dim), "rope: row length");
     assert!(
         rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
         "rope: rotated dims"
     );
 }
 
-/// The shape checks of [`Backend::glu`] on host tensors.
-pub(crate) fn check_glu(gate: &RefTensor, up: &RefTensor, out: &RefTensor) {
-    assert_eq!(
-        (gate.rows, gate.cols),
-        (up.rows, up.cols),
-        "glu: gate and up shapes"
-    );
-    assert_eq!(
-        (out.rows, out.cols),
-        (up.rows, up.cols),
-        "glu: output shape"
-    );
+/// The shape checks of [`Backend::glu`] on `(rows, cols)` shapes (shared by every backend).
+pub(crate) fn check_glu(gate: (usize, usize), up: (usize, usize), out: (usize, usize)) {
+    assert_eq!(gate, up, "glu: gate and up shapes");
+    assert_eq!(out, up, "glu: output shape");
 }
 
 /// `x_rows` (`n_tok` rows) times weight rows `rows`: a row-major `[n_tok x rows.len()]` block.

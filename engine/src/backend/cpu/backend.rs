@@ -392,7 +392,7 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &mut CpuTensor, positions: &[u32], rope: &Rope) {
-        check_rope(x, positions, rope);
+        check_rope((x.rows, x.cols), positions, rope);
         let half = rope.n_rot / 2;
         let table = self.rope_table(positions, rope);
         let cols = x.cols;
@@ -523,7 +523,11 @@ impl Backend for CpuBackend {
     }
 
     fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation, out: &mut CpuTensor) {
-        check_glu(gate, up, out);
+        check_glu(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            (out.rows, out.cols),
+        );
         let n = out.data.len();
         let level = self.level;
         let o = Out::new(&mut out.data);

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use device::{GpuInfo, GpuOptions, NoGpu, adapters, survey};
 pub use kernels::Module;
 
-use super::reference::ReferenceBackend;
+use super::reference::{ReferenceBackend, check_glu, check_rope};
 use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
@@ -513,12 +513,7 @@ impl Backend for GpuBackend {
     }
 
     fn rope(&self, x: &mut GpuTensor, positions: &[u32], rope: &Rope) {
-        assert_eq!(x.rows, positions.len(), "rope: one position per row");
-        assert!(x.cols.is_multiple_of(rope.head_dim), "rope: row length");
-        assert!(
-            rope.n_rot <= rope.head_dim && rope.n_rot.is_multiple_of(2),
-            "rope: rotated dims"
-        );
+        check_rope((x.rows, x.cols), positions, rope);
         let pairs = rope.n_rot / 2;
         let key = RopeKey {
             positions: positions.to_vec(),
@@ -575,15 +570,10 @@ impl Backend for GpuBackend {
     }
 
     fn glu(&self, gate: &GpuTensor, up: &GpuTensor, act: Activation, out: &mut GpuTensor) {
-        assert_eq!(
+        check_glu(
             (gate.rows, gate.cols),
             (up.rows, up.cols),
-            "glu: gate and up shapes"
-        );
-        assert_eq!(
             (out.rows, out.cols),
-            (up.rows, up.cols),
-            "glu: output shape"
         );
         let a = match act {
             Activation::Silu => 0,
