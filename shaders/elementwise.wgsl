@@ -212,3 +212,90 @@ fn argmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         C[row] = bitcast<f32>(select(best_i[0], 0u, best_i[0] == 0xffffffffu));
     }
 }
+
+var<workgroup> histogram: array<atomic<u32>, 256>;
+var<workgroup> picked: vec2<u32>;
+var<workgroup> found: atomic<u32>;
+
+// The order of the values as unsigned keys, NaN lowest (the host's `sample::rank_key`). NaN is
+// told by its bits: drivers may assume `v != v` is false.
+fn rank_key(v: f32) -> u32 {
+    let bits = bitcast<u32>(v);
+    if (bits & 0x7fffffffu) > 0x7f800000u {
+        return 0u;
+    }
+    return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+}
+
+// Every value of each row that ranks at or above the row's k-th largest (ties with it included),
+// so a sampling step reads back a few words per candidate instead of the vocabulary. One
+// workgroup per row: a radix select finds the k-th largest key a byte at a time (four passes
+// over the row, each counting the keys that match the bytes found so far into 256 buckets),
+// then a fifth pass writes out every value whose key is at least that one. Row r of C:
+// [count, then up to `cap` (index bits, value) pairs in no order]; a count over `cap` means
+// the pairs were cut short. p(0): rows, p(1): columns, p(2): k (1 to columns), p(3): cap.
+@compute @workgroup_size(256)
+fn top_k_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg);
+    if row >= p(0u) {
+        return;
+    }
+    let cols = p(1u);
+    let cap = p(3u);
+    let src = row * cols;
+    // The key's bytes found so far (under `mask`), and how many keys equal to the k-th largest
+    // (once all its bytes are known) are still to be taken.
+    var prefix = 0u;
+    var mask = 0u;
+    var need = p(2u);
+    for (var byte = 0u; byte < 4u; byte++) {
+        let shift = 24u - 8u * byte;
+        atomicStore(&histogram[lid], 0u);
+        workgroupBarrier();
+        for (var i = lid; i < cols; i += 256u) {
+            let key = rank_key(A[src + i]);
+            if (key & mask) == prefix {
+                atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+            }
+        }
+        workgroupBarrier();
+        if lid == 0u {
+            // The highest bucket at which the keys above it and in it reach `need`.
+            var above = 0u;
+            var b = 255u;
+            loop {
+                let n = atomicLoad(&histogram[b]);
+                if above + n >= need || b == 0u {
+                    break;
+                }
+                above += n;
+                b -= 1u;
+            }
+            picked = vec2<u32>(b, need - above);
+        }
+        let pick = workgroupUniformLoad(&picked);
+        prefix |= pick.x << shift;
+        mask |= 255u << shift;
+        need = pick.y;
+    }
+    if lid == 0u {
+        atomicStore(&found, 0u);
+    }
+    workgroupBarrier();
+    let dst = row * (1u + 2u * cap);
+    for (var i = lid; i < cols; i += 256u) {
+        let v = A[src + i];
+        if rank_key(v) >= prefix {
+            let j = atomicAdd(&found, 1u);
+            if j < cap {
+                C[dst + 1u + 2u * j] = bitcast<f32>(i);
+                C[dst + 2u + 2u * j] = v;
+            }
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        C[dst] = bitcast<f32>(atomicLoad(&found));
+    }
+}

@@ -45,6 +45,12 @@ pub struct BackendArgs {
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "NAME")]
     pub gpu_adapter: Option<String>,
+    /// Do not use the adapter's f16 shader arithmetic (for drivers that get it wrong).
+    #[arg(long)]
+    pub gpu_no_f16: bool,
+    /// Do not use the adapter's subgroup operations (for drivers that get them wrong).
+    #[arg(long)]
+    pub gpu_no_subgroups: bool,
 }
 
 /// What `hearth run` was asked to do.
@@ -79,10 +85,18 @@ impl BackendArgs {
     }
 
     pub fn gpu_options(&self) -> GpuOptions {
+        self.gpu_options_over(GpuOptions::default())
+    }
+
+    /// `base` with the GPU choices of these arguments.
+    fn gpu_options_over(&self, base: GpuOptions) -> GpuOptions {
+        let off = |no: bool| if no { Some(false) } else { None };
         GpuOptions {
             allow_software: self.gpu_allow_software,
             adapter: self.gpu_adapter.clone(),
-            ..GpuOptions::default()
+            f16: off(self.gpu_no_f16).or(base.f16),
+            subgroups: off(self.gpu_no_subgroups).or(base.subgroups),
+            ..base
         }
     }
 
@@ -94,11 +108,7 @@ impl BackendArgs {
 
     /// [`BackendArgs::choose`], with `extra`'s profiling and tuning options for the GPU.
     pub fn choose_with(&self, extra: GpuOptions) -> Result<Chosen> {
-        let gpu_options = || GpuOptions {
-            allow_software: self.gpu_allow_software,
-            adapter: self.gpu_adapter.clone(),
-            ..extra.clone()
-        };
+        let gpu_options = || self.gpu_options_over(extra.clone());
         let threads = self.threads()?;
         Ok(match self.backend {
             BackendKind::Auto => match GpuBackend::new(&gpu_options()) {

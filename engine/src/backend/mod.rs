@@ -311,4 +311,21 @@ pub trait Backend: Send + Sync {
             .map(crate::sample::argmax)
             .collect())
     }
+
+    /// For each row of `t`, every `(column, value)` that ranks at or above the row's `k`-th
+    /// largest value ([`crate::sample::top_k`]: ties with it included, NaN lowest), in no
+    /// particular order: what a top-k sampler needs instead of the whole vocabulary
+    /// ([`crate::sample::Logits::Top`]). A GPU backend selects them on the device and reads back
+    /// a few words per row. The default reads `t`.
+    fn top_k(&self, t: &Self::Tensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>, BackendError> {
+        let (rows, cols) = self.shape(t);
+        if cols == 0 {
+            return Ok(vec![Vec::new(); rows]);
+        }
+        Ok(self
+            .read(t)?
+            .chunks_exact(cols)
+            .map(|row| crate::sample::top_k(row, k))
+            .collect())
+    }
 }

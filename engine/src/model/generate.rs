@@ -4,14 +4,45 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
-use crate::sample::{Sampler, SamplerConfig};
+use crate::sample::{Logits, Sampler, SamplerConfig};
 
 use super::{KvCache, Model, ModelError};
 
-/// What the last forward gave: the picked token, or the logits to sample from.
+/// What the last forward gave: the picked token, or the logits to sample from (all of them, or
+/// only the largest where the sampler needs no more).
 enum Next {
     Id(u32),
-    Logits(Vec<f32>),
+    Full(Vec<f32>),
+    Top(Vec<(u32, f32)>),
+}
+
+/// How a step's logits leave the backend.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// Plain greedy: the backend's argmax (a GPU reads back one word).
+    Argmax,
+    /// The largest `n` logits and their ties (a GPU reads back a few words per candidate).
+    Top(usize),
+    /// Every logit.
+    Full,
+}
+
+impl Pick {
+    fn new(sampler: &SamplerConfig) -> Self {
+        if sampler.is_plain_greedy() {
+            Pick::Argmax
+        } else {
+            sampler.candidates_needed().map_or(Pick::Full, Pick::Top)
+        }
+    }
+
+    fn take<B: Backend>(self, b: &B, logits: &B::Tensor) -> Result<Next, ModelError> {
+        Ok(match self {
+            Pick::Argmax => Next::Id(b.argmax(logits)?[0]),
+            Pick::Top(n) => Next::Top(b.top_k(logits, n)?.swap_remove(0)),
+            Pick::Full => Next::Full(b.read(logits)?),
+        })
+    }
 }
 
 /// How to generate.
@@ -111,20 +142,16 @@ pub fn generate<B: Backend>(
     let mut sampler = Sampler::new(options.sampler.clone());
     // What the penalties look at: the prompt and everything generated after it.
     let mut history = prompt.to_vec();
-    // Plain greedy: the backend picks the token where the logits are (a GPU reads back one word).
-    let on_device = options.sampler.is_plain_greedy();
-    let mut next = if on_device {
-        Next::Id(model.prefill_argmax(kv, prompt)?)
-    } else {
-        Next::Logits(model.prefill(kv, prompt)?)
-    };
+    let pick = Pick::new(&options.sampler);
+    let mut next = pick.take(model.backend(), &model.prefill_logits(kv, prompt)?)?;
     let prompt_time = start.elapsed();
     let mut token_ids = Vec::new();
     let mut first_token_at = None;
     let finish = loop {
         let id = match &next {
             Next::Id(id) => *id,
-            Next::Logits(logits) => sampler.sample(logits, &history),
+            Next::Full(logits) => sampler.sample(logits, &history),
+            Next::Top(top) => sampler.sample(Logits::Top(top), &history),
         };
         first_token_at.get_or_insert_with(Instant::now);
         if options.stop_ids.contains(&id) {
@@ -142,11 +169,7 @@ pub fn generate<B: Backend>(
             break FinishReason::ContextFull;
         }
         let out = model.forward(kv, &[id], 0..1)?;
-        next = if on_device {
-            Next::Id(model.backend().argmax(&out)?[0])
-        } else {
-            Next::Logits(model.backend().read(&out)?)
-        };
+        next = pick.take(model.backend(), &out)?;
     };
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);

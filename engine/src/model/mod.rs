@@ -406,28 +406,30 @@ impl<B: Backend> Model<B> {
     }
 
     /// Runs `tokens` through the model in batches of at most [`MAX_BATCH`] and returns the logits
-    /// of the last token as host values.
-    pub fn prefill(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+    /// of the last token, where the backend computed them.
+    pub fn prefill_logits(
+        &self,
+        kv: &mut KvCache<B>,
+        tokens: &[u32],
+    ) -> Result<B::Tensor, ModelError> {
         let mut last = None;
         for chunk in tokens.chunks(MAX_BATCH) {
             let n = chunk.len();
             last = Some(self.forward(kv, chunk, n - 1..n)?);
         }
-        let logits = last.ok_or(ModelError::NoTokens)?;
+        last.ok_or(ModelError::NoTokens)
+    }
+
+    /// [`Model::prefill_logits`], read back to the host.
+    pub fn prefill(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let logits = self.prefill_logits(kv, tokens)?;
         Ok(self.backend.read(&logits)?)
     }
-}
 
-impl<B: Backend> Model<B> {
     /// [`Model::prefill`], returning the argmax of the last token's logits (computed by the
     /// backend) instead of the logits.
     pub fn prefill_argmax(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<u32, ModelError> {
-        let mut last = None;
-        for chunk in tokens.chunks(MAX_BATCH) {
-            let n = chunk.len();
-            last = Some(self.forward(kv, chunk, n - 1..n)?);
-        }
-        let logits = last.ok_or(ModelError::NoTokens)?;
+        let logits = self.prefill_logits(kv, tokens)?;
         Ok(self.backend.argmax(&logits)?[0])
     }
 }

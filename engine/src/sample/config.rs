@@ -64,6 +64,37 @@ impl SamplerConfig {
         self.is_greedy() && self.logit_bias.is_empty() && !self.has_penalties()
     }
 
+    /// How many of a row's largest logits sampling needs, when it needs only those: fed every
+    /// logit that ranks at or above the row's n-th largest ([`super::top_k`]), the sampler picks
+    /// exactly what it would from the whole row. `None` when it needs the whole row: top-k off,
+    /// or a bias or penalty that can raise a logit.
+    ///
+    /// Why the count suffices: a bias `<= 0` and penalties that only lower logits can push a
+    /// token down but never up, so the `top_k` best after them are among the `top_k` best before
+    /// them plus one per token they touch (each biased id, each token of the penalty window).
+    pub fn candidates_needed(&self) -> Option<usize> {
+        if self.logit_bias.iter().any(|&(_, b)| !(b <= 0.0)) {
+            return None;
+        }
+        let penalties = self.has_penalties();
+        if penalties
+            && !(self.repeat_penalty >= 1.0
+                && self.presence_penalty >= 0.0
+                && self.frequency_penalty >= 0.0)
+        {
+            return None;
+        }
+        let kept = if self.is_greedy() {
+            1
+        } else if self.top_k == 0 {
+            return None;
+        } else {
+            self.top_k
+        };
+        let touched = self.logit_bias.len() + if penalties { self.penalty_last_n } else { 0 };
+        kept.checked_add(touched)
+    }
+
     /// Whether any of the repetition penalties changes a logit.
     pub(super) fn has_penalties(&self) -> bool {
         self.penalty_last_n > 0

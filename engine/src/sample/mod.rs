@@ -11,6 +11,36 @@ mod tests;
 pub use config::SamplerConfig;
 pub use stop::{StopStep, StopStrings};
 
+/// A row of logits as the sampler gets it: every value, or only the largest ones.
+#[derive(Debug, Clone, Copy)]
+pub enum Logits<'a> {
+    /// One value per vocabulary entry.
+    Full(&'a [f32]),
+    /// `(token id, logit)` of every token ranking at or above the row's n-th largest logit, in
+    /// any order, for an n of at least [`SamplerConfig::candidates_needed`] ([`top_k`] picks
+    /// them; a GPU backend picks them on the device). Sampling from them gives exactly what
+    /// sampling from the whole row gives.
+    Top(&'a [(u32, f32)]),
+}
+
+impl<'a> From<&'a [f32]> for Logits<'a> {
+    fn from(values: &'a [f32]) -> Self {
+        Logits::Full(values)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for Logits<'a> {
+    fn from(values: &'a Vec<f32>) -> Self {
+        Logits::Full(values)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [f32; N]> for Logits<'a> {
+    fn from(values: &'a [f32; N]) -> Self {
+        Logits::Full(values)
+    }
+}
+
 /// What [`Sampler::verify_draft`] decided about a drafted token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -54,8 +84,8 @@ impl Sampler {
     /// The next token id for `logits` (one value per vocabulary entry). `history` is every token
     /// of the sequence so far, prompt included; the penalties look at its last
     /// `penalty_last_n` tokens.
-    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        self.compute(logits, history);
+    pub fn sample<'a>(&mut self, logits: impl Into<Logits<'a>>, history: &[u32]) -> u32 {
+        self.compute(logits.into(), history);
         if self.config.is_greedy() {
             return self.best();
         }
@@ -66,8 +96,12 @@ impl Sampler {
     /// probabilities that sum to 1, most likely first (ties: lowest id first). Greedy gives
     /// `[(argmax, 1.0)]`. Tokens with probability 0 (banned, or below `f64`'s range) are left out.
     /// If no token is left at all (every logit NaN or banned, or no logits), it is `[(0, 1.0)]`.
-    pub fn distribution(&mut self, logits: &[f32], history: &[u32]) -> &[(u32, f64)] {
-        self.compute(logits, history);
+    pub fn distribution<'a>(
+        &mut self,
+        logits: impl Into<Logits<'a>>,
+        history: &[u32],
+    ) -> &[(u32, f64)] {
+        self.compute(logits.into(), history);
         &self.dist
     }
 
@@ -76,8 +110,13 @@ impl Sampler {
     /// rejection draws the replacement from that distribution without `draft`, so the tokens
     /// that come out follow the same distribution as [`sample`](Self::sample)'s. Greedy accepts
     /// exactly when `draft` is the argmax and otherwise replaces it with the argmax.
-    pub fn verify_draft(&mut self, logits: &[f32], history: &[u32], draft: u32) -> Verdict {
-        self.compute(logits, history);
+    pub fn verify_draft<'a>(
+        &mut self,
+        logits: impl Into<Logits<'a>>,
+        history: &[u32],
+        draft: u32,
+    ) -> Verdict {
+        self.compute(logits.into(), history);
         if self.config.is_greedy() {
             let best = self.best();
             return if draft == best {
@@ -100,36 +139,49 @@ impl Sampler {
     }
 
     /// Fills `self.dist` with the final distribution for `logits`.
-    fn compute(&mut self, logits: &[f32], history: &[u32]) {
+    fn compute(&mut self, logits: Logits<'_>, history: &[u32]) {
         let c = &self.config;
         self.dist.clear();
-        let logits: &[f32] = if c.logit_bias.is_empty() && !c.has_penalties() {
-            logits
-        } else {
-            self.adjusted.clear();
-            self.adjusted.extend_from_slice(logits);
-            adjust_logits(&mut self.adjusted, history, c, &mut self.window);
-            &self.adjusted
-        };
-        if c.is_greedy() {
-            self.dist.push((argmax(logits), 1.0));
-            return;
-        }
-
-        // NaN and -inf (banned) tokens can never be drawn.
         self.candidates.clear();
-        self.candidates.extend(
-            logits
-                .iter()
-                .enumerate()
-                .filter(|&(_, &l)| l > f32::NEG_INFINITY)
-                .map(|(i, &l)| (i as u32, l)),
-        );
+        match logits {
+            Logits::Full(logits) => {
+                let logits: &[f32] = if c.logit_bias.is_empty() && !c.has_penalties() {
+                    logits
+                } else {
+                    self.adjusted.clear();
+                    self.adjusted.extend_from_slice(logits);
+                    adjust_logits(&mut self.adjusted, history, c, &mut self.window);
+                    &self.adjusted
+                };
+                if c.is_greedy() {
+                    self.dist.push((argmax(logits), 1.0));
+                    return;
+                }
+                // NaN and -inf (banned) tokens can never be drawn.
+                self.candidates.extend(
+                    logits
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &l)| l > f32::NEG_INFINITY)
+                        .map(|(i, &l)| (i as u32, l)),
+                );
+            }
+            Logits::Top(top) => {
+                self.candidates.extend_from_slice(top);
+                adjust_candidates(&mut self.candidates, history, c, &mut self.window);
+                self.candidates.retain(|&(_, l)| l > f32::NEG_INFINITY);
+                if c.is_greedy() {
+                    // `argmax`'s pick: the largest, the lowest id on ties, 0 when none is left.
+                    let best = self.candidates.iter().min_by(|a, b| by_logit(a, b));
+                    self.dist.push((best.map_or(0, |&(id, _)| id), 1.0));
+                    return;
+                }
+            }
+        }
         if self.candidates.is_empty() {
             self.dist.push((0, 1.0));
             return;
         }
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if c.top_k > 0 && c.top_k < self.candidates.len() {
             self.candidates
                 .select_nth_unstable_by(c.top_k - 1, by_logit);
@@ -232,6 +284,76 @@ fn adjust_logits(
         }
         *l -= run.len() as f32 * config.frequency_penalty + config.presence_penalty;
     }
+}
+
+/// [`adjust_logits`] for the `(id, logit)` pairs of [`Logits::Top`]: the same bias and
+/// penalties, each token's the same as in a whole row.
+fn adjust_candidates(
+    candidates: &mut [(u32, f32)],
+    history: &[u32],
+    config: &SamplerConfig,
+    window: &mut Vec<u32>,
+) {
+    for &(id, bias) in &config.logit_bias {
+        for (_, l) in candidates.iter_mut().filter(|(c, _)| *c == id) {
+            *l += bias;
+        }
+    }
+    if !config.has_penalties() {
+        return;
+    }
+    let start = history.len().saturating_sub(config.penalty_last_n);
+    window.clear();
+    window.extend_from_slice(&history[start..]);
+    window.sort_unstable();
+    for (id, l) in candidates.iter_mut() {
+        let first = window.partition_point(|&w| w < *id);
+        let count = window[first..].partition_point(|&w| w == *id);
+        if count == 0 {
+            continue;
+        }
+        if *l > 0.0 {
+            *l /= config.repeat_penalty;
+        } else {
+            *l *= config.repeat_penalty;
+        }
+        *l -= count as f32 * config.frequency_penalty + config.presence_penalty;
+    }
+}
+
+/// The sampler's order of candidates: larger logit first, then lower id.
+fn by_logit(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// A key whose unsigned order is the order of the values, NaN lowest: `f32::total_cmp` for
+/// numbers (so -0 ranks below +0), and every NaN below -inf. The GPU's top-k kernel ranks by the
+/// same key.
+pub fn rank_key(v: f32) -> u32 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        0
+    } else if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
+}
+
+/// Every `(index, value)` of `values` that ranks at or above its `k`-th largest by [`rank_key`]
+/// (so every value tied with the `k`-th is in), in no particular order; all of them when `k` is
+/// at least the length, none when it is 0. What [`Logits::Top`] holds.
+pub fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let all = values.iter().enumerate().map(|(i, &v)| (i as u32, v));
+    if k >= values.len() {
+        return all.collect();
+    }
+    let mut keys: Vec<u32> = values.iter().map(|&v| rank_key(v)).collect();
+    let (_, &mut floor, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    all.filter(|&(_, v)| rank_key(v) >= floor).collect()
 }
 
 /// Scales the probabilities of `dist` to sum to 1.

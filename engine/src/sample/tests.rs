@@ -447,3 +447,145 @@ fn log_softmax_normalizes() {
     assert!((total - 1.0).abs() < 1e-6);
     assert!((lp[2] - lp[1] - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn top_k_keeps_every_value_tied_with_the_kth_and_ranks_nan_lowest() {
+    let values = [
+        1.0,
+        f32::NAN,
+        3.0,
+        2.0,
+        3.0,
+        2.0,
+        f32::NEG_INFINITY,
+        -0.0,
+        0.0,
+    ];
+    let sorted = |mut v: Vec<(u32, f32)>| {
+        v.sort_by_key(|&(id, _)| id);
+        v.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+    };
+    assert_eq!(sorted(top_k(&values, 1)), [2, 4]);
+    assert_eq!(sorted(top_k(&values, 3)), [2, 3, 4, 5]);
+    assert_eq!(sorted(top_k(&values, 5)), [0, 2, 3, 4, 5]);
+    // +0 ranks above -0, and -inf above NaN.
+    assert_eq!(sorted(top_k(&values, 6)), [0, 2, 3, 4, 5, 8]);
+    assert_eq!(sorted(top_k(&values, 8)), [0, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(top_k(&values, 9).len(), 9);
+    assert_eq!(top_k(&values, 50).len(), 9);
+    assert!(top_k(&values, 0).is_empty());
+    let keys: Vec<u32> = [
+        f32::NAN,
+        f32::NEG_INFINITY,
+        -1.0,
+        -0.0,
+        0.0,
+        1e-30,
+        2.0,
+        f32::INFINITY,
+    ]
+    .map(rank_key)
+    .to_vec();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+}
+
+#[test]
+fn candidates_are_needed_only_where_nothing_can_raise_a_logit() {
+    let with = |f: fn(&mut SamplerConfig)| {
+        let mut c = SamplerConfig::default();
+        f(&mut c);
+        c.candidates_needed()
+    };
+    assert_eq!(with(|_| {}), Some(40)); // penalties are off by default
+    assert_eq!(SamplerConfig::greedy().candidates_needed(), Some(1));
+    assert_eq!(
+        with(|c| {
+            c.repeat_penalty = 1.1;
+            c.logit_bias = vec![(3, -2.0), (4, f32::NEG_INFINITY)];
+        }),
+        Some(40 + 64 + 2)
+    );
+    assert_eq!(with(|c| c.top_k = 0), None);
+    assert_eq!(
+        with(|c| {
+            c.top_k = 0;
+            c.temperature = 0.0;
+        }),
+        Some(1)
+    );
+    assert_eq!(with(|c| c.logit_bias = vec![(3, 0.5)]), None);
+    assert_eq!(with(|c| c.logit_bias = vec![(3, f32::NAN)]), None);
+    assert_eq!(with(|c| c.repeat_penalty = 0.9), None);
+    assert_eq!(with(|c| c.presence_penalty = -0.1), None);
+    assert_eq!(with(|c| c.frequency_penalty = -0.1), None);
+    // A negative penalty with an empty window changes nothing.
+    assert_eq!(
+        with(|c| {
+            c.frequency_penalty = -0.1;
+            c.penalty_last_n = 0;
+        }),
+        Some(40)
+    );
+}
+
+/// Sampling from [`Logits::Top`] with the candidates a config needs picks exactly what sampling
+/// from the whole row picks: the same distributions, the same draws and verdicts, step by step,
+/// over rows with many ties and with penalties and bans that reorder the top.
+#[test]
+fn the_top_candidates_sample_exactly_like_the_whole_row() {
+    let penalties = |c: SamplerConfig| SamplerConfig {
+        repeat_penalty: 1.5,
+        presence_penalty: 0.25,
+        frequency_penalty: 0.5,
+        penalty_last_n: 12,
+        ..c
+    };
+    let configs = [
+        SamplerConfig::default(),
+        SamplerConfig {
+            top_k: 3,
+            min_p: 0.0,
+            top_p: 1.0,
+            ..SamplerConfig::default()
+        },
+        penalties(SamplerConfig {
+            top_k: 5,
+            logit_bias: vec![(7, -0.5), (11, f32::NEG_INFINITY), (9999, -1.0)],
+            ..SamplerConfig::default()
+        }),
+        penalties(SamplerConfig::greedy()),
+        SamplerConfig {
+            top_k: 1000, // more than the vocabulary
+            temperature: 1.5,
+            ..SamplerConfig::default()
+        },
+        SamplerConfig {
+            logit_bias: (0..300).map(|id| (id, f32::NEG_INFINITY)).collect(),
+            ..SamplerConfig::default()
+        },
+    ];
+    for (c, config) in configs.iter().enumerate() {
+        let needed = config.candidates_needed().expect("a top-k config");
+        let mut full = Sampler::new(config.clone());
+        let mut top = Sampler::new(config.clone());
+        let mut history = vec![1, 2, 3];
+        for step in 0..150u32 {
+            // Much the same top from step to step, so the penalties keep pushing the tokens
+            // just drawn down past others; exact ties (tokens 101 apart) around the k-th value.
+            let logits: Vec<f32> = (0..300u32)
+                .map(|t| ((t * 37) % 101) as f32 * 0.0625 + ((t * 13 + step) % 5) as f32 * 0.5)
+                .collect();
+            let candidates = top_k(&logits, needed);
+            let want = full.distribution(&logits, &history).to_vec();
+            let got = top.distribution(Logits::Top(&candidates), &history);
+            assert_eq!(got, want, "config {c} step {step}");
+            let draft = step % 300;
+            let want = full.verify_draft(&logits, &history, draft);
+            let got = top.verify_draft(Logits::Top(&candidates), &history, draft);
+            assert_eq!(got, want, "config {c} step {step}");
+            let want = full.sample(&logits, &history);
+            assert_eq!(top.sample(Logits::Top(&candidates), &history), want);
+            history.push(want);
+        }
+    }
+}

@@ -24,12 +24,13 @@ mod spec;
 mod tests;
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::kv::{BlockManager, CacheCounters, SeqBlocks};
 use crate::model::{Batch, FinishReason, KvCache, KvPool, MAX_BATCH, Model, ModelError};
-use crate::sample::{Sampler, SamplerConfig, Verdict};
+use crate::sample::{Logits, Sampler, SamplerConfig, Verdict};
 
 pub use spec::Speculation;
 
@@ -527,14 +528,17 @@ impl<B: Backend> Scheduler<B> {
     /// One batched forward of `rows` (each sequence's tokens at its positions from `computed`
     /// on), returning the logits of every row (`all`) or else of the last row of each sequence
     /// whose tokens are then all computed (a finished prompt), in order.
-    fn forward_rows(&mut self, rows: &[Rows], all: bool) -> Result<Vec<f32>, ModelError> {
+    fn forward_rows(&mut self, rows: &[Rows], all: bool) -> Result<RowLogits, ModelError> {
         let mut tokens = Vec::new();
         let mut positions = Vec::new();
         let mut tables: Vec<&[u32]> = Vec::new();
         let mut logit_rows = Vec::new();
+        // The most candidates any sampled row needs, `None` once one needs the whole row.
+        let mut needed = Some(0);
         for r in rows {
             let seq = &self.running[r.seq];
             let start = seq.computed;
+            let wanted = logit_rows.len();
             for (p, &t) in (start..).zip(&r.tokens) {
                 if all {
                     logit_rows.push(tokens.len() as u32);
@@ -546,6 +550,10 @@ impl<B: Backend> Scheduler<B> {
             if !all && start + r.tokens.len() == seq.tokens.len() {
                 logit_rows.push(tokens.len() as u32 - 1);
             }
+            if logit_rows.len() > wanted {
+                let n = seq.sampler.config().candidates_needed();
+                needed = needed.zip(n).map(|(a, b)| a.max(b));
+            }
         }
         let logits = self.model.forward_batch(
             &mut self.pool,
@@ -556,26 +564,31 @@ impl<B: Backend> Scheduler<B> {
                 logits: &logit_rows,
             },
         )?;
+        let b = self.model.backend();
         if logit_rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RowLogits::Top(Vec::new()));
         }
-        Ok(self.model.backend().read(&logits)?)
+        Ok(match needed.filter(|&n| n <= MAX_CANDIDATES) {
+            Some(n) => RowLogits::Top(b.top_k(&logits, n)?),
+            None => RowLogits::Full {
+                values: b.read(&logits)?,
+                vocab: self.model.config().vocab_size,
+            },
+        })
     }
 
     /// One forward for every decoding sequence: its last token and its drafts.
     fn run_decode(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
         let logits = self.forward_rows(rows, true)?;
-        let vocab = self.model.config().vocab_size;
         let mut row = 0;
         let mut done = Vec::new();
         for r in rows {
             let n = r.tokens.len();
-            let seq_logits = &logits[row * vocab..(row + n) * vocab];
-            row += n;
             self.running[r.seq].computed += 1;
-            if let Some(end) = self.accept(r.seq, seq_logits, &r.tokens[1..]) {
+            if let Some(end) = self.accept(r.seq, &logits, row..row + n, &r.tokens[1..]) {
                 done.push((r.seq, end));
             }
+            row += n;
         }
         self.retire_indices(done);
         Ok(())
@@ -584,7 +597,6 @@ impl<B: Backend> Scheduler<B> {
     /// One forward for a chunk of prompt rows of one or more sequences.
     fn run_prefill(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
         let logits = self.forward_rows(rows, false)?;
-        let vocab = self.model.config().vocab_size;
         let mut row = 0;
         let mut done = Vec::new();
         for r in rows {
@@ -595,23 +607,27 @@ impl<B: Backend> Scheduler<B> {
                     .commit(&mut seq.blocks, &seq.tokens, seq.computed);
             }
             if seq.computed == seq.tokens.len() {
-                let l = &logits[row * vocab..(row + 1) * vocab];
-                row += 1;
                 // The prompt is in: its last row's logits give the next token.
-                if let Some(end) = self.accept(r.seq, l, &[]) {
+                if let Some(end) = self.accept(r.seq, &logits, row..row + 1, &[]) {
                     done.push((r.seq, end));
                 }
+                row += 1;
             }
         }
         self.retire_indices(done);
         Ok(())
     }
 
-    /// Chooses sequence `i`'s next tokens from `logits` (one row for the last computed token, then
-    /// one per draft): verifies the drafts in order and keeps the accepted ones and one more.
-    /// Returns why the sequence ends or must be cut, if it must.
-    fn accept(&mut self, i: usize, logits: &[f32], drafts: &[u32]) -> Option<Ending> {
-        let vocab = self.model.config().vocab_size;
+    /// Chooses sequence `i`'s next tokens from its `rows` of `logits` (one for the last computed
+    /// token, then one per draft): verifies the drafts in order and keeps the accepted ones and
+    /// one more. Returns why the sequence ends or must be cut, if it must.
+    fn accept(
+        &mut self,
+        i: usize,
+        logits: &RowLogits,
+        rows: Range<usize>,
+        drafts: &[u32],
+    ) -> Option<Ending> {
         let limit = self.limit(&self.running[i].params);
         let seq = &mut self.running[i];
         // `computed` counts the fed token; the drafts' positions are provisional.
@@ -620,7 +636,8 @@ impl<B: Backend> Scheduler<B> {
         // The sampler's history is the sequence so far plus the tokens chosen in this step
         // (appended for the loop, then taken off: they are pushed for real below).
         let base = seq.tokens.len();
-        for (j, row) in logits.chunks_exact(vocab).enumerate() {
+        for (j, r) in rows.enumerate() {
+            let row = logits.row(r);
             let history = &seq.tokens;
             let t = match drafts.get(j) {
                 Some(&d) => match seq.sampler.verify_draft(row, history, d) {
@@ -769,4 +786,25 @@ fn available_memory() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The most candidates a step reads back per row instead of the whole row (beyond it, top-k is
+/// large enough that the whole row costs little more).
+const MAX_CANDIDATES: usize = 1024;
+
+/// The logits of a forward's sampled rows, as they left the backend: the whole rows, or each row's
+/// largest values where every sampler in the batch needs no more
+/// ([`SamplerConfig::candidates_needed`]).
+enum RowLogits {
+    Full { values: Vec<f32>, vocab: usize },
+    Top(Vec<Vec<(u32, f32)>>),
+}
+
+impl RowLogits {
+    fn row(&self, r: usize) -> Logits<'_> {
+        match self {
+            RowLogits::Full { values, vocab } => Logits::Full(&values[r * vocab..(r + 1) * vocab]),
+            RowLogits::Top(rows) => Logits::Top(&rows[r]),
+        }
+    }
 }

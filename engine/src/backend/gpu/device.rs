@@ -25,6 +25,9 @@ pub struct GpuOptions {
     pub split_keys: Option<usize>,
     /// Subgroup operations: `None` uses them where the adapter has them, `Some(false)` never.
     pub subgroups: Option<bool>,
+    /// `shader-f16` (f16 tiles in the prompt matmul): `None` uses it where the adapter has it,
+    /// `Some(false)` never.
+    pub f16: Option<bool>,
     /// Time each submission's compute pass with timestamp queries, where the adapter has them
     /// (benchmarks: [`crate::backend::Backend::device_time`]).
     pub profile: bool,
@@ -229,11 +232,14 @@ pub(super) fn open(opts: &GpuOptions) -> Result<Opened, NoGpu> {
     let limits = adapter.limits();
     // Subgroups where the adapter has them and they are not turned off.
     info.subgroups &= opts.subgroups != Some(false);
-    let mut features = if info.subgroups {
-        wgpu::Features::SUBGROUP
-    } else {
-        wgpu::Features::empty()
-    };
+    info.f16 &= opts.f16 != Some(false);
+    let mut features = wgpu::Features::empty();
+    if info.subgroups {
+        features |= wgpu::Features::SUBGROUP;
+    }
+    if info.f16 {
+        features |= wgpu::Features::SHADER_F16;
+    }
     if opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
         features |= wgpu::Features::TIMESTAMP_QUERY;
     }

@@ -11,6 +11,7 @@ const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
 const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("../../../../shaders/matmul_subgroup.wgsl");
+const MATMUL_F16: &str = include_str!("../../../../shaders/matmul_f16.wgsl");
 const EMBED: &str = include_str!("../../../../shaders/embed.wgsl");
 const NORM: &str = include_str!("../../../../shaders/norm.wgsl");
 const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
@@ -42,6 +43,8 @@ pub enum Module {
     Matmul(&'static str),
     /// The matvec with subgroup sums (adapters with subgroup operations).
     MatmulSubgroup(&'static str),
+    /// The tiled matmul with f16 tiles (adapters with `shader-f16`).
+    MatmulF16(&'static str),
     Embed(&'static str),
     Norm,
     Rope,
@@ -73,6 +76,7 @@ impl Module {
             all.extend([
                 Module::Matmul(f),
                 Module::MatmulSubgroup(f),
+                Module::MatmulF16(f),
                 Module::Embed(f),
             ]);
         }
@@ -90,6 +94,8 @@ impl Module {
             Module::Matmul(f) => quantized(MATMUL, f),
             // (naga takes subgroup builtins without WGSL's `enable subgroups`, and rejects it.)
             Module::MatmulSubgroup(f) => format!("{}\n{MATMUL_SUBGROUP}", quantized(MATMUL, f)),
+            // (`enable` must come before every declaration.)
+            Module::MatmulF16(f) => format!("enable f16;\n{}\n{MATMUL_F16}", quantized(MATMUL, f)),
             Module::Embed(f) => quantized(EMBED, f),
             Module::Norm => format!("{COMMON}\n{NORM}"),
             Module::Rope => format!("{COMMON}\n{ROPE}"),
@@ -110,6 +116,7 @@ impl Module {
             Module::MatmulSubgroup(_) => {
                 &[("matmul_subgroup", &[(1, false), (2, false), (3, true)])]
             }
+            Module::MatmulF16(_) => &[("matmul_tiled_f16", &[(1, false), (2, false), (3, true)])],
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
             Module::Norm => &[("rms_norm", &[(1, false), (2, false), (3, true)])],
             Module::Rope => &[("rope", &[(1, true), (2, false)])],
@@ -143,6 +150,7 @@ impl Module {
                 ("round_q8_k", &[(1, true), (3, true)]),
                 ("round_f16_values", &[(1, true), (3, true)]),
                 ("argmax_rows", &[(1, true), (3, true)]),
+                ("top_k_rows", &[(1, true), (3, true)]),
             ],
         }
     }
@@ -233,6 +241,8 @@ pub(super) struct Quantized {
     pub matmul_tiled: Arc<Kernel>,
     /// `matmul` with subgroup sums, where the device has subgroups.
     pub matmul_subgroup: Option<Arc<Kernel>>,
+    /// `matmul_tiled` with f16 tiles, where the device has `shader-f16`.
+    pub matmul_tiled_f16: Option<Arc<Kernel>>,
     pub embed: Arc<Kernel>,
 }
 
@@ -256,14 +266,17 @@ pub(super) struct Kernels {
     pub round_q8_k: Arc<Kernel>,
     pub round_f16: Arc<Kernel>,
     pub argmax: Arc<Kernel>,
+    pub top_k: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
     subgroups: bool,
+    f16: bool,
 }
 
 impl Kernels {
-    /// The pipelines; `subgroups`: the device was opened with subgroup operations.
-    pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
+    /// The pipelines; `subgroups`, `f16`: the device was opened with subgroup operations, with
+    /// `shader-f16`.
+    pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Self {
         let one = |m: Module| compile(device, m).remove(0);
         let [kv_store, attend, attend_rows, attend_part, attend_merge]: [Arc<Kernel>; 5] =
             compile(device, Module::Attention)
@@ -280,9 +293,10 @@ impl Kernels {
             round_q8_k,
             round_f16,
             argmax,
-        ]: [Arc<Kernel>; 10] = compile(device, Module::Elementwise)
+            top_k,
+        ]: [Arc<Kernel>; 11] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has ten entry points");
+            .expect("elementwise has eleven entry points");
         Kernels {
             rms_norm: one(Module::Norm),
             rope: one(Module::Rope),
@@ -301,8 +315,10 @@ impl Kernels {
             round_q8_k,
             round_f16,
             argmax,
+            top_k,
             quantized: Mutex::new(HashMap::new()),
             subgroups,
+            f16,
         }
     }
 
@@ -322,6 +338,9 @@ impl Kernels {
                     matmul_subgroup: self
                         .subgroups
                         .then(|| compile(device, Module::MatmulSubgroup(f)).remove(0)),
+                    matmul_tiled_f16: self
+                        .f16
+                        .then(|| compile(device, Module::MatmulF16(f)).remove(0)),
                     embed: compile(device, Module::Embed(f)).remove(0),
                 }
             })

@@ -109,7 +109,12 @@ impl GpuBackend {
             let tiles = n.div_ceil(8);
             if n > TILED_MIN_ROWS && w.cols.is_multiple_of(32) {
                 let groups = part.rows.div_ceil(64) * n.div_ceil(32);
-                self.run(&w.kernels.matmul_tiled, binds, &params, groups);
+                let kernel = w
+                    .kernels
+                    .matmul_tiled_f16
+                    .as_ref()
+                    .unwrap_or(&w.kernels.matmul_tiled);
+                self.run(kernel, binds, &params, groups);
             } else if self.ctx.lane_matmul {
                 let groups = part.rows.div_ceil(64) * tiles;
                 self.run(&w.kernels.matmul_lane, binds, &params, groups);

@@ -170,7 +170,7 @@ impl GpuBackend {
     pub fn new(opts: &GpuOptions) -> Result<Self, BackendError> {
         let opened = device::open(opts)?;
         let lane_matmul = opts.lane_matmul.unwrap_or(opened.info.is_software());
-        let kernels = Kernels::new(&opened.device, opened.info.subgroups);
+        let kernels = Kernels::new(&opened.device, opened.info.subgroups, opened.info.f16);
         let stride = u64::from(opened.limits.min_uniform_buffer_offset_alignment);
         let limits = &opened.limits;
         // One word of slack for the kernels' unaligned reads.
@@ -308,7 +308,16 @@ impl Backend for GpuBackend {
     }
 
     fn describe(&self) -> String {
-        format!("gpu: {}", self.ctx.info)
+        let info = &self.ctx.info;
+        let used: Vec<&str> = [(info.f16, "f16"), (info.subgroups, "subgroups")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        if used.is_empty() {
+            format!("gpu: {info}")
+        } else {
+            format!("gpu: {info} with {}", used.join(", "))
+        }
     }
 
     fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<GpuWeight, BackendError> {
@@ -609,6 +618,37 @@ impl Backend for GpuBackend {
         let binds = vec![t.bind(), ids.bind()];
         self.run(&k.argmax, binds, &[u(t.rows), u(t.cols)], t.rows);
         Ok(self.read(&ids)?.into_iter().map(f32::to_bits).collect())
+    }
+
+    fn top_k(&self, t: &GpuTensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>, BackendError> {
+        let k = k.min(t.cols);
+        if k == 0 {
+            return Ok(vec![Vec::new(); t.rows]);
+        }
+        // Room for ties with the k-th value; a row with more is selected again on the host.
+        let cap = k + 64;
+        let stride = 1 + 2 * cap;
+        let out = self.tensor(t.rows, stride);
+        let binds = vec![t.bind(), out.bind()];
+        let params = [u(t.rows), u(t.cols), u(k), u(cap)];
+        self.run(&self.ctx.kernels.top_k, binds, &params, t.rows);
+        let words = self.read(&out)?;
+        let mut whole = None;
+        let mut rows = Vec::with_capacity(t.rows);
+        for (r, w) in words.chunks_exact(stride).enumerate() {
+            let found = w[0].to_bits() as usize;
+            if found > cap {
+                let all = match &mut whole {
+                    Some(all) => all,
+                    None => whole.insert(self.read(t)?),
+                };
+                rows.push(crate::sample::top_k(&all[r * t.cols..][..t.cols], k));
+                continue;
+            }
+            let pairs = w[1..1 + 2 * found].chunks_exact(2);
+            rows.push(pairs.map(|p| (p[0].to_bits(), p[1])).collect());
+        }
+        Ok(rows)
     }
 
     fn device_time(&self) -> Option<std::time::Duration> {

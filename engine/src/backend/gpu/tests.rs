@@ -89,6 +89,9 @@ fn every_shader_module_passes_naga_validation_and_declares_the_bindings_its_layo
         if matches!(module, Module::MatmulSubgroup(_)) {
             caps |= naga::valid::Capabilities::SUBGROUP;
         }
+        if matches!(module, Module::MatmulF16(_)) {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
@@ -138,22 +141,37 @@ fn picked_matrices(file: &GgufFile, max_rows: usize) -> Vec<TensorInfo> {
 
 #[test]
 fn matmuls_match_the_reference_on_real_tensors_of_every_type() {
-    // Decode kernels: a workgroup per row with and without subgroup sums, an invocation per row.
-    for (lane, subgroups) in [(false, None), (false, Some(false)), (true, None)] {
+    // Decode kernels: a workgroup per row with and without subgroup sums, an invocation per row;
+    // the prompt kernel with f16 tiles and with f32 ones.
+    let configs = [
+        (false, None, None),
+        (false, Some(false), Some(false)),
+        (true, None, None),
+    ];
+    for (lane, subgroups, f16) in configs {
         let Some(b) = gpu_with(GpuOptions {
             lane_matmul: Some(lane),
             subgroups,
+            f16,
             ..GpuOptions::default()
         }) else {
             return;
         };
         eprintln!(
-            "matmuls on {} (subgroups: {})",
+            "matmuls on {} (subgroups: {}, f16: {})",
             b.info(),
-            b.info().subgroups
+            b.info().subgroups,
+            b.info().f16
         );
         check_matmuls(&b);
     }
+}
+
+/// How close a matmul of `n` rows comes to the reference: as ggml's numerics, except that f16
+/// tiles (prompts, where the adapter has `shader-f16`) round activations and weights to 11 bits.
+fn matmul_tolerance(b: &GpuBackend, n: usize, cols: usize) -> f32 {
+    let tiled = n > super::TILED_MIN_ROWS && cols % 32 == 0;
+    if tiled && b.info().f16 { 1e-3 } else { 1e-5 }
 }
 
 fn check_matmuls(b: &GpuBackend) {
@@ -167,8 +185,10 @@ fn check_matmuls(b: &GpuBackend) {
             let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
             let want_w = reference.weight(&file, &info).unwrap();
             let w = b.weight(&file, &info).unwrap();
-            // Decode sizes (row kernels) and prompt sizes (the tiled kernel, with partial tiles).
+            // Decode sizes (row kernels) and prompt sizes (the tiled kernel, with partial tiles,
+            // whose f16 tiles round the activations and weights to 11 bits).
             for n in [1, 7, 19, 45] {
+                let tol = matmul_tolerance(b, n, cols);
                 let x = activations(&mut rng, n * cols);
                 let mut want = reference.tensor(n, rows);
                 reference.matmul(&host(n, cols, x.clone()), &want_w, &mut want);
@@ -176,7 +196,7 @@ fn check_matmuls(b: &GpuBackend) {
                 let mut got = b.tensor(n, rows);
                 b.matmul(&gx, &w, &mut got);
                 let label = format!("{} {} ({}) n={n}", file.label(), info.name, info.ty);
-                assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-5);
+                assert_close(&label, &b.read(&got).unwrap(), want.data(), tol);
                 let last = 2.min(n);
                 let mut tail = b.tensor(last, rows);
                 b.matmul_rows(&gx, n - last..n, &w, &mut tail);
@@ -227,7 +247,8 @@ fn a_weight_split_over_several_buffers_gives_the_same_products_and_embeddings() 
         reference.matmul(&host(n, cols, x.clone()), &rw, &mut want);
         let mut got = b.tensor(n, 1000);
         b.matmul(&b.tensor_from(n, cols, &x), &w, &mut got);
-        assert_close("split matmul", &b.read(&got).unwrap(), want.data(), 1e-5);
+        let tol = matmul_tolerance(&b, n, cols);
+        assert_close("split matmul", &b.read(&got).unwrap(), want.data(), tol);
     }
     let tokens = [0, 97, 98, 999, 500];
     let mut want = reference.tensor(5, cols);
@@ -498,4 +519,67 @@ fn a_long_prompt_with_large_heads_matches_the_reference() {
         &mut got,
     );
     assert_close("long prompt", &b.read(&got).unwrap(), want.data(), 3e-5);
+}
+
+/// The top-k selection for sampling against the host's, as sets: on real logits (SmolLM2's
+/// output layer over hidden-state-like rows), on a row as wide as Gemma's vocabulary, and on rows
+/// whose ties with the k-th value overflow the kernel's room (the host selects those again).
+#[test]
+fn top_k_selection_matches_the_host_on_real_logits_and_ties() {
+    let Some(b) = gpu() else { return };
+    let reference = ReferenceBackend::with_threads(2);
+    let mut rng = fastrand::Rng::with_seed(71);
+    let smol = &model_files()[0];
+    let embd = smol
+        .tensors()
+        .iter()
+        .find(|i| i.name == "token_embd.weight")
+        .unwrap()
+        .clone();
+    let vocab = embd.dims[1] as usize;
+    let rows = 3;
+    let mut logits = reference.tensor(rows, vocab);
+    reference.matmul(
+        &host(rows, 576, activations(&mut rng, rows * 576)),
+        &reference.weight(smol, &embd).unwrap(),
+        &mut logits,
+    );
+    let as_set = |mut v: Vec<(u32, f32)>| {
+        v.sort_by_key(|&(id, _)| id);
+        v.into_iter()
+            .map(|(i, v)| (i, v.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let check = |label: &str, cols: usize, values: &[f32], ks: &[usize]| {
+        let t = b.tensor_from(values.len() / cols, cols, values);
+        for &k in ks {
+            let got = b.top_k(&t, k).unwrap();
+            for (r, row) in values.chunks(cols).enumerate() {
+                let want = crate::sample::top_k(row, k);
+                assert!(want.len() >= k.min(cols), "{label} k={k}");
+                let (got, want) = (as_set(got[r].clone()), as_set(want));
+                let (n, m) = (got.len(), want.len());
+                assert!(
+                    got == want,
+                    "{label} row {r} k={k}: {n} vs {m} values differ"
+                );
+            }
+        }
+    };
+    check(
+        "logits",
+        vocab,
+        logits.data(),
+        &[1, 40, 104, 1024, vocab + 5],
+    );
+
+    // Gemma's vocabulary width, with exact ties in the top, -inf, NaN and a row of equal values.
+    let wide = 262_144;
+    let mut values: Vec<f32> = (0..2 * wide).map(|_| (rng.f32() * 64.0).round()).collect();
+    values[..1000].fill(f32::NEG_INFINITY);
+    values[1000..1100].fill(f32::NAN);
+    values[wide..].fill(0.5);
+    check("wide", wide, &values, &[1, 40]);
+    let small: Vec<f32> = [f32::NAN, f32::NEG_INFINITY, 2.0, -0.0, 0.0, 2.0, 1.0].to_vec();
+    check("edge", 7, &small, &[1, 2, 3, 4, 6, 7]);
 }
