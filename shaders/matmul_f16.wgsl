@@ -1,6 +1,6 @@
-// The tiled prompt matmul with its tiles in f16 (`shader-f16`), where the adapter has it: half the
-// workgroup memory and half the bytes per tile read, as llama.cpp's GPU backends hold prompt
-// activations in f16. Products and sums stay in f32, so nothing overflows or drifts over long
+// The tiled prompt matmul with its tiles in f16 (`shader-f16`), when asked for (`--gpu-f16`) and
+// the adapter has it: half the workgroup memory and half the bytes per tile read, as llama.cpp's
+// GPU backends hold prompt activations in f16 (at some cost in agreement with its CPU results). Products and sums stay in f32, so nothing overflows or drifts over long
 // rows; values beyond f16's range are clamped to it. Assembled after matmul.wgsl (same bindings,
 // parameters and tile shape) behind `enable f16;`.
 

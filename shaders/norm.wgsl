@@ -35,3 +35,39 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         Y[base + i] = X[base + i] * scale * G[i];
     }
 }
+
+// The residual stream R (the model's hidden state), read and written by `add_rms_norm`.
+@group(0) @binding(4) var<storage, read_write> R: array<f32>;
+
+// `R += X`, then `Y = rms_norm(R) * G`: a residual add fused with the norm after it, one dispatch
+// and one pass over the row instead of two. The sums are the unfused ops' (same order, same f32
+// operations). Each invocation reads back only the values it wrote. One workgroup per row;
+// p(0): values per row (the weight's length), p(1): rows, p(2): eps.
+@compute @workgroup_size(64)
+fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+    let n = p(0u);
+    let g = group_index(wid, nwg);
+    if g >= p(1u) {
+        return;
+    }
+    let base = g * n;
+    var s = 0.0;
+    for (var i = tid; i < n; i += 64u) {
+        let v = R[base + i] + X[base + i];
+        R[base + i] = v;
+        s += v * v;
+    }
+    sums[tid] = s;
+    workgroupBarrier();
+    for (var k = 32u; k > 0u; k >>= 1u) {
+        if tid < k {
+            sums[tid] += sums[tid + k];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(sums[0] / f32(n) + pf(2u));
+    for (var i = tid; i < n; i += 64u) {
+        Y[base + i] = R[base + i] * scale * G[i];
+    }
+}

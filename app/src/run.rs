@@ -45,9 +45,10 @@ pub struct BackendArgs {
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "NAME")]
     pub gpu_adapter: Option<String>,
-    /// Do not use the adapter's f16 shader arithmetic (for drivers that get it wrong).
+    /// Use the adapter's f16 shader arithmetic for prompts: f16 tiles in the prompt matmul (a
+    /// little further from llama.cpp's results).
     #[arg(long)]
-    pub gpu_no_f16: bool,
+    pub gpu_f16: bool,
     /// Do not use the adapter's subgroup operations (for drivers that get them wrong).
     #[arg(long)]
     pub gpu_no_subgroups: bool,
@@ -94,7 +95,7 @@ impl BackendArgs {
         GpuOptions {
             allow_software: self.gpu_allow_software,
             adapter: self.gpu_adapter.clone(),
-            f16: off(self.gpu_no_f16).or(base.f16),
+            f16: self.gpu_f16 || base.f16,
             subgroups: off(self.gpu_no_subgroups).or(base.subgroups),
             ..base
         }

@@ -25,7 +25,7 @@ use hearth_engine::backend::cpu::Level;
 use hearth_engine::backend::gpu::GpuOptions;
 use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, Numerics, ReferenceBackend};
 use hearth_engine::model::{GenerateOptions, Model, generate, perplexity};
-use hearth_engine::sample::{SamplerConfig, argmax, log_softmax};
+use hearth_engine::sample::{Sampler, SamplerConfig, argmax, log_softmax};
 use hearth_engine::source::{self, GEMMA3_270M_Q4_K_M, PublishedModel, SMOLLM2_135M_Q4_1};
 use hearth_engine::tokenizer::Tokenizer;
 use serde::Deserialize;
@@ -407,5 +407,91 @@ fn gemma3_perplexity_matches_llama_cpp_on_the_gpu() {
     let loaded = gemma3();
     if let Some(model) = on_gpu(loaded) {
         check_perplexity("Gemma 3 on the GPU", loaded, &model, 16.4292);
+    }
+}
+
+/// Sampling from the candidates the GPU selects (`generate` reads back each step's top values)
+/// gives the same tokens as sampling from the whole logits read back, step by step, with
+/// penalties that reorder the top.
+#[test]
+fn sampling_from_candidates_picked_on_the_gpu_matches_sampling_from_whole_rows() {
+    let loaded = smollm2();
+    let Some(model) = on_gpu(loaded) else { return };
+    let sampler = SamplerConfig {
+        repeat_penalty: 1.5,
+        frequency_penalty: 0.5,
+        temperature: 1.2,
+        seed: 7,
+        ..SamplerConfig::default()
+    };
+    let prompt = &loaded.reference.greedy[0].prompt_ids;
+    let steps = 24;
+    let options = GenerateOptions {
+        max_tokens: steps,
+        sampler: sampler.clone(),
+        stop_ids: Vec::new(),
+    };
+    let mut kv = model.kv_cache(prompt.len() + steps).unwrap();
+    let got = generate(&model, &mut kv, prompt, &options, |_| true).unwrap();
+
+    let mut kv = model.kv_cache(prompt.len() + steps).unwrap();
+    let mut whole = Sampler::new(sampler);
+    let mut history = prompt.clone();
+    let mut logits = model.prefill(&mut kv, prompt).unwrap();
+    let mut want = Vec::new();
+    for _ in 0..steps {
+        let id = whole.sample(&logits, &history);
+        want.push(id);
+        history.push(id);
+        let out = model.forward(&mut kv, &[id], 0..1).unwrap();
+        logits = model.backend().read(&out).unwrap();
+    }
+    assert_eq!(got.token_ids, want);
+    let distinct = want.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert!(distinct > steps / 3, "a varied sample: {want:?}");
+}
+
+/// Perplexity keeps each batch's logits within one GPU tensor: with tensors capped at 1 MiB
+/// (five of SmolLM2's 49,152-entry rows) it scores in batches of five, where a bigger tensor
+/// would fail, and still agrees with the uncapped run and the CPU. (Over 46 scored tokens the
+/// backends' rounding noise moves perplexity by 1-2%; a wrong row would move it far more.)
+#[test]
+fn perplexity_keeps_its_logits_within_one_gpu_tensor() {
+    let loaded = smollm2();
+    let Some(whole) = on_gpu(loaded) else { return };
+    let capped = GpuBackend::new(&GpuOptions {
+        allow_software: true,
+        max_tensor: Some(1 << 20),
+        ..GpuOptions::default()
+    })
+    .unwrap();
+    assert_eq!(capped.max_tensor_values(), 1 << 18);
+    let capped = Model::open(&loaded.path, capped).unwrap();
+    let text = std::fs::read_to_string(data_path("gpl-3.txt")).unwrap();
+    let tokens = loaded.tokenizer.encode(&text, true).unwrap();
+    let tokens = &tokens[..96];
+    let got = perplexity(&capped, tokens, 48, None, |_, _| {}).unwrap();
+    for (name, model) in [
+        ("uncapped GPU", &whole as &dyn Perplexed),
+        ("CPU", &loaded.model),
+    ] {
+        let want = model.ppl(tokens);
+        assert_eq!(
+            (got.chunks, got.scored_tokens),
+            (want.chunks, want.scored_tokens)
+        );
+        let rel = (got.ppl - want.ppl).abs() / want.ppl;
+        assert!(rel < 0.05, "capped GPU {} vs {name} {}", got.ppl, want.ppl);
+    }
+}
+
+/// Perplexity with chunks of 48 on any backend (for comparing backends in one loop).
+trait Perplexed {
+    fn ppl(&self, tokens: &[u32]) -> hearth_engine::model::Perplexity;
+}
+
+impl<B: Backend> Perplexed for Model<B> {
+    fn ppl(&self, tokens: &[u32]) -> hearth_engine::model::Perplexity {
+        perplexity(self, tokens, 48, None, |_, _| {}).unwrap()
     }
 }

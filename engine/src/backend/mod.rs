@@ -20,6 +20,8 @@ pub mod gpu;
 pub mod reference;
 
 #[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -210,6 +212,21 @@ pub trait Backend: Send + Sync {
     /// `out = x / sqrt(mean(x^2) + eps) * weight`.
     fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32, out: &mut Self::Tensor);
 
+    /// `x += y`, then `out = rms_norm(x) * weight` over whole rows: a residual add and the norm
+    /// after it, which a GPU does in one pass. The default runs [`Backend::add`] and
+    /// [`Backend::rms_norm`].
+    fn add_rms_norm(
+        &self,
+        x: &mut Self::Tensor,
+        y: &Self::Tensor,
+        weight: &Self::Weight,
+        eps: f32,
+        out: &mut Self::Tensor,
+    ) {
+        self.add(x, y);
+        self.rms_norm(x, weight, eps, out);
+    }
+
     /// `out[t][r] = sum_c x[t][c] * w[r][c]` for every token row `t` and weight row `r`.
     fn matmul(&self, x: &Self::Tensor, w: &Self::Weight, out: &mut Self::Tensor);
 
@@ -310,6 +327,12 @@ pub trait Backend: Send + Sync {
             .chunks_exact(cols)
             .map(crate::sample::argmax)
             .collect())
+    }
+
+    /// The most values one tensor may hold: a GPU binds a tensor whole, so one storage binding's
+    /// worth. Work that can be split (perplexity's scored rows) keeps under it.
+    fn max_tensor_values(&self) -> usize {
+        usize::MAX
     }
 
     /// For each row of `t`, every `(column, value)` that ranks at or above the row's `k`-th

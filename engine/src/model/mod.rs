@@ -323,16 +323,24 @@ impl<B: Backend> Model<B> {
         };
         let mut att = b.tensor(n, c.n_head * c.head_dim_v);
         let mut act = b.tensor(n, c.d_ff);
+        // Gemma's post-norms' output, added to the residual stream.
+        let mut post = if c.post_norms {
+            b.tensor(n, d)
+        } else {
+            b.tensor(0, 0)
+        };
 
         b.embed(&w.token_embd, tokens, &mut x);
         if let Some(s) = c.embed_scale {
             b.scale(&mut x, s);
         }
+        // Each block's residual add is fused with the norm after it (the next block's input
+        // norm), so `h` already holds a layer's normed input after the first.
+        b.rms_norm(&x, &w.layers[0].attn_norm, c.rms_eps, &mut h);
         for (il, (lw, layer_kv)) in w.layers.iter().zip(&mut kv.layers).enumerate() {
             let local = c.is_local(il);
 
             // Attention block.
-            b.rms_norm(&x, &lw.attn_norm, c.rms_eps, &mut h);
             b.matmul_many(&h, &[&lw.wq, &lw.wk, &lw.wv], &mut [&mut q, &mut k, &mut v]);
             for (t, bias) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
                 if let Some(bias) = bias {
@@ -368,27 +376,34 @@ impl<B: Backend> Model<B> {
             };
             b.attention(&q, &k, &v, layer_kv, &kv_rows, &attn, &mut att);
             b.matmul(&att, &lw.wo, &mut o);
-            residual(
-                b,
-                &mut x,
-                &mut o,
-                lw.post_attn_norm.as_ref(),
-                c.rms_eps,
-                &mut h,
-            );
+            let post_attn = lw.post_attn_norm.as_ref();
+            residual_norm(b, &mut x, &o, post_attn, c, &mut post, &lw.ffn_norm, &mut h);
 
             // Feed-forward block.
-            b.rms_norm(&x, &lw.ffn_norm, c.rms_eps, &mut h);
             b.gated_matmul(&h, &lw.gate, &lw.up, c.activation, &mut act);
             b.matmul(&act, &lw.down, &mut o);
-            residual(
-                b,
-                &mut x,
-                &mut o,
-                lw.post_ffn_norm.as_ref(),
-                c.rms_eps,
-                &mut h,
-            );
+            let post_ffn = lw.post_ffn_norm.as_ref();
+            match w.layers.get(il + 1) {
+                Some(next) => {
+                    residual_norm(
+                        b,
+                        &mut x,
+                        &o,
+                        post_ffn,
+                        c,
+                        &mut post,
+                        &next.attn_norm,
+                        &mut h,
+                    );
+                }
+                None => match post_ffn {
+                    Some(norm) => {
+                        b.rms_norm(&o, norm, c.rms_eps, &mut post);
+                        b.add(&mut x, &post);
+                    }
+                    None => b.add(&mut x, &o),
+                },
+            }
         }
 
         let rows = batch.logits.len();
@@ -434,20 +449,26 @@ impl<B: Backend> Model<B> {
     }
 }
 
-/// `x += post_norm(y)` (or `x += y` without a post-norm); `scratch` is clobbered.
-fn residual<B: Backend>(
+/// `x += post_norm(y)` (or `x += y` without a post-norm), then `out = rms_norm(x) * norm`: the
+/// residual add and the next block's input norm, fused where the backend can
+/// ([`Backend::add_rms_norm`]). `post` holds the post-norm's output.
+#[allow(clippy::too_many_arguments)]
+fn residual_norm<B: Backend>(
     b: &B,
     x: &mut B::Tensor,
-    y: &mut B::Tensor,
+    y: &B::Tensor,
     post_norm: Option<&B::Weight>,
-    eps: f32,
-    scratch: &mut B::Tensor,
+    c: &Config,
+    post: &mut B::Tensor,
+    norm: &B::Weight,
+    out: &mut B::Tensor,
 ) {
-    match post_norm {
-        Some(norm) => {
-            b.rms_norm(y, norm, eps, scratch);
-            b.add(x, scratch);
+    let y = match post_norm {
+        Some(p) => {
+            b.rms_norm(y, p, c.rms_eps, post);
+            &*post
         }
-        None => b.add(x, y),
-    }
+        None => y,
+    };
+    b.add_rms_norm(x, y, norm, c.rms_eps, out);
 }

@@ -47,6 +47,12 @@ pub fn perplexity<B: Backend>(
     let chunks = tokens.len() / n_ctx;
     let first = n_ctx / 2;
     let mut kv = model.kv_cache(n_ctx)?;
+    // Batches whose logits fit one backend tensor (Gemma's 262,144-entry rows reach a GPU's
+    // binding limit at a few hundred rows).
+    let vocab = model.config().vocab_size;
+    let step = MAX_BATCH
+        .min(model.backend().max_tensor_values() / vocab.max(1))
+        .max(1);
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     for (ci, chunk) in tokens.chunks_exact(n_ctx).take(chunks).enumerate() {
         let mut input = chunk.to_vec();
@@ -54,8 +60,8 @@ pub fn perplexity<B: Backend>(
             input[0] = bos;
         }
         kv.clear();
-        for (bi, batch) in input.chunks(MAX_BATCH).enumerate() {
-            let start = bi * MAX_BATCH;
+        for (bi, batch) in input.chunks(step).enumerate() {
+            let start = bi * step;
             // Scored rows: positions j in first..n_ctx-1, each predicting chunk[j + 1].
             let lo = first.max(start).min(start + batch.len());
             let hi = (n_ctx - 1).min(start + batch.len()).max(lo);
@@ -64,7 +70,6 @@ pub fn perplexity<B: Backend>(
                 continue;
             }
             let logits = model.backend().read(&out)?;
-            let vocab = model.config().vocab_size;
             for (j, row) in (lo..hi).zip(logits.chunks_exact(vocab)) {
                 let lp = log_prob(row, chunk[j + 1] as usize);
                 nll -= lp;

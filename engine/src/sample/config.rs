@@ -73,7 +73,7 @@ impl SamplerConfig {
     /// token down but never up, so the `top_k` best after them are among the `top_k` best before
     /// them plus one per token they touch (each biased id, each token of the penalty window).
     pub fn candidates_needed(&self) -> Option<usize> {
-        if self.logit_bias.iter().any(|&(_, b)| !(b <= 0.0)) {
+        if self.logit_bias.iter().any(|&(_, b)| b.is_nan() || b > 0.0) {
             return None;
         }
         let penalties = self.has_penalties();

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use super::{CpuBackend, Level};
+use crate::backend::test_support::{activations, assert_close, model_files, tensor};
 use crate::backend::{
     Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
 };
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
-use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
 
 /// Every (threads, level) combination the tests run.
 fn backends() -> Vec<CpuBackend> {
@@ -21,40 +21,6 @@ fn backends() -> Vec<CpuBackend> {
         }
     }
     out
-}
-
-/// Hidden-state-like activations: mostly small, a few large.
-fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v = rng.f32() * 2.0 - 1.0;
-            if rng.u8(..) < 4 { v * 30.0 } else { v }
-        })
-        .collect()
-}
-
-fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> RefTensor {
-    RefTensor::from_vec(rows, cols, data).unwrap()
-}
-
-fn model_files() -> Vec<Arc<GgufFile>> {
-    [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
-        .into_iter()
-        .map(|m| Arc::new(GgufFile::open(source::fetch(m).unwrap()).unwrap()))
-        .collect()
-}
-
-/// `|got - want|` relative to the output's scale (its largest magnitude).
-fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{label}: lengths");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / scale;
-        assert!(
-            err <= tol,
-            "{label}[{i}]: {g} vs {w} (normalized error {err:e})"
-        );
-    }
 }
 
 #[test]

@@ -118,7 +118,13 @@ impl Module {
             }
             Module::MatmulF16(_) => &[("matmul_tiled_f16", &[(1, false), (2, false), (3, true)])],
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
-            Module::Norm => &[("rms_norm", &[(1, false), (2, false), (3, true)])],
+            Module::Norm => &[
+                ("rms_norm", &[(1, false), (2, false), (3, true)]),
+                (
+                    "add_rms_norm",
+                    &[(4, true), (1, false), (2, false), (3, true)],
+                ),
+            ],
             Module::Rope => &[("rope", &[(1, true), (2, false)])],
             Module::Attention => &[
                 (
@@ -250,6 +256,7 @@ pub(super) struct Quantized {
 #[derive(Debug)]
 pub(super) struct Kernels {
     pub rms_norm: Arc<Kernel>,
+    pub add_rms_norm: Arc<Kernel>,
     pub rope: Arc<Kernel>,
     pub kv_store: Arc<Kernel>,
     pub attend: Arc<Kernel>,
@@ -278,6 +285,9 @@ impl Kernels {
     /// `shader-f16`.
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Self {
         let one = |m: Module| compile(device, m).remove(0);
+        let [rms_norm, add_rms_norm]: [Arc<Kernel>; 2] = compile(device, Module::Norm)
+            .try_into()
+            .expect("norm has two entry points");
         let [kv_store, attend, attend_rows, attend_part, attend_merge]: [Arc<Kernel>; 5] =
             compile(device, Module::Attention)
                 .try_into()
@@ -298,7 +308,8 @@ impl Kernels {
             .try_into()
             .expect("elementwise has eleven entry points");
         Kernels {
-            rms_norm: one(Module::Norm),
+            rms_norm,
+            add_rms_norm,
             rope: one(Module::Rope),
             kv_store,
             attend,

@@ -50,6 +50,8 @@ struct Ctx {
     limits: wgpu::Limits,
     /// Bytes of weight rows per buffer.
     max_part: u64,
+    /// Bytes of one activation tensor (bound whole: at most one storage binding).
+    max_tensor: u64,
     /// Matmuls with an invocation per weight row rather than a workgroup.
     lane_matmul: bool,
     /// Positions per span of split decode attention.
@@ -179,6 +181,10 @@ impl GpuBackend {
             .min(limits.max_buffer_size)
             .min(opts.max_binding.unwrap_or(u64::MAX))
             .saturating_sub(8);
+        let max_tensor = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(opts.max_tensor.unwrap_or(u64::MAX));
         let mut rec = Recorder::new(stride);
         if opened.timestamps {
             rec.timer = Some(record::Timer::new(&opened.device, &opened.queue));
@@ -193,6 +199,7 @@ impl GpuBackend {
                 info: opened.info,
                 limits: opened.limits,
                 max_part,
+                max_tensor,
                 lane_matmul,
                 split_keys: opts.split_keys.unwrap_or(256).max(1),
             }),
@@ -382,7 +389,18 @@ impl Backend for GpuBackend {
     }
 
     fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
-        let bytes = ((rows * cols * 4) as u64).next_power_of_two().max(256);
+        // Pooled by power-of-two size, except where that would pass the binding limit.
+        let exact = (rows * cols * 4) as u64;
+        assert!(
+            exact <= self.ctx.max_tensor,
+            "a {rows} x {cols} tensor needs {exact} bytes; one binding of {} holds {}",
+            self.ctx.info.name,
+            self.ctx.max_tensor
+        );
+        let mut bytes = exact.next_power_of_two().max(256);
+        if bytes > self.ctx.max_tensor {
+            bytes = exact.next_multiple_of(256);
+        }
         let reused = lock(&self.ctx.pool).get_mut(&bytes).and_then(Vec::pop);
         let t = GpuTensor {
             buf: Some(reused.clone().unwrap_or_else(|| {
@@ -478,6 +496,37 @@ impl Backend for GpuBackend {
             binds,
             &[u(n), u(groups), eps.to_bits()],
             groups,
+        );
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: &mut GpuTensor,
+        y: &GpuTensor,
+        weight: &GpuWeight,
+        eps: f32,
+        out: &mut GpuTensor,
+    ) {
+        let n = weight.rows * weight.cols;
+        assert_eq!(x.cols, n, "add_rms_norm: row length");
+        assert_eq!(
+            (y.rows, y.cols),
+            (x.rows, x.cols),
+            "add_rms_norm: addend shape"
+        );
+        assert_eq!(
+            (out.rows, out.cols),
+            (x.rows, x.cols),
+            "add_rms_norm: output shape"
+        );
+        let weight = Bind::Buf(weight.parts[0].buf.clone());
+        let binds = vec![x.bind(), y.bind(), weight, out.bind()];
+        let k = &self.ctx.kernels;
+        self.run(
+            &k.add_rms_norm,
+            binds,
+            &[u(n), u(x.rows), eps.to_bits()],
+            x.rows,
         );
     }
 
@@ -618,6 +667,10 @@ impl Backend for GpuBackend {
         let binds = vec![t.bind(), ids.bind()];
         self.run(&k.argmax, binds, &[u(t.rows), u(t.cols)], t.rows);
         Ok(self.read(&ids)?.into_iter().map(f32::to_bits).collect())
+    }
+
+    fn max_tensor_values(&self) -> usize {
+        usize::try_from(self.ctx.max_tensor / 4).unwrap_or(usize::MAX)
     }
 
     fn top_k(&self, t: &GpuTensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>, BackendError> {

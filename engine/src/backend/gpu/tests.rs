@@ -4,14 +4,10 @@
 //! Tests that need an adapter accept a software one (lavapipe in CI). Without any adapter they
 //! say so loudly and pass, except under `CI=true`, where a missing adapter fails.
 
-use std::sync::Arc;
-
 use super::{GpuBackend, GpuOptions, Module};
-use crate::backend::{
-    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
-};
+use crate::backend::test_support::{activations, assert_close, model_files, tensor as host};
+use crate::backend::{Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
 
 /// The GPU backend on any adapter, software included; `None` (loudly) without one outside CI.
 pub(crate) fn gpu_with(opts: GpuOptions) -> Option<GpuBackend> {
@@ -34,46 +30,6 @@ pub(crate) fn gpu_with(opts: GpuOptions) -> Option<GpuBackend> {
 
 fn gpu() -> Option<GpuBackend> {
     gpu_with(GpuOptions::default())
-}
-
-fn model_files() -> Vec<Arc<GgufFile>> {
-    [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
-        .into_iter()
-        .map(|m| Arc::new(GgufFile::open(source::fetch(m).unwrap()).unwrap()))
-        .collect()
-}
-
-/// Hidden-state-like activations: mostly small, a few large.
-fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v = rng.f32() * 2.0 - 1.0;
-            if rng.u8(..) < 4 { v * 30.0 } else { v }
-        })
-        .collect()
-}
-
-fn host(rows: usize, cols: usize, data: Vec<f32>) -> RefTensor {
-    RefTensor::from_vec(rows, cols, data).unwrap()
-}
-
-/// `|got - want|` relative to the output's largest magnitude, at most `tol` everywhere.
-fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{label}: lengths");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let (mut worst, mut at) = (0.0f32, 0);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / scale;
-        if err > worst || err.is_nan() {
-            (worst, at) = (err, i);
-        }
-    }
-    assert!(
-        worst <= tol,
-        "{label}[{at}]: {} vs {} (normalized error {worst:e} > {tol:e})",
-        got[at],
-        want[at]
-    );
 }
 
 #[test]
@@ -144,9 +100,9 @@ fn matmuls_match_the_reference_on_real_tensors_of_every_type() {
     // Decode kernels: a workgroup per row with and without subgroup sums, an invocation per row;
     // the prompt kernel with f16 tiles and with f32 ones.
     let configs = [
-        (false, None, None),
-        (false, Some(false), Some(false)),
-        (true, None, None),
+        (false, None, true),
+        (false, Some(false), false),
+        (true, None, false),
     ];
     for (lane, subgroups, f16) in configs {
         let Some(b) = gpu_with(GpuOptions {
@@ -170,7 +126,7 @@ fn matmuls_match_the_reference_on_real_tensors_of_every_type() {
 /// How close a matmul of `n` rows comes to the reference: as ggml's numerics, except that f16
 /// tiles (prompts, where the adapter has `shader-f16`) round activations and weights to 11 bits.
 fn matmul_tolerance(b: &GpuBackend, n: usize, cols: usize) -> f32 {
-    let tiled = n > super::TILED_MIN_ROWS && cols % 32 == 0;
+    let tiled = n > super::TILED_MIN_ROWS && cols.is_multiple_of(32);
     if tiled && b.info().f16 { 1e-3 } else { 1e-5 }
 }
 
@@ -315,6 +271,30 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
                 1e-6,
             );
         }
+        // The residual add fused with the norm after it: both the stream and the normed rows.
+        let info = find("blk.0.ffn_norm.weight");
+        let (stream, addend) = (
+            activations(&mut rng, n * 640),
+            activations(&mut rng, n * 640),
+        );
+        let mut want_x = host(n, 640, stream.clone());
+        let mut want = reference.tensor(n, 640);
+        let rw = reference.weight(gemma, &info).unwrap();
+        reference.add(&mut want_x, &host(n, 640, addend.clone()));
+        reference.rms_norm(&want_x, &rw, 1e-6, &mut want);
+        let mut got_x = b.tensor_from(n, 640, &stream);
+        let mut got = b.tensor(n, 640);
+        let gw = b.weight(gemma, &info).unwrap();
+        b.add_rms_norm(
+            &mut got_x,
+            &b.tensor_from(n, 640, &addend),
+            &gw,
+            1e-6,
+            &mut got,
+        );
+        let label = format!("add_rms_norm n={n}");
+        assert_close(&label, &b.read(&got_x).unwrap(), want_x.data(), 0.0);
+        assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-6);
         let positions: Vec<u32> = (0..n as u32).map(|p| p * 97 + 5).collect();
         for style in [RopeStyle::Normal, RopeStyle::Neox] {
             let rope = Rope {

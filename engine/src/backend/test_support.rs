@@ -1,0 +1,51 @@
+//! What the backend tests share: the test models, hidden-state-like inputs, and the comparison
+//! by normalized error.
+
+use std::sync::Arc;
+
+use crate::backend::reference::RefTensor;
+use crate::gguf::GgufFile;
+use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
+
+/// Both test models, fetched (and verified) on first use.
+pub(crate) fn model_files() -> Vec<Arc<GgufFile>> {
+    [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
+        .into_iter()
+        .map(|m| Arc::new(GgufFile::open(source::fetch(m).unwrap()).unwrap()))
+        .collect()
+}
+
+/// Hidden-state-like activations: mostly small, a few large.
+pub(crate) fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = rng.f32() * 2.0 - 1.0;
+            if rng.u8(..) < 4 { v * 30.0 } else { v }
+        })
+        .collect()
+}
+
+/// A reference-backend tensor holding `data`.
+pub(crate) fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> RefTensor {
+    RefTensor::from_vec(rows, cols, data).unwrap()
+}
+
+/// `|got - want|` relative to the output's scale (its largest magnitude), at most `tol`
+/// everywhere; a NaN fails. The message names the worst element.
+pub(crate) fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{label}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        if err > worst || err.is_nan() {
+            (worst, at) = (err, i);
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{label}[{at}]: {} vs {} (normalized error {worst:e} > {tol:e})",
+        got[at],
+        want[at]
+    );
+}
