@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod kv;
 pub mod model;
 pub mod quant;
+pub mod route;
 pub mod sample;
 pub mod sched;
 pub mod source;
