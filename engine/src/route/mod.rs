@@ -6,3 +6,4 @@
 //! the connection, and API keys that never reach logs or error messages.
 
 pub mod cloud;
+pub mod eval;
