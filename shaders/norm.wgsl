@@ -7,6 +7,20 @@
 
 var<workgroup> sums: array<f32, 64>;
 
+// `1 / sqrt(mean(x^2) + eps)` of a group of `n` values, from each invocation's sum of squares `s`
+// (a tree sum over the workgroup's 64). p(2): eps. Call from uniform control flow.
+fn norm_scale(tid: u32, s: f32, n: u32) -> f32 {
+    sums[tid] = s;
+    workgroupBarrier();
+    for (var k = 32u; k > 0u; k >>= 1u) {
+        if tid < k {
+            sums[tid] += sums[tid + k];
+        }
+        workgroupBarrier();
+    }
+    return inverseSqrt(sums[0] / f32(n) + pf(2u));
+}
+
 // One workgroup per group. p(0): values per group (the weight's length), p(1): groups, p(2): eps.
 @compute @workgroup_size(64)
 fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -22,15 +36,7 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let v = X[base + i];
         s += v * v;
     }
-    sums[tid] = s;
-    workgroupBarrier();
-    for (var k = 32u; k > 0u; k >>= 1u) {
-        if tid < k {
-            sums[tid] += sums[tid + k];
-        }
-        workgroupBarrier();
-    }
-    let scale = inverseSqrt(sums[0] / f32(n) + pf(2u));
+    let scale = norm_scale(tid, s, n);
     for (var i = tid; i < n; i += 64u) {
         Y[base + i] = X[base + i] * scale * G[i];
     }
@@ -58,15 +64,7 @@ fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         R[base + i] = v;
         s += v * v;
     }
-    sums[tid] = s;
-    workgroupBarrier();
-    for (var k = 32u; k > 0u; k >>= 1u) {
-        if tid < k {
-            sums[tid] += sums[tid + k];
-        }
-        workgroupBarrier();
-    }
-    let scale = inverseSqrt(sums[0] / f32(n) + pf(2u));
+    let scale = norm_scale(tid, s, n);
     for (var i = tid; i < n; i += 64u) {
         Y[base + i] = R[base + i] * scale * G[i];
     }

@@ -269,21 +269,30 @@ fn adjust_logits(
     if !config.has_penalties() {
         return;
     }
+    sorted_window(history, config, window);
+    for run in window.chunk_by(|a, b| a == b) {
+        if let Some(l) = run.first().and_then(|&id| logits.get_mut(id as usize)) {
+            penalize(l, run.len(), config);
+        }
+    }
+}
+
+/// The penalty window (the last `penalty_last_n` tokens of `history`), sorted, into `window`.
+fn sorted_window(history: &[u32], config: &SamplerConfig, window: &mut Vec<u32>) {
     let start = history.len().saturating_sub(config.penalty_last_n);
     window.clear();
     window.extend_from_slice(&history[start..]);
     window.sort_unstable();
-    for run in window.chunk_by(|a, b| a == b) {
-        let Some(l) = run.first().and_then(|&id| logits.get_mut(id as usize)) else {
-            continue;
-        };
-        if *l > 0.0 {
-            *l /= config.repeat_penalty;
-        } else {
-            *l *= config.repeat_penalty;
-        }
-        *l -= run.len() as f32 * config.frequency_penalty + config.presence_penalty;
+}
+
+/// The penalties on the logit of a token seen `count` (at least 1) times in the window.
+fn penalize(l: &mut f32, count: usize, config: &SamplerConfig) {
+    if *l > 0.0 {
+        *l /= config.repeat_penalty;
+    } else {
+        *l *= config.repeat_penalty;
     }
+    *l -= count as f32 * config.frequency_penalty + config.presence_penalty;
 }
 
 /// [`adjust_logits`] for the `(id, logit)` pairs of [`Logits::Top`]: the same bias and
@@ -302,22 +311,13 @@ fn adjust_candidates(
     if !config.has_penalties() {
         return;
     }
-    let start = history.len().saturating_sub(config.penalty_last_n);
-    window.clear();
-    window.extend_from_slice(&history[start..]);
-    window.sort_unstable();
+    sorted_window(history, config, window);
     for (id, l) in candidates.iter_mut() {
         let first = window.partition_point(|&w| w < *id);
         let count = window[first..].partition_point(|&w| w == *id);
-        if count == 0 {
-            continue;
+        if count > 0 {
+            penalize(l, count, config);
         }
-        if *l > 0.0 {
-            *l /= config.repeat_penalty;
-        } else {
-            *l *= config.repeat_penalty;
-        }
-        *l -= count as f32 * config.frequency_penalty + config.presence_penalty;
     }
 }
 

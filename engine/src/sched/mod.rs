@@ -18,6 +18,7 @@
 //! on whether a prompt was being processed beside it (the CPU kernels sum in a different order for
 //! large batches).
 
+mod logits;
 mod spec;
 
 #[cfg(test)]
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::kv::{BlockManager, CacheCounters, SeqBlocks};
 use crate::model::{Batch, FinishReason, KvCache, KvPool, MAX_BATCH, Model, ModelError};
-use crate::sample::{Logits, Sampler, SamplerConfig, Verdict};
+use crate::sample::{Sampler, SamplerConfig, Verdict};
+use logits::{MAX_CANDIDATES, RowLogits};
 
 pub use spec::Speculation;
 
@@ -786,25 +788,4 @@ fn available_memory() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// The most candidates a step reads back per row instead of the whole row (beyond it, top-k is
-/// large enough that the whole row costs little more).
-const MAX_CANDIDATES: usize = 1024;
-
-/// The logits of a forward's sampled rows, as they left the backend: the whole rows, or each row's
-/// largest values where every sampler in the batch needs no more
-/// ([`SamplerConfig::candidates_needed`]).
-enum RowLogits {
-    Full { values: Vec<f32>, vocab: usize },
-    Top(Vec<Vec<(u32, f32)>>),
-}
-
-impl RowLogits {
-    fn row(&self, r: usize) -> Logits<'_> {
-        match self {
-            RowLogits::Full { values, vocab } => Logits::Full(&values[r * vocab..(r + 1) * vocab]),
-            RowLogits::Top(rows) => Logits::Top(&rows[r]),
-        }
-    }
 }
