@@ -11,7 +11,9 @@ const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
 const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("../../../../shaders/matmul_subgroup.wgsl");
-const MATMUL_F16: &str = include_str!("../../../../shaders/matmul_f16.wgsl");
+const MATMUL_TILED: &str = include_str!("../../../../shaders/matmul_tiled.wgsl");
+const TILE_F32: &str = include_str!("../../../../shaders/tile_f32.wgsl");
+const TILE_F16: &str = include_str!("../../../../shaders/tile_f16.wgsl");
 const EMBED: &str = include_str!("../../../../shaders/embed.wgsl");
 const NORM: &str = include_str!("../../../../shaders/norm.wgsl");
 const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
@@ -91,11 +93,14 @@ impl Module {
             )
         };
         match self {
-            Module::Matmul(f) => quantized(MATMUL, f),
+            Module::Matmul(f) => format!("{}\n{TILE_F32}\n{MATMUL_TILED}", quantized(MATMUL, f)),
             // (naga takes subgroup builtins without WGSL's `enable subgroups`, and rejects it.)
             Module::MatmulSubgroup(f) => format!("{}\n{MATMUL_SUBGROUP}", quantized(MATMUL, f)),
             // (`enable` must come before every declaration.)
-            Module::MatmulF16(f) => format!("enable f16;\n{}\n{MATMUL_F16}", quantized(MATMUL, f)),
+            Module::MatmulF16(f) => format!(
+                "enable f16;\n{}\n{TILE_F16}\n{MATMUL_TILED}",
+                quantized(MATMUL, f)
+            ),
             Module::Embed(f) => quantized(EMBED, f),
             Module::Norm => format!("{COMMON}\n{NORM}"),
             Module::Rope => format!("{COMMON}\n{ROPE}"),
@@ -116,7 +121,7 @@ impl Module {
             Module::MatmulSubgroup(_) => {
                 &[("matmul_subgroup", &[(1, false), (2, false), (3, true)])]
             }
-            Module::MatmulF16(_) => &[("matmul_tiled_f16", &[(1, false), (2, false), (3, true)])],
+            Module::MatmulF16(_) => &[("matmul_tiled", &[(1, false), (2, false), (3, true)])],
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
             Module::Norm => &[
                 ("rms_norm", &[(1, false), (2, false), (3, true)]),
