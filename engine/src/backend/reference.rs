@@ -388,7 +388,7 @@ impl Backend for ReferenceBackend {
         out: &mut RefTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        check_attention(q, k, v, kv, rows, attn, out);
+        check_host_attention([q, k, v, out], kv, rows, attn);
         for (t, &p) in rows.positions.iter().enumerate() {
             let slot = rows.slot(t, p as usize);
             let (k_row, v_row) = (
@@ -479,38 +479,47 @@ impl Backend for ReferenceBackend {
     }
 }
 
-/// The shape checks of [`Backend::attention`] on host tensors (shared by the CPU backends).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn check_attention(
-    q: &RefTensor,
-    k: &RefTensor,
-    v: &RefTensor,
+/// [`check_attention`] on host tensors and cache.
+pub(crate) fn check_host_attention(
+    [q, k, v, out]: [&RefTensor; 4],
     kv: &RefKv,
     rows: &KvRows<'_>,
     attn: &Attention,
-    out: &RefTensor,
+) {
+    let shape = |t: &RefTensor| (t.rows, t.cols);
+    let cache = (kv.k_dim, kv.v_dim, kv.capacity);
+    check_attention(
+        [shape(q), shape(k), shape(v), shape(out)],
+        cache,
+        rows,
+        attn,
+    );
+}
+
+/// The shape checks of [`Backend::attention`] on `(rows, cols)` shapes and the cache's
+/// `(k_dim, v_dim, capacity)` (shared by every backend).
+pub(crate) fn check_attention(
+    [q, k, v, out]: [(usize, usize); 4],
+    (k_dim, v_dim, capacity): (usize, usize, usize),
+    rows: &KvRows<'_>,
+    attn: &Attention,
 ) {
     let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-    let (k_dim, v_dim) = (kv.k_dim, kv.v_dim);
-    rows.check(q.rows, kv.capacity);
-    assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
-    assert_eq!(k.cols, attn.n_kv_head * hk, "attention: key width");
-    assert_eq!(v.cols, attn.n_kv_head * hv, "attention: value width");
-    assert_eq!((k_dim, v_dim), (k.cols, v.cols), "attention: cache widths");
+    rows.check(q.0, capacity);
+    assert_eq!(q.1, attn.n_head * hk, "attention: query width");
+    assert_eq!(k.1, attn.n_kv_head * hk, "attention: key width");
+    assert_eq!(v.1, attn.n_kv_head * hv, "attention: value width");
+    assert_eq!((k_dim, v_dim), (k.1, v.1), "attention: cache widths");
     assert!(
         attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
         "attention: heads"
     );
     assert_eq!(
-        (k.rows, v.rows),
-        (q.rows, q.rows),
+        (k.0, v.0),
+        (q.0, q.0),
         "attention: one key and value per query"
     );
-    assert_eq!(
-        (out.rows, out.cols),
-        (q.rows, attn.n_head * hv),
-        "attention: output shape"
-    );
+    assert_eq!(out, (q.0, attn.n_head * hv), "attention: output shape");
 }
 
 /// `out[i] = x[rows[i]]` on host tensors.

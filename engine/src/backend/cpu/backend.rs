@@ -18,8 +18,8 @@ use super::packed::Packed;
 use super::pool::Pool;
 use super::vec;
 use crate::backend::reference::{
-    RefKv, RefTensor, RefWeight, activate, check_attention, check_glu, check_rope, gather_rows,
-    gelu_f16,
+    RefKv, RefTensor, RefWeight, activate, check_glu, check_host_attention, check_rope,
+    gather_rows, gelu_f16,
 };
 use crate::backend::{
     Activation, Attention, Backend, BackendError, KvRows, ReferenceBackend, Rope, RopeStyle,
@@ -440,7 +440,7 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        check_attention(q, k, v, kv, rows, attn, out);
+        check_host_attention([q, k, v, out], kv, rows, attn);
         for (t, &p) in rows.positions.iter().enumerate() {
             let slot = rows.slot(t, p as usize);
             vec::round_f16(

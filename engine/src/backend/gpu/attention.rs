@@ -2,6 +2,7 @@
 //! `shaders/attention.wgsl`): a workgroup per (row, head) for decode, split over the KV length and
 //! merged when the context is long; an invocation per (row, head) for prompts.
 
+use super::super::reference::check_attention;
 use super::super::{Attention, Backend, KvRows};
 use super::record::Bind;
 use super::{GpuBackend, GpuKv, GpuTensor, TILED_MIN_ROWS, u};
@@ -36,30 +37,16 @@ impl GpuBackend {
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
         let n = q.rows;
-        rows.check(n, kv.capacity);
+        let shape = |t: &GpuTensor| (t.rows, t.cols);
+        check_attention(
+            [shape(q), shape(k), shape(v), shape(out)],
+            (kv.k_dim, kv.v_dim, kv.capacity),
+            rows,
+            attn,
+        );
         assert!(
             hk <= MAX_HEAD && hv <= MAX_HEAD,
             "attention: heads beyond {MAX_HEAD}"
-        );
-        assert_eq!(q.cols, attn.n_head * hk, "attention: query width");
-        assert_eq!(
-            (k.cols, v.cols),
-            (kv.k_dim, kv.v_dim),
-            "attention: cache widths"
-        );
-        assert_eq!(
-            (k.rows, v.rows),
-            (n, n),
-            "attention: one key and value per query"
-        );
-        assert_eq!(
-            (out.rows, out.cols),
-            (n, attn.n_head * hv),
-            "attention: output shape"
-        );
-        assert!(
-            attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
-            "attention: heads"
         );
         // Row info (position, table offset) and the block tables, each table once per run of
         // rows that share it.
