@@ -4,8 +4,11 @@
 mod bench;
 mod commands;
 mod format;
+mod routed;
+mod router;
 mod run;
 mod scenario;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +113,8 @@ enum Cmd {
         json: bool,
         #[command(flatten)]
         backend: run::BackendArgs,
+        #[command(flatten)]
+        route: routed::RouteArgs,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity {
@@ -155,6 +160,39 @@ enum Cmd {
         #[arg(long, value_enum, conflicts_with = "kernels")]
         scenario: Option<scenario::Scenario>,
     },
+    /// Fit the router's probe for a model: answer the training questions locally, grade them,
+    /// and learn which prompts the model gets wrong from its hidden state; writes the probe.
+    FitRouter {
+        #[command(flatten)]
+        args: router::RouterArgs,
+        /// The training set (JSONL; default: the bundled router-train.jsonl).
+        #[arg(long)]
+        train: Option<PathBuf>,
+        /// Where to write the probe (JSON).
+        #[arg(long, short, default_value = "router-probe.json")]
+        output: PathBuf,
+    },
+    /// Measure the router on a graded set: AUROC of its signal for a wrong local answer, hybrid
+    /// accuracy against the cloud share, and the share of a perfect router's gain it captures.
+    EvalRouter {
+        #[command(flatten)]
+        args: router::RouterArgs,
+        /// The evaluation set (JSONL; default: the bundled router-eval.jsonl).
+        #[arg(long)]
+        set: Option<PathBuf>,
+        /// A probe from `hearth fit-router` (default: the one Hearth ships for the model).
+        #[arg(long)]
+        probe: Option<PathBuf>,
+        /// Write the accuracy curve as an SVG image.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Print JSON (keys include auroc and gain_share_at_30).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
+    /// /v1/models, /health).
+    Serve(serve::ServeArgs),
     /// Fetch a published model into the models directory and verify it (`--list` shows names).
     Fetch {
         /// Catalog name of the model.
@@ -180,6 +218,25 @@ fn main() -> ExitCode {
             text,
         }) => commands::tokenize(&model, &text, special),
         Some(Cmd::Fetch { name, list }) => commands::fetch(name.as_deref(), list),
+        Some(Cmd::Serve(args)) => serve::serve(args),
+        Some(Cmd::FitRouter {
+            args,
+            train,
+            output,
+        }) => router::fit(&args, train.as_deref(), &output),
+        Some(Cmd::EvalRouter {
+            args,
+            set,
+            probe,
+            plot,
+            json,
+        }) => router::evaluate(
+            &args,
+            set.as_deref(),
+            probe.as_deref(),
+            plot.as_deref(),
+            json,
+        ),
         Some(Cmd::Run {
             model,
             prompt,
@@ -196,6 +253,7 @@ fn main() -> ExitCode {
             seed,
             json,
             backend,
+            route,
         }) => run::run(&run::RunArgs {
             model,
             prompt,
@@ -215,6 +273,7 @@ fn main() -> ExitCode {
             },
             json,
             backend,
+            route,
         }),
         Some(Cmd::Bench {
             model,

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use hearth_engine::api::{
+    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, Event, ModelInfo,
+};
 use hearth_engine::backend::gpu::GpuOptions;
 use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
 use hearth_engine::model::{GenerateOptions, Model, ModelError, generate, perplexity};
@@ -67,6 +70,7 @@ pub struct RunArgs {
     pub sampler: SamplerConfig,
     pub json: bool,
     pub backend: BackendArgs,
+    pub route: crate::routed::RouteArgs,
 }
 
 /// The backend a command resolved to.
@@ -101,6 +105,22 @@ impl BackendArgs {
         }
     }
 
+    /// The engine settings these arguments choose (backend, GPU options, threads), with the
+    /// scheduler's defaults.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            backend: match self.backend {
+                BackendKind::Auto => EngineBackend::Auto,
+                BackendKind::Gpu => EngineBackend::Gpu,
+                BackendKind::Cpu => EngineBackend::Cpu,
+                BackendKind::Reference => EngineBackend::Reference,
+            },
+            gpu: self.gpu_options(),
+            threads: self.threads,
+            ..EngineConfig::default()
+        }
+    }
+
     /// Opens the chosen backend. With `auto`, a missing GPU falls back to the CPU and says why on
     /// stderr; with `gpu` it is an error.
     pub fn choose(&self) -> Result<Chosen> {
@@ -132,6 +152,24 @@ impl BackendArgs {
             BackendKind::Cpu => Chosen::Cpu(CpuBackend::with_threads(threads)),
             BackendKind::Reference => Chosen::Reference(ReferenceBackend::with_threads(threads)),
         })
+    }
+}
+
+/// Starts an engine thread with `config` and loads `model` (and a draft model) into it, waiting
+/// for the load to finish. A model that cannot be loaded is bad input (exit status 2).
+pub fn load_engine(
+    config: EngineConfig,
+    model: &Path,
+    draft: Option<&Path>,
+) -> Result<(EngineHandle, ModelInfo)> {
+    let handle = api::spawn(config)?;
+    let rx = handle.load(model, draft.map(PathBuf::from));
+    loop {
+        match rx.recv().context("the engine stopped while loading")? {
+            Event::Ready(info) => return Ok((handle, info)),
+            Event::Error { message, .. } => return Err(BadInput(message).into()),
+            _ => {}
+        }
     }
 }
 
@@ -199,6 +237,9 @@ fn prompt_tokens<B: Backend>(
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    if args.route.route != crate::routed::Route::Local {
+        return crate::routed::run(args, &args.route);
+    }
     with_backend!(args.backend, |backend| run_on(args, backend))
 }
 

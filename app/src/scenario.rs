@@ -9,23 +9,18 @@
 //! - `draft`: the model as its own draft model (a correctness check: identical greedy text,
 //!   acceptance rate).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
-use hearth_engine::api::{
-    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, Event, GenerateParams, Prompt,
-    Stats,
-};
+use anyhow::{Result, anyhow};
+use hearth_engine::api::{self, EngineConfig, EngineHandle, GenerateParams, Prompt, Stats};
 use hearth_engine::model::FinishReason;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::{ContextPolicy, SchedConfig, Speculation};
 use hearth_engine::tokenizer::ChatMessage;
 use serde_json::json;
 
-use crate::commands::BadInput;
-use crate::run::{BackendArgs, BackendKind};
-use hearth_engine::backend::gpu::GpuOptions;
+use crate::run::BackendArgs;
 
 /// The scenarios `--scenario` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,29 +47,13 @@ struct Figure {
 /// A public-domain-style passage long enough for the copy prompts (the GPL's preamble).
 const TEXT: &str = include_str!("../../engine/tests/data/gpl-3.txt");
 
-/// The engine's backend settings for a scenario.
-#[derive(Debug)]
-struct Setup {
-    kind: EngineBackend,
-    gpu: GpuOptions,
-}
-
 pub fn run(model: &Path, args: &BackendArgs, scenario: Scenario, json: bool) -> Result<()> {
-    let threads = args.threads;
-    let backend = &Setup {
-        kind: match args.backend {
-            BackendKind::Auto => EngineBackend::Auto,
-            BackendKind::Gpu => EngineBackend::Gpu,
-            BackendKind::Cpu => EngineBackend::Cpu,
-            BackendKind::Reference => EngineBackend::Reference,
-        },
-        gpu: args.gpu_options(),
-    };
+    let backend = &args.engine_config();
     let figures = match scenario {
-        Scenario::MultiTurn => multi_turn(model, backend, threads)?,
-        Scenario::Concurrent => concurrent(model, backend, threads)?,
-        Scenario::PromptLookup => prompt_lookup(model, backend, threads)?,
-        Scenario::Draft => draft(model, backend, threads)?,
+        Scenario::MultiTurn => multi_turn(model, backend)?,
+        Scenario::Concurrent => concurrent(model, backend)?,
+        Scenario::PromptLookup => prompt_lookup(model, backend)?,
+        Scenario::Draft => draft(model, backend)?,
     };
     let ratio = |f: &Figure| {
         if f.baseline > 0.0 {
@@ -118,26 +97,14 @@ pub fn run(model: &Path, args: &BackendArgs, scenario: Scenario, json: bool) -> 
 fn engine(
     model: &Path,
     draft: Option<&Path>,
-    backend: &Setup,
-    threads: Option<usize>,
+    backend: &EngineConfig,
     sched: SchedConfig,
 ) -> Result<EngineHandle> {
-    let handle = api::spawn(EngineConfig {
-        backend: backend.kind,
-        gpu: backend.gpu.clone(),
-        threads,
+    let config = EngineConfig {
         sched,
-    })?;
-    let rx = handle.load(model, draft.map(PathBuf::from));
-    loop {
-        match rx.recv().context("the engine stopped while loading")? {
-            Event::Ready(_) => return Ok(handle),
-            // A model that cannot be loaded is bad input (exit status 2), as for the other
-            // commands.
-            Event::Error { message, .. } => return Err(BadInput(message).into()),
-            _ => {}
-        }
-    }
+        ..backend.clone()
+    };
+    Ok(crate::run::load_engine(config, model, draft)?.0)
 }
 
 fn greedy(max_tokens: usize) -> GenerateParams {
@@ -207,19 +174,12 @@ fn chat_turns(e: &EngineHandle) -> Result<Vec<(Duration, usize, usize)>> {
     Ok(out)
 }
 
-fn multi_turn(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
-    let with = chat_turns(&engine(
-        model,
-        None,
-        backend,
-        threads,
-        SchedConfig::default(),
-    )?)?;
+fn multi_turn(model: &Path, backend: &EngineConfig) -> Result<Vec<Figure>> {
+    let with = chat_turns(&engine(model, None, backend, SchedConfig::default())?)?;
     let without = chat_turns(&engine(
         model,
         None,
         backend,
-        threads,
         SchedConfig {
             prefix_cache: false,
             ..SchedConfig::default()
@@ -241,8 +201,8 @@ fn multi_turn(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<V
     Ok(figures)
 }
 
-fn concurrent(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
-    let e = engine(model, None, backend, threads, SchedConfig::default())?;
+fn concurrent(model: &Path, backend: &EngineConfig) -> Result<Vec<Figure>> {
+    let e = engine(model, None, backend, SchedConfig::default())?;
     let params = GenerateParams {
         ignore_eos: true,
         ..greedy(128)
@@ -308,8 +268,8 @@ fn lookup_prompts() -> Vec<Prompt> {
     ]
 }
 
-fn prompt_lookup(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
-    let e = engine(model, None, backend, threads, SchedConfig::default())?;
+fn prompt_lookup(model: &Path, backend: &EngineConfig) -> Result<Vec<Figure>> {
+    let e = engine(model, None, backend, SchedConfig::default())?;
     let mut figures = Vec::new();
     for (i, prompt) in lookup_prompts().into_iter().enumerate() {
         // Warm the prefix cache so both runs decode only.
@@ -342,8 +302,8 @@ fn prompt_lookup(model: &Path, backend: &Setup, threads: Option<usize>) -> Resul
     Ok(figures)
 }
 
-fn draft(model: &Path, backend: &Setup, threads: Option<usize>) -> Result<Vec<Figure>> {
-    let e = engine(model, Some(model), backend, threads, SchedConfig::default())?;
+fn draft(model: &Path, backend: &EngineConfig) -> Result<Vec<Figure>> {
+    let e = engine(model, Some(model), backend, SchedConfig::default())?;
     let prompt = Prompt::Chat(vec![ChatMessage::user(QUESTIONS[3])]);
     let (plain_text, _, plain) = generate(&e, prompt.clone(), greedy(64))?;
     let (spec_text, _, spec) = generate(

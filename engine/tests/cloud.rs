@@ -46,7 +46,7 @@ type Handler = dyn Fn(usize, &Request, &mut TcpStream) + Send + Sync;
 
 /// A loopback HTTP/1.1 server: each connection gets one response from `handler` (called with the
 /// request's number), then the connection is closed.
-struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
 }
@@ -82,11 +82,11 @@ impl Server {
         Server { addr, requests }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
     }
 
@@ -119,7 +119,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
 
 /// How the response body is cut into separate writes.
 #[derive(Debug, Clone, Copy)]
-enum Split {
+pub(crate) enum Split {
     Whole,
     EveryByte,
     /// Between `\r` and `\n`, inside `data:` and `[DONE]`, after every UTF-8 lead byte.
@@ -191,7 +191,7 @@ const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n
 Cache-Control: no-cache\r\nConnection: close\r\n\r\n";
 
 /// Serves an `.sse` fixture (with its `.headers` file where there is one) to every request.
-fn sse_server(name: &str, split: Split) -> Server {
+pub(crate) fn sse_server(name: &str, split: Split) -> Server {
     let body = fixture(name);
     let headers_file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/cloud-sse")
@@ -207,14 +207,14 @@ fn json_head(status: &str, length: usize) -> String {
 }
 
 /// Answers every request with `status` and a JSON body.
-fn json_server(status: &'static str, body: String) -> Server {
+pub(crate) fn json_server(status: &'static str, body: String) -> Server {
     Server::start(move |_, _, s| {
         let head = json_head(status, body.len());
         write_body(s, head.as_bytes(), body.as_bytes(), Split::Whole);
     })
 }
 
-fn config(server: &Server) -> CloudConfig {
+pub(crate) fn config(server: &Server) -> CloudConfig {
     let mut config = CloudConfig::new(server.url(), "test-model");
     config.api_key = ApiKey::new(KEY);
     config.timeouts = Timeouts {

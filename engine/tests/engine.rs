@@ -4,5 +4,6 @@ mod api;
 mod cloud;
 mod gguf;
 mod inference;
+mod route;
 mod source;
 mod tokenizer;

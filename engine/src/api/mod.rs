@@ -14,15 +14,20 @@
 //! Between commands the engine thread runs [`crate::sched::Scheduler`] steps; it blocks on the
 //! command channel only when nothing is running.
 
+mod routing;
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::model::FinishReason;
+use crate::route::cloud::CloudClient;
+use crate::route::probe::Probe;
+pub use crate::route::{Route, RouteMode, Target};
 use crate::sample::SamplerConfig;
 use crate::sched::{ContextPolicy, SchedConfig, SeqStats, Speculation};
 use crate::tokenizer::ChatMessage;
@@ -57,6 +62,11 @@ pub struct EngineConfig {
     /// Compute threads (`None`: the backend's default).
     pub threads: Option<usize>,
     pub sched: SchedConfig,
+    /// The cloud endpoint for the `Cloud` and `Auto` routes (none: those routes answer locally
+    /// or fail, and nothing is sent anywhere).
+    pub cloud: Option<Arc<CloudClient>>,
+    /// The `Auto` route's probe (default: the one Hearth ships for the loaded model, if any).
+    pub probe: Option<Probe>,
 }
 
 /// What a request starts from.
@@ -83,6 +93,11 @@ pub struct GenerateParams {
     pub speculation: Speculation,
     /// Keep generating past the model's end-of-turn tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Send the prompt's final hidden state ([`Event::Hidden`]) before the first token (what
+    /// `hearth fit-router` and `eval-router` learn and score the router's probe on).
+    pub hidden_state: bool,
+    /// Where the answer may run.
+    pub route: RouteMode,
 }
 
 impl Default for GenerateParams {
@@ -95,6 +110,8 @@ impl Default for GenerateParams {
             max_context: None,
             speculation: Speculation::Off,
             ignore_eos: false,
+            hidden_state: false,
+            route: RouteMode::Local,
         }
     }
 }
@@ -133,6 +150,18 @@ pub enum Command {
     Stats {
         reply: Sender<Event>,
     },
+    /// Sets (or removes) the cloud endpoint for requests that start from now on.
+    SetCloud {
+        client: Option<Arc<CloudClient>>,
+    },
+    /// A routed request the cloud could not start, to be answered locally (sent by the engine's
+    /// own cloud threads).
+    #[doc(hidden)]
+    Fallback {
+        request: Request,
+        reply: Sender<Event>,
+        route: Route,
+    },
     Shutdown,
 }
 
@@ -162,6 +191,8 @@ pub struct ModelInfo {
     pub context_length: usize,
     pub vocab_size: usize,
     pub layers: usize,
+    /// The width of the hidden state.
+    pub d_model: usize,
     pub file_bytes: u64,
     /// KV cache: blocks, positions per block, bytes.
     pub kv_blocks: usize,
@@ -200,12 +231,20 @@ pub enum Event {
         id: RequestId,
         text: String,
     },
+    /// The final hidden state of the prompt's last token (asked by
+    /// [`GenerateParams::hidden_state`]).
+    Hidden {
+        id: RequestId,
+        values: Vec<f32>,
+    },
     Done {
         id: RequestId,
         finish: FinishReason,
         stats: Stats,
         /// The whole answer.
         text: String,
+        /// Where it ran and why.
+        route: Route,
     },
     Error {
         id: Option<RequestId>,
@@ -236,11 +275,12 @@ pub struct EngineHandle {
 pub fn spawn(config: EngineConfig) -> Result<EngineHandle, EngineError> {
     let (tx, rx) = unbounded();
     let (ready_tx, ready_rx) = unbounded();
+    let own = tx.clone();
     let thread = std::thread::Builder::new()
         .name("hearth-engine".into())
         .spawn(move || {
             let _ = ready_tx.send(());
-            worker::Engine::new(config).run(&rx);
+            worker::Engine::new(config, own).run(&rx);
         })?;
     ready_rx.recv().map_err(|_| EngineError::NotReady)?;
     Ok(EngineHandle {

@@ -11,26 +11,36 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, LoadPhase, ModelInfo, Prompt, Request,
-    RequestId, Stats,
+    RequestId, Route, Stats,
 };
 use crate::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
 use crate::gguf::GgufFile;
 use crate::model::{FinishReason, Model, ModelError};
+use crate::route::cloud::CancelToken;
+use crate::route::probe::Probe;
 use crate::sample::StopStrings;
 use crate::sched::{Output, SchedConfig, Scheduler, SeqParams};
 use crate::tokenizer::{ChatMessage, ChatTemplate, DecodeState, Tokenizer};
 
 /// What a loaded model needs besides its scheduler.
-struct Loaded {
+pub(super) struct Loaded {
     runner: Box<dyn Runner>,
-    tokenizer: Tokenizer,
-    template: Option<ChatTemplate>,
+    pub(super) tokenizer: Tokenizer,
+    pub(super) template: Option<ChatTemplate>,
     name: String,
+    /// The `Auto` route's probe for this model, if there is one.
+    pub(super) probe: Option<Probe>,
+    pub(super) context_length: usize,
 }
 
 /// A live request's streaming state.
 struct Live {
     reply: Sender<Event>,
+    route: Route,
+    /// An `Auto` request waiting for its probe's verdict (the request, to send to the cloud).
+    pub(super) pending: Option<Request>,
+    /// The caller asked for the hidden state too.
+    hidden_state: bool,
     decoder: Option<DecodeState>,
     stops: StopStrings,
     text: String,
@@ -113,6 +123,7 @@ impl<B: Backend> Runner for Scheduler<B> {
             context_length: c.context_length,
             vocab_size: c.vocab_size,
             layers: c.n_layer,
+            d_model: c.d_model,
             file_bytes: m.file().bytes().len() as u64,
             kv_blocks: blocks,
             kv_block_size: bs,
@@ -124,17 +135,23 @@ impl<B: Backend> Runner for Scheduler<B> {
 
 /// The engine thread's state.
 pub(super) struct Engine {
-    config: EngineConfig,
-    loaded: Option<Loaded>,
+    pub(super) config: EngineConfig,
+    pub(super) loaded: Option<Loaded>,
     live: HashMap<RequestId, Live>,
+    /// The engine's own command channel (cloud threads send fallbacks through it).
+    pub(super) own: Sender<Command>,
+    /// Requests answering from the cloud: cancel tokens, and whether they have ended.
+    pub(super) cloud_live: HashMap<RequestId, (CancelToken, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Engine {
-    pub(super) fn new(config: EngineConfig) -> Self {
+    pub(super) fn new(config: EngineConfig, own: Sender<Command>) -> Self {
         Engine {
             config,
             loaded: None,
             live: HashMap::new(),
+            own,
+            cloud_live: HashMap::new(),
         }
     }
 
@@ -191,12 +208,21 @@ impl Engine {
                 self.loaded = None;
                 let _ = reply.send(Event::Unloaded);
             }
-            Command::Generate { request, reply } => self.start(request, reply),
+            Command::Generate { request, reply } => self.route(request, reply),
             Command::Cancel { id } => {
                 if let Some(l) = &mut self.loaded {
                     l.runner.finish(id, FinishReason::Cancelled);
                 }
+                if let Some((token, _)) = self.cloud_live.remove(&id) {
+                    token.cancel();
+                }
             }
+            Command::SetCloud { client } => self.config.cloud = client,
+            Command::Fallback {
+                request,
+                reply,
+                route,
+            } => self.start_local(request, reply, route, false),
             Command::Stats { reply } => {
                 let stats = match &self.loaded {
                     Some(l) => EngineStats {
@@ -207,7 +233,10 @@ impl Engine {
                 };
                 let _ = reply.send(Event::Stats(stats));
             }
-            Command::Shutdown => return false,
+            Command::Shutdown => {
+                self.cancel_cloud();
+                return false;
+            }
         }
         true
     }
@@ -294,19 +323,29 @@ impl Engine {
             fallback,
             ..runner.info()
         };
+        let probe = super::routing::probe_for(&self.config, &info);
         Ok((
             Loaded {
                 runner,
                 tokenizer,
                 template,
                 name,
+                probe,
+                context_length: info.context_length,
             },
             info,
         ))
     }
 
-    /// Tokenizes a request and hands it to the scheduler.
-    fn start(&mut self, request: Request, reply: Sender<Event>) {
+    /// Tokenizes a request and hands it to the scheduler, to answer locally (`route`), or, with
+    /// `probe`, to wait at the end of prefill for the router's verdict.
+    pub(super) fn start_local(
+        &mut self,
+        request: Request,
+        reply: Sender<Event>,
+        route: Route,
+        probe: bool,
+    ) {
         let id = request.id;
         let fail = |message: String| {
             let _ = reply.send(Event::Error {
@@ -337,16 +376,22 @@ impl Engine {
             keep,
             max_context: p.max_context,
             speculation: p.speculation,
+            probe: p.hidden_state || probe,
         };
         if let Err(message) = l.runner.scheduler_submit(id, tokens, params) {
             return fail(message);
         }
+        let hidden_state = p.hidden_state;
+        let stops = StopStrings::new(&p.stop);
         self.live.insert(
             id,
             Live {
                 reply,
+                route,
+                pending: probe.then_some(request),
+                hidden_state,
                 decoder: Some(DecodeState::new(chat)),
-                stops: StopStrings::new(&p.stop),
+                stops,
                 text: String::new(),
                 stopped: false,
             },
@@ -378,6 +423,7 @@ impl Engine {
             match out {
                 Output::Token { seq, id: token } => self.token(seq, token),
                 Output::Done { seq, finish, stats } => self.done(seq, finish, stats),
+                Output::Hidden { seq, values } => self.hidden(seq, values),
             }
         }
     }
@@ -413,6 +459,39 @@ impl Engine {
         }
     }
 
+    fn hidden(&mut self, seq: RequestId, values: Vec<f32>) {
+        let Some(live) = self.live.get_mut(&seq) else {
+            return;
+        };
+        let pending = live.pending.take();
+        if live.hidden_state {
+            let _ = live.reply.send(Event::Hidden {
+                id: seq,
+                values: values.clone(),
+            });
+        }
+        if let Some(request) = pending {
+            self.decide(request, &values);
+        }
+    }
+
+    /// Ends a local request without a word to its caller (its answer goes elsewhere), returning
+    /// its reply channel and route.
+    pub(super) fn take_over(&mut self, id: RequestId) -> Option<(Sender<Event>, Route)> {
+        let live = self.live.remove(&id)?;
+        if let Some(l) = &mut self.loaded {
+            l.runner.finish(id, FinishReason::Cancelled);
+        }
+        Some((live.reply, live.route))
+    }
+
+    /// Sets the route an answering local request reports.
+    pub(super) fn set_route(&mut self, id: RequestId, route: Route) {
+        if let Some(live) = self.live.get_mut(&id) {
+            live.route = route;
+        }
+    }
+
     fn done(&mut self, seq: RequestId, finish: FinishReason, stats: Stats) {
         let (Some(l), Some(mut live)) = (&mut self.loaded, self.live.remove(&seq)) else {
             return;
@@ -445,6 +524,7 @@ impl Engine {
             finish,
             stats,
             text: live.text,
+            route: live.route,
         });
     }
 
@@ -509,7 +589,10 @@ fn open_scheduler<B: Backend + 'static>(
 
 /// A request's tokens, the leading tokens a middle cut keeps, and whether it is a chat (special
 /// tokens are then not shown).
-fn prompt_tokens(l: &Loaded, prompt: &Prompt) -> Result<(Vec<u32>, usize, bool), String> {
+pub(super) fn prompt_tokens(
+    l: &Loaded,
+    prompt: &Prompt,
+) -> Result<(Vec<u32>, usize, bool), String> {
     let tok = &l.tokenizer;
     let out = match prompt {
         Prompt::Tokens(ids) => (ids.clone(), 0, false),
@@ -585,7 +668,7 @@ mod tests {
     #[test]
     fn a_panic_inside_a_step_ends_its_requests_with_an_error_not_the_engine() {
         let file = Arc::new(GgufFile::open(source::fetch(&SMOLLM2_135M_Q4_1).unwrap()).unwrap());
-        let mut engine = Engine::new(EngineConfig::default());
+        let mut engine = Engine::new(EngineConfig::default(), crossbeam_channel::unbounded().0);
         engine.loaded = Some(Loaded {
             runner: Box::new(Panicky {
                 file: file.clone(),
@@ -594,15 +677,19 @@ mod tests {
             tokenizer: Tokenizer::from_gguf(&file).unwrap(),
             template: None,
             name: "panicky".into(),
+            probe: None,
+            context_length: 2048,
         });
         let (reply, rx) = crossbeam_channel::unbounded();
-        engine.start(
+        engine.start_local(
             Request {
                 id: 7,
                 prompt: Prompt::Text("hello".into()),
                 params: super::super::GenerateParams::default(),
             },
             reply,
+            Route::local("test"),
+            false,
         );
         engine.step();
         match rx.try_recv().unwrap() {

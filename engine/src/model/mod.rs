@@ -272,6 +272,19 @@ impl<B: Backend> Model<B> {
         kv: &mut KvPool<B>,
         batch: &Batch<'_>,
     ) -> Result<B::Tensor, ModelError> {
+        Ok(self.forward_batch_hidden(kv, batch, false)?.0)
+    }
+
+    /// [`Model::forward_batch`], also returning (with `hidden`) the hidden states the router's
+    /// probe reads, for the rows asked for (`batch.logits.len() x d_model` each): the residual
+    /// stream after each layer of [`Model::probe_layers`], then the final state after the output
+    /// norm.
+    pub fn forward_batch_hidden(
+        &self,
+        kv: &mut KvPool<B>,
+        batch: &Batch<'_>,
+        hidden: bool,
+    ) -> Result<(B::Tensor, Vec<B::Tensor>), ModelError> {
         let (b, c, w) = (&self.backend, &self.config, &self.weights);
         let tokens = batch.tokens;
         let n = tokens.len();
@@ -337,6 +350,12 @@ impl<B: Backend> Model<B> {
         // Each block's residual add is fused with the norm after it (the next block's input
         // norm), so `h` already holds a layer's normed input after the first.
         b.rms_norm(&x, &w.layers[0].attn_norm, c.rms_eps, &mut h);
+        let probe_layers = if hidden && !batch.logits.is_empty() {
+            self.probe_layers()
+        } else {
+            Vec::new()
+        };
+        let mut states = Vec::new();
         for (il, (lw, layer_kv)) in w.layers.iter().zip(&mut kv.layers).enumerate() {
             let local = c.is_local(il);
 
@@ -404,11 +423,16 @@ impl<B: Backend> Model<B> {
                     None => b.add(&mut x, &o),
                 },
             }
+            if probe_layers.contains(&il) {
+                let mut rows = b.tensor(batch.logits.len(), d);
+                b.gather(&x, batch.logits, &mut rows);
+                states.push(rows);
+            }
         }
 
         let rows = batch.logits.len();
         if rows == 0 {
-            return Ok(b.tensor(0, c.vocab_size));
+            return Ok((b.tensor(0, c.vocab_size), states));
         }
         let mut picked = b.tensor(rows, d);
         b.gather(&x, batch.logits, &mut picked);
@@ -417,7 +441,21 @@ impl<B: Backend> Model<B> {
         let mut logits = b.tensor(rows, c.vocab_size);
         let output = w.output.as_ref().unwrap_or(&w.token_embd);
         b.matmul(&normed, output, &mut logits);
-        Ok(logits)
+        if hidden {
+            states.push(normed);
+        }
+        Ok((logits, states))
+    }
+
+    /// The layers whose residual stream the router's probe reads (besides the final state).
+    pub fn probe_layers(&self) -> Vec<usize> {
+        let n = self.config.n_layer;
+        vec![n / 3, n / 2, 2 * n / 3]
+    }
+
+    /// The width of the hidden state [`Model::forward_batch_hidden`] reports per row.
+    pub fn probe_width(&self) -> usize {
+        (self.probe_layers().len() + 1) * self.config.d_model
     }
 
     /// Runs `tokens` through the model in batches of at most [`MAX_BATCH`] and returns the logits

@@ -67,6 +67,9 @@ pub struct SeqParams {
     /// A context smaller than the model's (positions).
     pub max_context: Option<usize>,
     pub speculation: Speculation,
+    /// Report the final hidden state of the prompt's last token ([`Output::Hidden`]), once,
+    /// before the first token: what the router's probe scores.
+    pub probe: bool,
 }
 
 impl Default for SeqParams {
@@ -79,6 +82,7 @@ impl Default for SeqParams {
             keep: 0,
             max_context: None,
             speculation: Speculation::Off,
+            probe: false,
         }
     }
 }
@@ -131,6 +135,9 @@ impl SeqStats {
 pub enum Output {
     /// A generated token.
     Token { seq: SeqId, id: u32 },
+    /// The final hidden state (after the output norm) of the prompt's last token, for a
+    /// sequence submitted with [`SeqParams::probe`]; comes before its first token.
+    Hidden { seq: SeqId, values: Vec<f32> },
     /// The sequence ended; its blocks are released.
     Done {
         seq: SeqId,
@@ -190,6 +197,8 @@ struct Seq<B: Backend> {
     spec_misses: u32,
     /// Admitted once already (a preempted sequence keeps its first reuse figure).
     admitted_before: bool,
+    /// Its [`Output::Hidden`] was reported.
+    probed: bool,
 }
 
 /// Many sequences on one model. See the module docs.
@@ -336,6 +345,7 @@ impl<B: Backend> Scheduler<B> {
             spec_pause: 0,
             spec_misses: 0,
             admitted_before: false,
+            probed: false,
         });
         Ok(())
     }
@@ -381,12 +391,15 @@ impl<B: Backend> Scheduler<B> {
     pub fn step(&mut self) -> Result<Vec<Output>, ModelError> {
         self.admit();
         let plan = self.plan()?;
+        // The plan's rows index `running`: sequences that end are retired after both passes.
+        let mut done = Vec::new();
         if !plan.decode.is_empty() {
-            self.run_decode(&plan.decode)?;
+            done.extend(self.run_decode(&plan.decode)?);
         }
         if !plan.prefill.is_empty() {
-            self.run_prefill(&plan.prefill)?;
+            done.extend(self.run_prefill(&plan.prefill)?);
         }
+        self.retire_indices(done);
         Ok(std::mem::take(&mut self.outputs))
     }
 
@@ -535,6 +548,8 @@ impl<B: Backend> Scheduler<B> {
         let mut positions = Vec::new();
         let mut tables: Vec<&[u32]> = Vec::new();
         let mut logit_rows = Vec::new();
+        // (index among the logit rows, sequence index) of prompts whose hidden state is asked.
+        let mut probes = Vec::new();
         // The most candidates any sampled row needs, `None` once one needs the whole row.
         let mut needed = Some(0);
         for r in rows {
@@ -552,12 +567,19 @@ impl<B: Backend> Scheduler<B> {
             if !all && start + r.tokens.len() == seq.tokens.len() {
                 logit_rows.push(tokens.len() as u32 - 1);
             }
+            // The first hidden state of a probed sequence is its last prompt token's: the last
+            // row of a prefill that ends the prompt, or the first row of its first decode (when
+            // the cache held all but that token).
+            if seq.params.probe && !seq.probed && logit_rows.len() > wanted {
+                let row = if all { wanted } else { logit_rows.len() - 1 };
+                probes.push((row, r.seq));
+            }
             if logit_rows.len() > wanted {
                 let n = seq.sampler.config().candidates_needed();
                 needed = needed.zip(n).map(|(a, b)| a.max(b));
             }
         }
-        let logits = self.model.forward_batch(
+        let (logits, hidden) = self.model.forward_batch_hidden(
             &mut self.pool,
             &Batch {
                 tokens: &tokens,
@@ -565,8 +587,29 @@ impl<B: Backend> Scheduler<B> {
                 tables: &tables,
                 logits: &logit_rows,
             },
+            !probes.is_empty(),
         )?;
         let b = self.model.backend();
+        if !probes.is_empty() {
+            let d = self.model.config().d_model;
+            let states = hidden
+                .iter()
+                .map(|t| b.read(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (row, i) in probes {
+                let seq = &mut self.running[i];
+                seq.probed = true;
+                let values = states
+                    .iter()
+                    .flat_map(|v| &v[row * d..(row + 1) * d])
+                    .copied()
+                    .collect();
+                self.outputs.push(Output::Hidden {
+                    seq: seq.id,
+                    values,
+                });
+            }
+        }
         if logit_rows.is_empty() {
             return Ok(RowLogits::Top(Vec::new()));
         }
@@ -579,8 +622,9 @@ impl<B: Backend> Scheduler<B> {
         })
     }
 
-    /// One forward for every decoding sequence: its last token and its drafts.
-    fn run_decode(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+    /// One forward for every decoding sequence: its last token and its drafts. Returns the
+    /// sequences that end (by index), for the caller to retire.
+    fn run_decode(&mut self, rows: &[Rows]) -> Result<Vec<(usize, Ending)>, ModelError> {
         let logits = self.forward_rows(rows, true)?;
         let mut row = 0;
         let mut done = Vec::new();
@@ -592,12 +636,12 @@ impl<B: Backend> Scheduler<B> {
             }
             row += n;
         }
-        self.retire_indices(done);
-        Ok(())
+        Ok(done)
     }
 
-    /// One forward for a chunk of prompt rows of one or more sequences.
-    fn run_prefill(&mut self, rows: &[Rows]) -> Result<(), ModelError> {
+    /// One forward for a chunk of prompt rows of one or more sequences (the sequences that end
+    /// are returned, as by [`Scheduler::run_decode`]).
+    fn run_prefill(&mut self, rows: &[Rows]) -> Result<Vec<(usize, Ending)>, ModelError> {
         let logits = self.forward_rows(rows, false)?;
         let mut row = 0;
         let mut done = Vec::new();
@@ -616,8 +660,7 @@ impl<B: Backend> Scheduler<B> {
                 row += 1;
             }
         }
-        self.retire_indices(done);
-        Ok(())
+        Ok(done)
     }
 
     /// Chooses sequence `i`'s next tokens from its `rows` of `logits` (one for the last computed

@@ -57,6 +57,7 @@ fn drain(s: &mut Scheduler<CpuBackend>) -> (HashMap<SeqId, Run>, usize) {
                         },
                     );
                 }
+                Output::Hidden { .. } => {}
             }
         }
     }
@@ -106,6 +107,104 @@ fn eight_concurrent_greedy_requests_equal_the_same_requests_run_alone() {
         assert_eq!(t.finish, FinishReason::Length);
         assert_eq!(t.tokens.len(), 24);
     }
+}
+
+#[test]
+fn sequences_ending_while_others_start_keep_every_sequence_its_own_rows() {
+    // Three at a time, with lengths that end some sequences in the same steps that admit and
+    // prefill others (a step whose decode retires a sequence must not shift the prefill's rows).
+    let config = SchedConfig {
+        max_running: 3,
+        prefix_cache: false,
+        ..SchedConfig::default()
+    };
+    let mut s = scheduler(config);
+    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| encode(&s, p)).collect();
+    let lengths = [3, 17, 5, 9, 2, 11, 4, 7];
+    let mut alone = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        s.submit(i as u64, p.clone(), greedy(lengths[i])).unwrap();
+        alone.push(drain(&mut s).0.remove(&(i as u64)).unwrap());
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        s.submit(100 + i as u64, p.clone(), greedy(lengths[i]))
+            .unwrap();
+    }
+    let (together, most) = drain(&mut s);
+    assert_eq!(most, 3);
+    for (i, a) in alone.iter().enumerate() {
+        let t = &together[&(100 + i as u64)];
+        assert_eq!(t.tokens, a.tokens, "prompt {i}");
+        assert_eq!(t.tokens.len(), lengths[i]);
+    }
+}
+
+#[test]
+fn a_probed_sequence_reports_its_prompts_final_hidden_state_once_before_its_first_token() {
+    let mut s = scheduler(SchedConfig::default());
+    let prompt = encode(&s, PROMPTS[1]);
+    // The model's own final hidden state (after the output norm) of the prompt's last token.
+    let m = s.model();
+    let n = prompt.len();
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let mut pool = m.kv_pool(8, 16).unwrap();
+    let table: Vec<u32> = (0..8).collect();
+    let tables = vec![table.as_slice(); n];
+    let (_, hidden) = m
+        .forward_batch_hidden(
+            &mut pool,
+            &crate::model::Batch {
+                tokens: &prompt,
+                positions: &positions,
+                tables: &tables,
+                logits: &[n as u32 - 1],
+            },
+            true,
+        )
+        .unwrap();
+    // The residual stream after each probed layer, then the final normed state.
+    let want: Vec<f32> = hidden
+        .iter()
+        .flat_map(|t| m.backend().read(t).unwrap())
+        .collect();
+    assert_eq!(want.len(), m.probe_width());
+    assert_eq!(hidden.len(), m.probe_layers().len() + 1);
+    let params = SeqParams {
+        probe: true,
+        ..greedy(4)
+    };
+    s.submit(1, prompt.clone(), params).unwrap();
+    // A second sequence without the probe reports nothing.
+    s.submit(2, prompt, greedy(4)).unwrap();
+    let mut seen = Vec::new();
+    while !s.is_idle() {
+        seen.extend(s.step().unwrap());
+    }
+    let hidden: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Output::Hidden { seq, values } => Some((i, *seq, values.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hidden.len(), 1, "one hidden state, for the probed sequence");
+    let (at, seq, values) = &hidden[0];
+    assert_eq!(*seq, 1);
+    let first_token = seen
+        .iter()
+        .position(|o| matches!(o, Output::Token { seq: 1, .. }))
+        .unwrap();
+    assert!(
+        *at < first_token,
+        "the hidden state comes before the first token"
+    );
+    let err = values
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-3, "max difference {err}");
 }
 
 #[test]
