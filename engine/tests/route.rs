@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(120);
 /// A probe for SmolLM2 whose risk is 0.5 for every prompt (zero weights), so `threshold` alone
 /// decides: below 0.5 everything goes to the cloud, above it nothing does.
 fn probe(info: &api::ModelInfo, threshold: f64) -> Probe {
-    let width = 4 * info.d_model;
+    let width = info.d_model;
     Probe {
         model: ProbeModel {
             name: info.name.clone(),

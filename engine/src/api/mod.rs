@@ -93,7 +93,7 @@ pub struct GenerateParams {
     pub speculation: Speculation,
     /// Keep generating past the model's end-of-turn tokens (benchmarks).
     pub ignore_eos: bool,
-    /// Send the prompt's final hidden state ([`Event::Hidden`]) before the first token (what
+    /// Send the hidden state the router reads at the prompt's last token ([`Event::Hidden`]) before the first token (what
     /// `hearth fit-router` and `eval-router` learn and score the router's probe on).
     pub hidden_state: bool,
     /// Where the answer may run.
@@ -231,7 +231,7 @@ pub enum Event {
         id: RequestId,
         text: String,
     },
-    /// The final hidden state of the prompt's last token (asked by
+    /// The hidden state the router reads at the prompt's last token (asked by
     /// [`GenerateParams::hidden_state`]).
     Hidden {
         id: RequestId,

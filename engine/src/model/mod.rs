@@ -277,8 +277,7 @@ impl<B: Backend> Model<B> {
 
     /// [`Model::forward_batch`], also returning (with `hidden`) the hidden states the router's
     /// probe reads, for the rows asked for (`batch.logits.len() x d_model` each): the residual
-    /// stream after each layer of [`Model::probe_layers`], then the final state after the output
-    /// norm.
+    /// stream after each layer of [`Model::probe_layers`].
     pub fn forward_batch_hidden(
         &self,
         kv: &mut KvPool<B>,
@@ -441,21 +440,20 @@ impl<B: Backend> Model<B> {
         let mut logits = b.tensor(rows, c.vocab_size);
         let output = w.output.as_ref().unwrap_or(&w.token_embd);
         b.matmul(&normed, output, &mut logits);
-        if hidden {
-            states.push(normed);
-        }
         Ok((logits, states))
     }
 
-    /// The layers whose residual stream the router's probe reads (besides the final state).
+    /// The layers whose residual stream the router's probe reads: the middle one. (Fitted on
+    /// SmolLM2's training questions, the middle layer's state predicted wrong answers better
+    /// than the final one, a third or two thirds in, or all four together: cross-validated
+    /// AUROC 0.713 against 0.705, 0.700, 0.706 and 0.706.)
     pub fn probe_layers(&self) -> Vec<usize> {
-        let n = self.config.n_layer;
-        vec![n / 3, n / 2, 2 * n / 3]
+        vec![self.config.n_layer / 2]
     }
 
     /// The width of the hidden state [`Model::forward_batch_hidden`] reports per row.
     pub fn probe_width(&self) -> usize {
-        (self.probe_layers().len() + 1) * self.config.d_model
+        self.probe_layers().len() * self.config.d_model
     }
 
     /// Runs `tokens` through the model in batches of at most [`MAX_BATCH`] and returns the logits

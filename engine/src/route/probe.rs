@@ -1,4 +1,5 @@
-//! The router's learned signal: a logistic probe on the local model's final hidden state at the
+//! The router's learned signal: a logistic probe on the local model's hidden state (the residual
+//! stream at its middle layer, [`crate::model::Model::probe_layers`]) at the
 //! prompt's last token (which prefill computes anyway), giving the probability that the local
 //! answer will be wrong. It costs one dot product per question and is known before the first
 //! token, so an unsure question goes to the cloud without a wasted local draft.
@@ -40,7 +41,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// The probability that the local answer is wrong, from the prompt's final hidden state.
+    /// The probability that the local answer is wrong, from the prompt's hidden state.
     pub fn risk(&self, hidden: &[f32]) -> f64 {
         assert_eq!(hidden.len(), self.weights.len(), "probe: hidden width");
         let z: f64 = self
@@ -105,7 +106,7 @@ pub struct Training<'a> {
 }
 
 /// The L2 strengths cross-validation chooses from.
-pub const L2_GRID: [f64; 7] = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0];
+pub const L2_GRID: [f64; 9] = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 0.3, 1.0, 3.0];
 
 /// Folds of the cross-validation.
 pub const FOLDS: usize = 5;

@@ -67,7 +67,7 @@ pub struct SeqParams {
     /// A context smaller than the model's (positions).
     pub max_context: Option<usize>,
     pub speculation: Speculation,
-    /// Report the final hidden state of the prompt's last token ([`Output::Hidden`]), once,
+    /// Report the hidden state the router reads at the prompt's last token ([`Output::Hidden`]), once,
     /// before the first token: what the router's probe scores.
     pub probe: bool,
 }
@@ -135,7 +135,7 @@ impl SeqStats {
 pub enum Output {
     /// A generated token.
     Token { seq: SeqId, id: u32 },
-    /// The final hidden state (after the output norm) of the prompt's last token, for a
+    /// The hidden state the router reads ([`Model::probe_layers`]) at the prompt's last token, for a
     /// sequence submitted with [`SeqParams::probe`]; comes before its first token.
     Hidden { seq: SeqId, values: Vec<f32> },
     /// The sequence ended; its blocks are released.

@@ -143,7 +143,7 @@ fn sequences_ending_while_others_start_keep_every_sequence_its_own_rows() {
 fn a_probed_sequence_reports_its_prompts_final_hidden_state_once_before_its_first_token() {
     let mut s = scheduler(SchedConfig::default());
     let prompt = encode(&s, PROMPTS[1]);
-    // The model's own final hidden state (after the output norm) of the prompt's last token.
+    // The model's own hidden states of the prompt's last token.
     let m = s.model();
     let n = prompt.len();
     let positions: Vec<u32> = (0..n as u32).collect();
@@ -162,13 +162,13 @@ fn a_probed_sequence_reports_its_prompts_final_hidden_state_once_before_its_firs
             true,
         )
         .unwrap();
-    // The residual stream after each probed layer, then the final normed state.
+    // The residual stream after each probed layer.
     let want: Vec<f32> = hidden
         .iter()
         .flat_map(|t| m.backend().read(t).unwrap())
         .collect();
     assert_eq!(want.len(), m.probe_width());
-    assert_eq!(hidden.len(), m.probe_layers().len() + 1);
+    assert_eq!(hidden.len(), m.probe_layers().len());
     let params = SeqParams {
         probe: true,
         ..greedy(4)
