@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 use hearth_engine::api::{self, EngineHandle, Event, GenerateParams, ModelInfo, Prompt};
 use hearth_engine::route::eval::{self, EvalItem};
-use hearth_engine::route::probe::{self, Probe, ProbeModel, Training};
+use hearth_engine::route::probe::{self, Probe, Training};
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::ContextPolicy;
 use hearth_engine::tokenizer::ChatMessage;
@@ -87,17 +87,6 @@ fn check_share(share: f64) -> Result<()> {
 
 fn start_engine(args: &RouterArgs) -> Result<(EngineHandle, ModelInfo)> {
     crate::run::load_engine(args.backend.engine_config(), &args.model, None)
-}
-
-/// The probe's key for a loaded model.
-pub fn probe_model(info: &ModelInfo) -> ProbeModel {
-    ProbeModel {
-        name: info.name.clone(),
-        architecture: info.architecture.clone(),
-        d_model: info.d_model,
-        layers: info.layers,
-        vocab: info.vocab_size,
-    }
 }
 
 /// Runs every question through the local model (all queued at once: the engine batches them),
@@ -196,7 +185,7 @@ pub fn fit(args: &RouterArgs, train: Option<&Path>, out: &Path) -> Result<()> {
         .into());
     }
     let hidden: Vec<Vec<f32>> = obs.into_iter().map(|o| o.hidden).collect();
-    let model = probe_model(&info);
+    let model = info.probe_key();
     let source = train.map_or("router-train.jsonl (bundled)".to_string(), |p| {
         p.display().to_string()
     });
@@ -249,7 +238,7 @@ pub fn evaluate(
         )
         .map_err(|e| BadInput(format!("{}: {e}", p.display())))?,
         None => {
-            probe::builtin_for(&probe_model(&info)).ok_or_else(|| {
+            probe::builtin_for(&info.probe_key()).ok_or_else(|| {
                     BadInput(format!(
                         "Hearth ships no router probe for {}: fit one with `hearth fit-router -m {}` and pass it with --probe",
                         info.name,
@@ -260,7 +249,7 @@ pub fn evaluate(
     };
     let obs = observe(&engine, &items, args)?;
     drop(engine);
-    if !probe.matches(&probe_model(&info)) {
+    if !probe.matches(&info.probe_key()) {
         return Err(BadInput(format!(
             "the probe was fitted on {} ({}, width {}), not on this model ({}, {}, width {})",
             probe.model.name,

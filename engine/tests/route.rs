@@ -10,7 +10,7 @@ use hearth_engine::api::{
     self, EngineConfig, EngineHandle, Event, GenerateParams, Prompt, Route, RouteMode, Target,
 };
 use hearth_engine::route::cloud::CloudClient;
-use hearth_engine::route::probe::{Probe, ProbeModel};
+use hearth_engine::route::probe::Probe;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::ContextPolicy;
 use hearth_engine::source::{self, SMOLLM2_135M_Q4_1};
@@ -25,13 +25,7 @@ const WAIT: Duration = Duration::from_secs(120);
 fn probe(info: &api::ModelInfo, threshold: f64) -> Probe {
     let width = info.d_model;
     Probe {
-        model: ProbeModel {
-            name: info.name.clone(),
-            architecture: info.architecture.clone(),
-            d_model: info.d_model,
-            layers: info.layers,
-            vocab: info.vocab_size,
-        },
+        model: info.probe_key(),
         weights: vec![0.0; width],
         bias: 0.0,
         threshold,

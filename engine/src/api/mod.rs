@@ -202,6 +202,19 @@ pub struct ModelInfo {
     pub draft: Option<String>,
 }
 
+impl ModelInfo {
+    /// The identity a router probe for this model carries ([`Probe::matches`]).
+    pub fn probe_key(&self) -> crate::route::probe::ProbeModel {
+        crate::route::probe::ProbeModel {
+            name: self.name.clone(),
+            architecture: self.architecture.clone(),
+            d_model: self.d_model,
+            layers: self.layers,
+            vocab: self.vocab_size,
+        }
+    }
+}
+
 /// Engine-wide figures.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EngineStats {

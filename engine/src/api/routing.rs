@@ -13,19 +13,13 @@ use super::worker::{Engine, prompt_tokens};
 use super::{Command, EngineConfig, Event, ModelInfo, Prompt, Request, Route, RouteMode};
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
-use crate::route::probe::{self, Probe, ProbeModel};
+use crate::route::probe::{self, Probe};
 use crate::sched::SeqStats;
 
 /// The probe the `Auto` route uses for a model: the configured one when it fits the model, else
 /// the one Hearth ships for it.
 pub(super) fn probe_for(config: &EngineConfig, info: &ModelInfo) -> Option<Probe> {
-    let key = ProbeModel {
-        name: info.name.clone(),
-        architecture: info.architecture.clone(),
-        d_model: info.d_model,
-        layers: info.layers,
-        vocab: info.vocab_size,
-    };
+    let key = info.probe_key();
     match &config.probe {
         Some(p) if p.matches(&key) => Some(p.clone()),
         _ => probe::builtin_for(&key),
