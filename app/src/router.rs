@@ -104,6 +104,7 @@ fn observe(engine: &EngineHandle, items: &[EvalItem], args: &RouterArgs) -> Resu
         sampler: SamplerConfig::greedy(),
         context: ContextPolicy::Stop,
         hidden_state: true,
+        probe_tokens: if save.is_some() { 16 } else { 0 },
         ..GenerateParams::default()
     };
     let pending: Vec<_> = items
@@ -117,9 +118,15 @@ fn observe(engine: &EngineHandle, items: &[EvalItem], args: &RouterArgs) -> Resu
     let mut out = Vec::with_capacity(items.len());
     for (i, (item, rx)) in items.iter().zip(pending).enumerate() {
         let mut hidden = None;
+        let mut later = Vec::new();
+        let mut sure = Vec::new();
         let (text, stats) = loop {
             match rx.recv_timeout(api::DEFAULT_WAIT) {
-                Ok(Event::Hidden { values, .. }) => hidden = Some(values),
+                Ok(Event::Hidden { values, .. }) if hidden.is_none() => hidden = Some(values),
+                Ok(Event::Hidden { values, .. }) => later.push(values),
+                Ok(Event::Confidence {
+                    logprob, entropy, ..
+                }) => sure.push([logprob, entropy]),
                 Ok(Event::Done { text, stats, .. }) => break (text, stats),
                 Ok(Event::Error { message, .. }) => {
                     return Err(anyhow!("question {}: {message}", item.id));
@@ -142,6 +149,8 @@ fn observe(engine: &EngineHandle, items: &[EvalItem], args: &RouterArgs) -> Resu
                 "prompt_tokens": stats.prompt_tokens,
                 "answer": text,
                 "hidden": hidden,
+                "token_hidden": later,
+                "confidence": sure,
             });
             writeln!(w, "{line}")?;
         }

@@ -96,6 +96,9 @@ pub struct GenerateParams {
     /// Send the hidden state the router reads at the prompt's last token ([`Event::Hidden`]) before the first token (what
     /// `hearth fit-router` and `eval-router` learn and score the router's probe on).
     pub hidden_state: bool,
+    /// With `hidden_state`, also send the hidden states at the first `probe_tokens` generated
+    /// tokens and how sure the model was of each ([`Event::Confidence`]).
+    pub probe_tokens: usize,
     /// Where the answer may run.
     pub route: RouteMode,
 }
@@ -111,6 +114,7 @@ impl Default for GenerateParams {
             speculation: Speculation::Off,
             ignore_eos: false,
             hidden_state: false,
+            probe_tokens: 0,
             route: RouteMode::Local,
         }
     }
@@ -249,6 +253,13 @@ pub enum Event {
     Hidden {
         id: RequestId,
         values: Vec<f32>,
+    },
+    /// The log-probability of one of the first [`GenerateParams::probe_tokens`] tokens and the
+    /// entropy (nats) of the distribution it was chosen from; comes before its text.
+    Confidence {
+        id: RequestId,
+        logprob: f32,
+        entropy: f32,
     },
     Done {
         id: RequestId,

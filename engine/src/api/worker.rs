@@ -377,6 +377,7 @@ impl Engine {
             max_context: p.max_context,
             speculation: p.speculation,
             probe: p.hidden_state || probe,
+            probe_tokens: if p.hidden_state { p.probe_tokens } else { 0 },
         };
         if let Err(message) = l.runner.scheduler_submit(id, tokens, params) {
             return fail(message);
@@ -424,6 +425,19 @@ impl Engine {
                 Output::Token { seq, id: token } => self.token(seq, token),
                 Output::Done { seq, finish, stats } => self.done(seq, finish, stats),
                 Output::Hidden { seq, values } => self.hidden(seq, values),
+                Output::Confidence {
+                    seq,
+                    logprob,
+                    entropy,
+                } => {
+                    if let Some(live) = self.live.get(&seq).filter(|l| l.hidden_state) {
+                        let _ = live.reply.send(Event::Confidence {
+                            id: seq,
+                            logprob,
+                            entropy,
+                        });
+                    }
+                }
             }
         }
     }

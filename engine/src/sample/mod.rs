@@ -41,6 +41,28 @@ impl<'a, const N: usize> From<&'a [f32; N]> for Logits<'a> {
     }
 }
 
+/// How sure the model is of `token` under the raw `logits`: the token's log-probability and the
+/// entropy of the distribution (nats), both from the softmax of the whole row.
+pub fn confidence(logits: &[f32], token: u32) -> (f32, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+    for &l in logits {
+        let z = f64::from(l - max);
+        let e = z.exp();
+        if e > 0.0 {
+            sum += e;
+            weighted += e * z;
+        }
+    }
+    let log_sum = sum.ln();
+    let logprob = logits
+        .get(token as usize)
+        .map_or(f64::NEG_INFINITY, |&l| f64::from(l - max) - log_sum);
+    // H = log Z - E[z], with z the shifted logits.
+    let entropy = log_sum - weighted / sum;
+    (logprob as f32, entropy.max(0.0) as f32)
+}
+
 /// What [`Sampler::verify_draft`] decided about a drafted token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

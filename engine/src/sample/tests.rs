@@ -589,3 +589,23 @@ fn the_top_candidates_sample_exactly_like_the_whole_row() {
         }
     }
 }
+
+#[test]
+fn confidence_is_the_log_probability_and_entropy_of_the_softmax() {
+    // Two equal logits and a third 1 nat lower: p = (e, e, 1) / (2e + 1).
+    let logits = [3.0f32, 3.0, 2.0];
+    let z = 2.0 * std::f64::consts::E + 1.0;
+    let p = [std::f64::consts::E / z, std::f64::consts::E / z, 1.0 / z];
+    let entropy: f64 = -p.iter().map(|&q| q * q.ln()).sum::<f64>();
+    let (lp0, h) = super::confidence(&logits, 0);
+    let (lp2, _) = super::confidence(&logits, 2);
+    assert!((f64::from(lp0) - p[0].ln()).abs() < 1e-6, "{lp0}");
+    assert!((f64::from(lp2) - p[2].ln()).abs() < 1e-6, "{lp2}");
+    assert!((f64::from(h) - entropy).abs() < 1e-6, "{h} vs {entropy}");
+    // One certain token: log-probability 0, entropy 0; masked entries count as zero.
+    let (lp, h) = super::confidence(&[0.0, f32::NEG_INFINITY, f32::NEG_INFINITY], 0);
+    assert_eq!((lp, h), (0.0, 0.0));
+    // A uniform row over 4: entropy ln 4.
+    let (_, h) = super::confidence(&[1.0; 4], 1);
+    assert!((f64::from(h) - 4f64.ln()).abs() < 1e-6);
+}

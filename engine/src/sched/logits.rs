@@ -2,7 +2,7 @@
 //! whole rows, or each row's largest values where every sampler of the batch needs no more (and
 //! the hidden states probed sequences asked for).
 
-use super::{Output, Rows, Scheduler};
+use super::{Output, Rows, Scheduler, Seq};
 use crate::backend::Backend;
 use crate::model::{Batch, ModelError};
 use crate::sample::Logits;
@@ -25,6 +25,17 @@ impl RowLogits {
             RowLogits::Full { values, vocab } => Logits::Full(&values[r * vocab..(r + 1) * vocab]),
             RowLogits::Top(rows) => Logits::Top(&rows[r]),
         }
+    }
+}
+
+impl<B: Backend> Seq<B> {
+    /// The position of the next hidden state a probed sequence reports, if it reports one more:
+    /// its prompt's last position, then those of its first [`super::SeqParams::probe_tokens`]
+    /// tokens (none once a context cut has moved the positions).
+    pub(super) fn probe_position(&self) -> Option<usize> {
+        let more = self.probed <= self.params.probe_tokens;
+        (self.params.probe && more && self.stats.context_cuts == 0)
+            .then(|| self.stats.prompt_tokens - 1 + self.probed)
     }
 }
 
@@ -60,15 +71,23 @@ impl<B: Backend> Scheduler<B> {
             if !all && start + r.tokens.len() == seq.tokens.len() {
                 logit_rows.push(tokens.len() as u32 - 1);
             }
-            // The first hidden state of a probed sequence is its last prompt token's: the last
-            // row of a prefill that ends the prompt, or the first row of its first decode (when
-            // the cache held all but that token).
-            if seq.params.probe && !seq.probed && logit_rows.len() > wanted {
-                let row = if all { wanted } else { logit_rows.len() - 1 };
-                probes.push((row, r.seq));
-            }
+            // A probed sequence's hidden states are at its prompt's last position and the next
+            // `probe_tokens` (its first generated tokens, fed back): from the last row of a
+            // prefill, or the first row of a decode (a recomputed sequence meets them in either).
             if logit_rows.len() > wanted {
-                let n = seq.sampler.config().candidates_needed();
+                let (row, position) = if all {
+                    (wanted, start)
+                } else {
+                    (logit_rows.len() - 1, start + r.tokens.len() - 1)
+                };
+                if seq.probe_position() == Some(position) {
+                    probes.push((row, r.seq));
+                }
+                let n = if seq.params.probe && seq.generated < seq.params.probe_tokens {
+                    None // the confidence needs the whole row
+                } else {
+                    seq.sampler.config().candidates_needed()
+                };
                 needed = needed.zip(n).map(|(a, b)| a.max(b));
             }
         }
@@ -91,7 +110,7 @@ impl<B: Backend> Scheduler<B> {
                 .collect::<Result<Vec<_>, _>>()?;
             for (row, i) in probes {
                 let seq = &mut self.running[i];
-                seq.probed = true;
+                seq.probed += 1;
                 let values = states
                     .iter()
                     .flat_map(|v| &v[row * d..(row + 1) * d])

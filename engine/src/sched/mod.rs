@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::kv::{BlockManager, CacheCounters, SeqBlocks};
 use crate::model::{FinishReason, KvCache, KvPool, MAX_BATCH, Model, ModelError};
-use crate::sample::{Sampler, SamplerConfig, Verdict};
+use crate::sample::{Logits, Sampler, SamplerConfig, Verdict};
 use logits::RowLogits;
 
 pub use spec::Speculation;
@@ -70,6 +70,10 @@ pub struct SeqParams {
     /// Report the hidden state the router reads at the prompt's last token ([`Output::Hidden`]), once,
     /// before the first token: what the router's probe scores.
     pub probe: bool,
+    /// With `probe`, also report the hidden state at each of the first `probe_tokens` generated
+    /// tokens and how sure the model was of each ([`Output::Confidence`]). These sequences read
+    /// back whole logit rows and draft nothing until then.
+    pub probe_tokens: usize,
 }
 
 impl Default for SeqParams {
@@ -83,6 +87,7 @@ impl Default for SeqParams {
             max_context: None,
             speculation: Speculation::Off,
             probe: false,
+            probe_tokens: 0,
         }
     }
 }
@@ -138,6 +143,14 @@ pub enum Output {
     /// The hidden state the router reads ([`Model::probe_layers`]) at the prompt's last token, for a
     /// sequence submitted with [`SeqParams::probe`]; comes before its first token.
     Hidden { seq: SeqId, values: Vec<f32> },
+    /// How sure the model was of one of a probed sequence's first [`SeqParams::probe_tokens`]
+    /// tokens: its log-probability and the entropy (nats) of the distribution it was chosen
+    /// from; comes before that token.
+    Confidence {
+        seq: SeqId,
+        logprob: f32,
+        entropy: f32,
+    },
     /// The sequence ended; its blocks are released.
     Done {
         seq: SeqId,
@@ -197,8 +210,8 @@ struct Seq<B: Backend> {
     spec_misses: u32,
     /// Admitted once already (a preempted sequence keeps its first reuse figure).
     admitted_before: bool,
-    /// Its [`Output::Hidden`] was reported.
-    probed: bool,
+    /// [`Output::Hidden`]s reported.
+    probed: usize,
 }
 
 /// Many sequences on one model. See the module docs.
@@ -345,7 +358,7 @@ impl<B: Backend> Scheduler<B> {
             spec_pause: 0,
             spec_misses: 0,
             admitted_before: false,
-            probed: false,
+            probed: 0,
         });
         Ok(())
     }
@@ -599,6 +612,7 @@ impl<B: Backend> Scheduler<B> {
         // The sampler's history is the sequence so far plus the tokens chosen in this step
         // (appended for the loop, then taken off: they are pushed for real below).
         let base = seq.tokens.len();
+        let mut sure = Vec::new();
         for (j, r) in rows.enumerate() {
             let row = logits.row(r);
             let history = &seq.tokens;
@@ -615,6 +629,12 @@ impl<B: Backend> Scheduler<B> {
                 },
                 None => seq.sampler.sample(row, history),
             };
+            if seq.params.probe
+                && seq.generated + j < seq.params.probe_tokens
+                && let Logits::Full(values) = row
+            {
+                sure.push(crate::sample::confidence(values, t));
+            }
             chosen.push(t);
             seq.tokens.push(t);
         }
@@ -644,6 +664,13 @@ impl<B: Backend> Scheduler<B> {
             let now = Instant::now();
             let first = *seq.first_token.get_or_insert(now);
             seq.stats.decode_time = now - first;
+            if let Some(&(logprob, entropy)) = sure.get(k) {
+                self.outputs.push(Output::Confidence {
+                    seq: seq.id,
+                    logprob,
+                    entropy,
+                });
+            }
             self.outputs.push(Output::Token { seq: seq.id, id: t });
             if seq.generated >= seq.params.max_tokens.max(1) {
                 finish = Some(FinishReason::Length);

@@ -82,7 +82,9 @@ impl<B: Backend> Scheduler<B> {
     pub(super) fn propose(&mut self, i: usize, room: usize) -> Result<Vec<u32>, ModelError> {
         let limit = self.limit(&self.running[i].params);
         let seq = &mut self.running[i];
-        if seq.params.speculation == Speculation::Off {
+        // A sequence whose first tokens are probed drafts nothing until they are out.
+        let probing = seq.params.probe && seq.generated < seq.params.probe_tokens;
+        if seq.params.speculation == Speculation::Off || probing {
             return Ok(Vec::new());
         }
         if seq.spec_pause > 0 {

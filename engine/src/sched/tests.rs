@@ -57,7 +57,7 @@ fn drain(s: &mut Scheduler<CpuBackend>) -> (HashMap<SeqId, Run>, usize) {
                         },
                     );
                 }
-                Output::Hidden { .. } => {}
+                Output::Hidden { .. } | Output::Confidence { .. } => {}
             }
         }
     }
@@ -136,6 +136,111 @@ fn sequences_ending_while_others_start_keep_every_sequence_its_own_rows() {
         let t = &together[&(100 + i as u64)];
         assert_eq!(t.tokens, a.tokens, "prompt {i}");
         assert_eq!(t.tokens.len(), lengths[i]);
+    }
+}
+
+/// The model's own logits and probed hidden state at the last of `tokens`, computed alone.
+fn last_row(m: &Model<CpuBackend>, tokens: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let n = tokens.len();
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let mut pool = m.kv_pool(8, 16).unwrap();
+    let table: Vec<u32> = (0..8).collect();
+    let tables = vec![table.as_slice(); n];
+    let (logits, hidden) = m
+        .forward_batch_hidden(
+            &mut pool,
+            &crate::model::Batch {
+                tokens,
+                positions: &positions,
+                tables: &tables,
+                logits: &[n as u32 - 1],
+            },
+            true,
+        )
+        .unwrap();
+    let hidden = hidden
+        .iter()
+        .flat_map(|t| m.backend().read(t).unwrap())
+        .collect();
+    (m.backend().read(&logits).unwrap(), hidden)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+#[test]
+fn a_sequence_probed_for_its_first_tokens_reports_their_hidden_states_and_confidence() {
+    let mut s = scheduler(SchedConfig::default());
+    let prompt = encode(&s, PROMPTS[0]);
+    let probed = SeqParams {
+        probe: true,
+        probe_tokens: 3,
+        // Drafting waits until the probed tokens are out; the tokens stay the greedy ones.
+        speculation: Speculation::PromptLookup {
+            tokens: 4,
+            ngram: 2,
+        },
+        ..greedy(8)
+    };
+    s.submit(1, prompt.clone(), probed).unwrap();
+    s.submit(2, prompt.clone(), greedy(8)).unwrap();
+    let mut seen = Vec::new();
+    while !s.is_idle() {
+        seen.extend(s.step().unwrap());
+    }
+    let tokens = |id| -> Vec<u32> {
+        seen.iter()
+            .filter_map(|o| match o {
+                Output::Token { seq, id: t } if *seq == id => Some(*t),
+                _ => None,
+            })
+            .collect()
+    };
+    let generated = tokens(1);
+    assert_eq!(generated, tokens(2), "probing does not change the answer");
+    assert!(generated.len() >= 4, "{generated:?}");
+    let hidden: Vec<&Vec<f32>> = seen
+        .iter()
+        .filter_map(|o| match o {
+            Output::Hidden { seq: 1, values } => Some(values),
+            _ => None,
+        })
+        .collect();
+    let sure: Vec<(f32, f32)> = seen
+        .iter()
+        .filter_map(|o| match o {
+            Output::Confidence {
+                seq: 1,
+                logprob,
+                entropy,
+            } => Some((*logprob, *entropy)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hidden.len(), 4, "the prompt's last token and the first 3 generated");
+    assert_eq!(sure.len(), 3);
+    assert!(
+        !seen.iter().any(|o| matches!(
+            o,
+            Output::Hidden { seq: 2, .. } | Output::Confidence { seq: 2, .. }
+        )),
+        "the unprobed sequence reports neither"
+    );
+    let m = s.model();
+    for k in 0..4 {
+        let mut context = prompt.clone();
+        context.extend(&generated[..k]);
+        let (logits, want) = last_row(m, &context);
+        let err = max_diff(hidden[k], &want);
+        assert!(err < 1e-3, "hidden state {k}: max difference {err}");
+        if k < 3 {
+            let (lp, h) = crate::sample::confidence(&logits, generated[k]);
+            assert!((sure[k].0 - lp).abs() < 1e-3, "token {k}: {:?} vs {lp}", sure[k]);
+            assert!((sure[k].1 - h).abs() < 1e-3, "token {k}: {:?} vs {h}", sure[k]);
+            assert!(lp <= 0.0 && h >= 0.0);
+        }
     }
 }
 
