@@ -45,6 +45,8 @@ fn serve_command(extra: &[&str]) -> Command {
     ])
     .args(extra)
     .env_remove("HEARTH_API_KEY")
+    .env_remove("HEARTH_CLOUD_URL")
+    .env_remove("HEARTH_CLOUD_API_KEY")
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
@@ -135,7 +137,11 @@ impl Server {
     /// A streamed request: the `data:` payloads, `[DONE]` as the string "[DONE]".
     fn stream(&self, path: &str, body: &Value) -> Vec<Value> {
         let r = self.post(path, body);
-        assert_eq!(r.status(), StatusCode::OK, "stderr:\n{}", self.log());
+        let status = r.status();
+        if status != StatusCode::OK {
+            let text = r.text().unwrap_or_default();
+            panic!("{status}: {text}; stderr:\n{}", self.log());
+        }
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         sse_events(&r.text().unwrap())
     }
@@ -493,6 +499,45 @@ fn serve_refuses_bodies_over_the_limit_with_413() {
     );
     let (s, _) = server.call("/v1/chat/completions", &capital_question(json!({})));
     assert_eq!(s, StatusCode::OK);
+}
+
+#[test]
+fn serve_routes_answers_to_a_cloud_endpoint_with_route_cloud_and_auto() {
+    // The "cloud" is another `hearth serve` with the whole context.
+    let cloud = Server::start(&[]);
+    let url = cloud.url("/v1");
+    let long = "Tell me about the weather in Paris in spring. ".repeat(20);
+    let body = json!({
+        "messages": [{"role": "user", "content": long}],
+        "temperature": 0,
+        "max_tokens": 6,
+    });
+    let (s, want) = cloud.call("/v1/chat/completions", &body);
+    assert_eq!(s, StatusCode::OK, "{want}");
+    let want = want["choices"][0]["message"]["content"].clone();
+    assert!(want.as_str().is_some_and(|t| !t.is_empty()));
+    // Too long for a 64-token local context: `cloud` and `auto` both answer it from the cloud.
+    for route in ["cloud", "auto"] {
+        let server = Server::start(&["--ctx", "64", "--route", route, "--cloud-url", &url]);
+        let (s, v) = server.call("/v1/chat/completions", &body);
+        assert_eq!(s, StatusCode::OK, "--route {route}: {v}; stderr:\n{}", server.log());
+        assert_eq!(v["choices"][0]["message"]["content"], want, "--route {route}");
+        let events = server.stream(
+            "/v1/chat/completions",
+            &json!({"messages": body["messages"], "temperature": 0, "max_tokens": 6, "stream": true}),
+        );
+        let text: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(Value::from(text), want, "--route {route}, streamed");
+    }
+    // `cloud` without an endpoint does not start.
+    let out = serve_command(&["--route", "cloud"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "it must not listen");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--cloud-url"), "{err}");
 }
 
 #[test]

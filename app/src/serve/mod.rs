@@ -30,11 +30,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use hearth_engine::api::EngineHandle;
+use hearth_engine::api::{EngineConfig, EngineHandle, RouteMode};
 use hearth_engine::route::cloud::ApiKey;
 use tokio::sync::Semaphore;
 
 use crate::commands::BadInput;
+use crate::routed::RouteArgs;
 use crate::run::BackendArgs;
 use openai::{ApiError, Limits};
 
@@ -70,6 +71,8 @@ pub struct ServeArgs {
     pub model_alias: Option<String>,
     #[command(flatten)]
     pub backend: BackendArgs,
+    #[command(flatten)]
+    pub route: RouteArgs,
 }
 
 fn parse_key(key: &str) -> Result<ApiKey, String> {
@@ -96,12 +99,14 @@ pub struct Ready {
     /// Tokens of context per request: `--ctx`, the model's and the KV cache's, whichever is
     /// smallest.
     context: usize,
+    route: RouteMode,
 }
 
 impl Ready {
     fn limits(&self) -> Limits {
         Limits {
             context: self.context,
+            route: self.route,
         }
     }
 }
@@ -170,6 +175,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         ))
         .into());
     }
+    let mut config = args.backend.engine_config();
+    config.cloud = args.route.cloud_client()?;
+    config.probe = args.route.probe()?;
     let meta = std::fs::metadata(&args.model)
         .map_err(|e| BadInput(format!("{}: {e}", args.model.display())))?;
     let alias = args.model_alias.clone().unwrap_or_else(|| {
@@ -201,7 +209,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the server's runtime")?;
-    let result = runtime.block_on(run(state.clone(), listener, local, args));
+    let result = runtime.block_on(run(state.clone(), listener, local, args, config));
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
 }
@@ -211,6 +219,7 @@ async fn run(
     listener: std::net::TcpListener,
     local: SocketAddr,
     args: ServeArgs,
+    config: EngineConfig,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = router(state.clone());
@@ -221,7 +230,6 @@ async fn run(
     );
     std::io::stdout().flush()?;
 
-    let config = args.backend.engine_config();
     let model = args.model.clone();
     let (engine, info) =
         tokio::task::spawn_blocking(move || crate::run::load_engine(config, &model, None))
@@ -251,6 +259,7 @@ async fn run(
     let _ = state.ready.set(Ready {
         engine: Arc::new(engine),
         context,
+        route: args.route.mode(),
     });
     tokio::select! {
         r = server => r.context("the server stopped")?.context("the server failed")?,

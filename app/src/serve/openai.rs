@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use hearth_engine::api::{GenerateParams, Prompt, Stats};
+use hearth_engine::api::{GenerateParams, Prompt, RouteMode, Stats};
 use hearth_engine::model::FinishReason;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::ContextPolicy;
@@ -120,6 +120,8 @@ pub struct Job {
 pub struct Limits {
     /// Tokens of context per request (`--ctx`, at most the model's).
     pub context: usize,
+    /// Where answers run (`--route`).
+    pub route: RouteMode,
 }
 
 /// Parses a JSON body into `T`, as a 400 naming what is wrong.
@@ -358,6 +360,7 @@ fn job(
             // A prompt that does not fit is an error (the caller answers 400), never cut.
             context: ContextPolicy::Stop,
             max_context: Some(limits.context),
+            route: limits.route,
             ..GenerateParams::default()
         },
         stream,

@@ -280,7 +280,8 @@ fn chat_request(request: &Request) -> Result<ChatRequest, String> {
         max_tokens: Some(p.max_tokens.clamp(1, u32::MAX as usize) as u32),
         temperature: Some(if greedy { 0.0 } else { p.sampler.temperature }),
         top_p: (!greedy && p.sampler.top_p < 1.0).then_some(p.sampler.top_p),
-        seed: Some(p.sampler.seed),
+        // OpenAI's seed is a signed 64-bit integer: servers refuse larger values.
+        seed: Some(p.sampler.seed & i64::MAX as u64),
         stop: p.stop.clone(),
     })
 }
@@ -334,6 +335,9 @@ mod tests {
         assert_eq!(chat.messages[0].role, Role::System);
         assert_eq!(chat.max_tokens, Some(12));
         assert_eq!(chat.stop, vec!["\n\n".to_string()]);
+        let mut big = request.clone();
+        big.params.sampler.seed = u64::MAX;
+        assert_eq!(chat_request(&big).unwrap().seed, Some(i64::MAX as u64));
         let tokens = Request {
             prompt: Prompt::Tokens(vec![1, 2]),
             ..request

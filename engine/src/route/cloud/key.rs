@@ -122,6 +122,13 @@ fn store_error(user: &str, error: &keyring::Error) -> KeychainError {
     let message = match error {
         keyring::Error::BadEncoding(_) => "the stored key is not UTF-8".to_owned(),
         keyring::Error::BadDataFormat(..) => "the stored key has an unexpected format".to_owned(),
+        // The store failed to start (no Secret Service on this desktop, say): say why.
+        keyring::Error::NoDefaultStore => match keyring::Entry::store_status() {
+            Err(why) if !matches!(why, keyring::Error::NoDefaultStore) => {
+                format!("no OS keychain is available ({why})")
+            }
+            _ => "no OS keychain is available".to_owned(),
+        },
         other => other.to_string(),
     };
     KeychainError::Store {
