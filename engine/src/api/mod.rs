@@ -165,6 +165,8 @@ pub enum Command {
         request: Request,
         reply: Sender<Event>,
         route: Route,
+        /// When the cloud was asked: the wait counts in the answer's time to first token.
+        since: std::time::Instant,
     },
     Shutdown,
 }

@@ -222,6 +222,7 @@ impl Engine {
                             request,
                             reply,
                             route,
+                            since: started,
                         });
                     }
                     Err(e) if token.is_cancelled() => {

@@ -46,6 +46,9 @@ struct Live {
     text: String,
     /// A stop string ended it (the scheduler reports `Cancelled`; the caller sees `Stop`).
     stopped: bool,
+    /// Time spent before it was submitted here (a cloud attempt that failed), added to its time to
+    /// first token.
+    waited: std::time::Duration,
 }
 
 /// The scheduler with its backend type erased.
@@ -222,7 +225,14 @@ impl Engine {
                 request,
                 reply,
                 route,
-            } => self.start_local(request, reply, route, false),
+                since,
+            } => {
+                let id = request.id;
+                self.start_local(request, reply, route, false);
+                if let Some(live) = self.live.get_mut(&id) {
+                    live.waited = since.elapsed();
+                }
+            }
             Command::Stats { reply } => {
                 let stats = match &self.loaded {
                     Some(l) => EngineStats {
@@ -395,6 +405,7 @@ impl Engine {
                 stops,
                 text: String::new(),
                 stopped: false,
+                waited: std::time::Duration::ZERO,
             },
         );
     }
@@ -532,6 +543,10 @@ impl Engine {
             FinishReason::Stop
         } else {
             finish
+        };
+        let stats = Stats {
+            time_to_first_token: stats.time_to_first_token + live.waited,
+            ..stats
         };
         let _ = live.reply.send(Event::Done {
             id: seq,
