@@ -503,7 +503,10 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: Limits = Limits { context: 2048 };
+    const LIMITS: Limits = Limits {
+        context: 2048,
+        route: RouteMode::Local,
+    };
 
     fn chat(body: &str) -> Result<Job, ApiError> {
         parse::<ChatRequest>(body.as_bytes())?.into_job(LIMITS)
