@@ -520,8 +520,16 @@ fn serve_routes_answers_to_a_cloud_endpoint_with_route_cloud_and_auto() {
     for route in ["cloud", "auto"] {
         let server = Server::start(&["--ctx", "64", "--route", route, "--cloud-url", &url]);
         let (s, v) = server.call("/v1/chat/completions", &body);
-        assert_eq!(s, StatusCode::OK, "--route {route}: {v}; stderr:\n{}", server.log());
-        assert_eq!(v["choices"][0]["message"]["content"], want, "--route {route}");
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "--route {route}: {v}; stderr:\n{}",
+            server.log()
+        );
+        assert_eq!(
+            v["choices"][0]["message"]["content"], want,
+            "--route {route}"
+        );
         let events = server.stream(
             "/v1/chat/completions",
             &json!({"messages": body["messages"], "temperature": 0, "max_tokens": 6, "stream": true}),

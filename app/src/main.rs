@@ -3,7 +3,11 @@
 
 mod bench;
 mod commands;
+#[cfg_attr(not(test), allow(dead_code))] // used by the desktop app (in progress)
+mod conversation;
 mod format;
+#[cfg_attr(not(test), allow(dead_code))] // used by the desktop app (in progress)
+mod library;
 mod routed;
 mod router;
 mod run;

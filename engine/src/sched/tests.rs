@@ -167,7 +167,10 @@ fn last_row(m: &Model<CpuBackend>, tokens: &[u32]) -> (Vec<f32>, Vec<f32>) {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
 
 #[test]
@@ -219,7 +222,11 @@ fn a_sequence_probed_for_its_first_tokens_reports_their_hidden_states_and_confid
             _ => None,
         })
         .collect();
-    assert_eq!(hidden.len(), 4, "the prompt's last token and the first 3 generated");
+    assert_eq!(
+        hidden.len(),
+        4,
+        "the prompt's last token and the first 3 generated"
+    );
     assert_eq!(sure.len(), 3);
     assert!(
         !seen.iter().any(|o| matches!(
@@ -237,8 +244,16 @@ fn a_sequence_probed_for_its_first_tokens_reports_their_hidden_states_and_confid
         assert!(err < 1e-3, "hidden state {k}: max difference {err}");
         if k < 3 {
             let (lp, h) = crate::sample::confidence(&logits, generated[k]);
-            assert!((sure[k].0 - lp).abs() < 1e-3, "token {k}: {:?} vs {lp}", sure[k]);
-            assert!((sure[k].1 - h).abs() < 1e-3, "token {k}: {:?} vs {h}", sure[k]);
+            assert!(
+                (sure[k].0 - lp).abs() < 1e-3,
+                "token {k}: {:?} vs {lp}",
+                sure[k]
+            );
+            assert!(
+                (sure[k].1 - h).abs() < 1e-3,
+                "token {k}: {:?} vs {h}",
+                sure[k]
+            );
             assert!(lp <= 0.0 && h >= 0.0);
         }
     }
