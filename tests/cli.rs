@@ -149,10 +149,20 @@ fn fetch_lists_and_rejects_unknown_names() {
 }
 
 #[test]
-fn opening_a_model_reports_it_and_the_time_taken() {
-    let out = hearth(&[path_str(&model(&SMOLLM2_135M_Q4_1))]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    assert!(text.contains("opened in"), "{text}");
-    assert!(text.contains("49152 tokens"), "{text}");
+fn the_window_without_a_display_says_so_and_points_to_chat_and_serve() {
+    for args in [vec![], vec![path_str(&model(&SMOLLM2_135M_Q4_1))]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(&args)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains("no display"), "{err}");
+        assert!(
+            err.contains("hearth chat") && err.contains("hearth serve"),
+            "{err}"
+        );
+    }
 }

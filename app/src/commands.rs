@@ -1,7 +1,6 @@
-//! The command-line tools: `inspect`, `tokenize`, `fetch`, and opening a model.
+//! The command-line tools: `inspect`, `tokenize`, `fetch`, `devices`; exit codes.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hearth_engine::gguf::{GgufError, GgufFile, Summary};
@@ -145,29 +144,6 @@ pub fn fetch(name: Option<&str>, list: bool) -> Result<()> {
     })?;
     let path = source::fetch(model).with_context(|| format!("fetching {}", model.name))?;
     println!("{}", path.display());
-    Ok(())
-}
-
-/// Opens a model the way the engine will (map, parse, build the tokenizer) and reports it.
-pub fn open(model: &Path) -> Result<()> {
-    let t0 = Instant::now();
-    let file = GgufFile::open(model)?;
-    let t_parse = t0.elapsed();
-    let tok = Tokenizer::from_gguf(&file)?;
-    let t_total = t0.elapsed();
-    print_summary(&Summary::of(&file)?);
-    println!(
-        "{:<14}{:.1} ms (map + parse {:.1} ms, tokenizer {:.1} ms, {} tokens)",
-        "opened in",
-        t_total.as_secs_f64() * 1e3,
-        t_parse.as_secs_f64() * 1e3,
-        (t_total - t_parse).as_secs_f64() * 1e3,
-        tok.vocab_size()
-    );
-    println!(
-        "\nGenerate with: hearth run --model {} --chat --prompt \"Hello\"",
-        model.display()
-    );
     Ok(())
 }
 

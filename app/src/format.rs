@@ -1,5 +1,7 @@
 //! Human-readable numbers for terminal output.
 
+use hearth_engine::api::{Route, Stats};
+
 /// `1536` -> `"1.5 KiB"`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -24,6 +26,20 @@ pub fn count(n: u64) -> String {
         1_000_000..1_000_000_000 => format!("{:.1} M", n as f64 / 1e6),
         _ => format!("{:.2} B", n as f64 / 1e9),
     }
+}
+
+/// The stats line under an answer: where it ran and why, the prompt (and how much of it the
+/// prefix cache held), the speed, the time to first token and why it ended.
+pub fn answer_stats(route: &Route, stats: &Stats, finish: &str) -> String {
+    format!(
+        "route {} | prompt {} tokens ({} reused from cache) | generated {} tokens ({:.1} tok/s) | time to first token {:.0} ms | finish: {finish}",
+        route.reason,
+        stats.prompt_tokens,
+        stats.reused_tokens,
+        stats.generated_tokens,
+        stats.tokens_per_s(),
+        stats.time_to_first_token.as_secs_f64() * 1e3,
+    )
 }
 
 #[cfg(test)]

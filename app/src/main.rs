@@ -1,11 +1,13 @@
-//! The `hearth` binary: command-line dispatch. Until the desktop app lands, `hearth MODEL` opens a
-//! model and reports what it is; the subcommands are tools for users and scripts.
+//! The `hearth` binary: command-line dispatch. `hearth [MODEL]` opens the desktop app (with MODEL
+//! loading); the subcommands are tools for users and scripts.
 
 mod bench;
+mod chat;
 mod commands;
 #[cfg_attr(not(test), allow(dead_code))] // used by the desktop app (in progress)
 mod conversation;
 mod format;
+mod gui;
 #[cfg_attr(not(test), allow(dead_code))] // used by the desktop app (in progress)
 mod library;
 mod routed;
@@ -28,7 +30,7 @@ use clap::{Parser, Subcommand};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// A GGUF model file to open.
+    /// A GGUF model file to open in the window.
     model: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -197,6 +199,9 @@ enum Cmd {
     /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
     /// /v1/models, /health).
     Serve(serve::ServeArgs),
+    /// Chat in the terminal: the desktop app's conversations, for machines without a display
+    /// (lines from stdin are messages; `/help` lists the commands).
+    Chat(chat::ChatArgs),
     /// Fetch a published model into the models directory and verify it (`--list` shows names).
     Fetch {
         /// Catalog name of the model.
@@ -223,6 +228,7 @@ fn main() -> ExitCode {
         }) => commands::tokenize(&model, &text, special),
         Some(Cmd::Fetch { name, list }) => commands::fetch(name.as_deref(), list),
         Some(Cmd::Serve(args)) => serve::serve(args),
+        Some(Cmd::Chat(args)) => chat::chat(args),
         Some(Cmd::FitRouter {
             args,
             train,
@@ -311,15 +317,7 @@ fn main() -> ExitCode {
             json,
             backend,
         }) => run::perplexity_cmd(&model, &file, ctx, json, &backend),
-        None => match cli.model {
-            Some(model) => commands::open(&model),
-            None => {
-                eprintln!(
-                    "hearth: the desktop app is not built yet; give a model file: hearth MODEL.gguf (see hearth --help)"
-                );
-                return ExitCode::from(2);
-            }
-        },
+        None => gui::run(cli.model),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

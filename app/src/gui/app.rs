@@ -1,0 +1,537 @@
+//! The window's state and what happens to it: engine and store events applied, and the user's
+//! actions (send, stop, regenerate, switch alternatives, delete, load a model) turned into
+//! commands. Drawing is in `view.rs`; nothing here waits on the engine, the disk or the network.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use hearth_engine::api::{
+    EngineConfig, EngineHandle, Event, GenerateParams, LoadPhase, ModelInfo, Prompt, RequestId,
+    RouteMode,
+};
+use hearth_engine::route::cloud::{self, CloudClient, CloudConfig};
+use hearth_engine::tokenizer::ChatMessage;
+
+use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
+use crate::conversation::settings::Settings;
+use crate::conversation::store::{DataDirs, new_id};
+use crate::conversation::{Answer, Conversation, NodeId};
+
+/// Where the model stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelState {
+    None,
+    Loading {
+        path: PathBuf,
+        phase: LoadPhase,
+        done: u64,
+        total: u64,
+    },
+    Ready(Box<ModelInfo>),
+    Failed(String),
+}
+
+/// An answer streaming in.
+#[derive(Debug)]
+pub struct Streaming {
+    pub request: RequestId,
+    pub conversation: String,
+    /// Regenerating this assistant message (the answer becomes its alternative).
+    pub replaces: Option<NodeId>,
+    pub text: String,
+}
+
+/// A deleted conversation that can still come back.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    pub id: String,
+    pub title: String,
+}
+
+/// How the app starts (the tests give their own folders and model).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A model to load at once (else the settings' last one).
+    pub model: Option<PathBuf>,
+    /// Data folders (default: `HEARTH_DATA_DIR` or the user's).
+    pub dirs: Option<DataDirs>,
+    /// Engine settings (default: from the settings' backend and threads).
+    pub engine: Option<EngineConfig>,
+}
+
+/// The desktop app.
+pub struct HearthApp {
+    pub(super) engine: EngineHandle,
+    pub(super) waker: Waker,
+    events: Receiver<UiEvent>,
+    pub(super) store: Option<StoreThread>,
+    pub(super) settings: Settings,
+    settings_path: Option<PathBuf>,
+    pub(super) model: ModelState,
+    /// Newest first.
+    pub(super) conversations: Vec<Conversation>,
+    pub(super) current: Option<String>,
+    pub(super) loaded_store: bool,
+    /// Problems to show (corrupt files, failed saves).
+    pub(super) notices: Vec<String>,
+    pub(super) composer: String,
+    pub(super) search: String,
+    pub(super) streaming: Option<Streaming>,
+    pub(super) undo: Option<Undo>,
+    pub(super) markdown: egui_commonmark::CommonMarkCache,
+    pub(super) cloud_ready: bool,
+}
+
+impl std::fmt::Debug for HearthApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HearthApp")
+            .field("model", &self.model)
+            .field("conversations", &self.conversations.len())
+            .finish()
+    }
+}
+
+impl HearthApp {
+    /// Starts the engine and the store thread; the conversations and the model arrive as events.
+    pub fn new(ctx: &egui::Context, options: Options) -> anyhow::Result<HearthApp> {
+        let (tx, events) = crossbeam_channel::unbounded();
+        let waker = Waker::new(tx, ctx.clone());
+        let dirs = options.dirs.or_else(DataDirs::from_env);
+        let mut notices = Vec::new();
+        let (settings, settings_path) = match &dirs {
+            Some(d) => {
+                let path = d.settings_path();
+                let (settings, problem) = Settings::load(&path);
+                if let Some(p) = problem {
+                    notices.push(p.to_string());
+                }
+                (settings, Some(path))
+            }
+            None => {
+                notices.push("no data folder: conversations will not be saved".into());
+                (Settings::default(), None)
+            }
+        };
+        let mut config = options.engine.unwrap_or_else(|| EngineConfig {
+            backend: settings.backend.kind(),
+            threads: settings.threads,
+            ..EngineConfig::default()
+        });
+        let cloud_client = cloud_client(&settings);
+        let cloud_ready = cloud_client.is_some();
+        config.cloud = cloud_client;
+        let engine = hearth_engine::api::spawn(config)?;
+        let store = match &dirs {
+            Some(d) => match StoreThread::start(d.data.clone(), waker.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    notices.push(format!("cannot start the store thread: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut app = HearthApp {
+            engine,
+            waker,
+            events,
+            loaded_store: store.is_none(),
+            store,
+            settings,
+            settings_path,
+            model: ModelState::None,
+            conversations: Vec::new(),
+            current: None,
+            notices,
+            composer: String::new(),
+            search: String::new(),
+            streaming: None,
+            undo: None,
+            markdown: egui_commonmark::CommonMarkCache::default(),
+            cloud_ready,
+        };
+        if let Some(path) = options.model.or_else(|| app.settings.last_model.clone()) {
+            app.load_model(path);
+        }
+        Ok(app)
+    }
+
+    /// Applies every event that arrived since the last frame.
+    pub fn drain_events(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                UiEvent::Engine(id, event) => self.engine_event(id, event),
+                UiEvent::Closed(id) => {
+                    if self.streaming.as_ref().is_some_and(|s| s.request == id) {
+                        // Closed without a Done: keep what arrived.
+                        self.finish_stream(None);
+                    }
+                }
+                UiEvent::Store(event) => self.store_event(event),
+                UiEvent::Picked(Some(path)) => self.load_model(path),
+                UiEvent::Picked(None) => {}
+            }
+        }
+    }
+
+    fn engine_event(&mut self, id: Option<RequestId>, event: Event) {
+        match event {
+            Event::Loading {
+                phase,
+                done_bytes,
+                total_bytes,
+            } => {
+                if let ModelState::Loading {
+                    phase: p,
+                    done,
+                    total,
+                    ..
+                } = &mut self.model
+                {
+                    *p = phase;
+                    *done = done_bytes;
+                    *total = total_bytes;
+                }
+            }
+            Event::Ready(info) => {
+                self.settings.last_model = Some(info.path.clone());
+                self.save_settings();
+                self.model = ModelState::Ready(Box::new(info));
+            }
+            Event::Token { text, .. } => {
+                if let Some(s) = self.streaming.as_mut().filter(|s| Some(s.request) == id) {
+                    s.text.push_str(&text);
+                }
+            }
+            Event::Done {
+                finish,
+                stats,
+                text,
+                route,
+                ..
+            } if self
+                .streaming
+                .as_ref()
+                .is_some_and(|s| Some(s.request) == id) =>
+            {
+                let model = match &self.model {
+                    ModelState::Ready(info) => info.name.clone(),
+                    _ => String::new(),
+                };
+                let answer = Answer::from_stats(&model, &route, &stats, finish.as_str());
+                if let Some(s) = &mut self.streaming {
+                    s.text = text;
+                }
+                self.finish_stream(Some(answer));
+            }
+            Event::Error { message, .. } => match id {
+                None => self.model = ModelState::Failed(message),
+                Some(id) => {
+                    if self.streaming.as_ref().is_some_and(|s| s.request == id) {
+                        self.notices.push(format!("the answer failed: {message}"));
+                        self.finish_stream(None);
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn store_event(&mut self, event: StoreEvent) {
+        match event {
+            StoreEvent::Loaded {
+                conversations,
+                problems,
+            } => {
+                // Conversations started before the store answered stay.
+                let mine: Vec<Conversation> = std::mem::take(&mut self.conversations);
+                self.conversations = conversations;
+                for c in mine.into_iter().rev() {
+                    self.conversations.insert(0, c);
+                }
+                self.notices.extend(
+                    problems
+                        .iter()
+                        .map(|p| format!("skipped (kept as it is): {p}")),
+                );
+                self.loaded_store = true;
+                if self.current.is_none() {
+                    self.current = self.conversations.first().map(|c| c.id.clone());
+                }
+            }
+            StoreEvent::Restored(c) => {
+                self.current = Some(c.id.clone());
+                self.conversations.push(c);
+                self.sort();
+            }
+            StoreEvent::Failed(message) => self.notices.push(message),
+        }
+    }
+
+    fn sort(&mut self) {
+        self.conversations
+            .sort_by_key(|c| std::cmp::Reverse(c.updated));
+    }
+
+    pub fn load_model(&mut self, path: PathBuf) {
+        if let Some(s) = self.streaming.take() {
+            self.engine.cancel(s.request);
+        }
+        self.model = ModelState::Loading {
+            path: path.clone(),
+            phase: LoadPhase::Reading,
+            done: 0,
+            total: 0,
+        };
+        let rx = self.engine.load(path, None);
+        self.waker.forward(None, rx);
+    }
+
+    /// Asks for a `.gguf` file on a thread (the portal dialog may take a while).
+    pub fn pick_model(&self) {
+        let waker = self.waker.clone();
+        let _ = std::thread::Builder::new()
+            .name("hearth-file-dialog".into())
+            .spawn(move || {
+                let picked = rfd::FileDialog::new()
+                    .add_filter("GGUF model", &["gguf"])
+                    .set_title("Open a model")
+                    .pick_file();
+                waker.send(UiEvent::Picked(picked));
+            });
+    }
+
+    pub fn ready(&self) -> bool {
+        matches!(self.model, ModelState::Ready(_))
+    }
+
+    /// Why nothing can be sent now, if so.
+    pub fn cannot_send(&self) -> Option<String> {
+        if self.streaming.is_some() {
+            return Some("an answer is coming in (Esc stops it)".into());
+        }
+        if self.ready() {
+            return None;
+        }
+        match (&self.model, self.settings.route) {
+            (_, RouteMode::Cloud) if self.cloud_ready => None,
+            (ModelState::Ready(_), _) => None,
+            (ModelState::Loading { .. }, _) => Some("the model is loading".into()),
+            (ModelState::Failed(e), _) => Some(format!("the model could not be loaded: {e}")),
+            (ModelState::None, _) => {
+                Some("no model yet: open a .gguf file (top bar) to start chatting".into())
+            }
+        }
+    }
+
+    pub fn current(&self) -> Option<&Conversation> {
+        let id = self.current.as_ref()?;
+        self.conversations.iter().find(|c| &c.id == id)
+    }
+
+    fn current_mut(&mut self) -> Option<&mut Conversation> {
+        let id = self.current.clone()?;
+        self.conversations.iter_mut().find(|c| c.id == id)
+    }
+
+    pub fn new_conversation(&mut self) {
+        if self.current().is_some_and(Conversation::is_empty) {
+            return; // the empty one is already there
+        }
+        let c = Conversation::new(new_id());
+        self.current = Some(c.id.clone());
+        self.conversations.insert(0, c);
+    }
+
+    pub fn select(&mut self, id: &str) {
+        self.current = Some(id.to_string());
+    }
+
+    /// Sends the composer's text as the next user message.
+    pub fn send(&mut self) {
+        let text = self.composer.trim().to_string();
+        if text.is_empty() || self.cannot_send().is_some() {
+            return;
+        }
+        self.composer.clear();
+        if self.current().is_none() {
+            self.new_conversation();
+        }
+        let system = self.settings.system_prompt.clone();
+        let Some(c) = self.current_mut() else { return };
+        c.push_user(text);
+        let messages = c.chat_messages(&system);
+        let id = c.id.clone();
+        self.save_current();
+        self.generate(id, messages, None);
+    }
+
+    /// A new answer for the assistant message `node`, kept beside the old one.
+    pub fn regenerate(&mut self, node: NodeId) {
+        if self.cannot_send().is_some() {
+            return;
+        }
+        let system = self.settings.system_prompt.clone();
+        let Some(c) = self.current() else { return };
+        let Ok(messages) = c.prompt_for(node, &system) else {
+            return;
+        };
+        let id = c.id.clone();
+        self.generate(id, messages, Some(node));
+    }
+
+    fn generate(
+        &mut self,
+        conversation: String,
+        messages: Vec<ChatMessage>,
+        replaces: Option<NodeId>,
+    ) {
+        let params = GenerateParams {
+            max_tokens: self.settings.sampling.max_tokens.max(1),
+            sampler: self.settings.sampling.sampler_config(),
+            context: self.settings.context,
+            route: self.settings.route,
+            ..GenerateParams::default()
+        };
+        let (request, rx) = self.engine.generate(Prompt::Chat(messages), params);
+        self.waker.forward(Some(request), rx);
+        self.streaming = Some(Streaming {
+            request,
+            conversation,
+            replaces,
+            text: String::new(),
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = &self.streaming {
+            self.engine.cancel(s.request);
+        }
+    }
+
+    /// Files the streamed answer into its conversation and saves it.
+    fn finish_stream(&mut self, answer: Option<Answer>) {
+        let Some(s) = self.streaming.take() else {
+            return;
+        };
+        let Some(c) = self
+            .conversations
+            .iter_mut()
+            .find(|c| c.id == s.conversation)
+        else {
+            return;
+        };
+        if s.text.is_empty() && answer.is_none() {
+            return;
+        }
+        match s.replaces {
+            Some(node) => {
+                let _ = c.regenerate(node, s.text, answer);
+            }
+            None => {
+                c.push_assistant(s.text, answer);
+            }
+        }
+        let c = c.clone();
+        if let Some(store) = &self.store {
+            store.save(&c);
+        }
+        self.sort();
+    }
+
+    pub fn switch(&mut self, node: NodeId, index: usize) {
+        if let Some(c) = self.current_mut() {
+            let _ = c.switch(node, index);
+        }
+        self.save_current();
+    }
+
+    pub fn delete_message(&mut self, node: NodeId) {
+        if self.streaming.is_some() {
+            return;
+        }
+        if let Some(c) = self.current_mut() {
+            let _ = c.delete(node);
+        }
+        self.save_current();
+    }
+
+    pub fn delete_conversation(&mut self, id: &str) {
+        let Some(i) = self.conversations.iter().position(|c| c.id == id) else {
+            return;
+        };
+        if self
+            .streaming
+            .as_ref()
+            .is_some_and(|s| s.conversation == id)
+        {
+            self.stop();
+        }
+        let c = self.conversations.remove(i);
+        if let Some(store) = &self.store {
+            store.delete(&c.id);
+        }
+        self.undo = Some(Undo {
+            id: c.id.clone(),
+            title: c.display_title().to_string(),
+        });
+        if self.current.as_deref() == Some(id) {
+            self.current = self.conversations.first().map(|c| c.id.clone());
+        }
+    }
+
+    pub fn undo_delete(&mut self) {
+        if let (Some(u), Some(store)) = (self.undo.take(), &self.store) {
+            store.undo(&u.id);
+        }
+    }
+
+    fn save_current(&mut self) {
+        if let (Some(c), Some(store)) = (self.current(), &self.store)
+            && !c.is_empty()
+        {
+            store.save(c);
+        }
+    }
+
+    pub fn set_route(&mut self, route: RouteMode) {
+        self.settings.route = route;
+        self.save_settings();
+    }
+
+    pub fn save_settings(&self) {
+        if let Some(path) = self.settings_path.clone() {
+            let settings = self.settings.clone();
+            // Off the UI thread: a slow disk must not stall a frame.
+            let _ = std::thread::Builder::new()
+                .name("hearth-settings".into())
+                .spawn(move || {
+                    if let Err(e) = settings.save(&path) {
+                        eprintln!("hearth: {e}");
+                    }
+                });
+        }
+    }
+
+    /// The conversations the sidebar lists (the search applied), newest first.
+    pub fn listed(&self) -> Vec<&Conversation> {
+        let q = self.search.trim();
+        self.conversations
+            .iter()
+            .filter(|c| q.is_empty() || c.matches(q))
+            .collect()
+    }
+}
+
+/// The cloud client the settings name, if any (the key from the keychain or the environment).
+fn cloud_client(settings: &Settings) -> Option<Arc<CloudClient>> {
+    let url = settings.cloud_url.as_ref()?;
+    let model = settings.cloud_model.clone().unwrap_or_default();
+    let lookup = cloud::resolve_api_key(url, None);
+    let config = CloudConfig {
+        api_key: lookup.resolved.map(|r| r.key),
+        ..CloudConfig::new(url.clone(), model)
+    };
+    CloudClient::new(config).ok().map(Arc::new)
+}

@@ -1,0 +1,148 @@
+//! What connects the window to the slow world without ever blocking it: engine reply channels
+//! forwarded to the UI's one channel on named threads (each event wakes the window with a repaint
+//! request), and the conversation store on its own thread (saves, deletes, undo, the first load).
+
+use std::path::PathBuf;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+use hearth_engine::api::{Event, RequestId};
+
+use crate::conversation::Conversation;
+use crate::conversation::store::{Problem, Store};
+
+/// What reaches the UI thread.
+#[derive(Debug)]
+pub enum UiEvent {
+    /// An engine event of a load (`None`) or of a request.
+    Engine(Option<RequestId>, Event),
+    /// A request's channel closed.
+    Closed(RequestId),
+    Store(StoreEvent),
+    /// The file dialog's answer.
+    Picked(Option<PathBuf>),
+}
+
+/// What the store thread reports.
+#[derive(Debug)]
+pub enum StoreEvent {
+    Loaded {
+        conversations: Vec<Conversation>,
+        problems: Vec<Problem>,
+    },
+    Restored(Conversation),
+    Failed(String),
+}
+
+/// Where the UI's events go: its channel, and the context to wake.
+#[derive(Clone)]
+pub struct Waker {
+    tx: Sender<UiEvent>,
+    ctx: egui::Context,
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
+impl Waker {
+    pub fn new(tx: Sender<UiEvent>, ctx: egui::Context) -> Waker {
+        Waker { tx, ctx }
+    }
+
+    pub fn send(&self, event: UiEvent) {
+        if self.tx.send(event).is_ok() {
+            self.ctx.request_repaint();
+        }
+    }
+
+    /// Forwards every event of `rx` (a load's when `id` is `None`) until it closes.
+    pub fn forward(&self, id: Option<RequestId>, rx: Receiver<Event>) {
+        let waker = self.clone();
+        let spawned = thread::Builder::new()
+            .name("hearth-ui-events".into())
+            .spawn(move || {
+                for event in rx {
+                    waker.send(UiEvent::Engine(id, event));
+                }
+                if let Some(id) = id {
+                    waker.send(UiEvent::Closed(id));
+                }
+            });
+        if let Err(e) = spawned {
+            self.send(UiEvent::Engine(
+                id,
+                Event::Error {
+                    id,
+                    message: format!("cannot start a thread: {e}"),
+                },
+            ));
+        }
+    }
+}
+
+/// Commands for the store thread.
+#[derive(Debug)]
+enum StoreCommand {
+    Save(Box<Conversation>),
+    Delete(String),
+    Undo(String),
+}
+
+/// The conversation store on its thread (`hearth-store`): the UI sends and never waits.
+#[derive(Debug)]
+pub struct StoreThread {
+    tx: Sender<StoreCommand>,
+}
+
+impl StoreThread {
+    /// Opens the store in `dir` on its thread and reports every conversation found.
+    pub fn start(dir: PathBuf, waker: Waker) -> std::io::Result<StoreThread> {
+        let (tx, rx) = crossbeam_channel::unbounded::<StoreCommand>();
+        thread::Builder::new()
+            .name("hearth-store".into())
+            .spawn(move || {
+                let mut store = match Store::open(&dir) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        waker.send(UiEvent::Store(StoreEvent::Failed(e.to_string())));
+                        return;
+                    }
+                };
+                let (conversations, problems) = store.load_all();
+                waker.send(UiEvent::Store(StoreEvent::Loaded {
+                    conversations,
+                    problems,
+                }));
+                for command in rx {
+                    let result = match command {
+                        StoreCommand::Save(c) => store.save(&c).map(|_| None),
+                        StoreCommand::Delete(id) => store.delete(&id).map(|_| None),
+                        StoreCommand::Undo(id) => store.undo_delete(&id).map(Some),
+                    };
+                    match result {
+                        Ok(Some(c)) => waker.send(UiEvent::Store(StoreEvent::Restored(c))),
+                        Ok(None) => {}
+                        Err(e) => waker.send(UiEvent::Store(StoreEvent::Failed(e.to_string()))),
+                    }
+                }
+            })?;
+        Ok(StoreThread { tx })
+    }
+
+    pub fn save(&self, conversation: &Conversation) {
+        let _ = self
+            .tx
+            .send(StoreCommand::Save(Box::new(conversation.clone())));
+    }
+
+    pub fn delete(&self, id: &str) {
+        let _ = self.tx.send(StoreCommand::Delete(id.to_string()));
+    }
+
+    pub fn undo(&self, id: &str) {
+        let _ = self.tx.send(StoreCommand::Undo(id.to_string()));
+    }
+}

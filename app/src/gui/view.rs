@@ -1,0 +1,350 @@
+//! Drawing the window: the top bar (model, compute, route toggle), the sidebar (conversations,
+//! search, undo), the transcript (Markdown, answer footers, message actions) and the composer.
+//! Every control has a text label, which AccessKit reports to screen readers and tests.
+
+use egui::{Align, Key, KeyboardShortcut, Layout, Modifiers, RichText, ScrollArea};
+use egui_commonmark::CommonMarkViewer;
+use hearth_engine::api::RouteMode;
+use hearth_engine::route::Target;
+
+use super::app::{HearthApp, ModelState};
+use crate::conversation::{Node, NodeId, Role};
+
+const NEW_CHAT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
+const FIND: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::F);
+const OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+
+/// Message actions chosen this frame (applied after drawing).
+enum Action {
+    Regenerate(NodeId),
+    Switch(NodeId, usize),
+    Delete(NodeId),
+}
+
+impl HearthApp {
+    pub(super) fn draw(&mut self, ui: &mut egui::Ui) {
+        self.shortcuts(ui);
+        egui::Panel::top("top-bar").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::left("sidebar")
+            .resizable(true)
+            .default_size(220.0)
+            .show(ui, |ui| self.sidebar(ui));
+        egui::Panel::bottom("composer").show(ui, |ui| self.composer(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
+    }
+
+    fn shortcuts(&mut self, ui: &mut egui::Ui) {
+        if ui.input_mut(|i| i.consume_shortcut(&NEW_CHAT)) {
+            self.new_conversation();
+        }
+        if ui.input_mut(|i| i.consume_shortcut(&FIND)) {
+            ui.memory_mut(|m| m.request_focus(egui::Id::unique("search")));
+        }
+        if ui.input_mut(|i| i.consume_shortcut(&OPEN)) {
+            self.pick_model();
+        }
+        if self.streaming.is_some() && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape))
+        {
+            self.stop();
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.strong("Hearth");
+            ui.separator();
+            if ui
+                .button("Open model…")
+                .on_hover_text("Open a .gguf file (Ctrl+O)")
+                .clicked()
+            {
+                self.pick_model();
+            }
+            match &self.model {
+                ModelState::None => {
+                    ui.label("No model loaded");
+                }
+                ModelState::Loading {
+                    path,
+                    phase,
+                    done,
+                    total,
+                } => {
+                    let name = path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    let fraction = if *total > 0 {
+                        *done as f32 / *total as f32
+                    } else {
+                        0.0
+                    };
+                    ui.label(format!("Loading {name} ({phase:?})"));
+                    ui.add(
+                        egui::ProgressBar::new(fraction)
+                            .desired_width(120.0)
+                            .show_percentage(),
+                    );
+                }
+                ModelState::Ready(info) => {
+                    ui.label(RichText::new(&info.name).strong())
+                        .on_hover_text(info.path.display().to_string());
+                    let compute = match &info.fallback {
+                        Some(why) => format!("{} (no GPU: {why})", info.compute),
+                        None => info.compute.clone(),
+                    };
+                    ui.label(RichText::new(&info.compute).small())
+                        .on_hover_text(compute);
+                }
+                ModelState::Failed(e) => {
+                    ui.colored_label(ui.visuals().error_fg_color, "Model failed to load")
+                        .on_hover_text(e);
+                }
+            }
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                self.route_toggle(ui);
+            });
+        });
+    }
+
+    fn route_toggle(&mut self, ui: &mut egui::Ui) {
+        let cloud = self.cloud_ready;
+        let why = "set a cloud endpoint in the settings to use it";
+        for (mode, label) in [
+            (RouteMode::Cloud, "Cloud"),
+            (RouteMode::Auto, "Auto"),
+            (RouteMode::Local, "Local"),
+        ] {
+            let enabled = cloud || mode == RouteMode::Local;
+            let selected = self.settings.route == mode;
+            let r = ui
+                .add_enabled(enabled, egui::Button::selectable(selected, label))
+                .on_disabled_hover_text(why);
+            if r.clicked() {
+                self.set_route(mode);
+            }
+        }
+        ui.label("Route:");
+        if self.settings.route != RouteMode::Local && cloud {
+            ui.label(RichText::new("network on").small())
+                .on_hover_text("answers may be sent to the cloud endpoint");
+        }
+    }
+
+    fn sidebar(&mut self, ui: &mut egui::Ui) {
+        if ui.button("New chat").on_hover_text("Ctrl+N").clicked() {
+            self.new_conversation();
+        }
+        ui.add(
+            egui::TextEdit::singleline(&mut self.search)
+                .id(egui::Id::unique("search"))
+                .hint_text("Search (Ctrl+F)"),
+        )
+        .labelled_by(ui.label("Search conversations").id);
+        if let Some(u) = self.undo.clone() {
+            ui.horizontal(|ui| {
+                ui.label(format!("Deleted \u{201c}{}\u{201d}", u.title));
+                if ui.button("Undo").clicked() {
+                    self.undo_delete();
+                }
+            });
+        }
+        ui.separator();
+        if !self.loaded_store {
+            ui.label("Loading conversations…");
+        }
+        let mut chosen = None;
+        let mut delete = None;
+        ScrollArea::vertical().show(ui, |ui| {
+            for c in self.listed() {
+                let selected = self.current.as_deref() == Some(c.id.as_str());
+                ui.horizontal(|ui| {
+                    if ui
+                        .add(egui::Button::selectable(selected, c.display_title()))
+                        .clicked()
+                    {
+                        chosen = Some(c.id.clone());
+                    }
+                    if ui
+                        .small_button("×")
+                        .on_hover_text("Delete conversation")
+                        .clicked()
+                    {
+                        delete = Some(c.id.clone());
+                    }
+                });
+            }
+        });
+        if let Some(id) = chosen {
+            self.select(&id);
+        }
+        if let Some(id) = delete {
+            self.delete_conversation(&id);
+        }
+    }
+
+    fn transcript(&mut self, ui: &mut egui::Ui) {
+        for n in &self.notices {
+            ui.colored_label(ui.visuals().warn_fg_color, n);
+        }
+        let Some(c) = self.current() else {
+            ui.centered_and_justified(|ui| {
+                ui.label(
+                    self.cannot_send()
+                        .unwrap_or_else(|| "Start a conversation below.".into()),
+                );
+            });
+            return;
+        };
+        let thread: Vec<Node> = c.thread().into_iter().cloned().collect();
+        let alternatives: Vec<Option<(usize, usize)>> = thread
+            .iter()
+            .map(|n| c.alternatives(n.id).ok().filter(|(_, k)| *k > 1))
+            .collect();
+        let streaming_here = self
+            .streaming
+            .as_ref()
+            .filter(|s| s.conversation == c.id)
+            .map(|s| (s.text.clone(), s.replaces));
+        let mut action = None;
+        ScrollArea::vertical()
+            .stick_to_bottom(true)
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                for (node, alt) in thread.iter().zip(&alternatives) {
+                    if streaming_here
+                        .as_ref()
+                        .is_some_and(|(_, r)| *r == Some(node.id))
+                    {
+                        continue; // its new alternative is streaming below
+                    }
+                    self.message(ui, node, *alt, &mut action);
+                }
+                if let Some((text, _)) = &streaming_here {
+                    ui.label(RichText::new("Hearth").strong());
+                    if text.is_empty() {
+                        ui.spinner();
+                    } else {
+                        CommonMarkViewer::new().show(ui, &mut self.markdown, text);
+                    }
+                }
+            });
+        match action {
+            Some(Action::Regenerate(n)) => self.regenerate(n),
+            Some(Action::Switch(n, i)) => self.switch(n, i),
+            Some(Action::Delete(n)) => self.delete_message(n),
+            None => {}
+        }
+    }
+
+    fn message(
+        &mut self,
+        ui: &mut egui::Ui,
+        node: &Node,
+        alt: Option<(usize, usize)>,
+        action: &mut Option<Action>,
+    ) {
+        let who = match node.role {
+            Role::User => "You",
+            Role::Assistant => "Hearth",
+            Role::System => "System",
+        };
+        ui.add_space(6.0);
+        ui.label(RichText::new(who).strong());
+        match node.role {
+            Role::Assistant => {
+                CommonMarkViewer::new().max_image_width(Some(512)).show(
+                    ui,
+                    &mut self.markdown,
+                    &node.content,
+                );
+            }
+            _ => {
+                ui.label(&node.content);
+            }
+        }
+        ui.horizontal(|ui| {
+            if let Some(a) = &node.answer {
+                let (badge, colour) = match a.route.target {
+                    Target::Local => ("Local", egui::Color32::from_rgb(60, 140, 80)),
+                    Target::Cloud => ("Cloud", egui::Color32::from_rgb(60, 110, 170)),
+                };
+                ui.label(RichText::new(badge).color(colour).strong())
+                    .on_hover_text(&a.route.reason);
+                ui.label(
+                    RichText::new(format!(
+                        "first token {} ms · {:.1} tok/s · {} tokens · {} reused",
+                        a.ttft_ms, a.tokens_per_s, a.tokens, a.reused_tokens
+                    ))
+                    .small()
+                    .weak(),
+                );
+            }
+            if ui.small_button("Copy").clicked() {
+                ui.ctx().copy_text(node.content.clone());
+            }
+            if node.role == Role::Assistant && ui.small_button("Regenerate").clicked() {
+                *action = Some(Action::Regenerate(node.id));
+            }
+            if let Some((i, k)) = alt {
+                if ui
+                    .add_enabled(i > 0, egui::Button::new("<").small())
+                    .on_hover_text("Previous alternative")
+                    .clicked()
+                {
+                    *action = Some(Action::Switch(node.id, i - 1));
+                }
+                ui.label(format!("{}/{k}", i + 1));
+                if ui
+                    .add_enabled(i + 1 < k, egui::Button::new(">").small())
+                    .on_hover_text("Next alternative")
+                    .clicked()
+                {
+                    *action = Some(Action::Switch(node.id, i + 1));
+                }
+            }
+            if ui.small_button("Delete").clicked() {
+                *action = Some(Action::Delete(node.id));
+            }
+        });
+    }
+
+    fn composer(&mut self, ui: &mut egui::Ui) {
+        let id = egui::Id::unique("composer");
+        let blocked = self.cannot_send();
+        // Enter sends, Shift+Enter is a new line: take plain Enter before the text box sees it.
+        let focused = ui.memory(|m| m.has_focus(id));
+        let enter = focused
+            && blocked.is_none()
+            && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
+        ui.add_space(4.0);
+        ui.horizontal(|ui| {
+            let label = ui.label("Message");
+            let width = ui.available_width() - 80.0;
+            ui.add_enabled(
+                self.streaming.is_none(),
+                egui::TextEdit::multiline(&mut self.composer)
+                    .id(id)
+                    .desired_rows(2)
+                    .desired_width(width.max(100.0))
+                    .hint_text("Ask anything (Enter sends, Shift+Enter for a new line)"),
+            )
+            .labelled_by(label.id);
+            if self.streaming.is_some() {
+                if ui.button("Stop").on_hover_text("Esc").clicked() {
+                    self.stop();
+                }
+            } else if ui
+                .add_enabled(blocked.is_none(), egui::Button::new("Send"))
+                .clicked()
+                || enter
+            {
+                self.send();
+                ui.memory_mut(|m| m.request_focus(id));
+            }
+        });
+        if let Some(why) = blocked {
+            ui.label(RichText::new(why).small().weak());
+        }
+        ui.add_space(4.0);
+    }
+}
