@@ -3,5 +3,6 @@
 mod bench;
 mod chat;
 mod cli;
+mod gui;
 mod run;
 mod serve;

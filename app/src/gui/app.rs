@@ -81,6 +81,8 @@ pub struct HearthApp {
     pub(super) undo: Option<Undo>,
     pub(super) markdown: egui_commonmark::CommonMarkCache,
     pub(super) cloud_ready: bool,
+    /// The composer still has to take the keyboard focus (at start).
+    pub(super) focus_composer: bool,
 }
 
 impl std::fmt::Debug for HearthApp {
@@ -150,6 +152,7 @@ impl HearthApp {
             undo: None,
             markdown: egui_commonmark::CommonMarkCache::default(),
             cloud_ready,
+            focus_composer: true,
         };
         if let Some(path) = options.model.or_else(|| app.settings.last_model.clone()) {
             app.load_model(path);
@@ -364,6 +367,18 @@ impl HearthApp {
         let messages = c.chat_messages(&system);
         let id = c.id.clone();
         self.save_current();
+        self.generate(id, messages, None);
+    }
+
+    /// Answers the current conversation's last user message (one left without an answer).
+    pub fn respond(&mut self) {
+        if self.cannot_send().is_some() {
+            return;
+        }
+        let system = self.settings.system_prompt.clone();
+        let Some(c) = self.current() else { return };
+        let messages = c.chat_messages(&system);
+        let id = c.id.clone();
         self.generate(id, messages, None);
     }
 

@@ -16,6 +16,8 @@ const OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O)
 
 /// Message actions chosen this frame (applied after drawing).
 enum Action {
+    /// Answer the last user message (its answer was lost to a crash, or failed).
+    Respond,
     Regenerate(NodeId),
     Switch(NodeId, usize),
     Delete(NodeId),
@@ -28,6 +30,7 @@ impl HearthApp {
         egui::Panel::left("sidebar")
             .resizable(true)
             .default_size(220.0)
+            .size_range(160.0..=320.0)
             .show(ui, |ui| self.sidebar(ui));
         egui::Panel::bottom("composer").show(ui, |ui| self.composer(ui));
         egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
@@ -219,6 +222,16 @@ impl HearthApp {
                     }
                     self.message(ui, node, *alt, &mut action);
                 }
+                let unanswered = thread.last().is_some_and(|n| n.role == Role::User);
+                if unanswered
+                    && streaming_here.is_none()
+                    && ui
+                        .add_enabled(self.cannot_send().is_none(), egui::Button::new("Answer"))
+                        .on_hover_text("This message has no answer yet")
+                        .clicked()
+                {
+                    action = Some(Action::Respond);
+                }
                 if let Some((text, _)) = &streaming_here {
                     ui.label(RichText::new("Hearth").strong());
                     if text.is_empty() {
@@ -229,6 +242,7 @@ impl HearthApp {
                 }
             });
         match action {
+            Some(Action::Respond) => self.respond(),
             Some(Action::Regenerate(n)) => self.regenerate(n),
             Some(Action::Switch(n, i)) => self.switch(n, i),
             Some(Action::Delete(n)) => self.delete_message(n),
@@ -316,12 +330,14 @@ impl HearthApp {
         let enter = focused
             && blocked.is_none()
             && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
+        if std::mem::take(&mut self.focus_composer) {
+            ui.memory_mut(|m| m.request_focus(id));
+        }
         ui.add_space(4.0);
         ui.horizontal(|ui| {
             let label = ui.label("Message");
             let width = ui.available_width() - 80.0;
-            ui.add_enabled(
-                self.streaming.is_none(),
+            ui.add(
                 egui::TextEdit::multiline(&mut self.composer)
                     .id(id)
                     .desired_rows(2)
