@@ -166,6 +166,22 @@ enum Cmd {
         #[arg(long, value_enum, conflicts_with = "kernels")]
         scenario: Option<scenario::Scenario>,
     },
+    /// Measure the window's frame time (UI thread, no GPU) while an answer streams into a long
+    /// conversation.
+    BenchUi {
+        /// Messages in the conversation.
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// Frames measured.
+        #[arg(long, default_value_t = 600)]
+        frames: usize,
+        /// The answer's speed.
+        #[arg(long, default_value_t = 150.0)]
+        tokens_per_s: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fit the router's probe for a model: answer the training questions locally, grade them,
     /// and learn which prompts the model gets wrong from its hidden state; writes the probe.
     FitRouter {
@@ -228,6 +244,12 @@ fn main() -> ExitCode {
         }) => commands::tokenize(&model, &text, special),
         Some(Cmd::Fetch { name, list }) => commands::fetch(name.as_deref(), list),
         Some(Cmd::Serve(args)) => serve::serve(args),
+        Some(Cmd::BenchUi {
+            messages,
+            frames,
+            tokens_per_s,
+            json,
+        }) => gui::bench::run(messages, frames, tokens_per_s, json),
         Some(Cmd::Chat(args)) => chat::chat(args),
         Some(Cmd::FitRouter {
             args,

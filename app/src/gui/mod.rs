@@ -6,6 +6,7 @@
 //! nothing.
 
 mod app;
+pub mod bench;
 mod bridge;
 mod view;
 
