@@ -83,6 +83,8 @@ pub struct HearthApp {
     pub(super) cloud_ready: bool,
     /// The composer still has to take the keyboard focus (at start).
     pub(super) focus_composer: bool,
+    /// A user message being edited, and its new text.
+    pub(super) editing: Option<(NodeId, String)>,
 }
 
 impl std::fmt::Debug for HearthApp {
@@ -153,6 +155,7 @@ impl HearthApp {
             markdown: egui_commonmark::CommonMarkCache::default(),
             cloud_ready,
             focus_composer: true,
+            editing: None,
         };
         if let Some(path) = options.model.or_else(|| app.settings.last_model.clone()) {
             app.load_model(path);
@@ -379,6 +382,24 @@ impl HearthApp {
         let Some(c) = self.current() else { return };
         let messages = c.chat_messages(&system);
         let id = c.id.clone();
+        self.generate(id, messages, None);
+    }
+
+    /// Sends an edited copy of the user message `node` as a new branch (the old one stays, one
+    /// "<" away) and answers it.
+    pub fn edit_and_send(&mut self, node: NodeId, text: String) {
+        let text = text.trim().to_string();
+        if text.is_empty() || self.cannot_send().is_some() {
+            return;
+        }
+        let system = self.settings.system_prompt.clone();
+        let Some(c) = self.current_mut() else { return };
+        if c.edit_user(node, text).is_err() {
+            return;
+        }
+        let messages = c.chat_messages(&system);
+        let id = c.id.clone();
+        self.save_current();
         self.generate(id, messages, None);
     }
 

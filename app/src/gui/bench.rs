@@ -50,7 +50,10 @@ fn conversation(messages: usize) -> Conversation {
     };
     for i in 0..messages {
         if i % 2 == 0 {
-            c.push_user(format!("Question {}: how does the window stay smooth?", i / 2 + 1));
+            c.push_user(format!(
+                "Question {}: how does the window stay smooth?",
+                i / 2 + 1
+            ));
         } else {
             let answer = Answer::from_stats("bench", &Route::local("local only"), &stats, "stop");
             c.push_assistant(ANSWER, Some(answer));
@@ -147,7 +150,10 @@ pub fn run(messages: usize, frames: usize, tokens_per_s: f64, json: bool) -> Res
         println!(
             "frame time while an answer streams at {tokens_per_s} tok/s ({frames} frames, UI thread, no GPU):"
         );
-        for (name, f) in [("2 messages", &short), (&format!("{messages} messages")[..], &long)] {
+        for (name, f) in [
+            ("2 messages", &short),
+            (&format!("{messages} messages")[..], &long),
+        ] {
             println!(
                 "  {name:<14} p50 {:6.2} ms   p99 {:6.2} ms   max {:6.2} ms",
                 ms(f.p50),

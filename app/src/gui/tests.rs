@@ -111,6 +111,32 @@ fn a_question_gets_a_streamed_local_answer_that_is_saved_and_found_again_after_a
     let last = c.thread().last().unwrap().id;
     assert_eq!(c.alternatives(last).unwrap(), (1, 2));
     assert!(shows(&h, "2/2"));
+    // Editing the question branches the conversation: the old question and its answers stay.
+    h.get_by_label("Edit").click();
+    h.run_steps(2);
+    let editor = || Role::MultilineTextInput;
+    h.get_by_role_and_label(editor(), "Edit message").focus();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_role_and_label(editor(), "Edit message")
+        .type_text("What is the capital of Spain?");
+    h.run_steps(2);
+    h.get_by_label("Send edit").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the edited question's answer", |a| {
+        a.streaming.is_none()
+    });
+    let c = h.state().current().unwrap();
+    let thread = c.thread();
+    assert_eq!(thread.len(), 2, "{thread:?}");
+    assert_eq!(thread[0].content, "What is the capital of Spain?");
+    assert_eq!(c.alternatives(thread[0].id).unwrap(), (1, 2));
+    assert!(thread[1].answer.is_some());
+    h.get_by_label("Previous alternative").click();
+    h.run_steps(2);
+    let c = h.state().current().unwrap();
+    assert_eq!(c.thread()[0].content, "What is the capital of France?");
+    assert_eq!(c.thread().len(), 2, "the old branch keeps its answers");
     drop(h);
     // A new window on the same folders finds the conversation, with both answers.
     let mut h = harness(root.path(), false);

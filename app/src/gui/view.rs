@@ -19,6 +19,9 @@ enum Action {
     /// Answer the last user message (its answer was lost to a crash, or failed).
     Respond,
     Regenerate(NodeId),
+    Edit(NodeId),
+    SendEdit(NodeId, String),
+    CancelEdit,
     Switch(NodeId, usize),
     Delete(NodeId),
 }
@@ -244,6 +247,19 @@ impl HearthApp {
         match action {
             Some(Action::Respond) => self.respond(),
             Some(Action::Regenerate(n)) => self.regenerate(n),
+            Some(Action::Edit(n)) => {
+                let text = self
+                    .current()
+                    .and_then(|c| c.node(n))
+                    .map(|n| n.content.clone())
+                    .unwrap_or_default();
+                self.editing = Some((n, text));
+            }
+            Some(Action::SendEdit(n, text)) => {
+                self.editing = None;
+                self.edit_and_send(n, text);
+            }
+            Some(Action::CancelEdit) => self.editing = None,
             Some(Action::Switch(n, i)) => self.switch(n, i),
             Some(Action::Delete(n)) => self.delete_message(n),
             None => {}
@@ -273,6 +289,21 @@ impl HearthApp {
                 );
             }
             _ => {
+                if let Some((_, text)) = self.editing.as_mut().filter(|(n, _)| *n == node.id) {
+                    let label = ui.label("Edit message");
+                    ui.add(egui::TextEdit::multiline(text).desired_rows(2))
+                        .labelled_by(label.id);
+                    let text = text.clone();
+                    ui.horizontal(|ui| {
+                        if ui.button("Send edit").clicked() {
+                            *action = Some(Action::SendEdit(node.id, text));
+                        }
+                        if ui.button("Cancel").clicked() {
+                            *action = Some(Action::CancelEdit);
+                        }
+                    });
+                    return;
+                }
                 ui.label(&node.content);
             }
         }
@@ -296,23 +327,18 @@ impl HearthApp {
             if ui.small_button("Copy").clicked() {
                 ui.ctx().copy_text(node.content.clone());
             }
+            if node.role == Role::User && ui.small_button("Edit").clicked() {
+                *action = Some(Action::Edit(node.id));
+            }
             if node.role == Role::Assistant && ui.small_button("Regenerate").clicked() {
                 *action = Some(Action::Regenerate(node.id));
             }
             if let Some((i, k)) = alt {
-                if ui
-                    .add_enabled(i > 0, egui::Button::new("<").small())
-                    .on_hover_text("Previous alternative")
-                    .clicked()
-                {
+                if arrow(ui, "<", "Previous alternative", i > 0) {
                     *action = Some(Action::Switch(node.id, i - 1));
                 }
                 ui.label(format!("{}/{k}", i + 1));
-                if ui
-                    .add_enabled(i + 1 < k, egui::Button::new(">").small())
-                    .on_hover_text("Next alternative")
-                    .clicked()
-                {
+                if arrow(ui, ">", "Next alternative", i + 1 < k) {
                     *action = Some(Action::Switch(node.id, i + 1));
                 }
             }
@@ -363,4 +389,13 @@ impl HearthApp {
         }
         ui.add_space(4.0);
     }
+}
+
+/// A small arrow button whose accessible name says what it does; returns whether it was clicked.
+fn arrow(ui: &mut egui::Ui, glyph: &str, name: &str, enabled: bool) -> bool {
+    let r = ui
+        .add_enabled(enabled, egui::Button::new(glyph).small())
+        .on_hover_text(name);
+    r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, enabled, name));
+    r.clicked()
 }
