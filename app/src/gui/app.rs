@@ -11,6 +11,7 @@ use hearth_engine::api::{
     RouteMode,
 };
 use hearth_engine::route::cloud::{self, CloudClient, CloudConfig};
+use hearth_engine::sched::Speculation;
 use hearth_engine::tokenizer::ChatMessage;
 
 use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
@@ -83,8 +84,13 @@ pub struct HearthApp {
     pub(super) cloud_ready: bool,
     /// The composer still has to take the keyboard focus (at start).
     pub(super) focus_composer: bool,
+    /// The Settings window (`settings.rs`).
+    pub(super) settings_window: super::settings::SettingsWindow,
     /// A user message being edited, and its new text.
     pub(super) editing: Option<(NodeId, String)>,
+    /// The transcript's message heights (width, height) when last laid out, for one
+    /// conversation: messages far from the screen are skipped at that height.
+    pub(super) heights: (String, std::collections::HashMap<NodeId, (f32, f32)>),
 }
 
 impl std::fmt::Debug for HearthApp {
@@ -117,14 +123,24 @@ impl HearthApp {
                 (Settings::default(), None)
             }
         };
-        let mut config = options.engine.unwrap_or_else(|| EngineConfig {
+        let config = options.engine.unwrap_or_else(|| EngineConfig {
             backend: settings.backend.kind(),
             threads: settings.threads,
             ..EngineConfig::default()
         });
-        let cloud_client = cloud_client(&settings);
-        let cloud_ready = cloud_client.is_some();
-        config.cloud = cloud_client;
+        let cloud_ready = false;
+        if settings.cloud_url.is_some() {
+            // The keychain may block (an unlock prompt): the client arrives as an event.
+            let waker = waker.clone();
+            let settings = settings.clone();
+            let _ = std::thread::Builder::new()
+                .name("hearth-keychain".into())
+                .spawn(move || {
+                    if let Some(client) = cloud_client(&settings) {
+                        waker.send(UiEvent::Cloud(client));
+                    }
+                });
+        }
         let engine = hearth_engine::api::spawn(config)?;
         let store = match &dirs {
             Some(d) => match StoreThread::start(d.data.clone(), waker.clone()) {
@@ -155,7 +171,9 @@ impl HearthApp {
             markdown: egui_commonmark::CommonMarkCache::default(),
             cloud_ready,
             focus_composer: true,
+            settings_window: Default::default(),
             editing: None,
+            heights: Default::default(),
         };
         if let Some(path) = options.model.or_else(|| app.settings.last_model.clone()) {
             app.load_model(path);
@@ -177,6 +195,12 @@ impl HearthApp {
                 UiEvent::Store(event) => self.store_event(event),
                 UiEvent::Picked(Some(path)) => self.load_model(path),
                 UiEvent::Picked(None) => {}
+                UiEvent::Cloud(client) => {
+                    self.engine.send(hearth_engine::api::Command::SetCloud {
+                        client: Some(client),
+                    });
+                    self.cloud_ready = true;
+                }
             }
         }
     }
@@ -424,6 +448,11 @@ impl HearthApp {
         replaces: Option<NodeId>,
     ) {
         let params = GenerateParams {
+            speculation: if self.settings.speculative {
+                Speculation::PROMPT_LOOKUP
+            } else {
+                Speculation::Off
+            },
             max_tokens: self.settings.sampling.max_tokens.max(1),
             sampler: self.settings.sampling.sampler_config(),
             context: self.settings.context,

@@ -21,6 +21,9 @@ pub enum UiEvent {
     Store(StoreEvent),
     /// The file dialog's answer.
     Picked(Option<PathBuf>),
+    /// The cloud client the saved settings name (built off the UI thread: the keychain may
+    /// block).
+    Cloud(std::sync::Arc<hearth_engine::route::cloud::CloudClient>),
 }
 
 /// What the store thread reports.

@@ -1,13 +1,14 @@
 //! The desktop app: an eframe window whose chat talks to the engine over channels.
 //!
-//! `app.rs` holds the state and the actions, `view.rs` draws it, `bridge.rs` connects it to the
-//! engine's reply channels and the conversation store on named threads. The UI thread never
-//! waits: events arrive on a channel and each one asks for a repaint, so an idle window draws
-//! nothing.
+//! `app.rs` holds the state and the actions, `view.rs` draws it, `settings.rs` is the Settings
+//! window, `bridge.rs` connects it to the engine's reply channels and the conversation store on
+//! named threads. The UI thread never waits: events arrive on a channel and each one asks for a
+//! repaint, so an idle window draws nothing.
 
 mod app;
 pub mod bench;
 mod bridge;
+mod settings;
 mod view;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::conversation::{Node, NodeId, Role};
 const NEW_CHAT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
 const FIND: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::F);
 const OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+const SETTINGS: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Comma);
 
 /// Message actions chosen this frame (applied after drawing).
 enum Action {
@@ -37,6 +38,7 @@ impl HearthApp {
             .show(ui, |ui| self.sidebar(ui));
         egui::Panel::bottom("composer").show(ui, |ui| self.composer(ui));
         egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
+        self.settings_window(ui);
     }
 
     fn shortcuts(&mut self, ui: &mut egui::Ui) {
@@ -48,6 +50,9 @@ impl HearthApp {
         }
         if ui.input_mut(|i| i.consume_shortcut(&OPEN)) {
             self.pick_model();
+        }
+        if ui.input_mut(|i| i.consume_shortcut(&SETTINGS)) {
+            self.open_settings(ui.ctx());
         }
         if self.streaming.is_some() && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape))
         {
@@ -65,6 +70,9 @@ impl HearthApp {
                 .clicked()
             {
                 self.pick_model();
+            }
+            if ui.button("Settings").on_hover_text("Ctrl+,").clicked() {
+                self.open_settings(ui.ctx());
             }
             match &self.model {
                 ModelState::None => {
@@ -212,10 +220,19 @@ impl HearthApp {
             .filter(|s| s.conversation == c.id)
             .map(|s| (s.text.clone(), s.replaces));
         let mut action = None;
+        if self.heights.0 != c.id {
+            self.heights = (c.id.clone(), Default::default());
+        }
         ScrollArea::vertical()
             .stick_to_bottom(true)
             .auto_shrink([false, false])
-            .show(ui, |ui| {
+            .show_viewport(ui, |ui, viewport| {
+                // Only messages near the visible part are laid out; the others take the height
+                // they had when last drawn (at this width), so a long conversation costs what
+                // the screen shows.
+                let width = ui.available_width();
+                let top = ui.min_rect().top();
+                let near = viewport.expand2(egui::vec2(0.0, viewport.height()));
                 for (node, alt) in thread.iter().zip(&alternatives) {
                     if streaming_here
                         .as_ref()
@@ -223,7 +240,19 @@ impl HearthApp {
                     {
                         continue; // its new alternative is streaming below
                     }
+                    let y = ui.cursor().top() - top;
+                    let known = self.heights.1.get(&node.id).copied();
+                    if let Some((w, h)) = known
+                        && w == width
+                        && (y + h < near.top() || y > near.bottom())
+                    {
+                        ui.allocate_space(egui::vec2(width, h));
+                        continue;
+                    }
+                    let before = ui.cursor().top();
                     self.message(ui, node, *alt, &mut action);
+                    let h = ui.cursor().top() - before - ui.spacing().item_spacing.y;
+                    self.heights.1.insert(node.id, (width, h.max(0.0)));
                 }
                 let unanswered = thread.last().is_some_and(|n| n.role == Role::User);
                 if unanswered

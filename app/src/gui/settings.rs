@@ -1,0 +1,798 @@
+//! The Settings window (top bar button, Ctrl+,): system prompts (the default and this
+//! conversation's), sampling, context policy, compute (backend, threads, reload), the cloud
+//! endpoint with its API key and a connection test, and the look (theme, text size).
+//!
+//! The controls edit a draft; Apply (and Close) copy it into the settings and save them with
+//! [`HearthApp::save_settings`]. Theme and text size are shown at once. Everything that may block
+//! runs on named threads and reports back on this window's own channel (each report wakes the
+//! UI): keychain calls (`hearth-keychain`), building the cloud client, the connection test
+//! (`hearth-cloud-test`) and restarting the engine (`hearth-engine-restart`, `-retire`).
+//!
+//! The API key is typed into a password field, stored in the OS keychain and never put in the
+//! settings, a log or an error message. Without a keychain it is kept in memory for this session
+//! only, and the window says so.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use egui::TextEdit;
+use hearth_engine::api::{Command, EngineConfig, EngineHandle};
+use hearth_engine::route::RouteMode;
+use hearth_engine::route::cloud::{self, ApiKey, CancelToken, CloudClient, CloudConfig, KeySource};
+use hearth_engine::sched::ContextPolicy;
+
+use super::app::{HearthApp, ModelState};
+use crate::conversation::settings::{BackendPreference, Settings, TEXT_SCALE_RANGE, Theme};
+
+/// The text sizes the window offers (within what the settings accept).
+const TEXT_SIZES: std::ops::RangeInclusive<f32> = 0.75..=2.0;
+
+/// What the window's threads report.
+#[derive(Debug)]
+pub(super) enum SettingsEvent {
+    /// Whether a key is stored for the endpoint (the key itself stays on its thread).
+    KeyFound {
+        source: Option<KeySource>,
+        keychain_error: Option<String>,
+    },
+    /// The endpoint was saved: the client to hand to the engine, or why there is none.
+    Cloud {
+        generation: u64,
+        client: Result<Arc<CloudClient>, String>,
+        keychain_error: Option<String>,
+        /// The typed key, when the keychain could not keep it.
+        memory_key: Option<ApiKey>,
+        source: Option<KeySource>,
+    },
+    /// The stored key was removed (or why not).
+    Forgot(Result<(), String>),
+    /// The connection test's outcome.
+    Tested(Result<String, String>),
+    /// A fresh engine for the next load, or why it could not start.
+    Engine(Result<EngineHandle, String>, PathBuf),
+    /// The old engine has stopped: the model can load on the new one.
+    Retired(PathBuf),
+}
+
+/// The connection test.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) enum TestState {
+    #[default]
+    Idle,
+    Running,
+    /// What the endpoint said, or the error.
+    Done(Result<String, String>),
+}
+
+/// The window's state (one field of [`HearthApp`]).
+#[derive(Debug, Default)]
+pub(super) struct SettingsWindow {
+    pub(super) open: bool,
+    /// The settings being edited.
+    pub(super) draft: Settings,
+    /// The conversation whose prompt is edited, and whether it has its own prompt.
+    conversation: Option<String>,
+    own_prompt: bool,
+    conversation_prompt: String,
+    seed: String,
+    threads: String,
+    /// The API key typed in (empty: keep the stored one). Cleared once handed to a thread.
+    pub(super) api_key: String,
+    /// A key kept for this session only, for the endpoint it was typed for.
+    memory_key: Option<(String, ApiKey)>,
+    /// Where the endpoint's key is, as last found.
+    key_source: Option<KeySource>,
+    /// Why the keychain could not be used, if it could not.
+    pub(super) keychain_error: Option<String>,
+    /// The endpoint being set up, or why it could not be.
+    pub(super) cloud_status: Option<Result<String, String>>,
+    cloud_generation: u64,
+    /// The client last handed to the engine (kept for an engine restart).
+    client: Option<Arc<CloudClient>>,
+    pub(super) test: TestState,
+    restarting: bool,
+    /// The theme or text size was changed (and shown) since the last save.
+    look_changed: bool,
+    /// What cannot be applied (a seed that is not a number, say).
+    pub(super) problem: Option<String>,
+    focus_first: bool,
+    channel: Channel,
+}
+
+impl SettingsWindow {
+    /// The key kept in memory for `url`, if any.
+    fn memory_for(&self, url: &str) -> Option<ApiKey> {
+        self.memory_key
+            .clone()
+            .filter(|(u, _)| u == url)
+            .map(|m| m.1)
+    }
+}
+
+/// The window's own channel: its threads report here.
+#[derive(Debug)]
+struct Channel(Sender<SettingsEvent>, Receiver<SettingsEvent>);
+
+impl Default for Channel {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Channel(tx, rx)
+    }
+}
+
+/// Runs `work` on a named thread and sends its report to the window (waking the UI).
+fn on_thread(
+    name: &str,
+    tx: &Sender<SettingsEvent>,
+    ctx: &egui::Context,
+    work: impl FnOnce() -> SettingsEvent + Send + 'static,
+) {
+    let (tx, ctx) = (tx.clone(), ctx.clone());
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if tx.send(work()).is_ok() {
+                ctx.request_repaint();
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("hearth: cannot start a thread: {e}");
+    }
+}
+
+/// Parses an optional number: blank is `None`.
+fn parse_optional<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{what} must be a whole number or blank, not {text:?}"))
+}
+
+/// A status line: plain, or in the error colour.
+fn show_status(ui: &mut egui::Ui, status: &Result<String, String>) {
+    match status {
+        Ok(m) => ui.label(m),
+        Err(e) => ui.colored_label(ui.visuals().error_fg_color, e),
+    };
+}
+
+/// A cloud client, where its key was found, and why the keychain could not be asked.
+type Built = (
+    Result<Arc<CloudClient>, String>,
+    Option<KeySource>,
+    Option<String>,
+);
+
+/// Blank text is `None`.
+fn non_blank(text: &Option<String>) -> Option<String> {
+    text.as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Builds the client for `url` with the stored key (keychain, environment) or `memory`.
+fn build_client(
+    url: &str,
+    model: &str,
+    memory: Option<ApiKey>,
+    configure: impl FnOnce(&mut CloudConfig),
+) -> Built {
+    let lookup = cloud::resolve_api_key(url, memory);
+    let source = lookup.resolved.as_ref().map(|r| r.source);
+    let mut config = CloudConfig {
+        api_key: lookup.resolved.map(|r| r.key),
+        ..CloudConfig::new(url, model)
+    };
+    configure(&mut config);
+    let client = CloudClient::new(config)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    (client, source, lookup.keychain_error.map(|e| e.to_string()))
+}
+
+impl HearthApp {
+    /// Opens the window with a fresh draft of the settings and the current conversation's prompt.
+    pub(super) fn open_settings(&mut self, ctx: &egui::Context) {
+        if self.settings_window.open {
+            return;
+        }
+        let current = self
+            .current()
+            .map(|c| (c.id.clone(), c.system_prompt.clone()));
+        let (s, w) = (&self.settings, &mut self.settings_window);
+        w.open = true;
+        w.focus_first = true;
+        w.draft = s.clone();
+        w.draft.text_scale = s.text_scale.clamp(*TEXT_SIZES.start(), *TEXT_SIZES.end());
+        w.seed = s.sampling.seed.map_or_else(String::new, |n| n.to_string());
+        w.threads = s.threads.map_or_else(String::new, |n| n.to_string());
+        (w.api_key, w.problem, w.test) = (String::new(), None, TestState::Idle);
+        let (id, prompt) = current.unzip();
+        w.own_prompt = matches!(prompt, Some(Some(_)));
+        w.conversation_prompt = prompt.flatten().unwrap_or_default();
+        w.conversation = id;
+        if let Some(url) = non_blank(&self.settings.cloud_url) {
+            let memory = w.memory_for(&url);
+            on_thread("hearth-keychain", &w.channel.0, ctx, move || {
+                let lookup = cloud::resolve_api_key(&url, memory);
+                SettingsEvent::KeyFound {
+                    source: lookup.resolved.map(|r| r.source),
+                    keychain_error: lookup.keychain_error.map(|e| e.to_string()),
+                }
+            });
+        }
+    }
+
+    /// Applies the threads' reports and draws the window when it is open.
+    pub(super) fn settings_window(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        while let Ok(event) = self.settings_window.channel.1.try_recv() {
+            self.settings_event(event, &ctx);
+        }
+        if !self.settings_window.open {
+            return;
+        }
+        let mut open = true;
+        let mut close = false;
+        egui::Window::new("Settings")
+            .open(&mut open)
+            .collapsible(false)
+            .vscroll(true)
+            .default_width(480.0)
+            .default_height(560.0)
+            .show(&ctx, |ui| close = self.settings_body(ui));
+        if (close || !open) && self.apply_settings(&ctx) {
+            self.settings_window.open = false;
+        }
+    }
+
+    fn settings_event(&mut self, event: SettingsEvent, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        match event {
+            SettingsEvent::KeyFound {
+                source,
+                keychain_error,
+            } => {
+                w.key_source = source;
+                w.keychain_error = keychain_error;
+            }
+            SettingsEvent::Cloud {
+                generation,
+                client,
+                keychain_error,
+                memory_key,
+                source,
+            } if generation == w.cloud_generation => {
+                if memory_key.is_some() {
+                    w.memory_key = non_blank(&self.settings.cloud_url).zip(memory_key);
+                }
+                w.key_source = source;
+                w.keychain_error = keychain_error;
+                match client {
+                    Ok(client) => {
+                        w.cloud_status = Some(Ok(match client.key_warning() {
+                            Some(warning) => format!("endpoint saved; warning: {warning}"),
+                            None => format!("endpoint saved: {}", client.endpoint()),
+                        }));
+                        w.client = Some(client.clone());
+                        self.engine.send(Command::SetCloud {
+                            client: Some(client),
+                        });
+                        self.cloud_ready = true;
+                    }
+                    Err(e) => {
+                        w.cloud_status = Some(Err(format!("Cloud: {e}")));
+                        self.clear_cloud();
+                    }
+                }
+            }
+            SettingsEvent::Cloud { .. } => {} // a later save is on its way
+            SettingsEvent::Forgot(result) => {
+                match result {
+                    Ok(()) => w.cloud_status = Some(Ok("the stored key was removed".into())),
+                    Err(e) => w.keychain_error = Some(e),
+                }
+                w.key_source = None;
+                self.configure_cloud(ctx); // the engine's client still has the key
+            }
+            SettingsEvent::Tested(result) => w.test = TestState::Done(result),
+            SettingsEvent::Engine(Ok(engine), path) => {
+                let old = std::mem::replace(&mut self.engine, engine);
+                // Dropping the handle waits for the engine thread: not on the UI thread.
+                let tx = &self.settings_window.channel.0;
+                on_thread("hearth-engine-retire", tx, ctx, move || {
+                    drop(old);
+                    SettingsEvent::Retired(path)
+                });
+            }
+            SettingsEvent::Engine(Err(e), _) => {
+                w.restarting = false;
+                self.model = ModelState::Failed(e);
+            }
+            SettingsEvent::Retired(path) => {
+                w.restarting = false;
+                self.load_model(path);
+            }
+        }
+    }
+
+    /// Draws the window's controls; true when Close was pressed.
+    fn settings_body(&mut self, ui: &mut egui::Ui) -> bool {
+        let ctx = ui.ctx().clone();
+        self.prompts_section(ui);
+        ui.separator();
+        self.sampling_section(ui);
+        ui.separator();
+        self.compute_section(ui, &ctx);
+        ui.separator();
+        self.cloud_section(ui, &ctx);
+        ui.separator();
+        self.look_section(ui, &ctx);
+        ui.separator();
+        if let Some(p) = &self.settings_window.problem {
+            ui.colored_label(ui.visuals().error_fg_color, p);
+        }
+        let mut close = false;
+        ui.horizontal(|ui| {
+            if ui
+                .button("Apply")
+                .on_hover_text("Save the settings and keep the window open")
+                .clicked()
+            {
+                self.apply_settings(&ctx);
+            }
+            close = ui
+                .button("Close")
+                .on_hover_text("Save the settings and close the window")
+                .clicked();
+        });
+        close
+    }
+
+    fn prompts_section(&mut self, ui: &mut egui::Ui) {
+        let w = &mut self.settings_window;
+        ui.strong("System prompt");
+        let label = ui.label("Default system prompt");
+        let id = egui::Id::unique("settings-default-prompt");
+        ui.add(
+            TextEdit::multiline(&mut w.draft.system_prompt)
+                .id(id)
+                .desired_rows(3)
+                .desired_width(f32::INFINITY)
+                .hint_text("For conversations without their own (blank: none)"),
+        )
+        .labelled_by(label.id);
+        if std::mem::take(&mut w.focus_first) {
+            ui.memory_mut(|m| m.request_focus(id));
+        }
+        if w.conversation.is_none() {
+            ui.small("No conversation is open.");
+            return;
+        }
+        ui.checkbox(
+            &mut w.own_prompt,
+            "This conversation has its own system prompt",
+        );
+        if w.own_prompt {
+            let label = ui.label("This conversation's system prompt");
+            ui.add(
+                TextEdit::multiline(&mut w.conversation_prompt)
+                    .desired_rows(3)
+                    .desired_width(f32::INFINITY),
+            )
+            .labelled_by(label.id);
+        }
+    }
+
+    fn sampling_section(&mut self, ui: &mut egui::Ui) {
+        let w = &mut self.settings_window;
+        let s = &mut w.draft.sampling;
+        ui.strong("Sampling");
+        egui::Grid::new("settings-sampling")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let rows = [
+                    ("Temperature", &mut s.temperature, 2.0, "0 = greedy"),
+                    ("Top p", &mut s.top_p, 1.0, "1 = off"),
+                    ("Min p", &mut s.min_p, 1.0, "0 = off"),
+                    ("Repeat penalty", &mut s.repeat_penalty, 2.0, "1 = off"),
+                ];
+                for (name, value, max, why) in rows {
+                    let label = ui.label(name);
+                    let low = if name == "Repeat penalty" { 1.0 } else { 0.0 };
+                    let value = egui::DragValue::new(value).range(low..=max).speed(0.01);
+                    ui.add(value).labelled_by(label.id).on_hover_text(why);
+                    ui.end_row();
+                }
+                let rows = [
+                    ("Top k", &mut s.top_k, 0..=1000, "0 = off"),
+                    (
+                        "Max tokens",
+                        &mut s.max_tokens,
+                        1..=32768,
+                        "The longest answer",
+                    ),
+                ];
+                for (name, value, range, why) in rows {
+                    let label = ui.label(name);
+                    let value = egui::DragValue::new(value).range(range);
+                    ui.add(value).labelled_by(label.id).on_hover_text(why);
+                    ui.end_row();
+                }
+                let label = ui.label("Seed");
+                ui.add(TextEdit::singleline(&mut w.seed).hint_text("random"))
+                    .labelled_by(label.id)
+                    .on_hover_text("Blank: a new seed for every answer");
+                ui.end_row();
+            });
+    }
+
+    fn compute_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        ui.strong("Context and compute");
+        ui.horizontal_wrapped(|ui| {
+            ui.label("When a conversation outgrows the context:");
+            for (policy, name, why) in [
+                (ContextPolicy::Stop, "Stop", "End the answer"),
+                (
+                    ContextPolicy::DropMiddle,
+                    "Drop the middle",
+                    "Keep the start and the end",
+                ),
+                (
+                    ContextPolicy::RollingWindow,
+                    "Rolling window",
+                    "Keep the latest tokens",
+                ),
+            ] {
+                ui.radio_value(&mut w.draft.context, policy, name)
+                    .on_hover_text(why);
+            }
+        });
+        ui.checkbox(&mut w.draft.speculative, "Speculative decoding");
+        ui.horizontal(|ui| {
+            let label = ui.label("Threads");
+            ui.add(
+                TextEdit::singleline(&mut w.threads)
+                    .hint_text("automatic")
+                    .desired_width(80.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("Compute threads on the CPU (blank: automatic)");
+        });
+        ui.horizontal(|ui| {
+            ui.label("Backend:");
+            for (backend, name) in [
+                (BackendPreference::Auto, "Automatic"),
+                (BackendPreference::Cpu, "CPU"),
+                (BackendPreference::Gpu, "GPU"),
+            ] {
+                ui.radio_value(&mut w.draft.backend, backend, name);
+            }
+        });
+        ui.small("Backend and threads apply on the next model load.");
+        let path = match &self.model {
+            ModelState::Ready(info) => Some(info.path.clone()),
+            ModelState::Loading { path, .. } => Some(path.clone()),
+            _ => self.settings.last_model.clone(),
+        };
+        let enabled = path.is_some() && !self.settings_window.restarting;
+        if ui
+            .add_enabled(enabled, egui::Button::new("Reload model"))
+            .on_hover_text("Apply the settings and load the model again with them")
+            .on_disabled_hover_text("No model to reload (or it is reloading)")
+            .clicked()
+            && let Some(path) = path
+            && self.apply_settings(ctx)
+        {
+            self.reload_model(path, ctx);
+        }
+    }
+
+    fn cloud_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        ui.strong("Cloud endpoint");
+        let mut url = w.draft.cloud_url.clone().unwrap_or_default();
+        let mut model = w.draft.cloud_model.clone().unwrap_or_default();
+        egui::Grid::new("settings-cloud")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let label = ui.label("Endpoint URL");
+                ui.add(TextEdit::singleline(&mut url).hint_text("https://api.openai.com/v1"))
+                    .labelled_by(label.id)
+                    .on_hover_text("An OpenAI-compatible API (blank: no cloud)");
+                ui.end_row();
+                let label = ui.label("Model name");
+                ui.add(TextEdit::singleline(&mut model).hint_text("gpt-4o-mini"))
+                    .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.label("API key");
+                let hint = match w.key_source {
+                    Some(KeySource::Keychain) => "stored in the keychain (type to replace)",
+                    Some(KeySource::Environment) => "from HEARTH_CLOUD_API_KEY (type to replace)",
+                    Some(KeySource::Memory) => "kept for this session (type to replace)",
+                    None => "none",
+                };
+                ui.add(
+                    TextEdit::singleline(&mut w.api_key)
+                        .password(true)
+                        .hint_text(hint),
+                )
+                .labelled_by(label.id)
+                .on_hover_text("Stored in the OS keychain, never in the settings file");
+                ui.end_row();
+            });
+        w.draft.cloud_url = Some(url);
+        w.draft.cloud_model = Some(model);
+        let url = non_blank(&w.draft.cloud_url);
+        let has_key = !w.api_key.trim().is_empty() || w.key_source.is_some();
+        if let Some(warning) = url.as_deref().and_then(cloud::plain_http_warning)
+            && has_key
+        {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {warning}"));
+        }
+        if let Some(e) = &w.keychain_error {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("No keychain: a key is kept in memory for this session only ({e})"),
+            );
+        }
+        if let Some(status) = &w.cloud_status {
+            show_status(ui, status);
+        }
+        let (mut test, mut forget) = (false, false);
+        ui.horizontal(|ui| {
+            test = ui
+                .add_enabled(
+                    url.is_some() && w.test != TestState::Running,
+                    egui::Button::new("Test connection"),
+                )
+                .on_hover_text("List the endpoint's models")
+                .clicked();
+            forget = ui
+                .add_enabled(
+                    url.is_some() && w.key_source.is_some(),
+                    egui::Button::new("Forget the key"),
+                )
+                .on_hover_text("Remove the key from the keychain and from memory")
+                .clicked();
+            match &w.test {
+                TestState::Idle => {}
+                TestState::Running => {
+                    ui.spinner();
+                    ui.label("testing...");
+                }
+                TestState::Done(result) => show_status(ui, result),
+            }
+        });
+        if let (true, Some(url)) = (test, url.clone()) {
+            self.test_connection(url, ctx);
+        }
+        if let (true, Some(url)) = (forget, url) {
+            self.forget_key(url, ctx);
+        }
+    }
+
+    fn look_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        ui.strong("Appearance");
+        let mut changed = false;
+        ui.horizontal(|ui| {
+            ui.label("Theme:");
+            for (theme, name) in [
+                (Theme::System, "System"),
+                (Theme::Light, "Light"),
+                (Theme::Dark, "Dark"),
+            ] {
+                changed |= ui.radio_value(&mut w.draft.theme, theme, name).changed();
+            }
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("Text size");
+            let r = ui
+                .add(egui::Slider::new(&mut w.draft.text_scale, TEXT_SIZES).step_by(0.05))
+                .labelled_by(label.id);
+            // While dragging, the zoom would move the slider under the pointer: apply on release.
+            changed |= r.drag_stopped() || (r.changed() && !r.dragged());
+        });
+        if changed {
+            self.settings.theme = w.draft.theme;
+            self.settings.text_scale = w.draft.text_scale;
+            w.look_changed = true;
+            self.apply_look(ctx);
+        }
+    }
+
+    /// Copies the draft into the settings and saves what changed; false (with the reason shown)
+    /// when something cannot be applied.
+    pub(super) fn apply_settings(&mut self, ctx: &egui::Context) -> bool {
+        let w = &mut self.settings_window;
+        let parsed = parse_optional::<u64>(&w.seed, "the seed").and_then(|seed| {
+            parse_optional::<usize>(&w.threads, "threads")
+                .map(|threads| (seed, threads.filter(|&t| t > 0)))
+        });
+        let (seed, threads) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                w.problem = Some(e);
+                return false;
+            }
+        };
+        w.problem = None;
+        let d = &w.draft;
+        let before = self.settings.clone();
+        let s = &mut self.settings;
+        s.system_prompt = d.system_prompt.clone();
+        s.sampling = d.sampling.clone();
+        s.sampling.seed = seed;
+        s.context = d.context;
+        s.speculative = d.speculative;
+        s.threads = threads;
+        s.backend = d.backend;
+        s.cloud_url = non_blank(&d.cloud_url);
+        s.cloud_model = non_blank(&d.cloud_model);
+        s.theme = d.theme;
+        s.text_scale = d
+            .text_scale
+            .clamp(*TEXT_SCALE_RANGE.start(), *TEXT_SCALE_RANGE.end());
+        let cloud_changed = s.cloud_url != before.cloud_url
+            || s.cloud_model != before.cloud_model
+            || !w.api_key.trim().is_empty();
+        if cloud_changed && s.cloud_url.is_none() && s.route != RouteMode::Local {
+            s.route = RouteMode::Local; // nothing to route to any more
+        }
+        if self.settings != before || std::mem::take(&mut w.look_changed) {
+            self.save_settings();
+            self.apply_look(ctx);
+        }
+        self.apply_conversation_prompt();
+        if cloud_changed {
+            self.configure_cloud(ctx);
+        }
+        true
+    }
+
+    /// Gives the conversation the prompt edited for it, saved through the store thread.
+    fn apply_conversation_prompt(&mut self) {
+        let w = &self.settings_window;
+        let Some(id) = &w.conversation else { return };
+        let prompt = w.own_prompt.then(|| w.conversation_prompt.clone());
+        let Some(c) = self.conversations.iter_mut().find(|c| &c.id == id) else {
+            return;
+        };
+        if c.system_prompt == prompt {
+            return;
+        }
+        c.set_system_prompt(prompt);
+        // Like every conversation edit: an empty conversation is saved with its first message.
+        if let (false, Some(store)) = (c.is_empty(), &self.store) {
+            store.save(c);
+        }
+    }
+
+    /// Hands the settings' endpoint (with the typed key, stored in the keychain) to the engine,
+    /// on a thread; no endpoint removes the cloud at once.
+    fn configure_cloud(&mut self, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        w.cloud_generation += 1;
+        let typed = ApiKey::new(std::mem::take(&mut w.api_key));
+        let Some(url) = self.settings.cloud_url.clone() else {
+            w.cloud_status = None;
+            self.clear_cloud();
+            return;
+        };
+        let model = self.settings.cloud_model.clone().unwrap_or_default();
+        let memory = w.memory_for(&url);
+        let generation = w.cloud_generation;
+        w.cloud_status = Some(Ok("saving the endpoint…".into()));
+        on_thread("hearth-keychain", &w.channel.0, ctx, move || {
+            let (mut memory, mut saved_error) = (memory, None);
+            if let Some(key) = typed {
+                match cloud::save_to_keychain(&url, &key) {
+                    Ok(()) => memory = None,
+                    Err(e) => {
+                        saved_error = Some(e.to_string());
+                        memory = Some(key);
+                    }
+                }
+            }
+            let (client, source, keychain_error) =
+                build_client(&url, &model, memory.clone(), |_| {});
+            SettingsEvent::Cloud {
+                generation,
+                client,
+                keychain_error: saved_error.or(keychain_error),
+                memory_key: memory,
+                source,
+            }
+        });
+    }
+
+    /// No cloud: the engine forgets its client and the route toggle goes back to Local.
+    fn clear_cloud(&mut self) {
+        self.settings_window.client = None;
+        self.engine.send(Command::SetCloud { client: None });
+        self.cloud_ready = false;
+        if self.settings.route != RouteMode::Local {
+            self.set_route(RouteMode::Local);
+        }
+    }
+
+    /// Removes the endpoint's key from the keychain and from memory (on a thread).
+    fn forget_key(&mut self, url: String, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        w.memory_key = None;
+        w.api_key.clear();
+        on_thread("hearth-keychain", &w.channel.0, ctx, move || {
+            SettingsEvent::Forgot(cloud::delete_from_keychain(&url).map_err(|e| e.to_string()))
+        });
+    }
+
+    /// Lists the draft endpoint's models on a thread, with the typed key or the stored one.
+    fn test_connection(&mut self, url: String, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        w.test = TestState::Running;
+        let model = non_blank(&w.draft.cloud_model).unwrap_or_default();
+        let key = ApiKey::new(w.api_key.clone()).or_else(|| w.memory_for(&url));
+        on_thread("hearth-cloud-test", &w.channel.0, ctx, move || {
+            let (client, _, _) = build_client(&url, &model, key, |config| {
+                // A quick answer: no retries, a short connect timeout.
+                config.retry.max_retries = 0;
+                config.timeouts.connect = Duration::from_secs(5);
+                config.timeouts.first_token = Duration::from_secs(20);
+            });
+            let result = client.and_then(|client| {
+                let models = client
+                    .models(&CancelToken::new())
+                    .map_err(|e| e.to_string())?;
+                let mut message = format!("connected (model list ok): {} models", models.len());
+                if !model.is_empty() && !models.iter().any(|m| m.id == model) {
+                    message.push_str(&format!("; {model:?} is not among them"));
+                }
+                if let Some(warning) = client.key_warning() {
+                    message.push_str(&format!("; warning: {warning}"));
+                }
+                Ok(message)
+            });
+            SettingsEvent::Tested(result.map_err(|e| format!("connection failed: {e}")))
+        });
+    }
+
+    /// Starts a fresh engine with the settings' backend and threads (on a thread), then loads
+    /// `path` on it once the old engine has stopped.
+    fn reload_model(&mut self, path: PathBuf, ctx: &egui::Context) {
+        let w = &mut self.settings_window;
+        w.restarting = true;
+        let mut config = EngineConfig {
+            backend: self.settings.backend.kind(),
+            threads: self.settings.threads,
+            ..EngineConfig::default()
+        };
+        let client = w.client.clone();
+        let endpoint = self.settings.cloud_url.clone().map(|url| {
+            let memory = w.memory_for(&url);
+            let model = self.settings.cloud_model.clone().unwrap_or_default();
+            (url, model, memory)
+        });
+        self.model = ModelState::Loading {
+            path: path.clone(),
+            phase: hearth_engine::api::LoadPhase::Reading,
+            done: 0,
+            total: 0,
+        };
+        on_thread("hearth-engine-restart", &w.channel.0, ctx, move || {
+            config.cloud = client.or_else(|| {
+                let (url, model, memory) = endpoint?;
+                build_client(&url, &model, memory, |_| {}).0.ok()
+            });
+            let engine = hearth_engine::api::spawn(config).map_err(|e| e.to_string());
+            SettingsEvent::Engine(engine, path)
+        });
+    }
+}
