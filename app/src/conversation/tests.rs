@@ -526,11 +526,11 @@ fn a_kill_during_generation_keeps_the_user_message() {
 
 #[test]
 fn data_dirs_follow_the_override() {
-    let dirs = DataDirs::resolve(Some("/tmp/hearth-x".into())).unwrap();
-    assert_eq!(dirs.data, Path::new("/tmp/hearth-x"));
+    let dirs = DataDirs::resolve(Some("some/hearth-x".into())).unwrap();
+    assert_eq!(dirs.data, Path::new("some/hearth-x"));
     assert_eq!(
         dirs.settings_path(),
-        Path::new("/tmp/hearth-x/settings.json")
+        Path::new("some/hearth-x/settings.json")
     );
     // Empty counts as unset (the platform folders, where there is a home).
     if let Some(dirs) = DataDirs::resolve(Some("".into())) {

@@ -263,32 +263,11 @@ fn a_sequence_probed_for_its_first_tokens_reports_their_hidden_states_and_confid
 fn a_probed_sequence_reports_its_prompts_final_hidden_state_once_before_its_first_token() {
     let mut s = scheduler(SchedConfig::default());
     let prompt = encode(&s, PROMPTS[1]);
-    // The model's own hidden states of the prompt's last token.
+    // The model's own hidden state of the prompt's last token: the residual stream after each
+    // probed layer.
     let m = s.model();
-    let n = prompt.len();
-    let positions: Vec<u32> = (0..n as u32).collect();
-    let mut pool = m.kv_pool(8, 16).unwrap();
-    let table: Vec<u32> = (0..8).collect();
-    let tables = vec![table.as_slice(); n];
-    let (_, hidden) = m
-        .forward_batch_hidden(
-            &mut pool,
-            &crate::model::Batch {
-                tokens: &prompt,
-                positions: &positions,
-                tables: &tables,
-                logits: &[n as u32 - 1],
-            },
-            true,
-        )
-        .unwrap();
-    // The residual stream after each probed layer.
-    let want: Vec<f32> = hidden
-        .iter()
-        .flat_map(|t| m.backend().read(t).unwrap())
-        .collect();
+    let (_, want) = last_row(m, &prompt);
     assert_eq!(want.len(), m.probe_width());
-    assert_eq!(hidden.len(), m.probe_layers().len());
     let params = SeqParams {
         probe: true,
         ..greedy(4)
