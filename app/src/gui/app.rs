@@ -88,6 +88,8 @@ pub struct HearthApp {
     pub(super) settings_window: super::settings::SettingsWindow,
     /// A user message being edited, and its new text.
     pub(super) editing: Option<(NodeId, String)>,
+    /// A conversation being renamed, and its new title.
+    pub(super) renaming: Option<(String, String)>,
     /// The transcript's message heights (width, height) when last laid out, for one
     /// conversation: messages far from the screen are skipped at that height.
     pub(super) heights: (String, std::collections::HashMap<NodeId, (f32, f32)>),
@@ -173,6 +175,7 @@ impl HearthApp {
             focus_composer: true,
             settings_window: Default::default(),
             editing: None,
+            renaming: None,
             heights: Default::default(),
         };
         if let Some(path) = options.model.or_else(|| app.settings.last_model.clone()) {
@@ -543,6 +546,17 @@ impl HearthApp {
         });
         if self.current.as_deref() == Some(id) {
             self.current = self.conversations.first().map(|c| c.id.clone());
+        }
+    }
+
+    /// Gives conversation `id` a new title (an empty one goes back to the first question).
+    pub fn rename_conversation(&mut self, id: &str, title: &str) {
+        let Some(c) = self.conversations.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        c.rename(title);
+        if let (false, Some(store)) = (c.is_empty(), &self.store) {
+            store.save(c);
         }
     }
 

@@ -21,12 +21,20 @@ fn dirs(root: &std::path::Path) -> DataDirs {
 }
 
 fn harness(root: &std::path::Path, with_model: bool) -> Harness<'static, HearthApp> {
-    let dirs = dirs(root);
     // Short greedy answers keep the test quick.
+    harness_with(root, with_model, 12)
+}
+
+fn harness_with(
+    root: &std::path::Path,
+    with_model: bool,
+    max_tokens: usize,
+) -> Harness<'static, HearthApp> {
+    let dirs = dirs(root);
     std::fs::create_dir_all(&dirs.config).unwrap();
     let mut settings = Settings::default();
     settings.sampling.temperature = 0.0;
-    settings.sampling.max_tokens = 12;
+    settings.sampling.max_tokens = max_tokens;
     settings.save(&dirs.settings_path()).unwrap();
     let model = with_model.then(|| source::fetch(&SMOLLM2_135M_Q4_1).unwrap());
     Harness::builder()
@@ -146,6 +154,62 @@ fn a_question_gets_a_streamed_local_answer_that_is_saved_and_found_again_after_a
     let last = c.thread().last().unwrap().id;
     assert_eq!(c.alternatives(last).unwrap(), (1, 2));
     assert!(shows(&h, "What is the capital of France?"));
+}
+
+#[test]
+fn stop_ends_a_streaming_answer_and_keeps_what_it_wrote() {
+    let root = tempfile::tempdir().unwrap();
+    let mut h = harness_with(root.path(), true, 2000);
+    wait_for(&mut h, "the model", HearthApp::ready);
+    wait_for(&mut h, "the store", |a| a.loaded_store);
+    type_message(
+        &mut h,
+        "Write a very long story about a dragon and a lighthouse.",
+    );
+    h.get_by_label("Send").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the first words", |a| {
+        a.streaming.as_ref().is_some_and(|s| s.text.len() > 20)
+    });
+    h.get_by_label("Stop").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the stop", |a| a.streaming.is_none());
+    let c = h.state().current().unwrap();
+    let thread = c.thread();
+    assert_eq!(thread.len(), 2);
+    let answer = thread[1].answer.as_ref().unwrap();
+    assert_eq!(answer.finish, "cancelled");
+    assert!(answer.tokens > 0 && answer.tokens < 2000, "{answer:?}");
+    assert!(thread[1].content.len() > 20, "the partial answer is kept");
+    // It is on disk too.
+    let file = root
+        .path()
+        .join("data/conversations")
+        .join(format!("{}.json", c.id));
+    // The store thread writes it: wait for it.
+    let start = Instant::now();
+    let saved = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.contains("\"cancelled\"") || start.elapsed() > Duration::from_secs(20) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(saved.contains("\"cancelled\""), "{saved}");
+    // Rename it from the sidebar's context menu.
+    let title = c.display_title().to_string();
+    h.get_by_role_and_label(Role::Button, &title)
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Rename").click();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_role_and_label(Role::TextInput, "Title")
+        .type_text("Dragons");
+    h.key_press(egui::Key::Enter);
+    h.run_steps(3);
+    assert_eq!(h.state().current().unwrap().display_title(), "Dragons");
+    assert!(h.query_by_role_and_label(Role::Button, "Dragons").is_some());
 }
 
 #[test]

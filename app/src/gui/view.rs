@@ -168,15 +168,44 @@ impl HearthApp {
         }
         let mut chosen = None;
         let mut delete = None;
+        let mut renaming = self.renaming.take();
+        let mut renamed = None;
         ScrollArea::vertical().show(ui, |ui| {
             for c in self.listed() {
                 let selected = self.current.as_deref() == Some(c.id.as_str());
                 ui.horizontal(|ui| {
-                    if ui
+                    let edit_id = egui::Id::unique(("rename", &c.id));
+                    if let Some((_, title)) = renaming.as_mut().filter(|(id, _)| *id == c.id) {
+                        let label = ui.label("Title");
+                        let r = ui
+                            .add(
+                                egui::TextEdit::singleline(title)
+                                    .id(edit_id)
+                                    .desired_width(140.0),
+                            )
+                            .labelled_by(label.id);
+                        // Enter (or leaving the field) keeps the new title.
+                        if r.lost_focus() {
+                            renamed = Some((c.id.clone(), title.clone()));
+                        }
+                        return;
+                    }
+                    let r = ui
                         .add(egui::Button::selectable(selected, c.display_title()))
-                        .clicked()
-                    {
+                        .on_hover_text("Right-click to rename");
+                    if r.clicked() {
                         chosen = Some(c.id.clone());
+                    }
+                    let mut rename = r.double_clicked();
+                    r.context_menu(|ui| {
+                        if ui.button("Rename").clicked() {
+                            rename = true;
+                            ui.close();
+                        }
+                    });
+                    if rename {
+                        renaming = Some((c.id.clone(), c.display_title().to_string()));
+                        ui.memory_mut(|m| m.request_focus(edit_id));
                     }
                     if ui
                         .small_button("×")
@@ -188,6 +217,11 @@ impl HearthApp {
                 });
             }
         });
+        if let Some((id, title)) = renamed {
+            self.rename_conversation(&id, &title);
+        } else {
+            self.renaming = renaming;
+        }
         if let Some(id) = chosen {
             self.select(&id);
         }
