@@ -86,10 +86,14 @@ pub struct HearthApp {
     pub(super) focus_composer: bool,
     /// The Settings window (`settings.rs`).
     pub(super) settings_window: super::settings::SettingsWindow,
+    /// The Models window (`models.rs`).
+    pub(super) models_window: super::models::ModelsWindow,
     /// A user message being edited, and its new text.
     pub(super) editing: Option<(NodeId, String)>,
     /// A conversation being renamed, and its new title.
     pub(super) renaming: Option<(String, String)>,
+    /// The first-run welcome screen.
+    pub(super) welcome: super::welcome::Welcome,
     /// The transcript's message heights (width, height) when last laid out, for one
     /// conversation: messages far from the screen are skipped at that height.
     pub(super) heights: (String, std::collections::HashMap<NodeId, (f32, f32)>),
@@ -174,8 +178,10 @@ impl HearthApp {
             cloud_ready,
             focus_composer: true,
             settings_window: Default::default(),
+            models_window: Default::default(),
             editing: None,
             renaming: None,
+            welcome: Default::default(),
             heights: Default::default(),
         };
         if let Some(path) = options.model.or_else(|| app.settings.last_model.clone()) {

@@ -8,8 +8,10 @@
 mod app;
 pub mod bench;
 mod bridge;
+mod models;
 mod settings;
 mod view;
+mod welcome;
 
 #[cfg(test)]
 mod tests;

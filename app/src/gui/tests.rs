@@ -30,11 +30,20 @@ fn harness_with(
     with_model: bool,
     max_tokens: usize,
 ) -> Harness<'static, HearthApp> {
+    harness_configured(root, with_model, |s| s.sampling.max_tokens = max_tokens)
+}
+
+/// A harness whose saved settings `configure` adjusts first (greedy answers).
+fn harness_configured(
+    root: &std::path::Path,
+    with_model: bool,
+    configure: impl FnOnce(&mut Settings),
+) -> Harness<'static, HearthApp> {
     let dirs = dirs(root);
     std::fs::create_dir_all(&dirs.config).unwrap();
     let mut settings = Settings::default();
     settings.sampling.temperature = 0.0;
-    settings.sampling.max_tokens = max_tokens;
+    configure(&mut settings);
     settings.save(&dirs.settings_path()).unwrap();
     let model = with_model.then(|| source::fetch(&SMOLLM2_135M_Q4_1).unwrap());
     Harness::builder()
@@ -210,6 +219,31 @@ fn stop_ends_a_streaming_answer_and_keeps_what_it_wrote() {
     h.run_steps(3);
     assert_eq!(h.state().current().unwrap().display_title(), "Dragons");
     assert!(h.query_by_role_and_label(Role::Button, "Dragons").is_some());
+}
+
+#[test]
+fn the_welcome_screen_gets_the_default_model_with_one_click_and_loads_it() {
+    let root = tempfile::tempdir().unwrap();
+    // The default model is already in the models folder (as after an earlier download), so the
+    // one click finds it without the network.
+    let models = root.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let smol = source::fetch(&SMOLLM2_135M_Q4_1).unwrap();
+    std::fs::copy(&smol, models.join(smol.file_name().unwrap())).unwrap();
+    let folder = models.clone();
+    let mut h = harness_configured(root.path(), false, move |s| s.models_dir = Some(folder));
+    wait_for(&mut h, "the store", |a| a.loaded_store);
+    assert!(shows(&h, "Welcome to Hearth"));
+    assert!(shows(&h, "Open a .gguf file you already have"));
+    h.get_by_label_contains("Get SmolLM2 135M Instruct").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the default model", HearthApp::ready);
+    assert!(
+        !shows(&h, "Welcome to Hearth"),
+        "the welcome gives way to the chat"
+    );
+    let loaded = h.state().settings.last_model.clone().unwrap();
+    assert!(loaded.starts_with(&models), "{}", loaded.display());
 }
 
 #[test]

