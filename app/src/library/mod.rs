@@ -14,4 +14,4 @@ pub mod download;
 pub mod estimate;
 pub mod first_run;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
