@@ -447,3 +447,281 @@ mod settings_window {
         );
     }
 }
+
+/// Pictures of the main screens, light and dark, rendered with wgpu (lavapipe in CI) and compared
+/// with `tests/snapshots/` (`UPDATE_SNAPSHOTS=1` rewrites them after a deliberate change).
+mod snapshots {
+    use super::*;
+    use crate::conversation::{Answer, Conversation};
+    use hearth_engine::route::Route;
+    use hearth_engine::sched::SeqStats;
+
+    /// A window with a fixed conversation and no model (nothing in it depends on timing).
+    fn window(root: &std::path::Path, theme: egui::Theme) -> Harness<'static, HearthApp> {
+        let dirs = dirs(root);
+        std::fs::create_dir_all(&dirs.config).unwrap();
+        Settings::default().save(&dirs.settings_path()).unwrap();
+        let mut h = Harness::builder()
+            .with_size([900.0, 560.0])
+            .with_theme(theme)
+            .wgpu()
+            .build_eframe(move |cc| {
+                HearthApp::new(
+                    &cc.egui_ctx,
+                    Options {
+                        model: None,
+                        dirs: Some(dirs),
+                        engine: Some(EngineConfig {
+                            backend: BackendKind::Cpu,
+                            ..EngineConfig::default()
+                        }),
+                    },
+                )
+                .unwrap()
+            });
+        wait_for(&mut h, "the store", |a| a.loaded_store);
+        h
+    }
+
+    fn chat(h: &mut Harness<'static, HearthApp>) {
+        let mut c = Conversation::new("1754550000123-snapsh");
+        c.push_user("What is the capital of France?");
+        let stats = SeqStats {
+            prompt_tokens: 35,
+            generated_tokens: 9,
+            time_to_first_token: Duration::from_millis(84),
+            decode_time: Duration::from_millis(50),
+            ..SeqStats::default()
+        };
+        let answer = Answer::from_stats("SmolLM2", &Route::local("local only"), &stats, "stop");
+        c.push_assistant(
+            "The capital of France is **Paris**.\n\n```text\nParis, France\n```",
+            Some(answer),
+        );
+        let state = h.state_mut();
+        state.current = Some(c.id.clone());
+        state.conversations.insert(0, c);
+        h.run_steps(3);
+    }
+
+    fn screens(theme: egui::Theme, name: &str) {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = window(root.path(), theme);
+        h.run_steps(3);
+        h.snapshot(format!("welcome-{name}"));
+        chat(&mut h);
+        h.snapshot(format!("chat-{name}"));
+    }
+
+    #[test]
+    fn main_screens_look_as_recorded_in_light() {
+        screens(egui::Theme::Light, "light");
+    }
+
+    #[test]
+    fn main_screens_look_as_recorded_in_dark() {
+        screens(egui::Theme::Dark, "dark");
+    }
+}
+
+mod models_window {
+    use egui::{Key, Modifiers};
+
+    use super::super::models::Scan;
+    use super::*;
+    use crate::library::catalog::CATALOG;
+
+    /// The app with a models folder of its own (holding the real SmolLM2 file, linked) and no
+    /// other place searched.
+    fn with_models_folder(root: &std::path::Path) -> Harness<'static, HearthApp> {
+        let models = root.join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        let file = source::fetch(&SMOLLM2_135M_Q4_1).unwrap();
+        let link = models.join(SMOLLM2_135M_Q4_1.file_name);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        #[cfg(not(unix))]
+        std::fs::copy(&file, &link).unwrap();
+        let mut h = harness(root, false);
+        h.state_mut().models_window.hearth_dir = Some(models);
+        wait_for(&mut h, "the store", |a| a.loaded_store);
+        h
+    }
+
+    /// A file dropped on the window, as the windowing integration hands it over.
+    #[derive(Debug)]
+    struct Dropped(std::path::PathBuf);
+
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+
+    fn drop_file(h: &mut Harness<'static, HearthApp>, path: std::path::PathBuf) {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(path)));
+    }
+
+    fn scanned(a: &HearthApp) -> bool {
+        matches!(a.models_window.scan, Scan::Done { .. })
+    }
+
+    #[test]
+    fn models_opens_from_the_top_bar_button_and_from_ctrl_m() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = with_models_folder(root.path());
+        assert!(!h.state().models_window.open);
+        h.get_by_role_and_label(Role::Button, "Models").click();
+        h.run_steps(2);
+        assert!(h.state().models_window.open);
+        wait_for(&mut h, "the scan", scanned);
+        assert!(shows(&h, "On this computer"));
+        h.state_mut().models_window.open = false;
+        h.run_steps(2);
+        assert!(!shows(&h, "On this computer"));
+        h.key_press_modifiers(Modifiers::COMMAND, Key::M);
+        h.run_steps(2);
+        assert!(h.state().models_window.open);
+        assert!(shows(&h, "Recommended"));
+    }
+
+    #[test]
+    fn the_models_folder_lists_smollm2_with_its_facts_and_its_load_button_loads_it() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = with_models_folder(root.path());
+        h.key_press_modifiers(Modifiers::COMMAND, Key::M);
+        h.run_steps(2);
+        wait_for(&mut h, "the scan", scanned);
+        let Scan::Done { found, estimates } = &h.state().models_window.scan else {
+            unreachable!()
+        };
+        assert_eq!(found.models.len(), 1, "{:?}", found.skipped);
+        let facts = found.models[0].facts.as_ref().unwrap();
+        assert_eq!(facts.architecture, "llama");
+        let quant = facts.quant.clone();
+        let verdict = estimates[0].unwrap().verdict;
+        assert!(shows(&h, "llama"));
+        assert!(shows(&h, &quant), "{quant}");
+        assert!(shows(&h, "Hearth"));
+        if crate::library::estimate::available_memory().is_some() {
+            assert_eq!(verdict, crate::library::estimate::Verdict::Fits);
+            assert!(shows(&h, "fits"));
+        }
+        // The catalog's SmolLM2 entry is that same file: it can be loaded from there too.
+        assert!(shows(&h, "Load SmolLM2 135M Instruct"));
+        let name = SMOLLM2_135M_Q4_1.file_name.trim_end_matches(".gguf");
+        h.get_by_role_and_label(Role::Button, &format!("Load {name}"))
+            .click();
+        h.run_steps(2);
+        wait_for(&mut h, "the model", HearthApp::ready);
+    }
+
+    #[test]
+    fn the_recommended_list_shows_every_catalog_model_with_a_download_button() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = harness(root.path(), false);
+        h.state_mut().models_window.hearth_dir = Some(root.path().join("empty-models"));
+        h.get_by_role_and_label(Role::Button, "Models").click();
+        h.run_steps(2);
+        wait_for(&mut h, "the scan", scanned);
+        assert_eq!(CATALOG.len(), 8);
+        for entry in CATALOG {
+            assert!(shows(&h, entry.display_name), "{}", entry.display_name);
+            let download = format!("Download {}", entry.display_name);
+            assert!(shows(&h, &download), "{download}");
+        }
+        assert!(shows(&h, "No models found"));
+    }
+
+    #[test]
+    fn a_dropped_file_that_is_not_gguf_shows_a_notice_and_is_not_loaded() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = harness(root.path(), false);
+        wait_for(&mut h, "the store", |a| a.loaded_store);
+        let path = root.path().join("notes.txt");
+        std::fs::write(&path, "not a model").unwrap();
+        drop_file(&mut h, path);
+        h.run_steps(2);
+        assert!(
+            h.state().notices.iter().any(|n| n.contains("notes.txt")),
+            "{:?}",
+            h.state().notices
+        );
+        assert!(shows(&h, "is not a .gguf model file"));
+        assert!(matches!(
+            h.state().model,
+            super::super::app::ModelState::None
+        ));
+    }
+
+    #[test]
+    fn a_dropped_gguf_file_loads() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = harness(root.path(), false);
+        let path = source::fetch(&SMOLLM2_135M_Q4_1).unwrap();
+        drop_file(&mut h, path);
+        h.run_steps(2);
+        wait_for(&mut h, "the model", HearthApp::ready);
+    }
+
+    #[test]
+    fn a_catalog_download_shows_progress_cancels_resumes_and_offers_load() {
+        use super::super::models::Fetch;
+        use crate::library::test_server::{Served, TestServer};
+        let root = tempfile::tempdir().unwrap();
+        let models = root.path().join("models");
+        let mut h = harness(root.path(), false);
+        let server = TestServer::start();
+        h.state_mut().models_window.hearth_dir = Some(models.clone());
+        h.state_mut().models_window.download_base = Some(server.base.clone());
+        let entry = &CATALOG[0];
+        let path = format!("/{}/resolve/main/{}", entry.repo, entry.file);
+        let data: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+        let slow = Served {
+            chunk_delay: Duration::from_millis(20),
+            ..Served::file(data.clone())
+        };
+        server.serve(&path, slow);
+        h.key_press_modifiers(Modifiers::COMMAND, Key::M);
+        h.run_steps(2);
+        wait_for(&mut h, "the scan", scanned);
+        let download = format!("Download {}", entry.display_name);
+        h.get_by_role_and_label(Role::Button, &download).click();
+        h.run_steps(2);
+        wait_for(
+            &mut h,
+            "some progress",
+            |a| matches!(&a.models_window.fetches[0], Fetch::Running { progress: Some(p), .. } if p.done > 0),
+        );
+        assert!(shows(&h, "downloading"));
+        h.get_by_role_and_label(Role::Button, &format!("Cancel {}", entry.display_name))
+            .click();
+        h.run_steps(2);
+        wait_for(&mut h, "the cancel", |a| {
+            matches!(&a.models_window.fetches[0], Fetch::Failed(_))
+        });
+        assert!(shows(&h, "cancelled"));
+        let part = crate::library::download::part_path(&entry.dest(&models));
+        assert!(part.is_file());
+        // A second Download resumes from the kept part.
+        server.serve(&path, Served::file(data.clone()));
+        h.get_by_role_and_label(Role::Button, &download).click();
+        h.run_steps(2);
+        wait_for(&mut h, "the download", |a| {
+            matches!(&a.models_window.fetches[0], Fetch::There(_))
+        });
+        assert_eq!(std::fs::read(entry.dest(&models)).unwrap(), data);
+        let seen = server.seen();
+        assert!(
+            seen.iter().any(|s| s.range.is_some()),
+            "the second request resumes: {seen:?}"
+        );
+        assert!(shows(&h, &format!("Load {}", entry.display_name)));
+    }
+}
