@@ -11,6 +11,11 @@ use hearth_engine::api::{Event, RequestId};
 use crate::conversation::Conversation;
 use crate::conversation::store::{Problem, Store};
 
+/// The longest a streamed token waits to be drawn (ms): about 30 frames a second on a GPU.
+const TOKEN_FRAME_MS: u64 = 33;
+/// With a software renderer each frame costs the CPU the engine needs: about 8 a second.
+const SOFTWARE_TOKEN_FRAME_MS: u64 = 120;
+
 /// What reaches the UI thread.
 #[derive(Debug)]
 pub enum UiEvent {
@@ -42,6 +47,8 @@ pub enum StoreEvent {
 pub struct Waker {
     tx: Sender<UiEvent>,
     ctx: egui::Context,
+    /// How long a streamed token may wait to be drawn (ms).
+    token_frame: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Waker {
@@ -52,12 +59,37 @@ impl std::fmt::Debug for Waker {
 
 impl Waker {
     pub fn new(tx: Sender<UiEvent>, ctx: egui::Context) -> Waker {
-        Waker { tx, ctx }
+        Waker {
+            tx,
+            ctx,
+            token_frame: std::sync::Arc::new(TOKEN_FRAME_MS.into()),
+        }
+    }
+
+    /// Draws streamed tokens less often when frames are drawn on the CPU.
+    pub fn set_software_renderer(&self, software: bool) {
+        let ms = if software {
+            SOFTWARE_TOKEN_FRAME_MS
+        } else {
+            TOKEN_FRAME_MS
+        };
+        self.token_frame
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn send(&self, event: UiEvent) {
+        // Tokens are drawn in batches (a streaming answer arrives at up to hundreds of tokens a
+        // second; drawing each one would take the cores the engine needs, above all with a
+        // software renderer); everything else is drawn at once.
+        let batched = matches!(event, UiEvent::Engine(_, Event::Token { .. }));
         if self.tx.send(event).is_ok() {
-            self.ctx.request_repaint();
+            if batched {
+                let ms = self.token_frame.load(std::sync::atomic::Ordering::Relaxed);
+                self.ctx
+                    .request_repaint_after(std::time::Duration::from_millis(ms));
+            } else {
+                self.ctx.request_repaint();
+            }
         }
     }
 

@@ -44,6 +44,8 @@ impl HearthApp {
             Theme::Dark => egui::ThemePreference::Dark,
         });
         ctx.set_zoom_factor(self.settings.text_scale);
+        // A blinking cursor redraws the window twice a second even when nothing happens.
+        ctx.all_styles_mut(|s| s.visuals.text_cursor.blink = false);
     }
 }
 
@@ -88,6 +90,11 @@ pub fn run(model: Option<PathBuf>) -> Result<()> {
                 },
             )?;
             app.apply_look(&cc.egui_ctx);
+            let software = cc
+                .wgpu_render_state
+                .as_ref()
+                .is_some_and(|r| r.adapter.get_info().device_type == eframe::wgpu::DeviceType::Cpu);
+            app.waker.set_software_renderer(software);
             Ok(Box::new(app))
         }),
     )
