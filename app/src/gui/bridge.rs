@@ -181,3 +181,32 @@ impl StoreThread {
         let _ = self.tx.send(StoreCommand::Undo(id.to_string()));
     }
 }
+
+/// A window's own channel: its background threads report here (`.0` sends, `.1` receives).
+#[derive(Debug)]
+pub struct Inbox<T>(pub Sender<T>, pub Receiver<T>);
+
+impl<T> Default for Inbox<T> {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Inbox(tx, rx)
+    }
+}
+
+/// Runs `work` on a named thread and sends its report to `tx`, waking the UI.
+pub fn on_thread<T: Send + 'static>(
+    name: &str,
+    tx: &Sender<T>,
+    ctx: &egui::Context,
+    work: impl FnOnce() -> T + Send + 'static,
+) {
+    let (tx, ctx) = (tx.clone(), ctx.clone());
+    let spawned = thread::Builder::new().name(name.into()).spawn(move || {
+        if tx.send(work()).is_ok() {
+            ctx.request_repaint();
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("hearth: cannot start a thread: {e}");
+    }
+}

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender};
 use egui::{Color32, RichText, TextEdit, WidgetInfo};
 
 use super::app::HearthApp;
+use super::bridge::on_thread;
 use crate::format;
 use crate::library::catalog::{CATALOG, CatalogEntry};
 use crate::library::discover::{Discovery, LocalModel, ModelSource, Root, default_roots};
@@ -105,35 +105,7 @@ impl Drop for ModelsWindow {
 }
 
 /// The window's own channel: its threads report here.
-#[derive(Debug)]
-struct Channel(Sender<ModelsEvent>, Receiver<ModelsEvent>);
-
-impl Default for Channel {
-    fn default() -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Channel(tx, rx)
-    }
-}
-
-/// Runs `work` on a named thread and sends its report to the window (waking the UI).
-fn on_thread(
-    name: &str,
-    tx: &Sender<ModelsEvent>,
-    ctx: &egui::Context,
-    work: impl FnOnce() -> ModelsEvent + Send + 'static,
-) {
-    let (tx, ctx) = (tx.clone(), ctx.clone());
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if tx.send(work()).is_ok() {
-                ctx.request_repaint();
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("hearth: cannot start a thread: {e}");
-    }
-}
+type Channel = super::bridge::Inbox<ModelsEvent>;
 
 /// Whether a path names a `.gguf` file (by its extension; the engine checks the contents).
 pub(super) fn has_gguf_extension(path: &Path) -> bool {

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
 use egui::TextEdit;
 use hearth_engine::api::{Command, EngineConfig, EngineHandle};
 use hearth_engine::route::RouteMode;
@@ -24,6 +23,7 @@ use hearth_engine::route::cloud::{self, ApiKey, CancelToken, CloudClient, CloudC
 use hearth_engine::sched::ContextPolicy;
 
 use super::app::{HearthApp, ModelState};
+use super::bridge::on_thread;
 use crate::conversation::settings::{BackendPreference, Settings, TEXT_SCALE_RANGE, Theme};
 
 /// The text sizes the window offers (within what the settings accept).
@@ -112,35 +112,7 @@ impl SettingsWindow {
 }
 
 /// The window's own channel: its threads report here.
-#[derive(Debug)]
-struct Channel(Sender<SettingsEvent>, Receiver<SettingsEvent>);
-
-impl Default for Channel {
-    fn default() -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Channel(tx, rx)
-    }
-}
-
-/// Runs `work` on a named thread and sends its report to the window (waking the UI).
-fn on_thread(
-    name: &str,
-    tx: &Sender<SettingsEvent>,
-    ctx: &egui::Context,
-    work: impl FnOnce() -> SettingsEvent + Send + 'static,
-) {
-    let (tx, ctx) = (tx.clone(), ctx.clone());
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if tx.send(work()).is_ok() {
-                ctx.request_repaint();
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("hearth: cannot start a thread: {e}");
-    }
-}
+type Channel = super::bridge::Inbox<SettingsEvent>;
 
 /// Parses an optional number: blank is `None`.
 fn parse_optional<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, String> {
