@@ -30,7 +30,8 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts Xvfb on a free display number.
+/// Starts Xvfb on a free display number (X servers put display N's socket at the fixed path
+/// `/tmp/.X11-unix/XN`, so that is where a free number and a started server show).
 fn xvfb() -> (Killed, String) {
     let n = (90..200)
         .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())

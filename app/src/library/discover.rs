@@ -213,17 +213,22 @@ fn describe(path: &Path, name: String, source: ModelSource) -> Result<LocalModel
     })
 }
 
-/// Collects `*.gguf` files under `dir` (hidden entries and vision projectors left out).
-fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, String)>, skipped: &mut Vec<Skipped>) {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
+/// The entries of `dir`, or `None` with the reason noted in `skipped` (never fatal).
+fn read_dir(dir: &Path, skipped: &mut Vec<Skipped>) -> Option<fs::ReadDir> {
+    fs::read_dir(dir)
+        .map_err(|e| {
             skipped.push(Skipped {
                 path: dir.to_path_buf(),
                 reason: format!("cannot read the folder: {e}"),
             });
-            return;
-        }
+        })
+        .ok()
+}
+
+/// Collects `*.gguf` files under `dir` (hidden entries and vision projectors left out).
+fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, String)>, skipped: &mut Vec<Skipped>) {
+    let Some(entries) = read_dir(dir, skipped) else {
+        return;
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
     paths.sort();
@@ -306,15 +311,8 @@ fn ollama_models(root: &Path, out: &mut Vec<(PathBuf, String)>, skipped: &mut Ve
 
 /// Files exactly `depth` levels below `dir`.
 fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            skipped.push(Skipped {
-                path: dir.to_path_buf(),
-                reason: format!("cannot read the folder: {e}"),
-            });
-            return;
-        }
+    let Some(entries) = read_dir(dir, skipped) else {
+        return;
     };
     for path in entries.filter_map(Result::ok).map(|e| e.path()) {
         match (depth, path.is_dir()) {
