@@ -18,11 +18,21 @@ use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
 use crate::conversation::settings::Settings;
 use crate::conversation::store::{DataDirs, new_id};
 use crate::conversation::{Answer, Conversation, NodeId};
+use crate::library::estimate::{Estimate, available_memory};
 
 /// Where the model stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelState {
     None,
+    /// Its memory need is being read from the file's header, before loading.
+    Checking {
+        path: PathBuf,
+    },
+    /// It needs more memory than the system has: loaded only if the user says so.
+    WontFit {
+        path: PathBuf,
+        estimate: Estimate,
+    },
     Loading {
         path: PathBuf,
         phase: LoadPhase,
@@ -70,6 +80,13 @@ pub struct HearthApp {
     pub(super) settings: Settings,
     settings_path: Option<PathBuf>,
     pub(super) model: ModelState,
+    /// The opened model's memory estimate (shown beside its name).
+    pub(super) estimate: Option<Estimate>,
+    /// The available memory (a function so that tests can pretend to have less).
+    pub(super) memory_probe: fn() -> Option<u64>,
+    /// Whether a native file dialog can be shown; where not, a path prompt opens instead.
+    pub(super) file_dialog: bool,
+    pub(super) path_prompt: super::open::PathPrompt,
     /// Newest first.
     pub(super) conversations: Vec<Conversation>,
     pub(super) current: Option<String>,
@@ -167,6 +184,10 @@ impl HearthApp {
             settings,
             settings_path,
             model: ModelState::None,
+            estimate: None,
+            memory_probe: available_memory,
+            file_dialog: super::open::file_dialog_available(),
+            path_prompt: Default::default(),
             conversations: Vec::new(),
             current: None,
             notices,
@@ -204,6 +225,7 @@ impl HearthApp {
                 UiEvent::Store(event) => self.store_event(event),
                 UiEvent::Picked(Some(path)) => self.load_model(path),
                 UiEvent::Picked(None) => {}
+                UiEvent::Checked(path, result) => self.model_checked(path, result),
                 UiEvent::Cloud(client) => {
                     self.engine.send(hearth_engine::api::Command::SetCloud {
                         client: Some(client),
@@ -313,34 +335,6 @@ impl HearthApp {
             .sort_by_key(|c| std::cmp::Reverse(c.updated));
     }
 
-    pub fn load_model(&mut self, path: PathBuf) {
-        if let Some(s) = self.streaming.take() {
-            self.engine.cancel(s.request);
-        }
-        self.model = ModelState::Loading {
-            path: path.clone(),
-            phase: LoadPhase::Reading,
-            done: 0,
-            total: 0,
-        };
-        let rx = self.engine.load(path, None);
-        self.waker.forward(None, rx);
-    }
-
-    /// Asks for a `.gguf` file on a thread (the portal dialog may take a while).
-    pub fn pick_model(&self) {
-        let waker = self.waker.clone();
-        let _ = std::thread::Builder::new()
-            .name("hearth-file-dialog".into())
-            .spawn(move || {
-                let picked = rfd::FileDialog::new()
-                    .add_filter("GGUF model", &["gguf"])
-                    .set_title("Open a model")
-                    .pick_file();
-                waker.send(UiEvent::Picked(picked));
-            });
-    }
-
     pub fn ready(&self) -> bool {
         matches!(self.model, ModelState::Ready(_))
     }
@@ -356,7 +350,12 @@ impl HearthApp {
         match (&self.model, self.settings.route) {
             (_, RouteMode::Cloud) if self.cloud_ready => None,
             (ModelState::Ready(_), _) => None,
-            (ModelState::Loading { .. }, _) => Some("the model is loading".into()),
+            (ModelState::Loading { .. } | ModelState::Checking { .. }, _) => {
+                Some("the model is loading".into())
+            }
+            (ModelState::WontFit { .. }, _) => {
+                Some("the model will not fit in memory (top bar: Load anyway, or Cancel)".into())
+            }
             (ModelState::Failed(e), _) => Some(format!("the model could not be loaded: {e}")),
             (ModelState::None, _) => {
                 Some("no model yet: open a .gguf file (top bar) to start chatting".into())

@@ -26,6 +26,8 @@ pub enum UiEvent {
     Store(StoreEvent),
     /// The file dialog's answer.
     Picked(Option<PathBuf>),
+    /// A model's memory estimate, read before loading it (or why its header could not be read).
+    Checked(PathBuf, Result<crate::library::estimate::Estimate, String>),
     /// The cloud client the saved settings name (built off the UI thread: the keychain may
     /// block).
     Cloud(std::sync::Arc<hearth_engine::route::cloud::CloudClient>),

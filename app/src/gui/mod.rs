@@ -9,6 +9,7 @@ mod app;
 pub mod bench;
 mod bridge;
 mod models;
+mod open;
 mod settings;
 mod view;
 mod welcome;

@@ -125,7 +125,7 @@ fn roots(hearth_dir: Option<&Path>, user_folder: Option<&Path>) -> Vec<Root> {
 }
 
 /// The verdict's colour.
-fn verdict_color(ui: &egui::Ui, verdict: Verdict) -> Color32 {
+pub(super) fn verdict_color(ui: &egui::Ui, verdict: Verdict) -> Color32 {
     let v = ui.visuals();
     match verdict {
         Verdict::Fits if v.dark_mode => Color32::LIGHT_GREEN,
@@ -137,7 +137,7 @@ fn verdict_color(ui: &egui::Ui, verdict: Verdict) -> Color32 {
 }
 
 /// The numbers behind a verdict, for its tooltip.
-fn estimate_detail(e: &Estimate) -> String {
+pub(super) fn estimate_detail(e: &Estimate) -> String {
     let kv = e
         .kv_cache_bytes
         .map_or_else(|| "unknown".into(), format::bytes);

@@ -20,7 +20,7 @@ fn dirs(root: &std::path::Path) -> DataDirs {
     }
 }
 
-fn harness(root: &std::path::Path, with_model: bool) -> Harness<'static, HearthApp> {
+pub(super) fn harness(root: &std::path::Path, with_model: bool) -> Harness<'static, HearthApp> {
     // Short greedy answers keep the test quick.
     harness_with(root, with_model, 12)
 }
@@ -66,7 +66,7 @@ fn harness_configured(
 }
 
 /// Whether some control or text shows `text`.
-fn shows(h: &Harness<'static, HearthApp>, text: &str) -> bool {
+pub(super) fn shows(h: &Harness<'static, HearthApp>, text: &str) -> bool {
     h.query_all_by_label_contains(text).next().is_some()
 }
 
@@ -81,7 +81,11 @@ fn type_message(h: &mut Harness<'static, HearthApp>, text: &str) {
 }
 
 /// Steps the harness until `done` holds (the engine answers on its own threads).
-fn wait_for(h: &mut Harness<'static, HearthApp>, what: &str, done: impl Fn(&HearthApp) -> bool) {
+pub(super) fn wait_for(
+    h: &mut Harness<'static, HearthApp>,
+    what: &str,
+    done: impl Fn(&HearthApp) -> bool,
+) {
     let start = Instant::now();
     while !done(h.state()) {
         assert!(

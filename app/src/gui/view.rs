@@ -32,6 +32,10 @@ impl HearthApp {
     pub(super) fn draw(&mut self, ui: &mut egui::Ui) {
         self.shortcuts(ui);
         egui::Panel::top("top-bar").show(ui, |ui| self.top_bar(ui));
+        if let ModelState::WontFit { path, estimate } = &self.model {
+            let (path, estimate) = (path.clone(), *estimate);
+            egui::Panel::top("wont-fit").show(ui, |ui| self.wont_fit_bar(ui, &path, &estimate));
+        }
         egui::Panel::left("sidebar")
             .resizable(true)
             .default_size(220.0)
@@ -41,6 +45,7 @@ impl HearthApp {
         egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
         self.settings_window(ui);
         self.models_window(ui);
+        self.path_prompt_window(ui.ctx());
     }
 
     fn shortcuts(&mut self, ui: &mut egui::Ui) {
@@ -90,15 +95,20 @@ impl HearthApp {
                 ModelState::None => {
                     ui.label("No model loaded");
                 }
+                ModelState::Checking { path } => {
+                    ui.label(format!("Checking {}…", file_name(path)));
+                }
+                ModelState::WontFit { path, .. } => {
+                    let warning = format!("{}: will not fit", file_name(path));
+                    ui.colored_label(ui.visuals().error_fg_color, warning);
+                }
                 ModelState::Loading {
                     path,
                     phase,
                     done,
                     total,
                 } => {
-                    let name = path
-                        .file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    let name = file_name(path);
                     let fraction = if *total > 0 {
                         *done as f32 / *total as f32
                     } else {
@@ -110,6 +120,7 @@ impl HearthApp {
                             .desired_width(120.0)
                             .show_percentage(),
                     );
+                    self.memory_verdict(ui);
                 }
                 ModelState::Ready(info) => {
                     ui.label(RichText::new(&info.name).strong())
@@ -120,6 +131,7 @@ impl HearthApp {
                     };
                     ui.label(RichText::new(&info.compute).small())
                         .on_hover_text(compute);
+                    self.memory_verdict(ui);
                 }
                 ModelState::Failed(e) => {
                     ui.colored_label(ui.visuals().error_fg_color, "Model failed to load")
@@ -476,4 +488,10 @@ fn arrow(ui: &mut egui::Ui, glyph: &str, name: &str, enabled: bool) -> bool {
         .on_hover_text(name);
     r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, enabled, name));
     r.clicked()
+}
+
+/// A path's last part, for the top bar.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
