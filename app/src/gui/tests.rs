@@ -71,7 +71,7 @@ pub(super) fn shows(h: &Harness<'static, HearthApp>, text: &str) -> bool {
 }
 
 /// Types into the composer as a user would: focus it, then type.
-fn type_message(h: &mut Harness<'static, HearthApp>, text: &str) {
+pub(super) fn type_message(h: &mut Harness<'static, HearthApp>, text: &str) {
     h.get_by_role_and_label(Role::MultilineTextInput, "Message")
         .focus();
     h.run_steps(2);

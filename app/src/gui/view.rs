@@ -231,11 +231,12 @@ impl HearthApp {
                         renaming = Some((c.id.clone(), c.display_title().to_string()));
                         ui.memory_mut(|m| m.request_focus(edit_id));
                     }
-                    if ui
-                        .small_button("×")
-                        .on_hover_text("Delete conversation")
-                        .clicked()
-                    {
+                    let remove = ui.small_button("×").on_hover_text("Delete conversation");
+                    let name = format!("Delete conversation {}", c.title);
+                    remove.widget_info(|| {
+                        egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone())
+                    });
+                    if remove.clicked() {
                         delete = Some(c.id.clone());
                     }
                 });
@@ -494,4 +495,66 @@ fn arrow(ui: &mut egui::Ui, glyph: &str, name: &str, enabled: bool) -> bool {
 fn file_name(path: &std::path::Path) -> String {
     path.file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use egui::accesskit::Role;
+    use egui_kittest::kittest::{By, NodeT, Queryable};
+
+    use super::super::tests::{harness, type_message, wait_for};
+    use super::*;
+
+    /// The label (or, for a text field, the value) of the control with the keyboard focus.
+    fn focused(h: &egui_kittest::Harness<'static, HearthApp>) -> Option<(Role, String)> {
+        let node = h.query(By::new().predicate(|n| n.is_focused()))?;
+        let n = node.accesskit_node();
+        Some((n.role(), n.label().unwrap_or_default()))
+    }
+
+    #[test]
+    fn every_main_control_is_reached_with_tab_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = harness(root.path(), true);
+        wait_for(&mut h, "the model", HearthApp::ready);
+        wait_for(&mut h, "the store", |a| a.loaded_store);
+        type_message(&mut h, "Hi");
+        h.key_press(Key::Enter);
+        h.run_steps(2);
+        wait_for(&mut h, "the answer", |a| {
+            a.streaming.is_none() && a.current().is_some_and(|c| c.thread().len() == 2)
+        });
+        let mut reached = Vec::new();
+        for _ in 0..80 {
+            h.key_press(Key::Tab);
+            h.run_steps(1);
+            if let Some(f) = focused(&h) {
+                reached.push(f);
+            }
+        }
+        let labels: Vec<&str> = reached.iter().map(|(_, l)| l.as_str()).collect();
+        for control in [
+            "Open model…",
+            "Models",
+            "Settings",
+            "Local",
+            "New chat",
+            "Search conversations",
+            "Hi",
+            "Delete conversation Hi",
+            "Copy",
+            "Regenerate",
+            "Edit",
+            "Message",
+            "Send",
+        ] {
+            assert!(
+                labels.contains(&control),
+                "Tab never reaches {control:?}; it reached {labels:?}"
+            );
+        }
+        // The walk comes around: the focus order is a cycle, not a dead end.
+        let first = &reached[0];
+        assert!(reached[1..].contains(first), "{reached:?}");
+    }
 }
