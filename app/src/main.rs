@@ -1,6 +1,10 @@
 //! The `hearth` binary: command-line dispatch. `hearth [MODEL]` opens the desktop app (with MODEL
 //! loading); the subcommands are tools for users and scripts.
 
+// On Windows the binary is a GUI program, so a double-click opens no console window; the
+// subcommands attach to the console of the terminal that started them (`attach_console`).
+#![cfg_attr(windows, windows_subsystem = "windows")]
+
 mod bench;
 mod chat;
 mod commands;
@@ -229,7 +233,25 @@ enum Cmd {
     },
 }
 
+/// Windows: a GUI-subsystem program has no console, so `hearth --help`, `hearth chat` and
+/// `hearth serve` attach to the one of the terminal they were started from (if any) before
+/// printing. Elsewhere there is nothing to do.
+#[cfg(windows)]
+fn attach_console() {
+    use windows_sys::Win32::System::Console::{ATTACH_PARENT_PROCESS, AttachConsole};
+    // SAFETY: AttachConsole takes a process id and touches no memory of ours; failure (no parent
+    // console, e.g. started from Explorer) leaves the process without one, which is what a
+    // double-click wants.
+    unsafe {
+        AttachConsole(ATTACH_PARENT_PROCESS);
+    }
+}
+
+#[cfg(not(windows))]
+fn attach_console() {}
+
 fn main() -> ExitCode {
+    attach_console();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Inspect { model, json }) => commands::inspect(&model, json),

@@ -60,6 +60,13 @@ fn has_display() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
+/// The window's icon (the installers' artwork, `assets/icons/`).
+fn window_icon() -> std::sync::Arc<egui::IconData> {
+    let png = include_bytes!("../../../assets/icons/hearth-256.png");
+    // The bytes are checked by the test below; a bad icon would only cost the window its icon.
+    std::sync::Arc::new(eframe::icon_data::from_png_bytes(png).unwrap_or_default())
+}
+
 /// Opens the window (with `model` loading at once) and runs until it is closed.
 pub fn run(model: Option<PathBuf>) -> Result<()> {
     if !has_display() {
@@ -76,7 +83,8 @@ pub fn run(model: Option<PathBuf>) -> Result<()> {
             .with_title("Hearth")
             .with_app_id("hearth")
             .with_inner_size([1024.0, 720.0])
-            .with_min_inner_size([480.0, 360.0]),
+            .with_min_inner_size([480.0, 360.0])
+            .with_icon(window_icon()),
         ..eframe::NativeOptions::default()
     };
     eframe::run_native(

@@ -729,3 +729,13 @@ mod models_window {
         assert!(shows(&h, &format!("Load {}", entry.display_name)));
     }
 }
+
+#[test]
+fn the_window_icon_is_the_256_pixel_artwork() {
+    let icon = super::window_icon();
+    assert_eq!((icon.width, icon.height), (256, 256));
+    assert_eq!(icon.rgba.len(), 256 * 256 * 4);
+    // Not blank: the artwork has both transparent corners and opaque pixels.
+    assert_eq!(icon.rgba[3], 0, "the top-left corner is transparent");
+    assert!(icon.rgba.chunks(4).filter(|p| p[3] == 255).count() > 256 * 256 / 2);
+}
