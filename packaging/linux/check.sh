@@ -8,7 +8,8 @@
 #   OUT_DIR receives the screenshots (installed-window.png, appimage-window.png).
 #
 # Needs root (dpkg -i), Xvfb, xdotool and ImageMagick (`.ci/run` installs them), and
-# desktop-file-utils and shared-mime-info for the desktop and MIME checks.
+# desktop-file-utils and shared-mime-info for the desktop and MIME checks, and qemu-user to run
+# the binary on emulated CPUs without AVX-512 (Haswell) and without AVX (Nehalem).
 set -euo pipefail
 
 die() {
@@ -130,6 +131,21 @@ if command -v update-desktop-database >/dev/null; then
 fi
 if command -v update-mime-database >/dev/null; then
     [[ -f /usr/share/mime/application/x-gguf.xml ]] || die "the MIME database does not know application/x-gguf"
+fi
+# The shipped binary on older CPUs (qemu's user-mode emulation of their instruction sets): the
+# engine must pick the kernels the CPU has, and answer exactly as the same level does natively.
+if command -v qemu-x86_64 >/dev/null; then
+    answer() { /usr/bin/hearth run -m "$model" -p "The capital of France is" -n 8 --temp 0 --backend cpu 2>/dev/null; }
+    for cpu_level in Haswell-v4:avx2 Nehalem:scalar; do
+        cpu=${cpu_level%%:*}
+        level=${cpu_level##*:}
+        want=$(HEARTH_CPU_LEVEL=$level answer)
+        got=$(QEMU_CPU=$cpu qemu-x86_64 /usr/bin/hearth run -m "$model" -p "The capital of France is" \
+            -n 8 --temp 0 --backend cpu 2>/dev/null) || die "installed hearth failed on an emulated $cpu CPU"
+        [[ -n $want && $got == "$want" ]] \
+            || die "on an emulated $cpu CPU hearth answered '$got', not '$want' (its $level kernels natively)"
+        say "installed: runs on an emulated $cpu CPU (no AVX-512) with its $level kernels: ${got//$'\n'/ }"
+    done
 fi
 window_check installed-window /usr/bin/hearth
 
