@@ -8,11 +8,9 @@
 mod bench;
 mod chat;
 mod commands;
-#[cfg_attr(not(test), allow(dead_code))] // used by the desktop app (in progress)
 mod conversation;
 mod format;
 mod gui;
-#[cfg_attr(not(test), allow(dead_code))] // used by the desktop app (in progress)
 mod library;
 mod routed;
 mod router;

@@ -249,6 +249,7 @@ impl Store {
         &self.conversations
     }
 
+    #[cfg(test)]
     pub fn trash_dir(&self) -> &Path {
         &self.trash
     }

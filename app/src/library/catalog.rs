@@ -156,6 +156,7 @@ pub const CATALOG: &[CatalogEntry] = &[
     },
 ];
 
+#[cfg(test)]
 /// The catalog entry whose file is `file` (case-insensitive).
 pub fn by_file(file: &str) -> Option<&'static CatalogEntry> {
     CATALOG.iter().find(|e| e.file.eq_ignore_ascii_case(file))

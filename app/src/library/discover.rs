@@ -128,6 +128,7 @@ pub fn default_roots(user_folder: Option<&Path>) -> Vec<Root> {
     roots
 }
 
+#[cfg(test)]
 /// Every model under `roots`, each file once (the first root that finds it names it).
 pub fn discover(roots: &[Root]) -> Vec<LocalModel> {
     discover_all(roots).models

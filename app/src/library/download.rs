@@ -141,6 +141,7 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    #[cfg(test)]
     /// True when the download can be resumed by starting it again (the `.part` is kept).
     pub fn is_resumable(&self) -> bool {
         matches!(
@@ -224,10 +225,12 @@ impl Download {
         self.cancel.store(true, Ordering::Relaxed);
     }
 
+    #[cfg(test)]
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
+    #[cfg(test)]
     /// The outcome once the thread has finished, without blocking; `None` while it runs (and
     /// after the outcome was taken).
     pub fn try_finish(&mut self) -> Option<Result<Downloaded, DownloadError>> {
