@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use hearth_engine::gguf::GgufFile;
 use hearth_engine::source::{self, GEMMA3_270M_Q4_K_M, PublishedModel, SMOLLM2_135M_Q4_1};
+use hearth_engine::tokenizer::template::{self, TEMPLATE_FUEL};
 use hearth_engine::tokenizer::{
     ChatMessage, ChatTemplate, TemplateError, TokenKind, Tokenizer, TokenizerError,
 };
@@ -570,4 +571,92 @@ fn random_texts_round_trip_through_encode_and_decode() {
     let gemma = &gemma3().tokenizer;
     let ids = gemma.encode("\u{81785}", false).unwrap();
     assert_eq!(gemma.decode(&ids, false), "\u{81785}");
+}
+
+/// A conversation of `n` alternating user/assistant turns of `len` bytes each.
+fn long_conversation(n: usize, len: usize) -> Vec<ChatMessage> {
+    (0..n)
+        .map(|i| {
+            let text = "word ".repeat(len / 5);
+            if i % 2 == 0 {
+                ChatMessage::user(text)
+            } else {
+                ChatMessage::assistant(text)
+            }
+        })
+        .collect()
+}
+
+/// A template that loops (almost) forever is refused when it loads, by name, well within a
+/// second (the time is printed; the bound is minijinja's fuel, not a clock).
+#[test]
+fn a_template_that_never_ends_runs_out_of_fuel_at_load() {
+    let hang =
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}";
+    let start = std::time::Instant::now();
+    let err = ChatTemplate::new("hostile.gguf", hang, "", "").unwrap_err();
+    eprintln!("out of fuel after {:?}", start.elapsed());
+    assert!(
+        matches!(err, TemplateError::OutOfFuel { fuel, .. } if fuel == TEMPLATE_FUEL),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "hostile.gguf: the chat template ran out of its budget of {TEMPLATE_FUEL} instructions (a loop that does not end, or one far too long)"
+        )
+    );
+}
+
+/// A template that prints gigabytes stops at its output cap instead of filling memory.
+#[test]
+fn a_template_that_prints_gigabytes_stops_at_its_output_cap() {
+    // 100,000 x 100 kB = 10 GB if nothing stopped it.
+    let flood = "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}";
+    let err = ChatTemplate::new("flood.gguf", flood, "", "").unwrap_err();
+    let TemplateError::TooLarge { limit, .. } = err else {
+        panic!("expected TooLarge, got {err:?}");
+    };
+    assert!((1 << 20..2 << 20).contains(&limit), "{limit}");
+    assert_eq!(
+        err.to_string(),
+        format!("flood.gguf: the chat template's output passed its limit of {limit} bytes")
+    );
+}
+
+/// A template that behaves on the load check but turns hostile on a longer conversation is
+/// stopped when that conversation is rendered, with the same named errors.
+#[test]
+fn a_template_hostile_only_to_long_conversations_fails_at_render() {
+    let sly = "{% if messages | length > 6 %}{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}";
+    let template = ChatTemplate::new("sly.gguf", sly, "", "").unwrap();
+    let short = long_conversation(4, 50);
+    assert_eq!(template.render(&short, true).unwrap().len(), 4 * 50);
+    let err = template
+        .render(&long_conversation(8, 50), true)
+        .unwrap_err();
+    assert!(matches!(err, TemplateError::OutOfFuel { .. }), "{err:?}");
+}
+
+/// Real templates stay far inside the limits on a long conversation: 200 turns of 2 kB
+/// (400 kB of text) render in full with both test models' templates and the built-in ones.
+#[test]
+fn real_templates_render_long_conversations_within_the_limits() {
+    let conversation = long_conversation(200, 2000);
+    let text_bytes: usize = conversation.iter().map(|m| m.content.len()).sum();
+    for (name, template) in [
+        ("SmolLM2", &smollm2().template),
+        ("Gemma 3", &gemma3().template),
+    ] {
+        let out = template.render(&conversation, true).unwrap();
+        assert!(out.len() > text_bytes, "{name}: {} bytes", out.len());
+    }
+    for (name, source) in [
+        ("chatml", template::CHATML_TEMPLATE),
+        ("gemma", template::GEMMA_TEMPLATE),
+    ] {
+        let template = ChatTemplate::new(name, source, "<bos>", "<eos>").unwrap();
+        let out = template.render(&conversation, true).unwrap();
+        assert!(out.len() > text_bytes, "{name}: {} bytes", out.len());
+    }
 }

@@ -91,6 +91,15 @@ impl GgufBuilder {
         self
     }
 
+    /// Sets a metadata entry: replaces the value of `key` where it is already there, else adds it.
+    pub fn set_meta(mut self, key: &str, value: WriteValue) -> Self {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+        self
+    }
+
     /// Adds a tensor with dimensions in ggml order (`dims[0]` contiguous) and its raw data.
     pub fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Self {
         self.tensors

@@ -134,18 +134,37 @@ impl Config {
                 reason: format!("{rope_dims} must be even and at most the head size {head_dim_k}"),
             });
         }
+        // A NaN, infinite, zero or negative value here loads and then generates nothing (or
+        // garbage): refuse it by name, as llama.cpp's loader does.
+        let positive = |name: &str, v: f32| -> Result<f32, ModelError> {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(ModelError::BadMetadata {
+                    file: file.label().to_string(),
+                    key: key(name),
+                    reason: format!("{v} must be a finite number above 0"),
+                })
+            }
+        };
         let gemma = arch == Arch::Gemma3;
-        let rope_base = meta.rope_freq_base.unwrap_or(10_000.0);
-        let rope_base_local = file
-            .opt_f32(&key("rope.freq_base_swa"))?
-            .unwrap_or(if gemma { 10_000.0 } else { rope_base });
+        let rope_base = positive("rope.freq_base", meta.rope_freq_base.unwrap_or(10_000.0))?;
+        let rope_base_local = positive(
+            "rope.freq_base_swa",
+            file.opt_f32(&key("rope.freq_base_swa"))?
+                .unwrap_or(if gemma { 10_000.0 } else { rope_base }),
+        )?;
         let rope_freq_scale = match file.opt_str(&key("rope.scaling.type"))? {
             Some("linear") => match file.opt_f32(&key("rope.scaling.factor"))? {
-                Some(f) if f > 0.0 => 1.0 / f,
-                _ => 1.0,
+                Some(f) => 1.0 / positive("rope.scaling.factor", f)?,
+                None => 1.0,
             },
             _ => 1.0,
         };
+        let rms_eps = positive(
+            "attention.layer_norm_rms_epsilon",
+            meta.rms_norm_eps.unwrap_or(1e-5),
+        )?;
         let sliding_window = match meta.sliding_window {
             Some(w) if gemma => Some(size("attention.sliding_window", w)?),
             _ => None,
@@ -166,7 +185,7 @@ impl Config {
             head_dim_v,
             context_length: size("context_length", meta.context_length)?,
             vocab_size,
-            rms_eps: meta.rms_norm_eps.unwrap_or(1e-5),
+            rms_eps,
             rope_style: match arch {
                 Arch::Llama => RopeStyle::Normal,
                 Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,

@@ -21,6 +21,12 @@ pub enum ModelError {
     },
     #[error("{file}: tensor '{tensor}' is missing")]
     MissingTensor { file: String, tensor: String },
+    #[error("{file}: tensor '{tensor}' is not used: {reason}")]
+    UnusedTensor {
+        file: String,
+        tensor: String,
+        reason: String,
+    },
     #[error("{file}: tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
     ShapeMismatch {
         file: String,

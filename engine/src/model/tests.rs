@@ -287,6 +287,74 @@ fn load_errors_name_the_file_and_the_problem() {
     );
 }
 
+/// Hyperparameters a file can lie about, each refused at load with a named error (before this
+/// check they loaded and answered garbage or nothing).
+#[test]
+fn hyperparameters_that_cannot_run_are_refused_by_name() {
+    let with = |key: &str, value: WriteValue| -> String {
+        let b = tiny("llama", None, None).set_meta(&format!("llama.{key}"), value);
+        load(&b).unwrap_err().to_string()
+    };
+    // Fewer layers than the file has tensors for, and more.
+    assert_eq!(
+        with("block_count", WriteValue::U32(1)),
+        "tiny.gguf: tensor 'blk.1.attn_norm.weight' is not used: it belongs to layer 1, but the metadata's block_count says 1 layers"
+    );
+    assert_eq!(
+        with("block_count", WriteValue::U32(3)),
+        "tiny.gguf: tensor 'blk.2.attn_norm.weight' is missing"
+    );
+    for (key, value, shown) in [
+        ("attention.layer_norm_rms_epsilon", f32::NAN, "NaN"),
+        ("attention.layer_norm_rms_epsilon", 0.0, "0"),
+        ("rope.freq_base", f32::INFINITY, "inf"),
+        ("rope.freq_base", -10_000.0, "-10000"),
+        ("rope.freq_base_swa", f32::NAN, "NaN"),
+    ] {
+        assert_eq!(
+            with(key, WriteValue::F32(value)),
+            format!("tiny.gguf: metadata 'llama.{key}': {shown} must be a finite number above 0")
+        );
+    }
+    let b = tiny("llama", None, None)
+        .set_meta("llama.rope.scaling.type", WriteValue::Str("linear".into()))
+        .set_meta("llama.rope.scaling.factor", WriteValue::F32(0.0));
+    assert_eq!(
+        load(&b).unwrap_err().to_string(),
+        "tiny.gguf: metadata 'llama.rope.scaling.factor': 0 must be a finite number above 0"
+    );
+    // The key/value head count must divide the query heads.
+    assert_eq!(
+        with("attention.head_count_kv", WriteValue::U32(3)),
+        "tiny.gguf: metadata 'llama.attention.head_count_kv': 3 does not divide the 4 attention heads"
+    );
+}
+
+/// Every tensor of a file is used, as llama.cpp's loader demands: a tensor the architecture
+/// does not read means the file describes another model. Llama 3's `rope_freqs.weight` is the
+/// one tolerated exception (see `weights.rs`).
+#[test]
+fn a_tensor_the_architecture_does_not_use_is_refused_by_name() {
+    let mut rng = fastrand::Rng::with_seed(3);
+    let extra = tiny("llama", None, None).tensor(
+        "blk.0.attn_q.bias",
+        &[HEADS * HEAD_DIM],
+        GgmlType::F32,
+        random_f32(&mut rng, HEADS * HEAD_DIM, 0.1),
+    );
+    assert_eq!(
+        load(&extra).unwrap_err().to_string(),
+        "tiny.gguf: tensor 'blk.0.attn_q.bias' is not used: the llama architecture does not use it"
+    );
+    let llama3 = tiny("llama", None, None).tensor(
+        "rope_freqs.weight",
+        &[HEAD_DIM / 2],
+        GgmlType::F32,
+        norm(&mut rng, HEAD_DIM / 2),
+    );
+    assert!(load(&llama3).is_ok());
+}
+
 #[test]
 fn forward_rejects_bad_tokens_and_a_full_context() {
     let model = load(&tiny("llama", None, None)).unwrap();

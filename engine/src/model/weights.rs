@@ -1,5 +1,7 @@
 //! The model's weights by GGUF tensor name, each checked for its shape before the backend gets it.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -43,7 +45,15 @@ struct Loader<'a, B: Backend> {
     file: &'a Arc<GgufFile>,
     /// Told the bytes of each tensor once it is loaded.
     progress: &'a dyn Fn(u64),
+    /// The names of the tensors taken so far (every tensor of the file must be, at the end).
+    used: RefCell<HashSet<String>>,
 }
+
+/// Tensors a file may carry that the forward pass does not read: llama-architecture files
+/// converted from Llama 3.1 and later hold `rope_freqs.weight`, llama3 RoPE's per-frequency
+/// factors, which Hearth does not apply yet (they change positions past the original context
+/// most; refusing those files would refuse every Llama 3.x model).
+const TOLERATED_UNUSED: &[&str] = &["rope_freqs.weight"];
 
 impl<B: Backend> Loader<'_, B> {
     fn label(&self) -> String {
@@ -72,6 +82,7 @@ impl<B: Backend> Loader<'_, B> {
                     source,
                 })?;
         (self.progress)(info.size);
+        self.used.borrow_mut().insert(name.to_string());
         Ok(Some(weight))
     }
 
@@ -81,6 +92,41 @@ impl<B: Backend> Loader<'_, B> {
                 file: self.label(),
                 tensor: name.to_string(),
             })
+    }
+
+    /// Every tensor of the file was taken (as llama.cpp's loader demands): a tensor left over
+    /// means the metadata describes another model than the weights (a wrong `block_count`, a
+    /// bias this architecture does not have), which would load and answer garbage.
+    fn check_all_used(&self, n_layer: usize) -> Result<(), ModelError> {
+        let used = self.used.borrow();
+        let Some(extra) = self
+            .file
+            .header()
+            .tensors
+            .iter()
+            .find(|t| !used.contains(&t.name) && !TOLERATED_UNUSED.contains(&t.name.as_str()))
+        else {
+            return Ok(());
+        };
+        let layer = extra
+            .name
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        let reason = match layer {
+            Some(il) if il >= n_layer => format!(
+                "it belongs to layer {il}, but the metadata's block_count says {n_layer} layers"
+            ),
+            _ => format!(
+                "the {} architecture does not use it",
+                self.file.architecture().unwrap_or("unknown")
+            ),
+        };
+        Err(ModelError::UnusedTensor {
+            file: self.label(),
+            tensor: extra.name.clone(),
+            reason,
+        })
     }
 
     /// Required when `wanted`, otherwise not loaded.
@@ -111,6 +157,7 @@ impl<B: Backend> Weights<B> {
             backend,
             file,
             progress,
+            used: RefCell::new(HashSet::new()),
         };
         let c = &*config;
         let d = c.d_model;
@@ -174,6 +221,7 @@ impl<B: Backend> Weights<B> {
         }
         let output_norm = l.required("output_norm.weight", &[d])?;
         let output = l.optional("output.weight", &[d, vocab])?;
+        l.check_all_used(c.n_layer)?;
         config.vocab_size = vocab;
         Ok(Weights {
             token_embd,

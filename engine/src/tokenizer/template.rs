@@ -75,6 +75,37 @@ pub enum TemplateError {
         #[source]
         source: minijinja::Error,
     },
+    /// The template ran longer than any chat template needs ([`TEMPLATE_FUEL`] instructions).
+    #[error(
+        "{model}: the chat template ran out of its budget of {fuel} instructions (a loop that does not end, or one far too long)"
+    )]
+    OutOfFuel { model: String, fuel: u64 },
+    /// The template wrote more text than any prompt of this conversation can be.
+    #[error("{model}: the chat template's output passed its limit of {limit} bytes")]
+    TooLarge { model: String, limit: usize },
+}
+
+/// The instruction budget of one rendering (minijinja's fuel). The largest real templates
+/// (Qwen3.5's, gpt-oss's with tools) take tens of thousands of instructions for a long
+/// conversation; this budget runs out in about 60 ms on the 2-core test machine
+/// (measured: see the template tests), so a hostile template cannot hold the engine thread.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// The output cap of one rendering: a fixed allowance for the template's own text plus a
+/// multiple of the conversation's size (a template writes each message once, plus markup).
+pub fn template_output_limit(conversation_bytes: usize) -> usize {
+    (1 << 20) + conversation_bytes.saturating_mul(4)
+}
+
+/// The conversation every template is rendered with once at load, to find one that cannot
+/// finish (out of fuel or output) before it meets a user's message.
+fn sample_conversation() -> [ChatMessage; 4] {
+    [
+        ChatMessage::system("You are a helpful assistant."),
+        ChatMessage::user("Hello! What can you do?"),
+        ChatMessage::assistant("I can answer questions and help you write."),
+        ChatMessage::user("Write one sentence about the sea."),
+    ]
 }
 
 /// Where a [`ChatTemplate`]'s text came from.
@@ -253,19 +284,39 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned(NAME, source.clone())
             .map_err(|source| TemplateError::Syntax {
                 model: model.to_string(),
                 source,
             })?;
-        Ok(Self {
+        let template = Self {
             model: model.to_string(),
             origin,
             env,
             source,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
-        })
+        };
+        template.check_limits()?;
+        Ok(template)
+    }
+
+    /// Renders [`sample_conversation`] once: a template that runs out of fuel or output on it
+    /// is refused at load. Other failures (a template that rejects a system message, say) are
+    /// the conversation's business and are reported when one is rendered.
+    fn check_limits(&self) -> Result<(), TemplateError> {
+        let sample = sample_conversation();
+        match self.render(&sample, true) {
+            Err(e @ (TemplateError::OutOfFuel { .. } | TemplateError::TooLarge { .. })) => Err(e),
+            Err(_) => match self.render(&sample[1..], true) {
+                Err(e @ (TemplateError::OutOfFuel { .. } | TemplateError::TooLarge { .. })) => {
+                    Err(e)
+                }
+                _ => Ok(()),
+            },
+            Ok(_) => Ok(()),
+        }
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt`, it ends where the
@@ -283,10 +334,33 @@ impl ChatTemplate {
             tools => (),
             documents => (),
         };
-        self.env
+        let conversation_bytes = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum::<usize>();
+        let limit = template_output_limit(conversation_bytes);
+        let mut out = CappedOutput {
+            text: Vec::new(),
+            limit,
+            overflowed: false,
+        };
+        let rendered = self
+            .env
             .get_template(NAME)
-            .and_then(|t| t.render(ctx))
-            .map_err(|e| match raised_message(&e) {
+            .and_then(|t| t.render_captured_to(ctx, &mut out).map(|_| ()));
+        match rendered {
+            // Every piece minijinja writes is a whole `str`, so the bytes are UTF-8.
+            Ok(_) => Ok(String::from_utf8(out.text)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TemplateError::OutOfFuel {
+                model: self.model.clone(),
+                fuel: TEMPLATE_FUEL,
+            }),
+            Err(_) if out.overflowed => Err(TemplateError::TooLarge {
+                model: self.model.clone(),
+                limit,
+            }),
+            Err(e) => Err(match raised_message(&e) {
                 Some(message) => TemplateError::Raised {
                     model: self.model.clone(),
                     message,
@@ -295,7 +369,8 @@ impl ChatTemplate {
                     model: self.model.clone(),
                     source: e,
                 },
-            })
+            }),
+        }
     }
 
     pub fn origin(&self) -> TemplateOrigin {
@@ -313,6 +388,31 @@ impl ChatTemplate {
 
     pub fn eos_token(&self) -> &str {
         &self.eos_token
+    }
+}
+
+/// The rendering's output, refusing to grow past `limit` bytes (the write that would pass it
+/// fails, which stops the rendering).
+struct CappedOutput {
+    text: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len().saturating_add(buf.len()) > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other(
+                "the chat template's output is too large",
+            ));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
