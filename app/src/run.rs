@@ -12,7 +12,9 @@ use hearth_engine::api::{
 };
 use hearth_engine::backend::gpu::GpuOptions;
 use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
-use hearth_engine::model::{GenerateOptions, Model, ModelError, generate, perplexity};
+use hearth_engine::model::{
+    FinishReason, GenerateOptions, Model, ModelError, generate, perplexity,
+};
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use serde_json::json;
@@ -304,7 +306,11 @@ fn run_on<B: Backend>(args: &RunArgs, backend: B) -> Result<()> {
             }
         }
     })?;
-    let rest = decoder.finish();
+    // An answer cut by -n inside a character leaves that character out (no U+FFFD at the end).
+    let rest = match generation.finish {
+        FinishReason::Stop => decoder.finish(),
+        _ => decoder.finish_cut(),
+    };
     text.push_str(&rest);
     if let Some(e) = write_error {
         return Err(e).context("writing to stdout");

@@ -298,3 +298,123 @@ fn the_engine_runs_on_the_gpu_backend_and_says_so_or_says_why_not() {
     assert!(!text.is_empty());
     assert_eq!(stats.generated_tokens, 8, "{finish:?}: {text}");
 }
+
+/// An answer cut by `max_tokens` in the middle of a character leaves that character out: the
+/// whole answer (`Event::Done`'s text, what a non-streamed reply returns) never ends in U+FFFD,
+/// and it is always the start of the longer answer.
+#[test]
+fn an_answer_cut_inside_a_character_leaves_the_character_out() {
+    let e = loaded();
+    let prompt = chat("Write the words hello, thank you and goodbye in Japanese and in Chinese.");
+    let n = 40;
+    let (full, _, _) = done(&e.generate(prompt.clone(), greedy(n)).1);
+    assert!(
+        full.chars().filter(|c| !c.is_ascii()).count() >= 4,
+        "the answer should hold multi-byte characters: {full:?}"
+    );
+    assert!(!full.contains('\u{FFFD}'), "{full:?}");
+    let (mut previous, mut held_back) = (String::new(), 0);
+    for k in 1..n {
+        let (text, finish, stats) = done(&e.generate(prompt.clone(), greedy(k)).1);
+        assert_eq!((finish, stats.generated_tokens), (FinishReason::Length, k));
+        assert!(
+            !text.ends_with('\u{FFFD}'),
+            "cut after {k} tokens: {text:?}"
+        );
+        assert!(
+            full.starts_with(&text),
+            "cut after {k} tokens: {text:?} / {full:?}"
+        );
+        // One more token and no more text: that token began a character it did not finish.
+        if text == previous {
+            held_back += 1;
+        }
+        previous = text;
+    }
+    assert!(held_back > 0, "no cut fell inside a character: {full:?}");
+}
+
+/// An engine whose thread panics once at `stage`, with SmolLM2 loaded (unless the fault is at
+/// the load itself, which then fails and is retried).
+fn faulty(stage: api::FaultStage) -> EngineHandle {
+    let e = api::spawn(EngineConfig {
+        fault: Some(api::Fault::once(stage)),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let path = source::fetch(&SMOLLM2_135M_Q4_1).unwrap();
+    if stage == api::FaultStage::Load {
+        let events: Vec<Event> = e.load(&path, None).iter().collect();
+        assert!(
+            matches!(events.last(), Some(Event::Error { id: None, message })
+                if message == "internal error in the engine: injected fault at Load"),
+            "{events:?}"
+        );
+    }
+    let events: Vec<Event> = e.load(&path, None).iter().collect();
+    assert!(matches!(events.last(), Some(Event::Ready(_))), "{events:?}");
+    e
+}
+
+/// A panic at each stage of a request ends that request with an error event (never silence),
+/// and the same engine then answers the next request in full.
+#[test]
+fn a_panic_at_any_stage_ends_the_request_with_an_error_and_the_engine_goes_on() {
+    use api::FaultStage::*;
+    for stage in [Load, Render, Step, Decode, Done, Thread] {
+        let e = faulty(stage);
+        let (_, rx) = e.generate(chat("What is the capital of France?"), greedy(6));
+        match stage {
+            // A load that panicked was retried above; this request runs normally.
+            Load => assert_eq!(done(&rx).2.generated_tokens, 6),
+            _ => {
+                let err = api::wait_done(&rx, WAIT).unwrap_err();
+                assert!(
+                    err.starts_with("internal error in the engine: "),
+                    "{stage:?}: {err}"
+                );
+                if stage != Thread && stage != Done {
+                    assert!(
+                        err.ends_with(&format!("injected fault at {stage:?}")),
+                        "{err}"
+                    );
+                }
+            }
+        }
+        // The engine goes on (after `Thread`, rebuilt with the model loaded again).
+        let (text, finish, stats) = done(&e.generate(chat("Say hello."), greedy(6)).1);
+        assert_eq!(
+            (finish, stats.generated_tokens),
+            (FinishReason::Length, 6),
+            "{stage:?}"
+        );
+        assert!(!text.is_empty(), "{stage:?}");
+    }
+}
+
+/// A command sent after the engine thread has gone is answered with an error event, not dropped.
+#[test]
+fn a_stopped_engine_answers_with_an_error_event() {
+    let e = api::spawn(EngineConfig::default()).unwrap();
+    e.send(Command::Shutdown);
+    // Every command is answered: by the engine while it runs, then with an error.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (reply, rx) = crossbeam_channel::unbounded();
+        e.send(Command::Stats { reply });
+        match rx.recv_timeout(WAIT).unwrap() {
+            Event::Error { id: None, message } => {
+                assert_eq!(message, "the engine has stopped");
+                break;
+            }
+            Event::Stats(_) => assert!(Instant::now() < deadline, "the engine did not stop"),
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, rx) = e.generate(chat("hi"), greedy(4));
+    assert_eq!(
+        api::wait_done(&rx, WAIT).unwrap_err(),
+        "the engine has stopped"
+    );
+}

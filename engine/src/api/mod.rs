@@ -9,13 +9,20 @@
 //!   [`Event::Error`].
 //! - [`Command::Cancel`] ends a request within one scheduler step; so does dropping its reply
 //!   receiver (noticed at the request's next event).
-//! - A panic inside a step ends the requests of that step with an error; the engine goes on.
+//! - The thread is supervised (`supervise.rs`): a panic anywhere on it (load, template, tokenizer,
+//!   routing, step, decoding, `done`) ends the requests it touched with an error event and the
+//!   engine goes on, rebuilt with its model reloaded if the panic escaped a command's own guard.
+//!   A command sent to an engine that has stopped is answered with an error event.
 //!
 //! Between commands the engine thread runs [`crate::sched::Scheduler`] steps; it blocks on the
 //! command channel only when nothing is running.
 
 mod routing;
+mod supervise;
 mod worker;
+
+#[doc(hidden)]
+pub use supervise::{Fault, FaultStage};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +74,24 @@ pub struct EngineConfig {
     pub cloud: Option<Arc<CloudClient>>,
     /// The `Auto` route's probe (default: the one Hearth ships for the loaded model, if any).
     pub probe: Option<Probe>,
+    /// A panic to inject once (tests of the supervisor).
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
+}
+
+impl Command {
+    /// Where this command's answer goes: the request id (none for a load) and reply channel.
+    pub(crate) fn reply_target(&self) -> Option<(Option<RequestId>, Sender<Event>)> {
+        match self {
+            Command::Load { reply, .. } | Command::Unload { reply } | Command::Stats { reply } => {
+                Some((None, reply.clone()))
+            }
+            Command::Generate { request, reply } | Command::Fallback { request, reply, .. } => {
+                Some((Some(request.id), reply.clone()))
+            }
+            Command::Cancel { .. } | Command::SetCloud { .. } | Command::Shutdown => None,
+        }
+    }
 }
 
 /// What a request starts from.
@@ -293,6 +318,10 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct EngineHandle {
     tx: Sender<Command>,
+    /// Open while the engine takes commands; the engine closes it (under the lock) before it
+    /// answers what is left in its channel and stops, so every command sent is either taken or
+    /// answered with an error event.
+    open: Arc<std::sync::Mutex<bool>>,
     thread: Option<JoinHandle<()>>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -302,24 +331,37 @@ pub fn spawn(config: EngineConfig) -> Result<EngineHandle, EngineError> {
     let (tx, rx) = unbounded();
     let (ready_tx, ready_rx) = unbounded();
     let own = tx.clone();
+    let open = Arc::new(std::sync::Mutex::new(true));
+    let gate = open.clone();
     let thread = std::thread::Builder::new()
         .name("hearth-engine".into())
         .spawn(move || {
-            let _ = ready_tx.send(());
-            worker::Engine::new(config, own).run(&rx);
+            supervise::run(config, own, &rx, ready_tx);
+            supervise::close(&gate, &rx);
         })?;
     ready_rx.recv().map_err(|_| EngineError::NotReady)?;
     Ok(EngineHandle {
         tx,
+        open,
         thread: Some(thread),
         next_id: std::sync::atomic::AtomicU64::new(1),
     })
 }
 
 impl EngineHandle {
-    /// Sends a command (a stopped engine drops it: its reply channel then disconnects).
+    /// Sends a command. An engine that has stopped cannot take it: its reply channel, if it has
+    /// one, gets an error event saying so (nothing is dropped silently).
     pub fn send(&self, command: Command) {
-        let _ = self.tx.send(command);
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = if *open {
+            self.tx.send(command).err().map(|e| e.0)
+        } else {
+            Some(command)
+        };
+        drop(open);
+        if let Some(command) = refused {
+            supervise::refuse(command);
+        }
     }
 
     /// A fresh request id.

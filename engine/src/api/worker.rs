@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::supervise::{FaultStage, internal_error, refuse};
 use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, LoadPhase, ModelInfo, Prompt, Request,
     RequestId, Route, Stats,
@@ -33,8 +34,12 @@ pub(super) struct Loaded {
     pub(super) context_length: usize,
 }
 
-/// A live request's streaming state.
+/// A live request's streaming state. Dropped without [`Live::end`] (a panic unwound past it, or
+/// the engine was rebuilt), it still sends its request a final error event.
 struct Live {
+    id: RequestId,
+    /// Its final event has been sent.
+    ended: bool,
     reply: Sender<Event>,
     route: Route,
     /// An `Auto` request waiting for its probe's verdict (the request, to send to the cloud).
@@ -49,6 +54,34 @@ struct Live {
     /// Time spent before it was submitted here (a cloud attempt that failed), added to its time to
     /// first token.
     waited: std::time::Duration,
+}
+
+impl Live {
+    /// Sends the request's final event (`Done` or `Error`).
+    fn end(mut self, event: Event) {
+        self.ended = true;
+        let _ = self.reply.send(event);
+    }
+
+    /// Ends it as an error.
+    fn fail(self, message: &str) {
+        let id = self.id;
+        self.end(Event::Error {
+            id: Some(id),
+            message: message.to_string(),
+        });
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.reply.send(Event::Error {
+                id: Some(self.id),
+                message: "internal error in the engine: the request ended without an answer".into(),
+            });
+        }
+    }
 }
 
 /// The scheduler with its backend type erased.
@@ -145,6 +178,8 @@ pub(super) struct Engine {
     pub(super) own: Sender<Command>,
     /// Requests answering from the cloud: cancel tokens, and whether they have ended.
     pub(super) cloud_live: HashMap<RequestId, (CancelToken, Arc<std::sync::atomic::AtomicBool>)>,
+    /// The model (and draft) loaded now, for the supervisor to load again after a restart.
+    loaded_from: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 impl Engine {
@@ -155,10 +190,26 @@ impl Engine {
             live: HashMap::new(),
             own,
             cloud_live: HashMap::new(),
+            loaded_from: None,
         }
     }
 
-    pub(super) fn run(mut self, rx: &Receiver<Command>) {
+    /// The model (and draft) loaded now.
+    pub(super) fn loaded_from(&self) -> Option<(PathBuf, Option<PathBuf>)> {
+        self.loaded_from.clone()
+    }
+
+    /// Panics here if the engine's test fault is set for `stage` (see `supervise.rs`).
+    pub(super) fn fault(&self, stage: FaultStage) {
+        if let Some(f) = &self.config.fault {
+            f.hit(stage);
+        }
+    }
+
+    /// Runs commands and scheduler steps until shutdown. A panic inside a command or a step is
+    /// caught where it happens (see [`Engine::handle_guarded`] and [`Engine::step`]); one that
+    /// escapes is the supervisor's (`supervise.rs`).
+    pub(super) fn run(&mut self, rx: &Receiver<Command>) {
         loop {
             let busy = self.loaded.as_ref().is_some_and(|l| !l.runner.is_idle());
             // Wait for a command only when there is nothing to compute.
@@ -176,13 +227,47 @@ impl Engine {
             };
             let mut commands: Vec<Command> = first.into_iter().collect();
             commands.extend(rx.try_iter());
-            for c in commands {
-                if !self.handle(c) {
+            let mut commands = commands.into_iter();
+            while let Some(c) = commands.next() {
+                if !self.handle_guarded(c) {
                     self.end_all("the engine shut down");
+                    // Commands taken with the shutdown are answered, not dropped.
+                    commands.for_each(refuse);
                     return;
                 }
             }
+            if !self.live.is_empty() {
+                self.fault(FaultStage::Thread);
+            }
             self.step();
+        }
+    }
+
+    /// Handles one command under `catch_unwind`: a panic (while loading, rendering, tokenizing,
+    /// routing) ends that command's request, or load, with an error event, and the engine goes
+    /// on. `false` on shutdown.
+    pub(super) fn handle_guarded(&mut self, command: Command) -> bool {
+        let target = command.reply_target();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle(command))) {
+            Ok(go_on) => go_on,
+            Err(panic) => {
+                let message = internal_error(&*panic);
+                if let Some((id, reply)) = target {
+                    // A request that got as far as running ends through its `Live`.
+                    match id.and_then(|id| self.live.remove(&id)) {
+                        Some(live) => {
+                            if let Some(l) = &mut self.loaded {
+                                l.runner.finish(live.id, FinishReason::Cancelled);
+                            }
+                            live.fail(&message)
+                        }
+                        None => {
+                            let _ = reply.send(Event::Error { id, message });
+                        }
+                    }
+                }
+                true
+            }
         }
     }
 
@@ -196,9 +281,11 @@ impl Engine {
             } => {
                 self.end_all("the model was replaced");
                 self.loaded = None;
+                self.loaded_from = None;
                 match self.load(&model, draft.as_deref(), &reply) {
                     Ok((loaded, info)) => {
                         self.loaded = Some(loaded);
+                        self.loaded_from = Some((model, draft));
                         let _ = reply.send(Event::Ready(info));
                     }
                     Err(message) => {
@@ -209,6 +296,7 @@ impl Engine {
             Command::Unload { reply } => {
                 self.end_all("the model was unloaded");
                 self.loaded = None;
+                self.loaded_from = None;
                 let _ = reply.send(Event::Unloaded);
             }
             Command::Generate { request, reply } => self.route(request, reply),
@@ -256,11 +344,8 @@ impl Engine {
         if let Some(l) = &mut self.loaded {
             l.runner.abort_all();
         }
-        for (id, live) in self.live.drain() {
-            let _ = live.reply.send(Event::Error {
-                id: Some(id),
-                message: why.to_string(),
-            });
+        for (_, live) in self.live.drain() {
+            live.fail(why);
         }
     }
 
@@ -270,6 +355,7 @@ impl Engine {
         draft: Option<&Path>,
         reply: &Sender<Event>,
     ) -> Result<(Loaded, ModelInfo), String> {
+        self.fault(FaultStage::Load);
         let threads = self
             .config
             .threads
@@ -318,7 +404,9 @@ impl Engine {
         };
         let file = runner.file();
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| e.to_string())?;
-        let template = ChatTemplate::from_gguf(&file).ok();
+        // A template that does not compile, or that cannot finish a sample conversation within
+        // its fuel and output limits, fails the load by name (a model file is untrusted input).
+        let template = Some(ChatTemplate::from_gguf(&file).map_err(|e| e.to_string())?);
         let name = file
             .opt_str("general.name")
             .ok()
@@ -370,6 +458,9 @@ impl Engine {
             return fail(format!("request {id} is already running"));
         }
         let p = &request.params;
+        if let Some(f) = &self.config.fault {
+            f.hit(FaultStage::Render);
+        }
         let (tokens, keep, chat) = match prompt_tokens(l, &request.prompt) {
             Ok(t) => t,
             Err(message) => return fail(message),
@@ -397,6 +488,8 @@ impl Engine {
         self.live.insert(
             id,
             Live {
+                id,
+                ended: false,
                 reply,
                 route,
                 pending: probe.then_some(request),
@@ -418,19 +511,26 @@ impl Engine {
         if l.runner.is_idle() {
             return;
         }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| l.runner.step()));
+        let fault = self.config.fault.clone();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(f) = &fault {
+                f.hit(FaultStage::Step);
+            }
+            l.runner.step()
+        }));
         let outputs = match result {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(e)) => return self.fail_running(&e.to_string()),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown".into());
-                return self.fail_running(&format!("internal error in the engine: {what}"));
-            }
+            Err(panic) => return self.fail_running(&internal_error(&*panic)),
         };
+        // Turning outputs into events (decoding tokens, stop strings, `done`) is guarded too.
+        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_outputs(outputs)));
+        if let Err(panic) = handled {
+            self.fail_running(&internal_error(&*panic));
+        }
+    }
+
+    fn handle_outputs(&mut self, outputs: Vec<Output>) {
         for out in outputs {
             match out {
                 Output::Token { seq, id: token } => self.token(seq, token),
@@ -459,6 +559,9 @@ impl Engine {
         };
         if live.stopped {
             return;
+        }
+        if let Some(f) = &self.config.fault {
+            f.hit(FaultStage::Decode);
         }
         let mut decoder = l
             .tokenizer
@@ -503,11 +606,13 @@ impl Engine {
     /// Ends a local request without a word to its caller (its answer goes elsewhere), returning
     /// its reply channel and route.
     pub(super) fn take_over(&mut self, id: RequestId) -> Option<(Sender<Event>, Route)> {
-        let live = self.live.remove(&id)?;
+        let mut live = self.live.remove(&id)?;
         if let Some(l) = &mut self.loaded {
             l.runner.finish(id, FinishReason::Cancelled);
         }
-        Some((live.reply, live.route))
+        // Its answer (and final event) now comes from elsewhere.
+        live.ended = true;
+        Some((live.reply.clone(), live.route.clone()))
     }
 
     /// Sets the route an answering local request reports.
@@ -521,11 +626,19 @@ impl Engine {
         let (Some(l), Some(mut live)) = (&mut self.loaded, self.live.remove(&seq)) else {
             return;
         };
+        if let Some(f) = &self.config.fault {
+            f.hit(FaultStage::Done);
+        }
         if !live.stopped {
             let mut decoder = l
                 .tokenizer
                 .resume_decoder(live.decoder.take().expect("a live request has a decoder"));
-            let rest = decoder.finish();
+            // A model that chose to stop mid-character wrote invalid text (U+FFFD); an answer
+            // cut by max_tokens or the context leaves the unfinished character out.
+            let rest = match finish {
+                FinishReason::Stop => decoder.finish(),
+                _ => decoder.finish_cut(),
+            };
             let step = live.stops.push(&rest);
             let mut tail = step.emit;
             if !step.stopped {
@@ -548,12 +661,13 @@ impl Engine {
             time_to_first_token: stats.time_to_first_token + live.waited,
             ..stats
         };
-        let _ = live.reply.send(Event::Done {
+        let (text, route) = (std::mem::take(&mut live.text), live.route.clone());
+        live.end(Event::Done {
             id: seq,
             finish,
             stats,
-            text: live.text,
-            route: live.route,
+            text,
+            route,
         });
     }
 
@@ -562,10 +676,7 @@ impl Engine {
         if let Some(l) = &mut self.loaded {
             for id in l.runner.abort_all() {
                 if let Some(live) = self.live.remove(&id) {
-                    let _ = live.reply.send(Event::Error {
-                        id: Some(id),
-                        message: message.to_string(),
-                    });
+                    live.fail(message);
                 }
             }
         }

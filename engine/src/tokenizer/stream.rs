@@ -95,6 +95,15 @@ impl<'t> StreamDecoder<'t> {
         self.drain(true)
     }
 
+    /// Ends a stream that was cut short (by `max_tokens`, a full context or a cancel): an
+    /// incomplete character at the end is left out, since the rest of its bytes were never
+    /// generated; invalid bytes before it still come out as U+FFFD.
+    pub fn finish_cut(&mut self) -> String {
+        let out = self.drain(false);
+        self.pending.clear();
+        out
+    }
+
     /// Bytes held back because they start a character not yet complete.
     pub fn pending_bytes(&self) -> &[u8] {
         &self.pending
