@@ -548,6 +548,34 @@ fn serve_routes_answers_to_a_cloud_endpoint_with_route_cloud_and_auto() {
     assert!(err.contains("--cloud-url"), "{err}");
 }
 
+/// Statuses come from the engine's error kinds: a cloud endpoint that cannot be reached is the
+/// upstream's failure (502 Bad Gateway, whole and streamed), not the client's (it was 400 when
+/// statuses were guessed from messages).
+#[test]
+fn an_unreachable_cloud_endpoint_is_a_502_not_a_400() {
+    // A loopback port where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let server = Server::start(&["--route", "cloud", "--cloud-url", &url]);
+    for stream in [false, true] {
+        let body = capital_question(json!({"max_tokens": 4, "stream": stream}));
+        let (status, v) = server.call("/v1/chat/completions", &body);
+        assert_openai_error(status, &v, StatusCode::BAD_GATEWAY, "server_error");
+        assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("network error"),
+            "{v}"
+        );
+    }
+}
+
 #[test]
 fn serve_refuses_to_start_off_loopback_without_a_key_or_with_a_bad_model() {
     let out = serve_command(&["--host", "0.0.0.0"]).output().unwrap();

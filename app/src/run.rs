@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hearth_engine::api::{
-    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, Event, ModelInfo,
+    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, ErrorKind, Event, LoadFailure,
+    ModelInfo,
 };
 use hearth_engine::backend::gpu::GpuOptions;
 use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
@@ -158,7 +159,8 @@ impl BackendArgs {
 }
 
 /// Starts an engine thread with `config` and loads `model` (and a draft model) into it, waiting
-/// for the load to finish. A model that cannot be loaded is bad input (exit status 2).
+/// for the load to finish. A file that cannot be read, is not a usable model or is one Hearth
+/// cannot run is bad input (exit status 2); the engine's own failures (the GPU, a bug) exit 1.
 pub fn load_engine(
     config: EngineConfig,
     model: &Path,
@@ -169,7 +171,17 @@ pub fn load_engine(
     loop {
         match rx.recv().context("the engine stopped while loading")? {
             Event::Ready(info) => return Ok((handle, info)),
-            Event::Error { message, .. } => return Err(BadInput(message).into()),
+            Event::Error {
+                kind: ErrorKind::LoadFailed(LoadFailure::Backend),
+                message,
+                ..
+            } => return Err(anyhow::anyhow!(message)),
+            Event::Error {
+                kind: ErrorKind::LoadFailed(_),
+                message,
+                ..
+            } => return Err(BadInput(message).into()),
+            Event::Error { message, .. } => return Err(anyhow::anyhow!(message)),
             _ => {}
         }
     }

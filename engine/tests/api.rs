@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hearth_engine::api::{
-    self, Command, EngineConfig, EngineHandle, Event, GenerateParams, LoadPhase, Prompt,
+    self, Command, EngineConfig, EngineHandle, ErrorKind, Event, GenerateParams, LoadFailure,
+    LoadPhase, Prompt,
 };
 use hearth_engine::model::FinishReason;
 use hearth_engine::sample::SamplerConfig;
@@ -41,6 +42,17 @@ fn chat(text: &str) -> Prompt {
 
 fn done(rx: &Receiver<Event>) -> (String, FinishReason, api::Stats) {
     api::wait_done(rx, WAIT).unwrap()
+}
+
+/// The kind and message of the error a request ends with.
+fn failure(rx: &Receiver<Event>) -> (ErrorKind, String) {
+    loop {
+        match rx.recv_timeout(WAIT).unwrap() {
+            Event::Error { kind, message, .. } => return (kind, message),
+            Event::Done { .. } => panic!("the request succeeded"),
+            _ => {}
+        }
+    }
 }
 
 #[test]
@@ -217,19 +229,29 @@ fn errors_are_events_and_the_engine_keeps_working() {
     let e = api::spawn(EngineConfig::default()).unwrap();
     // No model yet.
     let (_, rx) = e.generate(chat("hi"), greedy(4));
-    let err = api::wait_done(&rx, WAIT).unwrap_err();
+    let (kind, err) = failure(&rx);
+    assert_eq!(kind, ErrorKind::NoModel);
     assert!(err.contains("no model"), "{err}");
     // A file that is not there, then one that is not a model.
     let events: Vec<Event> = e.load("/nonexistent/model.gguf", None).iter().collect();
     assert!(
-        matches!(events.last(), Some(Event::Error { id: None, message }) if message.contains("/nonexistent/model.gguf")),
+        matches!(events.last(), Some(Event::Error { id: None, kind: ErrorKind::LoadFailed(LoadFailure::Io), message }) if message.contains("/nonexistent/model.gguf")),
         "{events:?}"
     );
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"GGUF but not really").unwrap();
     let events: Vec<Event> = e.load(&junk, None).iter().collect();
-    assert!(matches!(events.last(), Some(Event::Error { .. })));
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Error {
+                kind: ErrorKind::LoadFailed(LoadFailure::Invalid),
+                ..
+            })
+        ),
+        "{events:?}"
+    );
     // The engine still loads and answers.
     let events: Vec<Event> = e
         .load(source::fetch(&SMOLLM2_135M_Q4_1).unwrap(), None)
@@ -237,7 +259,8 @@ fn errors_are_events_and_the_engine_keeps_working() {
         .collect();
     assert!(matches!(events.last(), Some(Event::Ready(_))));
     let (_, rx) = e.generate(Prompt::Tokens(vec![1, 999_999]), greedy(4));
-    let err = api::wait_done(&rx, WAIT).unwrap_err();
+    let (kind, err) = failure(&rx);
+    assert_eq!(kind, ErrorKind::BadRequest);
     assert!(err.contains("999999"), "{err}");
     let (_, rx) = e.generate(Prompt::Text("The sky is".into()), greedy(4));
     assert_eq!(done(&rx).2.generated_tokens, 4);
@@ -346,7 +369,7 @@ fn faulty(stage: api::FaultStage) -> EngineHandle {
     if stage == api::FaultStage::Load {
         let events: Vec<Event> = e.load(&path, None).iter().collect();
         assert!(
-            matches!(events.last(), Some(Event::Error { id: None, message })
+            matches!(events.last(), Some(Event::Error { id: None, kind: ErrorKind::Internal, message })
                 if message == "internal error in the engine: injected fault at Load"),
             "{events:?}"
         );
@@ -403,7 +426,11 @@ fn a_stopped_engine_answers_with_an_error_event() {
         let (reply, rx) = crossbeam_channel::unbounded();
         e.send(Command::Stats { reply });
         match rx.recv_timeout(WAIT).unwrap() {
-            Event::Error { id: None, message } => {
+            Event::Error {
+                id: None,
+                kind: ErrorKind::Shutdown,
+                message,
+            } => {
                 assert_eq!(message, "the engine has stopped");
                 break;
             }

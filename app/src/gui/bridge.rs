@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
-use hearth_engine::api::{Event, RequestId};
+use hearth_engine::api::{ErrorKind, Event, RequestId};
 
 use crate::conversation::Conversation;
 use crate::conversation::store::{Problem, Store};
@@ -113,6 +113,7 @@ impl Waker {
                 id,
                 Event::Error {
                     id,
+                    kind: ErrorKind::Internal,
                     message: format!("cannot start a thread: {e}"),
                 },
             ));

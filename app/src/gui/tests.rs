@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use hearth_engine::api::{BackendKind, EngineConfig};
+use hearth_engine::api::{BackendKind, EngineConfig, Fault, FaultStage};
 use hearth_engine::source::{self, SMOLLM2_135M_Q4_1};
 
 use super::{HearthApp, Options};
@@ -39,6 +39,16 @@ fn harness_configured(
     with_model: bool,
     configure: impl FnOnce(&mut Settings),
 ) -> Harness<'static, HearthApp> {
+    harness_engine(root, with_model, configure, None)
+}
+
+/// [`harness_configured`] with a panic injected once into the engine thread at `fault`.
+fn harness_engine(
+    root: &std::path::Path,
+    with_model: bool,
+    configure: impl FnOnce(&mut Settings),
+    fault: Option<Fault>,
+) -> Harness<'static, HearthApp> {
     let dirs = dirs(root);
     std::fs::create_dir_all(&dirs.config).unwrap();
     let mut settings = Settings::default();
@@ -57,6 +67,7 @@ fn harness_configured(
                     engine: Some(EngineConfig {
                         backend: BackendKind::Cpu,
                         threads: Some(1),
+                        fault,
                         ..EngineConfig::default()
                     }),
                 },
@@ -167,6 +178,42 @@ fn a_question_gets_a_streamed_local_answer_that_is_saved_and_found_again_after_a
     let last = c.thread().last().unwrap().id;
     assert_eq!(c.alternatives(last).unwrap(), (1, 2));
     assert!(shows(&h, "What is the capital of France?"));
+}
+
+/// The engine thread panicking in the middle of an answer (the supervisor catches it) shows a
+/// notice in the window; the question stays in the conversation, unanswered, and "Answer" gets
+/// it answered by the same engine.
+#[test]
+fn an_engine_panic_mid_answer_shows_a_notice_and_keeps_the_conversation() {
+    let root = tempfile::tempdir().unwrap();
+    let mut h = harness_engine(
+        root.path(),
+        true,
+        |s| s.sampling.max_tokens = 12,
+        Some(Fault::once(FaultStage::Step)),
+    );
+    wait_for(&mut h, "the model", HearthApp::ready);
+    wait_for(&mut h, "the store", |a| a.loaded_store);
+    type_message(&mut h, "What is the capital of France?");
+    h.get_by_label("Send").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the failed answer", |a| a.streaming.is_none());
+    let notice = "the answer failed: internal error in the engine: injected fault at Step";
+    assert!(
+        h.state().notices.iter().any(|n| n == notice),
+        "{:?}",
+        h.state().notices
+    );
+    assert!(shows(&h, notice), "the notice is on screen");
+    let thread = h.state().current().expect("a conversation").thread();
+    assert_eq!(thread.len(), 1, "{thread:?}");
+    assert_eq!(thread[0].content, "What is the capital of France?");
+    h.get_by_label("Answer").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the answer", |a| a.streaming.is_none());
+    let thread = h.state().current().expect("a conversation").thread();
+    assert_eq!(thread.len(), 2, "{thread:?}");
+    assert!(!thread[1].content.is_empty(), "{thread:?}");
 }
 
 #[test]

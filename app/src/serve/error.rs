@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hearth_engine::api::{CloudFailure, ErrorKind};
 use serde_json::{Value, json};
 
 /// An error answered in OpenAI's shape.
@@ -91,6 +92,51 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// An upstream (cloud endpoint) failure: 502, or 504 for a timeout, 429 for rate limits.
+    pub fn upstream(
+        status: StatusCode,
+        message: impl Into<String>,
+        code: &'static str,
+    ) -> ApiError {
+        ApiError::new(status, "server_error", message).code(code)
+    }
+
+    /// The engine's failure as an HTTP error, by its kind (never by its wording).
+    pub fn engine(kind: ErrorKind, message: String) -> ApiError {
+        match kind {
+            ErrorKind::BadRequest => ApiError::invalid(message),
+            ErrorKind::PromptTooLong | ErrorKind::ContextFull => {
+                ApiError::invalid(message).code("context_length_exceeded")
+            }
+            ErrorKind::NoModel | ErrorKind::LoadFailed(_) => {
+                ApiError::unavailable(message, "model_not_loaded")
+            }
+            ErrorKind::Shutdown => ApiError::unavailable(message, "shutting_down"),
+            ErrorKind::Cloud(failure) => {
+                let (status, code) = match failure {
+                    CloudFailure::RateLimited => {
+                        (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
+                    }
+                    CloudFailure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                    CloudFailure::NotConfigured => {
+                        return ApiError::invalid(message).code("cloud_not_configured");
+                    }
+                    CloudFailure::ContextTooLong => {
+                        return ApiError::invalid(message).code("context_length_exceeded");
+                    }
+                    _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+                };
+                ApiError::upstream(status, message, code)
+            }
+            ErrorKind::Cancelled => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+                    .code("cancelled")
+            }
+            // Template, Backend, Internal, and kinds added later: the server's own failure.
+            _ => ApiError::internal(message),
+        }
     }
 
     /// The JSON body (also sent as an SSE event when a stream fails after it started).

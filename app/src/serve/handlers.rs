@@ -99,19 +99,6 @@ pub async fn completions(
     generate(s, ready, job, permit).await
 }
 
-/// An engine error as an HTTP error: the engine rejects bad requests (no chat template, an
-/// empty prompt, a token id beyond the vocabulary) with a message, and says so when it failed
-/// itself.
-fn engine_error(message: String) -> ApiError {
-    if message.starts_with("internal error") || message.contains("shut down") {
-        ApiError::internal(message)
-    } else if message.contains("no model is loaded") || message.contains("was replaced") {
-        ApiError::unavailable(message, "model_not_loaded")
-    } else {
-        ApiError::invalid(message)
-    }
-}
-
 fn context_error(endpoint: Endpoint, prompt_tokens: usize, context: usize) -> ApiError {
     let param = match endpoint {
         Endpoint::Chat => "messages",
@@ -152,7 +139,9 @@ async fn generate(
             }) if stats.generated_tokens == 0 => {
                 return Err(context_error(endpoint, stats.prompt_tokens, ready.context));
             }
-            Some(Event::Error { message, .. }) => return Err(engine_error(message)),
+            Some(Event::Error { kind, message, .. }) => {
+                return Err(ApiError::engine(kind, message));
+            }
             Some(event @ (Event::Token { .. } | Event::Done { .. })) => break event,
             Some(_) => {}
             None => return Err(ApiError::internal("the engine stopped")),
@@ -178,7 +167,9 @@ async fn generate(
                 text,
                 ..
             }) => return Ok(Json(meta.response(&text, finish, &stats)).into_response()),
-            Some(Event::Error { message, .. }) => return Err(engine_error(message)),
+            Some(Event::Error { kind, message, .. }) => {
+                return Err(ApiError::engine(kind, message));
+            }
             None => return Err(ApiError::internal("the engine stopped")),
             Some(_) => {}
         }
@@ -234,7 +225,9 @@ impl Stream {
                 }
                 // Headers are sent: the error goes into the stream, which then ends without
                 // `[DONE]`.
-                Some(Event::Error { message, .. }) => frame(&engine_error(message).body()),
+                Some(Event::Error { kind, message, .. }) => {
+                    frame(&ApiError::engine(kind, message).body())
+                }
                 None => frame(&ApiError::internal("the engine stopped").body()),
                 Some(_) => continue,
             };

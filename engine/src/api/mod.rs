@@ -17,9 +17,12 @@
 //! Between commands the engine thread runs [`crate::sched::Scheduler`] steps; it blocks on the
 //! command channel only when nothing is running.
 
+mod error;
 mod routing;
 mod supervise;
 mod worker;
+
+pub use error::{CloudFailure, ErrorKind, Failure, LoadFailure};
 
 #[doc(hidden)]
 pub use supervise::{Fault, FaultStage};
@@ -299,6 +302,8 @@ pub enum Event {
     },
     Error {
         id: Option<RequestId>,
+        /// What kind of failure it was (front ends map this, not the message, to a status).
+        kind: ErrorKind,
         message: String,
     },
     Stats(EngineStats),

@@ -10,7 +10,10 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::worker::{Engine, prompt_tokens};
-use super::{Command, EngineConfig, Event, ModelInfo, Prompt, Request, Route, RouteMode};
+use super::{
+    CloudFailure, Command, EngineConfig, ErrorKind, Event, Failure, ModelInfo, Prompt, Request,
+    Route, RouteMode,
+};
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
 use crate::route::probe::{self, Probe};
@@ -32,6 +35,7 @@ impl Engine {
         let fail = |message: String| {
             let _ = reply.send(Event::Error {
                 id: Some(request.id),
+                kind: ErrorKind::Cloud(CloudFailure::NotConfigured),
                 message,
             });
         };
@@ -150,6 +154,7 @@ impl Engine {
             Err(message) => {
                 let _ = reply.send(Event::Error {
                     id: Some(id),
+                    kind: ErrorKind::BadRequest,
                     message,
                 });
                 return;
@@ -228,13 +233,16 @@ impl Engine {
                     Err(e) if token.is_cancelled() => {
                         let _ = reply.send(Event::Error {
                             id: Some(id),
+                            kind: ErrorKind::Cancelled,
                             message: format!("cancelled: {e}"),
                         });
                     }
                     Err(e) => {
+                        let failure = Failure::cloud(&e);
                         let _ = reply.send(Event::Error {
                             id: Some(id),
-                            message: e.to_string(),
+                            kind: failure.kind,
+                            message: failure.message,
                         });
                     }
                 }

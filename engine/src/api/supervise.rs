@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::worker::Engine;
-use super::{Command, EngineConfig, Event};
+use super::{Command, EngineConfig, ErrorKind, Event, Failure};
 
 /// A stage of the engine thread where a test can make it panic.
 #[doc(hidden)]
@@ -71,9 +71,12 @@ pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The error text of a request ended by a panic.
-pub(super) fn internal_error(panic: &(dyn Any + Send)) -> String {
-    format!("internal error in the engine: {}", panic_message(panic))
+/// The failure of a request ended by a panic.
+pub(super) fn internal_error(panic: &(dyn Any + Send)) -> Failure {
+    Failure::new(
+        ErrorKind::Internal,
+        format!("internal error in the engine: {}", panic_message(panic)),
+    )
 }
 
 /// The engine thread's body: builds the engine, sends the ready handshake once it exists, and
@@ -92,7 +95,7 @@ pub(super) fn run(
             Ok(()) => return,
             Err(panic) => {
                 let model = engine.loaded_from();
-                tracing_restart(&panic_message(&*panic));
+                report_restart(&panic_message(&*panic));
                 // Dropping the old engine ends every request it held (each `Live` guard sends
                 // its error).
                 drop(std::mem::replace(
@@ -131,11 +134,12 @@ pub(super) fn refuse(command: Command) {
     if let Some((id, reply)) = command.reply_target() {
         let _ = reply.send(Event::Error {
             id,
+            kind: ErrorKind::Shutdown,
             message: "the engine has stopped".into(),
         });
     }
 }
 
-fn tracing_restart(what: &str) {
+fn report_restart(what: &str) {
     eprintln!("hearth-engine: restarting after an internal error: {what}");
 }

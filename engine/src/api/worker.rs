@@ -14,6 +14,7 @@ use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, LoadPhase, ModelInfo, Prompt, Request,
     RequestId, Route, Stats,
 };
+use super::{ErrorKind, Failure, LoadFailure};
 use crate::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
 use crate::gguf::GgufFile;
 use crate::model::{FinishReason, Model, ModelError};
@@ -21,7 +22,7 @@ use crate::route::cloud::CancelToken;
 use crate::route::probe::Probe;
 use crate::sample::StopStrings;
 use crate::sched::{Output, SchedConfig, Scheduler, SeqParams};
-use crate::tokenizer::{ChatMessage, ChatTemplate, DecodeState, Tokenizer};
+use crate::tokenizer::{ChatMessage, ChatTemplate, DecodeState, TemplateError, Tokenizer};
 
 /// What a loaded model needs besides its scheduler.
 pub(super) struct Loaded {
@@ -64,11 +65,12 @@ impl Live {
     }
 
     /// Ends it as an error.
-    fn fail(self, message: &str) {
+    fn fail(self, failure: &Failure) {
         let id = self.id;
         self.end(Event::Error {
             id: Some(id),
-            message: message.to_string(),
+            kind: failure.kind,
+            message: failure.message.clone(),
         });
     }
 }
@@ -78,6 +80,7 @@ impl Drop for Live {
         if !self.ended {
             let _ = self.reply.send(Event::Error {
                 id: Some(self.id),
+                kind: ErrorKind::Internal,
                 message: "internal error in the engine: the request ended without an answer".into(),
             });
         }
@@ -91,7 +94,7 @@ trait Runner {
         id: u64,
         prompt: Vec<u32>,
         params: SeqParams,
-    ) -> Result<(), String>;
+    ) -> Result<(), Failure>;
     fn step(&mut self) -> Result<Vec<Output>, ModelError>;
     fn finish(&mut self, id: u64, finish: FinishReason) -> bool;
     fn abort_all(&mut self) -> Vec<u64>;
@@ -108,8 +111,9 @@ impl<B: Backend> Runner for Scheduler<B> {
         id: u64,
         prompt: Vec<u32>,
         params: SeqParams,
-    ) -> Result<(), String> {
-        self.submit(id, prompt, params).map_err(|e| e.to_string())
+    ) -> Result<(), Failure> {
+        self.submit(id, prompt, params)
+            .map_err(|e| Failure::bad_request(e.to_string()))
     }
 
     fn step(&mut self) -> Result<Vec<Output>, ModelError> {
@@ -230,7 +234,7 @@ impl Engine {
             let mut commands = commands.into_iter();
             while let Some(c) = commands.next() {
                 if !self.handle_guarded(c) {
-                    self.end_all("the engine shut down");
+                    self.end_all(ErrorKind::Shutdown, "the engine shut down");
                     // Commands taken with the shutdown are answered, not dropped.
                     commands.for_each(refuse);
                     return;
@@ -251,7 +255,7 @@ impl Engine {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle(command))) {
             Ok(go_on) => go_on,
             Err(panic) => {
-                let message = internal_error(&*panic);
+                let failure = internal_error(&*panic);
                 if let Some((id, reply)) = target {
                     // A request that got as far as running ends through its `Live`.
                     match id.and_then(|id| self.live.remove(&id)) {
@@ -259,10 +263,14 @@ impl Engine {
                             if let Some(l) = &mut self.loaded {
                                 l.runner.finish(live.id, FinishReason::Cancelled);
                             }
-                            live.fail(&message)
+                            live.fail(&failure)
                         }
                         None => {
-                            let _ = reply.send(Event::Error { id, message });
+                            let _ = reply.send(Event::Error {
+                                id,
+                                kind: failure.kind,
+                                message: failure.message,
+                            });
                         }
                     }
                 }
@@ -279,7 +287,7 @@ impl Engine {
                 draft,
                 reply,
             } => {
-                self.end_all("the model was replaced");
+                self.end_all(ErrorKind::NoModel, "the model was replaced");
                 self.loaded = None;
                 self.loaded_from = None;
                 match self.load(&model, draft.as_deref(), &reply) {
@@ -288,13 +296,17 @@ impl Engine {
                         self.loaded_from = Some((model, draft));
                         let _ = reply.send(Event::Ready(info));
                     }
-                    Err(message) => {
-                        let _ = reply.send(Event::Error { id: None, message });
+                    Err(failure) => {
+                        let _ = reply.send(Event::Error {
+                            id: None,
+                            kind: failure.kind,
+                            message: failure.message,
+                        });
                     }
                 }
             }
             Command::Unload { reply } => {
-                self.end_all("the model was unloaded");
+                self.end_all(ErrorKind::NoModel, "the model was unloaded");
                 self.loaded = None;
                 self.loaded_from = None;
                 let _ = reply.send(Event::Unloaded);
@@ -340,12 +352,13 @@ impl Engine {
     }
 
     /// Ends every live request with an error.
-    fn end_all(&mut self, why: &str) {
+    fn end_all(&mut self, kind: ErrorKind, why: &str) {
         if let Some(l) = &mut self.loaded {
             l.runner.abort_all();
         }
+        let failure = Failure::new(kind, why);
         for (_, live) in self.live.drain() {
-            live.fail(why);
+            live.fail(&failure);
         }
     }
 
@@ -354,7 +367,7 @@ impl Engine {
         path: &Path,
         draft: Option<&Path>,
         reply: &Sender<Event>,
-    ) -> Result<(Loaded, ModelInfo), String> {
+    ) -> Result<(Loaded, ModelInfo), Failure> {
         self.fault(FaultStage::Load);
         let threads = self
             .config
@@ -374,7 +387,9 @@ impl Engine {
             BackendKind::Auto => GpuBackend::new(&self.config.gpu)
                 .map_err(|e| fallback = Some(e.to_string()))
                 .ok(),
-            BackendKind::Gpu => Some(GpuBackend::new(&self.config.gpu).map_err(|e| e.to_string())?),
+            BackendKind::Gpu => Some(GpuBackend::new(&self.config.gpu).map_err(|e| {
+                Failure::new(ErrorKind::LoadFailed(LoadFailure::Backend), e.to_string())
+            })?),
             BackendKind::Cpu | BackendKind::Reference => None,
         };
         let runner: Box<dyn Runner> = match (gpu, self.config.backend) {
@@ -403,10 +418,13 @@ impl Engine {
             )?),
         };
         let file = runner.file();
-        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| e.to_string())?;
+        let invalid = |e: &dyn std::fmt::Display| {
+            Failure::new(ErrorKind::LoadFailed(LoadFailure::Invalid), e.to_string())
+        };
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| invalid(&e))?;
         // A template that does not compile, or that cannot finish a sample conversation within
         // its fuel and output limits, fails the load by name (a model file is untrusted input).
-        let template = Some(ChatTemplate::from_gguf(&file).map_err(|e| e.to_string())?);
+        let template = Some(ChatTemplate::from_gguf(&file).map_err(|e| invalid(&e))?);
         let name = file
             .opt_str("general.name")
             .ok()
@@ -445,17 +463,20 @@ impl Engine {
         probe: bool,
     ) {
         let id = request.id;
-        let fail = |message: String| {
+        let fail = |failure: Failure| {
             let _ = reply.send(Event::Error {
                 id: Some(id),
-                message,
+                kind: failure.kind,
+                message: failure.message,
             });
         };
         let Some(l) = &mut self.loaded else {
-            return fail("no model is loaded".into());
+            return fail(Failure::new(ErrorKind::NoModel, "no model is loaded"));
         };
         if self.live.contains_key(&id) {
-            return fail(format!("request {id} is already running"));
+            return fail(Failure::bad_request(format!(
+                "request {id} is already running"
+            )));
         }
         let p = &request.params;
         if let Some(f) = &self.config.fault {
@@ -463,7 +484,7 @@ impl Engine {
         }
         let (tokens, keep, chat) = match prompt_tokens(l, &request.prompt) {
             Ok(t) => t,
-            Err(message) => return fail(message),
+            Err(failure) => return fail(failure),
         };
         let params = SeqParams {
             max_tokens: p.max_tokens.max(1),
@@ -480,8 +501,8 @@ impl Engine {
             probe: p.hidden_state || probe,
             probe_tokens: if p.hidden_state { p.probe_tokens } else { 0 },
         };
-        if let Err(message) = l.runner.scheduler_submit(id, tokens, params) {
-            return fail(message);
+        if let Err(failure) = l.runner.scheduler_submit(id, tokens, params) {
+            return fail(failure);
         }
         let hidden_state = p.hidden_state;
         let stops = StopStrings::new(&p.stop);
@@ -520,7 +541,7 @@ impl Engine {
         }));
         let outputs = match result {
             Ok(Ok(outputs)) => outputs,
-            Ok(Err(e)) => return self.fail_running(&e.to_string()),
+            Ok(Err(e)) => return self.fail_running(&Failure::run(&e)),
             Err(panic) => return self.fail_running(&internal_error(&*panic)),
         };
         // Turning outputs into events (decoding tokens, stop strings, `done`) is guarded too.
@@ -671,12 +692,12 @@ impl Engine {
         });
     }
 
-    /// Ends every running request with `message` after a failed step.
-    fn fail_running(&mut self, message: &str) {
+    /// Ends every running request with `failure` after a failed step.
+    fn fail_running(&mut self, failure: &Failure) {
         if let Some(l) = &mut self.loaded {
             for id in l.runner.abort_all() {
                 if let Some(live) = self.live.remove(&id) {
-                    live.fail(message);
+                    live.fail(failure);
                 }
             }
         }
@@ -690,10 +711,10 @@ fn open_scheduler<B: Backend + 'static>(
     config: SchedConfig,
     backend: impl Fn() -> B,
     progress: &dyn Fn(LoadPhase, u64, u64),
-) -> Result<Scheduler<B>, String> {
+) -> Result<Scheduler<B>, Failure> {
     progress(LoadPhase::Reading, 0, 0);
-    let open = |p: &Path| -> Result<Model<B>, String> {
-        let file = Arc::new(GgufFile::open(p).map_err(|e| e.to_string())?);
+    let open = |p: &Path| -> Result<Model<B>, Failure> {
+        let file = Arc::new(GgufFile::open(p).map_err(|e| Failure::load_gguf(&e))?);
         let total: u64 = file.tensors().iter().map(|t| t.size).sum();
         let done = std::cell::Cell::new(0u64);
         let step = (total / 100).max(1);
@@ -705,18 +726,21 @@ fn open_scheduler<B: Backend + 'static>(
                 progress(LoadPhase::Weights, done.get(), total);
             }
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| Failure::load(&e))
     };
     let model = open(path)?;
     let draft = match draft {
         Some(d) => {
             let m = open(d)?;
             if m.config().vocab_size != model.config().vocab_size {
-                return Err(format!(
-                    "{}: the draft model's vocabulary ({} tokens) differs from the model's ({})",
-                    d.display(),
-                    m.config().vocab_size,
-                    model.config().vocab_size
+                return Err(Failure::new(
+                    ErrorKind::LoadFailed(LoadFailure::Invalid),
+                    format!(
+                        "{}: the draft model's vocabulary ({} tokens) differs from the model's ({})",
+                        d.display(),
+                        m.config().vocab_size,
+                        model.config().vocab_size
+                    ),
                 ));
             }
             Some(m)
@@ -724,7 +748,7 @@ fn open_scheduler<B: Backend + 'static>(
         None => None,
     };
     progress(LoadPhase::Cache, 0, 0);
-    Scheduler::new(model, draft, config).map_err(|e| e.to_string())
+    Scheduler::new(model, draft, config).map_err(|e| Failure::load(&e))
 }
 
 /// A request's tokens, the leading tokens a middle cut keeps, and whether it is a chat (special
@@ -732,18 +756,18 @@ fn open_scheduler<B: Backend + 'static>(
 pub(super) fn prompt_tokens(
     l: &Loaded,
     prompt: &Prompt,
-) -> Result<(Vec<u32>, usize, bool), String> {
+) -> Result<(Vec<u32>, usize, bool), Failure> {
     let tok = &l.tokenizer;
+    let bad = |e: &dyn std::fmt::Display| Failure::bad_request(e.to_string());
     let out = match prompt {
         Prompt::Tokens(ids) => (ids.clone(), 0, false),
-        Prompt::Text(text) => (tok.encode(text, true).map_err(|e| e.to_string())?, 0, false),
+        Prompt::Text(text) => (tok.encode(text, true).map_err(|e| bad(&e))?, 0, false),
         Prompt::Chat(messages) => {
-            let template = l
-                .template
-                .as_ref()
-                .ok_or("the model has no chat template; send plain text instead")?;
-            let rendered = template.render(messages, true).map_err(|e| e.to_string())?;
-            let ids = tok.encode_chat(&rendered).map_err(|e| e.to_string())?;
+            let template = l.template.as_ref().ok_or_else(|| {
+                Failure::bad_request("the model has no chat template; send plain text instead")
+            })?;
+            let rendered = template.render(messages, true).map_err(template_failure)?;
+            let ids = tok.encode_chat(&rendered).map_err(|e| bad(&e))?;
             // A middle cut keeps the system messages (and the template's start).
             let system: Vec<ChatMessage> = messages
                 .iter()
@@ -753,96 +777,24 @@ pub(super) fn prompt_tokens(
             let keep = if system.is_empty() {
                 usize::from(tok.adds_bos())
             } else {
-                let r = template.render(&system, false).map_err(|e| e.to_string())?;
-                tok.encode_chat(&r).map_err(|e| e.to_string())?.len()
+                let r = template.render(&system, false).map_err(template_failure)?;
+                tok.encode_chat(&r).map_err(|e| bad(&e))?.len()
             };
             (ids, keep, true)
         }
     };
     if out.0.is_empty() {
-        return Err("the prompt is empty".into());
+        return Err(Failure::bad_request("the prompt is empty"));
     }
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::{self, SMOLLM2_135M_Q4_1};
-
-    /// A scheduler stand-in whose steps panic.
-    struct Panicky {
-        file: Arc<GgufFile>,
-        ids: Vec<u64>,
-    }
-
-    impl Runner for Panicky {
-        fn scheduler_submit(&mut self, id: u64, _: Vec<u32>, _: SeqParams) -> Result<(), String> {
-            self.ids.push(id);
-            Ok(())
-        }
-        fn step(&mut self) -> Result<Vec<Output>, ModelError> {
-            panic!("boom in step");
-        }
-        fn finish(&mut self, id: u64, _: FinishReason) -> bool {
-            self.ids.retain(|&i| i != id);
-            true
-        }
-        fn abort_all(&mut self) -> Vec<u64> {
-            std::mem::take(&mut self.ids)
-        }
-        fn is_idle(&self) -> bool {
-            self.ids.is_empty()
-        }
-        fn stats(&self) -> EngineStats {
-            EngineStats::default()
-        }
-        fn info(&self) -> ModelInfo {
-            ModelInfo::default()
-        }
-        fn file(&self) -> Arc<GgufFile> {
-            self.file.clone()
-        }
-    }
-
-    #[test]
-    fn a_panic_inside_a_step_ends_its_requests_with_an_error_not_the_engine() {
-        let file = Arc::new(GgufFile::open(source::fetch(&SMOLLM2_135M_Q4_1).unwrap()).unwrap());
-        let mut engine = Engine::new(EngineConfig::default(), crossbeam_channel::unbounded().0);
-        engine.loaded = Some(Loaded {
-            runner: Box::new(Panicky {
-                file: file.clone(),
-                ids: Vec::new(),
-            }),
-            tokenizer: Tokenizer::from_gguf(&file).unwrap(),
-            template: None,
-            name: "panicky".into(),
-            probe: None,
-            context_length: 2048,
-        });
-        let (reply, rx) = crossbeam_channel::unbounded();
-        engine.start_local(
-            Request {
-                id: 7,
-                prompt: Prompt::Text("hello".into()),
-                params: super::super::GenerateParams::default(),
-            },
-            reply,
-            Route::local("test"),
-            false,
-        );
-        engine.step();
-        match rx.try_recv().unwrap() {
-            Event::Error {
-                id: Some(7),
-                message,
-            } => assert!(message.contains("boom in step"), "{message}"),
-            other => panic!("expected an error, got {other:?}"),
-        }
-        assert!(engine.live.is_empty());
-        // The engine still answers.
-        let (reply, rx) = crossbeam_channel::unbounded();
-        assert!(engine.handle(Command::Stats { reply }));
-        assert!(matches!(rx.try_recv().unwrap(), Event::Stats(_)));
-    }
+/// A template that rejects the conversation (`raise_exception`) is the request's fault; one that
+/// fails otherwise (an error in it, out of fuel or output) is the model file's.
+fn template_failure(e: TemplateError) -> Failure {
+    let kind = match e {
+        TemplateError::Raised { .. } => ErrorKind::BadRequest,
+        _ => ErrorKind::Template,
+    };
+    Failure::new(kind, e.to_string())
 }
