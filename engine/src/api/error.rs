@@ -2,6 +2,7 @@
 //! [`ErrorKind`] beside its message, so each front end maps failures without reading English:
 //! `hearth serve` to an HTTP status, `hearth chat` to an exit code, the window to its message.
 
+use super::{Event, RequestId};
 use crate::gguf::{GgufError, GgufErrorKind};
 use crate::model::ModelError;
 use crate::route::cloud::CloudError;
@@ -140,6 +141,15 @@ impl Failure {
     /// A cloud request's failure.
     pub fn cloud(e: &CloudError) -> Self {
         Self::new(ErrorKind::Cloud(CloudFailure::of(e)), e.to_string())
+    }
+
+    /// The final event of request `id` (of a load: `None`) that failed so.
+    pub fn event(self, id: Option<RequestId>) -> Event {
+        Event::Error {
+            id,
+            kind: self.kind,
+            message: self.message,
+        }
     }
 }
 

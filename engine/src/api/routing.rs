@@ -33,11 +33,8 @@ impl Engine {
     /// Starts a request on the route its mode and the router choose.
     pub(super) fn route(&mut self, request: Request, reply: Sender<Event>) {
         let fail = |message: String| {
-            let _ = reply.send(Event::Error {
-                id: Some(request.id),
-                kind: ErrorKind::Cloud(CloudFailure::NotConfigured),
-                message,
-            });
+            let failure = Failure::new(ErrorKind::Cloud(CloudFailure::NotConfigured), message);
+            let _ = reply.send(failure.event(Some(request.id)));
         };
         let cloud = self.config.cloud.clone();
         match request.params.route {
@@ -152,11 +149,7 @@ impl Engine {
         let chat = match chat_request(&request) {
             Ok(c) => c,
             Err(message) => {
-                let _ = reply.send(Event::Error {
-                    id: Some(id),
-                    kind: ErrorKind::BadRequest,
-                    message,
-                });
+                let _ = reply.send(Failure::bad_request(message).event(Some(id)));
                 return;
             }
         };
@@ -231,19 +224,11 @@ impl Engine {
                         });
                     }
                     Err(e) if token.is_cancelled() => {
-                        let _ = reply.send(Event::Error {
-                            id: Some(id),
-                            kind: ErrorKind::Cancelled,
-                            message: format!("cancelled: {e}"),
-                        });
+                        let failure = Failure::new(ErrorKind::Cancelled, format!("cancelled: {e}"));
+                        let _ = reply.send(failure.event(Some(id)));
                     }
                     Err(e) => {
-                        let failure = Failure::cloud(&e);
-                        let _ = reply.send(Event::Error {
-                            id: Some(id),
-                            kind: failure.kind,
-                            message: failure.message,
-                        });
+                        let _ = reply.send(Failure::cloud(&e).event(Some(id)));
                     }
                 }
             });

@@ -67,11 +67,7 @@ impl Live {
     /// Ends it as an error.
     fn fail(self, failure: &Failure) {
         let id = self.id;
-        self.end(Event::Error {
-            id: Some(id),
-            kind: failure.kind,
-            message: failure.message.clone(),
-        });
+        self.end(failure.clone().event(Some(id)));
     }
 }
 
@@ -266,11 +262,7 @@ impl Engine {
                             live.fail(&failure)
                         }
                         None => {
-                            let _ = reply.send(Event::Error {
-                                id,
-                                kind: failure.kind,
-                                message: failure.message,
-                            });
+                            let _ = reply.send(failure.event(id));
                         }
                     }
                 }
@@ -297,11 +289,7 @@ impl Engine {
                         let _ = reply.send(Event::Ready(info));
                     }
                     Err(failure) => {
-                        let _ = reply.send(Event::Error {
-                            id: None,
-                            kind: failure.kind,
-                            message: failure.message,
-                        });
+                        let _ = reply.send(failure.event(None));
                     }
                 }
             }
@@ -464,11 +452,7 @@ impl Engine {
     ) {
         let id = request.id;
         let fail = |failure: Failure| {
-            let _ = reply.send(Event::Error {
-                id: Some(id),
-                kind: failure.kind,
-                message: failure.message,
-            });
+            let _ = reply.send(failure.event(Some(id)));
         };
         let Some(l) = &mut self.loaded else {
             return fail(Failure::new(ErrorKind::NoModel, "no model is loaded"));
