@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::worker::Engine;
-use super::{Command, EngineConfig, ErrorKind, Event, Failure};
+use super::{Command, EngineConfig, ErrorKind, Failure};
 
 /// A stage of the engine thread where a test can make it panic.
 #[doc(hidden)]
@@ -109,10 +109,9 @@ pub(super) fn run(
                         draft,
                         reply,
                     };
-                    if catch_unwind(AssertUnwindSafe(|| engine.handle_guarded(load))).is_err() {
-                        // The reload itself panicked: go on without a model (a later Load may
-                        // work); the next request is told that no model is loaded.
-                    }
+                    // Guarded like any command: a reload that fails or panics leaves the engine
+                    // without a model, and the next request is told so.
+                    engine.handle_guarded(load);
                 }
             }
         }
@@ -132,11 +131,7 @@ pub(super) fn close(open: &Mutex<bool>, rx: &Receiver<Command>) {
 /// Answers a command the engine will never take.
 pub(super) fn refuse(command: Command) {
     if let Some((id, reply)) = command.reply_target() {
-        let _ = reply.send(Event::Error {
-            id,
-            kind: ErrorKind::Shutdown,
-            message: "the engine has stopped".into(),
-        });
+        let _ = reply.send(Failure::new(ErrorKind::Shutdown, "the engine has stopped").event(id));
     }
 }
 

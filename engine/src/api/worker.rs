@@ -74,11 +74,11 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         if !self.ended {
-            let _ = self.reply.send(Event::Error {
-                id: Some(self.id),
-                kind: ErrorKind::Internal,
-                message: "internal error in the engine: the request ended without an answer".into(),
-            });
+            let lost = Failure::new(
+                ErrorKind::Internal,
+                "internal error in the engine: the request ended without an answer",
+            );
+            let _ = self.reply.send(lost.event(Some(self.id)));
         }
     }
 }

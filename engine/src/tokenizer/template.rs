@@ -307,15 +307,20 @@ impl ChatTemplate {
     /// the conversation's business and are reported when one is rendered.
     fn check_limits(&self) -> Result<(), TemplateError> {
         let sample = sample_conversation();
-        match self.render(&sample, true) {
-            Err(e @ (TemplateError::OutOfFuel { .. } | TemplateError::TooLarge { .. })) => Err(e),
-            Err(_) => match self.render(&sample[1..], true) {
-                Err(e @ (TemplateError::OutOfFuel { .. } | TemplateError::TooLarge { .. })) => {
-                    Err(e)
-                }
-                _ => Ok(()),
-            },
-            Ok(_) => Ok(()),
+        let over = |e: &TemplateError| {
+            matches!(
+                e,
+                TemplateError::OutOfFuel { .. } | TemplateError::TooLarge { .. }
+            )
+        };
+        // A template that rejects a system message gets the same conversation without it.
+        let result = match self.render(&sample, true) {
+            Err(e) if !over(&e) => self.render(&sample[1..], true),
+            other => other,
+        };
+        match result {
+            Err(e) if over(&e) => Err(e),
+            _ => Ok(()),
         }
     }
 
