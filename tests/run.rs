@@ -270,7 +270,7 @@ fn the_default_backend_says_what_it_computes_on_and_why() {
     } else {
         // The CPU, with the reason no GPU is used.
         assert!(
-            line.contains("cpu (") && line.contains("no GPU: "),
+            line.contains("cpu (") && line.contains("not on the GPU: "),
             "{line}"
         );
     }

@@ -548,6 +548,56 @@ fn serve_routes_answers_to_a_cloud_endpoint_with_route_cloud_and_auto() {
     assert!(err.contains("--cloud-url"), "{err}");
 }
 
+/// Diagnostics go through `tracing` at the level `HEARTH_LOG` names; even at `trace`, neither
+/// the client (`hearth run --route cloud`) nor the server it calls logs the API key.
+#[test]
+fn at_hearth_log_trace_the_api_key_is_never_logged() {
+    let key = "sk-hearth-log-secret-93b7e1";
+    let mut cloud = serve_command(&["--api-key", key]);
+    cloud.env("HEARTH_LOG", "trace");
+    let cloud = Server::spawn(cloud);
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let url = cloud.url("/v1");
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["run", "-m", path_str(&smol), "--backend", "cpu"])
+        .args([
+            "--route",
+            "cloud",
+            "--cloud-url",
+            &url,
+            "-p",
+            "Hi",
+            "-n",
+            "3",
+        ])
+        .env("HEARTH_LOG", "trace")
+        .env("HEARTH_CLOUD_API_KEY", key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The server demands the key, so an answer means it was sent.
+    assert!(out.status.success(), "{err}\nserver:\n{}", cloud.log());
+    assert!(
+        err.contains("cloud: POST http://127.0.0.1"),
+        "trace output: {err}"
+    );
+    assert!(err.contains("key set"), "{err}");
+    assert!(!err.contains(key), "the client logged the key: {err}");
+    assert!(!cloud.log().contains(key), "the server logged the key");
+    // A filter that does not parse is reported, and the default used.
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["inspect", path_str(&smol)])
+        .env("HEARTH_LOG", "hearth=loud")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("HEARTH_LOG=\"hearth=loud\" is not a log filter"),
+        "{err}"
+    );
+}
+
 /// Statuses come from the engine's error kinds: a cloud endpoint that cannot be reached is the
 /// upstream's failure (502 Bad Gateway, whole and streamed), not the client's (it was 400 when
 /// statuses were guessed from messages).

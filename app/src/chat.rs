@@ -146,7 +146,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     if interactive {
         eprintln!("hearth: {} on the {}", info.name, info.compute);
         if let Some(why) = &info.fallback {
-            eprintln!("hearth: no GPU: {why}");
+            eprintln!("hearth: not on the GPU: {why}");
         }
         if chat.conversation.is_empty() {
             eprintln!("hearth: a new conversation; /help lists the commands");

@@ -8,6 +8,7 @@ use hearth_engine::source;
 use hearth_engine::tokenizer::Tokenizer;
 
 use crate::format;
+use hearth_engine::model::ModelError;
 
 /// Exit status for an error: 2 when the input (a model file, a name) cannot be used, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -16,7 +17,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<hearth_engine::tokenizer::TokenizerError>()
             || c.is::<BadInput>()
             || c.downcast_ref::<hearth_engine::model::ModelError>()
-                .is_some_and(crate::run::is_bad_input)
+                .is_some_and(|e| !matches!(e, ModelError::Backend { .. } | ModelError::Run(_)))
     });
     if bad_input { 2 } else { 1 }
 }

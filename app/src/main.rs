@@ -12,6 +12,7 @@ mod conversation;
 mod format;
 mod gui;
 mod library;
+mod log;
 mod routed;
 mod router;
 mod run;
@@ -250,6 +251,7 @@ fn attach_console() {}
 
 fn main() -> ExitCode {
     attach_console();
+    log::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Inspect { model, json }) => commands::inspect(&model, json),

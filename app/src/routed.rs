@@ -1,21 +1,15 @@
-//! `hearth run --route auto|cloud`: one answer through the engine API, which routes it (local
-//! model or cloud endpoint) and says where it ran and why. `--route local` (the default) keeps
-//! the direct path of [`crate::run`], which never touches the network.
+//! The route options every answering command takes (`--route local|auto|cloud`, the cloud
+//! endpoint, the router probe) and the cloud client and probe they name.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
-use hearth_engine::api::{self, Event, GenerateParams, Prompt, RouteMode};
+use anyhow::Result;
+use hearth_engine::api::RouteMode;
 use hearth_engine::route::cloud::{self, CloudClient, CloudConfig};
 use hearth_engine::route::probe::Probe;
-use hearth_engine::sched::ContextPolicy;
-use hearth_engine::tokenizer::ChatMessage;
-use serde_json::json;
 
 use crate::commands::BadInput;
-use crate::run::RunArgs;
 
 /// The route options of `hearth run` (and the others that answer questions).
 #[derive(Debug, Clone, clap::Args)]
@@ -61,7 +55,7 @@ impl RouteArgs {
                 )
                 .into()),
                 Route::Auto => {
-                    eprintln!("hearth: no --cloud-url: auto answers everything locally");
+                    tracing::warn!("no --cloud-url: auto answers everything locally");
                     Ok(None)
                 }
                 Route::Local => Ok(None),
@@ -72,7 +66,7 @@ impl RouteArgs {
         }
         let lookup = cloud::resolve_api_key(url, None);
         if let Some(e) = &lookup.keychain_error {
-            eprintln!("hearth: the OS keychain was not available ({e}); using the environment");
+            tracing::warn!("the OS keychain was not available ({e}); using the environment");
         }
         let config = CloudConfig {
             api_key: lookup.resolved.map(|r| r.key),
@@ -80,7 +74,7 @@ impl RouteArgs {
         };
         let client = CloudClient::new(config).map_err(|e| BadInput(e.to_string()))?;
         if let Some(warning) = client.key_warning() {
-            eprintln!("hearth: warning: {warning}");
+            tracing::warn!("{warning}");
         }
         Ok(Some(Arc::new(client)))
     }
@@ -94,91 +88,5 @@ impl RouteArgs {
         Ok(Some(Probe::from_json(&text).map_err(|e| {
             BadInput(format!("{}: {e}", path.display()))
         })?))
-    }
-}
-
-/// `hearth run` with `--route auto` or `--route cloud`.
-pub fn run(args: &RunArgs, route: &RouteArgs) -> Result<()> {
-    if args.n_predict == 0 {
-        return Err(
-            BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into(),
-        );
-    }
-    if args.prompt_ids.is_some() {
-        return Err(BadInput("--prompt-ids cannot be routed; give --prompt".into()).into());
-    }
-    let text = args.prompt.clone().unwrap_or_default();
-    if text.is_empty() {
-        return Err(BadInput("the prompt is empty (give --prompt TEXT)".into()).into());
-    }
-    let mut config = args.backend.engine_config();
-    config.cloud = route.cloud_client()?;
-    config.probe = route.probe()?;
-    let (engine, _info) = crate::run::load_engine(config, &args.model, None)?;
-    let prompt = if args.chat {
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::system(system.clone()));
-        }
-        messages.push(ChatMessage::user(text));
-        Prompt::Chat(messages)
-    } else {
-        Prompt::Text(text)
-    };
-    let params = GenerateParams {
-        max_tokens: args.n_predict,
-        sampler: args.sampler.clone(),
-        context: ContextPolicy::Stop,
-        max_context: args.ctx,
-        route: route.mode(),
-        ..GenerateParams::default()
-    };
-    let (_, rx) = engine.generate(prompt, params);
-    let mut stdout = std::io::stdout().lock();
-    loop {
-        match rx.recv_timeout(api::DEFAULT_WAIT) {
-            Ok(Event::Token { text, .. }) if !args.json => {
-                stdout.write_all(text.as_bytes())?;
-                stdout.flush()?;
-            }
-            Ok(Event::Done {
-                finish,
-                stats,
-                text,
-                route,
-                ..
-            }) => {
-                if args.json {
-                    let out = json!({
-                        "text": text,
-                        "prompt_tokens": stats.prompt_tokens,
-                        "generated_tokens": stats.generated_tokens,
-                        "finish_reason": finish.as_str(),
-                        "time_to_first_token_ms": stats.time_to_first_token.as_secs_f64() * 1e3,
-                        "decode_tokens_per_s": stats.tokens_per_s(),
-                        "route": route.target,
-                        "route_reason": route.reason,
-                        "router_risk": route.risk,
-                    });
-                    writeln!(stdout, "{out}")?;
-                } else {
-                    writeln!(stdout)?;
-                    stdout.flush()?;
-                    eprintln!(
-                        "\nroute {} | prompt {} tokens | generated {} tokens ({:.1} tok/s) | time to first token {:.0} ms | finish: {}",
-                        route.reason,
-                        stats.prompt_tokens,
-                        stats.generated_tokens,
-                        stats.tokens_per_s(),
-                        stats.time_to_first_token.as_secs_f64() * 1e3,
-                        finish.as_str()
-                    );
-                }
-                return Ok(());
-            }
-            Ok(Event::Error { message, .. }) => return Err(anyhow!(message)),
-            Ok(_) => {}
-            Err(e) => return Err(e).context("no answer from the engine"),
-        }
     }
 }

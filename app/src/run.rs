@@ -6,21 +6,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use hearth_engine::api::{
-    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, ErrorKind, Event, LoadFailure,
-    ModelInfo,
+    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, ErrorKind, Event,
+    GenerateParams, LoadFailure, ModelInfo, Prompt,
 };
 use hearth_engine::backend::gpu::GpuOptions;
 use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
-use hearth_engine::model::{
-    FinishReason, GenerateOptions, Model, ModelError, generate, perplexity,
-};
+use hearth_engine::model::{FinishReason, Model, ModelError, perplexity};
 use hearth_engine::sample::SamplerConfig;
-use hearth_engine::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
+use hearth_engine::sched::ContextPolicy;
+use hearth_engine::tokenizer::{ChatMessage, Tokenizer};
 use serde_json::json;
 
 use crate::commands::BadInput;
+use crate::routed::Route;
 
 /// Which compute backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -204,15 +204,22 @@ fn open_model<B: Backend>(path: &Path, backend: B) -> Result<(Model<B>, Tokenize
     Ok((model, tokenizer))
 }
 
-/// The prompt's token ids, from `--prompt-ids`, `--chat` or plain `--prompt`.
-fn prompt_tokens<B: Backend>(
-    args: &RunArgs,
-    model: &Model<B>,
-    tok: &Tokenizer,
-) -> Result<Vec<u32>> {
+/// `hearth run`: one answer through the engine API, like every other front end (the window,
+/// `hearth chat`, `hearth serve`), so there is one generation loop. `--route local` (the default)
+/// never touches the network; `auto` and `cloud` let the engine route the question.
+pub fn run(args: &RunArgs) -> Result<()> {
+    if args.n_predict == 0 {
+        return Err(
+            BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into(),
+        );
+    }
     if args.system.is_some() && !args.chat {
         return Err(BadInput("--system needs --chat".into()).into());
     }
+    if args.ctx == Some(0) {
+        return Err(BadInput("--ctx must be at least 1".into()).into());
+    }
+    let route = &args.route;
     if let Some(ids) = &args.prompt_ids {
         if args.chat {
             return Err(BadInput(
@@ -220,145 +227,161 @@ fn prompt_tokens<B: Backend>(
             )
             .into());
         }
-        let vocab = model.config().vocab_size;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(BadInput(format!(
-                "--prompt-ids: token id {id} is outside the vocabulary ({vocab} tokens)"
-            ))
-            .into());
+        if route.route != Route::Local {
+            return Err(BadInput("--prompt-ids cannot be routed; give --prompt".into()).into());
         }
-        return Ok(ids.clone());
+        if ids.is_empty() {
+            return Err(BadInput("--prompt-ids: no token ids given".into()).into());
+        }
     }
-    let text = args.prompt.as_deref().unwrap_or_default();
-    let ids = if args.chat {
-        let template = ChatTemplate::from_gguf(model.file())?;
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::system(system.clone()));
-        }
-        messages.push(ChatMessage::user(text));
-        let rendered = template.render(&messages, true)?;
-        tok.encode_chat(&rendered)?
-    } else {
-        tok.encode(text, true)?
-    };
-    if ids.is_empty() {
+    let text = args.prompt.clone().unwrap_or_default();
+    if args.prompt_ids.is_none() && text.is_empty() {
         return Err(
             BadInput("the prompt is empty (give --prompt TEXT or --prompt-ids)".into()).into(),
         );
     }
-    Ok(ids)
-}
-
-pub fn run(args: &RunArgs) -> Result<()> {
-    if args.route.route != crate::routed::Route::Local {
-        return crate::routed::run(args, &args.route);
+    args.backend.threads()?;
+    let mut config = args.backend.engine_config();
+    config.cloud = route.cloud_client()?;
+    config.probe = route.probe()?;
+    let (engine, info) = load_engine(config, &args.model, None)?;
+    match &info.fallback {
+        Some(why) => eprintln!(
+            "hearth: computing on the {}; not on the GPU: {why}",
+            info.compute
+        ),
+        None => eprintln!("hearth: computing on the {}", info.compute),
     }
-    with_backend!(args.backend, |backend| run_on(args, backend))
-}
-
-fn run_on<B: Backend>(args: &RunArgs, backend: B) -> Result<()> {
-    if args.n_predict == 0 {
-        return Err(
-            BadInput("-n must be at least 1 (the number of tokens to generate)".into()).into(),
-        );
+    let trained = info.context_length;
+    if let Some(c) = args.ctx.filter(|&c| c > trained) {
+        return Err(BadInput(format!(
+            "--ctx {c} exceeds the model's context of {trained} tokens"
+        ))
+        .into());
     }
-    let (model, tok) = open_model(&args.model, backend)?;
-    let prompt = prompt_tokens(args, &model, &tok)?;
-    let trained = model.config().context_length;
-    let ctx = match args.ctx {
-        Some(0) => return Err(BadInput("--ctx must be at least 1".into()).into()),
-        Some(c) if c > trained => {
-            return Err(BadInput(format!(
-                "--ctx {c} exceeds the model's context of {trained} tokens"
-            ))
-            .into());
+    let prompt = match &args.prompt_ids {
+        Some(ids) => {
+            let vocab = info.vocab_size;
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(BadInput(format!(
+                    "--prompt-ids: token id {id} is outside the vocabulary ({vocab} tokens)"
+                ))
+                .into());
+            }
+            Prompt::Tokens(ids.clone())
         }
-        Some(c) => c,
-        // Only as much cache as this run can use.
-        None => (prompt.len() + args.n_predict).min(trained),
+        None if args.chat => {
+            let mut messages = Vec::new();
+            if let Some(system) = &args.system {
+                messages.push(ChatMessage::system(system.clone()));
+            }
+            messages.push(ChatMessage::user(text));
+            Prompt::Chat(messages)
+        }
+        None => Prompt::Text(text),
     };
-    if prompt.len() > ctx {
-        let err = ModelError::PromptTooLong {
-            prompt: prompt.len(),
-            context: ctx,
-        };
-        let hint = if args.ctx.is_some() && ctx < trained {
+    let params = GenerateParams {
+        max_tokens: args.n_predict,
+        sampler: args.sampler.clone(),
+        context: ContextPolicy::Stop,
+        max_context: args.ctx,
+        route: route.mode(),
+        ..GenerateParams::default()
+    };
+    let context = args
+        .ctx
+        .unwrap_or(trained)
+        .min(trained)
+        .min(info.kv_blocks * info.kv_block_size);
+    let too_long = |prompt: usize| {
+        let err = ModelError::PromptTooLong { prompt, context };
+        let hint = if args.ctx.is_some_and(|c| c < trained) {
             format!("raise --ctx, up to {trained}, or shorten the prompt")
         } else {
             "shorten the prompt".to_string()
         };
-        return Err(BadInput(format!("{err}: {hint}")).into());
-    }
-    let mut kv = model.kv_cache(ctx)?;
-    let options = GenerateOptions {
-        max_tokens: args.n_predict,
-        sampler: args.sampler.clone(),
-        stop_ids: tok.eog_ids().to_vec(),
+        anyhow::Error::from(BadInput(format!("{err}: {hint}")))
     };
-    let mut decoder = tok.stream_decoder(args.chat);
+    let (_, rx) = engine.generate(prompt, params);
     let mut stdout = std::io::stdout().lock();
-    let mut text = String::new();
-    let mut write_error = None;
-    let generation = generate(&model, &mut kv, &prompt, &options, |id| {
-        let piece = decoder.step(id);
-        text.push_str(&piece);
-        let written = if args.json || piece.is_empty() {
-            Ok(())
-        } else {
-            stdout
-                .write_all(piece.as_bytes())
-                .and_then(|()| stdout.flush())
-        };
-        match written {
-            Ok(()) => true,
-            Err(e) => {
-                write_error = Some(e);
-                false // stdout closed (a pipe's reader went away): stop generating
+    loop {
+        let event = rx
+            .recv_timeout(api::DEFAULT_WAIT)
+            .context("no answer from the engine")?;
+        match event {
+            Event::Token { text, .. } if !args.json => {
+                // A closed stdout (a pipe's reader went away) ends the run; dropping the
+                // receiver cancels the request.
+                stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .context("writing to stdout")?;
             }
+            // A prompt that does not fit ends at once, with nothing generated.
+            Event::Done {
+                finish: FinishReason::ContextFull,
+                stats,
+                ..
+            } if stats.generated_tokens == 0 => return Err(too_long(stats.prompt_tokens)),
+            Event::Done {
+                finish,
+                stats,
+                text,
+                route,
+                tokens,
+                ..
+            } => {
+                let s = &stats;
+                if args.json {
+                    let mut out = json!({
+                        "text": text,
+                        "token_ids": tokens,
+                        "prompt_tokens": s.prompt_tokens,
+                        "generated_tokens": s.generated_tokens,
+                        "finish_reason": finish.as_str(),
+                        "time_to_first_token_ms": s.time_to_first_token.as_secs_f64() * 1e3,
+                        "prompt_tokens_per_s": s.prompt_tokens_per_s(),
+                        "decode_tokens_per_s": s.tokens_per_s(),
+                        "backend": info.backend,
+                        "compute": info.compute,
+                        "context": context,
+                    });
+                    if args.route.route != Route::Local {
+                        out["route"] = json!(route.target);
+                        out["route_reason"] = json!(route.reason);
+                        out["router_risk"] = json!(route.risk);
+                    }
+                    writeln!(stdout, "{out}")?;
+                } else {
+                    writeln!(stdout)?;
+                    stdout.flush()?;
+                    let routed = if args.route.route == Route::Local {
+                        String::new()
+                    } else {
+                        format!("route {} | ", route.reason)
+                    };
+                    eprintln!(
+                        "\n{routed}prompt {} tokens ({:.1} tok/s) | generated {} tokens ({:.1} tok/s) | time to first token {:.0} ms | finish: {} | backend {}",
+                        s.prompt_tokens,
+                        s.prompt_tokens_per_s(),
+                        s.generated_tokens,
+                        s.tokens_per_s(),
+                        s.time_to_first_token.as_secs_f64() * 1e3,
+                        finish.as_str(),
+                        info.backend,
+                    );
+                }
+                return Ok(());
+            }
+            Event::Error {
+                kind: ErrorKind::BadRequest | ErrorKind::PromptTooLong,
+                message,
+                ..
+            } => return Err(BadInput(message).into()),
+            Event::Error { message, .. } => return Err(anyhow!(message)),
+            _ => {}
         }
-    })?;
-    // An answer cut by -n inside a character leaves that character out (no U+FFFD at the end).
-    let rest = match generation.finish {
-        FinishReason::Stop => decoder.finish(),
-        _ => decoder.finish_cut(),
-    };
-    text.push_str(&rest);
-    if let Some(e) = write_error {
-        return Err(e).context("writing to stdout");
     }
-    let s = &generation.stats;
-    if args.json {
-        let out = json!({
-            "text": text,
-            "token_ids": generation.token_ids,
-            "prompt_tokens": s.prompt_tokens,
-            "generated_tokens": s.generated_tokens,
-            "finish_reason": generation.finish.as_str(),
-            "time_to_first_token_ms": s.time_to_first_token.as_secs_f64() * 1e3,
-            "prompt_tokens_per_s": s.prompt_tokens_per_s(),
-            "decode_tokens_per_s": s.decode_tokens_per_s(),
-            "backend": model.backend().name(),
-            "compute": model.backend().describe(),
-            "context": ctx,
-        });
-        writeln!(stdout, "{out}")?;
-    } else {
-        write!(stdout, "{rest}")?;
-        writeln!(stdout)?;
-        stdout.flush()?;
-        eprintln!(
-            "\nprompt {} tokens ({:.1} tok/s) | generated {} tokens ({:.1} tok/s) | time to first token {:.0} ms | finish: {} | backend {}",
-            s.prompt_tokens,
-            s.prompt_tokens_per_s(),
-            s.generated_tokens,
-            s.decode_tokens_per_s(),
-            s.time_to_first_token.as_secs_f64() * 1e3,
-            generation.finish.as_str(),
-            model.backend().name(),
-        );
-    }
-    Ok(())
 }
 
 pub fn perplexity_cmd(
@@ -443,9 +466,4 @@ pub fn parse_ids(s: &str) -> Result<TokenIds, String> {
         Ok(ids) if ids.is_empty() => Err("no token ids given".into()),
         other => other.map(TokenIds),
     }
-}
-
-/// Whether a model error is the user's input (exit status 2) rather than a failure of Hearth.
-pub fn is_bad_input(e: &ModelError) -> bool {
-    !matches!(e, ModelError::Backend { .. } | ModelError::Run(_))
 }

@@ -585,16 +585,17 @@ impl HearthApp {
     }
 
     pub fn save_settings(&self) {
-        if let Some(path) = self.settings_path.clone() {
-            let settings = self.settings.clone();
-            // Off the UI thread: a slow disk must not stall a frame.
-            let _ = std::thread::Builder::new()
-                .name("hearth-settings".into())
-                .spawn(move || {
-                    if let Err(e) = settings.save(&path) {
-                        eprintln!("hearth: {e}");
-                    }
-                });
+        let Some(path) = self.settings_path.clone() else {
+            return;
+        };
+        // Off the UI thread (a slow disk must not stall a frame), in order on the store thread.
+        match &self.store {
+            Some(store) => store.save_settings(&self.settings, path),
+            None => {
+                if let Err(e) = self.settings.save(&path) {
+                    tracing::error!("cannot save the settings: {e}");
+                }
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! What connects the window to the slow world without ever blocking it: engine reply channels
 //! forwarded to the UI's one channel on named threads (each event wakes the window with a repaint
-//! request), and the conversation store on its own thread (saves, deletes, undo, the first load).
+//! request), and the conversation store on its own thread (saves, deletes, undo, the first load,
+//! and the settings file, all in the order the window sent them).
 
 use std::path::PathBuf;
 use std::thread;
@@ -9,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use hearth_engine::api::{ErrorKind, Event, RequestId};
 
 use crate::conversation::Conversation;
+use crate::conversation::settings::Settings;
 use crate::conversation::store::{Problem, Store};
 
 /// The longest a streamed token waits to be drawn (ms): about 30 frames a second on a GPU.
@@ -127,6 +129,8 @@ enum StoreCommand {
     Save(Box<Conversation>),
     Delete(String),
     Undo(String),
+    /// The settings file, written in order with everything else (two quick saves cannot race).
+    SaveSettings(Box<Settings>, PathBuf),
 }
 
 /// The conversation store on its thread (`hearth-store`): the UI sends and never waits.
@@ -142,23 +146,33 @@ impl StoreThread {
         thread::Builder::new()
             .name("hearth-store".into())
             .spawn(move || {
+                // Without a conversation folder the thread still saves the settings.
                 let mut store = match Store::open(&dir) {
-                    Ok(s) => s,
+                    Ok(mut store) => {
+                        let (conversations, problems) = store.load_all();
+                        waker.send(UiEvent::Store(StoreEvent::Loaded {
+                            conversations,
+                            problems,
+                        }));
+                        Ok(store)
+                    }
                     Err(e) => {
                         waker.send(UiEvent::Store(StoreEvent::Failed(e.to_string())));
-                        return;
+                        Err(e.to_string())
                     }
                 };
-                let (conversations, problems) = store.load_all();
-                waker.send(UiEvent::Store(StoreEvent::Loaded {
-                    conversations,
-                    problems,
-                }));
                 for command in rx {
-                    let result = match command {
-                        StoreCommand::Save(c) => store.save(&c).map(|_| None),
-                        StoreCommand::Delete(id) => store.delete(&id).map(|_| None),
-                        StoreCommand::Undo(id) => store.undo_delete(&id).map(Some),
+                    let result = match (command, &mut store) {
+                        (StoreCommand::SaveSettings(settings, path), _) => {
+                            settings.save(&path).map(|_| None)
+                        }
+                        (_, Err(e)) => {
+                            waker.send(UiEvent::Store(StoreEvent::Failed(e.clone())));
+                            continue;
+                        }
+                        (StoreCommand::Save(c), Ok(store)) => store.save(&c).map(|_| None),
+                        (StoreCommand::Delete(id), Ok(store)) => store.delete(&id).map(|_| None),
+                        (StoreCommand::Undo(id), Ok(store)) => store.undo_delete(&id).map(Some),
                     };
                     match result {
                         Ok(Some(c)) => waker.send(UiEvent::Store(StoreEvent::Restored(c))),
@@ -178,6 +192,13 @@ impl StoreThread {
 
     pub fn delete(&self, id: &str) {
         let _ = self.tx.send(StoreCommand::Delete(id.to_string()));
+    }
+
+    /// Queues a write of the settings file behind the commands already sent.
+    pub fn save_settings(&self, settings: &Settings, path: PathBuf) {
+        let _ = self
+            .tx
+            .send(StoreCommand::SaveSettings(Box::new(settings.clone()), path));
     }
 
     pub fn undo(&self, id: &str) {
@@ -210,6 +231,6 @@ pub fn on_thread<T: Send + 'static>(
         }
     });
     if let Err(e) = spawned {
-        eprintln!("hearth: cannot start a thread: {e}");
+        tracing::error!("cannot start a thread: {e}");
     }
 }

@@ -427,6 +427,27 @@ mod settings_window {
     }
 
     #[test]
+    fn quick_successive_settings_saves_land_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = harness(root.path(), false);
+        wait_for(&mut h, "the store", |a| a.loaded_store);
+        // Forty saves in one frame: the file must end with the last, never an earlier one
+        // written late.
+        for i in 1..=40 {
+            h.state_mut().settings.sampling.max_tokens = 1000 + i;
+            h.state_mut().save_settings();
+        }
+        let (settings, _) = saved(root.path(), |s| s.sampling.max_tokens == 1040);
+        assert_eq!(settings.sampling.max_tokens, 1040);
+        std::thread::sleep(Duration::from_millis(300));
+        let (settings, _) = saved(root.path(), |_| true);
+        assert_eq!(
+            settings.sampling.max_tokens, 1040,
+            "a late, older save overwrote it"
+        );
+    }
+
+    #[test]
     fn the_api_key_typed_in_settings_never_reaches_settings_json() {
         let root = tempfile::tempdir().unwrap();
         let mut h = harness(root.path(), false);

@@ -126,7 +126,7 @@ impl HearthApp {
                     ui.label(RichText::new(&info.name).strong())
                         .on_hover_text(info.path.display().to_string());
                     let compute = match &info.fallback {
-                        Some(why) => format!("{} (no GPU: {why})", info.compute),
+                        Some(why) => format!("{} (not on the GPU: {why})", info.compute),
                         None => info.compute.clone(),
                     };
                     ui.label(RichText::new(&info.compute).small())

@@ -236,7 +236,7 @@ async fn run(
             .await
             .context("the model loader stopped")??;
     if let Some(why) = &info.fallback {
-        eprintln!("hearth serve: no GPU: {why}");
+        tracing::warn!("not on the GPU: {why}");
     }
     let model_context = info.context_length;
     let pool = info.kv_blocks * info.kv_block_size;
@@ -246,15 +246,16 @@ async fn run(
         .min(model_context)
         .min(pool.max(1));
     if args.ctx.is_some_and(|c| c > context) {
-        eprintln!(
-            "hearth serve: --ctx {} is more than the model ({model_context}) and the cache \
+        tracing::warn!(
+            "--ctx {} is more than the model ({model_context}) and the cache \
              ({pool} positions) allow; using {context}",
             args.ctx.unwrap_or(0)
         );
     }
-    eprintln!(
-        "hearth serve: {} ready on the {}; context {context} tokens per request",
-        info.name, info.compute
+    tracing::info!(
+        "{} ready on the {}; context {context} tokens per request",
+        info.name,
+        info.compute
     );
     let _ = state.ready.set(Ready {
         engine: Arc::new(engine),
@@ -265,7 +266,7 @@ async fn run(
         r = server => r.context("the server stopped")?.context("the server failed")?,
         r = tokio::signal::ctrl_c() => {
             r.context("cannot wait for Ctrl-C")?;
-            eprintln!("hearth serve: shutting down");
+            tracing::info!("shutting down");
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! `hearth serve` to an HTTP status, `hearth chat` to an exit code, the window to its message.
 
 use super::{Event, RequestId};
+use crate::backend::BackendError;
 use crate::gguf::{GgufError, GgufErrorKind};
 use crate::model::ModelError;
 use crate::route::cloud::CloudError;
@@ -115,6 +116,11 @@ impl Failure {
         let why = match e {
             ModelError::Gguf(g) => gguf_failure(g),
             ModelError::UnknownArchitecture { .. } => LoadFailure::Unsupported,
+            // A weight the backend has no kernel for: the file is fine, this backend lacks it.
+            ModelError::Backend {
+                source: BackendError::UnsupportedType { .. } | BackendError::UnsupportedRank { .. },
+                ..
+            } => LoadFailure::Unsupported,
             ModelError::Backend { .. } | ModelError::Run(_) => LoadFailure::Backend,
             _ => LoadFailure::Invalid,
         };

@@ -297,6 +297,8 @@ pub enum Event {
         stats: Stats,
         /// The whole answer.
         text: String,
+        /// The generated token ids (empty for an answer from the cloud).
+        tokens: Vec<u32>,
         /// Where it ran and why.
         route: Route,
     },

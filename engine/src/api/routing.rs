@@ -208,6 +208,7 @@ impl Engine {
                             finish,
                             stats,
                             text: done.text,
+                            tokens: Vec::new(),
                             route,
                         });
                     }

@@ -136,5 +136,5 @@ pub(super) fn refuse(command: Command) {
 }
 
 fn report_restart(what: &str) {
-    eprintln!("hearth-engine: restarting after an internal error: {what}");
+    tracing::error!("the engine restarts after an internal error: {what}");
 }

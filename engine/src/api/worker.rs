@@ -50,6 +50,8 @@ struct Live {
     decoder: Option<DecodeState>,
     stops: StopStrings,
     text: String,
+    /// The generated token ids.
+    tokens: Vec<u32>,
     /// A stop string ended it (the scheduler reports `Cancelled`; the caller sees `Stop`).
     stopped: bool,
     /// Time spent before it was submitted here (a cloud attempt that failed), added to its time to
@@ -380,14 +382,32 @@ impl Engine {
             })?),
             BackendKind::Cpu | BackendKind::Reference => None,
         };
-        let runner: Box<dyn Runner> = match (gpu, self.config.backend) {
-            (Some(gpu), _) => Box::new(open_scheduler(
-                path,
-                draft,
-                sched,
-                || gpu.clone(),
-                &progress,
-            )?),
+        let on_gpu = gpu.map(|gpu| {
+            open_scheduler(path, draft, sched, || gpu.clone(), &progress)
+                .map(|s| Box::new(s) as Box<dyn Runner>)
+        });
+        let runner: Box<dyn Runner> = match (on_gpu, self.config.backend) {
+            (Some(Ok(runner)), _) => runner,
+            // `auto`: a file the GPU backend cannot hold (a weight type its kernels lack, a
+            // device out of memory) runs on the CPU, and the compute badge says why.
+            (
+                Some(Err(Failure {
+                    kind: ErrorKind::LoadFailed(LoadFailure::Backend | LoadFailure::Unsupported),
+                    message,
+                })),
+                BackendKind::Auto,
+            ) => {
+                tracing::warn!("the GPU backend cannot run this model, so the CPU does: {message}");
+                fallback = Some(message);
+                Box::new(open_scheduler(
+                    path,
+                    draft,
+                    sched,
+                    || CpuBackend::with_threads(threads),
+                    &progress,
+                )?)
+            }
+            (Some(Err(failure)), _) => return Err(failure),
             (None, BackendKind::Auto | BackendKind::Gpu | BackendKind::Cpu) => {
                 Box::new(open_scheduler(
                     path,
@@ -427,6 +447,12 @@ impl Engine {
             fallback,
             ..runner.info()
         };
+        tracing::info!(
+            "loaded {} ({}) on the {}",
+            info.name,
+            path.display(),
+            info.compute
+        );
         let probe = super::routing::probe_for(&self.config, &info);
         Ok((
             Loaded {
@@ -502,6 +528,7 @@ impl Engine {
                 decoder: Some(DecodeState::new(chat)),
                 stops,
                 text: String::new(),
+                tokens: Vec::new(),
                 stopped: false,
                 waited: std::time::Duration::ZERO,
             },
@@ -568,6 +595,7 @@ impl Engine {
         if let Some(f) = &self.config.fault {
             f.hit(FaultStage::Decode);
         }
+        live.tokens.push(token);
         let mut decoder = l
             .tokenizer
             .resume_decoder(live.decoder.take().expect("a live request has a decoder"));
@@ -667,11 +695,13 @@ impl Engine {
             ..stats
         };
         let (text, route) = (std::mem::take(&mut live.text), live.route.clone());
+        let tokens = std::mem::take(&mut live.tokens);
         live.end(Event::Done {
             id: seq,
             finish,
             stats,
             text,
+            tokens,
             route,
         });
     }

@@ -129,25 +129,62 @@ impl GgufBuilder {
             out.extend(v.type_id().to_le_bytes());
             v.write(&mut out);
         }
-        let mut offset = 0usize;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for (name, dims, ty, data) in &self.tensors {
-            write_str(&mut out, name);
-            out.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend(d.to_le_bytes());
-            }
-            out.extend(ty.id().to_le_bytes());
-            out.extend((offset as u64).to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len()).next_multiple_of(alignment);
-        }
-        let data_start = out.len().next_multiple_of(alignment);
-        out.resize(data_start, 0);
-        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            out.resize(data_start + off, 0);
-            out.extend(data);
-        }
+        let tensors = self.tensors.iter();
+        write_tensors(
+            &mut out,
+            alignment,
+            tensors.map(|(n, d, t, b)| (n, d, *t, b.as_slice())),
+        );
         out
     }
+}
+
+/// Appends the tensor table and then the data, each tensor at an `alignment` boundary.
+fn write_tensors<'a>(
+    out: &mut Vec<u8>,
+    alignment: usize,
+    tensors: impl Iterator<Item = (&'a String, &'a Vec<u64>, GgmlType, &'a [u8])> + Clone,
+) {
+    let mut offset = 0usize;
+    let mut offsets = Vec::new();
+    for (name, dims, ty, data) in tensors.clone() {
+        write_str(out, name);
+        out.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend(d.to_le_bytes());
+        }
+        out.extend(ty.id().to_le_bytes());
+        out.extend((offset as u64).to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + data.len()).next_multiple_of(alignment);
+    }
+    let data_start = out.len().next_multiple_of(alignment);
+    out.resize(data_start, 0);
+    for ((_, _, _, data), off) in tensors.zip(offsets) {
+        out.resize(data_start + off, 0);
+        out.extend(data);
+    }
+}
+
+/// A copy of `file` with the tensors `replace` answers for stored as the type and bytes it gives
+/// (same names and shapes); metadata, order and every other tensor are kept byte for byte. Tests
+/// use it to make a real model hold a weight type a backend lacks.
+pub fn rewrite(
+    file: &super::GgufFile,
+    replace: impl Fn(&super::TensorInfo) -> Option<(GgmlType, Vec<u8>)>,
+) -> Vec<u8> {
+    let header = file.header();
+    let replaced: Vec<_> = file
+        .tensors()
+        .iter()
+        .map(|t| replace(t).unwrap_or_else(|| (t.ty, file.tensor_data(t).to_vec())))
+        .collect();
+    let mut out = file.bytes()[..header.tensor_table_offset as usize].to_vec();
+    let tensors = file.tensors().iter().zip(&replaced);
+    write_tensors(
+        &mut out,
+        header.alignment as usize,
+        tensors.map(|(t, (ty, data))| (&t.name, &t.dims, *ty, data.as_slice())),
+    );
+    out
 }

@@ -129,6 +129,14 @@ impl SeqStats {
         }
     }
 
+    /// Prompt positions computed per second (reused positions are not counted), over the time to
+    /// first token.
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        let t = self.time_to_first_token.as_secs_f64();
+        let computed = self.prompt_tokens.saturating_sub(self.reused_tokens);
+        if t == 0.0 { 0.0 } else { computed as f64 / t }
+    }
+
     /// Share of drafted tokens accepted (`None` without speculation).
     pub fn acceptance_rate(&self) -> Option<f64> {
         (self.drafted_tokens > 0).then(|| self.accepted_tokens as f64 / self.drafted_tokens as f64)

@@ -304,6 +304,18 @@ impl CloudClient {
         if let Some(value) = self.config.api_key.as_ref().and_then(ApiKey::bearer_header) {
             request = request.header(AUTHORIZATION, value);
         }
+        // The URL without credentials; never the headers (the key is one).
+        tracing::debug!(
+            "cloud: {} {} (model {}, key {})",
+            if body.is_some() { "POST" } else { "GET" },
+            redact(url),
+            self.config.model,
+            if self.config.api_key.is_some() {
+                "set"
+            } else {
+                "none"
+            }
+        );
         let response = match tokio::time::timeout_at(deadline, request.send()).await {
             Err(_) => {
                 return Err(Failure::no_retry(CloudError::Timeout {
@@ -313,7 +325,11 @@ impl CloudClient {
                     partial: Box::default(),
                 }));
             }
-            Ok(Err(e)) => return Err(self.send_failure(url, e)),
+            Ok(Err(e)) => {
+                let failure = self.send_failure(url, e);
+                tracing::debug!("cloud: {}", failure.error);
+                return Err(failure);
+            }
             Ok(Ok(response)) => response,
         };
         if response.status().is_success() {
