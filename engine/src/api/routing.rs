@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::worker::{Engine, prompt_tokens};
+use super::worker::{Engine, prepare};
 use super::{
-    CloudFailure, Command, EngineConfig, ErrorKind, Event, Failure, ModelInfo, Prompt, Request,
-    Route, RouteMode,
+    CloudFailure, Command, EngineConfig, ErrorKind, Event, Failure, FaultStage, ModelInfo, Prompt,
+    Request, Route,
 };
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
+use crate::route::decide::{self, Decision, Facts};
 use crate::route::probe::{self, Probe};
 use crate::sched::SeqStats;
 
@@ -30,84 +31,55 @@ pub(super) fn probe_for(config: &EngineConfig, info: &ModelInfo) -> Option<Probe
 }
 
 impl Engine {
-    /// Starts a request on the route its mode and the router choose.
+    /// Starts a request on the route [`decide::decide`] chooses from the facts gathered here.
+    /// Where the decision needs the prompt's length, the prompt is prepared (rendered and
+    /// tokenized) once, and a local answer reuses it.
     pub(super) fn route(&mut self, request: Request, reply: Sender<Event>) {
-        let fail = |message: String| {
-            let failure = Failure::new(ErrorKind::Cloud(CloudFailure::NotConfigured), message);
-            let _ = reply.send(failure.event(Some(request.id)));
-        };
+        let mode = request.params.route;
         let cloud = self.config.cloud.clone();
-        match request.params.route {
-            RouteMode::Local => self.start_local(request, reply, Route::local("local only"), false),
-            RouteMode::Cloud => match cloud {
-                Some(client) => {
-                    self.start_cloud(client, request, reply, Route::cloud("cloud only"), false)
-                }
-                None => fail("the route is cloud only, but no cloud endpoint is set".into()),
-            },
-            RouteMode::Auto => {
-                let Some(client) = cloud else {
-                    return self.start_local(
-                        request,
-                        reply,
-                        Route::local("no cloud endpoint is set"),
-                        false,
-                    );
-                };
-                let Some(l) = &self.loaded else {
-                    return self.start_cloud(
-                        client,
-                        request,
-                        reply,
-                        Route::cloud("no local model is loaded"),
-                        true,
-                    );
-                };
-                if matches!(request.prompt, Prompt::Tokens(_)) {
-                    return self.start_local(
-                        request,
-                        reply,
-                        Route::local("token prompts stay local"),
-                        false,
-                    );
-                }
-                let context = request
-                    .params
-                    .max_context
-                    .unwrap_or(usize::MAX)
-                    .min(l.context_length);
-                match prompt_tokens(l, &request.prompt) {
-                    Ok((tokens, _, _)) if tokens.len() >= context => {
-                        let why = format!(
-                            "prompt exceeds local context ({} > {} tokens)",
-                            group(tokens.len()),
-                            group(context)
-                        );
-                        self.start_cloud(client, request, reply, Route::cloud(why), true)
+        let mut facts = Facts {
+            cloud: cloud.is_some(),
+            model: self.loaded.is_some(),
+            token_prompt: matches!(request.prompt, Prompt::Tokens(_)),
+            prompt: None,
+            context: 0,
+            probe: false,
+        };
+        let mut prepared = None;
+        if let Some(l) = &self.loaded {
+            let max = request.params.max_context.unwrap_or(usize::MAX);
+            facts.context = max.min(l.context_length);
+            facts.probe = l.probe.is_some();
+            if decide::needs_prompt(mode, &facts) {
+                self.fault(FaultStage::Render);
+                match prepare(l, &request.prompt, request.params.context) {
+                    Ok(p) => {
+                        facts.prompt = Some(Ok(p.tokens.len()));
+                        prepared = Some(p);
                     }
-                    // A prompt the local model cannot take (no template...) is the cloud's.
-                    Err(e) => {
-                        let why = format!("the local model cannot take this prompt ({e})");
-                        self.start_cloud(client, request, reply, Route::cloud(why), false)
-                    }
-                    Ok(_) if l.probe.is_none() => self.start_local(
-                        request,
-                        reply,
-                        Route::local(
-                            "no router probe for this model (fit one with `hearth fit-router`)",
-                        ),
-                        false,
-                    ),
-                    Ok(_) => {
-                        self.start_local(request, reply, Route::local("awaiting the probe"), true)
-                    }
+                    Err(failure) => facts.prompt = Some(Err(failure.message)),
                 }
+            }
+        }
+        let decision = decide::decide(mode, &facts);
+        tracing::debug!("request {}: {decision:?}", request.id);
+        match (decision, cloud) {
+            (Decision::Local { route, await_probe }, _) => {
+                self.start_local(request, reply, route, await_probe, prepared)
+            }
+            (Decision::Cloud { route, fallback }, Some(client)) => {
+                self.start_cloud(client, request, reply, route, fallback)
+            }
+            (Decision::Cloud { .. }, None) | (Decision::Refuse(_), _) => {
+                let why = "the route is cloud only, but no cloud endpoint is set";
+                let failure = Failure::new(ErrorKind::Cloud(CloudFailure::NotConfigured), why);
+                let _ = reply.send(failure.event(Some(request.id)));
             }
         }
     }
 
     /// The probe's verdict on an `Auto` request at the end of its prefill: keep it local, or
-    /// stop it and ask the cloud.
+    /// stop it and ask the cloud ([`decide::verdict`]).
     pub(super) fn decide(&mut self, request: Request, hidden: &[f32]) {
         let id = request.id;
         let (Some(l), Some(client)) = (&self.loaded, self.config.cloud.clone()) else {
@@ -117,21 +89,16 @@ impl Engine {
             let why = "the router probe does not fit this model's hidden state";
             return self.set_route(id, Route::local(why));
         };
-        let risk = probe.risk(hidden);
-        let t = probe.threshold;
-        if risk < t {
-            let route = Route {
-                risk: Some(risk),
-                ..Route::local(format!("confident (risk {risk:.2} < {t:.2})"))
-            };
-            return self.set_route(id, route);
-        }
-        let route = Route {
-            risk: Some(risk),
-            ..Route::cloud(format!("local model unsure (risk {risk:.2} >= {t:.2})"))
-        };
-        if let Some((reply, _)) = self.take_over(id) {
-            self.start_cloud(client, request, reply, route, true);
+        let decision = decide::verdict(probe.risk(hidden), probe.threshold);
+        tracing::debug!("request {id}: {decision:?}");
+        match decision {
+            Decision::Cloud { route, fallback } => {
+                if let Some((reply, _)) = self.take_over(id) {
+                    self.start_cloud(client, request, reply, route, fallback);
+                }
+            }
+            Decision::Local { route, .. } => self.set_route(id, route),
+            Decision::Refuse(_) => {}
         }
     }
 
@@ -286,29 +253,9 @@ fn first_line(s: &str) -> &str {
 }
 
 /// `5031` as "5,031".
-fn group(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_are_grouped_by_thousands() {
-        assert_eq!(group(5031), "5,031");
-        assert_eq!(group(4096), "4,096");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1_234_567), "1,234,567");
-    }
 
     #[test]
     fn a_request_becomes_its_cloud_form() {

@@ -21,7 +21,7 @@ use crate::model::{FinishReason, Model, ModelError};
 use crate::route::cloud::CancelToken;
 use crate::route::probe::Probe;
 use crate::sample::StopStrings;
-use crate::sched::{Output, SchedConfig, Scheduler, SeqParams};
+use crate::sched::{ContextPolicy, Output, SchedConfig, Scheduler, SeqParams};
 use crate::tokenizer::{ChatMessage, ChatTemplate, DecodeState, TemplateError, Tokenizer};
 
 /// What a loaded model needs besides its scheduler.
@@ -318,7 +318,7 @@ impl Engine {
                 since,
             } => {
                 let id = request.id;
-                self.start_local(request, reply, route, false);
+                self.start_local(request, reply, route, false, None);
                 if let Some(live) = self.live.get_mut(&id) {
                     live.waited = since.elapsed();
                 }
@@ -467,14 +467,16 @@ impl Engine {
         ))
     }
 
-    /// Tokenizes a request and hands it to the scheduler, to answer locally (`route`), or, with
-    /// `probe`, to wait at the end of prefill for the router's verdict.
+    /// Hands a request to the scheduler (its prompt prepared here unless the router already
+    /// did), to answer locally (`route`), or, with `probe`, to wait at the end of prefill for the
+    /// router's verdict.
     pub(super) fn start_local(
         &mut self,
         request: Request,
         reply: Sender<Event>,
         route: Route,
         probe: bool,
+        prepared: Option<PreparedPrompt>,
     ) {
         let id = request.id;
         let fail = |failure: Failure| {
@@ -489,13 +491,19 @@ impl Engine {
             )));
         }
         let p = &request.params;
-        if let Some(f) = &self.config.fault {
-            f.hit(FaultStage::Render);
-        }
-        let (tokens, keep, chat) = match prompt_tokens(l, &request.prompt) {
-            Ok(t) => t,
-            Err(failure) => return fail(failure),
+        let prepared = match prepared {
+            Some(prepared) => prepared,
+            None => {
+                if let Some(f) = &self.config.fault {
+                    f.hit(FaultStage::Render);
+                }
+                match prepare(l, &request.prompt, p.context) {
+                    Ok(prepared) => prepared,
+                    Err(failure) => return fail(failure),
+                }
+            }
         };
+        let PreparedPrompt { tokens, keep, chat } = prepared;
         let params = SeqParams {
             max_tokens: p.max_tokens.max(1),
             sampler: p.sampler.clone(),
@@ -765,39 +773,60 @@ fn open_scheduler<B: Backend + 'static>(
     Scheduler::new(model, draft, config).map_err(|e| Failure::load(&e))
 }
 
-/// A request's tokens, the leading tokens a middle cut keeps, and whether it is a chat (special
-/// tokens are then not shown).
-pub(super) fn prompt_tokens(
+/// A request's prompt made ready for the scheduler, once per request: its tokens, the leading
+/// tokens a middle cut keeps, and whether it is a chat (special tokens are then not shown).
+#[derive(Debug)]
+pub(super) struct PreparedPrompt {
+    pub tokens: Vec<u32>,
+    pub keep: usize,
+    pub chat: bool,
+}
+
+/// Renders (for a chat) and tokenizes a prompt. Only a middle-cutting context policy needs the
+/// system messages' length, so only then are they rendered a second time.
+pub(super) fn prepare(
     l: &Loaded,
     prompt: &Prompt,
-) -> Result<(Vec<u32>, usize, bool), Failure> {
+    policy: ContextPolicy,
+) -> Result<PreparedPrompt, Failure> {
     let tok = &l.tokenizer;
     let bad = |e: &dyn std::fmt::Display| Failure::bad_request(e.to_string());
+    let plain = |tokens| PreparedPrompt {
+        tokens,
+        keep: 0,
+        chat: false,
+    };
     let out = match prompt {
-        Prompt::Tokens(ids) => (ids.clone(), 0, false),
-        Prompt::Text(text) => (tok.encode(text, true).map_err(|e| bad(&e))?, 0, false),
+        Prompt::Tokens(ids) => plain(ids.clone()),
+        Prompt::Text(text) => plain(tok.encode(text, true).map_err(|e| bad(&e))?),
         Prompt::Chat(messages) => {
             let template = l.template.as_ref().ok_or_else(|| {
                 Failure::bad_request("the model has no chat template; send plain text instead")
             })?;
             let rendered = template.render(messages, true).map_err(template_failure)?;
-            let ids = tok.encode_chat(&rendered).map_err(|e| bad(&e))?;
+            let tokens = tok.encode_chat(&rendered).map_err(|e| bad(&e))?;
             // A middle cut keeps the system messages (and the template's start).
             let system: Vec<ChatMessage> = messages
                 .iter()
                 .take_while(|m| m.role == "system")
                 .cloned()
                 .collect();
-            let keep = if system.is_empty() {
+            let keep = if policy != ContextPolicy::DropMiddle {
+                0
+            } else if system.is_empty() {
                 usize::from(tok.adds_bos())
             } else {
                 let r = template.render(&system, false).map_err(template_failure)?;
                 tok.encode_chat(&r).map_err(|e| bad(&e))?.len()
             };
-            (ids, keep, true)
+            PreparedPrompt {
+                tokens,
+                keep,
+                chat: true,
+            }
         }
     };
-    if out.0.is_empty() {
+    if out.tokens.is_empty() {
         return Err(Failure::bad_request("the prompt is empty"));
     }
     Ok(out)

@@ -13,6 +13,7 @@
 //!   (`hearth fit-router`).
 
 pub mod cloud;
+pub mod decide;
 pub mod eval;
 pub mod probe;
 
