@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hearth_engine::backend::cpu::{CpuBackend, Level, dot::activation_type};
-use hearth_engine::backend::{Backend, GpuBackend};
+use hearth_engine::backend::{Backend, GpuBackend, OnBackend, Opened};
 use hearth_engine::gguf::{GgufFile, TensorInfo};
 use hearth_engine::model::Model;
 use serde_json::json;
 
 use crate::commands::BadInput;
 use crate::format;
-use crate::run::{BackendArgs, Chosen};
+use crate::run::BackendArgs;
 
 /// What `hearth bench` was asked to measure.
 #[derive(Debug)]
@@ -75,18 +75,33 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         profile: true,
         ..Default::default()
     };
-    match args.backend.choose_with(profile)? {
-        Chosen::Gpu(gpu) if args.kernels => gpu_kernels(args, &gpu),
-        _ if args.kernels => kernels(args, threads),
-        Chosen::Gpu(gpu) => {
-            let label = gpu.describe();
-            model_bench(args, gpu, label, threads)
-        }
-        Chosen::Cpu(backend) => {
-            let label = format!("cpu {}", backend.level().name());
-            model_bench(args, backend, label, threads)
-        }
-        Chosen::Reference(backend) => model_bench(args, backend, "reference".into(), threads),
+    let opened = args.backend.open(profile)?;
+    let label = match &opened {
+        Opened::Gpu(gpu) if args.kernels => return gpu_kernels(args, gpu),
+        _ if args.kernels => return kernels(args, threads),
+        Opened::Gpu(gpu) => gpu.describe(),
+        Opened::Cpu { .. } => format!("cpu {}", Level::detected().name()),
+        Opened::Reference { .. } => "reference".into(),
+    };
+    opened.run(ModelBench {
+        args,
+        label,
+        threads,
+    })
+}
+
+/// [`model_bench`] on the opened backend.
+struct ModelBench<'a> {
+    args: &'a BenchArgs,
+    label: String,
+    threads: usize,
+}
+
+impl OnBackend for ModelBench<'_> {
+    type Output = Result<()>;
+
+    fn on<B: Backend + 'static>(self, backend: &dyn Fn() -> B) -> Result<()> {
+        model_bench(self.args, backend(), self.label, self.threads)
     }
 }
 

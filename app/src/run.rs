@@ -12,7 +12,7 @@ use hearth_engine::api::{
     GenerateParams, LoadFailure, ModelInfo, Prompt,
 };
 use hearth_engine::backend::gpu::GpuOptions;
-use hearth_engine::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
+use hearth_engine::backend::{self, Backend, OnBackend, OpenOptions, Opened};
 use hearth_engine::model::{FinishReason, Model, ModelError, perplexity};
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::ContextPolicy;
@@ -76,13 +76,6 @@ pub struct RunArgs {
     pub route: crate::routed::RouteArgs,
 }
 
-/// The backend a command resolved to.
-pub enum Chosen {
-    Gpu(GpuBackend),
-    Cpu(CpuBackend),
-    Reference(ReferenceBackend),
-}
-
 impl BackendArgs {
     pub fn threads(&self) -> Result<usize> {
         match self.threads {
@@ -112,49 +105,44 @@ impl BackendArgs {
     /// scheduler's defaults.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
-            backend: match self.backend {
-                BackendKind::Auto => EngineBackend::Auto,
-                BackendKind::Gpu => EngineBackend::Gpu,
-                BackendKind::Cpu => EngineBackend::Cpu,
-                BackendKind::Reference => EngineBackend::Reference,
-            },
+            backend: self.kind(),
             gpu: self.gpu_options(),
             threads: self.threads,
             ..EngineConfig::default()
         }
     }
 
-    /// Opens the chosen backend. With `auto`, a missing GPU falls back to the CPU and says why on
-    /// stderr; with `gpu` it is an error.
-    pub fn choose(&self) -> Result<Chosen> {
-        self.choose_with(GpuOptions::default())
+    fn kind(&self) -> EngineBackend {
+        match self.backend {
+            BackendKind::Auto => EngineBackend::Auto,
+            BackendKind::Gpu => EngineBackend::Gpu,
+            BackendKind::Cpu => EngineBackend::Cpu,
+            BackendKind::Reference => EngineBackend::Reference,
+        }
     }
 
-    /// [`BackendArgs::choose`], with `extra`'s profiling and tuning options for the GPU.
-    pub fn choose_with(&self, extra: GpuOptions) -> Result<Chosen> {
-        let gpu_options = || self.gpu_options_over(extra.clone());
-        let threads = self.threads()?;
-        Ok(match self.backend {
-            BackendKind::Auto => match GpuBackend::new(&gpu_options()) {
-                Ok(gpu) => {
-                    eprintln!("hearth: computing on the {}", gpu.describe());
-                    Chosen::Gpu(gpu)
-                }
-                Err(e) => {
-                    let cpu = CpuBackend::with_threads(threads);
-                    eprintln!("hearth: computing on the {}; no GPU: {e}", cpu.describe());
-                    Chosen::Cpu(cpu)
-                }
-            },
-            BackendKind::Gpu => {
-                let gpu = GpuBackend::new(&gpu_options())
-                    .map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?;
-                eprintln!("hearth: computing on the {}", gpu.describe());
-                Chosen::Gpu(gpu)
-            }
-            BackendKind::Cpu => Chosen::Cpu(CpuBackend::with_threads(threads)),
-            BackendKind::Reference => Chosen::Reference(ReferenceBackend::with_threads(threads)),
-        })
+    /// Opens the chosen backend ([`backend::open`], with `extra`'s profiling and tuning options
+    /// for the GPU) and says on stderr what computes and, where `auto` took the CPU, why; `gpu`
+    /// without a usable adapter is an error.
+    pub fn open(&self, extra: GpuOptions) -> Result<Opened> {
+        let options = OpenOptions {
+            gpu: self.gpu_options_over(extra),
+            threads: Some(self.threads()?),
+        };
+        let (opened, fallback) =
+            backend::open(self.kind(), &options).map_err(|e| match self.backend {
+                BackendKind::Gpu => anyhow!("--backend gpu: {e}"),
+                _ => e.into(),
+            })?;
+        match (&opened, fallback) {
+            (_, Some(why)) => eprintln!(
+                "hearth: computing on the {}; not on the GPU: {why}",
+                opened.describe()
+            ),
+            (Opened::Gpu(_), None) => eprintln!("hearth: computing on the {}", opened.describe()),
+            _ => {}
+        }
+        Ok(opened)
     }
 }
 
@@ -185,17 +173,6 @@ pub fn load_engine(
             _ => {}
         }
     }
-}
-
-/// Calls `$body` with `$backend` bound to the chosen backend.
-macro_rules! with_backend {
-    ($args:expr, |$backend:ident| $body:expr) => {{
-        match $args.choose()? {
-            Chosen::Gpu($backend) => $body,
-            Chosen::Cpu($backend) => $body,
-            Chosen::Reference($backend) => $body,
-        }
-    }};
 }
 
 fn open_model<B: Backend>(path: &Path, backend: B) -> Result<(Model<B>, Tokenizer)> {
@@ -391,9 +368,34 @@ pub fn perplexity_cmd(
     json: bool,
     backend: &BackendArgs,
 ) -> Result<()> {
-    with_backend!(backend, |backend| perplexity_on(
-        model_path, file, n_ctx, json, backend
-    ))
+    backend.open(GpuOptions::default())?.run(Perplexity {
+        model_path,
+        file,
+        n_ctx,
+        json,
+    })
+}
+
+/// `hearth perplexity` on the opened backend.
+struct Perplexity<'a> {
+    model_path: &'a Path,
+    file: &'a Path,
+    n_ctx: usize,
+    json: bool,
+}
+
+impl OnBackend for Perplexity<'_> {
+    type Output = Result<()>;
+
+    fn on<B: Backend + 'static>(self, backend: &dyn Fn() -> B) -> Result<()> {
+        let Perplexity {
+            model_path,
+            file,
+            n_ctx,
+            json,
+        } = self;
+        perplexity_on(model_path, file, n_ctx, json, backend())
+    }
 }
 
 fn perplexity_on<B: Backend>(

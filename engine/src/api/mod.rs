@@ -49,19 +49,9 @@ pub type RequestId = u64;
 /// first token, time per output token, speculative acceptance.
 pub type Stats = SeqStats;
 
-/// Which compute backend runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendKind {
-    /// The GPU when a hardware adapter exists, else the CPU ([`ModelInfo::fallback`] says why).
-    #[default]
-    Auto,
-    /// The GPU, or an error naming why there is none.
-    Gpu,
-    /// SIMD kernels on the CPU's cores.
-    Cpu,
-    /// The scalar oracle (slow; for checking).
-    Reference,
-}
+/// Which compute backend runs the model (`Auto`: the GPU when a hardware adapter exists, else
+/// the CPU, and [`ModelInfo::fallback`] says why).
+pub use crate::backend::BackendKind;
 
 /// Engine settings.
 #[derive(Debug, Clone, Default)]

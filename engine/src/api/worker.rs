@@ -15,7 +15,7 @@ use super::{
     RequestId, Route, Stats,
 };
 use super::{ErrorKind, Failure, LoadFailure};
-use crate::backend::{Backend, CpuBackend, GpuBackend, ReferenceBackend};
+use crate::backend::{self, Backend, OnBackend, OpenOptions, Opened};
 use crate::gguf::GgufFile;
 use crate::model::{FinishReason, Model, ModelError};
 use crate::route::cloud::CancelToken;
@@ -359,11 +359,6 @@ impl Engine {
         reply: &Sender<Event>,
     ) -> Result<(Loaded, ModelInfo), Failure> {
         self.fault(FaultStage::Load);
-        let threads = self
-            .config
-            .threads
-            .unwrap_or_else(crate::backend::cpu::default_threads)
-            .max(1);
         let progress = |phase, done, total| {
             let _ = reply.send(Event::Loading {
                 phase,
@@ -371,59 +366,36 @@ impl Engine {
                 total_bytes: total,
             });
         };
-        let sched = self.config.sched;
-        let mut fallback = None;
-        let gpu = match self.config.backend {
-            BackendKind::Auto => GpuBackend::new(&self.config.gpu)
-                .map_err(|e| fallback = Some(e.to_string()))
-                .ok(),
-            BackendKind::Gpu => Some(GpuBackend::new(&self.config.gpu).map_err(|e| {
-                Failure::new(ErrorKind::LoadFailed(LoadFailure::Backend), e.to_string())
-            })?),
-            BackendKind::Cpu | BackendKind::Reference => None,
+        let options = OpenOptions {
+            gpu: self.config.gpu.clone(),
+            threads: self.config.threads,
         };
-        let on_gpu = gpu.map(|gpu| {
-            open_scheduler(path, draft, sched, || gpu.clone(), &progress)
-                .map(|s| Box::new(s) as Box<dyn Runner>)
-        });
-        let runner: Box<dyn Runner> = match (on_gpu, self.config.backend) {
-            (Some(Ok(runner)), _) => runner,
-            // `auto`: a file the GPU backend cannot hold (a weight type its kernels lack, a
-            // device out of memory) runs on the CPU, and the compute badge says why.
-            (
-                Some(Err(Failure {
-                    kind: ErrorKind::LoadFailed(LoadFailure::Backend | LoadFailure::Unsupported),
-                    message,
-                })),
-                BackendKind::Auto,
-            ) => {
-                tracing::warn!("the GPU backend cannot run this model, so the CPU does: {message}");
-                fallback = Some(message);
-                Box::new(open_scheduler(
-                    path,
-                    draft,
-                    sched,
-                    || CpuBackend::with_threads(threads),
-                    &progress,
-                )?)
-            }
-            (Some(Err(failure)), _) => return Err(failure),
-            (None, BackendKind::Auto | BackendKind::Gpu | BackendKind::Cpu) => {
-                Box::new(open_scheduler(
-                    path,
-                    draft,
-                    sched,
-                    || CpuBackend::with_threads(threads),
-                    &progress,
-                )?)
-            }
-            (None, BackendKind::Reference) => Box::new(open_scheduler(
+        let kind = self.config.backend;
+        let (opened, mut fallback) = backend::open(kind, &options).map_err(|e| {
+            Failure::new(ErrorKind::LoadFailed(LoadFailure::Backend), e.to_string())
+        })?;
+        let open = |opened: &Opened| {
+            opened.run(OpenScheduler {
                 path,
                 draft,
-                sched,
-                || ReferenceBackend::with_threads(threads),
-                &progress,
-            )?),
+                config: self.config.sched,
+                progress: &progress,
+            })
+        };
+        let runner = match open(&opened) {
+            // `auto`: a file the GPU backend cannot hold (a weight type its kernels lack, a
+            // device out of memory) runs on the CPU, and the compute badge says why.
+            Err(Failure {
+                kind: ErrorKind::LoadFailed(LoadFailure::Backend | LoadFailure::Unsupported),
+                message,
+            }) if kind == BackendKind::Auto && opened.is_gpu() => {
+                tracing::warn!("the GPU backend cannot run this model, so the CPU does: {message}");
+                fallback = Some(message);
+                open(&Opened::Cpu {
+                    threads: options.threads(),
+                })?
+            }
+            other => other?,
         };
         let file = runner.file();
         let invalid = |e: &dyn std::fmt::Display| {
@@ -726,51 +698,63 @@ impl Engine {
     }
 }
 
-/// Opens a model (and draft) on backends made by `backend` and builds its scheduler.
-fn open_scheduler<B: Backend + 'static>(
-    path: &Path,
-    draft: Option<&Path>,
+/// Opens a model (and draft) on instances of the opened backend and builds its scheduler.
+struct OpenScheduler<'a> {
+    path: &'a Path,
+    draft: Option<&'a Path>,
     config: SchedConfig,
-    backend: impl Fn() -> B,
-    progress: &dyn Fn(LoadPhase, u64, u64),
-) -> Result<Scheduler<B>, Failure> {
-    progress(LoadPhase::Reading, 0, 0);
-    let open = |p: &Path| -> Result<Model<B>, Failure> {
-        let file = Arc::new(GgufFile::open(p).map_err(|e| Failure::load_gguf(&e))?);
-        let total: u64 = file.tensors().iter().map(|t| t.size).sum();
-        let done = std::cell::Cell::new(0u64);
-        let step = (total / 100).max(1);
-        progress(LoadPhase::Weights, 0, total);
-        Model::load_with_progress(file, backend(), &|bytes| {
-            let before = done.get();
-            done.set(before + bytes);
-            if before / step != done.get() / step {
-                progress(LoadPhase::Weights, done.get(), total);
+    progress: &'a dyn Fn(LoadPhase, u64, u64),
+}
+
+impl OnBackend for OpenScheduler<'_> {
+    type Output = Result<Box<dyn Runner>, Failure>;
+
+    fn on<B: Backend + 'static>(self, backend: &dyn Fn() -> B) -> Self::Output {
+        let OpenScheduler {
+            path,
+            draft,
+            config,
+            progress,
+        } = self;
+        progress(LoadPhase::Reading, 0, 0);
+        let open = |p: &Path| -> Result<Model<B>, Failure> {
+            let file = Arc::new(GgufFile::open(p).map_err(|e| Failure::load_gguf(&e))?);
+            let total: u64 = file.tensors().iter().map(|t| t.size).sum();
+            let done = std::cell::Cell::new(0u64);
+            let step = (total / 100).max(1);
+            progress(LoadPhase::Weights, 0, total);
+            Model::load_with_progress(file, backend(), &|bytes| {
+                let before = done.get();
+                done.set(before + bytes);
+                if before / step != done.get() / step {
+                    progress(LoadPhase::Weights, done.get(), total);
+                }
+            })
+            .map_err(|e| Failure::load(&e))
+        };
+        let model = open(path)?;
+        let draft = match draft {
+            Some(d) => {
+                let m = open(d)?;
+                if m.config().vocab_size != model.config().vocab_size {
+                    return Err(Failure::new(
+                        ErrorKind::LoadFailed(LoadFailure::Invalid),
+                        format!(
+                            "{}: the draft model's vocabulary ({} tokens) differs from the model's ({})",
+                            d.display(),
+                            m.config().vocab_size,
+                            model.config().vocab_size
+                        ),
+                    ));
+                }
+                Some(m)
             }
-        })
-        .map_err(|e| Failure::load(&e))
-    };
-    let model = open(path)?;
-    let draft = match draft {
-        Some(d) => {
-            let m = open(d)?;
-            if m.config().vocab_size != model.config().vocab_size {
-                return Err(Failure::new(
-                    ErrorKind::LoadFailed(LoadFailure::Invalid),
-                    format!(
-                        "{}: the draft model's vocabulary ({} tokens) differs from the model's ({})",
-                        d.display(),
-                        m.config().vocab_size,
-                        model.config().vocab_size
-                    ),
-                ));
-            }
-            Some(m)
-        }
-        None => None,
-    };
-    progress(LoadPhase::Cache, 0, 0);
-    Scheduler::new(model, draft, config).map_err(|e| Failure::load(&e))
+            None => None,
+        };
+        progress(LoadPhase::Cache, 0, 0);
+        let scheduler = Scheduler::new(model, draft, config).map_err(|e| Failure::load(&e))?;
+        Ok(Box::new(scheduler))
+    }
 }
 
 /// A request's prompt made ready for the scheduler, once per request: its tokens, the leading

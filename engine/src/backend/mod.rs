@@ -17,6 +17,7 @@
 
 pub mod cpu;
 pub mod gpu;
+mod open;
 pub mod reference;
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ use crate::quant::GgmlType;
 
 pub use cpu::CpuBackend;
 pub use gpu::GpuBackend;
+pub use open::{BackendKind, OnBackend, OpenOptions, Opened, open};
 pub use reference::{Numerics, ReferenceBackend};
 
 /// An error from a backend: a weight it cannot hold, or a device that failed.

@@ -114,6 +114,11 @@ impl CpuBackend {
         self.pool.threads()
     }
 
+    /// What [`Backend::describe`] says for a backend at `level` with `threads` threads.
+    pub fn label(level: Level, threads: usize) -> String {
+        format!("cpu ({}, {threads} threads)", level.name())
+    }
+
     /// The dispatch level cap of this backend.
     pub fn level(&self) -> Level {
         self.level
@@ -265,7 +270,7 @@ impl Backend for CpuBackend {
     type Kv = CpuKv;
 
     fn describe(&self) -> String {
-        format!("cpu ({}, {} threads)", self.level().name(), self.threads())
+        CpuBackend::label(self.level(), self.threads())
     }
 
     fn name(&self) -> &'static str {
