@@ -461,21 +461,21 @@ impl Chat {
     }
 
     /// The generation settings: the saved ones, with the command line's overrides.
+    /// The settings' parameters ([`Settings::generate_params`], as in the window) with this
+    /// session's command-line overrides.
     fn params(&self) -> GenerateParams {
-        let mut sampling = self.settings.sampling.clone();
+        let mut settings = self.settings.clone();
         if let Some(t) = self.temp {
-            sampling.temperature = t;
+            settings.sampling.temperature = t;
         }
         if let Some(seed) = self.seed {
-            sampling.seed = Some(seed);
+            settings.sampling.seed = Some(seed);
         }
-        GenerateParams {
-            max_tokens: self.n_predict.unwrap_or(sampling.max_tokens),
-            sampler: sampling.sampler_config(),
-            context: self.settings.context,
-            route: self.route,
-            ..GenerateParams::default()
+        if let Some(n) = self.n_predict {
+            settings.sampling.max_tokens = n;
         }
+        settings.route = self.route;
+        settings.generate_params()
     }
 
     /// Streams an answer to `messages` to stdout and prints its stats line; returns its text and

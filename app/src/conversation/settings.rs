@@ -10,10 +10,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hearth_engine::api::BackendKind;
+use hearth_engine::api::{BackendKind, GenerateParams};
 use hearth_engine::route::RouteMode;
 use hearth_engine::sample::SamplerConfig;
-use hearth_engine::sched::ContextPolicy;
+use hearth_engine::sched::{ContextPolicy, Speculation};
 use serde::{Deserialize, Serialize};
 
 use super::store::{Problem, StoreError, atomic_write};
@@ -133,6 +133,26 @@ pub struct Settings {
     pub last_model: Option<PathBuf>,
     /// Where to look for models (`None`: the default models folder).
     pub models_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// How an answer is generated under these settings: the one place the window and `hearth
+    /// chat` take their request parameters from (sampling, answer length, context policy,
+    /// speculation, route).
+    pub fn generate_params(&self) -> GenerateParams {
+        GenerateParams {
+            speculation: if self.speculative {
+                Speculation::PROMPT_LOOKUP
+            } else {
+                Speculation::Off
+            },
+            max_tokens: self.sampling.max_tokens.max(1),
+            sampler: self.sampling.sampler_config(),
+            context: self.context,
+            route: self.route,
+            ..GenerateParams::default()
+        }
+    }
 }
 
 impl Default for Settings {

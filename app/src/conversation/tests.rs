@@ -648,3 +648,38 @@ fn a_corrupt_settings_file_is_kept_aside_and_defaults_are_used() {
     Settings::default().save(&path).unwrap();
     assert_eq!(Settings::load(&path), (Settings::default(), None));
 }
+
+/// The window and `hearth chat` both take their request from `Settings::generate_params`, so a
+/// setting (speculation included: `chat` used to ignore it) means the same in both.
+#[test]
+fn settings_become_the_request_parameters_in_one_place() {
+    use hearth_engine::route::RouteMode;
+    use hearth_engine::sched::{ContextPolicy, Speculation};
+    let settings = Settings {
+        sampling: Sampling {
+            temperature: 0.3,
+            top_k: 7,
+            seed: Some(11),
+            max_tokens: 0,
+            ..Sampling::default()
+        },
+        context: ContextPolicy::RollingWindow,
+        speculative: true,
+        route: RouteMode::Auto,
+        ..Settings::default()
+    };
+    let p = settings.generate_params();
+    assert_eq!(p.speculation, Speculation::PROMPT_LOOKUP);
+    assert_eq!(p.max_tokens, 1, "at least one token");
+    assert_eq!(
+        (p.sampler.temperature, p.sampler.top_k, p.sampler.seed),
+        (0.3, 7, 11)
+    );
+    assert_eq!(p.context, ContextPolicy::RollingWindow);
+    assert_eq!(p.route, RouteMode::Auto);
+    let off = Settings {
+        speculative: false,
+        ..settings
+    };
+    assert_eq!(off.generate_params().speculation, Speculation::Off);
+}

@@ -7,11 +7,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use hearth_engine::api::{
-    EngineConfig, EngineHandle, Event, GenerateParams, LoadPhase, ModelInfo, Prompt, RequestId,
-    RouteMode,
+    EngineConfig, EngineHandle, Event, LoadPhase, ModelInfo, Prompt, RequestId, RouteMode,
 };
 use hearth_engine::route::cloud::{self, CloudClient, CloudConfig};
-use hearth_engine::sched::Speculation;
 use hearth_engine::tokenizer::ChatMessage;
 
 use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
@@ -455,18 +453,7 @@ impl HearthApp {
         messages: Vec<ChatMessage>,
         replaces: Option<NodeId>,
     ) {
-        let params = GenerateParams {
-            speculation: if self.settings.speculative {
-                Speculation::PROMPT_LOOKUP
-            } else {
-                Speculation::Off
-            },
-            max_tokens: self.settings.sampling.max_tokens.max(1),
-            sampler: self.settings.sampling.sampler_config(),
-            context: self.settings.context,
-            route: self.settings.route,
-            ..GenerateParams::default()
-        };
+        let params = self.settings.generate_params();
         let (request, rx) = self.engine.generate(Prompt::Chat(messages), params);
         self.waker.forward(Some(request), rx);
         self.streaming = Some(Streaming {

@@ -133,17 +133,29 @@ enum StoreCommand {
     SaveSettings(Box<Settings>, PathBuf),
 }
 
-/// The conversation store on its thread (`hearth-store`): the UI sends and never waits.
+/// The conversation store on its thread (`hearth-store`): the UI sends and never waits, except
+/// when the window closes: dropping it waits for the writes already sent, so nothing is lost.
 #[derive(Debug)]
 pub struct StoreThread {
-    tx: Sender<StoreCommand>,
+    tx: Option<Sender<StoreCommand>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for StoreThread {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop once it has done what was sent.
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl StoreThread {
     /// Opens the store in `dir` on its thread and reports every conversation found.
     pub fn start(dir: PathBuf, waker: Waker) -> std::io::Result<StoreThread> {
         let (tx, rx) = crossbeam_channel::unbounded::<StoreCommand>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("hearth-store".into())
             .spawn(move || {
                 // Without a conversation folder the thread still saves the settings.
@@ -181,28 +193,33 @@ impl StoreThread {
                     }
                 }
             })?;
-        Ok(StoreThread { tx })
+        Ok(StoreThread {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, command: StoreCommand) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(command);
+        }
     }
 
     pub fn save(&self, conversation: &Conversation) {
-        let _ = self
-            .tx
-            .send(StoreCommand::Save(Box::new(conversation.clone())));
+        self.send(StoreCommand::Save(Box::new(conversation.clone())));
     }
 
     pub fn delete(&self, id: &str) {
-        let _ = self.tx.send(StoreCommand::Delete(id.to_string()));
+        self.send(StoreCommand::Delete(id.to_string()));
     }
 
     /// Queues a write of the settings file behind the commands already sent.
     pub fn save_settings(&self, settings: &Settings, path: PathBuf) {
-        let _ = self
-            .tx
-            .send(StoreCommand::SaveSettings(Box::new(settings.clone()), path));
+        self.send(StoreCommand::SaveSettings(Box::new(settings.clone()), path));
     }
 
     pub fn undo(&self, id: &str) {
-        let _ = self.tx.send(StoreCommand::Undo(id.to_string()));
+        self.send(StoreCommand::Undo(id.to_string()));
     }
 }
 
