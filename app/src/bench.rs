@@ -370,7 +370,7 @@ fn kernels(args: &BenchArgs, threads: usize) -> Result<()> {
                     let data = (0..cols)
                         .map(|c| ((c * 7 % 13) as f32 - 6.0) * 0.1)
                         .collect();
-                    hearth_engine::backend::reference::RefTensor::from_vec(1, cols, data)
+                    hearth_engine::backend::host::HostTensor::from_vec(1, cols, data)
                         .expect("one row")
                 })
                 .collect();

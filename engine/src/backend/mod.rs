@@ -17,6 +17,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod host;
 mod open;
 pub mod reference;
 

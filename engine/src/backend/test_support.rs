@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::reference::RefTensor;
+use crate::backend::host::HostTensor;
 use crate::gguf::GgufFile;
 use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
 
@@ -26,8 +26,8 @@ pub(crate) fn activations(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
 }
 
 /// A reference-backend tensor holding `data`.
-pub(crate) fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> RefTensor {
-    RefTensor::from_vec(rows, cols, data).unwrap()
+pub(crate) fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> HostTensor {
+    HostTensor::from_vec(rows, cols, data).unwrap()
 }
 
 /// `|got - want|` relative to the output's scale (its largest magnitude), at most `tol`

@@ -33,8 +33,8 @@ fn weight(b: &ReferenceBackend, file: &Arc<GgufFile>) -> <ReferenceBackend as Ba
     b.weight(file, &file.tensors()[0]).unwrap()
 }
 
-fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> super::reference::RefTensor {
-    super::reference::RefTensor::from_vec(rows, cols, data).unwrap()
+fn tensor(rows: usize, cols: usize, data: Vec<f32>) -> super::host::HostTensor {
+    super::host::HostTensor::from_vec(rows, cols, data).unwrap()
 }
 
 #[test]

@@ -17,13 +17,11 @@ use super::level::Level;
 use super::packed::Packed;
 use super::pool::Pool;
 use super::vec;
-use crate::backend::reference::{
-    RefKv, RefTensor, RefWeight, activate, check_glu, check_host_attention, check_rope,
-    gather_rows, gelu_f16,
+use crate::backend::host::{
+    HostKv, HostTensor, WeightView, activate, check_glu, check_host_attention, check_rope,
+    gather_rows, gelu_f16, rope_angles, weight_view,
 };
-use crate::backend::{
-    Activation, Attention, Backend, BackendError, KvRows, ReferenceBackend, Rope, RopeStyle,
-};
+use crate::backend::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
 
 const NAME: &str = "cpu";
@@ -33,13 +31,13 @@ const PARALLEL_MIN_VALUES: usize = 1 << 15;
 
 /// Activations of the CPU backend: host matrices, the same type as the reference backend's, so
 /// tests compare the two directly.
-pub type CpuTensor = RefTensor;
+pub type CpuTensor = HostTensor;
 
 /// A weight of the CPU backend: the mapped bytes, the resolved kernel and, for vectors (norms,
 /// biases), the values dequantized once.
 #[derive(Debug)]
 pub struct CpuWeight {
-    pub(super) raw: RefWeight,
+    pub(super) raw: WeightView,
     pub(super) kernel: Option<Kernel>,
     /// The rows repacked for the AVX-512 kernels (then the mapped bytes are not read).
     pub(super) packed: Option<Packed>,
@@ -61,7 +59,7 @@ impl CpuWeight {
 
 /// One layer's K and V cache: `capacity` slots each, values rounded to f16 precision (the same
 /// host type as the reference backend's).
-pub type CpuKv = RefKv;
+pub type CpuKv = HostKv;
 
 /// The fast CPU backend. See the module docs.
 #[derive(Debug)]
@@ -186,20 +184,7 @@ impl CpuBackend {
         if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
             return Arc::clone(t);
         }
-        let half = rope.n_rot / 2;
-        // As ggml computes it (and the reference): theta_i = p * base^(-2i/n_rot), the power
-        // built up by repeated f32 multiplication.
-        let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
-        let mut table = Vec::with_capacity(positions.len() * half);
-        for &p in positions {
-            let mut theta = p as f32;
-            for _ in 0..half {
-                let angle = theta * rope.freq_scale;
-                table.push((angle.cos(), angle.sin()));
-                theta *= theta_scale;
-            }
-        }
-        let table = Arc::new(table);
+        let table = Arc::new(rope_angles(positions, rope));
         if cache.len() >= 4 {
             cache.remove(0);
         }
@@ -278,23 +263,7 @@ impl Backend for CpuBackend {
     }
 
     fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo) -> Result<CpuWeight, BackendError> {
-        let raw = ReferenceBackend::with_threads(1)
-            .weight(file, info)
-            .map_err(|e| match e {
-                BackendError::UnsupportedType { tensor, ty, .. } => BackendError::UnsupportedType {
-                    backend: NAME,
-                    tensor,
-                    ty,
-                },
-                BackendError::UnsupportedRank { tensor, dims, .. } => {
-                    BackendError::UnsupportedRank {
-                        backend: NAME,
-                        tensor,
-                        dims,
-                    }
-                }
-                other => other,
-            })?;
+        let raw = weight_view(NAME, file, info)?;
         let kernel = Kernel::resolve(self.level, raw.ty);
         let vector = (raw.rows == 1).then(|| raw.vector());
         let packed = (kernel.is_some() && gemm::available(self.level))
@@ -321,11 +290,11 @@ impl Backend for CpuBackend {
     }
 
     fn tensor(&self, rows: usize, cols: usize) -> CpuTensor {
-        RefTensor::zeros(rows, cols)
+        HostTensor::zeros(rows, cols)
     }
 
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<CpuKv, BackendError> {
-        RefKv::new(NAME, capacity, k_dim, v_dim)
+        HostKv::new(NAME, capacity, k_dim, v_dim)
     }
 
     fn embed(&self, table: &CpuWeight, tokens: &[u32], out: &mut CpuTensor) {

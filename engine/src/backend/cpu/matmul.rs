@@ -14,7 +14,7 @@ use super::level::Level;
 use super::packed::{self, Packed};
 use super::pool::Ranges;
 use super::vec;
-use crate::backend::reference::{RefWeight, activation_as_quantized, dot};
+use crate::backend::host::{WeightView, activation_as_quantized, dot};
 use crate::backend::{Activation, Backend};
 use crate::quant::layout::{QK, q8_0};
 use crate::quant::{GgmlType, quantize_row_q8_k};
@@ -132,7 +132,7 @@ impl Activations {
 /// tile's weight rows stay in L1, then the remaining tokens one by one.
 fn tile_products(
     kernel: Kernel,
-    w: &RefWeight,
+    w: &WeightView,
     a: &Activations,
     rows: Range<usize>,
     emit: &mut dyn FnMut(usize, usize, &[f32]),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{CpuBackend, Level};
 use crate::backend::test_support::{activations, assert_close, model_files, tensor};
 use crate::backend::{
-    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, reference::RefTensor,
+    Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, host::HostTensor,
 };
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
@@ -235,7 +235,7 @@ fn fused_matmuls_match_the_reference_on_real_tensors() {
         for n in [1, 6, 19] {
             let x = tensor(n, cols, activations(&mut rng, n * cols));
             let rw = qkv.clone().map(|i| reference.weight(&file, &i).unwrap());
-            let mut want: Vec<RefTensor> = qkv
+            let mut want: Vec<HostTensor> = qkv
                 .iter()
                 .map(|i| reference.tensor(n, i.dims[1] as usize))
                 .collect();
@@ -257,12 +257,12 @@ fn fused_matmuls_match_the_reference_on_real_tensors() {
                     b.threads()
                 );
                 let cw = qkv.clone().map(|i| b.weight(&file, &i).unwrap());
-                let mut got: Vec<RefTensor> = qkv
+                let mut got: Vec<HostTensor> = qkv
                     .iter()
                     .map(|i| b.tensor(n, i.dims[1] as usize))
                     .collect();
                 {
-                    let mut outs: Vec<&mut RefTensor> = got.iter_mut().collect();
+                    let mut outs: Vec<&mut HostTensor> = got.iter_mut().collect();
                     b.matmul_many(&x, &[&cw[0], &cw[1], &cw[2]], &mut outs);
                 }
                 for (g, w) in got.iter().zip(&want) {

@@ -16,7 +16,7 @@ pub fn dot(level: Level, a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2::dot(a, b) };
     }
     let _ = level;
-    crate::backend::reference::dot(a, b)
+    crate::backend::host::dot(a, b)
 }
 
 /// `y += s * x`.
@@ -530,7 +530,7 @@ mod tests {
                 let mut multi = [0.0f32; 3];
                 dot_multi(level, &qs, &b, &mut multi);
                 for (g, &m) in multi.iter().enumerate() {
-                    let want = crate::backend::reference::dot(&qs[g * n..][..n], &b);
+                    let want = crate::backend::host::dot(&qs[g * n..][..n], &b);
                     assert!((m - want).abs() <= 1e-5, "dot_multi n={n} {level:?}");
                 }
                 let rows: Vec<f32> = (0..3 * (n + 3)).map(|_| rng.f32() - 0.5).collect();

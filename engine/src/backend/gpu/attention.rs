@@ -2,7 +2,7 @@
 //! `shaders/attention.wgsl`): a workgroup per (row, head) for decode, split over the KV length and
 //! merged when the context is long; an invocation per (row, head) for prompts.
 
-use super::super::reference::check_attention;
+use super::super::host::check_attention;
 use super::super::{Attention, Backend, KvRows};
 use super::record::Bind;
 use super::{GpuBackend, GpuKv, GpuTensor, TILED_MIN_ROWS, u};

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use device::{GpuInfo, GpuOptions, NoGpu, adapters, survey};
 pub use kernels::Module;
 
-use super::reference::{ReferenceBackend, check_glu, check_rope};
+use super::host::{check_glu, check_rope, rope_angles, weight_view};
 use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
@@ -333,8 +333,8 @@ impl Backend for GpuBackend {
             tensor: info.name.clone(),
             ty: info.ty,
         };
-        // The reference view checks rank and type and finds the bytes.
-        let view = ReferenceBackend::new().weight(file, info)?;
+        // The host view checks rank and type and finds the bytes.
+        let view = weight_view(NAME, file, info)?;
         let (rows, cols) = (view.rows, view.cols);
         let vector = rows == 1;
         let ty = if vector { GgmlType::F32 } else { info.ty };
@@ -751,19 +751,10 @@ impl Backend for GpuBackend {
     }
 }
 
-/// Per row and rotated pair, `(cos, sin)` of the angle as the CPU reference computes it: the
-/// frequency built up by repeated f32 multiplication, like ggml.
+/// [`rope_angles`] as the shader reads it: per row and rotated pair, the bits of `cos`, `sin`.
 fn rope_table(positions: &[u32], rope: &Rope) -> Vec<u32> {
-    let pairs = rope.n_rot / 2;
-    let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
-    let mut out = Vec::with_capacity(positions.len() * pairs * 2);
-    for &p in positions {
-        let mut theta = p as f32;
-        for _ in 0..pairs {
-            let angle = theta * rope.freq_scale;
-            out.extend([angle.cos().to_bits(), angle.sin().to_bits()]);
-            theta *= theta_scale;
-        }
-    }
-    out
+    rope_angles(positions, rope)
+        .into_iter()
+        .flat_map(|(c, s)| [c.to_bits(), s.to_bits()])
+        .collect()
 }
