@@ -18,9 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{Problem, StoreError, atomic_write};
 
-/// The settings file's name.
-pub const SETTINGS_FILE: &str = "settings.json";
-
 /// The settings file format version this code writes.
 pub const SETTINGS_VERSION: u32 = 1;
 

@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{Conversation, FORMAT_VERSION, now_ms};
 
+/// The settings file's name (in the config folder).
+pub const SETTINGS_FILE: &str = "settings.json";
 /// Overrides both data folders (conversations and settings): tests and portable installs.
 pub const DATA_DIR_ENV: &str = "HEARTH_DATA_DIR";
 
@@ -67,7 +69,7 @@ impl DataDirs {
     }
 
     pub fn settings_path(&self) -> PathBuf {
-        self.config.join(super::settings::SETTINGS_FILE)
+        self.config.join(SETTINGS_FILE)
     }
 }
 

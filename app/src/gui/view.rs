@@ -8,6 +8,7 @@ use hearth_engine::api::RouteMode;
 use hearth_engine::route::Target;
 
 use super::app::{HearthApp, ModelState};
+use super::welcome::WelcomeAction;
 use crate::conversation::{Conversation, Node, NodeId, Role};
 
 const NEW_CHAT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
@@ -260,7 +261,17 @@ impl HearthApp {
             ui.colored_label(ui.visuals().warn_fg_color, n);
         }
         if self.model == ModelState::None && self.current().is_none_or(Conversation::is_empty) {
-            return self.welcome(ui);
+            let folder = self
+                .settings
+                .models_dir
+                .clone()
+                .or_else(|| hearth_engine::source::models_dir().ok());
+            match self.welcome.show(ui, folder) {
+                Some(WelcomeAction::Load(path)) => self.load_model(path),
+                Some(WelcomeAction::Pick) => self.pick_model(),
+                None => {}
+            }
+            return;
         }
         let Some(c) = self.current() else {
             ui.centered_and_justified(|ui| {

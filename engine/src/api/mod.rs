@@ -18,6 +18,7 @@
 //! command channel only when nothing is running.
 
 mod error;
+mod fault;
 mod routing;
 mod supervise;
 mod worker;
@@ -25,7 +26,7 @@ mod worker;
 pub use error::{CloudFailure, ErrorKind, Failure, LoadFailure};
 
 #[doc(hidden)]
-pub use supervise::{Fault, FaultStage};
+pub use fault::{Fault, FaultStage};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +84,14 @@ impl Command {
                 Some((Some(request.id), reply.clone()))
             }
             Command::Cancel { .. } | Command::SetCloud { .. } | Command::Shutdown => None,
+        }
+    }
+
+    /// Answers a command the engine will never take (it has stopped).
+    pub(crate) fn refuse(self) {
+        if let Some((id, reply)) = self.reply_target() {
+            let _ =
+                reply.send(Failure::new(ErrorKind::Shutdown, "the engine has stopped").event(id));
         }
     }
 }
@@ -357,7 +366,7 @@ impl EngineHandle {
         };
         drop(open);
         if let Some(command) = refused {
-            supervise::refuse(command);
+            command.refuse();
         }
     }
 

@@ -10,25 +10,11 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::worker::{Engine, prepare};
-use super::{
-    CloudFailure, Command, EngineConfig, ErrorKind, Event, Failure, FaultStage, ModelInfo, Prompt,
-    Request, Route,
-};
+use super::{CloudFailure, Command, ErrorKind, Event, Failure, FaultStage, Prompt, Request, Route};
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
 use crate::route::decide::{self, Decision, Facts};
-use crate::route::probe::{self, Probe};
 use crate::sched::SeqStats;
-
-/// The probe the `Auto` route uses for a model: the configured one when it fits the model, else
-/// the one Hearth ships for it.
-pub(super) fn probe_for(config: &EngineConfig, info: &ModelInfo) -> Option<Probe> {
-    let key = info.probe_key();
-    match &config.probe {
-        Some(p) if p.matches(&key) => Some(p.clone()),
-        _ => probe::builtin_for(&key),
-    }
-}
 
 impl Engine {
     /// Starts a request on the route [`decide::decide`] chooses from the facts gathered here.

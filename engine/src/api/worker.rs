@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::supervise::{FaultStage, internal_error, refuse};
+use super::fault::{FaultStage, internal_error};
 use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, LoadPhase, ModelInfo, Prompt, Request,
     RequestId, Route, Stats,
@@ -234,7 +234,7 @@ impl Engine {
                 if !self.handle_guarded(c) {
                     self.end_all(ErrorKind::Shutdown, "the engine shut down");
                     // Commands taken with the shutdown are answered, not dropped.
-                    commands.for_each(refuse);
+                    commands.for_each(Command::refuse);
                     return;
                 }
             }
@@ -425,7 +425,7 @@ impl Engine {
             path.display(),
             info.compute
         );
-        let probe = super::routing::probe_for(&self.config, &info);
+        let probe = crate::route::probe::for_model(self.config.probe.as_ref(), &info.probe_key());
         Ok((
             Loaded {
                 runner,

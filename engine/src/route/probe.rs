@@ -93,6 +93,15 @@ pub fn builtin_for(model: &ProbeModel) -> Option<Probe> {
     builtin().into_iter().find(|p| p.matches(model))
 }
 
+/// The probe the `Auto` route uses for `model`: `configured` when it fits the model, else the
+/// one Hearth ships for it.
+pub fn for_model(configured: Option<&Probe>, model: &ProbeModel) -> Option<Probe> {
+    match configured {
+        Some(p) if p.matches(model) => Some(p.clone()),
+        _ => builtin_for(model),
+    }
+}
+
 fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
