@@ -13,10 +13,12 @@ use hearth_engine::route::cloud::{self, CloudClient, CloudConfig};
 use hearth_engine::tokenizer::ChatMessage;
 
 use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
+use super::models::ESTIMATE_CONTEXT;
 use crate::conversation::settings::Settings;
 use crate::conversation::store::{DataDirs, new_id};
 use crate::conversation::{Answer, Conversation, NodeId};
-use crate::library::estimate::{Estimate, available_memory};
+use crate::library::discover::read_facts;
+use crate::library::estimate::{Estimate, Verdict, available_memory, estimate};
 
 /// Where the model stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -584,6 +586,80 @@ impl HearthApp {
                 }
             }
         }
+    }
+
+    /// Asks for a `.gguf` file: the native dialog on a thread (the portal may take a while), or
+    /// the path prompt where the desktop has no dialog.
+    pub fn pick_model(&mut self) {
+        if !self.file_dialog {
+            self.path_prompt.open = true;
+            return;
+        }
+        let waker = self.waker.clone();
+        let _ = std::thread::Builder::new()
+            .name("hearth-file-dialog".into())
+            .spawn(move || {
+                let picked = rfd::FileDialog::new()
+                    .add_filter("GGUF model", &["gguf"])
+                    .set_title("Open a model")
+                    .pick_file();
+                waker.send(UiEvent::Picked(picked));
+            });
+    }
+
+    /// Opens a model: its memory need is checked on a thread first (reading the header touches
+    /// the disk), then it loads unless it will not fit.
+    pub fn load_model(&mut self, path: PathBuf) {
+        if let Some(s) = self.streaming.take() {
+            self.engine.cancel(s.request);
+        }
+        self.estimate = None;
+        self.model = ModelState::Checking { path: path.clone() };
+        let waker = self.waker.clone();
+        let available = self.memory_probe;
+        let spawned = std::thread::Builder::new()
+            .name("hearth-model-check".into())
+            .spawn(move || {
+                let result = read_facts(&path).map(|f| estimate(&f, ESTIMATE_CONTEXT, available()));
+                waker.send(UiEvent::Checked(path, result));
+            });
+        if let Err(e) = spawned {
+            self.model = ModelState::Failed(format!("cannot start a thread: {e}"));
+        }
+    }
+
+    /// The memory check's answer for `path` (ignored if another model was opened since).
+    pub(super) fn model_checked(&mut self, path: PathBuf, result: Result<Estimate, String>) {
+        if !matches!(&self.model, ModelState::Checking { path: p } if *p == path) {
+            return;
+        }
+        match result {
+            Ok(e) if e.verdict == Verdict::WontFit => {
+                self.model = ModelState::WontFit { path, estimate: e };
+            }
+            Ok(e) => {
+                self.estimate = Some(e);
+                self.start_load(path);
+            }
+            // The engine's load reports what is wrong with the file, in the same words as
+            // `hearth inspect`.
+            Err(_) => self.start_load(path),
+        }
+    }
+
+    /// Loads without (another) memory check: "Load anyway", or a reload of the same model.
+    pub(super) fn start_load(&mut self, path: PathBuf) {
+        if let ModelState::WontFit { estimate, .. } = &self.model {
+            self.estimate = Some(*estimate);
+        }
+        self.model = ModelState::Loading {
+            path: path.clone(),
+            phase: hearth_engine::api::LoadPhase::Reading,
+            done: 0,
+            total: 0,
+        };
+        let rx = self.engine.load(path, None);
+        self.waker.forward(None, rx);
     }
 
     /// The conversations the sidebar lists (the search applied), newest first.

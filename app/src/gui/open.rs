@@ -1,17 +1,17 @@
-//! Opening a model: the file dialog (or, where the desktop has none, a path prompt), then the
-//! memory check before loading. A model that will not fit is not loaded until the user says so:
-//! running out of memory halfway through a load is the failure users of other apps know best.
+//! The parts of opening a model the user sees: the path prompt where the desktop has no file
+//! dialog, the memory verdict beside the model's name, and the bar for a model that will not fit
+//! (which is not loaded until the user says so: running out of memory halfway through a load is
+//! the failure users of other apps know best). Components: they own their state and return what
+//! the user chose; the load itself (`HearthApp::load_model`, the memory check on its own thread)
+//! is in `app.rs`.
 
 use std::path::{Path, PathBuf};
 
 use egui::Align2;
 
-use super::app::{HearthApp, ModelState};
-use super::bridge::UiEvent;
-use super::models::{ESTIMATE_CONTEXT, estimate_detail, has_gguf_extension, verdict_color};
+use super::models::{estimate_detail, has_gguf_extension, verdict_color};
 use crate::format;
-use crate::library::discover::read_facts;
-use crate::library::estimate::{Estimate, Verdict, estimate};
+use crate::library::estimate::Estimate;
 
 /// Whether a native file dialog can be shown: rfd asks the xdg-desktop-portal over the D-Bus
 /// session bus, then falls back to `zenity`. With neither it returns nothing, exactly as if the
@@ -59,127 +59,61 @@ pub struct PathPrompt {
     pub error: Option<String>,
 }
 
-impl HearthApp {
-    /// Asks for a `.gguf` file: the native dialog on a thread (the portal may take a while), or
-    /// the path prompt where the desktop has no dialog.
-    pub fn pick_model(&mut self) {
-        if !self.file_dialog {
-            self.path_prompt.open = true;
-            return;
-        }
-        let waker = self.waker.clone();
-        let _ = std::thread::Builder::new()
-            .name("hearth-file-dialog".into())
-            .spawn(move || {
-                let picked = rfd::FileDialog::new()
-                    .add_filter("GGUF model", &["gguf"])
-                    .set_title("Open a model")
-                    .pick_file();
-                waker.send(UiEvent::Picked(picked));
-            });
+/// The verdict beside the model's name: "fits" / "tight" in colour, the numbers on hover.
+pub(super) fn memory_verdict(ui: &mut egui::Ui, estimate: Option<&Estimate>) {
+    if let Some(e) = estimate {
+        ui.colored_label(verdict_color(ui, e.verdict), e.verdict.label())
+            .on_hover_text(estimate_detail(e));
     }
+}
 
-    /// Opens a model: its memory need is checked on a thread first (reading the header touches
-    /// the disk), then it loads unless it will not fit.
-    pub fn load_model(&mut self, path: PathBuf) {
-        if let Some(s) = self.streaming.take() {
-            self.engine.cancel(s.request);
-        }
-        self.estimate = None;
-        self.model = ModelState::Checking { path: path.clone() };
-        let waker = self.waker.clone();
-        let available = self.memory_probe;
-        let spawned = std::thread::Builder::new()
-            .name("hearth-model-check".into())
-            .spawn(move || {
-                let result = read_facts(&path).map(|f| estimate(&f, ESTIMATE_CONTEXT, available()));
-                waker.send(UiEvent::Checked(path, result));
-            });
-        if let Err(e) = spawned {
-            self.model = ModelState::Failed(format!("cannot start a thread: {e}"));
-        }
-    }
+/// What the user decided about a model that will not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WontFitAction {
+    LoadAnyway,
+    Cancel,
+}
 
-    /// The memory check's answer for `path` (ignored if another model was opened since).
-    pub(super) fn model_checked(&mut self, path: PathBuf, result: Result<Estimate, String>) {
-        if !matches!(&self.model, ModelState::Checking { path: p } if *p == path) {
-            return;
-        }
-        match result {
-            Ok(e) if e.verdict == Verdict::WontFit => {
-                self.model = ModelState::WontFit { path, estimate: e };
-            }
-            Ok(e) => {
-                self.estimate = Some(e);
-                self.start_load(path);
-            }
-            // The engine's load reports what is wrong with the file, in the same words as
-            // `hearth inspect`.
-            Err(_) => self.start_load(path),
-        }
-    }
-
-    /// Loads without (another) memory check: "Load anyway", or a reload of the same model.
-    pub(super) fn start_load(&mut self, path: PathBuf) {
-        if let ModelState::WontFit { estimate, .. } = &self.model {
-            self.estimate = Some(*estimate);
-        }
-        self.model = ModelState::Loading {
-            path: path.clone(),
-            phase: hearth_engine::api::LoadPhase::Reading,
-            done: 0,
-            total: 0,
-        };
-        let rx = self.engine.load(path, None);
-        self.waker.forward(None, rx);
-    }
-
-    /// The verdict beside the model's name: "fits" / "tight" in colour, the numbers on hover.
-    pub(super) fn memory_verdict(&self, ui: &mut egui::Ui) {
-        if let Some(e) = &self.estimate {
-            ui.colored_label(verdict_color(ui, e.verdict), e.verdict.label())
-                .on_hover_text(estimate_detail(e));
-        }
-    }
-
-    /// The strip under the top bar for a model that will not fit: the numbers, "Load anyway",
-    /// "Cancel".
-    pub(super) fn wont_fit_bar(&mut self, ui: &mut egui::Ui, path: &Path, e: &Estimate) {
-        let name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        ui.colored_label(
-            ui.visuals().error_fg_color,
-            format!(
-                "{name} will not fit in memory: it needs {} at a {}-token context, and {} is \
-                 available.",
-                format::bytes(e.needed_bytes),
-                e.context_tokens,
-                e.available_bytes
-                    .map_or_else(|| "less".into(), format::bytes),
-            ),
-        )
-        .on_hover_text(estimate_detail(e));
-        ui.horizontal(|ui| self.wont_fit_buttons(ui, path));
-    }
-
-    fn wont_fit_buttons(&mut self, ui: &mut egui::Ui, path: &Path) {
+/// The strip under the top bar for a model that will not fit: the numbers, "Load anyway",
+/// "Cancel".
+pub(super) fn wont_fit_bar(ui: &mut egui::Ui, path: &Path, e: &Estimate) -> Option<WontFitAction> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    ui.colored_label(
+        ui.visuals().error_fg_color,
+        format!(
+            "{name} will not fit in memory: it needs {} at a {}-token context, and {} is \
+             available.",
+            format::bytes(e.needed_bytes),
+            e.context_tokens,
+            e.available_bytes
+                .map_or_else(|| "less".into(), format::bytes),
+        ),
+    )
+    .on_hover_text(estimate_detail(e));
+    let mut action = None;
+    ui.horizontal(|ui| {
         if ui
             .button("Load anyway")
             .on_hover_text("The system may swap heavily, or stop the app when memory runs out")
             .clicked()
         {
-            self.start_load(path.to_path_buf());
+            action = Some(WontFitAction::LoadAnyway);
         }
         if ui.button("Cancel").clicked() {
-            self.model = ModelState::None;
+            action = Some(WontFitAction::Cancel);
         }
-    }
+    });
+    action
+}
 
-    /// The path prompt, while it is open.
-    pub(super) fn path_prompt_window(&mut self, ctx: &egui::Context) {
-        if !self.path_prompt.open {
-            return;
+impl PathPrompt {
+    /// The path prompt, while it is open; returns the path the user chose (the prompt then
+    /// closes).
+    pub fn show(&mut self, ctx: &egui::Context) -> Option<PathBuf> {
+        if !self.open {
+            return None;
         }
         let mut open = true;
         let mut chosen = None;
@@ -197,28 +131,26 @@ impl HearthApp {
                 let label = ui.label("Model file path");
                 let edit = ui
                     .add(
-                        egui::TextEdit::singleline(&mut self.path_prompt.text)
+                        egui::TextEdit::singleline(&mut self.text)
                             .hint_text("/path/to/model.gguf")
                             .desired_width(420.0),
                     )
                     .labelled_by(label.id);
                 let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-                if let Some(err) = &self.path_prompt.error {
+                if let Some(err) = &self.error {
                     ui.colored_label(ui.visuals().error_fg_color, err);
                 }
                 if ui.button("Open").clicked() || entered {
-                    match check_model_path(&self.path_prompt.text) {
+                    match check_model_path(&self.text) {
                         Ok(path) => chosen = Some(path),
-                        Err(e) => self.path_prompt.error = Some(e),
+                        Err(e) => self.error = Some(e),
                     }
                 }
             });
-        if let Some(path) = chosen {
-            self.path_prompt = PathPrompt::default();
-            self.load_model(path);
-        } else if !open {
-            self.path_prompt = PathPrompt::default();
+        if chosen.is_some() || !open {
+            *self = PathPrompt::default();
         }
+        chosen
     }
 }
 
@@ -228,8 +160,10 @@ mod tests {
     use egui_kittest::kittest::Queryable;
     use hearth_engine::source::{self, SMOLLM2_135M_Q4_1};
 
+    use super::super::app::{HearthApp, ModelState};
     use super::super::tests::{harness, shows, wait_for};
     use super::*;
+    use crate::library::estimate::Verdict;
 
     #[test]
     fn a_typed_path_must_name_an_existing_gguf_file() {

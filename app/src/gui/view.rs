@@ -8,6 +8,7 @@ use hearth_engine::api::RouteMode;
 use hearth_engine::route::Target;
 
 use super::app::{HearthApp, ModelState};
+use super::open::{self, WontFitAction};
 use super::welcome::WelcomeAction;
 use crate::conversation::{Conversation, Node, NodeId, Role};
 
@@ -35,7 +36,14 @@ impl HearthApp {
         egui::Panel::top("top-bar").show(ui, |ui| self.top_bar(ui));
         if let ModelState::WontFit { path, estimate } = &self.model {
             let (path, estimate) = (path.clone(), *estimate);
-            egui::Panel::top("wont-fit").show(ui, |ui| self.wont_fit_bar(ui, &path, &estimate));
+            let action = egui::Panel::top("wont-fit")
+                .show(ui, |ui| open::wont_fit_bar(ui, &path, &estimate))
+                .inner;
+            match action {
+                Some(WontFitAction::LoadAnyway) => self.start_load(path),
+                Some(WontFitAction::Cancel) => self.model = ModelState::None,
+                None => {}
+            }
         }
         egui::Panel::left("sidebar")
             .resizable(true)
@@ -46,7 +54,9 @@ impl HearthApp {
         egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
         self.settings_window(ui);
         self.models_window(ui);
-        self.path_prompt_window(ui.ctx());
+        if let Some(path) = self.path_prompt.show(ui.ctx()) {
+            self.load_model(path);
+        }
     }
 
     fn shortcuts(&mut self, ui: &mut egui::Ui) {
@@ -121,7 +131,7 @@ impl HearthApp {
                             .desired_width(120.0)
                             .show_percentage(),
                     );
-                    self.memory_verdict(ui);
+                    open::memory_verdict(ui, self.estimate.as_ref());
                 }
                 ModelState::Ready(info) => {
                     ui.label(RichText::new(&info.name).strong())
@@ -132,7 +142,7 @@ impl HearthApp {
                     };
                     ui.label(RichText::new(&info.compute).small())
                         .on_hover_text(compute);
-                    self.memory_verdict(ui);
+                    open::memory_verdict(ui, self.estimate.as_ref());
                 }
                 ModelState::Failed(e) => {
                     ui.colored_label(ui.visuals().error_fg_color, "Model failed to load")
