@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use egui::{Color32, RichText, TextEdit, WidgetInfo};
 
-use super::app::HearthApp;
 use super::bridge::on_thread;
 use crate::format;
 use crate::library::catalog::{CATALOG, CatalogEntry};
@@ -90,6 +89,8 @@ pub(super) struct ModelsWindow {
     /// One per catalog entry.
     pub(super) fetches: Vec<Fetch>,
     focus_first: bool,
+    /// The models folder the settings name (searched besides Hearth's own).
+    user_folder: Option<PathBuf>,
     channel: Channel,
 }
 
@@ -170,37 +171,46 @@ fn progress_text(p: &Progress) -> String {
     }
 }
 
-impl HearthApp {
-    /// Opens the window and scans this computer (once per opening).
-    pub(super) fn open_models(&mut self, ctx: &egui::Context) {
-        if self.models_window.open {
+/// What the Models window asks the app to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelsAction {
+    /// Open this model (a row's Load, a finished download, a dropped file).
+    Load(PathBuf),
+    /// Show the user a notice.
+    Notice(String),
+    /// Save this as the user's models folder (`None`: none).
+    SetModelsDir(Option<PathBuf>),
+}
+
+impl ModelsWindow {
+    /// Opens the window and scans this computer (once per opening); `user_folder` is the
+    /// models folder the settings name.
+    pub fn open(&mut self, ctx: &egui::Context, user_folder: Option<PathBuf>) {
+        if self.open {
             return;
         }
-        let w = &mut self.models_window;
-        w.open = true;
-        w.focus_first = true;
-        w.folder = self
-            .settings
-            .models_dir
+        self.open = true;
+        self.focus_first = true;
+        self.folder = user_folder
             .as_ref()
             .map_or_else(String::new, |d| d.display().to_string());
-        self.rescan_models(ctx);
+        self.user_folder = user_folder;
+        self.rescan(ctx);
     }
 
     /// Hearth's models folder (downloads go there); reads only the environment.
     fn hearth_models_dir(&self) -> Option<PathBuf> {
-        self.models_window
-            .hearth_dir
+        self.hearth_dir
             .clone()
             .or_else(|| hearth_engine::source::models_dir().ok())
     }
 
     /// Scans the model folders on a thread; the list arrives as an event.
-    pub(super) fn rescan_models(&mut self, ctx: &egui::Context) {
+    pub(super) fn rescan(&mut self, ctx: &egui::Context) {
         let hearth = self.hearth_models_dir();
-        let w = &mut self.models_window;
+        let user = self.user_folder.clone();
+        let w = self;
         let isolated = w.hearth_dir.clone();
-        let user = self.settings.models_dir.clone();
         w.generation += 1;
         w.scan = Scan::Running;
         let generation = w.generation;
@@ -231,15 +241,17 @@ impl HearthApp {
         });
     }
 
-    /// Loads dropped `.gguf` files, applies the threads' reports and draws the window when open.
-    pub(super) fn models_window(&mut self, ui: &mut egui::Ui) {
+    /// Takes dropped `.gguf` files, applies the threads' reports and draws the window when
+    /// open; returns what the app should do.
+    pub fn show(&mut self, ui: &mut egui::Ui) -> Vec<ModelsAction> {
         let ctx = ui.ctx().clone();
-        self.dropped_files(&ctx);
-        while let Ok(event) = self.models_window.channel.1.try_recv() {
-            self.models_event(event, &ctx);
+        let mut actions = Vec::new();
+        dropped_files(&ctx, &mut actions);
+        while let Ok(event) = self.channel.1.try_recv() {
+            self.event(event, &ctx, &mut actions);
         }
-        if !self.models_window.open {
-            return;
+        if !self.open {
+            return actions;
         }
         let mut open = true;
         egui::Window::new("Models")
@@ -248,30 +260,15 @@ impl HearthApp {
             .vscroll(true)
             .default_width(760.0)
             .default_height(560.0)
-            .show(&ctx, |ui| self.models_body(ui));
+            .show(&ctx, |ui| self.body(ui, &mut actions));
         if !open {
-            self.models_window.open = false;
+            self.open = false;
         }
+        actions
     }
 
-    /// A `.gguf` file dropped on the window loads; anything else gets a notice.
-    fn dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
-        for file in dropped {
-            let path = file.path();
-            if has_gguf_extension(path) {
-                self.load_model(path.to_path_buf());
-            } else {
-                self.notices.push(format!(
-                    "{} is not a .gguf model file: drop a .gguf file to load it",
-                    path.display()
-                ));
-            }
-        }
-    }
-
-    fn models_event(&mut self, event: ModelsEvent, ctx: &egui::Context) {
-        let w = &mut self.models_window;
+    fn event(&mut self, event: ModelsEvent, ctx: &egui::Context, actions: &mut Vec<ModelsAction>) {
+        let w = self;
         match event {
             ModelsEvent::Scanned {
                 generation,
@@ -304,35 +301,40 @@ impl HearthApp {
                     };
                 }
                 if w.open {
-                    self.rescan_models(ctx);
+                    w.rescan(ctx);
                 }
             }
             ModelsEvent::Folder(Some(dir)) => {
                 w.folder = dir.display().to_string();
-                self.set_models_dir(ctx);
+                w.set_models_dir(ctx, actions);
             }
             ModelsEvent::Folder(None) => {}
         }
     }
 
-    /// Saves the typed models folder (blank: none) and scans again.
-    fn set_models_dir(&mut self, ctx: &egui::Context) {
-        let text = self.models_window.folder.trim();
-        self.settings.models_dir = (!text.is_empty()).then(|| PathBuf::from(text));
-        self.save_settings();
-        self.rescan_models(ctx);
+    /// Takes the typed models folder (blank: none) for the settings and scans again.
+    fn set_models_dir(&mut self, ctx: &egui::Context, actions: &mut Vec<ModelsAction>) {
+        let text = self.folder.trim();
+        self.user_folder = (!text.is_empty()).then(|| PathBuf::from(text));
+        actions.push(ModelsAction::SetModelsDir(self.user_folder.clone()));
+        self.rescan(ctx);
     }
 
-    fn models_body(&mut self, ui: &mut egui::Ui) {
+    fn body(&mut self, ui: &mut egui::Ui, actions: &mut Vec<ModelsAction>) {
         let ctx = ui.ctx().clone();
-        self.local_section(ui, &ctx);
+        self.local_section(ui, &ctx, actions);
         ui.separator();
-        self.folder_section(ui, &ctx);
+        self.folder_section(ui, &ctx, actions);
         ui.separator();
-        self.catalog_section(ui, &ctx);
+        self.catalog_section(ui, &ctx, actions);
     }
 
-    fn local_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+    fn local_section(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &egui::Context,
+        actions: &mut Vec<ModelsAction>,
+    ) {
         let mut load = None;
         let mut rescan = false;
         ui.horizontal(|ui| {
@@ -340,12 +342,12 @@ impl HearthApp {
             let r = ui
                 .button("Rescan")
                 .on_hover_text("Look through the model folders again");
-            if std::mem::take(&mut self.models_window.focus_first) {
+            if std::mem::take(&mut self.focus_first) {
                 r.request_focus();
             }
             rescan = r.clicked();
         });
-        match &self.models_window.scan {
+        match &self.scan {
             Scan::NotYet => {}
             Scan::Running => {
                 ui.horizontal(|ui| {
@@ -374,14 +376,17 @@ impl HearthApp {
             }
         }
         if rescan {
-            self.rescan_models(ctx);
+            self.rescan(ctx);
         }
-        if let Some(path) = load {
-            self.load_model(path);
-        }
+        actions.extend(load.map(ModelsAction::Load));
     }
 
-    fn folder_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+    fn folder_section(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &egui::Context,
+        actions: &mut Vec<ModelsAction>,
+    ) {
         ui.strong("Models folder");
         ui.small("A folder of your own that is searched too (blank: none).");
         let mut apply = false;
@@ -390,7 +395,7 @@ impl HearthApp {
             let label = ui.label("Models folder");
             let r = ui
                 .add(
-                    TextEdit::singleline(&mut self.models_window.folder)
+                    TextEdit::singleline(&mut self.folder)
                         .desired_width(360.0)
                         .hint_text("/path/to/models"),
                 )
@@ -406,25 +411,25 @@ impl HearthApp {
                 .clicked();
         });
         if apply {
-            self.set_models_dir(ctx);
+            self.set_models_dir(ctx, actions);
         }
         if choose {
-            on_thread(
-                "hearth-folder-dialog",
-                &self.models_window.channel.0,
-                ctx,
-                || {
-                    ModelsEvent::Folder(
-                        rfd::FileDialog::new()
-                            .set_title("Choose a models folder")
-                            .pick_folder(),
-                    )
-                },
-            );
+            on_thread("hearth-folder-dialog", &self.channel.0, ctx, || {
+                ModelsEvent::Folder(
+                    rfd::FileDialog::new()
+                        .set_title("Choose a models folder")
+                        .pick_folder(),
+                )
+            });
         }
     }
 
-    fn catalog_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+    fn catalog_section(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &egui::Context,
+        actions: &mut Vec<ModelsAction>,
+    ) {
         ui.strong("Recommended");
         let dir = self.hearth_models_dir();
         match &dir {
@@ -434,7 +439,7 @@ impl HearthApp {
                 "There is no models folder to download into (set HEARTH_MODELS_DIR).",
             ),
         };
-        let w = &mut self.models_window;
+        let w = &mut *self;
         w.fetches.resize_with(CATALOG.len(), Fetch::default);
         let mut start = None;
         let mut load = None;
@@ -466,15 +471,13 @@ impl HearthApp {
         if let (Some(i), Some(dir)) = (start, dir) {
             self.start_download(i, &dir, ctx);
         }
-        if let Some(path) = load {
-            self.load_model(path);
-        }
+        actions.extend(load.map(ModelsAction::Load));
     }
 
     /// Starts (or resumes) downloading catalog entry `i` into `dir`.
     fn start_download(&mut self, i: usize, dir: &Path, ctx: &egui::Context) {
         let entry = &CATALOG[i];
-        let w = &mut self.models_window;
+        let w = self;
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, wake) = (w.channel.0.clone(), ctx.clone());
         let on_progress = move |p: Progress| {
@@ -506,6 +509,22 @@ impl HearthApp {
             }
             Err(e) => Fetch::Failed(format!("cannot start the download: {e}")),
         };
+    }
+}
+
+/// A `.gguf` file dropped on the window loads; anything else gets a notice.
+fn dropped_files(ctx: &egui::Context, actions: &mut Vec<ModelsAction>) {
+    let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+    for file in dropped {
+        let path = file.path();
+        if has_gguf_extension(path) {
+            actions.push(ModelsAction::Load(path.to_path_buf()));
+        } else {
+            actions.push(ModelsAction::Notice(format!(
+                "{} is not a .gguf model file: drop a .gguf file to load it",
+                path.display()
+            )));
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use hearth_engine::api::RouteMode;
 use hearth_engine::route::Target;
 
 use super::app::{HearthApp, ModelState};
+use super::models::ModelsAction;
 use super::open::{self, WontFitAction};
 use super::welcome::WelcomeAction;
 use crate::conversation::{Conversation, Node, NodeId, Role};
@@ -53,7 +54,16 @@ impl HearthApp {
         egui::Panel::bottom("composer").show(ui, |ui| self.composer(ui));
         egui::CentralPanel::default().show(ui, |ui| self.transcript(ui));
         self.settings_window(ui);
-        self.models_window(ui);
+        for action in self.models_window.show(ui) {
+            match action {
+                ModelsAction::Load(path) => self.load_model(path),
+                ModelsAction::Notice(notice) => self.notices.push(notice),
+                ModelsAction::SetModelsDir(dir) => {
+                    self.settings.models_dir = dir;
+                    self.save_settings();
+                }
+            }
+        }
         if let Some(path) = self.path_prompt.show(ui.ctx()) {
             self.load_model(path);
         }
@@ -73,7 +83,8 @@ impl HearthApp {
             self.open_settings(ui.ctx());
         }
         if ui.input_mut(|i| i.consume_shortcut(&MODELS)) {
-            self.open_models(ui.ctx());
+            self.models_window
+                .open(ui.ctx(), self.settings.models_dir.clone());
         }
         if self.streaming.is_some() && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape))
         {
@@ -97,7 +108,8 @@ impl HearthApp {
                 .on_hover_text("Models on this computer and to download (Ctrl+M)")
                 .clicked()
             {
-                self.open_models(ui.ctx());
+                self.models_window
+                    .open(ui.ctx(), self.settings.models_dir.clone());
             }
             if ui.button("Settings").on_hover_text("Ctrl+,").clicked() {
                 self.open_settings(ui.ctx());
