@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use hearth_engine::api::{
-    EngineConfig, EngineHandle, Event, LoadPhase, ModelInfo, Prompt, RequestId, RouteMode,
+    Command, EngineConfig, EngineHandle, Event, LoadPhase, ModelInfo, Prompt, RequestId, RouteMode,
 };
 use hearth_engine::route::cloud::{self, CloudClient, CloudConfig};
 use hearth_engine::tokenizer::ChatMessage;
 
 use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
 use super::models::ESTIMATE_CONTEXT;
+use super::settings::{AppFacts, SettingsAction};
 use crate::conversation::settings::Settings;
 use crate::conversation::store::{DataDirs, new_id};
 use crate::conversation::{Answer, Conversation, NodeId};
@@ -660,6 +661,93 @@ impl HearthApp {
         };
         let rx = self.engine.load(path, None);
         self.waker.forward(None, rx);
+    }
+
+    /// Opens the Settings window on the settings and the open conversation's own prompt.
+    pub(super) fn open_settings(&mut self, ctx: &egui::Context) {
+        let current = self
+            .current()
+            .map(|c| (c.id.clone(), c.system_prompt.clone()));
+        self.settings_window.open(ctx, &self.settings, current);
+    }
+
+    /// Draws the Settings window (when open) and carries out what it asks, in order.
+    pub(super) fn settings_window(&mut self, ui: &mut egui::Ui) {
+        let model = match &self.model {
+            ModelState::Ready(info) => Some(info.path.clone()),
+            ModelState::Loading { path, .. } => Some(path.clone()),
+            _ => self.settings.last_model.clone(),
+        };
+        let facts = AppFacts {
+            settings: &self.settings,
+            model: model.as_deref(),
+        };
+        for action in self.settings_window.show(ui, facts) {
+            self.settings_action(action, ui.ctx());
+        }
+    }
+
+    fn settings_action(&mut self, action: SettingsAction, ctx: &egui::Context) {
+        match action {
+            SettingsAction::Look { theme, text_scale } => {
+                (self.settings.theme, self.settings.text_scale) = (theme, text_scale);
+                self.apply_look(ctx);
+            }
+            SettingsAction::Apply {
+                settings,
+                look,
+                conversation,
+            } => {
+                let changed = *settings != self.settings;
+                self.settings = *settings;
+                if changed || look {
+                    self.save_settings();
+                    self.apply_look(ctx);
+                }
+                if let Some((id, prompt)) = conversation {
+                    self.set_conversation_prompt(&id, prompt);
+                }
+            }
+            SettingsAction::Cloud(client) => {
+                self.cloud_ready = client.is_some();
+                let none = client.is_none();
+                self.engine.send(Command::SetCloud { client });
+                // Nothing to route to any more.
+                if none && self.settings.route != RouteMode::Local {
+                    self.set_route(RouteMode::Local);
+                }
+            }
+            SettingsAction::Reloading(path) => {
+                self.model = ModelState::Loading {
+                    path,
+                    phase: LoadPhase::Reading,
+                    done: 0,
+                    total: 0,
+                };
+            }
+            SettingsAction::Engine(engine, path) => {
+                let old = std::mem::replace(&mut self.engine, engine);
+                self.settings_window.retire(old, path, ctx);
+            }
+            SettingsAction::EngineFailed(e) => self.model = ModelState::Failed(e),
+            SettingsAction::Load(path) => self.load_model(path),
+        }
+    }
+
+    /// Gives a conversation its own system prompt (`None`: the default), saved through the store
+    /// thread.
+    fn set_conversation_prompt(&mut self, id: &str, prompt: Option<String>) {
+        let Some(c) = self.conversations.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        if c.system_prompt == prompt {
+            return;
+        }
+        c.set_system_prompt(prompt);
+        // Like every conversation edit: an empty conversation is saved with its first message.
+        if let (false, Some(store)) = (c.is_empty(), &self.store) {
+            store.save(c);
+        }
     }
 
     /// The conversations the sidebar lists (the search applied), newest first.

@@ -7,7 +7,8 @@
 //! (`hearth-model-scan`, which also reads the available memory and which catalog files are
 //! there), the folder dialog (`hearth-folder-dialog`) and the downloads (the library's
 //! `hearth-download` thread, awaited by `hearth-download-wait`) report on this window's own
-//! channel, and each report wakes the UI.
+//! channel, and each report wakes the UI. A component: it owns its state and returns
+//! [`ModelsAction`]s (load, notice, set the models folder) that the app carries out.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub(super) enum Fetch {
     There(PathBuf),
 }
 
-/// The window's state (one field of [`HearthApp`]).
+/// The window's state (one field of the app).
 #[derive(Debug, Default)]
 pub(super) struct ModelsWindow {
     pub(super) open: bool,

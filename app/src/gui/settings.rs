@@ -2,8 +2,9 @@
 //! conversation's), sampling, context policy, compute (backend, threads, reload), the cloud
 //! endpoint with its API key and a connection test, and the look (theme, text size).
 //!
-//! The controls edit a draft; Apply (and Close) copy it into the settings and save them with
-//! [`HearthApp::save_settings`]. Theme and text size are shown at once. Everything that may block
+//! A component: it owns its state and returns [`SettingsAction`]s the app carries out (in
+//! `app.rs`); it reads the app only through [`AppFacts`]. The controls edit a draft; Apply (and
+//! Close) hand it over as the settings, which the app saves. Theme and text size are shown at once. Everything that may block
 //! runs on named threads and reports back on this window's own channel (each report wakes the
 //! UI): keychain calls (`hearth-keychain`), building the cloud client, the connection test
 //! (`hearth-cloud-test`) and restarting the engine (`hearth-engine-restart`, `-retire`).
@@ -17,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use egui::TextEdit;
-use hearth_engine::api::{Command, EngineConfig, EngineHandle};
+use hearth_engine::api::{EngineConfig, EngineHandle};
 use hearth_engine::route::RouteMode;
 use hearth_engine::route::cloud::{self, ApiKey, CancelToken, CloudClient, CloudConfig, KeySource};
 use hearth_engine::sched::ContextPolicy;
 
-use super::app::{HearthApp, ModelState};
 use super::bridge::on_thread;
 use crate::conversation::settings::{BackendPreference, Settings, TEXT_SCALE_RANGE, Theme};
 
@@ -66,7 +66,7 @@ pub(super) enum TestState {
     Done(Result<String, String>),
 }
 
-/// The window's state (one field of [`HearthApp`]).
+/// The window's state (one field of the app).
 #[derive(Debug, Default)]
 pub(super) struct SettingsWindow {
     pub(super) open: bool,
@@ -168,16 +168,52 @@ fn build_client(
     (client, source, lookup.keychain_error.map(|e| e.to_string()))
 }
 
-impl HearthApp {
+/// What the Settings window asks the app to do.
+#[derive(Debug)]
+pub enum SettingsAction {
+    /// Show this theme and text size now (saved with the next Apply).
+    Look { theme: Theme, text_scale: f32 },
+    /// These are the settings now (saved when they changed or `look` is set), and the open
+    /// conversation's own system prompt (its id, then the prompt or `None` for the default).
+    Apply {
+        settings: Box<Settings>,
+        look: bool,
+        conversation: Option<(String, Option<String>)>,
+    },
+    /// Hand the engine this cloud client (`None`: no cloud, and the route goes back to Local).
+    Cloud(Option<Arc<CloudClient>>),
+    /// The model is being loaded again on a fresh engine.
+    Reloading(PathBuf),
+    /// The fresh engine: it replaces the app's, whose old one the window retires
+    /// ([`SettingsWindow::retire`]).
+    Engine(EngineHandle, PathBuf),
+    /// The fresh engine could not start.
+    EngineFailed(String),
+    /// The old engine has stopped: load the model on the new one.
+    Load(PathBuf),
+}
+
+/// What the window reads from the app each frame.
+#[derive(Debug, Clone, Copy)]
+pub struct AppFacts<'a> {
+    pub settings: &'a Settings,
+    /// The model a reload would load again.
+    pub model: Option<&'a std::path::Path>,
+}
+
+impl SettingsWindow {
     /// Opens the window with a fresh draft of the settings and the current conversation's prompt.
-    pub(super) fn open_settings(&mut self, ctx: &egui::Context) {
-        if self.settings_window.open {
+    /// `current` is the open conversation's id and own prompt.
+    pub fn open(
+        &mut self,
+        ctx: &egui::Context,
+        s: &Settings,
+        current: Option<(String, Option<String>)>,
+    ) {
+        if self.open {
             return;
         }
-        let current = self
-            .current()
-            .map(|c| (c.id.clone(), c.system_prompt.clone()));
-        let (s, w) = (&self.settings, &mut self.settings_window);
+        let w = self;
         w.open = true;
         w.focus_first = true;
         w.draft = s.clone();
@@ -189,7 +225,7 @@ impl HearthApp {
         w.own_prompt = matches!(prompt, Some(Some(_)));
         w.conversation_prompt = prompt.flatten().unwrap_or_default();
         w.conversation = id;
-        if let Some(url) = non_blank(&self.settings.cloud_url) {
+        if let Some(url) = non_blank(&s.cloud_url) {
             let memory = w.memory_for(&url);
             on_thread("hearth-keychain", &w.channel.0, ctx, move || {
                 let lookup = cloud::resolve_api_key(&url, memory);
@@ -201,14 +237,16 @@ impl HearthApp {
         }
     }
 
-    /// Applies the threads' reports and draws the window when it is open.
-    pub(super) fn settings_window(&mut self, ui: &mut egui::Ui) {
+    /// Applies the threads' reports and draws the window when it is open; returns what the
+    /// app should do, in order.
+    pub fn show(&mut self, ui: &mut egui::Ui, app: AppFacts<'_>) -> Vec<SettingsAction> {
         let ctx = ui.ctx().clone();
-        while let Ok(event) = self.settings_window.channel.1.try_recv() {
-            self.settings_event(event, &ctx);
+        let mut out = Vec::new();
+        while let Ok(event) = self.channel.1.try_recv() {
+            self.event(event, &ctx, app.settings, &mut out);
         }
-        if !self.settings_window.open {
-            return;
+        if !self.open {
+            return out;
         }
         let mut open = true;
         let mut close = false;
@@ -218,14 +256,30 @@ impl HearthApp {
             .vscroll(true)
             .default_width(480.0)
             .default_height(560.0)
-            .show(&ctx, |ui| close = self.settings_body(ui));
-        if (close || !open) && self.apply_settings(&ctx) {
-            self.settings_window.open = false;
+            .show(&ctx, |ui| close = self.body(ui, app, &mut out));
+        if (close || !open) && self.apply(&ctx, app.settings, &mut out).is_some() {
+            self.open = false;
         }
+        out
     }
 
-    fn settings_event(&mut self, event: SettingsEvent, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+    /// Retires the engine a reload replaced: dropping its handle waits for its thread, so on a
+    /// thread of its own; then the model loads on the new one ([`SettingsAction::Load`]).
+    pub fn retire(&mut self, old: EngineHandle, path: PathBuf, ctx: &egui::Context) {
+        on_thread("hearth-engine-retire", &self.channel.0, ctx, move || {
+            drop(old);
+            SettingsEvent::Retired(path)
+        });
+    }
+
+    fn event(
+        &mut self,
+        event: SettingsEvent,
+        ctx: &egui::Context,
+        settings: &Settings,
+        out: &mut Vec<SettingsAction>,
+    ) {
+        let w = self;
         match event {
             SettingsEvent::KeyFound {
                 source,
@@ -242,7 +296,7 @@ impl HearthApp {
                 source,
             } if generation == w.cloud_generation => {
                 if memory_key.is_some() {
-                    w.memory_key = non_blank(&self.settings.cloud_url).zip(memory_key);
+                    w.memory_key = non_blank(&settings.cloud_url).zip(memory_key);
                 }
                 w.key_source = source;
                 w.keychain_error = keychain_error;
@@ -253,14 +307,11 @@ impl HearthApp {
                             None => format!("endpoint saved: {}", client.endpoint()),
                         }));
                         w.client = Some(client.clone());
-                        self.engine.send(Command::SetCloud {
-                            client: Some(client),
-                        });
-                        self.cloud_ready = true;
+                        out.push(SettingsAction::Cloud(Some(client)));
                     }
                     Err(e) => {
                         w.cloud_status = Some(Err(format!("Cloud: {e}")));
-                        self.clear_cloud();
+                        w.clear_cloud(out);
                     }
                 }
             }
@@ -271,43 +322,42 @@ impl HearthApp {
                     Err(e) => w.keychain_error = Some(e),
                 }
                 w.key_source = None;
-                self.configure_cloud(ctx); // the engine's client still has the key
+                w.configure_cloud(ctx, settings, out); // the engine's client still has the key
             }
             SettingsEvent::Tested(result) => w.test = TestState::Done(result),
             SettingsEvent::Engine(Ok(engine), path) => {
-                let old = std::mem::replace(&mut self.engine, engine);
-                // Dropping the handle waits for the engine thread: not on the UI thread.
-                let tx = &self.settings_window.channel.0;
-                on_thread("hearth-engine-retire", tx, ctx, move || {
-                    drop(old);
-                    SettingsEvent::Retired(path)
-                });
+                out.push(SettingsAction::Engine(engine, path));
             }
             SettingsEvent::Engine(Err(e), _) => {
                 w.restarting = false;
-                self.model = ModelState::Failed(e);
+                out.push(SettingsAction::EngineFailed(e));
             }
             SettingsEvent::Retired(path) => {
                 w.restarting = false;
-                self.load_model(path);
+                out.push(SettingsAction::Load(path));
             }
         }
     }
 
     /// Draws the window's controls; true when Close was pressed.
-    fn settings_body(&mut self, ui: &mut egui::Ui) -> bool {
+    fn body(
+        &mut self,
+        ui: &mut egui::Ui,
+        app: AppFacts<'_>,
+        out: &mut Vec<SettingsAction>,
+    ) -> bool {
         let ctx = ui.ctx().clone();
         self.prompts_section(ui);
         ui.separator();
         self.sampling_section(ui);
         ui.separator();
-        self.compute_section(ui, &ctx);
+        self.compute_section(ui, &ctx, app, out);
         ui.separator();
         self.cloud_section(ui, &ctx);
         ui.separator();
-        self.look_section(ui, &ctx);
+        self.look_section(ui, out);
         ui.separator();
-        if let Some(p) = &self.settings_window.problem {
+        if let Some(p) = &self.problem {
             ui.colored_label(ui.visuals().error_fg_color, p);
         }
         let mut close = false;
@@ -317,7 +367,7 @@ impl HearthApp {
                 .on_hover_text("Save the settings and keep the window open")
                 .clicked()
             {
-                self.apply_settings(&ctx);
+                self.apply(&ctx, app.settings, out);
             }
             close = ui
                 .button("Close")
@@ -328,7 +378,7 @@ impl HearthApp {
     }
 
     fn prompts_section(&mut self, ui: &mut egui::Ui) {
-        let w = &mut self.settings_window;
+        let w = self;
         ui.strong("System prompt");
         let label = ui.label("Default system prompt");
         let id = egui::Id::unique("settings-default-prompt");
@@ -363,7 +413,7 @@ impl HearthApp {
     }
 
     fn sampling_section(&mut self, ui: &mut egui::Ui) {
-        let w = &mut self.settings_window;
+        let w = self;
         let s = &mut w.draft.sampling;
         ui.strong("Sampling");
         egui::Grid::new("settings-sampling")
@@ -405,8 +455,14 @@ impl HearthApp {
             });
     }
 
-    fn compute_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+    fn compute_section(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &egui::Context,
+        app: AppFacts<'_>,
+        out: &mut Vec<SettingsAction>,
+    ) {
+        let w = &mut *self;
         ui.strong("Context and compute");
         ui.horizontal_wrapped(|ui| {
             ui.label("When a conversation outgrows the context:");
@@ -449,26 +505,22 @@ impl HearthApp {
             }
         });
         ui.small("Backend and threads apply on the next model load.");
-        let path = match &self.model {
-            ModelState::Ready(info) => Some(info.path.clone()),
-            ModelState::Loading { path, .. } => Some(path.clone()),
-            _ => self.settings.last_model.clone(),
-        };
-        let enabled = path.is_some() && !self.settings_window.restarting;
+        let path = app.model.map(std::path::Path::to_path_buf);
+        let enabled = path.is_some() && !self.restarting;
         if ui
             .add_enabled(enabled, egui::Button::new("Reload model"))
             .on_hover_text("Apply the settings and load the model again with them")
             .on_disabled_hover_text("No model to reload (or it is reloading)")
             .clicked()
             && let Some(path) = path
-            && self.apply_settings(ctx)
+            && let Some(applied) = self.apply(ctx, app.settings, out)
         {
-            self.reload_model(path, ctx);
+            self.reload_model(path, ctx, &applied, out);
         }
     }
 
     fn cloud_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+        let w = &mut *self;
         ui.strong("Cloud endpoint");
         let mut url = w.draft.cloud_url.clone().unwrap_or_default();
         let mut model = w.draft.cloud_model.clone().unwrap_or_default();
@@ -551,8 +603,8 @@ impl HearthApp {
         }
     }
 
-    fn look_section(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+    fn look_section(&mut self, ui: &mut egui::Ui, out: &mut Vec<SettingsAction>) {
+        let w = self;
         ui.strong("Appearance");
         let mut changed = false;
         ui.horizontal(|ui| {
@@ -574,17 +626,23 @@ impl HearthApp {
             changed |= r.drag_stopped() || (r.changed() && !r.dragged());
         });
         if changed {
-            self.settings.theme = w.draft.theme;
-            self.settings.text_scale = w.draft.text_scale;
             w.look_changed = true;
-            self.apply_look(ctx);
+            out.push(SettingsAction::Look {
+                theme: w.draft.theme,
+                text_scale: w.draft.text_scale,
+            });
         }
     }
 
-    /// Copies the draft into the settings and saves what changed; false (with the reason shown)
-    /// when something cannot be applied.
-    pub(super) fn apply_settings(&mut self, ctx: &egui::Context) -> bool {
-        let w = &mut self.settings_window;
+    /// The draft as settings ([`SettingsAction::Apply`]; the cloud set up again when its endpoint
+    /// or key changed); `None` (with the reason shown) when something cannot be applied.
+    fn apply(
+        &mut self,
+        ctx: &egui::Context,
+        before: &Settings,
+        out: &mut Vec<SettingsAction>,
+    ) -> Option<Settings> {
+        let w = &mut *self;
         let parsed = parse_optional::<u64>(&w.seed, "the seed").and_then(|seed| {
             parse_optional::<usize>(&w.threads, "threads")
                 .map(|threads| (seed, threads.filter(|&t| t > 0)))
@@ -593,13 +651,12 @@ impl HearthApp {
             Ok(p) => p,
             Err(e) => {
                 w.problem = Some(e);
-                return false;
+                return None;
             }
         };
         w.problem = None;
         let d = &w.draft;
-        let before = self.settings.clone();
-        let s = &mut self.settings;
+        let mut s = before.clone();
         s.system_prompt = d.system_prompt.clone();
         s.sampling = d.sampling.clone();
         s.sampling.seed = seed;
@@ -619,47 +676,38 @@ impl HearthApp {
         if cloud_changed && s.cloud_url.is_none() && s.route != RouteMode::Local {
             s.route = RouteMode::Local; // nothing to route to any more
         }
-        if self.settings != before || std::mem::take(&mut w.look_changed) {
-            self.save_settings();
-            self.apply_look(ctx);
-        }
-        self.apply_conversation_prompt();
+        let conversation = w
+            .conversation
+            .clone()
+            .map(|id| (id, w.own_prompt.then(|| w.conversation_prompt.clone())));
+        out.push(SettingsAction::Apply {
+            settings: Box::new(s.clone()),
+            look: std::mem::take(&mut w.look_changed),
+            conversation,
+        });
         if cloud_changed {
-            self.configure_cloud(ctx);
+            self.configure_cloud(ctx, &s, out);
         }
-        true
-    }
-
-    /// Gives the conversation the prompt edited for it, saved through the store thread.
-    fn apply_conversation_prompt(&mut self) {
-        let w = &self.settings_window;
-        let Some(id) = &w.conversation else { return };
-        let prompt = w.own_prompt.then(|| w.conversation_prompt.clone());
-        let Some(c) = self.conversations.iter_mut().find(|c| &c.id == id) else {
-            return;
-        };
-        if c.system_prompt == prompt {
-            return;
-        }
-        c.set_system_prompt(prompt);
-        // Like every conversation edit: an empty conversation is saved with its first message.
-        if let (false, Some(store)) = (c.is_empty(), &self.store) {
-            store.save(c);
-        }
+        Some(s)
     }
 
     /// Hands the settings' endpoint (with the typed key, stored in the keychain) to the engine,
     /// on a thread; no endpoint removes the cloud at once.
-    fn configure_cloud(&mut self, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+    fn configure_cloud(
+        &mut self,
+        ctx: &egui::Context,
+        settings: &Settings,
+        out: &mut Vec<SettingsAction>,
+    ) {
+        let w = self;
         w.cloud_generation += 1;
         let typed = ApiKey::new(std::mem::take(&mut w.api_key));
-        let Some(url) = self.settings.cloud_url.clone() else {
+        let Some(url) = settings.cloud_url.clone() else {
             w.cloud_status = None;
-            self.clear_cloud();
+            w.clear_cloud(out);
             return;
         };
-        let model = self.settings.cloud_model.clone().unwrap_or_default();
+        let model = settings.cloud_model.clone().unwrap_or_default();
         let memory = w.memory_for(&url);
         let generation = w.cloud_generation;
         w.cloud_status = Some(Ok("saving the endpoint…".into()));
@@ -687,18 +735,14 @@ impl HearthApp {
     }
 
     /// No cloud: the engine forgets its client and the route toggle goes back to Local.
-    fn clear_cloud(&mut self) {
-        self.settings_window.client = None;
-        self.engine.send(Command::SetCloud { client: None });
-        self.cloud_ready = false;
-        if self.settings.route != RouteMode::Local {
-            self.set_route(RouteMode::Local);
-        }
+    fn clear_cloud(&mut self, out: &mut Vec<SettingsAction>) {
+        self.client = None;
+        out.push(SettingsAction::Cloud(None));
     }
 
     /// Removes the endpoint's key from the keychain and from memory (on a thread).
     fn forget_key(&mut self, url: String, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+        let w = self;
         w.memory_key = None;
         w.api_key.clear();
         on_thread("hearth-keychain", &w.channel.0, ctx, move || {
@@ -708,7 +752,7 @@ impl HearthApp {
 
     /// Lists the draft endpoint's models on a thread, with the typed key or the stored one.
     fn test_connection(&mut self, url: String, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+        let w = self;
         w.test = TestState::Running;
         let model = non_blank(&w.draft.cloud_model).unwrap_or_default();
         let key = ApiKey::new(w.api_key.clone()).or_else(|| w.memory_for(&url));
@@ -738,26 +782,27 @@ impl HearthApp {
 
     /// Starts a fresh engine with the settings' backend and threads (on a thread), then loads
     /// `path` on it once the old engine has stopped.
-    fn reload_model(&mut self, path: PathBuf, ctx: &egui::Context) {
-        let w = &mut self.settings_window;
+    fn reload_model(
+        &mut self,
+        path: PathBuf,
+        ctx: &egui::Context,
+        settings: &Settings,
+        out: &mut Vec<SettingsAction>,
+    ) {
+        let w = self;
         w.restarting = true;
         let mut config = EngineConfig {
-            backend: self.settings.backend.kind(),
-            threads: self.settings.threads,
+            backend: settings.backend.kind(),
+            threads: settings.threads,
             ..EngineConfig::default()
         };
         let client = w.client.clone();
-        let endpoint = self.settings.cloud_url.clone().map(|url| {
+        let endpoint = settings.cloud_url.clone().map(|url| {
             let memory = w.memory_for(&url);
-            let model = self.settings.cloud_model.clone().unwrap_or_default();
+            let model = settings.cloud_model.clone().unwrap_or_default();
             (url, model, memory)
         });
-        self.model = ModelState::Loading {
-            path: path.clone(),
-            phase: hearth_engine::api::LoadPhase::Reading,
-            done: 0,
-            total: 0,
-        };
+        out.push(SettingsAction::Reloading(path.clone()));
         on_thread("hearth-engine-restart", &w.channel.0, ctx, move || {
             config.cloud = client.or_else(|| {
                 let (url, model, memory) = endpoint?;

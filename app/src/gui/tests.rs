@@ -320,6 +320,7 @@ mod settings_window {
     use crate::conversation::settings::Theme;
     use hearth_engine::route::cloud;
 
+    use super::super::app::ModelState;
     use super::super::settings::TestState;
 
     /// A loopback URL where nothing listens (a port that was free a moment ago).
@@ -516,6 +517,56 @@ mod settings_window {
         assert_eq!(
             h.state().settings.route,
             hearth_engine::api::RouteMode::Cloud
+        );
+        // Clearing the endpoint takes the cloud away, and the route goes back to Local.
+        open(&mut h);
+        h.get_by_role_and_label(Role::TextInput, "Endpoint URL")
+            .scroll_to_me();
+        let _ = h.run_ok();
+        h.get_by_role_and_label(Role::TextInput, "Endpoint URL")
+            .focus();
+        h.run_steps(1);
+        h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+        h.key_press(Key::Backspace);
+        h.run_steps(2);
+        close(&mut h);
+        wait_for(&mut h, "the cloud removed", |a| !a.cloud_ready);
+        assert_eq!(
+            h.state().settings.route,
+            hearth_engine::api::RouteMode::Local
+        );
+        assert!(!enabled(&h, "Cloud") && !enabled(&h, "Auto"));
+    }
+
+    /// "Reload model" applies the compute settings on a fresh engine: the old one is retired
+    /// off the UI thread and the model loads again with the new thread count.
+    #[test]
+    fn reload_model_restarts_the_engine_with_the_new_threads() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = harness(root.path(), true);
+        wait_for(&mut h, "the model", HearthApp::ready);
+        open(&mut h);
+        type_into(&mut h, Role::TextInput, "Threads", "1");
+        press(&mut h, Role::Button, "Reload model");
+        wait_for(
+            &mut h,
+            "the reloaded model",
+            |a| matches!(&a.model, ModelState::Ready(info) if info.compute.contains("1 threads")),
+        );
+        assert_eq!(h.state().settings.threads, Some(1));
+        let (settings, _) = saved(root.path(), |s| s.threads == Some(1));
+        assert_eq!(settings.threads, Some(1));
+        // The new engine answers.
+        h.state_mut().settings_window.open = false;
+        type_message(&mut h, "Hi");
+        h.get_by_label("Send").click();
+        h.run_steps(2);
+        wait_for(&mut h, "the answer", |a| a.streaming.is_none());
+        let c = h.state().current().unwrap();
+        assert!(
+            c.thread().last().unwrap().answer.is_some(),
+            "{:?}",
+            c.thread()
         );
     }
 }
