@@ -17,6 +17,7 @@
 //! Between commands the engine thread runs [`crate::sched::Scheduler`] steps; it blocks on the
 //! command channel only when nothing is running.
 
+mod cloud;
 mod error;
 mod fault;
 mod routing;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::cloud::CloudStreams;
 use super::fault::{FaultStage, internal_error};
 use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, LoadPhase, ModelInfo, Prompt, Request,
@@ -18,7 +19,6 @@ use super::{ErrorKind, Failure, LoadFailure};
 use crate::backend::{self, Backend, OnBackend, OpenOptions, Opened};
 use crate::gguf::GgufFile;
 use crate::model::{FinishReason, Model, ModelError};
-use crate::route::cloud::CancelToken;
 use crate::route::probe::Probe;
 use crate::sample::StopStrings;
 use crate::sched::{ContextPolicy, Output, SchedConfig, Scheduler, SeqParams};
@@ -179,7 +179,7 @@ pub(super) struct Engine {
     /// The engine's own command channel (cloud threads send fallbacks through it).
     pub(super) own: Sender<Command>,
     /// Requests answering from the cloud: cancel tokens, and whether they have ended.
-    pub(super) cloud_live: HashMap<RequestId, (CancelToken, Arc<std::sync::atomic::AtomicBool>)>,
+    pub(super) cloud: CloudStreams,
     /// The model (and draft) loaded now, for the supervisor to load again after a restart.
     loaded_from: Option<(PathBuf, Option<PathBuf>)>,
 }
@@ -191,7 +191,7 @@ impl Engine {
             loaded: None,
             live: HashMap::new(),
             own,
-            cloud_live: HashMap::new(),
+            cloud: CloudStreams::default(),
             loaded_from: None,
         }
     }
@@ -306,9 +306,7 @@ impl Engine {
                 if let Some(l) = &mut self.loaded {
                     l.runner.finish(id, FinishReason::Cancelled);
                 }
-                if let Some((token, _)) = self.cloud_live.remove(&id) {
-                    token.cancel();
-                }
+                self.cloud.cancel(id);
             }
             Command::SetCloud { client } => self.config.cloud = client,
             Command::Fallback {
@@ -334,7 +332,7 @@ impl Engine {
                 let _ = reply.send(Event::Stats(stats));
             }
             Command::Shutdown => {
-                self.cancel_cloud();
+                self.cloud.cancel_all();
                 return false;
             }
         }
