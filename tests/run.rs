@@ -318,3 +318,122 @@ fn devices_lists_the_adapters_and_why_each_is_or_is_not_used() {
         }
     }
 }
+
+/// The logits rows of `hearth logits --json`.
+fn logits_rows(args: &[&str]) -> Vec<Vec<f64>> {
+    let out = hearth(args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// The log-softmax of a logits row.
+fn log_probs(row: &[f64]) -> Vec<f64> {
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_sum = row.iter().map(|x| (x - max).exp()).sum::<f64>().ln() + max;
+    row.iter().map(|x| x - log_sum).collect()
+}
+
+/// `hearth logits` gives one row per position from an empty cache. On llama.cpp's clearest
+/// recorded greedy case its rows pick llama.cpp's tokens, and its log-probabilities of
+/// llama.cpp's top-5 tokens are as close to llama.cpp's as rounding allows (the noise floor
+/// `engine/tests/inference.rs` measures is about 0.1 on average); the CPU backend's rows are that
+/// close to the scalar reference's too; bad ids exit 2.
+#[test]
+fn logits_match_llama_cpp_and_the_reference_backend() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("engine/tests/data/llamacpp-smollm2-135m-instruct-q4_1.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let n = 8;
+    let (prompt, completion) = clearest_reference_greedy(n);
+    let ids_of = |c: &Value, key: &str| -> Vec<u32> {
+        c[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let case = v["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| ids_of(c, "prompt_ids") == prompt)
+        .unwrap();
+    let mut tokens = prompt.clone();
+    tokens.extend(&completion[..n - 1]);
+    let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
+    let ids = ids.join(",");
+    let run = |backend: &str| {
+        let args = ["logits", "-m", path_str(&smol), "--ids", &ids, "--json"];
+        logits_rows(&[&args[..], &["--backend", backend]].concat())
+    };
+    let cpu = run("cpu");
+    assert_eq!(cpu.len(), tokens.len(), "one row per position");
+    assert!(
+        cpu.iter().all(|r| r.len() == 49152),
+        "a vocabulary-wide row each"
+    );
+    let first = prompt.len() - 1;
+    let mut diffs = Vec::new();
+    for (step, row) in cpu[first..].iter().enumerate() {
+        let argmax = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(argmax as u32, completion[step], "step {step}");
+        let lp = log_probs(row);
+        for top in case["steps"][step]["top"].as_array().unwrap() {
+            let (id, want) = (top[0].as_u64().unwrap() as usize, top[1].as_f64().unwrap());
+            diffs.push((lp[id] - want).abs());
+        }
+    }
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    assert!(
+        mean < 0.2,
+        "mean top-5 log-prob difference to llama.cpp {mean:.4}"
+    );
+    // The scalar reference, on every position: the same tokens' log-probabilities.
+    let reference = run("reference");
+    let mut diffs = Vec::new();
+    for (c, r) in cpu.iter().zip(&reference) {
+        let (lc, lr) = (log_probs(c), log_probs(r));
+        let mut order: Vec<usize> = (0..c.len()).collect();
+        order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));
+        diffs.extend(order[..5].iter().map(|&k| (lc[k] - lr[k]).abs()));
+    }
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    assert!(
+        mean < 0.2,
+        "mean top-5 log-prob difference cpu vs reference {mean:.4}"
+    );
+    for (args, want) in [
+        (
+            vec!["--ids", "1,49152"],
+            "token id 49152 is outside the vocabulary (49152 tokens)",
+        ),
+        (vec!["--ids", "1,x"], "'x' is not a token id"),
+    ] {
+        let mut all = vec!["logits", "-m", path_str(&smol)];
+        all.extend(args);
+        let out = hearth(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+    }
+    let out = hearth(&["logits", "-m", "/no/such/model.gguf", "--ids", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

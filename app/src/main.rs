@@ -13,6 +13,7 @@ mod format;
 mod gui;
 mod library;
 mod log;
+mod logits;
 mod routed;
 mod router;
 mod run;
@@ -124,6 +125,21 @@ enum Cmd {
         backend: run::BackendArgs,
         #[command(flatten)]
         route: routed::RouteArgs,
+    },
+    /// The logits of every position of a token sequence, from an empty cache (for comparing the
+    /// forward pass with llama.cpp's).
+    Logits {
+        /// The GGUF model file.
+        #[arg(long, short)]
+        model: PathBuf,
+        /// The token ids, e.g. 1,2,3.
+        #[arg(long, value_parser = run::parse_ids)]
+        ids: run::TokenIds,
+        /// Print {"logits": [[...], ...]}, one row per position.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        backend: run::BackendArgs,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity {
@@ -354,6 +370,12 @@ fn main() -> ExitCode {
             json,
             kernels,
         }),
+        Some(Cmd::Logits {
+            model,
+            ids,
+            json,
+            backend,
+        }) => logits::logits(&model, &ids.0, json, &backend),
         Some(Cmd::Perplexity {
             model,
             file,
