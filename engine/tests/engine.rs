@@ -1,6 +1,7 @@
 //! Tests of `hearth-engine` on the real test models, one test binary (see ARCHITECTURE.md).
 
 mod api;
+mod arch;
 mod cloud;
 mod gguf;
 mod inference;

@@ -287,10 +287,14 @@ pub(crate) fn activation_as_quantized(weight_ty: GgmlType, x: &[f32]) -> Vec<f32
         | GgmlType::Q5_0
         | GgmlType::Q5_1
         | GgmlType::Q8_0
-        | GgmlType::IQ4_NL => round(GgmlType::Q8_0, quantize_row_q8_0),
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
-            round(GgmlType::Q8_K, quantize_row_q8_k)
-        }
+        | GgmlType::IQ4_NL
+        | GgmlType::MXFP4 => round(GgmlType::Q8_0, quantize_row_q8_0),
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::IQ4_XS => round(GgmlType::Q8_K, quantize_row_q8_k),
         GgmlType::F16 => x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
         GgmlType::BF16 => x
             .iter()

@@ -2,6 +2,7 @@
 //! per-format reference code in `simple` and `kquants`.
 
 use super::error::QuantError;
+use super::iquants;
 use super::kquants;
 use super::simple;
 use super::types::GgmlType;
@@ -42,6 +43,8 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
         GgmlType::Q5_1 => blocks(ty, data, out, simple::dequant_q5_1),
         GgmlType::Q8_0 => blocks(ty, data, out, simple::dequant_q8_0),
         GgmlType::IQ4_NL => blocks(ty, data, out, simple::dequant_iq4_nl),
+        GgmlType::IQ4_XS => blocks(ty, data, out, iquants::dequant_iq4_xs),
+        GgmlType::MXFP4 => blocks(ty, data, out, iquants::dequant_mxfp4),
         GgmlType::Q2_K => blocks(ty, data, out, kquants::dequant_q2_k),
         GgmlType::Q3_K => blocks(ty, data, out, kquants::dequant_q3_k),
         GgmlType::Q4_K => blocks(ty, data, out, kquants::dequant_q4_k),

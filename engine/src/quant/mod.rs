@@ -4,6 +4,11 @@
 //! - `types`: [`GgmlType`], ids, block sizes and byte sizes.
 //! - `simple`: floats and the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
 //! - `kquants`: the 256-value k-quant super-blocks (Q2_K … Q6_K, Q8_K).
+//! - `iquants`: the i-quant and microscaling formats (IQ4_XS, MXFP4).
+//!
+//! Golden vectors (`tests/data/quant-block-vectors.json`): ggml's for the older formats; for
+//! IQ4_XS and MXFP4, the first blocks of `llama-iq4_xs.gguf` / `llama-mxfp4.gguf`'s
+//! `output.weight` dequantized with `gguf-py` (bit-exact to ggml on every tensor of those files).
 //! - `dequant`: [`dequantize`] / [`dequantize_to_vec`], the checked entry points.
 //! - `activation`: [`quantize_row_q8_0`] / [`quantize_row_q8_k`].
 
@@ -11,6 +16,7 @@ mod activation;
 mod bytes;
 mod dequant;
 mod error;
+mod iquants;
 mod kquants;
 mod simple;
 mod types;

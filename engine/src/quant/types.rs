@@ -236,6 +236,8 @@ impl GgmlType {
                 | Self::Q6_K
                 | Self::Q8_K
                 | Self::IQ4_NL
+                | Self::IQ4_XS
+                | Self::MXFP4
         )
     }
 
