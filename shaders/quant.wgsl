@@ -156,3 +156,52 @@ fn dq8_f16(row: u32, c: u32) -> Chunk {
     let a3 = unpack2x16float(w_u32(b + 12u));
     return Chunk(vec4<f32>(a0, a1), vec4<f32>(a2, a3));
 }
+
+// The IQ4_NL / IQ4_XS codebook (ggml's `kvalues_iq4nl`) and the MXFP4 one (`kvalues_mxfp4`: twice
+// the E2M1 values), indexed by a 4-bit code.
+var<private> KV_IQ4NL: array<f32, 16> = array<f32, 16>(
+    -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
+);
+var<private> KV_MXFP4: array<f32, 16> = array<f32, 16>(
+    0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0,
+);
+
+// The codebook values of the four nibbles at bit `shift` (0 or 4) of each byte of `w`.
+fn iq4nl4(w: u32, shift: u32) -> vec4<f32> {
+    let v = (w >> shift) & 0x0f0f0f0fu;
+    return vec4<f32>(KV_IQ4NL[v & 0xffu], KV_IQ4NL[(v >> 8u) & 0xffu], KV_IQ4NL[(v >> 16u) & 0xffu], KV_IQ4NL[v >> 24u]);
+}
+
+fn mxfp44(w: u32, shift: u32) -> vec4<f32> {
+    let v = (w >> shift) & 0x0f0f0f0fu;
+    return vec4<f32>(KV_MXFP4[v & 0xffu], KV_MXFP4[(v >> 8u) & 0xffu], KV_MXFP4[(v >> 16u) & 0xffu], KV_MXFP4[v >> 24u]);
+}
+
+// IQ4_XS: 136 bytes per 256 values: f16 d, u16 of the scales' high bit pairs, 4 bytes of the
+// scales' low nibbles, 128 bytes of codes (sub-block ib: 16 bytes, values 0..16 low nibbles,
+// 16..32 high). value = d (scale - 32) KV_IQ4NL[q], with the 6-bit scale of its sub-block of 32.
+fn dq8_iq4_xs(row: u32, c: u32) -> Chunk {
+    let b = row + (c >> 5u) * 136u;
+    let j = (c & 31u) * 8u;
+    let ib = j >> 5u;
+    let l = j & 31u;
+    let low = (w_u8(b + 4u + (ib >> 1u)) >> ((ib & 1u) * 4u)) & 15u;
+    let high = (w_u32(b + 2u) >> (2u * ib)) & 3u;
+    let dl = w_f16(b) * f32(i32(low | (high << 4u)) - 32);
+    let q = b + 8u + ib * 16u + (l & 15u);
+    let s = select(0u, 4u, l >= 16u);
+    return Chunk(iq4nl4(w_u32(q), s) * dl, iq4nl4(w_u32(q + 4u), s) * dl);
+}
+
+// MXFP4: 17 bytes per 32 values: an E8M0 exponent e, 16 bytes of FP4 codes (values 0..16 low
+// nibbles, 16..32 high). value = KV_MXFP4[q] 2^(e - 128), the scale built from its bits as ggml
+// does (subnormal for e < 2).
+fn dq8_mxfp4(row: u32, c: u32) -> Chunk {
+    let b = row + (c >> 2u) * 17u;
+    let j = (c & 3u) * 8u;
+    let e = w_u8(b);
+    let d = bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << e, e < 2u));
+    let q = b + 1u + (j & 15u);
+    let s = select(0u, 4u, j >= 16u);
+    return Chunk(mxfp44(w_u32(q), s) * d, mxfp44(w_u32(q + 4u), s) * d);
+}

@@ -7,11 +7,17 @@ use crate::backend::host::HostTensor;
 use crate::gguf::GgufFile;
 use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
 
-/// Both test models, fetched (and verified) on first use.
+/// Both test models, fetched (and verified) on first use, then the reference files of the newer
+/// weight types (`tests/data/arch/`: IQ4_XS, MXFP4), so every op test covers their tensors too.
 pub(crate) fn model_files() -> Vec<Arc<GgufFile>> {
-    [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch");
+    let models = [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
         .into_iter()
-        .map(|m| Arc::new(GgufFile::open(source::fetch(m).unwrap()).unwrap()))
+        .map(|m| source::fetch(m).unwrap());
+    let types = ["llama-iq4_xs.gguf", "llama-mxfp4.gguf"].map(|f| data.join(f));
+    models
+        .chain(types)
+        .map(|path| Arc::new(GgufFile::open(path).unwrap()))
         .collect()
 }
 

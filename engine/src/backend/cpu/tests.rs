@@ -37,7 +37,7 @@ fn matmuls_match_the_reference_on_real_tensors_at_every_level() {
                 None => picked.push(info),
             }
         }
-        assert!(picked.len() >= 2, "{}: types {picked:?}", file.label());
+        assert!(!picked.is_empty(), "{}: no matrix", file.label());
         for info in picked {
             let cols = info.dims[0] as usize;
             // The whole vocabulary would make the reference slow; the first rows suffice.

@@ -32,6 +32,8 @@ pub(super) fn quant_fn(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q8_0 => "q8_0",
         GgmlType::Q4_K => "q4_k",
         GgmlType::Q6_K => "q6_k",
+        GgmlType::IQ4_XS => "iq4_xs",
+        GgmlType::MXFP4 => "mxfp4",
         GgmlType::F32 => "f32",
         GgmlType::F16 => "f16",
         _ => return None,
@@ -64,6 +66,8 @@ impl Module {
             GgmlType::Q8_0,
             GgmlType::Q4_K,
             GgmlType::Q6_K,
+            GgmlType::IQ4_XS,
+            GgmlType::MXFP4,
             GgmlType::F32,
             GgmlType::F16,
         ];

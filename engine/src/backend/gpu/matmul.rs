@@ -25,8 +25,10 @@ enum Rounding {
 impl Rounding {
     fn of(ty: GgmlType) -> Self {
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 => Rounding::Q8_0,
-            GgmlType::Q4_K | GgmlType::Q6_K => Rounding::Q8K,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::MXFP4 => {
+                Rounding::Q8_0
+            }
+            GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::IQ4_XS => Rounding::Q8K,
             GgmlType::F16 => Rounding::F16,
             _ => Rounding::None,
         }

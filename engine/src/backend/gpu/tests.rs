@@ -166,7 +166,7 @@ fn check_matmuls(b: &GpuBackend) {
             }
         }
     }
-    for ty in ["Q4_1", "Q8_0", "Q4_K", "Q5_0", "Q6_K"] {
+    for ty in ["Q4_1", "Q8_0", "Q4_K", "Q5_0", "Q6_K", "IQ4_XS", "MXFP4"] {
         assert!(
             types.iter().any(|t| t.to_string() == ty),
             "no {ty} tensor tested: {types:?}"
