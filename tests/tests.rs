@@ -6,3 +6,4 @@ mod cli;
 mod gui;
 mod run;
 mod serve;
+mod serve_cloud;

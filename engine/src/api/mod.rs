@@ -20,6 +20,7 @@
 mod cloud;
 mod error;
 mod fault;
+mod prepare;
 mod routing;
 mod supervise;
 mod worker;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use super::worker::{Engine, prepare};
+use super::prepare::prepare;
+use super::worker::Engine;
 use super::{CloudFailure, ErrorKind, Event, Failure, FaultStage, Prompt, Request, Route};
 use crate::route::cloud::CloudClient;
 use crate::route::decide::{self, Decision, Facts};
@@ -34,7 +35,12 @@ impl Engine {
             facts.probe = l.probe.is_some();
             if decide::needs_prompt(mode, &facts) {
                 self.fault(FaultStage::Render);
-                match prepare(l, &request.prompt, request.params.context) {
+                match prepare(
+                    &l.tokenizer,
+                    l.template.as_ref(),
+                    &request.prompt,
+                    request.params.context,
+                ) {
                     Ok(p) => {
                         facts.prompt = Some(Ok(p.tokens.len()));
                         prepared = Some(p);
