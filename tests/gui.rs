@@ -30,48 +30,90 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts Xvfb on a free display number (X servers put display N's socket at the fixed path
-/// `/tmp/.X11-unix/XN`, so that is where a free number and a started server show).
-fn xvfb() -> (Killed, String) {
-    let n = (90..200)
-        .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
-        .expect("a free display number");
-    let display = format!(":{n}");
-    let child = Command::new("Xvfb")
-        .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-        .stdout(Stdio::null())
+/// Starts Xvfb on a display it picks itself (`-displayfd`: it writes the number once it accepts
+/// connections), so stale lock files or sockets of earlier servers cannot collide with it.
+fn xvfb() -> (Xvfb, String) {
+    use std::io::BufRead;
+    let mut child = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start Xvfb");
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read Xvfb's display number");
+    let n: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("Xvfb did not start (it wrote {line:?})"));
+    let server = Xvfb(child);
+    let display = format!(":{n}");
+    // Wait until the server answers a client, not only until it has picked its number.
     let start = Instant::now();
-    while !socket.exists() {
+    while !Command::new("xdotool")
+        .arg("getdisplaygeometry")
+        .env("DISPLAY", &display)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "Xvfb did not start"
+            "Xvfb on {display} accepts no clients"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Killed(child), display)
+    (server, display)
 }
 
-fn hearth_window(display: &str, data: &Path, model: &Path) -> Killed {
+/// An X server stopped with SIGTERM when dropped, so it removes its lock file and socket.
+struct Xvfb(Child);
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the window; its diagnostics go to `log` (shown if the window never appears).
+fn hearth_window(display: &str, data: &Path, model: &Path, log: &Path) -> Killed {
+    let log = std::fs::File::create(log).expect("create the window's log");
     let child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .arg(model)
         .env("DISPLAY", display)
         .env_remove("WAYLAND_DISPLAY")
         .env("HEARTH_DATA_DIR", data)
+        .env("HEARTH_LOG", "info,hearth=debug,hearth_engine=debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start hearth");
     Killed(child)
 }
 
-/// The id of Hearth's window, once it is mapped.
-fn window(display: &str) -> String {
+/// The id of Hearth's window, once it is mapped; `app` is its process, `log` its diagnostics.
+fn window(display: &str, app: &mut Killed, log: &Path) -> String {
     let start = Instant::now();
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
     loop {
+        if let Ok(Some(status)) = app.0.try_wait() {
+            panic!(
+                "hearth exited ({status}) before its window appeared on {display}:\n{}",
+                log_text()
+            );
+        }
         let out = Command::new("xdotool")
             .args(["search", "--onlyvisible", "--name", "^Hearth$"])
             .env("DISPLAY", display)
@@ -83,7 +125,8 @@ fn window(display: &str) -> String {
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no Hearth window appeared"
+            "no Hearth window appeared in 60 s; its log:\n{}",
+            log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -157,8 +200,9 @@ fn the_window_opens_answers_and_a_kill_mid_answer_keeps_the_question() {
         None => data.path().join(name),
     };
 
-    let app = hearth_window(&display, data.path(), &smol);
-    let id = window(&display);
+    let log = data.path().join("hearth-1.log");
+    let mut app = hearth_window(&display, data.path(), &smol, &log);
+    let id = window(&display, &mut app, &log);
     std::thread::sleep(Duration::from_secs(2)); // the model loads, the first frames draw
     let spread = screenshot(&display, &shot("hearth-start.png"));
     assert!(spread > 0.02, "the screenshot is blank (spread {spread})");
@@ -184,8 +228,9 @@ fn the_window_opens_answers_and_a_kill_mid_answer_keeps_the_question() {
         .flatten()
         .map(|e| std::fs::read(e.path()).unwrap())
         .collect();
-    let _app = hearth_window(&display, data.path(), &smol);
-    window(&display);
+    let log = data.path().join("hearth-2.log");
+    let mut app = hearth_window(&display, data.path(), &smol, &log);
+    window(&display, &mut app, &log);
     std::thread::sleep(Duration::from_secs(2));
     let spread = screenshot(&display, &shot("hearth-restarted.png"));
     assert!(spread > 0.02, "blank after the restart");

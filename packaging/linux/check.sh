@@ -72,17 +72,19 @@ deb_file usr/share/mime/packages/hearth.xml | grep -q '<glob pattern="\*.gguf"/>
 window_check() {
     local name=$1
     shift
-    local n
-    for n in $(seq 90 199); do
-        [[ -e /tmp/.X11-unix/X$n ]] || break
-    done
-    Xvfb ":$n" -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 &
+    # Xvfb picks a free display itself and writes its number once it is up (stale lock files or
+    # sockets of earlier servers cannot collide); then wait until it answers a client.
+    local n="" fd="$work/xvfb-$name.display"
+    Xvfb -displayfd 3 -screen 0 1280x800x24 -nolisten tcp 3>"$fd" >/dev/null 2>&1 &
     local xvfb=$!
     pids+=("$xvfb")
-    for _ in $(seq 100); do
-        [[ -e /tmp/.X11-unix/X$n ]] && break
+    for _ in $(seq 200); do
+        n=$(tr -dc '0-9' <"$fd")
+        [[ -n $n ]] && DISPLAY=":$n" xdotool getdisplaygeometry >/dev/null 2>&1 && break
+        n=""
         sleep 0.1
     done
+    [[ -n $n ]] || die "$name: Xvfb did not start"
     mkdir -p "$work/data-$name"
     DISPLAY=":$n" HEARTH_DATA_DIR="$work/data-$name" XDG_CACHE_HOME="$work/cache" \
         "$@" "$model" >"$work/$name.log" 2>&1 &
