@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hearth_engine::api::{BackendKind, GenerateParams};
+use hearth_engine::api::{BackendKind, EngineConfig, GenerateParams};
 use hearth_engine::route::RouteMode;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::{ContextPolicy, Speculation};
@@ -148,6 +148,17 @@ impl Settings {
             context: self.context,
             route: self.route,
             ..GenerateParams::default()
+        }
+    }
+
+    /// The engine these settings ask for (backend and threads; the cloud client is added by the
+    /// caller, which may have to ask the keychain): the window's one place, at start and on
+    /// "Reload model".
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            backend: self.backend.kind(),
+            threads: self.threads,
+            ..EngineConfig::default()
         }
     }
 }

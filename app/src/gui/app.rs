@@ -147,11 +147,7 @@ impl HearthApp {
                 (Settings::default(), None)
             }
         };
-        let config = options.engine.unwrap_or_else(|| EngineConfig {
-            backend: settings.backend.kind(),
-            threads: settings.threads,
-            ..EngineConfig::default()
-        });
+        let config = options.engine.unwrap_or_else(|| settings.engine_config());
         let cloud_ready = false;
         if settings.cloud_url.is_some() {
             // The keychain may block (an unlock prompt): the client arrives as an event.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use egui::TextEdit;
-use hearth_engine::api::{EngineConfig, EngineHandle};
+use hearth_engine::api::EngineHandle;
 use hearth_engine::route::RouteMode;
 use hearth_engine::route::cloud::{self, ApiKey, CloudClient, KeySource};
 use hearth_engine::sched::ContextPolicy;
@@ -583,11 +583,7 @@ impl SettingsWindow {
     ) {
         let w = self;
         w.restarting = true;
-        let mut config = EngineConfig {
-            backend: settings.backend.kind(),
-            threads: settings.threads,
-            ..EngineConfig::default()
-        };
+        let mut config = settings.engine_config();
         let client = w.client.clone();
         let endpoint = settings.cloud_url.clone().map(|url| {
             let memory = w.memory_for(&url);
