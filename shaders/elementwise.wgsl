@@ -63,7 +63,8 @@ fn gelu(x: f32) -> f32 {
     return round_f16(0.5 * h * (1.0 + tanh(u)));
 }
 
-// C = act(A) * B. p(0): values, p(1): 0 = SiLU, 1 = GELU (tanh).
+// C = act(A) * B. p(0): values, p(1): 0 = SiLU, 1 = GELU (tanh), 2 = gpt-oss's clamped SwiGLU
+// (act(min(A, 7)) with sigmoid slope 1.702, times clamp(B, -7, 7) + 1).
 @compute @workgroup_size(256)
 fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
@@ -73,12 +74,17 @@ fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let g = A[i];
     var a: f32;
+    var b = B[i];
     if p(1u) == 0u {
         a = g / (1.0 + exp(-g));
-    } else {
+    } else if p(1u) == 1u {
         a = gelu(g);
+    } else {
+        let gc = min(g, 7.0);
+        a = gc / (1.0 + exp(-1.702 * gc));
+        b = clamp(b, -7.0, 7.0) + 1.0;
     }
-    C[i] = a * B[i];
+    C[i] = a * b;
 }
 
 // C[i] = A[D[off + i]], row by row. p(0): output rows, p(1): columns, p(2): word offset in D of
@@ -298,4 +304,83 @@ fn top_k_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if lid == 0u {
         C[dst] = bitcast<f32>(atomicLoad(&found));
     }
+}
+
+// Mixture-of-experts routing, one thread per token: the k largest of B's row (the router's
+// scores; ties: the lower index) into A (expert indices as f32) and their weights into C: the
+// softmax over the chosen k (p(3) = 1) or over all experts (p(3) = 0).
+// p(0): tokens, p(1): experts, p(2): k (at most 32).
+@compute @workgroup_size(256)
+fn moe_route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = thread(wid, nwg, lid);
+    if t >= p(0u) {
+        return;
+    }
+    let n = p(1u);
+    let k = p(2u);
+    let row = t * n;
+    var chosen: array<u32, 32>;
+    for (var s = 0u; s < k; s++) {
+        var best = n;
+        for (var e = 0u; e < n; e++) {
+            var taken = false;
+            for (var j = 0u; j < s; j++) {
+                taken = taken || chosen[j] == e;
+            }
+            if !taken && (best == n || B[row + e] > B[row + best]) {
+                best = e;
+            }
+        }
+        chosen[s] = best;
+    }
+    let top = B[row + chosen[0]];
+    var sum = 0.0;
+    if p(3u) == 1u {
+        for (var s = 0u; s < k; s++) {
+            sum += exp(B[row + chosen[s]] - top);
+        }
+    } else {
+        for (var e = 0u; e < n; e++) {
+            sum += exp(B[row + e] - top);
+        }
+    }
+    for (var s = 0u; s < k; s++) {
+        A[t * k + s] = f32(chosen[s]);
+        C[t * k + s] = exp(B[row + chosen[s]] - top) / sum;
+    }
+}
+
+// A[pair][c] += B[expert of the pair][c], the expert read from D (f32 bits). p(0): values,
+// p(1): columns.
+@compute @workgroup_size(256)
+fn add_bias_experts(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i >= p(0u) {
+        return;
+    }
+    let cols = p(1u);
+    let e = u32(bitcast<f32>(D[i / cols]));
+    A[i] += B[e * cols + i % cols];
+}
+
+// C[t][c] = sum over the k slots of B[t][s] * A[t * k + s][c]. p(0): values of C, p(1): columns,
+// p(2): k.
+@compute @workgroup_size(256)
+fn moe_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i >= p(0u) {
+        return;
+    }
+    let cols = p(1u);
+    let k = p(2u);
+    let t = i / cols;
+    let c = i % cols;
+    var acc = 0.0;
+    for (var s = 0u; s < k; s++) {
+        acc += B[t * k + s] * A[(t * k + s) * cols + c];
+    }
+    C[i] = acc;
 }

@@ -97,3 +97,42 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         Y[(t0 + tid) * p(3u) + p(4u) + r] = partial[0][tid];
     }
 }
+
+// The experts' products (mul_mat_id): `w` stacks the experts' matrices, `IDS` holds each
+// (token, slot) pair's expert (as f32). One invocation per (pair, row of an expert), as
+// `matmul_lane`; rows outside this buffer part are another dispatch's.
+// p(0): pairs (tokens x k), p(1): k, p(2): columns, p(3): rows per expert (Y's row length),
+// p(4): first weight row of this buffer, p(5): weight rows in this buffer, p(6): bytes per
+// weight row, p(7): 1 when X has a row per pair, 0 when a row per token.
+@group(0) @binding(4) var<storage, read> IDS: array<f32>;
+
+@compute @workgroup_size(64)
+fn matmul_id(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let pairs = p(0u);
+    let cols = p(2u);
+    let per_expert = p(3u);
+    let row_groups = (per_expert + WG - 1u) / WG;
+    let g = group_index(wid, nwg);
+    let pair = g / row_groups;
+    let r = (g % row_groups) * WG + lid;
+    if pair >= pairs || r >= per_expert {
+        return;
+    }
+    let wr = u32(IDS[pair]) * per_expert + r;
+    if wr < p(4u) || wr >= p(4u) + p(5u) {
+        return;
+    }
+    let row = (wr - p(4u)) * p(6u);
+    var xr = pair / p(1u);
+    if p(7u) == 1u {
+        xr = pair;
+    }
+    let x0 = xr * (cols / 4u);
+    var acc = 0.0;
+    for (var c = 0u; c < cols / 8u; c++) {
+        let w = dq8(row, c);
+        acc += dot(w.lo, X[x0 + c * 2u]) + dot(w.hi, X[x0 + c * 2u + 1u]);
+    }
+    Y[pair * per_expert + r] = acc;
+}

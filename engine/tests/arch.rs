@@ -36,9 +36,17 @@ struct DequantReference {
 }
 
 #[derive(Deserialize)]
+struct Greedy {
+    ids: Vec<u32>,
+    top1_margins: Vec<f32>,
+    decode_logits: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
 struct Recorded {
     n_vocab: usize,
     sequences: Vec<Sequence>,
+    greedy: Greedy,
     dequant_f32_reference: Option<DequantReference>,
 }
 
@@ -92,6 +100,100 @@ fn compare(ours: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> Vec<(f32, bool, f3
     rows
 }
 
+/// Teacher-forced greedy steps: sequence 0 decoded in one batch, then each of llama.cpp's greedy
+/// ids fed alone; per step, the row's max |Δ log-softmax| against llama.cpp's and the recorded
+/// margin of the id llama.cpp chose next.
+fn teacher_forced<B: Backend>(model: &Model<B>, rec: &Recorded) -> Vec<(f32, f32)> {
+    let first = &rec.sequences[0].tokens;
+    let g = &rec.greedy;
+    let mut kv = model.kv_cache(first.len() + g.ids.len()).unwrap();
+    model.forward(&mut kv, first, 0..0).unwrap();
+    g.decode_logits
+        .iter()
+        .enumerate()
+        .map(|(k, want)| {
+            let out = model.forward(&mut kv, &[g.ids[k]], 0..1).unwrap();
+            let ours = model.backend().read(&out).unwrap();
+            let rows = compare(&[vec![ours]], &[vec![want.clone()]]);
+            (rows[0].0, g.top1_margins[k + 1])
+        })
+        .collect()
+}
+
+/// The GPU backend (lavapipe in CI), or `None` outside CI where there is no adapter.
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new(&GpuOptions {
+        allow_software: true,
+        ..GpuOptions::default()
+    }) {
+        Ok(gpu) => Some(gpu),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v != "true"),
+                "CI needs a GPU adapter (lavapipe): {e}"
+            );
+            eprintln!(
+                "\n*** NO GPU ADAPTER: {e}. GPU check skipped (it fails under CI=true). ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// An architecture file (F32 weights): the exact reference against llama.cpp's logits, batched
+/// and teacher-forced, within `tol` (the README's tolerance for the architecture); the CPU
+/// backend at every level and the GPU backend against the reference with ggml's numerics (the
+/// f16 KV cache) within `tol` too, and llama.cpp's top-1 on every row whose margin is clear.
+fn check_arch_file(name: &str, tol: f32) {
+    let rec = recorded(name);
+    let path = data(&format!("{name}.gguf"));
+    let want: Vec<Vec<Vec<f32>>> = rec.sequences.iter().map(|s| s.logits.clone()).collect();
+    let exact = Model::open(
+        &path,
+        ReferenceBackend::new().with_numerics(Numerics::Exact),
+    )
+    .unwrap();
+    let rows = compare(&logits(&exact, &rec), &want);
+    let worst = rows.iter().map(|r| r.0).fold(0.0, f32::max);
+    eprintln!("{name}: reference (exact) vs llama.cpp: max err {worst:.2e}");
+    assert!(worst < tol, "{name}: exact reference err {worst} >= {tol}");
+    let clear = |rows: &[(f32, bool, f32)]| rows.iter().filter(|r| r.2 > 2.0 * tol).all(|r| r.1);
+    assert!(clear(&rows), "{name}: exact reference top-1");
+    let steps = teacher_forced(&exact, &rec);
+    let worst = steps.iter().map(|s| s.0).fold(0.0, f32::max);
+    eprintln!("{name}: reference (exact), teacher-forced greedy: max err {worst:.2e}");
+    assert!(worst < tol, "{name}: teacher-forced err {worst} >= {tol}");
+
+    let oracle = logits(&Model::open(&path, ReferenceBackend::new()).unwrap(), &rec);
+    let check = |backend: &str, ours: Vec<Vec<Vec<f32>>>| {
+        let rows = compare(&ours, &oracle);
+        let worst = rows.iter().map(|r| r.0).fold(0.0, f32::max);
+        let llama = compare(&ours, &want);
+        let llama_worst = llama.iter().map(|r| r.0).fold(0.0, f32::max);
+        eprintln!(
+            "{name}: {backend}: max err {worst:.2e} vs the reference, {llama_worst:.2e} vs \
+             llama.cpp (f32 KV)"
+        );
+        assert!(
+            worst < tol,
+            "{name}: {backend} err {worst} vs the reference"
+        );
+        assert!(
+            clear(&llama),
+            "{name}: {backend}: llama.cpp's top-1 on clear rows"
+        );
+    };
+    for level in Level::ALL {
+        if level.supported() {
+            let model = Model::open(&path, CpuBackend::with_threads_and_level(2, level)).unwrap();
+            check(&format!("cpu {level:?}"), logits(&model, &rec));
+        }
+    }
+    if let Some(gpu) = gpu() {
+        check("gpu", logits(&Model::open(&path, gpu).unwrap(), &rec));
+    }
+}
+
 fn check_quant_file(name: &str) {
     let rec = recorded(name);
     let path = data(&format!("{name}.gguf"));
@@ -139,23 +241,7 @@ fn check_quant_file(name: &str) {
         );
     }
     // The GPU backend (lavapipe in CI), against the same reference.
-    let gpu = GpuBackend::new(&GpuOptions {
-        allow_software: true,
-        ..GpuOptions::default()
-    });
-    let gpu = match gpu {
-        Ok(gpu) => gpu,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none_or(|v| v != "true"),
-                "CI needs a GPU adapter (lavapipe): {e}"
-            );
-            eprintln!(
-                "\n*** NO GPU ADAPTER: {e}. GPU check skipped (it fails under CI=true). ***\n"
-            );
-            return;
-        }
-    };
+    let Some(gpu) = gpu() else { return };
     let model = Model::open(&path, gpu).unwrap();
     let rows = compare(&logits(&model, &rec), &oracle);
     let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
@@ -178,4 +264,9 @@ fn iq4_xs_matches_llama_cpp() {
 #[test]
 fn mxfp4_matches_llama_cpp() {
     check_quant_file("llama-mxfp4");
+}
+
+#[test]
+fn qwen3moe_matches_llama_cpp() {
+    check_arch_file("qwen3moe", 1e-3);
 }

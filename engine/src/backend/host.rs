@@ -327,7 +327,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// directly.
 pub(crate) fn activate_ggml(act: Activation, x: f32) -> f32 {
     match act {
-        Activation::Silu => activate(act, x),
+        Activation::Silu | Activation::SwigluOai => activate(act, x),
         Activation::GeluTanh => {
             if x <= -10.0 {
                 0.0
@@ -350,10 +350,27 @@ pub(crate) fn gelu_f16(bits: u16) -> f32 {
 pub(crate) fn activate(act: Activation, x: f32) -> f32 {
     match act {
         Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::SwigluOai => {
+            let g = x.min(SWIGLU_OAI_LIMIT);
+            g / (1.0 + (-SWIGLU_OAI_ALPHA * g).exp())
+        }
         Activation::GeluTanh => {
             const SQRT_2_OVER_PI: f32 = 0.797_884_6;
             const COEF_A: f32 = 0.044_715;
             0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
         }
+    }
+}
+
+/// gpt-oss's SwiGLU clamp and sigmoid slope.
+const SWIGLU_OAI_LIMIT: f32 = 7.0;
+const SWIGLU_OAI_ALPHA: f32 = 1.702;
+
+/// The `up` factor of a gated unit: `up` itself, or for [`Activation::SwigluOai`]
+/// `clamp(up, -7, 7) + 1`. `glu = activate(gate) * up_term(up)` on every backend.
+pub(crate) fn up_term(act: Activation, up: f32) -> f32 {
+    match act {
+        Activation::SwigluOai => up.clamp(-SWIGLU_OAI_LIMIT, SWIGLU_OAI_LIMIT) + 1.0,
+        Activation::Silu | Activation::GeluTanh => up,
     }
 }

@@ -18,6 +18,7 @@
 pub mod cpu;
 pub mod gpu;
 pub mod host;
+pub(crate) mod moe;
 mod open;
 pub mod reference;
 
@@ -66,6 +67,9 @@ pub enum Activation {
     Silu,
     /// GeGLU with the tanh approximation of GELU (gemma3).
     GeluTanh,
+    /// gpt-oss's clamped SwiGLU: `g = min(gate, 7)`, `u = clamp(up, -7, 7)`,
+    /// `g * sigmoid(1.702 g) * (u + 1)`.
+    SwigluOai,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -259,6 +263,39 @@ pub trait Backend: Send + Sync {
         self.matmul(x, up, &mut u);
         self.glu(&g, &u, act, out);
     }
+
+    /// Mixture-of-experts routing: for each row of `logits` (the router's score of each expert),
+    /// the `k` experts with the largest scores (ties: the lower index) into `ids` (`rows x k`,
+    /// expert indices as values) and their weights into `weights`: the softmax over the `k`
+    /// chosen scores when `renormalize` (qwen3moe, gpt-oss, gemma4), else the softmax over all
+    /// experts at the chosen ones.
+    fn moe_route(
+        &self,
+        logits: &Self::Tensor,
+        k: usize,
+        renormalize: bool,
+        ids: &mut Self::Tensor,
+        weights: &mut Self::Tensor,
+    );
+
+    /// The experts' products (llama.cpp's `mul_mat_id`): `w` stacks `n_expert` matrices of
+    /// `w.rows / n_expert` rows (an `ffn_*_exps` tensor); for token `t` and slot `s`,
+    /// `out[t * k + s] = x_ts · W[ids[t][s]] (+ bias[ids[t][s]])`, where `x_ts` is `x[t]` when
+    /// `x` has a row per token and `x[t * k + s]` when it has a row per (token, slot). `ids` is
+    /// [`Backend::moe_route`]'s. A backend groups the rows by expert, so a batch reads each
+    /// chosen expert's weights once.
+    fn matmul_experts(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        bias: Option<&Self::Weight>,
+        n_expert: usize,
+        ids: &Self::Tensor,
+        out: &mut Self::Tensor,
+    );
+
+    /// `out[t] = sum_s weights[t][s] * y[t * k + s]`: the experts' outputs, weighted.
+    fn moe_combine(&self, y: &Self::Tensor, weights: &Self::Tensor, out: &mut Self::Tensor);
 
     /// `(rows, cols)` of an activation tensor.
     fn shape(&self, t: &Self::Tensor) -> (usize, usize);

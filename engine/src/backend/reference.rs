@@ -19,9 +19,9 @@ use std::sync::Arc;
 pub use super::host::{HostKv, HostTensor, WeightView};
 use super::host::{
     activate, activate_ggml, activation_as_quantized, check_glu, check_host_attention, check_rope,
-    dot, gather_rows, rope_angles, weight_view,
+    dot, gather_rows, rope_angles, up_term, weight_view,
 };
-use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
+use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle, moe};
 use crate::gguf::{GgufFile, TensorInfo};
 
 const NAME: &str = "reference";
@@ -192,6 +192,65 @@ impl Backend for ReferenceBackend {
         }
     }
 
+    fn moe_route(
+        &self,
+        logits: &HostTensor,
+        k: usize,
+        renormalize: bool,
+        ids: &mut HostTensor,
+        weights: &mut HostTensor,
+    ) {
+        moe::route(logits, k, renormalize, ids, weights);
+    }
+
+    fn matmul_experts(
+        &self,
+        x: &HostTensor,
+        w: &WeightView,
+        bias: Option<&WeightView>,
+        n_expert: usize,
+        ids: &HostTensor,
+        out: &mut HostTensor,
+    ) {
+        let shape = moe::check_experts(
+            (x.rows, x.cols),
+            (w.rows, w.cols),
+            bias.map(|b| (b.rows, b.cols)),
+            n_expert,
+            (ids.rows, ids.cols),
+            (out.rows, out.cols),
+        );
+        let rows = shape.rows;
+        let mut bias_row = vec![0.0; rows];
+        for (e, pairs) in moe::group_by_expert(ids, &shape) {
+            let mut xs = Vec::with_capacity(pairs.len() * x.cols);
+            for &(input, _) in &pairs {
+                xs.extend_from_slice(x.row(input));
+            }
+            let xs = match self.numerics {
+                Numerics::Ggml => activation_as_quantized(w.ty, &xs),
+                Numerics::Exact => xs,
+            };
+            let block = matmul_block(&xs, pairs.len(), w, e * rows..(e + 1) * rows);
+            if let Some(b) = bias {
+                b.dequant_row(e, &mut bias_row);
+            }
+            for (i, &(_, o)) in pairs.iter().enumerate() {
+                let dst = &mut out.data[o * rows..][..rows];
+                dst.copy_from_slice(&block[i * rows..][..rows]);
+                if bias.is_some() {
+                    for (d, &b) in dst.iter_mut().zip(&bias_row) {
+                        *d += b;
+                    }
+                }
+            }
+        }
+    }
+
+    fn moe_combine(&self, y: &HostTensor, weights: &HostTensor, out: &mut HostTensor) {
+        moe::combine(y, weights, out);
+    }
+
     fn add_bias(&self, x: &mut HostTensor, bias: &WeightView) {
         let b = bias.vector();
         assert_eq!(x.cols, b.len(), "add_bias: length of '{}'", bias.name);
@@ -306,7 +365,7 @@ impl Backend for ReferenceBackend {
             *o = match self.numerics {
                 Numerics::Ggml => activate_ggml(act, g),
                 Numerics::Exact => activate(act, g),
-            } * u;
+            } * up_term(act, u);
         }
     }
 

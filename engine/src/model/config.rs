@@ -13,11 +13,19 @@ pub enum Arch {
     Gemma3,
     Qwen2,
     Qwen3,
+    /// Qwen3's mixture-of-experts models (Qwen3-30B-A3B, Qwen3-Coder).
+    Qwen3Moe,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Gemma3, Arch::Qwen2, Arch::Qwen3];
+    pub const ALL: [Arch; 5] = [
+        Arch::Llama,
+        Arch::Gemma3,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Qwen3Moe,
+    ];
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.name() == name)
@@ -30,6 +38,7 @@ impl Arch {
             Arch::Gemma3 => "gemma3",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
         }
     }
 }
@@ -74,6 +83,15 @@ pub struct Config {
     /// Every `n`th layer (the last of each group) is global, the others use the window; `None`
     /// means every layer is global.
     pub swa_pattern: Option<usize>,
+    /// Mixture of experts: the experts of each layer's feed-forward block (0: a dense block).
+    pub n_expert: usize,
+    /// Experts each token uses.
+    pub n_expert_used: usize,
+    /// Hidden width of one expert.
+    pub d_ff_expert: usize,
+    /// The chosen experts' weights are renormalised to sum to 1 (see
+    /// [`crate::backend::Backend::moe_route`]).
+    pub expert_renormalize: bool,
 }
 
 impl Config {
@@ -169,6 +187,33 @@ impl Config {
             Some(w) if gemma => Some(size("attention.sliding_window", w)?),
             _ => None,
         };
+        let n_expert = match file.opt_u64(&key("expert_count"))? {
+            Some(0) | None => 0,
+            Some(n) => size("expert_count", n)?,
+        };
+        let (n_expert_used, d_ff_expert) = if n_expert > 0 {
+            let used = match file.opt_u64(&key("expert_used_count"))? {
+                Some(n) => size("expert_used_count", n)?,
+                None => 0,
+            };
+            if used == 0 || used > n_expert || used > 32 {
+                return Err(ModelError::BadMetadata {
+                    file: file.label().to_string(),
+                    key: key("expert_used_count"),
+                    reason: format!(
+                        "{used} experts per token must be between 1 and the {n_expert} experts \
+                         (and at most 32)"
+                    ),
+                });
+            }
+            let width = match file.opt_u64(&key("expert_feed_forward_length"))? {
+                Some(v) => size("expert_feed_forward_length", v)?,
+                None => d_ff / used,
+            };
+            (used, width)
+        } else {
+            (0, 0)
+        };
         let swa_pattern = match file.opt_u64(&key("attention.sliding_window_pattern"))? {
             Some(p) => Some(size("attention.sliding_window_pattern", p)?),
             None if sliding_window.is_some() => Some(6), // llama.cpp's default for gemma3
@@ -188,7 +233,7 @@ impl Config {
             rms_eps,
             rope_style: match arch {
                 Arch::Llama => RopeStyle::Normal,
-                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,
+                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe => RopeStyle::Neox,
             },
             rope_dims,
             rope_base,
@@ -201,7 +246,7 @@ impl Config {
             } else {
                 1.0 / (head_dim_k as f32).sqrt()
             },
-            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3),
+            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3 | Arch::Qwen3Moe),
             qkv_bias: arch == Arch::Qwen2,
             post_norms: gemma,
             activation: if gemma {
@@ -211,6 +256,10 @@ impl Config {
             },
             sliding_window,
             swa_pattern,
+            n_expert,
+            n_expert_used,
+            d_ff_expert,
+            expert_renormalize: true,
         })
     }
 

@@ -27,7 +27,7 @@ pub use config::{Arch, Config};
 pub use error::ModelError;
 pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, generate};
 pub use perplexity::{Perplexity, perplexity};
-use weights::Weights;
+use weights::{Ffn, Weights};
 
 use crate::backend::{Attention, Backend, BackendError, KvRows, Rope};
 use crate::gguf::GgufFile;
@@ -334,7 +334,17 @@ impl<B: Backend> Model<B> {
             (b.tensor(0, 0), b.tensor(0, 0))
         };
         let mut att = b.tensor(n, c.n_head * c.head_dim_v);
-        let mut act = b.tensor(n, c.d_ff);
+        let mut act = b.tensor(n, if c.n_expert > 0 { 0 } else { c.d_ff });
+        // Mixture of experts: the router's scores, the chosen experts and their weights, and the
+        // experts' gate, up, activated and output rows (one per token and chosen expert).
+        let pairs = n * c.n_expert_used;
+        let mut router = b.tensor(n, c.n_expert);
+        let mut expert_ids = b.tensor(n, c.n_expert_used);
+        let mut expert_weights = b.tensor(n, c.n_expert_used);
+        let mut expert_gate = b.tensor(pairs, c.d_ff_expert);
+        let mut expert_up = b.tensor(pairs, c.d_ff_expert);
+        let mut expert_act = b.tensor(pairs, c.d_ff_expert);
+        let mut expert_out = b.tensor(pairs, d);
         // Gemma's post-norms' output, added to the residual stream.
         let mut post = if c.post_norms {
             b.tensor(n, d)
@@ -398,8 +408,34 @@ impl<B: Backend> Model<B> {
             residual_norm(b, &mut x, &o, post_attn, c, &mut post, &lw.ffn_norm, &mut h);
 
             // Feed-forward block.
-            b.gated_matmul(&h, &lw.gate, &lw.up, c.activation, &mut act);
-            b.matmul(&act, &lw.down, &mut o);
+            match &lw.ffn {
+                Ffn::Dense { gate, up, down } => {
+                    b.gated_matmul(&h, gate, up, c.activation, &mut act);
+                    b.matmul(&act, down, &mut o);
+                }
+                Ffn::Experts(m) => {
+                    b.matmul(&h, &m.router, &mut router);
+                    if let Some(bias) = &m.router_bias {
+                        b.add_bias(&mut router, bias);
+                    }
+                    let (k, e) = (c.n_expert_used, c.n_expert);
+                    let renormalize = c.expert_renormalize;
+                    b.moe_route(
+                        &router,
+                        k,
+                        renormalize,
+                        &mut expert_ids,
+                        &mut expert_weights,
+                    );
+                    let (ids, gb, ub) = (&expert_ids, m.gate_bias.as_ref(), m.up_bias.as_ref());
+                    b.matmul_experts(&h, &m.gate, gb, e, ids, &mut expert_gate);
+                    b.matmul_experts(&h, &m.up, ub, e, ids, &mut expert_up);
+                    b.glu(&expert_gate, &expert_up, c.activation, &mut expert_act);
+                    let db = m.down_bias.as_ref();
+                    b.matmul_experts(&expert_act, &m.down, db, e, ids, &mut expert_out);
+                    b.moe_combine(&expert_out, &expert_weights, &mut o);
+                }
+            }
             let post_ffn = lw.post_ffn_norm.as_ref();
             match w.layers.get(il + 1) {
                 Some(next) => {

@@ -24,10 +24,32 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub k_norm: Option<B::Weight>,
     pub post_attn_norm: Option<B::Weight>,
     pub ffn_norm: B::Weight,
+    pub ffn: Ffn<B>,
+    pub post_ffn_norm: Option<B::Weight>,
+}
+
+/// A layer's feed-forward block.
+pub(crate) enum Ffn<B: Backend> {
+    /// `down(act(gate x) * up x)`.
+    Dense {
+        gate: B::Weight,
+        up: B::Weight,
+        down: B::Weight,
+    },
+    Experts(Experts<B>),
+}
+
+/// A mixture-of-experts block: the router and the stacked experts (each `n_expert` matrices in
+/// one weight, see [`crate::backend::Backend::matmul_experts`]), with optional biases.
+pub(crate) struct Experts<B: Backend> {
+    pub router: B::Weight,
+    pub router_bias: Option<B::Weight>,
     pub gate: B::Weight,
     pub up: B::Weight,
     pub down: B::Weight,
-    pub post_ffn_norm: Option<B::Weight>,
+    pub gate_bias: Option<B::Weight>,
+    pub up_bias: Option<B::Weight>,
+    pub down_bias: Option<B::Weight>,
 }
 
 /// All weights of a model.
@@ -84,6 +106,40 @@ impl<B: Backend> Loader<'_, B> {
         (self.progress)(info.size);
         self.used.borrow_mut().insert(name.to_string());
         Ok(Some(weight))
+    }
+
+    /// An expert tensor `name` of GGUF dims `[cols, rows, n_expert]`, as one weight of
+    /// `n_expert * rows` rows (expert `e` is rows `e * rows ..`; the bytes are the same).
+    fn experts(&self, name: &str, [cols, rows, n]: [usize; 3]) -> Result<B::Weight, ModelError> {
+        let info =
+            self.file
+                .header()
+                .tensor_info(name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    file: self.label(),
+                    tensor: name.to_string(),
+                })?;
+        let expected = vec![cols as u64, rows as u64, n as u64];
+        if info.dims != expected {
+            return Err(ModelError::ShapeMismatch {
+                file: self.label(),
+                tensor: name.to_string(),
+                expected,
+                found: info.dims.clone(),
+            });
+        }
+        let mut stacked = info.clone();
+        stacked.dims = vec![cols as u64, (rows * n) as u64];
+        let weight =
+            self.backend
+                .weight(self.file, &stacked)
+                .map_err(|source| ModelError::Backend {
+                    file: self.label(),
+                    source,
+                })?;
+        (self.progress)(info.size);
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(weight)
     }
 
     fn required(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
@@ -213,9 +269,25 @@ impl<B: Backend> Weights<B> {
                 k_norm: l.when(c.qk_norm, &n("attn_k_norm.weight"), &[c.head_dim_k])?,
                 post_attn_norm: l.when(c.post_norms, &n("post_attention_norm.weight"), &[d])?,
                 ffn_norm: l.required(&n("ffn_norm.weight"), &[d])?,
-                gate: l.required(&n("ffn_gate.weight"), &[d, c.d_ff])?,
-                up: l.required(&n("ffn_up.weight"), &[d, c.d_ff])?,
-                down: l.required(&n("ffn_down.weight"), &[c.d_ff, d])?,
+                ffn: if c.n_expert > 0 {
+                    let (e, f) = (c.n_expert, c.d_ff_expert);
+                    Ffn::Experts(Experts {
+                        router: l.required(&n("ffn_gate_inp.weight"), &[d, e])?,
+                        router_bias: l.optional(&n("ffn_gate_inp.bias"), &[e])?,
+                        gate: l.experts(&n("ffn_gate_exps.weight"), [d, f, e])?,
+                        up: l.experts(&n("ffn_up_exps.weight"), [d, f, e])?,
+                        down: l.experts(&n("ffn_down_exps.weight"), [f, d, e])?,
+                        gate_bias: l.optional(&n("ffn_gate_exps.bias"), &[f, e])?,
+                        up_bias: l.optional(&n("ffn_up_exps.bias"), &[f, e])?,
+                        down_bias: l.optional(&n("ffn_down_exps.bias"), &[d, e])?,
+                    })
+                } else {
+                    Ffn::Dense {
+                        gate: l.required(&n("ffn_gate.weight"), &[d, c.d_ff])?,
+                        up: l.required(&n("ffn_up.weight"), &[d, c.d_ff])?,
+                        down: l.required(&n("ffn_down.weight"), &[c.d_ff, d])?,
+                    }
+                },
                 post_ffn_norm: l.when(c.post_norms, &n("post_ffw_norm.weight"), &[d])?,
             });
         }

@@ -19,9 +19,9 @@ use super::pool::Pool;
 use super::vec;
 use crate::backend::host::{
     HostKv, HostTensor, WeightView, activate, check_glu, check_host_attention, check_rope,
-    gather_rows, gelu_f16, rope_angles, weight_view,
+    gather_rows, gelu_f16, rope_angles, up_term, weight_view,
 };
-use crate::backend::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
+use crate::backend::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle, moe};
 use crate::gguf::{GgufFile, TensorInfo};
 
 const NAME: &str = "cpu";
@@ -266,13 +266,16 @@ impl Backend for CpuBackend {
         let raw = weight_view(NAME, file, info)?;
         let kernel = Kernel::resolve(self.level, raw.ty);
         let vector = (raw.rows == 1).then(|| raw.vector());
-        let packed = (kernel.is_some() && gemm::available(self.level))
-            .then(|| {
-                Packed::new(raw.ty, raw.rows, raw.cols, raw.bytes(), &|n, f| {
-                    self.split(n, n < 4, f)
-                })
+        // Experts stay mapped (a token reads only the pages of the experts it uses).
+        let packed = (kernel.is_some()
+            && gemm::available(self.level)
+            && !super::experts::is_experts(&info.name))
+        .then(|| {
+            Packed::new(raw.ty, raw.rows, raw.cols, raw.bytes(), &|n, f| {
+                self.split(n, n < 4, f)
             })
-            .flatten();
+        })
+        .flatten();
         if packed.is_some() {
             // Only token lookups (a tied embedding) read the mapped bytes from now on.
             file.release_tensor_data(info);
@@ -353,6 +356,33 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         self.gated(x, gate, up, act, out);
+    }
+
+    fn moe_route(
+        &self,
+        logits: &CpuTensor,
+        k: usize,
+        renormalize: bool,
+        ids: &mut CpuTensor,
+        weights: &mut CpuTensor,
+    ) {
+        moe::route(logits, k, renormalize, ids, weights);
+    }
+
+    fn matmul_experts(
+        &self,
+        x: &CpuTensor,
+        w: &CpuWeight,
+        bias: Option<&CpuWeight>,
+        n_expert: usize,
+        ids: &CpuTensor,
+        out: &mut CpuTensor,
+    ) {
+        self.experts(x, w, bias, n_expert, ids, out);
+    }
+
+    fn moe_combine(&self, y: &CpuTensor, weights: &CpuTensor, out: &mut CpuTensor) {
+        moe::combine(y, weights, out);
     }
 
     fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
@@ -534,9 +564,9 @@ impl Backend for CpuBackend {
 /// vectorized.
 pub(super) fn glu_into(level: Level, act: Activation, gate: &[f32], up: &[f32], dst: &mut [f32]) {
     match act {
-        Activation::Silu => {
+        Activation::Silu | Activation::SwigluOai => {
             for ((d, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
-                *d = activate(Activation::Silu, g) * u;
+                *d = activate(act, g) * up_term(act, u);
             }
         }
         Activation::GeluTanh => {

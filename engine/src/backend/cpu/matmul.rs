@@ -73,7 +73,7 @@ fn quantize_rows(b: &CpuBackend, act: GgmlType, x: &[f32], cols: usize) -> Activ
 }
 
 /// A matmul input quantized once into the blocks a weight type's kernels read.
-struct Activations {
+pub(super) struct Activations {
     act: GgmlType,
     bytes: Vec<u8>,
     row_bytes: usize,
@@ -89,7 +89,7 @@ struct Activations {
 impl Activations {
     /// `x` (rows of `cols` values) quantized for weights of type `weight_ty` (which must have an
     /// integer kernel).
-    fn new(b: &CpuBackend, weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
+    pub(super) fn new(b: &CpuBackend, weight_ty: GgmlType, x: &[f32], cols: usize) -> Self {
         let act =
             activation_type(weight_ty).expect("a weight with a kernel has an activation type");
         quantize_rows(b, act, x, cols)
@@ -106,7 +106,7 @@ impl Activations {
     }
 
     /// Prepares the batched form for weights of type `ty`.
-    fn prepare_batched(&mut self, ty: GgmlType) {
+    pub(super) fn prepare_batched(&mut self, ty: GgmlType) {
         let b = gemm::block_len(ty).expect("a type with a batched path");
         if !self.batched.iter().any(|(len, _)| *len == b) {
             let acts = gemm::Acts::new(self.act, &self.bytes, self.row_bytes, self.cols, b);
@@ -163,9 +163,20 @@ fn tile_products(
     }
 }
 
+/// One weight's share of a parallel matmul region ([`CpuBackend::run_jobs`]): its rows `rows`
+/// against every row of `input`; input row `t`'s products go to output row `out_rows[t]` (or
+/// `t`), columns `r - rows.start`, of an output of `rows.len()` columns.
+pub(super) struct Job<'a> {
+    pub w: &'a CpuWeight,
+    pub input: Input<'a>,
+    pub rows: Range<usize>,
+    pub out: Out<f32>,
+    pub out_rows: Option<&'a [usize]>,
+}
+
 /// A matmul's input as one weight reads it.
 #[derive(Clone, Copy)]
-enum Input<'a> {
+pub(super) enum Input<'a> {
     /// Quantized for the weight's integer kernel.
     Quantized(&'a Activations),
     /// f32 values rounded as ggml rounds them for this weight type (no integer kernel).
@@ -173,7 +184,7 @@ enum Input<'a> {
 }
 
 /// Whether a matmul of `n_tok` tokens with a `ty` weight takes the batched (tile) path.
-fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
+pub(super) fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
     n_tok >= BATCHED_MIN_TOKENS && gemm::available(level) && gemm::block_len(ty).is_some()
 }
 
@@ -334,7 +345,7 @@ impl CpuBackend {
             }
         }
         // Each weight with its input (quantized, or rounded for the fallback) and its output.
-        let jobs: Vec<(&CpuWeight, Input<'_>, Out<f32>)> = ws
+        let jobs: Vec<Job<'_>> = ws
             .iter()
             .zip(outs.iter_mut())
             .map(|(w, out)| {
@@ -357,22 +368,39 @@ impl CpuBackend {
                             .1,
                     ),
                 };
-                (*w, input, Out::new(&mut out.data))
+                Job {
+                    w,
+                    input,
+                    rows: 0..w.raw.rows,
+                    out: Out::new(&mut out.data),
+                    out_rows: None,
+                }
             })
             .collect();
-        let work: usize = ws.iter().map(|w| n_tok * w.raw.rows * w.raw.cols).sum();
+        self.run_jobs(&jobs, n_tok);
+    }
+
+    /// Runs `jobs` in one parallel region: every job's weight rows in tiles of [`ROW_TILE`], one
+    /// after another, split into one contiguous range per thread with stealing from the back
+    /// once a thread's own range is done. `n_tok`: the input rows of each job, at most (for the
+    /// decision to stay on one thread).
+    pub(super) fn run_jobs(&self, jobs: &[Job<'_>], n_tok: usize) {
+        let work: usize = jobs
+            .iter()
+            .map(|j| n_tok * j.rows.len() * j.w.raw.cols)
+            .sum();
         let threads = if work < 1 << 16 {
             1
         } else {
             self.pool.threads()
         };
-        // Work units: the tiles of every weight, one after another; weight `j`'s are
+        // Work units: the tiles of every job, one after another; job `j`'s are
         // `first_unit[j]..first_unit[j + 1]`.
         let mut first_unit = vec![0];
-        for w in ws {
-            first_unit.push(first_unit[first_unit.len() - 1] + w.raw.rows.div_ceil(ROW_TILE));
+        for j in jobs {
+            first_unit.push(first_unit[first_unit.len() - 1] + j.rows.len().div_ceil(ROW_TILE));
         }
-        let units = first_unit[ws.len()];
+        let units = first_unit[jobs.len()];
         let ranges = Ranges::new(units, threads);
         let body = |i: usize| {
             let mut scratch = None;
@@ -380,17 +408,20 @@ impl CpuBackend {
             while let Some(taken) = ranges.next(i, UNITS_PER_TAKE) {
                 for unit in taken {
                     let j = first_unit.partition_point(|&f| f <= unit) - 1;
-                    let (w, input, o) = jobs[j];
+                    let job = &jobs[j];
+                    let (w, o) = (job.w, job.out);
                     let raw = &w.raw;
-                    let n_out = raw.rows;
-                    let start = (unit - first_unit[j]) * ROW_TILE;
-                    let range = start..(start + ROW_TILE).min(n_out);
-                    match input {
+                    let (r0, n_out) = (job.rows.start, job.rows.len());
+                    let start = r0 + (unit - first_unit[j]) * ROW_TILE;
+                    let range = start..(start + ROW_TILE).min(job.rows.end);
+                    let out_row = |t: usize| job.out_rows.map_or(t, |rows| rows[t]);
+                    match job.input {
                         Input::Quantized(a) => {
                             row_products(self.level, w, a, range, &mut scratch, &mut |t, r, v| {
-                                let at = t * n_out + r;
+                                let at = out_row(t) * n_out + r - r0;
                                 // SAFETY: output columns from `r` belong to this unit's rows,
-                                // which no other thread takes.
+                                // which no other thread takes, and each output row to one input
+                                // row of one job.
                                 unsafe { o.slice(at..at + v.len()) }.copy_from_slice(v);
                             });
                         }
@@ -402,7 +433,7 @@ impl CpuBackend {
                                 raw.dequant_row(r, &mut row);
                                 for (t, xt) in xq.chunks_exact(raw.cols).enumerate() {
                                     // SAFETY: output column `r` belongs to this unit's rows.
-                                    unsafe { o.set(t * n_out + r, dot(xt, &row)) };
+                                    unsafe { o.set(out_row(t) * n_out + r - r0, dot(xt, &row)) };
                                 }
                             }
                         }

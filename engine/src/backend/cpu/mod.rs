@@ -5,6 +5,7 @@
 //!
 //! - `backend`: [`CpuBackend`]: the ops, attention by (token, key head), elementwise ops.
 //! - `matmul`: quantize-once matmuls in row-split regions, fused Q/K/V and gate/up/activation.
+//! - `experts`: mixture-of-experts products, rows grouped by expert, experts never repacked.
 //! - `pool`: the persistent worker threads (spin, then yield, then sleep between regions).
 //! - `dot`: per-format dot kernels: portable scalar versions for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   Q4_K, Q5_K, Q6_K (the spec the SIMD ones are tested against) and [`dot::Kernel`], the
@@ -27,6 +28,7 @@ mod avx2;
 mod avx512;
 mod backend;
 pub mod dot;
+mod experts;
 mod gemm;
 pub mod level;
 mod matmul;

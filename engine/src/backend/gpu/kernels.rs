@@ -121,6 +121,10 @@ impl Module {
                 ("matmul", &[(1, false), (2, false), (3, true)]),
                 ("matmul_lane", &[(1, false), (2, false), (3, true)]),
                 ("matmul_tiled", &[(1, false), (2, false), (3, true)]),
+                (
+                    "matmul_id",
+                    &[(1, false), (2, false), (3, true), (4, false)],
+                ),
             ],
             Module::MatmulSubgroup(_) => {
                 &[("matmul_subgroup", &[(1, false), (2, false), (3, true)])]
@@ -166,6 +170,9 @@ impl Module {
                 ("round_f16_values", &[(1, true), (3, true)]),
                 ("argmax_rows", &[(1, true), (3, true)]),
                 ("top_k_rows", &[(1, true), (3, true)]),
+                ("moe_route", &[(1, true), (2, false), (3, true)]),
+                ("add_bias_experts", &[(1, true), (2, false), (4, false)]),
+                ("moe_combine", &[(1, true), (2, false), (3, true)]),
             ],
         }
     }
@@ -254,6 +261,8 @@ pub(super) struct Quantized {
     pub matmul_lane: Arc<Kernel>,
     /// 64 x 32 tiles through workgroup memory (prompts).
     pub matmul_tiled: Arc<Kernel>,
+    /// The experts' products: an invocation per (token and slot, expert row).
+    pub matmul_id: Arc<Kernel>,
     /// `matmul` with subgroup sums, where the device has subgroups.
     pub matmul_subgroup: Option<Arc<Kernel>>,
     /// `matmul_tiled` with f16 tiles, where the device has `shader-f16`.
@@ -283,6 +292,9 @@ pub(super) struct Kernels {
     pub round_f16: Arc<Kernel>,
     pub argmax: Arc<Kernel>,
     pub top_k: Arc<Kernel>,
+    pub moe_route: Arc<Kernel>,
+    pub add_bias_experts: Arc<Kernel>,
+    pub moe_combine: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
     subgroups: bool,
@@ -313,9 +325,12 @@ impl Kernels {
             round_f16,
             argmax,
             top_k,
-        ]: [Arc<Kernel>; 11] = compile(device, Module::Elementwise)
+            moe_route,
+            add_bias_experts,
+            moe_combine,
+        ]: [Arc<Kernel>; 14] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has eleven entry points");
+            .expect("elementwise has fourteen entry points");
         Kernels {
             rms_norm,
             add_rms_norm,
@@ -336,6 +351,9 @@ impl Kernels {
             round_f16,
             argmax,
             top_k,
+            moe_route,
+            add_bias_experts,
+            moe_combine,
             quantized: Mutex::new(HashMap::new()),
             subgroups,
             f16,
@@ -347,14 +365,15 @@ impl Kernels {
         let mut map = self.quantized.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(f)
             .or_insert_with(|| {
-                let [matmul, matmul_lane, matmul_tiled]: [Arc<Kernel>; 3] =
+                let [matmul, matmul_lane, matmul_tiled, matmul_id]: [Arc<Kernel>; 4] =
                     compile(device, Module::Matmul(f))
                         .try_into()
-                        .expect("matmul has three entry points");
+                        .expect("matmul has four entry points");
                 Quantized {
                     matmul,
                     matmul_lane,
                     matmul_tiled,
+                    matmul_id,
                     matmul_subgroup: self
                         .subgroups
                         .then(|| compile(device, Module::MatmulSubgroup(f)).remove(0)),

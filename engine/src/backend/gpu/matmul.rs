@@ -8,6 +8,7 @@ use std::ops::Range;
 use super::super::Backend;
 use super::record::Bind;
 use super::{GpuBackend, GpuTensor, GpuWeight, TILED_MIN_ROWS, u};
+use crate::backend::moe;
 use crate::quant::GgmlType;
 
 /// How activations are rounded before a product with a weight of some type.
@@ -129,5 +130,96 @@ impl GpuBackend {
                 self.run(kernel, binds, &params, part.rows * tiles);
             }
         }
+    }
+
+    /// [`Backend::moe_route`](crate::backend::Backend::moe_route).
+    pub(super) fn route_experts(
+        &self,
+        logits: &GpuTensor,
+        k: usize,
+        renormalize: bool,
+        ids: &mut GpuTensor,
+        weights: &mut GpuTensor,
+    ) {
+        moe::check_route(
+            (logits.rows, logits.cols),
+            k,
+            (ids.rows, ids.cols),
+            (weights.rows, weights.cols),
+        );
+        assert!(
+            k <= 32,
+            "moe_route: at most 32 experts per token on the GPU"
+        );
+        let binds = vec![ids.bind(), logits.bind(), weights.bind()];
+        let params = [
+            u(logits.rows),
+            u(logits.cols),
+            u(k),
+            u(usize::from(renormalize)),
+        ];
+        self.run_each(&self.ctx.kernels.moe_route, binds, &params, logits.rows);
+    }
+
+    /// [`Backend::matmul_experts`](crate::backend::Backend::matmul_experts).
+    pub(super) fn experts(
+        &self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        bias: Option<&GpuWeight>,
+        n_expert: usize,
+        ids: &GpuTensor,
+        out: &mut GpuTensor,
+    ) {
+        let shape = moe::check_experts(
+            (x.rows, x.cols),
+            (w.rows, w.cols),
+            bias.map(|b| (b.rows, b.cols)),
+            n_expert,
+            (ids.rows, ids.cols),
+            (out.rows, out.cols),
+        );
+        let r = Rounding::of(w.ty);
+        let rounded = (r != Rounding::None).then(|| self.round(x, 0..x.rows, r));
+        let xr = rounded.as_ref().unwrap_or(x);
+        let pairs = shape.tokens * shape.k;
+        for part in &w.parts {
+            let params = [
+                u(pairs),
+                u(shape.k),
+                u(w.cols),
+                u(shape.rows),
+                u(part.row0),
+                u(part.rows),
+                u(w.row_bytes),
+                u(usize::from(shape.per_slot)),
+            ];
+            let binds = vec![
+                Bind::Buf(part.buf.clone()),
+                xr.bind(),
+                out.bind(),
+                ids.bind(),
+            ];
+            let groups = shape.rows.div_ceil(64) * pairs;
+            self.run(&w.kernels.matmul_id, binds, &params, groups);
+        }
+        if let Some(b) = bias {
+            let binds = vec![out.bind(), Bind::Buf(b.parts[0].buf.clone()), ids.bind()];
+            let k = &self.ctx.kernels;
+            let n = out.len();
+            self.run_each(&k.add_bias_experts, binds, &[u(n), u(shape.rows)], n);
+        }
+    }
+
+    /// [`Backend::moe_combine`](crate::backend::Backend::moe_combine).
+    pub(super) fn combine_experts(&self, y: &GpuTensor, weights: &GpuTensor, out: &mut GpuTensor) {
+        moe::check_combine(
+            (y.rows, y.cols),
+            (weights.rows, weights.cols),
+            (out.rows, out.cols),
+        );
+        let binds = vec![y.bind(), weights.bind(), out.bind()];
+        let params = [u(out.len()), u(out.cols), u(weights.cols)];
+        self.run_each(&self.ctx.kernels.moe_combine, binds, &params, out.len());
     }
 }

@@ -558,6 +558,33 @@ impl Backend for GpuBackend {
         self.glu(&g, &u, act, out);
     }
 
+    fn moe_route(
+        &self,
+        logits: &GpuTensor,
+        k: usize,
+        renormalize: bool,
+        ids: &mut GpuTensor,
+        weights: &mut GpuTensor,
+    ) {
+        self.route_experts(logits, k, renormalize, ids, weights);
+    }
+
+    fn matmul_experts(
+        &self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        bias: Option<&GpuWeight>,
+        n_expert: usize,
+        ids: &GpuTensor,
+        out: &mut GpuTensor,
+    ) {
+        self.experts(x, w, bias, n_expert, ids, out);
+    }
+
+    fn moe_combine(&self, y: &GpuTensor, weights: &GpuTensor, out: &mut GpuTensor) {
+        self.combine_experts(y, weights, out);
+    }
+
     fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {
         assert_eq!(
             x.cols,
@@ -636,6 +663,7 @@ impl Backend for GpuBackend {
         let a = match act {
             Activation::Silu => 0,
             Activation::GeluTanh => 1,
+            Activation::SwigluOai => 2,
         };
         let k = &self.ctx.kernels;
         let binds = vec![gate.bind(), up.bind(), out.bind()];
