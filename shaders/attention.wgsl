@@ -157,12 +157,21 @@ fn load_query(tid: u32, t: u32, h: u32) {
     workgroupBarrier();
 }
 
+// The attention sink's term of head h's softmax denominator at running max m (0 without sinks).
+fn sink_term(h: u32, m: f32) -> f32 {
+    if p(12u) == 0xffffffffu {
+        return 0.0;
+    }
+    return exp(bitcast<f32>(D[p(12u) + h]) - m);
+}
+
 // One workgroup per (row, head): softmax(q k^T * scale) v over the row's visible positions. The
 // query is rounded to f16 like the cache.
 // p(0): heads, p(1): heads per KV head, p(2): key head dim, p(3): value head dim, p(4): scale,
 // p(5): sliding window (0 = none), p(6): positions per block, p(7): key words per slot, p(8):
 // value words per slot, p(9): word offset in D of the row info, p(10): rows, p(11): splits
-// (attend_part and attend_merge only).
+// (attend_part and attend_merge only), p(12): word offset in D of the heads' attention sinks
+// (f32 bits; 0xffffffff = none).
 @compute @workgroup_size(64)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
@@ -181,7 +190,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var k = 0u; k < 4u; k++) {
         let dv = tid + k * WG;
         if dv < hv {
-            O[(t * heads + h) * hv + dv] = r.acc[k] / r.l;
+            O[(t * heads + h) * hv + dv] = r.acc[k] / (r.l + sink_term(h, r.m));
         }
     }
 }
@@ -251,7 +260,7 @@ fn attend_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         l += K[base + 1u] * w;
         o += K[base + 2u + dv] * w;
     }
-    O[i] = o / l;
+    O[i] = o / (l + sink_term(th % p(0u), m));
 }
 
 // Attention for prompts: one invocation per (row, head), a workgroup is 64 rows of one head.
@@ -313,6 +322,6 @@ fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
     }
     for (var i = 0u; i < hv; i++) {
-        O[(t * heads + h) * hv + i] = acc[i] / l;
+        O[(t * heads + h) * hv + i] = acc[i] / (l + sink_term(h, m));
     }
 }

@@ -103,7 +103,7 @@ fn compare(ours: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> Vec<(f32, bool, f3
 /// Teacher-forced greedy steps: sequence 0 decoded in one batch, then each of llama.cpp's greedy
 /// ids fed alone; per step, the row's max |Δ log-softmax| against llama.cpp's and the recorded
 /// margin of the id llama.cpp chose next.
-fn teacher_forced<B: Backend>(model: &Model<B>, rec: &Recorded) -> Vec<(f32, f32)> {
+fn teacher_forced<B: Backend>(model: &Model<B>, rec: &Recorded) -> Vec<(f32, bool, f32)> {
     let first = &rec.sequences[0].tokens;
     let g = &rec.greedy;
     let mut kv = model.kv_cache(first.len() + g.ids.len()).unwrap();
@@ -115,7 +115,7 @@ fn teacher_forced<B: Backend>(model: &Model<B>, rec: &Recorded) -> Vec<(f32, f32
             let out = model.forward(&mut kv, &[g.ids[k]], 0..1).unwrap();
             let ours = model.backend().read(&out).unwrap();
             let rows = compare(&[vec![ours]], &[vec![want.clone()]]);
-            (rows[0].0, g.top1_margins[k + 1])
+            (rows[0].0, rows[0].1, g.top1_margins[k + 1])
         })
         .collect()
 }
@@ -140,44 +140,70 @@ fn gpu() -> Option<GpuBackend> {
     }
 }
 
-/// An architecture file (F32 weights): the exact reference against llama.cpp's logits, batched
-/// and teacher-forced, within `tol` (the README's tolerance for the architecture); the CPU
-/// backend at every level and the GPU backend against the reference with ggml's numerics (the
-/// f16 KV cache) within `tol` too, and llama.cpp's top-1 on every row whose margin is clear.
+/// An architecture file: the exact reference against llama.cpp's logits (for a file with
+/// quantized weights, llama.cpp's run on it dequantized to F32: its own run rounds the inputs of
+/// those matmuls to 8 bits), batched and teacher-forced, within `tol` (the README's tolerance for
+/// the architecture); the CPU backend at every level and the GPU backend against the reference
+/// with ggml's numerics (the f16 KV cache, the 8-bit inputs) within `tol` too (for quantized
+/// files: a mean row error below 0.05, see `check_quant_file`), and llama.cpp's top-1 on every
+/// row whose margin is clear.
 fn check_arch_file(name: &str, tol: f32) {
     let rec = recorded(name);
     let path = data(&format!("{name}.gguf"));
     let want: Vec<Vec<Vec<f32>>> = rec.sequences.iter().map(|s| s.logits.clone()).collect();
+    let dequant = rec.dequant_f32_reference.as_ref();
+    let exact_want = dequant.map_or(&want, |d| &d.sequences_logits);
     let exact = Model::open(
         &path,
         ReferenceBackend::new().with_numerics(Numerics::Exact),
     )
     .unwrap();
-    let rows = compare(&logits(&exact, &rec), &want);
+    let rows = compare(&logits(&exact, &rec), exact_want);
     let worst = rows.iter().map(|r| r.0).fold(0.0, f32::max);
-    eprintln!("{name}: reference (exact) vs llama.cpp: max err {worst:.2e}");
+    let what = if dequant.is_some() {
+        "llama.cpp on the dequantized file"
+    } else {
+        "llama.cpp"
+    };
+    eprintln!("{name}: reference (exact) vs {what}: max err {worst:.2e}");
     assert!(worst < tol, "{name}: exact reference err {worst} >= {tol}");
-    let clear = |rows: &[(f32, bool, f32)]| rows.iter().filter(|r| r.2 > 2.0 * tol).all(|r| r.1);
+    // A row's top-1 must agree where the recorded margin is well beyond the tolerance.
+    let margin = if dequant.is_some() { 0.5 } else { 2.0 * tol };
+    let clear = |rows: &[(f32, bool, f32)]| rows.iter().filter(|r| r.2 > margin).all(|r| r.1);
     assert!(clear(&rows), "{name}: exact reference top-1");
     let steps = teacher_forced(&exact, &rec);
     let worst = steps.iter().map(|s| s.0).fold(0.0, f32::max);
     eprintln!("{name}: reference (exact), teacher-forced greedy: max err {worst:.2e}");
-    assert!(worst < tol, "{name}: teacher-forced err {worst} >= {tol}");
+    if dequant.is_none() {
+        assert!(worst < tol, "{name}: teacher-forced err {worst} >= {tol}");
+    }
+    assert!(
+        clear(&steps),
+        "{name}: teacher-forced top-1 where the margin is clear"
+    );
 
     let oracle = logits(&Model::open(&path, ReferenceBackend::new()).unwrap(), &rec);
     let check = |backend: &str, ours: Vec<Vec<Vec<f32>>>| {
         let rows = compare(&ours, &oracle);
         let worst = rows.iter().map(|r| r.0).fold(0.0, f32::max);
+        let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
         let llama = compare(&ours, &want);
         let llama_worst = llama.iter().map(|r| r.0).fold(0.0, f32::max);
         eprintln!(
-            "{name}: {backend}: max err {worst:.2e} vs the reference, {llama_worst:.2e} vs \
-             llama.cpp (f32 KV)"
+            "{name}: {backend}: max err {worst:.2e} (mean {mean:.2e}) vs the reference, \
+             {llama_worst:.2e} vs llama.cpp (f32 KV)"
         );
-        assert!(
-            worst < tol,
-            "{name}: {backend} err {worst} vs the reference"
-        );
+        if dequant.is_some() {
+            assert!(
+                mean < 0.05,
+                "{name}: {backend} mean err {mean} vs the reference"
+            );
+        } else {
+            assert!(
+                worst < tol,
+                "{name}: {backend} err {worst} vs the reference"
+            );
+        }
         assert!(
             clear(&llama),
             "{name}: {backend}: llama.cpp's top-1 on clear rows"
@@ -269,4 +295,9 @@ fn mxfp4_matches_llama_cpp() {
 #[test]
 fn qwen3moe_matches_llama_cpp() {
     check_arch_file("qwen3moe", 1e-3);
+}
+
+#[test]
+fn gpt_oss_matches_llama_cpp() {
+    check_arch_file("gpt-oss", 1e-3);
 }

@@ -182,7 +182,7 @@ pub(crate) fn check_host_attention(
     [q, k, v, out]: [&HostTensor; 4],
     kv: &HostKv,
     rows: &KvRows<'_>,
-    attn: &Attention,
+    attn: &Attention<'_>,
 ) {
     let shape = |t: &HostTensor| (t.rows, t.cols);
     let cache = (kv.k_dim, kv.v_dim, kv.capacity);
@@ -200,7 +200,7 @@ pub(crate) fn check_attention(
     [q, k, v, out]: [(usize, usize); 4],
     (k_dim, v_dim, capacity): (usize, usize, usize),
     rows: &KvRows<'_>,
-    attn: &Attention,
+    attn: &Attention<'_>,
 ) {
     let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
     rows.check(q.0, capacity);
@@ -218,6 +218,9 @@ pub(crate) fn check_attention(
         "attention: one key and value per query"
     );
     assert_eq!(out, (q.0, attn.n_head * hv), "attention: output shape");
+    if let Some(sinks) = attn.sinks {
+        assert_eq!(sinks.len(), attn.n_head, "attention: one sink per head");
+    }
 }
 
 /// `out[i] = x[rows[i]]` on host tensors.
@@ -250,16 +253,36 @@ pub(crate) fn check_glu(gate: (usize, usize), up: (usize, usize), out: (usize, u
 
 /// Per position and rotated pair, `(cos, sin)` of the RoPE angle as ggml computes it:
 /// `theta_i = p * base^(-2i/n_rot)`, the power built up by repeated f32 multiplication, times the
-/// linear `freq_scale`. Every backend rotates with this one table.
+/// linear `freq_scale`, or with [`Yarn`] mixed between the scaled and the original angle (and
+/// cos/sin scaled by its mscale). Every backend rotates with this one table.
 pub(crate) fn rope_angles(positions: &[u32], rope: &Rope) -> Vec<(f32, f32)> {
     let half = rope.n_rot / 2;
     let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
+    // YaRN: the ramp's pair range and the magnitude scale.
+    let yarn = rope.yarn.map(|y| {
+        let corr_dim = |beta: f32| {
+            rope.n_rot as f32 * (y.orig_context / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * rope.base.ln())
+        };
+        let low = corr_dim(y.beta_fast).floor().max(0.0);
+        let high = corr_dim(y.beta_slow).ceil().min(rope.n_rot as f32 - 1.0);
+        let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
+        (low, high, mscale)
+    });
     let mut table = Vec::with_capacity(positions.len() * half);
     for &p in positions {
         let mut theta = p as f32;
-        for _ in 0..half {
-            let angle = theta * rope.freq_scale;
-            table.push((angle.cos(), angle.sin()));
+        for i in 0..half {
+            let interp = theta * rope.freq_scale;
+            match yarn {
+                None => table.push((interp.cos(), interp.sin())),
+                Some((low, high, mscale)) => {
+                    let y = (i as f32 - low) / (high - low).max(0.001);
+                    let mix = 1.0 - y.clamp(0.0, 1.0);
+                    let angle = interp * (1.0 - mix) + theta * mix;
+                    table.push((angle.cos() * mscale, angle.sin() * mscale));
+                }
+            }
             theta *= theta_scale;
         }
     }

@@ -93,11 +93,38 @@ pub struct Rope {
     pub base: f32,
     /// Linear position scaling: positions are multiplied by this (1 = none).
     pub freq_scale: f32,
+    /// YaRN context extension (with `freq_scale` = 1 / its factor), where the model uses it.
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN RoPE scaling as ggml computes it (`ext_factor` 1): each pair's angle mixes the
+/// interpolated (`freq_scale`) and the original angle by a ramp over the pairs between the
+/// correction dims of `beta_fast` and `beta_slow` at `orig_context`, and cos/sin are multiplied
+/// by `attn_factor * (1 + 0.1 ln(1 / freq_scale))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// The context length the model was trained with before the extension.
+    pub orig_context: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    pub attn_factor: f32,
+}
+
+impl Yarn {
+    /// The values as bits (for cache keys).
+    pub(crate) fn bits(&self) -> [u32; 4] {
+        [
+            self.orig_context.to_bits(),
+            self.beta_fast.to_bits(),
+            self.beta_slow.to_bits(),
+            self.attn_factor.to_bits(),
+        ]
+    }
 }
 
 /// Attention of new queries against one layer's KV cache.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Attention {
+pub struct Attention<'a> {
     pub n_head: usize,
     /// Key/value heads; `n_head` is a multiple (GQA; 1 = MQA).
     pub n_kv_head: usize,
@@ -107,6 +134,9 @@ pub struct Attention {
     pub scale: f32,
     /// Sliding window: a query at position `p` sees keys at positions `p - window < j <= p`.
     pub window: Option<usize>,
+    /// Learned attention sinks (gpt-oss), one logit per query head: an extra term
+    /// `exp(sink - max)` in each head's softmax denominator (a key no value belongs to).
+    pub sinks: Option<&'a [f32]>,
 }
 
 /// Where each row of a batch sits in a paged KV cache.
@@ -328,7 +358,7 @@ pub trait Backend: Send + Sync {
         v: &Self::Tensor,
         kv: &mut Self::Kv,
         rows: &KvRows<'_>,
-        attn: &Attention,
+        attn: &Attention<'_>,
         out: &mut Self::Tensor,
     );
 

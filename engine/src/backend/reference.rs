@@ -292,7 +292,7 @@ impl Backend for ReferenceBackend {
         v: &HostTensor,
         kv: &mut HostKv,
         rows: &KvRows<'_>,
-        attn: &Attention,
+        attn: &Attention<'_>,
         out: &mut HostTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
@@ -335,6 +335,9 @@ impl Backend for ReferenceBackend {
                 for s in scores.iter_mut() {
                     *s = (*s - max).exp();
                     sum += f64::from(*s);
+                }
+                if let Some(sinks) = attn.sinks {
+                    sum += f64::from((sinks[h] - max).exp());
                 }
                 let inv = (1.0 / sum) as f32;
                 let o = &mut out.data[t * out.cols + h * hv..][..hv];

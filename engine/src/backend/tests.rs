@@ -122,6 +122,7 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
             n_rot,
             base,
             freq_scale: 0.5,
+            yarn: None,
         };
         b.rope(&mut t, &[pos], &rope);
         for h in 0..2 {
@@ -156,7 +157,7 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
 }
 
 /// Naive f64 attention over a whole sequence with GQA and an optional window.
-fn naive_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, a: &Attention) -> Vec<f64> {
+fn naive_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, a: &Attention<'_>) -> Vec<f64> {
     let (hk, hv) = (a.head_dim_k, a.head_dim_v);
     let group = a.n_head / a.n_kv_head;
     let mut out = vec![0.0; n * a.n_head * hv];
@@ -180,7 +181,8 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, a: &Attention) -> 
                 .collect();
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-            let sum: f64 = e.iter().sum();
+            let sink = a.sinks.map_or(0.0, |s| (f64::from(s[h]) - max).exp());
+            let sum: f64 = e.iter().sum::<f64>() + sink;
             for (&j, &ej) in visible.iter().zip(&e) {
                 for d in 0..hv {
                     out[t * a.n_head * hv + h * hv + d] +=
@@ -193,10 +195,11 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, a: &Attention) -> 
 }
 
 #[test]
-fn attention_is_causal_grouped_and_windowed() {
+fn attention_is_causal_grouped_windowed_and_sinks_take_their_share() {
     let mut rng = fastrand::Rng::with_seed(8);
     let n = 7;
-    for window in [None, Some(3)] {
+    let sinks = [0.5f32, -1.0, 2.0, 0.0];
+    for (window, sinks) in [(None, None), (Some(3), None), (Some(3), Some(&sinks[..]))] {
         let a = Attention {
             n_head: 4,
             n_kv_head: 2,
@@ -204,6 +207,7 @@ fn attention_is_causal_grouped_and_windowed() {
             head_dim_v: 6,
             scale: 0.4,
             window,
+            sinks,
         };
         let q = random(&mut rng, n * 4 * 8);
         let k = random(&mut rng, n * 2 * 8);
@@ -267,24 +271,39 @@ fn attention_is_causal_grouped_and_windowed() {
 #[test]
 fn gated_activations_match_their_formulas() {
     let b = exact();
-    let xs = [-3.0f32, -0.5, 0.0, 0.7, 2.5];
-    let gate = tensor(1, 5, xs.to_vec());
-    let up = tensor(1, 5, vec![2.0; 5]);
-    for act in [Activation::Silu, Activation::GeluTanh] {
-        let mut out = b.tensor(1, 5);
+    let xs = [-3.0f32, -0.5, 0.0, 0.7, 2.5, 9.0];
+    let ups = [2.0f32, 2.0, 2.0, 2.0, 8.0, -9.0];
+    let gate = tensor(1, 6, xs.to_vec());
+    let up = tensor(1, 6, ups.to_vec());
+    for act in [
+        Activation::Silu,
+        Activation::GeluTanh,
+        Activation::SwigluOai,
+    ] {
+        let mut out = b.tensor(1, 6);
         b.glu(&gate, &up, act, &mut out);
-        for (&x, &o) in xs.iter().zip(out.data()) {
-            let x = f64::from(x);
-            let f = match act {
-                Activation::Silu => x / (1.0 + (-x).exp()),
-                Activation::GeluTanh => {
+        for ((&x, &u), &o) in xs.iter().zip(&ups).zip(out.data()) {
+            let (x, u) = (f64::from(x), f64::from(u));
+            let (f, u) = match act {
+                Activation::Silu => (x / (1.0 + (-x).exp()), u),
+                // gpt-oss: the gate clamped above at 7, the up input to [-7, 7], plus one.
+                Activation::SwigluOai => {
+                    let g = x.min(7.0);
+                    (g / (1.0 + (-1.702 * g).exp()), u.clamp(-7.0, 7.0) + 1.0)
+                }
+                Activation::GeluTanh => (
                     0.5 * x
                         * (1.0
                             + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
-                                .tanh())
-                }
+                                .tanh()),
+                    u,
+                ),
             };
-            assert!((f64::from(o) - 2.0 * f).abs() < 1e-5, "{act:?}({x})");
+            let want = f * u;
+            assert!(
+                (f64::from(o) - want).abs() < 1e-5 * want.abs().max(1.0),
+                "{act:?}({x}, {u})"
+            );
         }
     }
 }

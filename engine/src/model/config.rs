@@ -1,7 +1,7 @@
 //! What differs between architectures, read from GGUF metadata into one [`Config`]. The forward pass
 //! reads only this; there is no per-architecture code anywhere else.
 
-use crate::backend::{Activation, RopeStyle};
+use crate::backend::{Activation, RopeStyle, Yarn};
 use crate::gguf::GgufFile;
 
 use super::ModelError;
@@ -15,16 +15,19 @@ pub enum Arch {
     Qwen3,
     /// Qwen3's mixture-of-experts models (Qwen3-30B-A3B, Qwen3-Coder).
     Qwen3Moe,
+    /// OpenAI's gpt-oss (20b, 120b): MoE with MXFP4 experts, attention sinks, YaRN.
+    GptOss,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 6] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
         Arch::Qwen3,
         Arch::Qwen3Moe,
+        Arch::GptOss,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -39,6 +42,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Qwen3Moe => "qwen3moe",
+            Arch::GptOss => "gpt-oss",
         }
     }
 }
@@ -65,16 +69,27 @@ pub struct Config {
     pub rope_base: f32,
     /// RoPE base of sliding-window (local) layers, where it differs.
     pub rope_base_local: f32,
-    /// Position multiplier of global layers (linear RoPE scaling).
+    /// Position multiplier of global layers (linear RoPE scaling, or YaRN's 1 / factor).
     pub rope_freq_scale: f32,
+    /// Position multiplier of sliding-window layers (gemma: 1, unscaled).
+    pub rope_freq_scale_local: f32,
+    /// YaRN RoPE scaling (every layer), where `rope.scaling.type` is `yarn`.
+    pub rope_yarn: Option<Yarn>,
     /// The embedding is multiplied by this before the first layer (gemma: sqrt(d_model)).
     pub embed_scale: Option<f32>,
     /// Multiplier of `q·k` (1/sqrt(head_dim), or gemma's query_pre_attn_scalar).
     pub attn_scale: f32,
     /// Per-head RMSNorm of queries and keys (gemma3, qwen3).
     pub qk_norm: bool,
-    /// Biases on the query, key and value projections (qwen2).
+    /// Biases on the query, key and value projections (qwen2, gpt-oss).
     pub qkv_bias: bool,
+    /// A bias on the attention output projection (gpt-oss).
+    pub out_bias: bool,
+    /// Learned attention sinks, a logit per head (gpt-oss).
+    pub attn_sinks: bool,
+    /// The name of the pre-feed-forward norm's tensor (`ffn_norm`; gpt-oss calls it
+    /// `post_attention_norm`).
+    pub ffn_norm_name: &'static str,
     /// RMSNorm after attention and after the feed-forward block, before the residual add (gemma).
     pub post_norms: bool,
     pub activation: Activation,
@@ -172,19 +187,42 @@ impl Config {
             file.opt_f32(&key("rope.freq_base_swa"))?
                 .unwrap_or(if gemma { 10_000.0 } else { rope_base }),
         )?;
-        let rope_freq_scale = match file.opt_str(&key("rope.scaling.type"))? {
-            Some("linear") => match file.opt_f32(&key("rope.scaling.factor"))? {
-                Some(f) => 1.0 / positive("rope.scaling.factor", f)?,
-                None => 1.0,
-            },
-            _ => 1.0,
+        let scaling = file.opt_str(&key("rope.scaling.type"))?;
+        let factor = match file.opt_f32(&key("rope.scaling.factor"))? {
+            Some(f) if matches!(scaling, Some("linear" | "yarn")) => {
+                Some(positive("rope.scaling.factor", f)?)
+            }
+            _ => None,
+        };
+        let rope_freq_scale = factor.map_or(1.0, |f| 1.0 / f);
+        let rope_yarn = match (scaling, factor) {
+            (Some("yarn"), Some(_)) => Some(Yarn {
+                orig_context: positive(
+                    "rope.scaling.original_context_length",
+                    file.opt_u64(&key("rope.scaling.original_context_length"))?
+                        .unwrap_or(meta.context_length) as f32,
+                )?,
+                beta_fast: positive(
+                    "rope.scaling.yarn_beta_fast",
+                    file.opt_f32(&key("rope.scaling.yarn_beta_fast"))?
+                        .unwrap_or(32.0),
+                )?,
+                beta_slow: positive(
+                    "rope.scaling.yarn_beta_slow",
+                    file.opt_f32(&key("rope.scaling.yarn_beta_slow"))?
+                        .unwrap_or(1.0),
+                )?,
+                attn_factor: 1.0,
+            }),
+            _ => None,
         };
         let rms_eps = positive(
             "attention.layer_norm_rms_epsilon",
             meta.rms_norm_eps.unwrap_or(1e-5),
         )?;
+        let gpt_oss = arch == Arch::GptOss;
         let sliding_window = match meta.sliding_window {
-            Some(w) if gemma => Some(size("attention.sliding_window", w)?),
+            Some(w) if gemma || gpt_oss => Some(size("attention.sliding_window", w)?),
             _ => None,
         };
         let n_expert = match file.opt_u64(&key("expert_count"))? {
@@ -216,7 +254,9 @@ impl Config {
         };
         let swa_pattern = match file.opt_u64(&key("attention.sliding_window_pattern"))? {
             Some(p) => Some(size("attention.sliding_window_pattern", p)?),
-            None if sliding_window.is_some() => Some(6), // llama.cpp's default for gemma3
+            // llama.cpp's defaults: gemma3 every 6th layer global, gpt-oss every other (the even
+            // layers use the window).
+            None if sliding_window.is_some() => Some(if gpt_oss { 2 } else { 6 }),
             None => None,
         };
         Ok(Config {
@@ -233,12 +273,16 @@ impl Config {
             rms_eps,
             rope_style: match arch {
                 Arch::Llama => RopeStyle::Normal,
-                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe => RopeStyle::Neox,
+                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::GptOss => {
+                    RopeStyle::Neox
+                }
             },
             rope_dims,
             rope_base,
             rope_base_local,
             rope_freq_scale,
+            rope_freq_scale_local: if gemma { 1.0 } else { rope_freq_scale },
+            rope_yarn,
             embed_scale: gemma.then(|| (d_model as f32).sqrt()),
             // Gemma 3 27B scales by d_model / n_head instead of the key length (as llama.cpp).
             attn_scale: if gemma && meta.block_count == 62 {
@@ -247,10 +291,19 @@ impl Config {
                 1.0 / (head_dim_k as f32).sqrt()
             },
             qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3 | Arch::Qwen3Moe),
-            qkv_bias: arch == Arch::Qwen2,
+            qkv_bias: matches!(arch, Arch::Qwen2 | Arch::GptOss),
+            out_bias: gpt_oss,
+            attn_sinks: gpt_oss,
+            ffn_norm_name: if gpt_oss {
+                "post_attention_norm"
+            } else {
+                "ffn_norm"
+            },
             post_norms: gemma,
             activation: if gemma {
                 Activation::GeluTanh
+            } else if gpt_oss {
+                Activation::SwigluOai
             } else {
                 Activation::Silu
             },

@@ -390,7 +390,12 @@ impl<B: Backend> Model<B> {
                 } else {
                     c.rope_base
                 },
-                freq_scale: if local { 1.0 } else { c.rope_freq_scale },
+                freq_scale: if local {
+                    c.rope_freq_scale_local
+                } else {
+                    c.rope_freq_scale
+                },
+                yarn: c.rope_yarn,
             };
             b.rope(&mut q, positions, &rope);
             b.rope(&mut k, positions, &rope);
@@ -401,9 +406,13 @@ impl<B: Backend> Model<B> {
                 head_dim_v: c.head_dim_v,
                 scale: c.attn_scale,
                 window: if local { c.sliding_window } else { None },
+                sinks: lw.sinks.as_deref(),
             };
             b.attention(&q, &k, &v, layer_kv, &kv_rows, &attn, &mut att);
             b.matmul(&att, &lw.wo, &mut o);
+            if let Some(bias) = &lw.bo {
+                b.add_bias(&mut o, bias);
+            }
             let post_attn = lw.post_attn_norm.as_ref();
             residual_norm(b, &mut x, &o, post_attn, c, &mut post, &lw.ffn_norm, &mut h);
 

@@ -20,6 +20,9 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub bq: Option<B::Weight>,
     pub bk: Option<B::Weight>,
     pub bv: Option<B::Weight>,
+    pub bo: Option<B::Weight>,
+    /// Attention sinks (one logit per head), on the host: the attention op takes them as values.
+    pub sinks: Option<Vec<f32>>,
     pub q_norm: Option<B::Weight>,
     pub k_norm: Option<B::Weight>,
     pub post_attn_norm: Option<B::Weight>,
@@ -140,6 +143,37 @@ impl<B: Backend> Loader<'_, B> {
         (self.progress)(info.size);
         self.used.borrow_mut().insert(name.to_string());
         Ok(weight)
+    }
+
+    /// The 1-D tensor `name` of `len` values, read into host memory.
+    fn host_vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        let info =
+            self.file
+                .header()
+                .tensor_info(name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    file: self.label(),
+                    tensor: name.to_string(),
+                })?;
+        if info.dims != [len as u64] {
+            return Err(ModelError::ShapeMismatch {
+                file: self.label(),
+                tensor: name.to_string(),
+                expected: vec![len as u64],
+                found: info.dims.clone(),
+            });
+        }
+        let values = crate::quant::dequantize_to_vec(info.ty, self.file.tensor_data(info))
+            .map_err(|e| ModelError::Backend {
+                file: self.label(),
+                source: crate::backend::BackendError::Device {
+                    backend: "host",
+                    message: format!("tensor '{name}': {e}"),
+                },
+            })?;
+        (self.progress)(info.size);
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(values)
     }
 
     fn required(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
@@ -265,10 +299,15 @@ impl<B: Backend> Weights<B> {
                 bq: l.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
                 bk: l.when(c.qkv_bias, &n("attn_k.bias"), &[kv_k])?,
                 bv: l.when(c.qkv_bias, &n("attn_v.bias"), &[kv_v])?,
+                bo: l.when(c.out_bias, &n("attn_output.bias"), &[d])?,
+                sinks: match c.attn_sinks {
+                    true => Some(l.host_vector(&n("attn_sinks.weight"), c.n_head)?),
+                    false => None,
+                },
                 q_norm: l.when(c.qk_norm, &n("attn_q_norm.weight"), &[c.head_dim_k])?,
                 k_norm: l.when(c.qk_norm, &n("attn_k_norm.weight"), &[c.head_dim_k])?,
                 post_attn_norm: l.when(c.post_norms, &n("post_attention_norm.weight"), &[d])?,
-                ffn_norm: l.required(&n("ffn_norm.weight"), &[d])?,
+                ffn_norm: l.required(&n(&format!("{}.weight", c.ffn_norm_name)), &[d])?,
                 ffn: if c.n_expert > 0 {
                     let (e, f) = (c.n_expert, c.d_ff_expert);
                     Ffn::Experts(Experts {

@@ -79,6 +79,7 @@ struct RopeKey {
     n_rot: usize,
     base: u32,
     freq_scale: u32,
+    yarn: Option<[u32; 4]>,
 }
 
 impl Default for CpuBackend {
@@ -179,6 +180,7 @@ impl CpuBackend {
             n_rot: rope.n_rot,
             base: rope.base.to_bits(),
             freq_scale: rope.freq_scale.to_bits(),
+            yarn: rope.yarn.map(|y| y.bits()),
         };
         let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
@@ -440,7 +442,7 @@ impl Backend for CpuBackend {
         v: &CpuTensor,
         kv: &mut CpuKv,
         rows: &KvRows<'_>,
-        attn: &Attention,
+        attn: &Attention<'_>,
         out: &mut CpuTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
@@ -502,11 +504,14 @@ impl Backend for CpuBackend {
                             *s = (*s - max).exp();
                             sum += *s;
                         }
+                        let h = kvh * group + g;
+                        if let Some(sinks) = attn.sinks {
+                            sum += (sinks[h] - max).exp();
+                        }
                         let inv = 1.0 / sum;
                         for s in sg.iter_mut() {
                             *s *= inv;
                         }
-                        let h = kvh * group + g;
                         // SAFETY: each (token, key head) item's output heads belong to one thread.
                         let oh =
                             unsafe { o.slice(t * out_cols + h * hv..t * out_cols + (h + 1) * hv) };

@@ -143,20 +143,35 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 assert_close(&format!("rms_norm {label}"), got.data(), want.data(), 1e-6);
             }
             let positions: Vec<u32> = (0..n as u32).map(|p| p * 3 + 5).collect();
-            for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let yarn = Some(crate::backend::Yarn {
+                orig_context: 64.0,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attn_factor: 1.0,
+            });
+            for (style, yarn) in [
+                (RopeStyle::Normal, None),
+                (RopeStyle::Neox, None),
+                (RopeStyle::Neox, yarn),
+            ] {
                 let rope = Rope {
                     style,
                     head_dim: 64,
                     n_rot: 48,
                     base: 10000.0,
                     freq_scale: 0.5,
+                    yarn,
                 };
                 let (mut want, mut got) = (x.clone(), x.clone());
                 reference.rope(&mut want, &positions, &rope);
                 b.rope(&mut got, &positions, &rope);
                 assert_eq!(got.data(), want.data(), "rope {style:?} {label}");
             }
-            for act in [Activation::Silu, Activation::GeluTanh] {
+            for act in [
+                Activation::Silu,
+                Activation::GeluTanh,
+                Activation::SwigluOai,
+            ] {
                 let up = tensor(n, 1280, activations(&mut rng, n * 1280));
                 let mut want = reference.tensor(n, 1280);
                 let mut got = b.tensor(n, 1280);
@@ -165,7 +180,8 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 assert_eq!(got.data(), want.data(), "glu {act:?} {label}");
             }
         }
-        for window in [None, Some(5)] {
+        let sinks = [0.3f32, -2.0, 1.5, 0.0, 4.0, -0.5];
+        for (window, sinks) in [(None, None), (Some(5), None), (Some(5), Some(&sinks[..]))] {
             let a = Attention {
                 n_head: 6,
                 n_kv_head: 2,
@@ -173,6 +189,7 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 head_dim_v: 32,
                 scale: 0.125,
                 window,
+                sinks,
             };
             let (mut rkv, mut ckv) = (
                 reference.kv(64, 128, 64).unwrap(),

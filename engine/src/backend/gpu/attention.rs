@@ -19,6 +19,9 @@ const ROW_ITERATIONS: usize = 50_000;
 /// each a few hundred loop iterations per invocation.
 const MAX_SPAN: usize = 1024;
 
+/// `p(12)` when a layer has no attention sinks.
+const NO_SINKS: u32 = u32::MAX;
+
 /// Largest head the attention kernel holds (`MAX_HEAD` in attention.wgsl).
 const MAX_HEAD: usize = 256;
 
@@ -32,7 +35,7 @@ impl GpuBackend {
         v: &GpuTensor,
         kv: &mut GpuKv,
         rows: &KvRows<'_>,
-        attn: &Attention,
+        attn: &Attention<'_>,
         out: &mut GpuTensor,
     ) {
         let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
@@ -63,6 +66,10 @@ impl GpuBackend {
             info.extend([p, at]);
         }
         let info_at = rec.data(&info);
+        let sinks_at = match attn.sinks {
+            Some(sinks) => rec.data(&sinks.iter().map(|s| s.to_bits()).collect::<Vec<_>>()),
+            None => NO_SINKS,
+        };
         drop(rec);
         let (kw, vw) = (kv.k_dim / 2, kv.v_dim / 2);
         let kern = &self.ctx.kernels;
@@ -87,6 +94,8 @@ impl GpuBackend {
             u(vw),
             info_at,
             u(n),
+            1, // splits (attend_part, attend_merge)
+            sinks_at,
         ];
         let binds = vec![
             q.bind(),
@@ -122,7 +131,7 @@ impl GpuBackend {
             let items = n * attn.n_head;
             let partial = self.tensor(items * splits, hv + 2);
             let mut params = params.to_vec();
-            params.push(u(splits));
+            params[11] = u(splits);
             let binds = vec![
                 q.bind(),
                 Bind::Buf(kv.k.clone()),
@@ -131,7 +140,7 @@ impl GpuBackend {
                 Bind::Data,
             ];
             self.run(&kern.attend_part, binds, &params, items * splits);
-            let binds = vec![partial.bind(), out.bind()];
+            let binds = vec![partial.bind(), out.bind(), Bind::Data];
             self.run_each(&kern.attend_merge, binds, &params, items * hv);
         }
     }

@@ -156,7 +156,7 @@ impl Module {
                     "attend_part",
                     &[(1, false), (4, true), (5, true), (6, true), (7, false)],
                 ),
-                ("attend_merge", &[(2, false), (6, true)]),
+                ("attend_merge", &[(2, false), (6, true), (7, false)]),
             ],
             Module::Elementwise => &[
                 ("fill_zero", &[(1, true)]),

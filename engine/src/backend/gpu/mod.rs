@@ -605,6 +605,7 @@ impl Backend for GpuBackend {
             base: rope.base.to_bits(),
             freq_scale: rope.freq_scale.to_bits(),
             pairs,
+            yarn: rope.yarn.map(|y| y.bits()),
         };
         let mut rec = self.rec();
         let at = match rec.rope_table(&key) {
@@ -632,7 +633,7 @@ impl Backend for GpuBackend {
         v: &GpuTensor,
         kv: &mut GpuKv,
         rows: &KvRows<'_>,
-        attn: &Attention,
+        attn: &Attention<'_>,
         out: &mut GpuTensor,
     ) {
         self.record_attention(q, k, v, kv, rows, attn, out);

@@ -105,6 +105,7 @@ pub(super) struct RopeKey {
     pub base: u32,
     pub freq_scale: u32,
     pub pairs: usize,
+    pub yarn: Option<[u32; 4]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

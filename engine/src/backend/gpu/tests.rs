@@ -296,13 +296,24 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
         assert_close(&label, &b.read(&got_x).unwrap(), want_x.data(), 0.0);
         assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-6);
         let positions: Vec<u32> = (0..n as u32).map(|p| p * 97 + 5).collect();
-        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+        let yarn = Some(crate::backend::Yarn {
+            orig_context: 64.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            attn_factor: 1.0,
+        });
+        for (style, yarn) in [
+            (RopeStyle::Normal, None),
+            (RopeStyle::Neox, None),
+            (RopeStyle::Neox, yarn),
+        ] {
             let rope = Rope {
                 style,
                 head_dim: 64,
                 n_rot: 48,
                 base: 10000.0,
                 freq_scale: 0.5,
+                yarn,
             };
             let mut want = x.clone();
             reference.rope(&mut want, &positions, &rope);
@@ -318,7 +329,11 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
         let ups = activations(&mut rng, n * 1280);
         let up = host(n, 1280, ups.clone());
         let gup = b.tensor_from(n, 1280, &ups);
-        for act in [Activation::Silu, Activation::GeluTanh] {
+        for act in [
+            Activation::Silu,
+            Activation::GeluTanh,
+            Activation::SwigluOai,
+        ] {
             let mut want = reference.tensor(n, 1280);
             reference.glu(&x, &up, act, &mut want);
             let mut got = b.tensor(n, 1280);
@@ -386,7 +401,8 @@ fn paged_attention_matches_the_reference_with_and_without_a_window() {
 fn check_attention(b: &GpuBackend) {
     let reference = ReferenceBackend::with_threads(1);
     let mut rng = fastrand::Rng::with_seed(34);
-    for window in [None, Some(70)] {
+    let sinks = [0.3f32, -2.0, 1.5, 0.0, 4.0, -0.5];
+    for (window, sinks) in [(None, None), (Some(70), None), (None, Some(&sinks[..]))] {
         for (hk, hv) in [(64, 32), (256, 256)] {
             let a = Attention {
                 n_head: 6,
@@ -395,6 +411,7 @@ fn check_attention(b: &GpuBackend) {
                 head_dim_v: hv,
                 scale: 0.125,
                 window,
+                sinks,
             };
             let (kd, vd) = (2 * hk, 2 * hv);
             let mut rkv = reference.kv(256, kd, vd).unwrap();
@@ -462,6 +479,8 @@ fn a_long_prompt_with_large_heads_matches_the_reference() {
         head_dim_v: hd,
         scale: 0.0625,
         window: None,
+        // Sinks through the split kernels' merge.
+        sinks: Some(&[0.5, -1.0, 3.0, 0.0]),
     };
     let table: Vec<u32> = (0..3).collect();
     let positions: Vec<u32> = (0..n as u32).collect();
