@@ -24,6 +24,12 @@ const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])
 /// Qwen 2's regex: Llama 3's with single digits.
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// GPT-4o's (o200k, gpt-oss's) regex as llama.cpp rewrites it: "an upper-case run then a
+/// lower-case run" spelled with look-aheads (a letter that is not a-z / not A-Z) in place of the
+/// Unicode case classes, contractions case-insensitive, digits in threes, and `/` kept with the
+/// line breaks after punctuation.
+const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// How a `tokenizer.ggml.pre` name tokenizes: its regexes, and whether a pre-token that is
 /// itself in the vocabulary skips the merges (llama.cpp's `ignore_merges`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +45,7 @@ pub(crate) struct PreTokenizerSpec {
 ///
 /// Implemented families: `default` (and a missing name), `gpt-2`/`gpt2` and the names llama.cpp
 /// maps to it, `smollm` and the other StarCoder-style vocabularies (digits split one by one, then
-/// GPT-2), `llama3` and its aliases, `qwen2` and its aliases.
+/// GPT-2), `llama3` and its aliases, `qwen2` and its aliases, `gpt-4o` (gpt-oss) and its aliases.
 pub(crate) fn pre_tokenizer_spec(pre: Option<&str>) -> Option<PreTokenizerSpec> {
     let spec = |regexes, ignore_merges, default_add_bos| PreTokenizerSpec {
         regexes,
@@ -63,6 +69,7 @@ pub(crate) fn pre_tokenizer_spec(pre: Option<&str>) -> Option<PreTokenizerSpec> 
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "stablelm2" | "hunyuan" | "solar-open" => {
             spec(&[QWEN2], false, false)
         }
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" => spec(&[GPT4O], false, false),
         _ => return None,
     })
 }
@@ -186,5 +193,44 @@ mod tests {
         assert!(pre_tokenizer_spec(Some("llama-bpe")).unwrap().ignore_merges);
         assert_eq!(pre_tokenizer_spec(None).unwrap().regexes.len(), 4);
         assert!(pre_tokenizer_spec(Some("no-such-pre")).is_none());
+    }
+
+    /// The pieces `pre`'s pre-tokenizer cuts `text` into (bytes mapped back from GPT-2's
+    /// characters).
+    fn pieces(pre: &str, text: &str) -> Vec<String> {
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+        let p = pre_tokenizer(&pre_tokenizer_spec(Some(pre)).unwrap()).unwrap();
+        let mut s = PreTokenizedString::from(text);
+        p.pre_tokenize(&mut s).unwrap();
+        let d = ByteDecoder::new();
+        s.get_splits(OffsetReferential::Original, OffsetType::None)
+            .into_iter()
+            .map(|(piece, _, _)| {
+                let mut out = Vec::new();
+                d.decode_into(piece, &mut out);
+                String::from_utf8(out).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gpt_4o_splits_case_runs_contractions_digits_and_slashes_as_llama_cpp() {
+        // Upper-case runs stay with the lower-case run after them (CamelCase splits at each new
+        // capital), contractions join their word in any case, digits go in threes, and a line
+        // break after punctuation keeps a following slash.
+        assert_eq!(
+            pieces("gpt-4o", "HelloWorld DON'T it's 1234567 x\n\n  //ok!\n/x"),
+            [
+                "Hello", "World", " DON'T", " it's", " ", "123", "456", "7", " x", "\n\n", " ",
+                " //", "ok", "!\n/", "x"
+            ]
+        );
+        // Letters outside a-z count as neither lower- nor upper-case ASCII: llama.cpp's rewrite
+        // of the Unicode classes.
+        assert_eq!(pieces("gpt-4o", "Ünïcode café"), ["Ünïcode", " café"]);
+        assert_eq!(
+            pre_tokenizer_spec(Some("llama4")),
+            pre_tokenizer_spec(Some("gpt-4o"))
+        );
     }
 }
