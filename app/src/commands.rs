@@ -62,7 +62,17 @@ fn print_summary(s: &Summary) {
         .map(|n| format!(" ({n})"))
         .unwrap_or_default();
     row("architecture", format!("{}{name}", s.architecture));
-    row("parameters", format::count(s.parameters));
+    match (s.expert_count, s.expert_used_count) {
+        (Some(n), Some(k)) => row(
+            "parameters",
+            format!(
+                "{} ({} active per token: {k} of {n} experts)",
+                format::count(s.parameters),
+                format::count(s.active_parameters)
+            ),
+        ),
+        _ => row("parameters", format::count(s.parameters)),
+    }
     let types: Vec<String> = s
         .tensor_types
         .iter()
@@ -105,6 +115,10 @@ fn print_summary(s: &Summary) {
             "no (built-in by architecture)"
         }
         .into(),
+    );
+    row(
+        "per token",
+        format!("reads {} of weights", format::bytes(s.bytes_per_token)),
     );
     for (i, m) in s.memory.iter().enumerate() {
         row(

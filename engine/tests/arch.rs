@@ -301,3 +301,34 @@ fn qwen3moe_matches_llama_cpp() {
 fn gpt_oss_matches_llama_cpp() {
     check_arch_file("gpt-oss", 1e-3);
 }
+
+#[test]
+fn moe_summaries_count_active_parameters_and_the_bytes_a_token_reads() {
+    use hearth_engine::gguf::{GgufFile, Summary};
+    let s = Summary::of(&GgufFile::open(data("qwen3moe.gguf")).unwrap()).unwrap();
+    assert_eq!((s.expert_count, s.expert_used_count), (Some(8), Some(2)));
+    // Embedding and output 64 x 389 each, the output norm; per layer: norms 64 + 64 + 32 + 32,
+    // q 64 x 128, k and v 64 x 64, o 128 x 64, router 64 x 8 and 3 x 8 experts of 64 x 32.
+    let dense_layer = 64 + 64 + 32 + 32 + 8192 + 4096 + 4096 + 8192 + 512;
+    let experts = 3 * 8 * 64 * 32;
+    assert_eq!(s.parameters, 2 * 64 * 389 + 64 + 2 * (dense_layer + experts));
+    let active = 2 * 64 * 389 + 64 + 2 * (dense_layer + experts / 4);
+    assert_eq!(s.active_parameters, active);
+    // F32: 4 bytes a value; the embedding is looked up (the output is untied).
+    assert_eq!(s.bytes_per_token, 4 * (active - 64 * 389));
+    // gpt-oss: MXFP4 experts (17 bytes per 32 values), everything else F32.
+    let s = Summary::of(&GgufFile::open(data("gpt-oss.gguf")).unwrap()).unwrap();
+    assert_eq!((s.expert_count, s.expert_used_count), (Some(8), Some(4)));
+    let expert_bytes: u64 = 2 * 3 * 8 * 64 * 64 / 32 * 17;
+    let all: u64 = s.file_bytes;
+    assert!(s.bytes_per_token < all - expert_bytes / 2);
+    // Half of the experts' weights and biases (2 layers x gate, up, down x 8 experts).
+    assert_eq!(
+        s.active_parameters,
+        s.parameters - 2 * 3 * 8 * (64 * 64 + 64) / 2
+    );
+    // A dense file reads everything but its looked-up embedding.
+    let s = Summary::of(&GgufFile::open(data("llama-iq4_xs.gguf")).unwrap()).unwrap();
+    assert_eq!(s.active_parameters, s.parameters);
+    assert_eq!(s.expert_count, None);
+}

@@ -144,10 +144,12 @@ pub(super) fn estimate_detail(e: &Estimate) -> String {
         .kv_cache_bytes
         .map_or_else(|| "unknown".into(), format::bytes);
     format!(
-        "At a {} token context: weights {}, KV cache {kv}, overhead {}.\n{}",
+        "At a {} token context: weights {}, KV cache {kv}, overhead {}. Each generated token \
+         reads {} of weights.\n{}",
         e.context_tokens,
         format::bytes(e.weights_bytes),
         format::bytes(e.overhead_bytes),
+        format::bytes(e.bytes_per_token),
         e.describe()
     )
 }
@@ -642,7 +644,14 @@ fn model_row(ui: &mut egui::Ui, m: &LocalModel, est: Option<Estimate>) -> bool {
     match &m.facts {
         Ok(f) => {
             ui.label(&f.architecture);
-            ui.label(format::count(f.parameters));
+            match f.summary.expert_count {
+                Some(_) => ui.label(format!(
+                    "{} ({} active)",
+                    format::count(f.parameters),
+                    format::count(f.summary.active_parameters)
+                )),
+                None => ui.label(format::count(f.parameters)),
+            };
             ui.label(&f.quant);
             ui.label(
                 f.context_length

@@ -54,6 +54,9 @@ pub struct Estimate {
     /// `None` when the file lacks the shape (layers, KV heads, head size) to compute it.
     pub kv_cache_bytes: Option<u64>,
     pub overhead_bytes: u64,
+    /// Weight bytes each generated token reads (a mixture-of-experts model reads only its used
+    /// experts; all of them stay mapped, so the whole file still counts as needed).
+    pub bytes_per_token: u64,
     pub needed_bytes: u64,
     /// `None` when this system does not say (only Linux's `/proc/meminfo` is read).
     pub available_bytes: Option<u64>,
@@ -105,6 +108,7 @@ pub fn estimate(facts: &Facts, context_tokens: u64, available: Option<u64>) -> E
         weights_bytes,
         kv_cache_bytes: kv,
         overhead_bytes: RUNTIME_OVERHEAD_BYTES,
+        bytes_per_token: s.bytes_per_token,
         needed_bytes,
         available_bytes: available,
         verdict: verdict(needed_bytes, available),

@@ -37,6 +37,16 @@ pub struct Summary {
     pub architecture: String,
     pub name: Option<String>,
     pub parameters: u64,
+    /// Parameters one token computes with: a mixture-of-experts file's expert tensors count at
+    /// `expert_used_count / expert_count` (the rest in full); the same as `parameters` otherwise.
+    pub active_parameters: u64,
+    /// Experts per layer and experts each token uses (mixture-of-experts files).
+    pub expert_count: Option<u64>,
+    pub expert_used_count: Option<u64>,
+    /// Weight bytes a generated token reads: every tensor but the token embedding (one row is
+    /// looked up), the used share of the experts, and the embedding again when the output
+    /// projection is tied to it.
+    pub bytes_per_token: u64,
     pub tensor_count: usize,
     /// Tensor type name -> number of tensors of that type.
     pub tensor_types: BTreeMap<String, usize>,
@@ -99,6 +109,22 @@ impl Summary {
                     .collect()
             })
             .unwrap_or_default();
+        let arch_u64 = |key: &str| f.opt_u64(&format!("{architecture}.{key}"));
+        let expert_count = arch_u64("expert_count")?.filter(|&n| n > 0);
+        let expert_used_count = expert_count.and(arch_u64("expert_used_count")?);
+        // The share of an expert tensor one token reads.
+        let share = |t: &super::TensorInfo, v: u64| match (expert_count, expert_used_count) {
+            (Some(n), Some(k)) if t.name.contains("_exps.") && k <= n => v / n * k,
+            _ => v,
+        };
+        let tied = f.header().tensor_info("output.weight").is_none();
+        let active_parameters = f.tensors().iter().map(|t| share(t, t.n_elements())).sum();
+        let bytes_per_token = f
+            .tensors()
+            .iter()
+            .filter(|t| tied || t.name != "token_embd.weight")
+            .map(|t| share(t, t.size))
+            .sum();
         let vocab_size = match &meta {
             Some(m) => m.vocab_size,
             None => f
@@ -111,6 +137,10 @@ impl Summary {
             gguf_version: f.header().version,
             name: f.opt_str("general.name")?.map(str::to_owned),
             parameters: f.tensors().iter().map(|t| t.n_elements()).sum(),
+            active_parameters,
+            expert_count,
+            expert_used_count,
+            bytes_per_token,
             tensor_count: f.tensors().len(),
             tensor_types,
             unsupported_types: unsupported,
