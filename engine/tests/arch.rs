@@ -311,7 +311,10 @@ fn moe_summaries_count_active_parameters_and_the_bytes_a_token_reads() {
     // q 64 x 128, k and v 64 x 64, o 128 x 64, router 64 x 8 and 3 x 8 experts of 64 x 32.
     let dense_layer = 64 + 64 + 32 + 32 + 8192 + 4096 + 4096 + 8192 + 512;
     let experts = 3 * 8 * 64 * 32;
-    assert_eq!(s.parameters, 2 * 64 * 389 + 64 + 2 * (dense_layer + experts));
+    assert_eq!(
+        s.parameters,
+        2 * 64 * 389 + 64 + 2 * (dense_layer + experts)
+    );
     let active = 2 * 64 * 389 + 64 + 2 * (dense_layer + experts / 4);
     assert_eq!(s.active_parameters, active);
     // F32: 4 bytes a value; the embedding is looked up (the output is untied).

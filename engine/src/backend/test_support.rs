@@ -55,3 +55,35 @@ pub(crate) fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
         want[at]
     );
 }
+
+/// One real matrix per weight type of `file` (the smallest of its type, at most 1024 rows, a
+/// multiple of 64), renamed as an expert tensor of 4 experts: what the expert tests run.
+pub(crate) fn expert_views(file: &GgufFile) -> Vec<crate::gguf::TensorInfo> {
+    let mut picked: Vec<crate::gguf::TensorInfo> = Vec::new();
+    for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
+        let rows = (info.dims[1] as usize).min(1024) / 64 * 64;
+        if rows == 0 {
+            continue;
+        }
+        let mut view = info.clone();
+        view.dims[1] = rows as u64;
+        view.name = "blk.0.ffn_up_exps.weight".into();
+        match picked.iter_mut().find(|p| p.ty == info.ty) {
+            Some(p) if view.dims[1] < p.dims[1] => *p = view,
+            Some(_) => {}
+            None => picked.push(view),
+        }
+    }
+    picked
+}
+
+/// Expert ids for `n` tokens of 2 slots among 4 experts: slot 0 is expert 1 for every token (so
+/// a prompt batch takes the batched path for it), slot 1 another expert.
+pub(crate) fn expert_ids(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|_| {
+            let other = [0.0, 2.0, 3.0][rng.usize(..3)];
+            [1.0, other]
+        })
+        .collect()
+}

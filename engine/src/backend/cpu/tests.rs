@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use super::{CpuBackend, Level};
-use crate::backend::test_support::{activations, assert_close, model_files, tensor};
+use crate::backend::test_support::{
+    activations, assert_close, expert_ids, expert_views, model_files, tensor,
+};
 use crate::backend::{
     Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle, host::HostTensor,
 };
@@ -299,5 +301,123 @@ fn fused_matmuls_match_the_reference_on_real_tensors() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn expert_products_match_the_reference_on_real_tensors_at_every_level() {
+    let reference = ReferenceBackend::with_threads(2);
+    let mut rng = fastrand::Rng::with_seed(24);
+    for file in model_files() {
+        for info in expert_views(&file) {
+            let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+            let per = rows / 4;
+            let want_w = reference.weight(&file, &info).unwrap();
+            let cpu: Vec<_> = backends()
+                .into_iter()
+                .map(|b| {
+                    let w = b.weight(&file, &info).unwrap();
+                    (b, w)
+                })
+                .collect();
+            for n in [1, 7, 19] {
+                let ids = tensor(n, 2, expert_ids(&mut rng, n));
+                // One input row per token (gate, up), then one per (token, slot) (down).
+                for x_rows in [n, 2 * n] {
+                    let x = tensor(x_rows, cols, activations(&mut rng, x_rows * cols));
+                    let mut want = reference.tensor(2 * n, per);
+                    reference.matmul_experts(&x, &want_w, None, 4, &ids, &mut want);
+                    // The reference's experts are its plain products' columns.
+                    let mut full = reference.tensor(x_rows, rows);
+                    reference.matmul(&x, &want_w, &mut full);
+                    for t in 0..n {
+                        for s in 0..2 {
+                            let e = ids.data()[t * 2 + s] as usize;
+                            let input = if x_rows == n { t } else { t * 2 + s };
+                            assert_eq!(
+                                &want.data()[(t * 2 + s) * per..][..per],
+                                &full.data()[input * rows + e * per..][..per],
+                                "{} {}: reference expert {e} of token {t}",
+                                file.label(),
+                                info.ty
+                            );
+                        }
+                    }
+                    for (b, w) in &cpu {
+                        let mut got = b.tensor(2 * n, per);
+                        b.matmul_experts(&x, w, None, 4, &ids, &mut got);
+                        let label = format!(
+                            "{} experts of {} n={n} x rows {x_rows} at {} x{}",
+                            file.label(),
+                            info.ty,
+                            b.level().name(),
+                            b.threads()
+                        );
+                        assert_close(&label, got.data(), want.data(), 2e-5);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn expert_biases_routing_and_combination_match_the_reference() {
+    let mut rng = fastrand::Rng::with_seed(25);
+    let (per, cols, n) = (8, 32, 5);
+    let weights = activations(&mut rng, 4 * per * cols);
+    let biases = activations(&mut rng, 4 * per);
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = crate::gguf::GgufBuilder::new()
+        .tensor(
+            "blk.0.ffn_up_exps.weight",
+            &[cols as u64, 4 * per as u64],
+            GgmlType::F32,
+            f32_bytes(&weights),
+        )
+        .tensor(
+            "blk.0.ffn_up_exps.bias",
+            &[per as u64, 4],
+            GgmlType::F32,
+            f32_bytes(&biases),
+        )
+        .build();
+    let file = Arc::new(GgufFile::from_bytes(bytes, "experts.gguf").unwrap());
+    let reference = ReferenceBackend::with_threads(1);
+    let (w, bias) = (&file.tensors()[0], &file.tensors()[1]);
+    let (rw, rb) = (
+        reference.weight(&file, w).unwrap(),
+        reference.weight(&file, bias).unwrap(),
+    );
+    let logits = tensor(n, 4, activations(&mut rng, n * 4));
+    let (mut ids, mut mix) = (reference.tensor(n, 2), reference.tensor(n, 2));
+    reference.moe_route(&logits, 2, true, &mut ids, &mut mix);
+    let x = tensor(n, cols, activations(&mut rng, n * cols));
+    let mut want = reference.tensor(2 * n, per);
+    reference.matmul_experts(&x, &rw, Some(&rb), 4, &ids, &mut want);
+    // Each row is its expert's product plus that expert's bias.
+    let mut plain = reference.tensor(2 * n, per);
+    reference.matmul_experts(&x, &rw, None, 4, &ids, &mut plain);
+    for r in 0..2 * n {
+        let e = ids.data()[r] as usize;
+        for c in 0..per {
+            let d = want.data()[r * per + c] - plain.data()[r * per + c];
+            assert!((d - biases[e * per + c]).abs() < 1e-6, "bias of row {r}");
+        }
+    }
+    let mut combined = reference.tensor(n, per);
+    reference.moe_combine(&want, &mix, &mut combined);
+    for b in backends() {
+        let (cw, cb) = (b.weight(&file, w).unwrap(), b.weight(&file, bias).unwrap());
+        let (mut got_ids, mut got_mix) = (b.tensor(n, 2), b.tensor(n, 2));
+        b.moe_route(&logits, 2, true, &mut got_ids, &mut got_mix);
+        assert_eq!(got_ids.data(), ids.data(), "routing ids");
+        assert_close("routing weights", got_mix.data(), mix.data(), 1e-6);
+        let mut got = b.tensor(2 * n, per);
+        b.matmul_experts(&x, &cw, Some(&cb), 4, &got_ids, &mut got);
+        assert_close("biased experts", got.data(), want.data(), 1e-6);
+        let mut got_combined = b.tensor(n, per);
+        b.moe_combine(&got, &got_mix, &mut got_combined);
+        assert_close("combined", got_combined.data(), combined.data(), 1e-6);
     }
 }

@@ -5,7 +5,9 @@
 //! say so loudly and pass, except under `CI=true`, where a missing adapter fails.
 
 use super::{GpuBackend, GpuOptions, Module};
-use crate::backend::test_support::{activations, assert_close, model_files, tensor as host};
+use crate::backend::test_support::{
+    activations, assert_close, expert_views, model_files, tensor as host,
+};
 use crate::backend::{Activation, Attention, Backend, KvRows, ReferenceBackend, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
 
@@ -581,4 +583,69 @@ fn top_k_selection_matches_the_host_on_real_logits_and_ties() {
     check("wide", wide, &values, &[1, 40]);
     let small: Vec<f32> = [f32::NAN, f32::NEG_INFINITY, 2.0, -0.0, 0.0, 2.0, 1.0].to_vec();
     check("edge", 7, &small, &[1, 2, 3, 4, 6, 7]);
+}
+
+#[test]
+fn expert_products_routing_and_combination_match_the_reference() {
+    // 64 KiB buffers: the larger stacked weights split over parts, experts across a boundary.
+    for max_binding in [None, Some(64 << 10)] {
+        let Some(b) = gpu_with(GpuOptions {
+            max_binding,
+            ..GpuOptions::default()
+        }) else {
+            return;
+        };
+        let reference = ReferenceBackend::with_threads(2);
+        let mut rng = fastrand::Rng::with_seed(36);
+        for file in model_files() {
+            for info in expert_views(&file) {
+                let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+                let per = rows / 4;
+                let (rw, w) = (
+                    reference.weight(&file, &info).unwrap(),
+                    b.weight(&file, &info).unwrap(),
+                );
+                for n in [1, 19] {
+                    // Routed on the device from the router's scores, as the model does.
+                    let scores = activations(&mut rng, n * 4);
+                    let mut ids = reference.tensor(n, 2);
+                    let mut mix = reference.tensor(n, 2);
+                    reference.moe_route(&host(n, 4, scores.clone()), 2, true, &mut ids, &mut mix);
+                    let (mut gids, mut gmix) = (b.tensor(n, 2), b.tensor(n, 2));
+                    b.moe_route(&b.tensor_from(n, 4, &scores), 2, true, &mut gids, &mut gmix);
+                    assert_eq!(b.read(&gids).unwrap(), ids.data(), "routing ids");
+                    assert_close("routing weights", &b.read(&gmix).unwrap(), mix.data(), 1e-6);
+                    for x_rows in [n, 2 * n] {
+                        let x = activations(&mut rng, x_rows * cols);
+                        let mut want = reference.tensor(2 * n, per);
+                        let hx = host(x_rows, cols, x.clone());
+                        reference.matmul_experts(&hx, &rw, None, 4, &ids, &mut want);
+                        let mut got = b.tensor(2 * n, per);
+                        b.matmul_experts(
+                            &b.tensor_from(x_rows, cols, &x),
+                            &w,
+                            None,
+                            4,
+                            &gids,
+                            &mut got,
+                        );
+                        let label = format!(
+                            "{} experts of {} n={n} x rows {x_rows}, {} parts",
+                            file.label(),
+                            info.ty,
+                            w.parts()
+                        );
+                        assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-5);
+                        let mut combined = reference.tensor(n, per);
+                        reference.moe_combine(&want, &mix, &mut combined);
+                        let mut gcombined = b.tensor(n, per);
+                        b.moe_combine(&got, &gmix, &mut gcombined);
+                        let combined_label = format!("{label}: combined");
+                        let got_combined = b.read(&gcombined).unwrap();
+                        assert_close(&combined_label, &got_combined, combined.data(), 1e-5);
+                    }
+                }
+            }
+        }
+    }
 }
