@@ -562,3 +562,62 @@ fn bad_submissions_are_refused() {
         Err(SubmitError::DuplicateId(1))
     ));
 }
+
+/// The qwen3moe reference file (8 experts, 2 per token; random weights, raw token ids).
+fn moe_model() -> Model<CpuBackend> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch/qwen3moe.gguf");
+    Model::open(path, CpuBackend::new()).unwrap()
+}
+
+#[test]
+fn a_mixture_of_experts_model_batches_and_speculates_to_exactly_the_greedy_tokens() {
+    let mut rng = fastrand::Rng::with_seed(41);
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| (0..10 + 3 * i).map(|_| rng.u32(0..384)).collect())
+        .collect();
+    let mut s = Scheduler::new(moe_model(), Some(moe_model()), SchedConfig::default()).unwrap();
+    let mut alone = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        s.submit(i as u64, p.clone(), greedy(16)).unwrap();
+        let (runs, _) = drain(&mut s);
+        alone.push(runs[&(i as u64)].tokens.clone());
+    }
+    // Together (the batch's rows routed to their experts together), then speculating with the
+    // model as its own draft and by prompt lookup.
+    for (i, p) in prompts.iter().enumerate() {
+        s.submit(100 + i as u64, p.clone(), greedy(16)).unwrap();
+    }
+    let (together, most) = drain(&mut s);
+    assert_eq!(most, 4, "all four ran at once");
+    for (i, p) in prompts.iter().enumerate() {
+        let speculation = if i % 2 == 0 {
+            Speculation::Draft { tokens: 4 }
+        } else {
+            Speculation::PROMPT_LOOKUP
+        };
+        let params = SeqParams {
+            speculation,
+            ..greedy(16)
+        };
+        s.submit(200 + i as u64, p.clone(), params).unwrap();
+    }
+    let (speculated, _) = drain(&mut s);
+    for (i, a) in alone.iter().enumerate() {
+        assert_eq!(a.len(), 16);
+        assert_eq!(
+            &together[&(100 + i as u64)].tokens,
+            a,
+            "batched, prompt {i}"
+        );
+        assert_eq!(
+            &speculated[&(200 + i as u64)].tokens,
+            a,
+            "speculated, prompt {i}"
+        );
+    }
+    let drafted: usize = (0..4)
+        .map(|i| speculated[&(200 + i)].stats.accepted_tokens)
+        .sum();
+    assert!(drafted > 0, "the draft model's tokens were accepted");
+}
