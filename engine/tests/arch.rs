@@ -8,7 +8,7 @@
 //!   for an exact implementation;
 //! - the CPU backend at every dispatch level this CPU has against the scalar reference with
 //!   ggml's numerics (the same roundings: activations to Q8_K / Q8_0 blocks, the KV cache in f16):
-//!   a small mean row error (a single rounding decision falling the other way moves a row by up
+//!   a median row error at float noise (a single rounding decision falling the other way moves a row by up
 //!   to ~0.3 on these chaotic random models: the reference README's "Quantized files");
 //! - and llama.cpp's top-1 on every row whose recorded margin exceeds 0.5;
 //! - the GPU backend (lavapipe in CI) against the same reference. (The recorded logits
@@ -145,7 +145,7 @@ fn gpu() -> Option<GpuBackend> {
 /// those matmuls to 8 bits), batched and teacher-forced, within `tol` (the README's tolerance for
 /// the architecture); the CPU backend at every level and the GPU backend against the reference
 /// with ggml's numerics (the f16 KV cache, the 8-bit inputs) within `tol` too (for quantized
-/// files: a mean row error below 0.05, see `check_quant_file`), and llama.cpp's top-1 on every
+/// files: a median row error below 0.01, see `spread`), and llama.cpp's top-1 on every
 /// row whose margin is clear.
 fn check_arch_file(name: &str, tol: f32) {
     let rec = recorded(name);
@@ -186,17 +186,17 @@ fn check_arch_file(name: &str, tol: f32) {
     let check = |backend: &str, ours: Vec<Vec<Vec<f32>>>| {
         let rows = compare(&ours, &oracle);
         let worst = rows.iter().map(|r| r.0).fold(0.0, f32::max);
-        let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
+        let (mean, median, _) = spread(&rows);
         let llama = compare(&ours, &want);
         let llama_worst = llama.iter().map(|r| r.0).fold(0.0, f32::max);
         eprintln!(
-            "{name}: {backend}: max err {worst:.2e} (mean {mean:.2e}) vs the reference, \
-             {llama_worst:.2e} vs llama.cpp (f32 KV)"
+            "{name}: {backend}: max err {worst:.2e} (median {median:.2e}, mean {mean:.2e}) vs \
+             the reference, {llama_worst:.2e} vs llama.cpp (f32 KV)"
         );
         if dequant.is_some() {
             assert!(
-                mean < 0.05,
-                "{name}: {backend} mean err {mean} vs the reference"
+                median < 1e-2,
+                "{name}: {backend} median err {median} vs the reference"
             );
         } else {
             assert!(
@@ -246,19 +246,20 @@ fn check_quant_file(name: &str) {
         let model = Model::open(&path, CpuBackend::with_threads_and_level(2, level)).unwrap();
         let ours = logits(&model, &rec);
         let rows = compare(&ours, &oracle);
-        let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
+        let (mean, median, flipped) = spread(&rows);
         let llama = compare(&ours, &want);
         let llama_mean = llama.iter().map(|r| r.0).sum::<f32>() / llama.len() as f32;
         let clear: Vec<_> = llama.iter().filter(|r| r.2 > 0.5).collect();
         let agree = clear.iter().filter(|r| r.1).count();
         eprintln!(
-            "{name}: cpu {level:?}: mean row err {mean:.2e} vs the reference, {llama_mean:.2e} \
-             vs llama.cpp (f32 KV); llama.cpp's top-1 on {agree}/{} clear rows",
+            "{name}: cpu {level:?}: row err vs the reference: median {median:.2e}, mean \
+             {mean:.2e} ({flipped} rows above 0.01); mean {llama_mean:.2e} vs llama.cpp (f32 KV); \
+             llama.cpp's top-1 on {agree}/{} clear rows",
             clear.len()
         );
         assert!(
-            mean < 0.05,
-            "{name}: cpu {level:?} mean row err {mean} vs the reference"
+            median < 1e-4,
+            "{name}: cpu {level:?} median row err {median} vs the reference"
         );
         assert_eq!(
             agree,
@@ -270,16 +271,30 @@ fn check_quant_file(name: &str) {
     let Some(gpu) = gpu() else { return };
     let model = Model::open(&path, gpu).unwrap();
     let rows = compare(&logits(&model, &rec), &oracle);
-    let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
+    let (mean, median, flipped) = spread(&rows);
     let agree = rows.iter().filter(|r| r.1).count();
     eprintln!(
-        "{name}: gpu: mean row err {mean:.2e} vs the reference, top-1 {agree}/{}",
+        "{name}: gpu: row err vs the reference: median {median:.2e}, mean {mean:.2e} ({flipped} \
+         rows above 0.01), top-1 {agree}/{}",
         rows.len()
     );
     assert!(
-        mean < 0.05,
-        "{name}: gpu mean row err {mean} vs the reference"
+        median < 1e-2,
+        "{name}: gpu median row err {median} vs the reference"
     );
+}
+
+/// The mean and median row error, and the rows above 0.01. With 8-bit activations, two correct
+/// implementations that sum in different orders agree on most rows to float noise, and differ by
+/// up to ~0.3 on the rows where one rounding decision fell the other way (the reference README's
+/// "Quantized files"): the median is the check that every row's maths is right, the clear rows'
+/// top-1 that the flips stay small.
+fn spread(rows: &[(f32, bool, f32)]) -> (f32, f32, usize) {
+    let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
+    let mut errs: Vec<f32> = rows.iter().map(|r| r.0).collect();
+    errs.sort_by(f32::total_cmp);
+    let flipped = errs.iter().filter(|&&e| e > 0.01).count();
+    (mean, errs[errs.len() / 2], flipped)
 }
 
 #[test]

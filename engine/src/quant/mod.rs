@@ -34,6 +34,7 @@ pub(crate) use kquants::scale_min_k4;
 
 /// The byte layouts of the blocks (offsets of each field), for kernels outside this module.
 pub(crate) mod layout {
+    pub(crate) use super::iquants::{KVALUES_MXFP4, e8m0_to_f32_half, iq4_xs, iq4_xs_scale, mxfp4};
     pub(crate) use super::kquants::{q4_k, q5_k, q6_k, q8_k};
-    pub(crate) use super::simple::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
+    pub(crate) use super::simple::{KVALUES_IQ4NL, QK, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0};
 }

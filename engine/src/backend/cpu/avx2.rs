@@ -20,7 +20,10 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::layout::{q4_0, q4_1, q5_0, q5_1, q8_0};
+use crate::quant::layout::{
+    KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4, q4_0,
+    q4_1, q5_0, q5_1, q8_0,
+};
 use crate::quant::layout::{q4_k, q5_k, q6_k, q8_k};
 use crate::quant::{GgmlType, f32_at, u32_at};
 
@@ -47,6 +50,9 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
             GgmlType::Q4_K => dot_q45_k::<false, { q4_k::BYTES }, N>(w, a),
             GgmlType::Q5_K => dot_q45_k::<true, { q5_k::BYTES }, N>(w, a),
             GgmlType::Q6_K => dot_q6_k(w, a),
+            GgmlType::IQ4_NL => dot_32::<IQ4_NL, { iq4_nl::BYTES }, N>(w, a),
+            GgmlType::MXFP4 => dot_32::<MXFP4, { mxfp4::BYTES }, N>(w, a),
+            GgmlType::IQ4_XS => dot_iq4_xs(w, a),
             _ => return None,
         })
     }
@@ -149,6 +155,18 @@ const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
 const Q5_1: u8 = 3;
 const Q8_0: u8 = 4;
+/// 4-bit indices into a signed codebook: IQ4_NL (f16 scale) and MXFP4 (E8M0 scale).
+const IQ4_NL: u8 = 5;
+const MXFP4: u8 = 6;
+
+/// A 16-entry signed codebook in both 128-bit lanes, for `_mm256_shuffle_epi8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn codebook(values: &[i8; 16]) -> __m256i {
+    let bytes: [u8; 16] = values.map(|v| v as u8);
+    // SAFETY: 16 readable bytes; the load is unaligned.
+    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) })
+}
 
 /// Whether format `F`'s values are unsigned with a minimum (`value = d * q + m`).
 const fn has_min(f: u8) -> bool {
@@ -162,6 +180,8 @@ const fn scale_at(f: u8) -> (usize, usize) {
         Q4_1 => (q4_1::D, q4_1::M),
         Q5_0 => (q5_0::D, 0),
         Q5_1 => (q5_1::D, q5_1::M),
+        IQ4_NL => (iq4_nl::D, 0),
+        MXFP4 => (mxfp4::E, 0),
         _ => (q8_0::D, 0),
     }
 }
@@ -189,7 +209,32 @@ fn values32<const F: u8, const W: usize>(b: &[u8; W]) -> __m256i {
             );
             _mm256_or_si256(nibbles(b, q5_1::QS), high)
         }
+        IQ4_NL => _mm256_shuffle_epi8(codebook(&KVALUES_IQ4NL), nibbles(b, iq4_nl::QS)),
+        MXFP4 => _mm256_shuffle_epi8(codebook(&KVALUES_MXFP4), nibbles(b, mxfp4::QS)),
         _ => load32(b, q8_0::QS),
+    }
+}
+
+/// The weight scales of four blocks of format `F` as f32 (f16, or MXFP4's E8M0 halved).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scales4<const F: u8, const B: usize>(blocks: &[[u8; B]; 4], at: usize) -> __m128 {
+    if F == MXFP4 {
+        let e = |k: usize| e8m0_to_f32_half(blocks[k][at]);
+        _mm_setr_ps(e(0), e(1), e(2), e(3))
+    } else {
+        halves4(blocks, at)
+    }
+}
+
+/// One block's weight scale of format `F` in all eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale8<const F: u8, const B: usize>(b: &[u8; B], at: usize) -> __m256 {
+    if F == MXFP4 {
+        _mm256_set1_ps(e8m0_to_f32_half(b[at]))
+    } else {
+        f16x8(b, at)
     }
 }
 
@@ -257,7 +302,7 @@ fn quad32<const F: u8, const W: usize, const N: usize>(
         *left = maddubs_left::<F>(*x);
     }
     let (d_at, m_at) = scale_at(F);
-    let d = halves4(wq, d_at);
+    let d = scales4::<F, W>(wq, d_at);
     let w_scales = if has_min(F) {
         _mm256_set_m128(halves4(wq, m_at), d)
     } else {
@@ -305,7 +350,7 @@ fn block32<const F: u8, const W: usize, const N: usize>(
     let x = values32::<F, W>(wb);
     let left = maddubs_left::<F>(x);
     let (d_at, m_at) = scale_at(F);
-    let d = f16x8(wb, d_at);
+    let d = scale8::<F, W>(wb, d_at);
     let m = if has_min(F) {
         f16x8(wb, m_at)
     } else {
@@ -341,6 +386,43 @@ fn dot_32<const F: u8, const W: usize, const N: usize>(w: &[u8], a: [&[u8]; N]) 
     }
     for (i, wb) in w_rest.iter().enumerate() {
         block32::<F, W, N>(wb, std::array::from_fn(|t| &a_rest[t][i]), &mut acc);
+    }
+    std::array::from_fn(|t| hsum(acc[t]))
+}
+
+/// `[w · a[t]]` for an IQ4_XS weight row and Q8_K activation rows: per super-block, each 32-value
+/// sub-block's codebook values (looked up once for all tokens) against the activations, weighted
+/// by its 6-bit scale minus 32 in the `madd`, summed exactly in i32, then one FMA with `d * dy`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_iq4_xs<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let ws = w.as_chunks::<{ iq4_xs::BYTES }>().0;
+    let nb = ws.len();
+    let acts = act_blocks::<{ q8_k::BYTES }, N>(a, nb);
+    let table = codebook(&KVALUES_IQ4NL);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, wb) in ws.iter().enumerate() {
+        let mut x = [_mm256_setzero_si256(); 8];
+        let mut left = [_mm256_setzero_si256(); 8];
+        let mut scale = [_mm256_setzero_si256(); 8];
+        for ib in 0..8 {
+            x[ib] = _mm256_shuffle_epi8(table, nibbles(wb, iq4_xs::QS + 16 * ib));
+            left[ib] = _mm256_sign_epi8(x[ib], x[ib]);
+            scale[ib] = _mm256_set1_epi16((iq4_xs_scale(wb, ib) - 32) as i16);
+        }
+        let d = f16(wb, iq4_xs::D);
+        for t in 0..N {
+            let ab = &acts[t][i];
+            let mut sum = _mm256_setzero_si256();
+            for ib in 0..8 {
+                let y = load32(ab, q8_k::QS + 32 * ib);
+                // |x| * (y with x's sign): the codebook's -127 and Q8_K's -127..=127 never wrap.
+                let pairs = _mm256_maddubs_epi16(left[ib], _mm256_sign_epi8(y, x[ib]));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, scale[ib]));
+            }
+            let dd = _mm256_set1_ps(d * f32_at(ab, q8_k::D));
+            acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sum), acc[t]);
+        }
     }
     std::array::from_fn(|t| hsum(acc[t]))
 }
