@@ -660,3 +660,47 @@ fn real_templates_render_long_conversations_within_the_limits() {
         assert!(out.len() > text_bytes, "{name}: {} bytes", out.len());
     }
 }
+
+#[derive(Deserialize)]
+struct IdsCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct IdsCases {
+    cases: Vec<IdsCase>,
+}
+
+#[test]
+fn gpt_4o_pre_tokenizer_encodes_like_llamacpp() {
+    // gpt-oss's vocabulary (`tokenizer.ggml.pre = gpt-4o`, the reference file's 393 tokens and
+    // 128 merges), on llama.cpp's tokenizer test texts plus harmony turns; the ids are
+    // llama-tokenize's (`data/tokenizer/make_gpt_4o_vectors.py`, which first reproduces
+    // llama.cpp's own vectors for the real qwen2 vocabulary).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let file = GgufFile::open(dir.join("arch/gpt-oss.gguf")).unwrap();
+    let t = Tokenizer::from_gguf(&file).unwrap();
+    let text = std::fs::read_to_string(dir.join("tokenizer/gpt-4o-gpt-oss.json")).unwrap();
+    let cases: IdsCases = serde_json::from_str(&text).unwrap();
+    assert!(cases.cases.len() >= 45);
+    let failures: Vec<String> = cases
+        .cases
+        .iter()
+        .filter_map(|c| {
+            let ours = t.encode_with(&c.text, false, true).unwrap();
+            (ours != c.ids).then(|| {
+                format!(
+                    "{:?}\n  ours      {ours:?}\n  llama.cpp {:?}",
+                    c.text, c.ids
+                )
+            })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
