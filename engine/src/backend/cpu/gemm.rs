@@ -5,7 +5,8 @@
 //!
 //! Every supported weight format has the same unpacked form: within a block, value `i` of row `r`
 //! is `d[r] * u[r][i] + m[r]` with `u` an unsigned byte (a signed format folds its offset into
-//! `m`: Q4_0 `m = -8 d`, Q8_0 `m = -128 d`, Q6_K `m = -32 d`). The activations are the same Q8_0
+//! `m`: Q4_0 `m = -8 d`, Q8_0 `m = -128 d`, Q6_K `m = -32 d`; the codebook formats IQ4_NL,
+//! IQ4_XS and MXFP4 store their codebook value + 128 with `m = -128 d`). The activations are the same Q8_0
 //! or Q8_K blocks the dot kernels read, so the products are exact integer sums per block, as in
 //! [`super::dot`]; only the f32 accumulation order differs.
 //!
@@ -16,7 +17,9 @@ use half::f16;
 use super::level::Level;
 use super::packed::{Packed, ROWS};
 use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
-use crate::quant::layout::{q4_k, q5_k};
+use crate::quant::layout::{
+    KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4, q4_k, q5_k,
+};
 use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4, u32_at};
 
 /// Weight rows per tile: one 512-bit register of i32 / f32 lanes.
@@ -32,7 +35,10 @@ pub fn block_len(ty: GgmlType) -> Option<usize> {
         | GgmlType::Q5_1
         | GgmlType::Q8_0
         | GgmlType::Q4_K
-        | GgmlType::Q5_K => Some(32),
+        | GgmlType::Q5_K
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS
+        | GgmlType::MXFP4 => Some(32),
         GgmlType::Q6_K => Some(16),
         _ => None,
     }
@@ -167,6 +173,15 @@ impl Tile {
 }
 
 /// Unpacks one weight row into bytes `u`, per-block scales `d` and minimums `m`.
+/// The 32 values of 16 bytes of 4-bit codebook indices (low nibbles first), as codebook value
+/// + 128.
+fn codebook(qs: &[u8], values: &[i8; 16], out: &mut [u8]) {
+    for j in 0..QK / 2 {
+        out[j] = (values[usize::from(qs[j] & 0x0f)] as u8) ^ 0x80;
+        out[j + QK / 2] = (values[usize::from(qs[j] >> 4)] as u8) ^ 0x80;
+    }
+}
+
 fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f32]) {
     match ty {
         GgmlType::Q4_0 => {
@@ -204,6 +219,31 @@ fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f3
                     *o = q ^ 0x80; // i8 + 128
                 }
                 (d[i], m[i]) = (s, -128.0 * s);
+            }
+        }
+        GgmlType::IQ4_NL => {
+            for (i, b) in row.as_chunks::<{ iq4_nl::BYTES }>().0.iter().enumerate() {
+                let s = f16_at(b, iq4_nl::D);
+                codebook(&b[iq4_nl::QS..], &KVALUES_IQ4NL, &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (s, -128.0 * s);
+            }
+        }
+        GgmlType::MXFP4 => {
+            for (i, b) in row.as_chunks::<{ mxfp4::BYTES }>().0.iter().enumerate() {
+                let s = e8m0_to_f32_half(b[mxfp4::E]);
+                codebook(&b[mxfp4::QS..], &KVALUES_MXFP4, &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (s, -128.0 * s);
+            }
+        }
+        GgmlType::IQ4_XS => {
+            for (sb, b) in row.as_chunks::<{ iq4_xs::BYTES }>().0.iter().enumerate() {
+                let dd = f16_at(b, iq4_xs::D);
+                for j in 0..QK_K / QK {
+                    let out = &mut u[sb * QK_K + QK * j..][..QK];
+                    codebook(&b[iq4_xs::QS + 16 * j..], &KVALUES_IQ4NL, out);
+                    let s = dd * (iq4_xs_scale(b, j) - 32) as f32;
+                    (d[sb * 8 + j], m[sb * 8 + j]) = (s, -128.0 * s);
+                }
             }
         }
         GgmlType::Q4_K | GgmlType::Q5_K => {
@@ -476,8 +516,14 @@ mod tests {
     fn tiles_match_the_dot_kernels_on_real_tensors_at_every_level() {
         let mut rng = fastrand::Rng::with_seed(31);
         let mut seen = Vec::new();
-        for published in [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M] {
-            let file = GgufFile::open(source::fetch(published).unwrap()).unwrap();
+        // The test models, then the reference files of the 2026 types (IQ4_XS, MXFP4).
+        let arch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch");
+        let paths = [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
+            .map(|m| source::fetch(m).unwrap())
+            .into_iter()
+            .chain(["llama-iq4_xs.gguf", "llama-mxfp4.gguf"].map(|f| arch.join(f)));
+        for path in paths {
+            let file = GgufFile::open(path).unwrap();
             for info in file.tensors() {
                 if info.dims.len() != 2 || block_len(info.ty).is_none() || seen.contains(&info.ty) {
                     continue;
@@ -530,6 +576,6 @@ mod tests {
                 }
             }
         }
-        assert!(seen.len() >= 5, "types covered: {seen:?}");
+        assert!(seen.len() >= 7, "types covered: {seen:?}");
     }
 }
