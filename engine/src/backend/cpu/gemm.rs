@@ -6,7 +6,9 @@
 //! Every supported weight format has the same unpacked form: within a block, value `i` of row `r`
 //! is `d[r] * u[r][i] + m[r]` with `u` an unsigned byte (a signed format folds its offset into
 //! `m`: Q4_0 `m = -8 d`, Q8_0 `m = -128 d`, Q6_K `m = -32 d`; the codebook formats IQ4_NL,
-//! IQ4_XS and MXFP4 store their codebook value + 128 with `m = -128 d`). The activations are the same Q8_0
+//! IQ4_XS store their codebook value + 128 with `m = -128 d`, MXFP4 its value + 12 with
+//! `m = -12 d`: the smaller the offset, the smaller the minimum's part that cancels against the
+//! values' part in f32). The activations are the same Q8_0
 //! or Q8_K blocks the dot kernels read, so the products are exact integer sums per block, as in
 //! [`super::dot`]; only the f32 accumulation order differs.
 //!
@@ -16,10 +18,10 @@ use half::f16;
 
 use super::level::Level;
 use super::packed::{Packed, ROWS};
-use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
 use crate::quant::layout::{
     KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4, q4_k, q5_k,
 };
+use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
 use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4, u32_at};
 
 /// Weight rows per tile: one 512-bit register of i32 / f32 lanes.
@@ -174,11 +176,12 @@ impl Tile {
 
 /// Unpacks one weight row into bytes `u`, per-block scales `d` and minimums `m`.
 /// The 32 values of 16 bytes of 4-bit codebook indices (low nibbles first), as codebook value
-/// + 128.
-fn codebook(qs: &[u8], values: &[i8; 16], out: &mut [u8]) {
+/// + `offset` (which makes every value of the codebook a byte).
+fn codebook(qs: &[u8], values: &[i8; 16], offset: i16, out: &mut [u8]) {
+    let value = |q: u8| (i16::from(values[usize::from(q)]) + offset) as u8;
     for j in 0..QK / 2 {
-        out[j] = (values[usize::from(qs[j] & 0x0f)] as u8) ^ 0x80;
-        out[j + QK / 2] = (values[usize::from(qs[j] >> 4)] as u8) ^ 0x80;
+        out[j] = value(qs[j] & 0x0f);
+        out[j + QK / 2] = value(qs[j] >> 4);
     }
 }
 
@@ -224,15 +227,22 @@ fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f3
         GgmlType::IQ4_NL => {
             for (i, b) in row.as_chunks::<{ iq4_nl::BYTES }>().0.iter().enumerate() {
                 let s = f16_at(b, iq4_nl::D);
-                codebook(&b[iq4_nl::QS..], &KVALUES_IQ4NL, &mut u[i * QK..][..QK]);
+                codebook(
+                    &b[iq4_nl::QS..],
+                    &KVALUES_IQ4NL,
+                    128,
+                    &mut u[i * QK..][..QK],
+                );
                 (d[i], m[i]) = (s, -128.0 * s);
             }
         }
         GgmlType::MXFP4 => {
             for (i, b) in row.as_chunks::<{ mxfp4::BYTES }>().0.iter().enumerate() {
                 let s = e8m0_to_f32_half(b[mxfp4::E]);
-                codebook(&b[mxfp4::QS..], &KVALUES_MXFP4, &mut u[i * QK..][..QK]);
-                (d[i], m[i]) = (s, -128.0 * s);
+                // The codebook spans -12..=12: the smallest offset keeps the minimum's part (which
+                // cancels against the values' part) small, and so the f32 rounding.
+                codebook(&b[mxfp4::QS..], &KVALUES_MXFP4, 12, &mut u[i * QK..][..QK]);
+                (d[i], m[i]) = (s, -12.0 * s);
             }
         }
         GgmlType::IQ4_XS => {
@@ -240,7 +250,7 @@ fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f3
                 let dd = f16_at(b, iq4_xs::D);
                 for j in 0..QK_K / QK {
                     let out = &mut u[sb * QK_K + QK * j..][..QK];
-                    codebook(&b[iq4_xs::QS + 16 * j..], &KVALUES_IQ4NL, out);
+                    codebook(&b[iq4_xs::QS + 16 * j..], &KVALUES_IQ4NL, 128, out);
                     let s = dd * (iq4_xs_scale(b, j) - 32) as f32;
                     (d[sb * 8 + j], m[sb * 8 + j]) = (s, -128.0 * s);
                 }
