@@ -30,6 +30,7 @@
 
 use std::arch::x86_64::*;
 
+use crate::quant::layout::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, mxfp4};
 use crate::quant::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k};
 use crate::quant::{GgmlType, QK_K, f32_at, u32_at};
 
@@ -45,6 +46,8 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
         GgmlType::Q4_0 => signed32::<N, { q4_0::BYTES }, Q4_0>(w, a),
         GgmlType::Q5_0 => signed32::<N, { q5_0::BYTES }, Q5_0>(w, a),
         GgmlType::Q8_0 => signed32::<N, { q8_0::BYTES }, Q8_0>(w, a),
+        GgmlType::IQ4_NL => signed32::<N, { iq4_nl::BYTES }, IQ4_NL>(w, a),
+        GgmlType::MXFP4 => signed32::<N, { mxfp4::BYTES }, MXFP4>(w, a),
         GgmlType::Q4_1 => with_min32::<N, { q4_1::BYTES }, false>(w, a),
         GgmlType::Q5_1 => with_min32::<N, { q5_1::BYTES }, true>(w, a),
         GgmlType::Q4_K => kquant::<N, { q4_k::BYTES }, Q4_K>(w, a),
@@ -61,6 +64,9 @@ const Q8_0: u8 = 2;
 const Q4_K: u8 = 3;
 const Q5_K: u8 = 4;
 const Q6_K: u8 = 5;
+/// 4-bit indices into a signed codebook, with an f16 scale (IQ4_NL) or an E8M0 one (MXFP4).
+const IQ4_NL: u8 = 6;
+const MXFP4: u8 = 7;
 
 /// 32-value blocks whose scales are converted together.
 const GROUP: usize = 8;
@@ -169,7 +175,7 @@ type GroupScales<const N: usize> = ([[f32; GROUP]; N], [[f32; GROUP]; N]);
 /// `m * dy` with `m` the f16 at offset 2 of the weight block (zeros without).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 #[inline]
-fn group_scales<const N: usize, const WB: usize, const MIN: bool>(
+fn group_scales<const N: usize, const WB: usize, const MIN: bool, const FMT: u8>(
     w: &[[u8; WB]; GROUP],
     a: [&[ActBlock; GROUP]; N],
 ) -> GroupScales<N> {
@@ -184,7 +190,7 @@ fn group_scales<const N: usize, const WB: usize, const MIN: bool>(
             _mm256_cvtph_ps(_mm256_cvtepi32_epi16(m)),
         )
     } else {
-        (scales8(w), _mm256_setzero_ps())
+        (weight_scales8::<WB, FMT>(w), _mm256_setzero_ps())
     };
     for t in 0..N {
         let dy = scales8(a[t]);
@@ -222,7 +228,38 @@ fn group<T>(blocks: &[T], g: usize) -> &[T; GROUP] {
         .expect("a whole group")
 }
 
-/// A Q4_0, Q5_0 or Q8_0 block's 32 signed values `x`, and the i32 lanes `-128 * (sum of each
+/// A 16-entry signed codebook in both 128-bit lanes, for `_mm256_shuffle_epi8`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+fn codebook(values: &[i8; 16]) -> __m256i {
+    _mm256_broadcastsi128_si256(load128(&values.map(|v| v as u8)))
+}
+
+/// The weight scales of a group of eight blocks of format `FMT`: the f16 at offset 0, or
+/// MXFP4's E8M0 byte halved.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+fn weight_scales8<const WB: usize, const FMT: u8>(w: &[[u8; WB]; GROUP]) -> __m256 {
+    if FMT == MXFP4 {
+        let e = |k: usize| e8m0_to_f32_half(w[k][mxfp4::E]);
+        _mm256_setr_ps(e(0), e(1), e(2), e(3), e(4), e(5), e(6), e(7))
+    } else {
+        scales8(w)
+    }
+}
+
+/// One block's weight scale of format `FMT` (see [`weight_scales8`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+#[inline]
+fn weight_scale<const WB: usize, const FMT: u8>(b: &[u8; WB]) -> f32 {
+    if FMT == MXFP4 {
+        e8m0_to_f32_half(b[mxfp4::E])
+    } else {
+        f16_low(u32_at(b, 0))
+    }
+}
+
+/// A Q4_0, Q5_0, Q8_0, IQ4_NL or MXFP4 block's 32 signed values `x`, and the i32 lanes `-128 * (sum of each
 /// four x)` that its product with activations biased by +128 starts from, so that the product
 /// comes out as exactly `sum(x * y)`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
@@ -244,7 +281,17 @@ fn signed_block<const WB: usize, const FMT: u8>(b: &[u8; WB]) -> (__m256i, __m25
             (_mm256_sub_epi8(q, _mm256_set1_epi8(16)), start)
         }
         _ => {
-            let x = load256(field::<{ q8_0::QS }, 32, WB>(b));
+            let x = match FMT {
+                IQ4_NL => _mm256_shuffle_epi8(
+                    codebook(&KVALUES_IQ4NL),
+                    nibbles(field::<{ iq4_nl::QS }, 16, WB>(b)),
+                ),
+                MXFP4 => _mm256_shuffle_epi8(
+                    codebook(&KVALUES_MXFP4),
+                    nibbles(field::<{ mxfp4::QS }, 16, WB>(b)),
+                ),
+                _ => load256(field::<{ q8_0::QS }, 32, WB>(b)),
+            };
             // With x + 128 unsigned: -128 * sum(x) = 65536 - 128 * sum(x + 128) for each four.
             let biased = _mm256_xor_si256(x, minus128);
             let start = _mm256_dpbusd_epi32(_mm256_set1_epi32(65536), biased, minus128);
@@ -261,7 +308,8 @@ fn signed_sums((x, start): (__m256i, __m256i), a: &ActBlock) -> __m256i {
     _mm256_dpbusd_epi32(start, _mm256_xor_si256(y, _mm256_set1_epi8(-128)), x)
 }
 
-/// Q4_0, Q5_0, Q8_0 (signed values times one scale per block) against Q8_0 activations.
+/// Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4 (signed values times one scale per block) against Q8_0
+/// activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 fn signed32<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     const { assert!(q4_0::D == 0 && q5_0::D == 0 && q8_0::D == 0) };
@@ -270,7 +318,7 @@ fn signed32<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8];
     let groups = w.len() / GROUP;
     for g in 0..groups {
         let (wg, ag) = (group(w, g), a.map(|a| group(a, g)));
-        let (mut s, _) = group_scales::<N, WB, false>(wg, ag);
+        let (mut s, _) = group_scales::<N, WB, false, FMT>(wg, ag);
         // Opaque, so that each block's scale is broadcast from memory by its multiply (a load)
         // rather than rebuilt from the register by shuffles, which compete with the arithmetic.
         std::hint::black_box(&mut s);
@@ -297,7 +345,7 @@ fn signed32<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8];
     }
     for k in GROUP * groups..w.len() {
         let x = signed_block::<WB, FMT>(&w[k]);
-        let dw = f16_low(u32_at(&w[k], 0));
+        let dw = weight_scale::<WB, FMT>(&w[k]);
         for t in 0..N {
             let sums = _mm256_cvtepi32_ps(signed_sums(x, &a[t][k]));
             let scale = _mm256_set1_ps(dw * f16_low(u32_at(&a[t][k], 0)));
@@ -348,7 +396,7 @@ fn with_min32<const N: usize, const WB: usize, const FIVE: bool>(
     let groups = w.len() / GROUP;
     for g in 0..groups {
         let (wg, ag) = (group(w, g), a.map(|a| group(a, g)));
-        let mut s = group_scales::<N, WB, true>(wg, ag);
+        let mut s = group_scales::<N, WB, true, Q4_0>(wg, ag);
         // Broadcast from memory, as in `signed32`.
         std::hint::black_box(&mut s);
         let (sd, sm) = &s;

@@ -46,6 +46,8 @@ fn every_length_and_batch_matches_scalar() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_NL,
+        GgmlType::MXFP4,
     ] {
         let k = ty.block_size() == QK_K;
         for blocks in (1..=40).filter(|b| !k || b % 4 == 1) {
@@ -58,6 +60,10 @@ fn every_length_and_batch_matches_scalar() {
                 for h in 0..halves {
                     let v = f16::from_f32(rng.f32() - 0.4).to_le_bytes();
                     b[at + 2 * h..at + 2 * h + 2].copy_from_slice(&v);
+                }
+                if ty == GgmlType::MXFP4 {
+                    // E8M0: 2^(e - 128) near 1.
+                    b[0] = 120 + rng.u8(..16);
                 }
             }
             let mut acts: Vec<Vec<u8>> = (0..4)
