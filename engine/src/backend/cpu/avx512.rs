@@ -30,7 +30,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::layout::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, mxfp4};
+use crate::quant::layout::{
+    KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4,
+};
 use crate::quant::layout::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k};
 use crate::quant::{GgmlType, QK_K, f32_at, u32_at};
 
@@ -48,6 +50,7 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
         GgmlType::Q8_0 => signed32::<N, { q8_0::BYTES }, Q8_0>(w, a),
         GgmlType::IQ4_NL => signed32::<N, { iq4_nl::BYTES }, IQ4_NL>(w, a),
         GgmlType::MXFP4 => signed32::<N, { mxfp4::BYTES }, MXFP4>(w, a),
+        GgmlType::IQ4_XS => dot_iq4_xs::<N>(w, a),
         GgmlType::Q4_1 => with_min32::<N, { q4_1::BYTES }, false>(w, a),
         GgmlType::Q5_1 => with_min32::<N, { q5_1::BYTES }, true>(w, a),
         GgmlType::Q4_K => kquant::<N, { q4_k::BYTES }, Q4_K>(w, a),
@@ -649,3 +652,54 @@ pub use rows::dot_rows;
 
 #[cfg(test)]
 mod tests;
+
+/// IQ4_XS against Q8_K: per super-block, two 32-value sub-blocks per 512-bit register (their
+/// codebook values looked up once for all tokens), `vpdpbusd` of the activations made unsigned
+/// (`y + 128`) by the signed values from an accumulator of `-128 * sum(x)`, which leaves exactly
+/// `sum(x * y)` per four values; the sub-block scales (6 bits, minus 32) multiply the i32 lanes,
+/// and one FMA per super-block and token applies `d * dy`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+fn dot_iq4_xs<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let ws = w.as_chunks::<{ iq4_xs::BYTES }>().0;
+    let acts = a.map(|a| a.as_chunks::<{ q8_k::BYTES }>().0);
+    let table = _mm512_broadcast_i32x4(load128(&KVALUES_IQ4NL.map(|v| v as u8)));
+    let minus128 = _mm512_set1_epi8(-128);
+    let low4 = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); N];
+    for (i, wb) in ws.iter().enumerate() {
+        // Pair p: sub-blocks 2p and 2p + 1 (the 32 bytes at QS + 32p), as lanes [low nibbles of
+        // bytes 0..16, their high nibbles, low nibbles of bytes 16..32, their high nibbles].
+        let mut x = [_mm512_setzero_si512(); 4];
+        let mut start = [_mm512_setzero_si512(); 4];
+        let mut scale = [_mm512_setzero_si512(); 4];
+        for p in 0..4 {
+            let bytes = _mm512_broadcast_i64x4(load256(field::<0, 32, 32>(
+                wb[iq4_xs::QS + 32 * p..][..32]
+                    .try_into()
+                    .expect("32 bytes"),
+            )));
+            let lanes = _mm512_shuffle_i64x2::<0b01_01_00_00>(bytes, bytes);
+            let idx = _mm512_and_si512(_mm512_mask_srli_epi16::<4>(lanes, 0xff00_ff00, lanes), low4);
+            x[p] = _mm512_shuffle_epi8(table, idx);
+            let biased = _mm512_xor_si512(x[p], minus128);
+            start[p] = _mm512_dpbusd_epi32(_mm512_set1_epi32(65536), biased, minus128);
+            let (s0, s1) = (iq4_xs_scale(wb, 2 * p) - 32, iq4_xs_scale(wb, 2 * p + 1) - 32);
+            scale[p] = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(s0), _mm512_set1_epi32(s1));
+        }
+        let d = f16_low(u32_at(wb, iq4_xs::D));
+        for t in 0..N {
+            let ab = &acts[t][i];
+            let mut sum = _mm512_setzero_si512();
+            for p in 0..4 {
+                let y = load512(field::<0, 64, 64>(
+                    ab[q8_k::QS + 64 * p..][..64].try_into().expect("64 bytes"),
+                ));
+                let prod = _mm512_dpbusd_epi32(start[p], _mm512_xor_si512(y, minus128), x[p]);
+                sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(prod, scale[p]));
+            }
+            let dd = _mm512_set1_ps(d * f32_at(ab, q8_k::D));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), dd, acc[t]);
+        }
+    }
+    acc.map(|v| _mm512_reduce_add_ps(v))
+}

@@ -48,6 +48,7 @@ fn every_length_and_batch_matches_scalar() {
         GgmlType::Q6_K,
         GgmlType::IQ4_NL,
         GgmlType::MXFP4,
+        GgmlType::IQ4_XS,
     ] {
         let k = ty.block_size() == QK_K;
         for blocks in (1..=40).filter(|b| !k || b % 4 == 1) {
