@@ -11,7 +11,9 @@
 //!   a small mean row error (a single rounding decision falling the other way moves a row by up
 //!   to ~0.3 on these chaotic random models: the reference README's "Quantized files");
 //! - and llama.cpp's top-1 on every row whose recorded margin exceeds 0.5;
-//! - the GPU backend (lavapipe in CI) against the same reference. (The recorded logits
+//! - the GPU backend (lavapipe in CI) against the same reference: a mean row error below 0.2 (its
+//!   other summation orders flip such rounding decisions more often; most rows agree to 1e-6)
+//!   and the reference's top-1 on every row whose margin exceeds 0.5. (The recorded logits
 //!   used an F32 KV cache; Hearth's holds f16 as llama.cpp's default does, so the rows are not
 //!   compared value by value.)
 
@@ -92,7 +94,7 @@ fn compare(ours: &[Vec<Vec<f32>>], want: &[Vec<Vec<f32>>]) -> Vec<(f32, bool, f3
     rows
 }
 
-fn check_quant_file(name: &str, gpu: bool) {
+fn check_quant_file(name: &str) {
     let rec = recorded(name);
     let path = data(&format!("{name}.gguf"));
     // Exact numerics against llama.cpp on the dequantized file.
@@ -138,9 +140,6 @@ fn check_quant_file(name: &str, gpu: bool) {
             "{name}: cpu {level:?} top-1 on clear rows"
         );
     }
-    if !gpu {
-        return;
-    }
     // The GPU backend (lavapipe in CI), against the same reference.
     let gpu = GpuBackend::new(&GpuOptions {
         allow_software: true,
@@ -163,67 +162,83 @@ fn check_quant_file(name: &str, gpu: bool) {
     let rows = compare(&logits(&model, &rec), &oracle);
     let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
     let agree = rows.iter().filter(|r| r.1).count();
+    let same = rows.iter().filter(|r| r.0 < 1e-3).count();
+    let clear: Vec<_> = rows.iter().filter(|r| r.2 > 0.5).collect();
+    let clear_agree = clear.iter().filter(|r| r.1).count();
     eprintln!(
-        "{name}: gpu: mean row err {mean:.2e} vs the reference, top-1 {agree}/{}",
-        rows.len()
+        "{name}: gpu: mean row err {mean:.2e} vs the reference, {same}/{} rows within 1e-3, \
+         top-1 {agree}/{} ({clear_agree}/{} clear rows)",
+        rows.len(),
+        rows.len(),
+        clear.len()
     );
+    // The GPU sums in other orders than the reference (the tiled kernel of the 24- and 40-token
+    // sequences above all), so a Q8_K rounding decision sometimes falls the other way: that row
+    // and, through attention, the later rows of its sequence then differ by ~0.1-0.3 while the
+    // rows before stay within 1e-6 (measured on lavapipe: mean 1e-3 .. 0.13 over the files). The
+    // precise GPU checks are the backend's op tests on these files' tensors (1e-5).
     assert!(
-        mean < 0.05,
+        mean < 0.2,
         "{name}: gpu mean row err {mean} vs the reference"
+    );
+    assert_eq!(
+        clear_agree,
+        clear.len(),
+        "{name}: gpu top-1 on the reference's clear rows"
     );
 }
 
 #[test]
 fn iq4_xs_matches_llama_cpp() {
-    check_quant_file("llama-iq4_xs", true);
+    check_quant_file("llama-iq4_xs");
 }
 
 #[test]
 fn mxfp4_matches_llama_cpp() {
-    check_quant_file("llama-mxfp4", true);
+    check_quant_file("llama-mxfp4");
 }
 
 #[test]
 fn iq3_s_matches_llama_cpp() {
-    check_quant_file("llama-iq3_s", false);
+    check_quant_file("llama-iq3_s");
 }
 
 #[test]
 fn iq3_xxs_matches_llama_cpp() {
-    check_quant_file("llama-iq3_xxs", false);
+    check_quant_file("llama-iq3_xxs");
 }
 
 #[test]
 fn iq2_xxs_matches_llama_cpp() {
-    check_quant_file("llama-iq2_xxs", false);
+    check_quant_file("llama-iq2_xxs");
 }
 
 #[test]
 fn iq2_xs_matches_llama_cpp() {
-    check_quant_file("llama-iq2_xs", false);
+    check_quant_file("llama-iq2_xs");
 }
 
 #[test]
 fn iq2_s_matches_llama_cpp() {
-    check_quant_file("llama-iq2_s", false);
+    check_quant_file("llama-iq2_s");
 }
 
 #[test]
 fn iq1_s_matches_llama_cpp() {
-    check_quant_file("llama-iq1_s", false);
+    check_quant_file("llama-iq1_s");
 }
 
 #[test]
 fn iq1_m_matches_llama_cpp() {
-    check_quant_file("llama-iq1_m", false);
+    check_quant_file("llama-iq1_m");
 }
 
 #[test]
 fn tq1_0_matches_llama_cpp() {
-    check_quant_file("llama-tq1_0", false);
+    check_quant_file("llama-tq1_0");
 }
 
 #[test]
 fn tq2_0_matches_llama_cpp() {
-    check_quant_file("llama-tq2_0", false);
+    check_quant_file("llama-tq2_0");
 }
