@@ -8,8 +8,10 @@
 //!   for an exact implementation;
 //! - the CPU backend at every dispatch level this CPU has against the scalar reference with
 //!   ggml's numerics (the same roundings: activations to Q8_K / Q8_0 blocks, the KV cache in f16):
-//!   a small mean row error (a single rounding decision falling the other way moves a row by up
-//!   to ~0.3 on these chaotic random models: the reference README's "Quantized files");
+//!   a mean row error below 0.2 and the reference's top-1 on its rows with a margin above 0.5 (a
+//!   single rounding decision falling the other way moves a row, and the later rows of its
+//!   sequence, by up to ~0.3 on these chaotic random models: the reference README's "Quantized
+//!   files"; most rows agree to 1e-6);
 //! - and llama.cpp's top-1 on every row whose recorded margin exceeds 0.5;
 //! - the GPU backend (lavapipe in CI) against the same reference: a mean row error below 0.2 (its
 //!   other summation orders flip such rounding decisions more often; most rows agree to 1e-6)
@@ -121,18 +123,31 @@ fn check_quant_file(name: &str) {
         let ours = logits(&model, &rec);
         let rows = compare(&ours, &oracle);
         let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
+        let same = rows.iter().filter(|r| r.0 < 1e-3).count();
+        let ref_clear: Vec<_> = rows.iter().filter(|r| r.2 > 0.5).collect();
+        let ref_agree = ref_clear.iter().filter(|r| r.1).count();
         let llama = compare(&ours, &want);
         let llama_mean = llama.iter().map(|r| r.0).sum::<f32>() / llama.len() as f32;
         let clear: Vec<_> = llama.iter().filter(|r| r.2 > 0.5).collect();
         let agree = clear.iter().filter(|r| r.1).count();
         eprintln!(
-            "{name}: cpu {level:?}: mean row err {mean:.2e} vs the reference, {llama_mean:.2e} \
-             vs llama.cpp (f32 KV); llama.cpp's top-1 on {agree}/{} clear rows",
+            "{name}: cpu {level:?}: mean row err {mean:.2e} vs the reference ({same}/{} rows \
+             within 1e-3), {llama_mean:.2e} vs llama.cpp (f32 KV); llama.cpp's top-1 on \
+             {agree}/{} clear rows",
+            rows.len(),
             clear.len()
         );
+        // Where the CPU sums in integers (the types with a dot kernel) or in another order, a
+        // Q8_K rounding decision sometimes falls the other way, and that row and the later ones
+        // of its sequence move by ~0.1-0.3 (see the GPU check below).
         assert!(
-            mean < 0.05,
+            mean < 0.2,
             "{name}: cpu {level:?} mean row err {mean} vs the reference"
+        );
+        assert_eq!(
+            ref_agree,
+            ref_clear.len(),
+            "{name}: cpu {level:?} the reference's top-1 on its clear rows"
         );
         assert_eq!(
             agree,

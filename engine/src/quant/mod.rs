@@ -44,6 +44,8 @@ pub(crate) use kquants::scale_min_k4;
 
 /// The byte layouts of the blocks (offsets of each field), for kernels outside this module.
 pub(crate) mod layout {
+    pub(crate) use super::iq2::{iq2_s, iq2_xs, iq2_xxs};
+    pub(crate) use super::iq3::iq3_s;
     pub(crate) use super::kquants::{q4_k, q5_k, q6_k, q8_k};
     pub(crate) use super::simple::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
 }

@@ -47,7 +47,7 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
             GgmlType::Q4_K => dot_q45_k::<false, { q4_k::BYTES }, N>(w, a),
             GgmlType::Q5_K => dot_q45_k::<true, { q5_k::BYTES }, N>(w, a),
             GgmlType::Q6_K => dot_q6_k(w, a),
-            _ => return None,
+            _ => return super::avx2_iq::dot(ty, w, a),
         })
     }
 }

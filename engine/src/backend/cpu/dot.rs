@@ -3,11 +3,13 @@
 //! checked against.
 //!
 //! The activations are quantized with [`crate::quant::quantize_row_q8_0`] (for Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0 weights) or [`crate::quant::quantize_row_q8_k`] (k-quants), see
+//! Q5_1, Q8_0 weights) or [`crate::quant::quantize_row_q8_k`] (k-quants; IQ2_XXS, IQ2_XS, IQ2_S
+//! and IQ3_S, whose scalar kernels are in `dot_iq`), see
 //! [`activation_type`]. The result equals, up to f32 rounding, the dot product of the dequantized
 //! weight row with the dequantized activation row, which is what the reference backend computes
 //! with `Numerics::Ggml`.
 
+use super::dot_iq;
 use super::level::Level;
 use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
 use crate::quant::layout::{q4_k, q5_k};
@@ -20,7 +22,13 @@ pub fn activation_type(weight: GgmlType) -> Option<GgmlType> {
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
             Some(GgmlType::Q8_0)
         }
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Some(GgmlType::Q8_K),
+        GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_S => Some(GgmlType::Q8_K),
         _ => None,
     }
 }
@@ -89,6 +97,10 @@ pub fn dot_rows_at<const N: usize>(
         GgmlType::Q4_K => blocks(w, a, block_q4_k),
         GgmlType::Q5_K => blocks(w, a, block_q5_k),
         GgmlType::Q6_K => blocks(w, a, block_q6_k),
+        GgmlType::IQ2_XXS => blocks(w, a, dot_iq::block_iq2_xxs),
+        GgmlType::IQ2_XS => blocks(w, a, dot_iq::block_iq2_xs),
+        GgmlType::IQ2_S => blocks(w, a, dot_iq::block_iq2_s),
+        GgmlType::IQ3_S => blocks(w, a, dot_iq::block_iq3_s),
         _ => unreachable!("activation_type has a kernel for {ty}"),
     })
 }
@@ -248,7 +260,7 @@ fn blocks<const W: usize, const A: usize>(
     ws.iter().zip(acts).map(|(wb, ab)| kernel(wb, ab)).sum()
 }
 
-fn i8_at(q: &[u8], i: usize) -> i32 {
+pub(super) fn i8_at(q: &[u8], i: usize) -> i32 {
     i32::from(q[i] as i8)
 }
 
@@ -318,7 +330,7 @@ fn block_q8_0(w: &[u8; q8_0::BYTES], a: &[u8; q8_0::BYTES]) -> f32 {
 }
 
 /// The Q8_K activation super-block's scale and values (its partial sums are not used here).
-fn q8k(a: &[u8; q8_k::BYTES]) -> (f32, &[u8]) {
+pub(super) fn q8k(a: &[u8; q8_k::BYTES]) -> (f32, &[u8]) {
     (f32_at(a, q8_k::D), &a[q8_k::QS..q8_k::BSUMS])
 }
 
@@ -496,6 +508,58 @@ mod tests {
     }
 
     #[test]
+    fn i_quant_dots_match_dequantized_products_on_the_reference_files_tensors() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch");
+        for ty in [
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_S,
+        ] {
+            let name = format!("llama-{}.gguf", ty.name().to_lowercase());
+            let file = GgufFile::open(data.join(&name)).unwrap();
+            // Every matrix: the attention and FFN ones (256 and 512 values per row) and the
+            // embeddings.
+            let mut checked = 0;
+            for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
+                assert_eq!(info.ty, ty, "{name}: {}", info.name);
+                let t = file.tensor(&info.name).unwrap();
+                let cols = info.dims[0] as usize;
+                check_rows(&info.name, ty, t.data, cols, 16);
+                // Every level against the scalar kernel directly, on every row.
+                let mut rng = fastrand::Rng::with_seed(12);
+                let mut a = vec![0u8; cols / QK_K * q8_k::BYTES];
+                quantize_row_q8_k(&activations(&mut rng, cols), &mut a).unwrap();
+                let xq = crate::quant::dequantize_to_vec(GgmlType::Q8_K, &a).unwrap();
+                let row_bytes = cols / QK_K * ty.type_size();
+                for w in t.data.chunks_exact(row_bytes) {
+                    let want = dot_row_at(Level::Scalar, ty, w, &a);
+                    // The size of the sum's terms, which bounds its f32 rounding.
+                    let wq = crate::quant::dequantize_to_vec(ty, w).unwrap();
+                    let scale: f32 = wq.iter().zip(&xq).map(|(p, q)| (p * q).abs()).sum();
+                    for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                        let got = dot_row_at(level, ty, w, &a);
+                        assert!(
+                            (got - want).abs() <= 1e-6 * scale,
+                            "{name} {}: {got} at {} vs {want} (scalar)",
+                            info.name,
+                            level.name()
+                        );
+                    }
+                }
+                checked += 1;
+            }
+            assert!(checked >= 9, "{name}: {checked} matrices");
+            // This CPU's SIMD kernel is the one that ran above.
+            #[cfg(target_arch = "x86_64")]
+            if Level::Avx2.supported() {
+                let kernel = Kernel::resolve(Level::Avx512, ty).unwrap();
+                assert_eq!(kernel.level(), Level::Avx2, "{ty}");
+            }
+        }
+    }
+
+    #[test]
     fn integer_dots_match_for_every_format_with_a_kernel() {
         // Random block bytes with sane f16 scales (and mins) for each format.
         let mut rng = fastrand::Rng::with_seed(5);
@@ -509,6 +573,10 @@ mod tests {
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_S,
         ] {
             let rows = 8;
             let mut data = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
