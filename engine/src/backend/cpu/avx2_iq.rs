@@ -36,17 +36,18 @@ pub(super) unsafe fn dot<const N: usize>(
     })
 }
 
-const IQ2_XXS: u8 = 0;
-const IQ2_XS: u8 = 1;
-const IQ2_S: u8 = 2;
-const IQ3_S: u8 = 3;
+pub(super) const IQ2_XXS: u8 = 0;
+pub(super) const IQ2_XS: u8 = 1;
+pub(super) const IQ2_S: u8 = 2;
+pub(super) const IQ3_S: u8 = 3;
 
-/// One 32-value sub-block of weights: the grid values (unsigned bytes), the signs (byte -1 or
-/// 1 per value) and the scale of each i16 lane of a `maddubs` product.
-struct Sub {
-    grid: __m256i,
-    signs: __m256i,
-    scales: __m256i,
+/// One 32-value sub-block of weights: the grid values (unsigned bytes), the signs (bit `j` set:
+/// value `j` is negative) and the scale of each i16 lane of a `maddubs` product. (The AVX-512
+/// kernel in `avx512_iq` decodes with this too.)
+pub(super) struct Sub {
+    pub grid: __m256i,
+    pub signs: u32,
+    pub scales: __m256i,
 }
 
 /// Byte `j` is -1 where bit `j` of `bits` is set, else 1.
@@ -91,7 +92,7 @@ fn two_scales(lo: i16, hi: i16) -> __m256i {
 /// Sub-block `ib` of block `b` of format `F`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sub<const F: u8>(b: &[u8], ib: usize) -> Sub {
+pub(super) fn sub<const F: u8>(b: &[u8], ib: usize) -> Sub {
     match F {
         IQ2_XXS => {
             let at = iq2_xxs::QS + 8 * ib;
@@ -99,7 +100,7 @@ fn sub<const F: u8>(b: &[u8], ib: usize) -> Sub {
             let ks = |l: u32| u32::from(KSIGNS_IQ2XS[(aux >> (7 * l)) as usize & 127]);
             Sub {
                 grid: rows64(std::array::from_fn(|l| IQ2XXS_GRID[usize::from(b[at + l])])),
-                signs: sign_bytes(ks(0) | ks(1) << 8 | ks(2) << 16 | ks(3) << 24),
+                signs: ks(0) | ks(1) << 8 | ks(2) << 16 | ks(3) << 24,
                 scales: _mm256_set1_epi16(odd((aux >> 28) as u8)),
             }
         }
@@ -112,7 +113,7 @@ fn sub<const F: u8>(b: &[u8], ib: usize) -> Sub {
             let sc = b[iq2_xs::SCALES + ib];
             Sub {
                 grid: rows64(q.map(|q| IQ2XS_GRID[usize::from(q & 511)])),
-                signs: sign_bytes(ks(0) | ks(1) << 8 | ks(2) << 16 | ks(3) << 24),
+                signs: ks(0) | ks(1) << 8 | ks(2) << 16 | ks(3) << 24,
                 scales: two_scales(odd(sc), odd(sc >> 4)),
             }
         }
@@ -124,7 +125,7 @@ fn sub<const F: u8>(b: &[u8], ib: usize) -> Sub {
             let sc = b[iq2_s::SCALES + ib];
             Sub {
                 grid: rows64(std::array::from_fn(|l| IQ2S_GRID[row(l)])),
-                signs: sign_bytes(u32::from_le_bytes([b[s], b[s + 1], b[s + 2], b[s + 3]])),
+                signs: u32::from_le_bytes([b[s], b[s + 1], b[s + 2], b[s + 3]]),
                 scales: two_scales(odd(sc), odd(sc >> 4)),
             }
         }
@@ -146,7 +147,7 @@ fn sub<const F: u8>(b: &[u8], ib: usize) -> Sub {
                     r[6] as i32,
                     r[7] as i32,
                 ),
-                signs: sign_bytes(u32::from_le_bytes([b[s], b[s + 1], b[s + 2], b[s + 3]])),
+                signs: u32::from_le_bytes([b[s], b[s + 1], b[s + 2], b[s + 3]]),
                 scales: _mm256_set1_epi16(odd(sc)),
             }
         }
@@ -167,13 +168,14 @@ fn dot_grid<const F: u8, const W: usize, const N: usize>(w: &[u8], a: [&[u8]; N]
         let mut sums = [_mm256_setzero_si256(); N];
         for ib in 0..8 {
             let s = sub::<F>(wb, ib);
+            let signs = sign_bytes(s.signs);
             for t in 0..N {
                 let y: &[u8; 32] = acts[t][i][q8_k::QS + 32 * ib..][..32]
                     .try_into()
                     .expect("32 bytes");
                 // SAFETY: `y` is 32 readable bytes; the load is unaligned.
                 let y = unsafe { _mm256_loadu_si256(y.as_ptr().cast()) };
-                let p = _mm256_maddubs_epi16(s.grid, _mm256_sign_epi8(y, s.signs));
+                let p = _mm256_maddubs_epi16(s.grid, _mm256_sign_epi8(y, signs));
                 sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(p, s.scales));
             }
         }

@@ -50,7 +50,8 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
         GgmlType::Q4_K => kquant::<N, { q4_k::BYTES }, Q4_K>(w, a),
         GgmlType::Q5_K => kquant::<N, { q5_k::BYTES }, Q5_K>(w, a),
         GgmlType::Q6_K => kquant::<N, { q6_k::BYTES }, Q6_K>(w, a),
-        _ => return None,
+        // SAFETY: the same contract.
+        _ => return unsafe { super::avx512_iq::dot(ty, w, a) },
     })
 }
 
