@@ -205,3 +205,64 @@ fn dq8_mxfp4(row: u32, c: u32) -> Chunk {
     let s = select(0u, 4u, j >= 16u);
     return Chunk(mxfp44(w_u32(q), s) * d, mxfp44(w_u32(q + 4u), s) * d);
 }
+
+// The eight signs of sign byte `s` as ±1: bits 0..4 (`lo`) and 4..8 (`hi`) of it.
+fn signs_lo(s: u32) -> vec4<f32> {
+    let bits = (vec4<u32>(s) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
+    return 1.0 - 2.0 * vec4<f32>(bits);
+}
+
+fn signs_hi(s: u32) -> vec4<f32> {
+    return signs_lo(s >> 4u);
+}
+
+// ggml's `ksigns_iq2xs[i]`: the seven sign bits `i` and their parity as the eighth.
+fn ksigns(i: u32) -> u32 {
+    return i | ((countOneBits(i) & 1u) << 7u);
+}
+
+// TQ2_0: 66 bytes per 256 values: 64 bytes of 2-bit codes q (value 128h + 32l + m: bits 2l.. of
+// byte 32h + m), f16 d. value = (q - 1) d.
+fn dq8_tq2_0(row: u32, c: u32) -> Chunk {
+    let b = row + (c >> 5u) * 66u;
+    let j = (c & 31u) * 8u;
+    let q = b + (j >> 7u) * 32u + (j & 31u);
+    let s = ((j >> 5u) & 3u) * 2u;
+    let d = w_f16(b + 64u);
+    let lo = vec4<f32>((vec4<u32>(w_u32(q)) >> vec4<u32>(s, s + 8u, s + 16u, s + 24u)) & vec4<u32>(3u));
+    let hi = vec4<f32>((vec4<u32>(w_u32(q + 4u)) >> vec4<u32>(s, s + 8u, s + 16u, s + 24u)) & vec4<u32>(3u));
+    return Chunk((lo - 1.0) * d, (hi - 1.0) * d);
+}
+
+// Base-3 digit `n` (0 = most significant) of each byte of `w`, as TQ1_0 stores five (or four)
+// per byte: ((byte 3^n mod 256) 3) >> 8, minus one.
+fn tq1_4(w: u32, n: u32) -> vec4<f32> {
+    var pow3 = 1u;
+    for (var i = 0u; i < n; i++) {
+        pow3 *= 3u;
+    }
+    let bytes = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+    let q = (bytes * pow3) & vec4<u32>(0xffu);
+    return vec4<f32>((q * 3u) >> vec4<u32>(8u)) - 1.0;
+}
+
+// TQ1_0: 54 bytes per 256 values: 48 bytes of five base-3 digits, 4 bytes of four, f16 d at 52.
+// Values 0..160: digit n of byte m < 32 is value 32n + m; 160..240: digit n of byte 32 + m
+// (m < 16) is 160 + 16n + m; 240..256: digit n of byte 48 + m is 240 + 4n + m. value = q d.
+fn dq8_tq1_0(row: u32, c: u32) -> Chunk {
+    let b = row + (c >> 5u) * 54u;
+    let j = (c & 31u) * 8u;
+    let d = w_f16(b + 52u);
+    if j < 160u {
+        let q = b + (j & 31u);
+        return Chunk(tq1_4(w_u32(q), j >> 5u) * d, tq1_4(w_u32(q + 4u), j >> 5u) * d);
+    }
+    if j < 240u {
+        let t = j - 160u;
+        let q = b + 32u + (t & 15u);
+        return Chunk(tq1_4(w_u32(q), t >> 4u) * d, tq1_4(w_u32(q + 4u), t >> 4u) * d);
+    }
+    let n = (j - 240u) >> 2u;
+    let qh = w_u32(b + 48u);
+    return Chunk(tq1_4(qh, n) * d, tq1_4(qh, n + 1u) * d);
+}

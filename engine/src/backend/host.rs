@@ -317,7 +317,16 @@ pub(crate) fn activation_as_quantized(weight_ty: GgmlType, x: &[f32]) -> Vec<f32
         | GgmlType::Q4_K
         | GgmlType::Q5_K
         | GgmlType::Q6_K
-        | GgmlType::IQ4_XS => round(GgmlType::Q8_K, quantize_row_q8_k),
+        | GgmlType::IQ4_XS
+        | GgmlType::IQ3_S
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ1_S
+        | GgmlType::IQ1_M
+        | GgmlType::TQ1_0
+        | GgmlType::TQ2_0 => round(GgmlType::Q8_K, quantize_row_q8_k),
         GgmlType::F16 => x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
         GgmlType::BF16 => x
             .iter()

@@ -8,13 +8,27 @@ use crate::gguf::GgufFile;
 use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
 
 /// Both test models, fetched (and verified) on first use, then the reference files of the newer
-/// weight types (`tests/data/arch/`: IQ4_XS, MXFP4), so every op test covers their tensors too.
+/// weight types (`tests/data/arch/`: IQ4_XS, MXFP4, the codebook i-quants IQ3_S .. IQ1_M and the
+/// ternary TQ1_0, TQ2_0), so every op test covers their tensors too.
 pub(crate) fn model_files() -> Vec<Arc<GgufFile>> {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch");
     let models = [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
         .into_iter()
         .map(|m| source::fetch(m).unwrap());
-    let types = ["llama-iq4_xs.gguf", "llama-mxfp4.gguf"].map(|f| data.join(f));
+    let types = [
+        "llama-iq4_xs.gguf",
+        "llama-mxfp4.gguf",
+        "llama-iq3_s.gguf",
+        "llama-iq3_xxs.gguf",
+        "llama-iq2_xxs.gguf",
+        "llama-iq2_xs.gguf",
+        "llama-iq2_s.gguf",
+        "llama-iq1_s.gguf",
+        "llama-iq1_m.gguf",
+        "llama-tq1_0.gguf",
+        "llama-tq2_0.gguf",
+    ]
+    .map(|f| data.join(f));
     models
         .chain(types)
         .map(|path| Arc::new(GgufFile::open(path).unwrap()))

@@ -1,11 +1,13 @@
 //! The public dequantization entry points: length checks, then dispatch of whole blocks to the
-//! per-format reference code in `simple` and `kquants`.
+//! per-format reference code in `simple`, `kquants`, `iquants`, `iq1`-`iq3` and `tquants`.
 
 use super::error::QuantError;
 use super::iquants;
 use super::kquants;
 use super::simple;
+use super::tquants;
 use super::types::GgmlType;
+use super::{iq1, iq2, iq3};
 
 /// Dequantizes `data`, a whole number of `ty` blocks, into `out`.
 ///
@@ -45,6 +47,15 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
         GgmlType::IQ4_NL => blocks(ty, data, out, simple::dequant_iq4_nl),
         GgmlType::IQ4_XS => blocks(ty, data, out, iquants::dequant_iq4_xs),
         GgmlType::MXFP4 => blocks(ty, data, out, iquants::dequant_mxfp4),
+        GgmlType::IQ3_S => blocks(ty, data, out, iq3::dequant_iq3_s),
+        GgmlType::IQ3_XXS => blocks(ty, data, out, iq3::dequant_iq3_xxs),
+        GgmlType::IQ2_XXS => blocks(ty, data, out, iq2::dequant_iq2_xxs),
+        GgmlType::IQ2_XS => blocks(ty, data, out, iq2::dequant_iq2_xs),
+        GgmlType::IQ2_S => blocks(ty, data, out, iq2::dequant_iq2_s),
+        GgmlType::IQ1_S => blocks(ty, data, out, iq1::dequant_iq1_s),
+        GgmlType::IQ1_M => blocks(ty, data, out, iq1::dequant_iq1_m),
+        GgmlType::TQ1_0 => blocks(ty, data, out, tquants::dequant_tq1_0),
+        GgmlType::TQ2_0 => blocks(ty, data, out, tquants::dequant_tq2_0),
         GgmlType::Q2_K => blocks(ty, data, out, kquants::dequant_q2_k),
         GgmlType::Q3_K => blocks(ty, data, out, kquants::dequant_q3_k),
         GgmlType::Q4_K => blocks(ty, data, out, kquants::dequant_q4_k),

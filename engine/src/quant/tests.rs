@@ -198,15 +198,10 @@ fn dequantize_to_vec_rejects_a_trailing_partial_block() {
 
 #[test]
 fn unsupported_types_are_refused_by_name() {
-    let mut out = [0.0f32; 256];
-    let err = dequantize(GgmlType::IQ2_XXS, &[0u8; 66], &mut out).unwrap_err();
-    assert_eq!(
-        err,
-        QuantError::Unsupported {
-            ty: GgmlType::IQ2_XXS
-        }
-    );
-    assert_eq!(err.to_string(), "tensor type IQ2_XXS is not supported");
+    let mut out = [0.0f32; 32];
+    let err = dequantize(GgmlType::Q8_1, &[0u8; 36], &mut out).unwrap_err();
+    assert_eq!(err, QuantError::Unsupported { ty: GgmlType::Q8_1 });
+    assert_eq!(err.to_string(), "tensor type Q8_1 is not supported");
     for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_supported()) {
         let data = vec![0u8; ty.type_size()];
         assert_eq!(

@@ -238,6 +238,15 @@ impl GgmlType {
                 | Self::IQ4_NL
                 | Self::IQ4_XS
                 | Self::MXFP4
+                | Self::IQ3_S
+                | Self::IQ3_XXS
+                | Self::IQ2_XXS
+                | Self::IQ2_XS
+                | Self::IQ2_S
+                | Self::IQ1_S
+                | Self::IQ1_M
+                | Self::TQ1_0
+                | Self::TQ2_0
         )
     }
 

@@ -53,7 +53,7 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
             GgmlType::IQ4_NL => dot_32::<IQ4_NL, { iq4_nl::BYTES }, N>(w, a),
             GgmlType::MXFP4 => dot_32::<MXFP4, { mxfp4::BYTES }, N>(w, a),
             GgmlType::IQ4_XS => dot_iq4_xs(w, a),
-            _ => return None,
+            _ => return super::avx2_iq::dot(ty, w, a),
         })
     }
 }

@@ -56,7 +56,8 @@ pub unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [&[u8]; N]) -> Opti
         GgmlType::Q4_K => kquant::<N, { q4_k::BYTES }, Q4_K>(w, a),
         GgmlType::Q5_K => kquant::<N, { q5_k::BYTES }, Q5_K>(w, a),
         GgmlType::Q6_K => kquant::<N, { q6_k::BYTES }, Q6_K>(w, a),
-        _ => return None,
+        // SAFETY: the same contract.
+        _ => return unsafe { super::avx512_iq::dot(ty, w, a) },
     })
 }
 
@@ -679,12 +680,17 @@ fn dot_iq4_xs<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                     .expect("32 bytes"),
             )));
             let lanes = _mm512_shuffle_i64x2::<0b01_01_00_00>(bytes, bytes);
-            let idx = _mm512_and_si512(_mm512_mask_srli_epi16::<4>(lanes, 0xff00_ff00, lanes), low4);
+            let idx =
+                _mm512_and_si512(_mm512_mask_srli_epi16::<4>(lanes, 0xff00_ff00, lanes), low4);
             x[p] = _mm512_shuffle_epi8(table, idx);
             let biased = _mm512_xor_si512(x[p], minus128);
             start[p] = _mm512_dpbusd_epi32(_mm512_set1_epi32(65536), biased, minus128);
-            let (s0, s1) = (iq4_xs_scale(wb, 2 * p) - 32, iq4_xs_scale(wb, 2 * p + 1) - 32);
-            scale[p] = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(s0), _mm512_set1_epi32(s1));
+            let (s0, s1) = (
+                iq4_xs_scale(wb, 2 * p) - 32,
+                iq4_xs_scale(wb, 2 * p + 1) - 32,
+            );
+            scale[p] =
+                _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(s0), _mm512_set1_epi32(s1));
         }
         let d = f16_low(u32_at(wb, iq4_xs::D));
         for t in 0..N {

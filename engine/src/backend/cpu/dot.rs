@@ -3,11 +3,13 @@
 //! checked against.
 //!
 //! The activations are quantized with [`crate::quant::quantize_row_q8_0`] (for Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0 weights) or [`crate::quant::quantize_row_q8_k`] (k-quants), see
+//! Q5_1, Q8_0 weights) or [`crate::quant::quantize_row_q8_k`] (k-quants; IQ2_XXS, IQ2_XS, IQ2_S
+//! and IQ3_S, whose scalar kernels are in `dot_iq`), see
 //! [`activation_type`]. The result equals, up to f32 rounding, the dot product of the dequantized
 //! weight row with the dequantized activation row, which is what the reference backend computes
 //! with `Numerics::Ggml`.
 
+use super::dot_iq;
 use super::level::Level;
 use crate::quant::layout::{
     KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4, q4_k, q5_k,
@@ -26,7 +28,14 @@ pub fn activation_type(weight: GgmlType) -> Option<GgmlType> {
         | GgmlType::Q8_0
         | GgmlType::IQ4_NL
         | GgmlType::MXFP4 => Some(GgmlType::Q8_0),
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS => Some(GgmlType::Q8_K),
+        GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::IQ4_XS
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_S => Some(GgmlType::Q8_K),
         _ => None,
     }
 }
@@ -98,6 +107,10 @@ pub fn dot_rows_at<const N: usize>(
         GgmlType::IQ4_NL => blocks(w, a, block_iq4_nl),
         GgmlType::MXFP4 => blocks(w, a, block_mxfp4),
         GgmlType::IQ4_XS => blocks(w, a, block_iq4_xs),
+        GgmlType::IQ2_XXS => blocks(w, a, dot_iq::block_iq2_xxs),
+        GgmlType::IQ2_XS => blocks(w, a, dot_iq::block_iq2_xs),
+        GgmlType::IQ2_S => blocks(w, a, dot_iq::block_iq2_s),
+        GgmlType::IQ3_S => blocks(w, a, dot_iq::block_iq3_s),
         _ => unreachable!("activation_type has a kernel for {ty}"),
     })
 }
@@ -257,7 +270,7 @@ fn blocks<const W: usize, const A: usize>(
     ws.iter().zip(acts).map(|(wb, ab)| kernel(wb, ab)).sum()
 }
 
-fn i8_at(q: &[u8], i: usize) -> i32 {
+pub(super) fn i8_at(q: &[u8], i: usize) -> i32 {
     i32::from(q[i] as i8)
 }
 
@@ -362,7 +375,7 @@ fn block_iq4_xs(w: &[u8; iq4_xs::BYTES], a: &[u8; q8_k::BYTES]) -> f32 {
 }
 
 /// The Q8_K activation super-block's scale and values (its partial sums are not used here).
-fn q8k(a: &[u8; q8_k::BYTES]) -> (f32, &[u8]) {
+pub(super) fn q8k(a: &[u8; q8_k::BYTES]) -> (f32, &[u8]) {
     (f32_at(a, q8_k::D), &a[q8_k::QS..q8_k::BSUMS])
 }
 
@@ -545,6 +558,56 @@ mod tests {
     }
 
     #[test]
+    fn i_quant_dots_match_dequantized_products_on_the_reference_files_tensors() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch");
+        for ty in [
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_S,
+        ] {
+            let name = format!("llama-{}.gguf", ty.name().to_lowercase());
+            let file = GgufFile::open(data.join(&name)).unwrap();
+            // Every matrix: the attention and FFN ones (256 and 512 values per row) and the
+            // embeddings.
+            let mut checked = 0;
+            for info in file.tensors().iter().filter(|i| i.dims.len() == 2) {
+                assert_eq!(info.ty, ty, "{name}: {}", info.name);
+                let t = file.tensor(&info.name).unwrap();
+                let cols = info.dims[0] as usize;
+                check_rows(&info.name, ty, t.data, cols, 16);
+                // Every level against the scalar kernel directly, on every row.
+                let mut rng = fastrand::Rng::with_seed(12);
+                let mut a = vec![0u8; cols / QK_K * q8_k::BYTES];
+                quantize_row_q8_k(&activations(&mut rng, cols), &mut a).unwrap();
+                let xq = crate::quant::dequantize_to_vec(GgmlType::Q8_K, &a).unwrap();
+                let row_bytes = cols / QK_K * ty.type_size();
+                for w in t.data.chunks_exact(row_bytes) {
+                    let want = dot_row_at(Level::Scalar, ty, w, &a);
+                    // The size of the sum's terms, which bounds its f32 rounding.
+                    let wq = crate::quant::dequantize_to_vec(ty, w).unwrap();
+                    let scale: f32 = wq.iter().zip(&xq).map(|(p, q)| (p * q).abs()).sum();
+                    for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                        let got = dot_row_at(level, ty, w, &a);
+                        assert!(
+                            (got - want).abs() <= 1e-6 * scale,
+                            "{name} {}: {got} at {} vs {want} (scalar)",
+                            info.name,
+                            level.name()
+                        );
+                    }
+                }
+                checked += 1;
+            }
+            assert!(checked >= 9, "{name}: {checked} matrices");
+            // This CPU's best level has a kernel of its own (it ran above).
+            let best = Level::ALL.into_iter().filter(|l| l.supported()).max();
+            let kernel = Kernel::resolve(Level::Avx512, ty).unwrap();
+            assert_eq!(Some(kernel.level()), best, "{ty}");
+        }
+    }
+
+    #[test]
     fn integer_dots_match_for_every_format_with_a_kernel() {
         // Random block bytes with sane f16 scales (and mins) for each format.
         let mut rng = fastrand::Rng::with_seed(5);
@@ -561,6 +624,10 @@ mod tests {
             GgmlType::IQ4_NL,
             GgmlType::IQ4_XS,
             GgmlType::MXFP4,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_S,
         ] {
             let rows = 8;
             let mut data = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];

@@ -8,10 +8,12 @@
 //! - `experts`: mixture-of-experts products, rows grouped by expert, experts never repacked.
 //! - `pool`: the persistent worker threads (spin, then yield, then sleep between regions).
 //! - `dot`: per-format dot kernels: portable scalar versions for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//!   Q4_K, Q5_K, Q6_K (the spec the SIMD ones are tested against) and [`dot::Kernel`], the
+//!   Q4_K, Q5_K, Q6_K (and, in `dot_iq`, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_S; the spec the SIMD ones
+//!   are tested against) and [`dot::Kernel`], the
 //!   fastest kernel per weight type resolved once per weight.
 //! - `avx2`, `avx512`: the SIMD kernels (AVX2+FMA+F16C; AVX-512 F/BW/VL/VNNI): one weight row
-//!   against N tokens, and (AVX-512) four weight rows against one token for decode.
+//!   against N tokens, and (AVX-512) four weight rows against one token for decode; `avx2_iq`:
+//!   AVX2 kernels of IQ2_XXS, IQ2_XS, IQ2_S and IQ3_S, `avx512_iq` their AVX-512 ones.
 //! - `packed`: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights repacked at load in records of 16 rows
 //!   per block (one `vpdpbusd` per four values of all 16 rows); `avx512::packed` is its decode
 //!   kernel, and the prompt path's tiles fill from it.
@@ -25,9 +27,14 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_iq;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_iq;
 mod backend;
 pub mod dot;
+mod dot_iq;
 mod experts;
 mod gemm;
 pub mod level;

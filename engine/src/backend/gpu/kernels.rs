@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::codebooks;
 use crate::quant::GgmlType;
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
@@ -34,6 +35,15 @@ pub(super) fn quant_fn(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q6_K => "q6_k",
         GgmlType::IQ4_XS => "iq4_xs",
         GgmlType::MXFP4 => "mxfp4",
+        GgmlType::IQ3_S => "iq3_s",
+        GgmlType::IQ3_XXS => "iq3_xxs",
+        GgmlType::IQ2_XXS => "iq2_xxs",
+        GgmlType::IQ2_XS => "iq2_xs",
+        GgmlType::IQ2_S => "iq2_s",
+        GgmlType::IQ1_S => "iq1_s",
+        GgmlType::IQ1_M => "iq1_m",
+        GgmlType::TQ1_0 => "tq1_0",
+        GgmlType::TQ2_0 => "tq2_0",
         GgmlType::F32 => "f32",
         GgmlType::F16 => "f16",
         _ => return None,
@@ -41,7 +51,8 @@ pub(super) fn quant_fn(ty: GgmlType) -> Option<&'static str> {
 }
 
 /// A WGSL module: its source text is `common.wgsl` plus the family's file (and, for weight
-/// formats, `quant.wgsl` with `dq8` bound to the format).
+/// formats, `quant.wgsl` with `dq8` bound to the format; for the codebook i-quants also their
+/// `quant_iq*.wgsl` and codebooks, see `codebooks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Module {
     Matmul(&'static str),
@@ -68,6 +79,15 @@ impl Module {
             GgmlType::Q6_K,
             GgmlType::IQ4_XS,
             GgmlType::MXFP4,
+            GgmlType::IQ3_S,
+            GgmlType::IQ3_XXS,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::TQ1_0,
+            GgmlType::TQ2_0,
             GgmlType::F32,
             GgmlType::F16,
         ];
@@ -93,7 +113,8 @@ impl Module {
     pub fn source(self) -> String {
         let quantized = |family: &str, f: &str| {
             format!(
-                "{COMMON}\n{QUANT}\nfn dq8(row: u32, c: u32) -> Chunk {{\n    return dq8_{f}(row, c);\n}}\n{family}"
+                "{COMMON}\n{QUANT}\n{}\nfn dq8(row: u32, c: u32) -> Chunk {{\n    return dq8_{f}(row, c);\n}}\n{family}",
+                codebooks::family(f)
             )
         };
         match self {

@@ -17,7 +17,7 @@ enum Rounding {
     None,
     /// Through Q8_0 blocks (the 32-value formats).
     Q8_0,
-    /// Through Q8_K blocks (the k-quants).
+    /// Through Q8_K blocks (the k-quants and the 256-value i-quants and ternary formats).
     Q8K,
     /// To f16 (f16 weights).
     F16,
@@ -29,7 +29,18 @@ impl Rounding {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::MXFP4 => {
                 Rounding::Q8_0
             }
-            GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::IQ4_XS => Rounding::Q8K,
+            GgmlType::Q4_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
+            | GgmlType::IQ3_S
+            | GgmlType::IQ3_XXS
+            | GgmlType::IQ2_XXS
+            | GgmlType::IQ2_XS
+            | GgmlType::IQ2_S
+            | GgmlType::IQ1_S
+            | GgmlType::IQ1_M
+            | GgmlType::TQ1_0
+            | GgmlType::TQ2_0 => Rounding::Q8K,
             GgmlType::F16 => Rounding::F16,
             _ => Rounding::None,
         }

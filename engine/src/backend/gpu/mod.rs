@@ -16,6 +16,7 @@
 //! normalized error (summation order), not bit for bit.
 
 mod attention;
+mod codebooks;
 mod device;
 mod kernels;
 mod matmul;

@@ -168,7 +168,10 @@ fn check_matmuls(b: &GpuBackend) {
             }
         }
     }
-    for ty in ["Q4_1", "Q8_0", "Q4_K", "Q5_0", "Q6_K", "IQ4_XS", "MXFP4"] {
+    for ty in [
+        "Q4_1", "Q8_0", "Q4_K", "Q5_0", "Q6_K", "IQ4_XS", "MXFP4", "IQ3_S", "IQ3_XXS", "IQ2_XXS",
+        "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0",
+    ] {
         assert!(
             types.iter().any(|t| t.to_string() == ty),
             "no {ty} tensor tested: {types:?}"
