@@ -203,9 +203,15 @@ fn check_arch_file(name: &str, tol: f32) {
                 "{name}: {backend} median err {median} vs the reference"
             );
         } else {
+            // Both round the cache, queries included, to f16: a value that sums to the other
+            // side of an f16 rounding boundary moves its row by ~1e-3, so 10x the tolerance.
             assert!(
-                worst < tol,
+                worst < 10.0 * tol,
                 "{name}: {backend} err {worst} vs the reference"
+            );
+            assert!(
+                median < tol,
+                "{name}: {backend} median err {median} vs the reference"
             );
         }
         assert!(
@@ -430,4 +436,14 @@ fn tq1_0_matches_llama_cpp() {
 #[test]
 fn tq2_0_matches_llama_cpp() {
     check_quant_file("llama-tq2_0");
+}
+
+#[test]
+fn smollm3_matches_llama_cpp() {
+    check_arch_file("smollm3", 1e-3);
+}
+
+#[test]
+fn granite_matches_llama_cpp() {
+    check_arch_file("granite", 1e-3);
 }

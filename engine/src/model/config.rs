@@ -17,17 +17,23 @@ pub enum Arch {
     Qwen3Moe,
     /// OpenAI's gpt-oss (20b, 120b): MoE with MXFP4 experts, attention sinks, YaRN.
     GptOss,
+    /// SmolLM3: llama with RoPE left out of every fourth layer.
+    SmolLm3,
+    /// IBM Granite 3: llama with embedding, residual, attention and logit multipliers.
+    Granite,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 6] = [
+    pub const ALL: [Arch; 8] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
         Arch::Qwen3,
         Arch::Qwen3Moe,
         Arch::GptOss,
+        Arch::SmolLm3,
+        Arch::Granite,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -43,6 +49,8 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::GptOss => "gpt-oss",
+            Arch::SmolLm3 => "smollm3",
+            Arch::Granite => "granite",
         }
     }
 }
@@ -98,6 +106,12 @@ pub struct Config {
     /// Every `n`th layer (the last of each group) is global, the others use the window; `None`
     /// means every layer is global.
     pub swa_pattern: Option<usize>,
+    /// Every `n`th layer (the last of each group) leaves out RoPE (smollm3: 4).
+    pub nope_period: Option<usize>,
+    /// Each block's output is multiplied by this before the residual add (granite).
+    pub residual_scale: Option<f32>,
+    /// The logits are divided by this (granite).
+    pub logit_scale: Option<f32>,
     /// Mixture of experts: the experts of each layer's feed-forward block (0: a dense block).
     pub n_expert: usize,
     /// Experts each token uses.
@@ -221,6 +235,13 @@ impl Config {
             meta.rms_norm_eps.unwrap_or(1e-5),
         )?;
         let gpt_oss = arch == Arch::GptOss;
+        // Granite's multipliers, where the file gives them.
+        let granite_scale = |name: &str| -> Result<Option<f32>, ModelError> {
+            match file.opt_f32(&key(name))? {
+                Some(v) if arch == Arch::Granite => Ok(Some(positive(name, v)?)),
+                _ => Ok(None),
+            }
+        };
         let sliding_window = match meta.sliding_window {
             Some(w) if gemma || gpt_oss => Some(size("attention.sliding_window", w)?),
             _ => None,
@@ -272,7 +293,7 @@ impl Config {
             vocab_size,
             rms_eps,
             rope_style: match arch {
-                Arch::Llama => RopeStyle::Normal,
+                Arch::Llama | Arch::SmolLm3 | Arch::Granite => RopeStyle::Normal,
                 Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::GptOss => {
                     RopeStyle::Neox
                 }
@@ -283,12 +304,15 @@ impl Config {
             rope_freq_scale,
             rope_freq_scale_local: if gemma { 1.0 } else { rope_freq_scale },
             rope_yarn,
-            embed_scale: gemma.then(|| (d_model as f32).sqrt()),
+            embed_scale: match granite_scale("embedding_scale")? {
+                Some(s) => Some(s),
+                None => gemma.then(|| (d_model as f32).sqrt()),
+            },
             // Gemma 3 27B scales by d_model / n_head instead of the key length (as llama.cpp).
-            attn_scale: if gemma && meta.block_count == 62 {
-                1.0 / ((d_model / n_head) as f32).sqrt()
-            } else {
-                1.0 / (head_dim_k as f32).sqrt()
+            attn_scale: match granite_scale("attention.scale")? {
+                Some(s) => s,
+                None if gemma && meta.block_count == 62 => 1.0 / ((d_model / n_head) as f32).sqrt(),
+                None => 1.0 / (head_dim_k as f32).sqrt(),
             },
             qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3 | Arch::Qwen3Moe),
             qkv_bias: matches!(arch, Arch::Qwen2 | Arch::GptOss),
@@ -309,6 +333,16 @@ impl Config {
             },
             sliding_window,
             swa_pattern,
+            nope_period: (arch == Arch::SmolLm3).then_some(4),
+            residual_scale: granite_scale("residual_scale")?,
+            logit_scale: if arch == Arch::Granite {
+                Some(positive(
+                    "logit_scale",
+                    file.opt_f32(&key("logit_scale"))?.unwrap_or(1.0),
+                )?)
+            } else {
+                None
+            },
             n_expert,
             n_expert_used,
             d_ff_expert,
@@ -322,6 +356,11 @@ impl Config {
             (Some(_), Some(p)) => p > 1 && !(il + 1).is_multiple_of(p),
             _ => false,
         }
+    }
+
+    /// Whether layer `il` leaves out RoPE (smollm3's every fourth layer).
+    pub fn is_nope(&self, il: usize) -> bool {
+        self.nope_period.is_some_and(|p| (il + 1).is_multiple_of(p))
     }
 
     /// Key/value widths of one token in the cache.

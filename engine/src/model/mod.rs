@@ -397,8 +397,10 @@ impl<B: Backend> Model<B> {
                 },
                 yarn: c.rope_yarn,
             };
-            b.rope(&mut q, positions, &rope);
-            b.rope(&mut k, positions, &rope);
+            if !c.is_nope(il) {
+                b.rope(&mut q, positions, &rope);
+                b.rope(&mut k, positions, &rope);
+            }
             let attn = Attention {
                 n_head: c.n_head,
                 n_kv_head: c.n_kv_head,
@@ -412,6 +414,9 @@ impl<B: Backend> Model<B> {
             b.matmul(&att, &lw.wo, &mut o);
             if let Some(bias) = &lw.bo {
                 b.add_bias(&mut o, bias);
+            }
+            if let Some(s) = c.residual_scale {
+                b.scale(&mut o, s);
             }
             let post_attn = lw.post_attn_norm.as_ref();
             residual_norm(b, &mut x, &o, post_attn, c, &mut post, &lw.ffn_norm, &mut h);
@@ -444,6 +449,9 @@ impl<B: Backend> Model<B> {
                     b.matmul_experts(&expert_act, &m.down, db, e, ids, &mut expert_out);
                     b.moe_combine(&expert_out, &expert_weights, &mut o);
                 }
+            }
+            if let Some(s) = c.residual_scale {
+                b.scale(&mut o, s);
             }
             let post_ffn = lw.post_ffn_norm.as_ref();
             match w.layers.get(il + 1) {
@@ -485,6 +493,9 @@ impl<B: Backend> Model<B> {
         let mut logits = b.tensor(rows, c.vocab_size);
         let output = w.output.as_ref().unwrap_or(&w.token_embd);
         b.matmul(&normed, output, &mut logits);
+        if let Some(s) = c.logit_scale {
+            b.scale(&mut logits, 1.0 / s);
+        }
         Ok((logits, states))
     }
 
