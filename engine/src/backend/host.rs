@@ -236,7 +236,7 @@ pub(crate) fn gather_rows(x: &HostTensor, rows: &[u32], out: &mut HostTensor) {
 }
 
 /// The shape checks of [`Backend::rope`] on a `(rows, cols)` tensor (shared by every backend).
-pub(crate) fn check_rope((rows, cols): (usize, usize), positions: &[u32], rope: &Rope) {
+pub(crate) fn check_rope((rows, cols): (usize, usize), positions: &[u32], rope: &Rope<'_>) {
     assert_eq!(rows, positions.len(), "rope: one position per row");
     assert!(cols.is_multiple_of(rope.head_dim), "rope: row length");
     assert!(
@@ -253,9 +253,10 @@ pub(crate) fn check_glu(gate: (usize, usize), up: (usize, usize), out: (usize, u
 
 /// Per position and rotated pair, `(cos, sin)` of the RoPE angle as ggml computes it:
 /// `theta_i = p * base^(-2i/n_rot)`, the power built up by repeated f32 multiplication, times the
-/// linear `freq_scale`, or with [`Yarn`] mixed between the scaled and the original angle (and
-/// cos/sin scaled by its mscale). Every backend rotates with this one table.
-pub(crate) fn rope_angles(positions: &[u32], rope: &Rope) -> Vec<(f32, f32)> {
+/// linear `freq_scale` (each pair's angle first divided by its frequency factor, where the model
+/// has them), or with [`Yarn`] mixed between the scaled and the original angle (and cos/sin scaled
+/// by its mscale). Every backend rotates with this one table.
+pub(crate) fn rope_angles(positions: &[u32], rope: &Rope<'_>) -> Vec<(f32, f32)> {
     let half = rope.n_rot / 2;
     let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
     // YaRN: the ramp's pair range and the magnitude scale.
@@ -270,16 +271,23 @@ pub(crate) fn rope_angles(positions: &[u32], rope: &Rope) -> Vec<(f32, f32)> {
         (low, high, mscale)
     });
     let mut table = Vec::with_capacity(positions.len() * half);
+    if let Some(f) = rope.freq_factors {
+        assert_eq!(f.len(), half, "rope: one frequency factor per rotated pair");
+    }
     for &p in positions {
         let mut theta = p as f32;
         for i in 0..half {
-            let interp = theta * rope.freq_scale;
+            let extrap = match rope.freq_factors {
+                Some(f) => theta / f[i],
+                None => theta,
+            };
+            let interp = extrap * rope.freq_scale;
             match yarn {
                 None => table.push((interp.cos(), interp.sin())),
                 Some((low, high, mscale)) => {
                     let y = (i as f32 - low) / (high - low).max(0.001);
                     let mix = 1.0 - y.clamp(0.0, 1.0);
-                    let angle = interp * (1.0 - mix) + theta * mix;
+                    let angle = interp * (1.0 - mix) + extrap * mix;
                     table.push((angle.cos() * mscale, angle.sin() * mscale));
                 }
             }

@@ -83,7 +83,7 @@ pub enum RopeStyle {
 
 /// Rotary position embedding of one layer's queries or keys.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rope {
+pub struct Rope<'a> {
     pub style: RopeStyle,
     /// Values per head.
     pub head_dim: usize,
@@ -95,6 +95,9 @@ pub struct Rope {
     pub freq_scale: f32,
     /// YaRN context extension (with `freq_scale` = 1 / its factor), where the model uses it.
     pub yarn: Option<Yarn>,
+    /// Per rotated pair, a divisor of its frequency (`rope_freqs.weight`: Llama 3.1+'s long-context
+    /// factors; `n_rot / 2` values).
+    pub freq_factors: Option<&'a [f32]>,
 }
 
 /// YaRN RoPE scaling as ggml computes it (`ext_factor` 1): each pair's angle mixes the
@@ -344,7 +347,7 @@ pub trait Backend: Send + Sync {
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight);
 
     /// Rotates every head of each row `t` of `x` by position `positions[t]`.
-    fn rope(&self, x: &mut Self::Tensor, positions: &[u32], rope: &Rope);
+    fn rope(&self, x: &mut Self::Tensor, positions: &[u32], rope: &Rope<'_>);
 
     /// Stores row `t` of `k` and `v` in `kv` at its slot (see [`KvRows`]), then attends each query
     /// row `t` to every position `<= rows.positions[t]` of its own sequence (within the window).

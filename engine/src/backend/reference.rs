@@ -261,7 +261,7 @@ impl Backend for ReferenceBackend {
         }
     }
 
-    fn rope(&self, x: &mut HostTensor, positions: &[u32], rope: &Rope) {
+    fn rope(&self, x: &mut HostTensor, positions: &[u32], rope: &Rope<'_>) {
         check_rope((x.rows, x.cols), positions, rope);
         let half = rope.n_rot / 2;
         let angles = rope_angles(positions, rope);

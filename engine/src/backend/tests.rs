@@ -113,7 +113,12 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
     let b = exact();
     let mut rng = fastrand::Rng::with_seed(6);
     let (head_dim, n_rot, base, pos) = (8usize, 6usize, 100.0f32, 7u32);
-    for style in [RopeStyle::Normal, RopeStyle::Neox] {
+    let factors = [1.0f32, 4.0, 0.5];
+    for (style, freq_factors) in [
+        (RopeStyle::Normal, None),
+        (RopeStyle::Neox, None),
+        (RopeStyle::Neox, Some(&factors[..])),
+    ] {
         let x = random(&mut rng, 2 * head_dim);
         let mut t = tensor(1, 2 * head_dim, x.clone());
         let rope = Rope {
@@ -123,14 +128,18 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
             base,
             freq_scale: 0.5,
             yarn: None,
+            freq_factors,
         };
         b.rope(&mut t, &[pos], &rope);
         for h in 0..2 {
             let xs = &x[h * head_dim..][..head_dim];
             let os = &t.data()[h * head_dim..][..head_dim];
             for i in 0..n_rot / 2 {
+                // Each pair's frequency divided by its factor, where given.
+                let ff = freq_factors.map_or(1.0, |f| f64::from(f[i]));
                 let theta =
-                    f64::from(pos) * 0.5 * f64::from(base).powf(-2.0 * i as f64 / n_rot as f64);
+                    f64::from(pos) * 0.5 * f64::from(base).powf(-2.0 * i as f64 / n_rot as f64)
+                        / ff;
                 let (a, c) = match style {
                     RopeStyle::Normal => (2 * i, 2 * i + 1),
                     RopeStyle::Neox => (i, i + n_rot / 2),

@@ -396,6 +396,8 @@ impl<B: Backend> Model<B> {
                     c.rope_freq_scale
                 },
                 yarn: c.rope_yarn,
+                // Llama 3.1+'s long-context factors apply to the global layers.
+                freq_factors: if local { None } else { w.rope_freqs.as_deref() },
             };
             if !c.is_nope(il) {
                 b.rope(&mut q, positions, &rope);

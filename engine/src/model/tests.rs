@@ -331,8 +331,7 @@ fn hyperparameters_that_cannot_run_are_refused_by_name() {
 }
 
 /// Every tensor of a file is used, as llama.cpp's loader demands: a tensor the architecture
-/// does not read means the file describes another model. Llama 3's `rope_freqs.weight` is the
-/// one tolerated exception (see `weights.rs`).
+/// does not read means the file describes another model.
 #[test]
 fn a_tensor_the_architecture_does_not_use_is_refused_by_name() {
     let mut rng = fastrand::Rng::with_seed(3);
@@ -346,13 +345,42 @@ fn a_tensor_the_architecture_does_not_use_is_refused_by_name() {
         load(&extra).unwrap_err().to_string(),
         "tiny.gguf: tensor 'blk.0.attn_q.bias' is not used: the llama architecture does not use it"
     );
-    let llama3 = tiny("llama", None, None).tensor(
-        "rope_freqs.weight",
-        &[HEAD_DIM / 2],
-        GgmlType::F32,
-        norm(&mut rng, HEAD_DIM / 2),
+}
+
+/// Llama 3.1+'s `rope_freqs.weight` divides each rotated pair's frequency: factors of 1 change
+/// nothing, other factors change every position but the first (angle 0).
+#[test]
+fn llama3_rope_frequency_factors_divide_the_rotation_frequencies() {
+    let with_factors = |f: Vec<f32>| {
+        let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let file = tiny("llama", None, None).tensor(
+            "rope_freqs.weight",
+            &[HEAD_DIM / 2],
+            GgmlType::F32,
+            bytes,
+        );
+        let model = load(&file).unwrap();
+        let mut kv = model.kv_cache(8).unwrap();
+        let out = model.forward(&mut kv, &[1, 5, 9, 3], 0..4).unwrap();
+        model.backend().read(&out).unwrap()
+    };
+    let plain = {
+        let model = load(&tiny("llama", None, None)).unwrap();
+        let mut kv = model.kv_cache(8).unwrap();
+        let out = model.forward(&mut kv, &[1, 5, 9, 3], 0..4).unwrap();
+        model.backend().read(&out).unwrap()
+    };
+    let pairs = HEAD_DIM as usize / 2;
+    let ones = with_factors(vec![1.0; pairs]);
+    assert_eq!(ones, plain);
+    let scaled = with_factors((0..pairs).map(|i| 1.0 + i as f32).collect());
+    let vocab = plain.len() / 4;
+    assert_eq!(
+        scaled[..vocab],
+        plain[..vocab],
+        "position 0 does not rotate"
     );
-    assert!(load(&llama3).is_ok());
+    assert_ne!(scaled[vocab..], plain[vocab..], "later positions do");
 }
 
 #[test]

@@ -62,6 +62,8 @@ pub(crate) struct Weights<B: Backend> {
     pub output_norm: B::Weight,
     /// The output projection; `None` when it is tied to `token_embd`.
     pub output: Option<B::Weight>,
+    /// RoPE frequency factors per rotated pair (`rope_freqs.weight`, Llama 3.1+), on the host.
+    pub rope_freqs: Option<Vec<f32>>,
 }
 
 /// Loads tensors from one file, checking names and shapes.
@@ -74,11 +76,8 @@ struct Loader<'a, B: Backend> {
     used: RefCell<HashSet<String>>,
 }
 
-/// Tensors a file may carry that the forward pass does not read: llama-architecture files
-/// converted from Llama 3.1 and later hold `rope_freqs.weight`, llama3 RoPE's per-frequency
-/// factors, which Hearth does not apply yet (they change positions past the original context
-/// most; refusing those files would refuse every Llama 3.x model).
-const TOLERATED_UNUSED: &[&str] = &["rope_freqs.weight"];
+/// Tensors a file may carry that the forward pass does not read (none today).
+const TOLERATED_UNUSED: &[&str] = &[];
 
 impl<B: Backend> Loader<'_, B> {
     fn label(&self) -> String {
@@ -332,6 +331,10 @@ impl<B: Backend> Weights<B> {
         }
         let output_norm = l.required("output_norm.weight", &[d])?;
         let output = l.optional("output.weight", &[d, vocab])?;
+        let rope_freqs = match file.header().tensor_info("rope_freqs.weight") {
+            Some(_) => Some(l.host_vector("rope_freqs.weight", c.rope_dims / 2)?),
+            None => None,
+        };
         l.check_all_used(c.n_layer)?;
         config.vocab_size = vocab;
         Ok(Weights {
@@ -339,6 +342,7 @@ impl<B: Backend> Weights<B> {
             layers,
             output_norm,
             output,
+            rope_freqs,
         })
     }
 }

@@ -80,6 +80,7 @@ struct RopeKey {
     base: u32,
     freq_scale: u32,
     yarn: Option<[u32; 4]>,
+    factors: Option<Vec<u32>>,
 }
 
 impl Default for CpuBackend {
@@ -174,13 +175,16 @@ impl CpuBackend {
         self.pool.run(&|i| f(i, threads));
     }
 
-    fn rope_table(&self, positions: &[u32], rope: &Rope) -> RopeTable {
+    fn rope_table(&self, positions: &[u32], rope: &Rope<'_>) -> RopeTable {
         let key = RopeKey {
             positions: positions.to_vec(),
             n_rot: rope.n_rot,
             base: rope.base.to_bits(),
             freq_scale: rope.freq_scale.to_bits(),
             yarn: rope.yarn.map(|y| y.bits()),
+            factors: rope
+                .freq_factors
+                .map(|f| f.iter().map(|v| v.to_bits()).collect()),
         };
         let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
@@ -397,7 +401,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn rope(&self, x: &mut CpuTensor, positions: &[u32], rope: &Rope) {
+    fn rope(&self, x: &mut CpuTensor, positions: &[u32], rope: &Rope<'_>) {
         check_rope((x.rows, x.cols), positions, rope);
         let half = rope.n_rot / 2;
         let table = self.rope_table(positions, rope);

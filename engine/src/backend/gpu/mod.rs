@@ -598,7 +598,7 @@ impl Backend for GpuBackend {
         self.run_each(&k.add_bias, binds, &[u(x.len()), u(x.cols)], x.len());
     }
 
-    fn rope(&self, x: &mut GpuTensor, positions: &[u32], rope: &Rope) {
+    fn rope(&self, x: &mut GpuTensor, positions: &[u32], rope: &Rope<'_>) {
         check_rope((x.rows, x.cols), positions, rope);
         let pairs = rope.n_rot / 2;
         let key = RopeKey {
@@ -607,6 +607,9 @@ impl Backend for GpuBackend {
             freq_scale: rope.freq_scale.to_bits(),
             pairs,
             yarn: rope.yarn.map(|y| y.bits()),
+            factors: rope
+                .freq_factors
+                .map(|f| f.iter().map(|v| v.to_bits()).collect()),
         };
         let mut rec = self.rec();
         let at = match rec.rope_table(&key) {
@@ -782,7 +785,7 @@ impl Backend for GpuBackend {
 }
 
 /// [`rope_angles`] as the shader reads it: per row and rotated pair, the bits of `cos`, `sin`.
-fn rope_table(positions: &[u32], rope: &Rope) -> Vec<u32> {
+fn rope_table(positions: &[u32], rope: &Rope<'_>) -> Vec<u32> {
     rope_angles(positions, rope)
         .into_iter()
         .flat_map(|(c, s)| [c.to_bits(), s.to_bits()])

@@ -106,6 +106,7 @@ pub(super) struct RopeKey {
     pub freq_scale: u32,
     pub pairs: usize,
     pub yarn: Option<[u32; 4]>,
+    pub factors: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -307,10 +307,12 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
             beta_slow: 1.0,
             attn_factor: 1.0,
         });
-        for (style, yarn) in [
-            (RopeStyle::Normal, None),
-            (RopeStyle::Neox, None),
-            (RopeStyle::Neox, yarn),
+        let factors: Vec<f32> = (0..24).map(|i| 1.0 + (i % 5) as f32 * 1.75).collect();
+        for (style, yarn, freq_factors) in [
+            (RopeStyle::Normal, None, None),
+            (RopeStyle::Neox, None, None),
+            (RopeStyle::Neox, yarn, None),
+            (RopeStyle::Normal, None, Some(&factors[..])),
         ] {
             let rope = Rope {
                 style,
@@ -319,6 +321,7 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
                 base: 10000.0,
                 freq_scale: 0.5,
                 yarn,
+                freq_factors,
             };
             let mut want = x.clone();
             reference.rope(&mut want, &positions, &rope);
