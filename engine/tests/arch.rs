@@ -447,3 +447,8 @@ fn smollm3_matches_llama_cpp() {
 fn granite_matches_llama_cpp() {
     check_arch_file("granite", 1e-3);
 }
+
+#[test]
+fn phi3_matches_llama_cpp() {
+    check_arch_file("phi3", 1e-3);
+}

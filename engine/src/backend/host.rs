@@ -267,7 +267,7 @@ pub(crate) fn rope_angles(positions: &[u32], rope: &Rope<'_>) -> Vec<(f32, f32)>
         };
         let low = corr_dim(y.beta_fast).floor().max(0.0);
         let high = corr_dim(y.beta_slow).ceil().min(rope.n_rot as f32 - 1.0);
-        let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
+        let mscale = rope.attn_factor * y.attn_factor * (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
         (low, high, mscale)
     });
     let mut table = Vec::with_capacity(positions.len() * half);
@@ -283,7 +283,10 @@ pub(crate) fn rope_angles(positions: &[u32], rope: &Rope<'_>) -> Vec<(f32, f32)>
             };
             let interp = extrap * rope.freq_scale;
             match yarn {
-                None => table.push((interp.cos(), interp.sin())),
+                None => table.push((
+                    interp.cos() * rope.attn_factor,
+                    interp.sin() * rope.attn_factor,
+                )),
                 Some((low, high, mscale)) => {
                     let y = (i as f32 - low) / (high - low).max(0.001);
                     let mix = 1.0 - y.clamp(0.0, 1.0);

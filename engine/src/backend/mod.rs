@@ -95,6 +95,8 @@ pub struct Rope<'a> {
     pub freq_scale: f32,
     /// YaRN context extension (with `freq_scale` = 1 / its factor), where the model uses it.
     pub yarn: Option<Yarn>,
+    /// cos and sin of every angle are multiplied by this (1 = none; phi3's attention factor).
+    pub attn_factor: f32,
     /// Per rotated pair, a divisor of its frequency (`rope_freqs.weight`: Llama 3.1+'s long-context
     /// factors; `n_rot / 2` values).
     pub freq_factors: Option<&'a [f32]>,

@@ -129,6 +129,7 @@ fn rope_rotates_adjacent_pairs_or_halves_and_leaves_unrotated_dims() {
             freq_scale: 0.5,
             yarn: None,
             freq_factors,
+            attn_factor: 1.0,
         };
         b.rope(&mut t, &[pos], &rope);
         for h in 0..2 {

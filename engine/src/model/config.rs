@@ -21,11 +21,14 @@ pub enum Arch {
     SmolLm3,
     /// IBM Granite 3: llama with embedding, residual, attention and logit multipliers.
     Granite,
+    /// Phi-3.5 / Phi-4-mini: fused QKV and gate/up projections, partial RoPE with LongRoPE
+    /// factors.
+    Phi3,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 8] = [
+    pub const ALL: [Arch; 9] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
@@ -34,6 +37,7 @@ impl Arch {
         Arch::GptOss,
         Arch::SmolLm3,
         Arch::Granite,
+        Arch::Phi3,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -51,6 +55,7 @@ impl Arch {
             Arch::GptOss => "gpt-oss",
             Arch::SmolLm3 => "smollm3",
             Arch::Granite => "granite",
+            Arch::Phi3 => "phi3",
         }
     }
 }
@@ -106,6 +111,12 @@ pub struct Config {
     /// Every `n`th layer (the last of each group) is global, the others use the window; `None`
     /// means every layer is global.
     pub swa_pattern: Option<usize>,
+    /// Q, K and V come from one fused `attn_qkv` tensor (phi3).
+    pub fused_qkv: bool,
+    /// Gate and up come from one fused `ffn_up` tensor of `2 d_ff` rows (phi3).
+    pub fused_gate_up: bool,
+    /// cos/sin of every RoPE angle are multiplied by this (phi3's `rope.scaling.attn_factor`).
+    pub rope_attn_factor: f32,
     /// Every `n`th layer (the last of each group) leaves out RoPE (smollm3: 4).
     pub nope_period: Option<usize>,
     /// Each block's output is multiplied by this before the residual add (granite).
@@ -294,9 +305,12 @@ impl Config {
             rms_eps,
             rope_style: match arch {
                 Arch::Llama | Arch::SmolLm3 | Arch::Granite => RopeStyle::Normal,
-                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::GptOss => {
-                    RopeStyle::Neox
-                }
+                Arch::Gemma3
+                | Arch::Qwen2
+                | Arch::Qwen3
+                | Arch::Qwen3Moe
+                | Arch::GptOss
+                | Arch::Phi3 => RopeStyle::Neox,
             },
             rope_dims,
             rope_base,
@@ -333,6 +347,12 @@ impl Config {
             },
             sliding_window,
             swa_pattern,
+            fused_qkv: arch == Arch::Phi3,
+            fused_gate_up: arch == Arch::Phi3,
+            rope_attn_factor: match file.opt_f32(&key("rope.scaling.attn_factor"))? {
+                Some(f) if arch == Arch::Phi3 => positive("rope.scaling.attn_factor", f)?,
+                _ => 1.0,
+            },
             nope_period: (arch == Arch::SmolLm3).then_some(4),
             residual_scale: granite_scale("residual_scale")?,
             logit_scale: if arch == Arch::Granite {

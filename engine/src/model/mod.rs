@@ -396,6 +396,7 @@ impl<B: Backend> Model<B> {
                     c.rope_freq_scale
                 },
                 yarn: c.rope_yarn,
+                attn_factor: c.rope_attn_factor,
                 // Llama 3.1+'s long-context factors apply to the global layers.
                 freq_factors: if local { None } else { w.rope_freqs.as_deref() },
             };

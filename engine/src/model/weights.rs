@@ -144,6 +144,49 @@ impl<B: Backend> Loader<'_, B> {
         Ok(weight)
     }
 
+    /// Rows `rows` of the 2-D tensor `name` (GGUF dims `[cols, total]`) as a weight of their own
+    /// (the bytes are a contiguous slice of the tensor's): one part of a fused projection
+    /// (phi3's `attn_qkv`, its gate and up in `ffn_up`).
+    fn rows_of(
+        &self,
+        name: &str,
+        [cols, total]: [usize; 2],
+        rows: std::ops::Range<usize>,
+    ) -> Result<B::Weight, ModelError> {
+        let info =
+            self.file
+                .header()
+                .tensor_info(name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    file: self.label(),
+                    tensor: name.to_string(),
+                })?;
+        let expected = vec![cols as u64, total as u64];
+        if info.dims != expected {
+            return Err(ModelError::ShapeMismatch {
+                file: self.label(),
+                tensor: name.to_string(),
+                expected,
+                found: info.dims.clone(),
+            });
+        }
+        let row_bytes = info.size / total as u64;
+        let mut part = info.clone();
+        part.offset += rows.start as u64 * row_bytes;
+        part.dims = vec![cols as u64, rows.len() as u64];
+        part.size = rows.len() as u64 * row_bytes;
+        let weight =
+            self.backend
+                .weight(self.file, &part)
+                .map_err(|source| ModelError::Backend {
+                    file: self.label(),
+                    source,
+                })?;
+        (self.progress)(part.size);
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(weight)
+    }
+
     /// The 1-D tensor `name` of `len` values, read into host memory.
     fn host_vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         let info =
@@ -286,14 +329,24 @@ impl<B: Backend> Weights<B> {
             c.n_kv_head * c.head_dim_v,
         );
         let o_in = c.n_head * c.head_dim_v;
+        let qkv = [d, q_dim + kv_k + kv_v];
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
             layers.push(LayerWeights {
                 attn_norm: l.required(&n("attn_norm.weight"), &[d])?,
-                wq: l.required(&n("attn_q.weight"), &[d, q_dim])?,
-                wk: l.required(&n("attn_k.weight"), &[d, kv_k])?,
-                wv: l.required(&n("attn_v.weight"), &[d, kv_v])?,
+                wq: match c.fused_qkv {
+                    true => l.rows_of(&n("attn_qkv.weight"), qkv, 0..q_dim)?,
+                    false => l.required(&n("attn_q.weight"), &[d, q_dim])?,
+                },
+                wk: match c.fused_qkv {
+                    true => l.rows_of(&n("attn_qkv.weight"), qkv, q_dim..q_dim + kv_k)?,
+                    false => l.required(&n("attn_k.weight"), &[d, kv_k])?,
+                },
+                wv: match c.fused_qkv {
+                    true => l.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?,
+                    false => l.required(&n("attn_v.weight"), &[d, kv_v])?,
+                },
                 wo: l.required(&n("attn_output.weight"), &[o_in, d])?,
                 bq: l.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
                 bk: l.when(c.qkv_bias, &n("attn_k.bias"), &[kv_k])?,
@@ -320,10 +373,17 @@ impl<B: Backend> Weights<B> {
                         down_bias: l.optional(&n("ffn_down_exps.bias"), &[d, e])?,
                     })
                 } else {
+                    let (f, up) = (c.d_ff, n("ffn_up.weight"));
                     Ffn::Dense {
-                        gate: l.required(&n("ffn_gate.weight"), &[d, c.d_ff])?,
-                        up: l.required(&n("ffn_up.weight"), &[d, c.d_ff])?,
-                        down: l.required(&n("ffn_down.weight"), &[c.d_ff, d])?,
+                        gate: match c.fused_gate_up {
+                            true => l.rows_of(&up, [d, 2 * f], 0..f)?,
+                            false => l.required(&n("ffn_gate.weight"), &[d, f])?,
+                        },
+                        up: match c.fused_gate_up {
+                            true => l.rows_of(&up, [d, 2 * f], f..2 * f)?,
+                            false => l.required(&up, &[d, f])?,
+                        },
+                        down: l.required(&n("ffn_down.weight"), &[f, d])?,
                     }
                 },
                 post_ffn_norm: l.when(c.post_norms, &n("post_ffw_norm.weight"), &[d])?,
@@ -331,8 +391,20 @@ impl<B: Backend> Weights<B> {
         }
         let output_norm = l.required("output_norm.weight", &[d])?;
         let output = l.optional("output.weight", &[d, vocab])?;
+        // Llama 3.1+'s `rope_freqs`, or phi3's LongRoPE factors: the short ones (llama.cpp takes
+        // the long ones only for a context beyond `rope.scaling.original_context_length`, which
+        // Hearth does not switch to yet; they are read so that a bad file fails here).
+        let pairs = c.rope_dims / 2;
         let rope_freqs = match file.header().tensor_info("rope_freqs.weight") {
-            Some(_) => Some(l.host_vector("rope_freqs.weight", c.rope_dims / 2)?),
+            Some(_) => Some(l.host_vector("rope_freqs.weight", pairs)?),
+            None if file
+                .header()
+                .tensor_info("rope_factors_short.weight")
+                .is_some() =>
+            {
+                l.host_vector("rope_factors_long.weight", pairs)?;
+                Some(l.host_vector("rope_factors_short.weight", pairs)?)
+            }
             None => None,
         };
         l.check_all_used(c.n_layer)?;

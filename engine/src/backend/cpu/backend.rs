@@ -81,6 +81,7 @@ struct RopeKey {
     freq_scale: u32,
     yarn: Option<[u32; 4]>,
     factors: Option<Vec<u32>>,
+    attn_factor: u32,
 }
 
 impl Default for CpuBackend {
@@ -185,6 +186,7 @@ impl CpuBackend {
             factors: rope
                 .freq_factors
                 .map(|f| f.iter().map(|v| v.to_bits()).collect()),
+            attn_factor: rope.attn_factor.to_bits(),
         };
         let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {

@@ -166,6 +166,7 @@ fn elementwise_ops_and_attention_match_the_reference() {
                     freq_scale: 0.5,
                     yarn,
                     freq_factors,
+                    attn_factor: 1.0,
                 };
                 let (mut want, mut got) = (x.clone(), x.clone());
                 reference.rope(&mut want, &positions, &rope);

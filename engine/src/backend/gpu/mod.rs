@@ -610,6 +610,7 @@ impl Backend for GpuBackend {
             factors: rope
                 .freq_factors
                 .map(|f| f.iter().map(|v| v.to_bits()).collect()),
+            attn_factor: rope.attn_factor.to_bits(),
         };
         let mut rec = self.rec();
         let at = match rec.rope_table(&key) {

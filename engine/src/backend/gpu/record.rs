@@ -107,6 +107,7 @@ pub(super) struct RopeKey {
     pub pairs: usize,
     pub yarn: Option<[u32; 4]>,
     pub factors: Option<Vec<u32>>,
+    pub attn_factor: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

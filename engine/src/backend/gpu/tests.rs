@@ -322,6 +322,7 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
                 freq_scale: 0.5,
                 yarn,
                 freq_factors,
+                attn_factor: 1.0,
             };
             let mut want = x.clone();
             reference.rope(&mut want, &positions, &rope);
