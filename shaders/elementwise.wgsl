@@ -39,6 +39,16 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// A[t][c] *= the f32 at D[p(2) + t]. p(0): values, p(1): columns.
+@compute @workgroup_size(256)
+fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i < p(0u) {
+        A[i] *= bitcast<f32>(D[p(2u) + i / p(1u)]);
+    }
+}
+
 // A[t][c] += B[c]. p(0): values, p(1): columns.
 @compute @workgroup_size(256)
 fn add_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

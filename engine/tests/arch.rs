@@ -452,3 +452,35 @@ fn granite_matches_llama_cpp() {
 fn phi3_matches_llama_cpp() {
     check_arch_file("phi3", 1e-3);
 }
+
+#[test]
+fn mistral3_matches_llama_cpp() {
+    check_arch_file("mistral3", 1e-3);
+}
+
+#[test]
+fn every_reference_file_s_tokenizer_builds_and_encodes() {
+    // The vocabularies of each family's pre-tokenizer (qwen2, gpt-4o, llama-bpe, refact, tekken,
+    // SentencePiece): building fails on a pre-tokenizer Hearth lacks.
+    let dir = data("");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "gguf") {
+            continue;
+        }
+        let file = hearth_engine::gguf::GgufFile::open(&path).unwrap();
+        let t = hearth_engine::tokenizer::Tokenizer::from_gguf(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let ids = t.encode("Hello world, it's 2026!", false).unwrap();
+        assert!(!ids.is_empty(), "{}", path.display());
+        assert_eq!(
+            t.decode(&ids, false),
+            "Hello world, it's 2026!",
+            "{}",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 17, "{seen} reference files");
+}

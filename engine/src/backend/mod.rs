@@ -379,6 +379,9 @@ pub trait Backend: Send + Sync {
     /// `x *= s`, elementwise.
     fn scale(&self, x: &mut Self::Tensor, s: f32);
 
+    /// `x[t] *= factors[t]` for every row `t` (mistral3's attention temperature per position).
+    fn scale_rows(&self, x: &mut Self::Tensor, factors: &[f32]);
+
     /// Waits for the enqueued work and copies `t` to the host, row-major.
     fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>, BackendError>;
 

@@ -385,6 +385,15 @@ impl Backend for ReferenceBackend {
         }
     }
 
+    fn scale_rows(&self, x: &mut HostTensor, factors: &[f32]) {
+        assert_eq!(factors.len(), x.rows, "scale_rows: one factor per row");
+        for (row, &f) in x.data.chunks_exact_mut(x.cols.max(1)).zip(factors) {
+            for a in row {
+                *a *= f;
+            }
+        }
+    }
+
     fn read(&self, t: &HostTensor) -> Result<Vec<f32>, BackendError> {
         Ok(t.data.clone())
     }

@@ -24,11 +24,13 @@ pub enum Arch {
     /// Phi-3.5 / Phi-4-mini: fused QKV and gate/up projections, partial RoPE with LongRoPE
     /// factors.
     Phi3,
+    /// Ministral 3: llama with YaRN and Llama-4-style attention temperature on the queries.
+    Mistral3,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 9] = [
+    pub const ALL: [Arch; 10] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
@@ -38,6 +40,7 @@ impl Arch {
         Arch::SmolLm3,
         Arch::Granite,
         Arch::Phi3,
+        Arch::Mistral3,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -56,6 +59,7 @@ impl Arch {
             Arch::SmolLm3 => "smollm3",
             Arch::Granite => "granite",
             Arch::Phi3 => "phi3",
+            Arch::Mistral3 => "mistral3",
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct Config {
     pub fused_gate_up: bool,
     /// cos/sin of every RoPE angle are multiplied by this (phi3's `rope.scaling.attn_factor`).
     pub rope_attn_factor: f32,
+    /// Llama-4-style attention temperature (mistral3): queries at position `p` are multiplied by
+    /// `1 + scale * ln(1 + floor(p / length))`, as `(scale, length)`.
+    pub attn_temperature: Option<(f32, f32)>,
     /// Every `n`th layer (the last of each group) leaves out RoPE (smollm3: 4).
     pub nope_period: Option<usize>,
     /// Each block's output is multiplied by this before the residual add (granite).
@@ -237,7 +244,16 @@ impl Config {
                     file.opt_f32(&key("rope.scaling.yarn_beta_slow"))?
                         .unwrap_or(1.0),
                 )?,
-                attn_factor: 1.0,
+                // llama.cpp's YaRN magnitude with `yarn_log_multiplier` m: mscale(f, 1) /
+                // mscale(f, m), divided by what ggml multiplies back (1 + 0.1 ln f).
+                attn_factor: match file.opt_f32(&key("rope.scaling.yarn_log_multiplier"))? {
+                    Some(m) if m != 0.0 => {
+                        let f = factor.unwrap_or(1.0);
+                        let mscale = |mul: f32| 0.1 * mul * f.ln() + 1.0;
+                        mscale(1.0) / mscale(m) / (1.0 + 0.1 * f.ln())
+                    }
+                    _ => 1.0,
+                },
             }),
             _ => None,
         };
@@ -304,7 +320,7 @@ impl Config {
             vocab_size,
             rms_eps,
             rope_style: match arch {
-                Arch::Llama | Arch::SmolLm3 | Arch::Granite => RopeStyle::Normal,
+                Arch::Llama | Arch::SmolLm3 | Arch::Granite | Arch::Mistral3 => RopeStyle::Normal,
                 Arch::Gemma3
                 | Arch::Qwen2
                 | Arch::Qwen3
@@ -352,6 +368,17 @@ impl Config {
             rope_attn_factor: match file.opt_f32(&key("rope.scaling.attn_factor"))? {
                 Some(f) if arch == Arch::Phi3 => positive("rope.scaling.attn_factor", f)?,
                 _ => 1.0,
+            },
+            attn_temperature: match file.opt_f32(&key("attention.temperature_scale"))? {
+                Some(t) if arch == Arch::Mistral3 && t != 0.0 => Some((
+                    t,
+                    positive(
+                        "rope.scaling.original_context_length",
+                        file.opt_u64(&key("rope.scaling.original_context_length"))?
+                            .unwrap_or(meta.context_length) as f32,
+                    )?,
+                )),
+                _ => None,
             },
             nope_period: (arch == Arch::SmolLm3).then_some(4),
             residual_scale: granite_scale("residual_scale")?,

@@ -365,6 +365,13 @@ impl<B: Backend> Model<B> {
             Vec::new()
         };
         let mut states = Vec::new();
+        // mistral3's query temperature per row.
+        let temperature: Option<Vec<f32>> = c.attn_temperature.map(|(scale, length)| {
+            positions
+                .iter()
+                .map(|&p| 1.0 + scale * (1.0 + (p as f32 / length).floor()).ln())
+                .collect()
+        });
         for (il, (lw, layer_kv)) in w.layers.iter().zip(&mut kv.layers).enumerate() {
             let local = c.is_local(il);
 
@@ -403,6 +410,9 @@ impl<B: Backend> Model<B> {
             if !c.is_nope(il) {
                 b.rope(&mut q, positions, &rope);
                 b.rope(&mut k, positions, &rope);
+            }
+            if let Some(t) = &temperature {
+                b.scale_rows(&mut q, t);
             }
             let attn = Attention {
                 n_head: c.n_head,

@@ -30,6 +30,10 @@ const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|
 /// line breaks after punctuation.
 const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Mistral's Tekken regex as llama.cpp rewrites it: GPT-4o's case runs without the contractions,
+/// digits one by one.
+const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// How a `tokenizer.ggml.pre` name tokenizes: its regexes, and whether a pre-token that is
 /// itself in the vocabulary skips the merges (llama.cpp's `ignore_merges`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +49,7 @@ pub(crate) struct PreTokenizerSpec {
 ///
 /// Implemented families: `default` (and a missing name), `gpt-2`/`gpt2` and the names llama.cpp
 /// maps to it, `smollm` and the other StarCoder-style vocabularies (digits split one by one, then
-/// GPT-2), `llama3` and its aliases, `qwen2` and its aliases, `gpt-4o` (gpt-oss) and its aliases.
+/// GPT-2), `llama3` and its aliases, `qwen2` and its aliases, `gpt-4o` (gpt-oss) and its aliases, `tekken` (Mistral).
 pub(crate) fn pre_tokenizer_spec(pre: Option<&str>) -> Option<PreTokenizerSpec> {
     let spec = |regexes, ignore_merges, default_add_bos| PreTokenizerSpec {
         regexes,
@@ -70,6 +74,7 @@ pub(crate) fn pre_tokenizer_spec(pre: Option<&str>) -> Option<PreTokenizerSpec> 
             spec(&[QWEN2], false, false)
         }
         "gpt-4o" | "llama4" | "kanana2" | "talkie" => spec(&[GPT4O], false, false),
+        "tekken" => spec(&[TEKKEN], true, true),
         _ => return None,
     })
 }

@@ -183,6 +183,7 @@ impl Module {
                 ("fill_zero", &[(1, true)]),
                 ("add", &[(1, true), (2, false)]),
                 ("scale", &[(1, true)]),
+                ("scale_rows", &[(1, true), (4, false)]),
                 ("add_bias", &[(1, true), (2, false)]),
                 ("glu", &[(1, true), (2, false), (3, true)]),
                 ("gather", &[(1, true), (3, true), (4, false)]),
@@ -305,6 +306,7 @@ pub(super) struct Kernels {
     pub fill_zero: Arc<Kernel>,
     pub add: Arc<Kernel>,
     pub scale: Arc<Kernel>,
+    pub scale_rows: Arc<Kernel>,
     pub add_bias: Arc<Kernel>,
     pub glu: Arc<Kernel>,
     pub gather: Arc<Kernel>,
@@ -338,6 +340,7 @@ impl Kernels {
             fill_zero,
             add,
             scale,
+            scale_rows,
             add_bias,
             glu,
             gather,
@@ -349,9 +352,9 @@ impl Kernels {
             moe_route,
             add_bias_experts,
             moe_combine,
-        ]: [Arc<Kernel>; 14] = compile(device, Module::Elementwise)
+        ]: [Arc<Kernel>; 15] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has fourteen entry points");
+            .expect("elementwise has fifteen entry points");
         Kernels {
             rms_norm,
             add_rms_norm,
@@ -364,6 +367,7 @@ impl Kernels {
             fill_zero,
             add,
             scale,
+            scale_rows,
             add_bias,
             glu,
             gather,
