@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, TensorInfo};
 
 use super::ModelError;
 use super::config::Config;
@@ -76,16 +76,13 @@ struct Loader<'a, B: Backend> {
     used: RefCell<HashSet<String>>,
 }
 
-/// Tensors a file may carry that the forward pass does not read (none today).
-const TOLERATED_UNUSED: &[&str] = &[];
-
 impl<B: Backend> Loader<'_, B> {
     fn label(&self) -> String {
         self.file.label().to_string()
     }
 
-    /// The tensor `name` with GGUF dims `dims` (`[cols]` or `[cols, rows]`); `None` if absent.
-    fn optional(&self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
+    /// The tensor `name`, checked to have GGUF dims `dims`; `None` if absent.
+    fn info(&self, name: &str, dims: &[usize]) -> Result<Option<&TensorInfo>, ModelError> {
         let Some(info) = self.file.header().tensor_info(name) else {
             return Ok(None);
         };
@@ -98,50 +95,47 @@ impl<B: Backend> Loader<'_, B> {
                 found: info.dims.clone(),
             });
         }
+        Ok(Some(info))
+    }
+
+    /// [`Loader::info`] of a tensor the model cannot do without.
+    fn required_info(&self, name: &str, dims: &[usize]) -> Result<&TensorInfo, ModelError> {
+        self.info(name, dims)?
+            .ok_or_else(|| ModelError::MissingTensor {
+                file: self.label(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// `part` (tensor `name`'s bytes, or a row range of them, under the dims the backend sees)
+    /// made a weight; its bytes counted and `name` marked used.
+    fn take(&self, name: &str, part: &TensorInfo) -> Result<B::Weight, ModelError> {
         let weight =
             self.backend
-                .weight(self.file, info)
+                .weight(self.file, part)
                 .map_err(|source| ModelError::Backend {
                     file: self.label(),
                     source,
                 })?;
-        (self.progress)(info.size);
+        (self.progress)(part.size);
         self.used.borrow_mut().insert(name.to_string());
-        Ok(Some(weight))
+        Ok(weight)
+    }
+
+    /// The tensor `name` with GGUF dims `dims` (`[cols]` or `[cols, rows]`); `None` if absent.
+    fn optional(&self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
+        match self.info(name, dims)? {
+            Some(info) => self.take(name, info).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An expert tensor `name` of GGUF dims `[cols, rows, n_expert]`, as one weight of
     /// `n_expert * rows` rows (expert `e` is rows `e * rows ..`; the bytes are the same).
     fn experts(&self, name: &str, [cols, rows, n]: [usize; 3]) -> Result<B::Weight, ModelError> {
-        let info =
-            self.file
-                .header()
-                .tensor_info(name)
-                .ok_or_else(|| ModelError::MissingTensor {
-                    file: self.label(),
-                    tensor: name.to_string(),
-                })?;
-        let expected = vec![cols as u64, rows as u64, n as u64];
-        if info.dims != expected {
-            return Err(ModelError::ShapeMismatch {
-                file: self.label(),
-                tensor: name.to_string(),
-                expected,
-                found: info.dims.clone(),
-            });
-        }
-        let mut stacked = info.clone();
+        let mut stacked = self.required_info(name, &[cols, rows, n])?.clone();
         stacked.dims = vec![cols as u64, (rows * n) as u64];
-        let weight =
-            self.backend
-                .weight(self.file, &stacked)
-                .map_err(|source| ModelError::Backend {
-                    file: self.label(),
-                    source,
-                })?;
-        (self.progress)(info.size);
-        self.used.borrow_mut().insert(name.to_string());
-        Ok(weight)
+        self.take(name, &stacked)
     }
 
     /// Rows `rows` of the 2-D tensor `name` (GGUF dims `[cols, total]`) as a weight of their own
@@ -153,58 +147,17 @@ impl<B: Backend> Loader<'_, B> {
         [cols, total]: [usize; 2],
         rows: std::ops::Range<usize>,
     ) -> Result<B::Weight, ModelError> {
-        let info =
-            self.file
-                .header()
-                .tensor_info(name)
-                .ok_or_else(|| ModelError::MissingTensor {
-                    file: self.label(),
-                    tensor: name.to_string(),
-                })?;
-        let expected = vec![cols as u64, total as u64];
-        if info.dims != expected {
-            return Err(ModelError::ShapeMismatch {
-                file: self.label(),
-                tensor: name.to_string(),
-                expected,
-                found: info.dims.clone(),
-            });
-        }
-        let row_bytes = info.size / total as u64;
-        let mut part = info.clone();
+        let mut part = self.required_info(name, &[cols, total])?.clone();
+        let row_bytes = part.size / total as u64;
         part.offset += rows.start as u64 * row_bytes;
         part.dims = vec![cols as u64, rows.len() as u64];
         part.size = rows.len() as u64 * row_bytes;
-        let weight =
-            self.backend
-                .weight(self.file, &part)
-                .map_err(|source| ModelError::Backend {
-                    file: self.label(),
-                    source,
-                })?;
-        (self.progress)(part.size);
-        self.used.borrow_mut().insert(name.to_string());
-        Ok(weight)
+        self.take(name, &part)
     }
 
     /// The 1-D tensor `name` of `len` values, read into host memory.
     fn host_vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let info =
-            self.file
-                .header()
-                .tensor_info(name)
-                .ok_or_else(|| ModelError::MissingTensor {
-                    file: self.label(),
-                    tensor: name.to_string(),
-                })?;
-        if info.dims != [len as u64] {
-            return Err(ModelError::ShapeMismatch {
-                file: self.label(),
-                tensor: name.to_string(),
-                expected: vec![len as u64],
-                found: info.dims.clone(),
-            });
-        }
+        let info = self.required_info(name, &[len])?;
         let values = crate::quant::dequantize_to_vec(info.ty, self.file.tensor_data(info))
             .map_err(|e| ModelError::Backend {
                 file: self.label(),
@@ -236,7 +189,7 @@ impl<B: Backend> Loader<'_, B> {
             .header()
             .tensors
             .iter()
-            .find(|t| !used.contains(&t.name) && !TOLERATED_UNUSED.contains(&t.name.as_str()))
+            .find(|t| !used.contains(&t.name))
         else {
             return Ok(());
         };

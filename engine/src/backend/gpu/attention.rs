@@ -144,4 +144,14 @@ impl GpuBackend {
             self.run_each(&kern.attend_merge, binds, &params, items * hv);
         }
     }
+
+    /// [`Backend::scale_rows`]: the queries' attention temperature, one factor per row.
+    pub(super) fn record_scale_rows(&self, x: &mut GpuTensor, factors: &[f32]) {
+        assert_eq!(factors.len(), x.rows, "scale_rows: one factor per row");
+        let bits: Vec<u32> = factors.iter().map(|f| f.to_bits()).collect();
+        let at = self.rec().data(&bits);
+        let k = &self.ctx.kernels;
+        let params = [u(x.len()), u(x.cols), at];
+        self.run_each(&k.scale_rows, vec![x.bind(), Bind::Data], &params, x.len());
+    }
 }

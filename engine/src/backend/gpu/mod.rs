@@ -693,12 +693,7 @@ impl Backend for GpuBackend {
     }
 
     fn scale_rows(&self, x: &mut GpuTensor, factors: &[f32]) {
-        assert_eq!(factors.len(), x.rows, "scale_rows: one factor per row");
-        let bits: Vec<u32> = factors.iter().map(|f| f.to_bits()).collect();
-        let at = self.rec().data(&bits);
-        let k = &self.ctx.kernels;
-        let params = [u(x.len()), u(x.cols), at];
-        self.run_each(&k.scale_rows, vec![x.bind(), Bind::Data], &params, x.len());
+        self.record_scale_rows(x, factors);
     }
 
     fn argmax(&self, t: &GpuTensor) -> Result<Vec<u32>, BackendError> {

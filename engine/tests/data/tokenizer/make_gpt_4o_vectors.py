@@ -3,13 +3,14 @@ gpt-oss reference file's vocabulary (pre-tokenizer gpt-4o). First checks that th
 reproduces llama.cpp's own vectors for the real qwen2 vocabulary.
 
 usage: LLAMA_CPP=path/to/llama.cpp (with build512/bin/llama-tokenize built) python3 make_gpt_4o_vectors.py"""
-import json, subprocess, sys, os
+import json, subprocess, sys, os, tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 LC = os.environ["LLAMA_CPP"]
 bin_ = LC + "/build512/bin/llama-tokenize"
+IN = os.path.join(tempfile.mkdtemp(), "in.txt")
 def tok(model, text):
-    open("/tmp/hearth-tokenize-in.txt", "wb").write(text.encode())
-    out = subprocess.run([bin_, "-m", model, "-f", "/tmp/hearth-tokenize-in.txt", "--ids", "--log-disable"], capture_output=True, text=True)
+    open(IN, "wb").write(text.encode())
+    out = subprocess.run([bin_, "-m", model, "-f", IN, "--ids", "--log-disable"], capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 def cases(name):
     inp = open(f"{LC}/models/ggml-vocab-{name}.gguf.inp", encoding="utf-8").read().split("\n__ggml_vocab_test__\n")
