@@ -31,13 +31,17 @@ fn have(tool: &str) -> bool {
 }
 
 /// Starts Xvfb on a display it picks itself (`-displayfd`: it writes the number once it accepts
-/// connections), so stale lock files or sockets of earlier servers cannot collide with it.
+/// connections), so stale lock files or sockets of earlier servers cannot collide with it; it
+/// keeps running when its last client disconnects (`-noreset`).
 fn xvfb() -> (Xvfb, String) {
     use std::io::BufRead;
     let mut child = Command::new("Xvfb")
         .args([
             "-displayfd",
             "1",
+            // Without it the server resets when its last client goes (the killed app), and a
+            // client connecting during the reset is refused.
+            "-noreset",
             "-screen",
             "0",
             "1280x800x24",

@@ -73,9 +73,10 @@ window_check() {
     local name=$1
     shift
     # Xvfb picks a free display itself and writes its number once it is up (stale lock files or
-    # sockets of earlier servers cannot collide); then wait until it answers a client.
+    # sockets of earlier servers cannot collide), and does not reset when a client goes
+    # (-noreset); then wait until it answers a client.
     local n="" fd="$work/xvfb-$name.display"
-    Xvfb -displayfd 3 -screen 0 1280x800x24 -nolisten tcp 3>"$fd" >/dev/null 2>&1 &
+    Xvfb -displayfd 3 -noreset -screen 0 1280x800x24 -nolisten tcp 3>"$fd" >/dev/null 2>&1 &
     local xvfb=$!
     pids+=("$xvfb")
     for _ in $(seq 200); do
