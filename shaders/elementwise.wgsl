@@ -39,6 +39,17 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// A = cap * tanh(A / cap). p(0): values, p(1): cap.
+@compute @workgroup_size(256)
+fn softcap(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i < p(0u) {
+        let cap = pf(1u);
+        A[i] = cap * tanh(A[i] / cap);
+    }
+}
+
 // A[t][c] *= the f32 at D[p(2) + t]. p(0): values, p(1): columns.
 @compute @workgroup_size(256)
 fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -101,6 +101,9 @@ fn print_summary(s: &Summary) {
                 .unwrap_or_default()
         ),
     );
+    if let Some(kinds) = &s.layer_kinds {
+        row("layers", kinds.clone());
+    }
     let tok = match (&s.tokenizer, &s.tokenizer_pre) {
         (Some(t), Some(p)) => format!("{t} (pre: {p})"),
         (Some(t), None) => t.clone(),

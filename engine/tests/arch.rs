@@ -484,3 +484,47 @@ fn every_reference_file_s_tokenizer_builds_and_encodes() {
     }
     assert!(seen >= 17, "{seen} reference files");
 }
+
+#[test]
+fn gemma4_matches_llama_cpp() {
+    // The README's tolerance: llama.cpp's CPU GELU looks up an fp16 table (~1e-3 relative).
+    check_arch_file("gemma4", 0.1);
+}
+
+#[test]
+fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
+    use hearth_engine::gguf::{GgufFile, Summary};
+    let file = GgufFile::open(data("gemma4.gguf")).unwrap();
+    let s = Summary::of(&file).unwrap();
+    // Sliding layers 0 and 2: 2 kv heads of 16 (keys and values); global 1 and 3: 1 of 32.
+    assert_eq!(
+        s.kv_values_per_token,
+        Some(2 * (2 * 16 + 2 * 16) + 2 * (32 + 32))
+    );
+    assert_eq!(
+        s.layer_kinds.as_deref(),
+        Some("sliding window 8 on 2 of 4 layers")
+    );
+    // The estimate at 4096 tokens: those values in f16.
+    let at_4096 = s.memory.iter().find(|m| m.context_tokens == 4096).unwrap();
+    assert_eq!(at_4096.kv_cache_bytes, 256 * 2 * 4096);
+    let model = Model::open(data("gemma4.gguf"), ReferenceBackend::new()).unwrap();
+    let c = model.config();
+    let shapes: Vec<_> = (0..4).map(|il| c.layer(il)).collect();
+    assert_eq!(
+        shapes
+            .iter()
+            .map(|l| (l.local, l.n_kv_head, l.head_dim_k, l.rope_dims))
+            .collect::<Vec<_>>(),
+        [
+            (true, 2, 16, 16),
+            (false, 1, 32, 32),
+            (true, 2, 16, 16),
+            (false, 1, 32, 32)
+        ]
+    );
+    assert_eq!(
+        model.kv_bytes_per_token(),
+        256 * model.backend().kv_value_bytes()
+    );
+}

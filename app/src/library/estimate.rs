@@ -90,16 +90,9 @@ impl Estimate {
 pub fn estimate(facts: &Facts, context_tokens: u64, available: Option<u64>) -> Estimate {
     let s = &facts.summary;
     let weights_bytes = s.file_bytes;
-    let kv = match (s.block_count, s.head_count_kv, s.head_dim) {
-        (Some(layers), Some(kv_heads), Some(head_dim)) => Some(kv_cache_bytes(
-            layers,
-            kv_heads,
-            head_dim,
-            KV_BYTES_PER_ELEMENT,
-            context_tokens,
-        )),
-        _ => None,
-    };
+    let kv = s
+        .kv_values_per_token
+        .map(|values| kv_cache_bytes(values, KV_BYTES_PER_ELEMENT, context_tokens));
     let needed_bytes = weights_bytes
         .saturating_add(kv.unwrap_or(0))
         .saturating_add(RUNTIME_OVERHEAD_BYTES);

@@ -382,6 +382,9 @@ pub trait Backend: Send + Sync {
     /// `x[t] *= factors[t]` for every row `t` (mistral3's attention temperature per position).
     fn scale_rows(&self, x: &mut Self::Tensor, factors: &[f32]);
 
+    /// `x = cap * tanh(x / cap)`, elementwise: soft-capping of the logits (gemma4).
+    fn softcap(&self, x: &mut Self::Tensor, cap: f32);
+
     /// Waits for the enqueued work and copies `t` to the host, row-major.
     fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>, BackendError>;
 

@@ -144,6 +144,65 @@ impl GgufFile {
         }))
     }
 
+    /// A per-layer integer: a number (the same for every layer) or an integer array of one value
+    /// per layer (gemma4's `head_count_kv`, `feed_forward_length`); `None` if absent.
+    pub fn opt_u64_layers(&self, key: &str, layers: u64) -> Result<Option<Vec<u64>>, GgufError> {
+        let Some(MetaValue::Array(a)) = self.get(key) else {
+            return Ok(self.opt_u64(key)?.map(|v| vec![v; layers as usize]));
+        };
+        let width = match a.elem {
+            ValueType::U8 | ValueType::I8 => 1,
+            ValueType::U16 | ValueType::I16 => 2,
+            ValueType::U32 | ValueType::I32 => 4,
+            ValueType::U64 | ValueType::I64 => 8,
+            other => {
+                return Err(self.err(K::WrongType {
+                    key: key.to_string(),
+                    expected: "integer array",
+                    found: format!("array of {}", other.name()),
+                }));
+            }
+        };
+        if a.len as u64 != layers {
+            return Err(self.err(K::invalid(
+                format!("metadata '{key}'"),
+                format!("has {} values for {layers} layers", a.len),
+            )));
+        }
+        let signed = matches!(
+            a.elem,
+            ValueType::I8 | ValueType::I16 | ValueType::I32 | ValueType::I64
+        );
+        self.bytes()[a.data.clone()]
+            .chunks_exact(width)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b[..width].copy_from_slice(c);
+                let v = u64::from_le_bytes(b);
+                let negative = signed && c[width - 1] & 0x80 != 0;
+                if negative {
+                    Err(self.err(K::invalid(
+                        format!("metadata '{key}'"),
+                        "has a negative value",
+                    )))
+                } else {
+                    Ok(v)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// A bool array, or `None` if absent.
+    pub fn opt_bool_array(&self, key: &str) -> Result<Option<Vec<bool>>, GgufError> {
+        Ok(self.array_of(key, ValueType::Bool)?.map(|a| {
+            self.bytes()[a.data.clone()]
+                .iter()
+                .map(|&b| b != 0)
+                .collect()
+        }))
+    }
+
     /// `general.architecture`.
     pub fn architecture(&self) -> Result<&str, GgufError> {
         self.str("general.architecture")
@@ -182,9 +241,15 @@ pub struct ModelMeta {
     pub name: Option<String>,
     pub block_count: u64,
     pub embedding_length: u64,
+    /// The widest layer's, where it differs per layer (see `feed_forward_length_layers`).
     pub feed_forward_length: Option<u64>,
+    /// Per layer, where the file gives an array.
+    pub feed_forward_length_layers: Option<Vec<u64>>,
     pub head_count: u64,
+    /// The most any layer has (see `head_count_kv_layers`).
     pub head_count_kv: u64,
+    /// Per layer (gemma4 gives an array; otherwise every layer has `head_count_kv`).
+    pub head_count_kv_layers: Vec<u64>,
     pub key_length: u64,
     pub value_length: u64,
     pub context_length: u64,
@@ -192,6 +257,15 @@ pub struct ModelMeta {
     pub rope_dimension_count: Option<u64>,
     pub rms_norm_eps: Option<f32>,
     pub sliding_window: Option<u64>,
+    /// Which layers attend through the sliding window, where the file says per layer (a bool
+    /// array `attention.sliding_window_pattern`, true = sliding; gemma4).
+    pub sliding_window_layers: Option<Vec<bool>>,
+    /// Key and value lengths of the sliding-window layers, where they differ (gemma4).
+    pub key_length_swa: Option<u64>,
+    pub value_length_swa: Option<u64>,
+    /// The last layers that hold no keys and values of their own and read an earlier layer's
+    /// (gemma4's E2B/E4B `attention.shared_kv_layers`).
+    pub shared_kv_layers: u64,
     pub vocab_size: Option<u64>,
 }
 
@@ -207,9 +281,38 @@ impl ModelMeta {
                 "is 0",
             )));
         }
-        let head_count_kv = f
-            .arch_opt_u64(a, "attention.head_count_kv")?
+        let block_count = f.arch_u64(a, "block_count")?;
+        if block_count > 1 << 16 {
+            return Err(f.err(K::invalid(
+                format!("metadata '{a}.block_count'"),
+                format!("{block_count} layers is not a usable size"),
+            )));
+        }
+        let head_count_kv_layers = f
+            .opt_u64_layers(&format!("{a}.attention.head_count_kv"), block_count)?
+            .unwrap_or_else(|| vec![head_count; block_count as usize]);
+        let head_count_kv = head_count_kv_layers
+            .iter()
+            .copied()
+            .max()
             .unwrap_or(head_count);
+        let feed_forward_length_layers =
+            f.opt_u64_layers(&format!("{a}.feed_forward_length"), block_count)?;
+        let sliding_window_layers = match f.get(&format!("{a}.attention.sliding_window_pattern")) {
+            Some(MetaValue::Array(_)) => {
+                let v = f
+                    .opt_bool_array(&format!("{a}.attention.sliding_window_pattern"))?
+                    .unwrap_or_default();
+                if v.len() as u64 != block_count {
+                    return Err(f.err(K::invalid(
+                        format!("metadata '{a}.attention.sliding_window_pattern'"),
+                        format!("has {} values for {block_count} layers", v.len()),
+                    )));
+                }
+                Some(v)
+            }
+            _ => None,
+        };
         let key_length = f
             .arch_opt_u64(a, "attention.key_length")?
             .unwrap_or(embedding_length / head_count);
@@ -224,11 +327,16 @@ impl ModelMeta {
         };
         Ok(Self {
             name: f.opt_str("general.name")?.map(str::to_owned),
-            block_count: f.arch_u64(a, "block_count")?,
+            block_count,
             embedding_length,
-            feed_forward_length: f.arch_opt_u64(a, "feed_forward_length")?,
+            feed_forward_length: feed_forward_length_layers
+                .as_ref()
+                .and_then(|l| l.iter().copied().max()),
+            feed_forward_length_layers: feed_forward_length_layers
+                .filter(|l| l.windows(2).any(|w| w[0] != w[1])),
             head_count,
             head_count_kv,
+            head_count_kv_layers,
             key_length,
             value_length,
             context_length: f.arch_u64(a, "context_length")?,
@@ -236,9 +344,45 @@ impl ModelMeta {
             rope_dimension_count: f.arch_opt_u64(a, "rope.dimension_count")?,
             rms_norm_eps: f.arch_opt_f32(a, "attention.layer_norm_rms_epsilon")?,
             sliding_window: f.arch_opt_u64(a, "attention.sliding_window")?,
+            sliding_window_layers,
+            key_length_swa: f.arch_opt_u64(a, "attention.key_length_swa")?,
+            value_length_swa: f.arch_opt_u64(a, "attention.value_length_swa")?,
+            shared_kv_layers: f
+                .arch_opt_u64(a, "attention.shared_kv_layers")?
+                .unwrap_or(0),
             vocab_size,
             architecture: arch,
         })
+    }
+}
+
+impl ModelMeta {
+    /// Whether layer `il` attends through the sliding window, where the file says per layer.
+    pub fn is_sliding(&self, il: usize) -> bool {
+        self.sliding_window_layers
+            .as_ref()
+            .is_some_and(|l| l.get(il).copied().unwrap_or(false))
+    }
+
+    /// Key and value values one position takes in the cache, over all layers: each layer's KV
+    /// heads times its key and value lengths (the sliding layers' own lengths where the file
+    /// gives them), without the layers that share an earlier layer's cache.
+    pub fn kv_values_per_token(&self) -> u64 {
+        let own = self.block_count.saturating_sub(self.shared_kv_layers) as usize;
+        (0..own)
+            .map(|il| {
+                let heads = self.head_count_kv_layers.get(il).copied().unwrap_or(0);
+                let (k, v) = if self.is_sliding(il) {
+                    (
+                        self.key_length_swa.unwrap_or(self.key_length),
+                        self.value_length_swa.unwrap_or(self.value_length),
+                    )
+                } else {
+                    (self.key_length, self.value_length)
+                };
+                heads.saturating_mul(k + v)
+            })
+            .fold(0u64, u64::saturating_add)
     }
 }
 

@@ -9,12 +9,10 @@ use super::{GgufError, GgufFile};
 /// Bytes per KV-cache element assumed by the estimate (f16).
 pub const KV_BYTES_PER_ELEMENT: u64 = 2;
 
-/// Bytes of KV cache for `tokens` positions: 2 (K and V) x layers x kv_heads x head_dim x bytes
-/// x tokens. Uses the larger of key and value length as head_dim.
-pub fn kv_cache_bytes(layers: u64, kv_heads: u64, head_dim: u64, bytes: u64, tokens: u64) -> u64 {
-    2u64.saturating_mul(layers)
-        .saturating_mul(kv_heads)
-        .saturating_mul(head_dim)
+/// Bytes of KV cache for `tokens` positions, where one position takes `values_per_token` key and
+/// value values over all layers ([`super::ModelMeta::kv_values_per_token`]) of `bytes` each.
+pub fn kv_cache_bytes(values_per_token: u64, bytes: u64, tokens: u64) -> u64 {
+    values_per_token
         .saturating_mul(bytes)
         .saturating_mul(tokens)
 }
@@ -59,6 +57,11 @@ pub struct Summary {
     pub head_count_kv: Option<u64>,
     pub head_dim: Option<u64>,
     pub sliding_window: Option<u64>,
+    /// Key and value values one position takes in the cache, over all layers.
+    pub kv_values_per_token: Option<u64>,
+    /// The kinds of layers where they differ ("sliding window 512 on 25 of 30 layers"), `None`
+    /// when every layer is alike.
+    pub layer_kinds: Option<String>,
     pub tokenizer: Option<String>,
     pub tokenizer_pre: Option<String>,
     pub vocab_size: Option<u64>,
@@ -92,13 +95,8 @@ impl Summary {
                 }
                 ctxs.into_iter()
                     .map(|tokens| {
-                        let kv = kv_cache_bytes(
-                            m.block_count,
-                            m.head_count_kv,
-                            m.key_length.max(m.value_length),
-                            KV_BYTES_PER_ELEMENT,
-                            tokens,
-                        );
+                        let kv =
+                            kv_cache_bytes(m.kv_values_per_token(), KV_BYTES_PER_ELEMENT, tokens);
                         MemoryEstimate {
                             context_tokens: tokens,
                             weights_bytes,
@@ -151,6 +149,8 @@ impl Summary {
             head_count_kv: meta.as_ref().map(|m| m.head_count_kv),
             head_dim,
             sliding_window: meta.as_ref().and_then(|m| m.sliding_window),
+            kv_values_per_token: meta.as_ref().map(|m| m.kv_values_per_token()),
+            layer_kinds: meta.as_ref().and_then(layer_kinds),
             tokenizer: f.opt_str("tokenizer.ggml.model")?.map(str::to_owned),
             tokenizer_pre: f.opt_str("tokenizer.ggml.pre")?.map(str::to_owned),
             vocab_size,
@@ -159,4 +159,27 @@ impl Summary {
             architecture,
         })
     }
+}
+
+/// What differs between a model's layers, in words, where the file says per layer.
+fn layer_kinds(m: &super::ModelMeta) -> Option<String> {
+    let mut parts = Vec::new();
+    if let (Some(w), Some(l)) = (m.sliding_window, &m.sliding_window_layers) {
+        let sliding = l.iter().filter(|&&s| s).count();
+        parts.push(format!(
+            "sliding window {w} on {sliding} of {} layers",
+            m.block_count
+        ));
+    }
+    if m.shared_kv_layers > 0 {
+        parts.push(format!(
+            "the last {} reuse an earlier layer's keys and values",
+            m.shared_kv_layers
+        ));
+    }
+    if let Some(ff) = &m.feed_forward_length_layers {
+        let (lo, hi) = (ff.iter().min()?, ff.iter().max()?);
+        parts.push(format!("feed-forward width {lo} to {hi}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }

@@ -26,11 +26,14 @@ pub enum Arch {
     Phi3,
     /// Ministral 3: llama with YaRN and Llama-4-style attention temperature on the queries.
     Mistral3,
+    /// Gemma 4: per-layer sliding/global attention with their own head counts and sizes, V from
+    /// K on global layers, a weightless V norm, layer output scales, logit soft-capping.
+    Gemma4,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 10] = [
+    pub const ALL: [Arch; 11] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
@@ -41,6 +44,7 @@ impl Arch {
         Arch::Granite,
         Arch::Phi3,
         Arch::Mistral3,
+        Arch::Gemma4,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -60,6 +64,7 @@ impl Arch {
             Arch::Granite => "granite",
             Arch::Phi3 => "phi3",
             Arch::Mistral3 => "mistral3",
+            Arch::Gemma4 => "gemma4",
         }
     }
 }
@@ -139,6 +144,36 @@ pub struct Config {
     /// The chosen experts' weights are renormalised to sum to 1 (see
     /// [`crate::backend::Backend::moe_route`]).
     pub expert_renormalize: bool,
+    /// Key/value heads of each layer (gemma4 gives them per layer; `n_kv_head` is the most).
+    pub layer_kv_heads: Vec<usize>,
+    /// Feed-forward width of each layer (gemma4's E2B/E4B differ per layer; `d_ff` is the most).
+    pub layer_d_ff: Vec<usize>,
+    /// Which layers use the sliding window, where the file says per layer (gemma4); otherwise
+    /// `swa_pattern` decides.
+    pub swa_layers: Option<Vec<bool>>,
+    /// Key and value head sizes and rotated dimensions of the sliding-window layers (gemma4's
+    /// differ from the global layers'; the same as `head_dim_k`, `head_dim_v`, `rope_dims`
+    /// elsewhere).
+    pub head_dim_k_local: usize,
+    pub head_dim_v_local: usize,
+    pub rope_dims_local: usize,
+    /// Values are RMS-normalised per head, without a weight (gemma4).
+    pub v_norm: bool,
+    /// Logits become `cap * tanh(logits / cap)` (gemma4: 30).
+    pub final_softcap: Option<f32>,
+}
+
+/// The attention shape of one layer (see [`Config::layer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LayerShape {
+    /// Attends through the sliding window.
+    pub local: bool,
+    pub n_kv_head: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// Rotated dimensions per head.
+    pub rope_dims: usize,
+    pub d_ff: usize,
 }
 
 impl Config {
@@ -149,6 +184,7 @@ impl Config {
             Arch::from_name(&meta.architecture).ok_or_else(|| ModelError::UnknownArchitecture {
                 file: file.label().to_string(),
                 arch: meta.architecture.clone(),
+                supported: Arch::ALL.map(Arch::name).join(", "),
             })?;
         let a = arch.name();
         let key = |suffix: &str| format!("{a}.{suffix}");
@@ -165,11 +201,16 @@ impl Config {
         let d_model = size("embedding_length", meta.embedding_length)?;
         let n_head = size("attention.head_count", meta.head_count)?;
         let n_kv_head = size("attention.head_count_kv", meta.head_count_kv)?;
-        if !n_head.is_multiple_of(n_kv_head) {
+        let layer_kv_heads = meta
+            .head_count_kv_layers
+            .iter()
+            .map(|&h| size("attention.head_count_kv", h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(&bad) = layer_kv_heads.iter().find(|&&h| !n_head.is_multiple_of(h)) {
             return Err(ModelError::BadMetadata {
                 file: file.label().to_string(),
                 key: key("attention.head_count_kv"),
-                reason: format!("{n_kv_head} does not divide the {n_head} attention heads"),
+                reason: format!("{bad} does not divide the {n_head} attention heads"),
             });
         }
         let head_dim_k = size("attention.key_length", meta.key_length)?;
@@ -184,6 +225,13 @@ impl Config {
                 });
             }
         };
+        let layer_d_ff = match &meta.feed_forward_length_layers {
+            Some(l) => l
+                .iter()
+                .map(|&v| size("feed_forward_length", v))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![d_ff; meta.block_count as usize],
+        };
         let vocab_size = match meta.vocab_size {
             Some(v) => size("vocab_size", v)?,
             None => 0, // taken from the embedding's shape when the weights load
@@ -192,12 +240,32 @@ impl Config {
             Some(v) => size("rope.dimension_count", v)?,
             None => head_dim_k,
         };
-        if rope_dims > head_dim_k || !rope_dims.is_multiple_of(2) {
-            return Err(ModelError::BadMetadata {
-                file: file.label().to_string(),
-                key: key("rope.dimension_count"),
-                reason: format!("{rope_dims} must be even and at most the head size {head_dim_k}"),
-            });
+        let gemma4 = arch == Arch::Gemma4;
+        // gemma4's sliding layers have heads of their own size.
+        let local_size = |name: &str, default: usize| -> Result<usize, ModelError> {
+            match file.opt_u64(&key(name))? {
+                Some(v) if gemma4 => size(name, v),
+                _ => Ok(default),
+            }
+        };
+        let head_dim_k_local = local_size("attention.key_length_swa", head_dim_k)?;
+        let head_dim_v_local = local_size("attention.value_length_swa", head_dim_v)?;
+        let rope_dims_local = local_size("rope.dimension_count_swa", rope_dims)?;
+        for (name, dims, head) in [
+            ("rope.dimension_count", rope_dims, head_dim_k),
+            (
+                "rope.dimension_count_swa",
+                rope_dims_local,
+                head_dim_k_local,
+            ),
+        ] {
+            if dims > head || !dims.is_multiple_of(2) {
+                return Err(ModelError::BadMetadata {
+                    file: file.label().to_string(),
+                    key: key(name),
+                    reason: format!("{dims} must be even and at most the head size {head}"),
+                });
+            }
         }
         // A NaN, infinite, zero or negative value here loads and then generates nothing (or
         // garbage): refuse it by name, as llama.cpp's loader does.
@@ -212,7 +280,7 @@ impl Config {
                 })
             }
         };
-        let gemma = arch == Arch::Gemma3;
+        let gemma = matches!(arch, Arch::Gemma3 | Arch::Gemma4);
         let rope_base = positive("rope.freq_base", meta.rope_freq_base.unwrap_or(10_000.0))?;
         let rope_base_local = positive(
             "rope.freq_base_swa",
@@ -273,6 +341,27 @@ impl Config {
             Some(w) if gemma || gpt_oss => Some(size("attention.sliding_window", w)?),
             _ => None,
         };
+        if gemma4 && sliding_window.is_none() {
+            return Err(ModelError::BadMetadata {
+                file: file.label().to_string(),
+                key: key("attention.sliding_window"),
+                reason: "is missing".into(),
+            });
+        }
+        if meta.shared_kv_layers > 0
+            || file
+                .opt_u64(&key("embedding_length_per_layer_input"))?
+                .unwrap_or(0)
+                > 0
+        {
+            return Err(ModelError::BadMetadata {
+                file: file.label().to_string(),
+                key: key("embedding_length_per_layer_input"),
+                reason: "per-layer embeddings and shared KV layers (Gemma 4 E2B/E4B) are not \
+                         supported yet"
+                    .into(),
+            });
+        }
         let n_expert = match file.opt_u64(&key("expert_count"))? {
             Some(0) | None => 0,
             Some(n) => size("expert_count", n)?,
@@ -300,12 +389,14 @@ impl Config {
         } else {
             (0, 0)
         };
-        let swa_pattern = match file.opt_u64(&key("attention.sliding_window_pattern"))? {
-            Some(p) => Some(size("attention.sliding_window_pattern", p)?),
+        let swa_pattern = match file.opt_u64(&key("attention.sliding_window_pattern")) {
+            _ if meta.sliding_window_layers.is_some() => None,
+            Ok(Some(p)) => Some(size("attention.sliding_window_pattern", p)?),
+            Err(e) => return Err(e.into()),
             // llama.cpp's defaults: gemma3 every 6th layer global, gpt-oss every other (the even
             // layers use the window).
-            None if sliding_window.is_some() => Some(if gpt_oss { 2 } else { 6 }),
-            None => None,
+            Ok(None) if sliding_window.is_some() => Some(if gpt_oss { 2 } else { 6 }),
+            Ok(None) => None,
         };
         Ok(Config {
             arch,
@@ -326,7 +417,8 @@ impl Config {
                 | Arch::Qwen3
                 | Arch::Qwen3Moe
                 | Arch::GptOss
-                | Arch::Phi3 => RopeStyle::Neox,
+                | Arch::Phi3
+                | Arch::Gemma4 => RopeStyle::Neox,
             },
             rope_dims,
             rope_base,
@@ -341,10 +433,14 @@ impl Config {
             // Gemma 3 27B scales by d_model / n_head instead of the key length (as llama.cpp).
             attn_scale: match granite_scale("attention.scale")? {
                 Some(s) => s,
+                None if gemma4 => 1.0,
                 None if gemma && meta.block_count == 62 => 1.0 / ((d_model / n_head) as f32).sqrt(),
                 None => 1.0 / (head_dim_k as f32).sqrt(),
             },
-            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3 | Arch::Qwen3Moe),
+            qk_norm: matches!(
+                arch,
+                Arch::Gemma3 | Arch::Gemma4 | Arch::Qwen3 | Arch::Qwen3Moe
+            ),
             qkv_bias: matches!(arch, Arch::Qwen2 | Arch::GptOss),
             out_bias: gpt_oss,
             attn_sinks: gpt_oss,
@@ -394,11 +490,27 @@ impl Config {
             n_expert_used,
             d_ff_expert,
             expert_renormalize: true,
+            layer_kv_heads,
+            layer_d_ff,
+            swa_layers: meta.sliding_window_layers.clone(),
+            head_dim_k_local,
+            head_dim_v_local,
+            rope_dims_local,
+            v_norm: gemma4,
+            final_softcap: match file.opt_f32(&key("final_logit_softcapping"))? {
+                Some(cap) if gemma4 && cap != 0.0 => {
+                    Some(positive("final_logit_softcapping", cap)?)
+                }
+                _ => None,
+            },
         })
     }
 
     /// Whether layer `il` attends through the sliding window (a local layer).
     pub fn is_local(&self, il: usize) -> bool {
+        if let (Some(_), Some(layers)) = (self.sliding_window, &self.swa_layers) {
+            return layers.get(il).copied().unwrap_or(false);
+        }
         match (self.sliding_window, self.swa_pattern) {
             (Some(_), Some(p)) => p > 1 && !(il + 1).is_multiple_of(p),
             _ => false,
@@ -410,11 +522,34 @@ impl Config {
         self.nope_period.is_some_and(|p| (il + 1).is_multiple_of(p))
     }
 
-    /// Key/value widths of one token in the cache.
-    pub fn kv_dims(&self) -> (usize, usize) {
-        (
-            self.n_kv_head * self.head_dim_k,
-            self.n_kv_head * self.head_dim_v,
-        )
+    /// The attention and feed-forward shape of layer `il`.
+    pub fn layer(&self, il: usize) -> LayerShape {
+        let local = self.is_local(il);
+        LayerShape {
+            local,
+            n_kv_head: self.layer_kv_heads[il],
+            head_dim_k: if local {
+                self.head_dim_k_local
+            } else {
+                self.head_dim_k
+            },
+            head_dim_v: if local {
+                self.head_dim_v_local
+            } else {
+                self.head_dim_v
+            },
+            rope_dims: if local {
+                self.rope_dims_local
+            } else {
+                self.rope_dims
+            },
+            d_ff: self.layer_d_ff[il],
+        }
+    }
+
+    /// Key/value widths of one token in layer `il`'s cache.
+    pub fn kv_dims(&self, il: usize) -> (usize, usize) {
+        let l = self.layer(il);
+        (l.n_kv_head * l.head_dim_k, l.n_kv_head * l.head_dim_v)
     }
 }

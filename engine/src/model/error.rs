@@ -9,10 +9,13 @@ use crate::gguf::GgufError;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error(
-        "{file}: architecture '{arch}' is not supported (Hearth runs llama, gemma3, qwen2 and qwen3)"
-    )]
-    UnknownArchitecture { file: String, arch: String },
+    #[error("{file}: architecture '{arch}' is not supported (Hearth runs {supported})")]
+    UnknownArchitecture {
+        file: String,
+        arch: String,
+        /// The architectures Hearth runs, comma-separated.
+        supported: String,
+    },
     #[error("{file}: metadata '{key}': {reason}")]
     BadMetadata {
         file: String,

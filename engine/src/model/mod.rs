@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Arch, Config};
+pub use config::{Arch, Config, LayerShape};
 pub use error::ModelError;
 pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, generate};
 pub use perplexity::{Perplexity, perplexity};
@@ -203,7 +203,6 @@ impl<B: Backend> Model<B> {
 
     /// An empty paged KV cache of `blocks` blocks of `block_size` positions.
     pub fn kv_pool(&self, blocks: usize, block_size: usize) -> Result<KvPool<B>, ModelError> {
-        let (k_dim, v_dim) = self.config.kv_dims();
         let slots =
             blocks
                 .checked_mul(block_size)
@@ -212,7 +211,10 @@ impl<B: Backend> Model<B> {
                     message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
                 }))?;
         let layers = (0..self.config.n_layer)
-            .map(|_| self.backend.kv(slots, k_dim, v_dim))
+            .map(|il| {
+                let (k_dim, v_dim) = self.config.kv_dims(il);
+                self.backend.kv(slots, k_dim, v_dim)
+            })
             .collect::<Result<_, _>>()?;
         Ok(KvPool {
             layers,
@@ -223,8 +225,13 @@ impl<B: Backend> Model<B> {
 
     /// Bytes one position takes in a KV cache, over all layers.
     pub fn kv_bytes_per_token(&self) -> usize {
-        let (k_dim, v_dim) = self.config.kv_dims();
-        self.config.n_layer * (k_dim + v_dim) * self.backend.kv_value_bytes()
+        let values: usize = (0..self.config.n_layer)
+            .map(|il| {
+                let (k_dim, v_dim) = self.config.kv_dims(il);
+                k_dim + v_dim
+            })
+            .sum();
+        values * self.backend.kv_value_bytes()
     }
 
     /// Runs `tokens` (at most [`MAX_BATCH`]) at the next positions of `kv` and returns the logits
@@ -320,21 +327,12 @@ impl<B: Backend> Model<B> {
             tables: batch.tables,
         };
         let d = c.d_model;
-        let (k_dim, v_dim) = c.kv_dims();
 
         let mut x = b.tensor(n, d);
         let mut h = b.tensor(n, d);
         let mut o = b.tensor(n, d);
-        let mut q = b.tensor(n, c.n_head * c.head_dim_k);
-        let mut k = b.tensor(n, k_dim);
-        let mut v = b.tensor(n, v_dim);
-        let (mut q_normed, mut k_normed) = if c.qk_norm {
-            (b.tensor(n, c.n_head * c.head_dim_k), b.tensor(n, k_dim))
-        } else {
-            (b.tensor(0, 0), b.tensor(0, 0))
-        };
-        let mut att = b.tensor(n, c.n_head * c.head_dim_v);
-        let mut act = b.tensor(n, if c.n_expert > 0 { 0 } else { c.d_ff });
+        // The attention and feed-forward scratch of each layer shape (gemma4 has two).
+        let mut scratches: Vec<Scratch<B>> = Vec::new();
         // Mixture of experts: the router's scores, the chosen experts and their weights, and the
         // experts' gate, up, activated and output rows (one per token and chosen expert).
         let pairs = n * c.n_expert_used;
@@ -373,25 +371,47 @@ impl<B: Backend> Model<B> {
                 .collect()
         });
         for (il, (lw, layer_kv)) in w.layers.iter().zip(&mut kv.layers).enumerate() {
-            let local = c.is_local(il);
+            let shape = c.layer(il);
+            let local = shape.local;
+            let Scratch {
+                q,
+                k,
+                v,
+                q_normed,
+                k_normed,
+                v_normed,
+                att,
+                act,
+                ..
+            } = Scratch::of(b, c, &mut scratches, shape, n);
 
             // Attention block.
-            b.matmul_many(&h, &[&lw.wq, &lw.wk, &lw.wv], &mut [&mut q, &mut k, &mut v]);
-            for (t, bias) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
+            match &lw.wv {
+                Some(wv) => b.matmul_many(&h, &[&lw.wq, &lw.wk, wv], &mut [q, k, v]),
+                None => b.matmul_many(&h, &[&lw.wq, &lw.wk], &mut [q, k]),
+            }
+            for (t, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
                 if let Some(bias) = bias {
                     b.add_bias(t, bias);
                 }
             }
+            // gemma4: values normed per head without a weight, from the raw keys on layers
+            // without a value projection.
+            if let Some(vn) = &lw.v_norm {
+                let raw = if lw.wv.is_some() { &*v } else { &*k };
+                b.rms_norm(raw, vn, c.rms_eps, v_normed);
+                std::mem::swap(v, v_normed);
+            }
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                b.rms_norm(&q, qn, c.rms_eps, &mut q_normed);
-                b.rms_norm(&k, kn, c.rms_eps, &mut k_normed);
-                std::mem::swap(&mut q, &mut q_normed);
-                std::mem::swap(&mut k, &mut k_normed);
+                b.rms_norm(q, qn, c.rms_eps, q_normed);
+                b.rms_norm(k, kn, c.rms_eps, k_normed);
+                std::mem::swap(q, q_normed);
+                std::mem::swap(k, k_normed);
             }
             let rope = Rope {
                 style: c.rope_style,
-                head_dim: c.head_dim_k,
-                n_rot: c.rope_dims,
+                head_dim: shape.head_dim_k,
+                n_rot: shape.rope_dims,
                 base: if local {
                     c.rope_base_local
                 } else {
@@ -408,23 +428,23 @@ impl<B: Backend> Model<B> {
                 freq_factors: if local { None } else { w.rope_freqs.as_deref() },
             };
             if !c.is_nope(il) {
-                b.rope(&mut q, positions, &rope);
-                b.rope(&mut k, positions, &rope);
+                b.rope(q, positions, &rope);
+                b.rope(k, positions, &rope);
             }
             if let Some(t) = &temperature {
-                b.scale_rows(&mut q, t);
+                b.scale_rows(q, t);
             }
             let attn = Attention {
                 n_head: c.n_head,
-                n_kv_head: c.n_kv_head,
-                head_dim_k: c.head_dim_k,
-                head_dim_v: c.head_dim_v,
+                n_kv_head: shape.n_kv_head,
+                head_dim_k: shape.head_dim_k,
+                head_dim_v: shape.head_dim_v,
                 scale: c.attn_scale,
                 window: if local { c.sliding_window } else { None },
                 sinks: lw.sinks.as_deref(),
             };
-            b.attention(&q, &k, &v, layer_kv, &kv_rows, &attn, &mut att);
-            b.matmul(&att, &lw.wo, &mut o);
+            b.attention(q, k, v, layer_kv, &kv_rows, &attn, att);
+            b.matmul(att, &lw.wo, &mut o);
             if let Some(bias) = &lw.bo {
                 b.add_bias(&mut o, bias);
             }
@@ -437,8 +457,8 @@ impl<B: Backend> Model<B> {
             // Feed-forward block.
             match &lw.ffn {
                 Ffn::Dense { gate, up, down } => {
-                    b.gated_matmul(&h, gate, up, c.activation, &mut act);
-                    b.matmul(&act, down, &mut o);
+                    b.gated_matmul(&h, gate, up, c.activation, act);
+                    b.matmul(act, down, &mut o);
                 }
                 Ffn::Experts(m) => {
                     b.matmul(&h, &m.router, &mut router);
@@ -467,8 +487,8 @@ impl<B: Backend> Model<B> {
                 b.scale(&mut o, s);
             }
             let post_ffn = lw.post_ffn_norm.as_ref();
-            match w.layers.get(il + 1) {
-                Some(next) => {
+            match (w.layers.get(il + 1), lw.output_scale) {
+                (Some(next), None) => {
                     residual_norm(
                         b,
                         &mut x,
@@ -480,13 +500,22 @@ impl<B: Backend> Model<B> {
                         &mut h,
                     );
                 }
-                None => match post_ffn {
-                    Some(norm) => {
-                        b.rms_norm(&o, norm, c.rms_eps, &mut post);
-                        b.add(&mut x, &post);
+                (next, output_scale) => {
+                    match post_ffn {
+                        Some(norm) => {
+                            b.rms_norm(&o, norm, c.rms_eps, &mut post);
+                            b.add(&mut x, &post);
+                        }
+                        None => b.add(&mut x, &o),
                     }
-                    None => b.add(&mut x, &o),
-                },
+                    // gemma4 scales the whole residual stream after each layer.
+                    if let Some(s) = output_scale {
+                        b.scale(&mut x, s);
+                    }
+                    if let Some(next) = next {
+                        b.rms_norm(&x, &next.attn_norm, c.rms_eps, &mut h);
+                    }
+                }
             }
             if probe_layers.contains(&il) {
                 let mut rows = b.tensor(batch.logits.len(), d);
@@ -508,6 +537,9 @@ impl<B: Backend> Model<B> {
         b.matmul(&normed, output, &mut logits);
         if let Some(s) = c.logit_scale {
             b.scale(&mut logits, 1.0 / s);
+        }
+        if let Some(cap) = c.final_softcap {
+            b.softcap(&mut logits, cap);
         }
         Ok((logits, states))
     }
@@ -551,6 +583,65 @@ impl<B: Backend> Model<B> {
     pub fn prefill_argmax(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<u32, ModelError> {
         let logits = self.prefill_logits(kv, tokens)?;
         Ok(self.backend.argmax(&logits)?[0])
+    }
+}
+
+/// The scratch tensors of one layer shape: projections, their normed copies, the attention
+/// output and the feed-forward activation.
+struct Scratch<B: Backend> {
+    key: (usize, usize, usize, usize),
+    q: B::Tensor,
+    k: B::Tensor,
+    v: B::Tensor,
+    q_normed: B::Tensor,
+    k_normed: B::Tensor,
+    v_normed: B::Tensor,
+    att: B::Tensor,
+    act: B::Tensor,
+}
+
+impl<B: Backend> Scratch<B> {
+    /// The scratch of `shape` for `n` rows, made on first use.
+    fn of<'s>(
+        b: &B,
+        c: &Config,
+        all: &'s mut Vec<Self>,
+        shape: LayerShape,
+        n: usize,
+    ) -> &'s mut Self {
+        let key = (
+            shape.n_kv_head,
+            shape.head_dim_k,
+            shape.head_dim_v,
+            shape.d_ff,
+        );
+        let at = match all.iter().position(|s| s.key == key) {
+            Some(at) => at,
+            None => {
+                let (q_dim, k_dim, v_dim) = (
+                    c.n_head * shape.head_dim_k,
+                    shape.n_kv_head * shape.head_dim_k,
+                    shape.n_kv_head * shape.head_dim_v,
+                );
+                let normed = |rows: usize, cols: usize, wanted: bool| match wanted {
+                    true => b.tensor(rows, cols),
+                    false => b.tensor(0, 0),
+                };
+                all.push(Scratch {
+                    key,
+                    q: b.tensor(n, q_dim),
+                    k: b.tensor(n, k_dim),
+                    v: b.tensor(n, v_dim),
+                    q_normed: normed(n, q_dim, c.qk_norm),
+                    k_normed: normed(n, k_dim, c.qk_norm),
+                    v_normed: normed(n, v_dim, c.v_norm),
+                    att: b.tensor(n, c.n_head * shape.head_dim_v),
+                    act: b.tensor(n, if c.n_expert > 0 { 0 } else { shape.d_ff }),
+                });
+                all.len() - 1
+            }
+        };
+        &mut all[at]
     }
 }
 

@@ -15,7 +15,8 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub attn_norm: B::Weight,
     pub wq: B::Weight,
     pub wk: B::Weight,
-    pub wv: B::Weight,
+    /// `None` on a gemma4 global layer, whose values are its raw keys.
+    pub wv: Option<B::Weight>,
     pub wo: B::Weight,
     pub bq: Option<B::Weight>,
     pub bk: Option<B::Weight>,
@@ -25,10 +26,14 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub sinks: Option<Vec<f32>>,
     pub q_norm: Option<B::Weight>,
     pub k_norm: Option<B::Weight>,
+    /// Ones: the weightless per-head RMS norm of the values (gemma4).
+    pub v_norm: Option<B::Weight>,
     pub post_attn_norm: Option<B::Weight>,
     pub ffn_norm: B::Weight,
     pub ffn: Ffn<B>,
     pub post_ffn_norm: Option<B::Weight>,
+    /// The whole residual stream is multiplied by this after the block (gemma4).
+    pub output_scale: Option<f32>,
 }
 
 /// A layer's feed-forward block.
@@ -171,6 +176,35 @@ impl<B: Backend> Loader<'_, B> {
         Ok(values)
     }
 
+    /// The 1-D tensor `name` of `len` values, read into host memory; `None` if absent.
+    fn optional_host_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ModelError> {
+        match self.info(name, &[len])? {
+            Some(_) => self.host_vector(name, len).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A weight the file does not hold but the model computes with (`values`, as F32), made
+    /// through the same backend path as the file's own: a one-tensor GGUF in memory.
+    fn derived(&self, name: &str, values: &[f32]) -> Result<B::Weight, ModelError> {
+        let bytes = crate::gguf::GgufBuilder::new()
+            .tensor(
+                name,
+                &[values.len() as u64],
+                crate::quant::GgmlType::F32,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+            .build();
+        let file = Arc::new(GgufFile::from_bytes(bytes, &self.label())?);
+        let info = file.header().tensors[0].clone();
+        self.backend
+            .weight(&file, &info)
+            .map_err(|source| ModelError::Backend {
+                file: self.label(),
+                source,
+            })
+    }
+
     fn required(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
         self.optional(name, dims)?
             .ok_or_else(|| ModelError::MissingTensor {
@@ -276,15 +310,16 @@ impl<B: Backend> Weights<B> {
             });
         }
         let token_embd = l.required(embd_name, &[d, vocab])?;
-        let (q_dim, kv_k, kv_v) = (
-            c.n_head * c.head_dim_k,
-            c.n_kv_head * c.head_dim_k,
-            c.n_kv_head * c.head_dim_v,
-        );
-        let o_in = c.n_head * c.head_dim_v;
-        let qkv = [d, q_dim + kv_k + kv_v];
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
+            let shape = c.layer(il);
+            let (q_dim, kv_k, kv_v) = (
+                c.n_head * shape.head_dim_k,
+                shape.n_kv_head * shape.head_dim_k,
+                shape.n_kv_head * shape.head_dim_v,
+            );
+            let o_in = c.n_head * shape.head_dim_v;
+            let qkv = [d, q_dim + kv_k + kv_v];
             let n = |s: &str| format!("blk.{il}.{s}");
             layers.push(LayerWeights {
                 attn_norm: l.required(&n("attn_norm.weight"), &[d])?,
@@ -297,8 +332,12 @@ impl<B: Backend> Weights<B> {
                     false => l.required(&n("attn_k.weight"), &[d, kv_k])?,
                 },
                 wv: match c.fused_qkv {
-                    true => l.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?,
-                    false => l.required(&n("attn_v.weight"), &[d, kv_v])?,
+                    true => Some(l.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?),
+                    // gemma4's global layers take their values from the keys.
+                    false if c.v_norm && kv_k == kv_v => {
+                        l.optional(&n("attn_v.weight"), &[d, kv_v])?
+                    }
+                    false => Some(l.required(&n("attn_v.weight"), &[d, kv_v])?),
                 },
                 wo: l.required(&n("attn_output.weight"), &[o_in, d])?,
                 bq: l.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
@@ -309,8 +348,12 @@ impl<B: Backend> Weights<B> {
                     true => Some(l.host_vector(&n("attn_sinks.weight"), c.n_head)?),
                     false => None,
                 },
-                q_norm: l.when(c.qk_norm, &n("attn_q_norm.weight"), &[c.head_dim_k])?,
-                k_norm: l.when(c.qk_norm, &n("attn_k_norm.weight"), &[c.head_dim_k])?,
+                q_norm: l.when(c.qk_norm, &n("attn_q_norm.weight"), &[shape.head_dim_k])?,
+                k_norm: l.when(c.qk_norm, &n("attn_k_norm.weight"), &[shape.head_dim_k])?,
+                v_norm: match c.v_norm {
+                    true => Some(l.derived("v_norm", &vec![1.0; shape.head_dim_v])?),
+                    false => None,
+                },
                 post_attn_norm: l.when(c.post_norms, &n("post_attention_norm.weight"), &[d])?,
                 ffn_norm: l.required(&n(&format!("{}.weight", c.ffn_norm_name)), &[d])?,
                 ffn: if c.n_expert > 0 {
@@ -326,7 +369,7 @@ impl<B: Backend> Weights<B> {
                         down_bias: l.optional(&n("ffn_down_exps.bias"), &[d, e])?,
                     })
                 } else {
-                    let (f, up) = (c.d_ff, n("ffn_up.weight"));
+                    let (f, up) = (shape.d_ff, n("ffn_up.weight"));
                     Ffn::Dense {
                         gate: match c.fused_gate_up {
                             true => l.rows_of(&up, [d, 2 * f], 0..f)?,
@@ -340,6 +383,9 @@ impl<B: Backend> Weights<B> {
                     }
                 },
                 post_ffn_norm: l.when(c.post_norms, &n("post_ffw_norm.weight"), &[d])?,
+                output_scale: l
+                    .optional_host_vector(&n("layer_output_scale.weight"), 1)?
+                    .map(|v| v[0]),
             });
         }
         let output_norm = l.required("output_norm.weight", &[d])?;

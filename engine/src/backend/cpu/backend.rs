@@ -566,6 +566,12 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn softcap(&self, x: &mut CpuTensor, cap: f32) {
+        for a in x.data.iter_mut() {
+            *a = cap * (*a / cap).tanh();
+        }
+    }
+
     fn scale_rows(&self, x: &mut CpuTensor, factors: &[f32]) {
         assert_eq!(factors.len(), x.rows, "scale_rows: one factor per row");
         for (row, &f) in x.data.chunks_exact_mut(x.cols.max(1)).zip(factors) {

@@ -183,6 +183,7 @@ impl Module {
                 ("fill_zero", &[(1, true)]),
                 ("add", &[(1, true), (2, false)]),
                 ("scale", &[(1, true)]),
+                ("softcap", &[(1, true)]),
                 ("scale_rows", &[(1, true), (4, false)]),
                 ("add_bias", &[(1, true), (2, false)]),
                 ("glu", &[(1, true), (2, false), (3, true)]),
@@ -306,6 +307,7 @@ pub(super) struct Kernels {
     pub fill_zero: Arc<Kernel>,
     pub add: Arc<Kernel>,
     pub scale: Arc<Kernel>,
+    pub softcap: Arc<Kernel>,
     pub scale_rows: Arc<Kernel>,
     pub add_bias: Arc<Kernel>,
     pub glu: Arc<Kernel>,
@@ -340,6 +342,7 @@ impl Kernels {
             fill_zero,
             add,
             scale,
+            softcap,
             scale_rows,
             add_bias,
             glu,
@@ -352,9 +355,9 @@ impl Kernels {
             moe_route,
             add_bias_experts,
             moe_combine,
-        ]: [Arc<Kernel>; 15] = compile(device, Module::Elementwise)
+        ]: [Arc<Kernel>; 16] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has fifteen entry points");
+            .expect("elementwise has sixteen entry points");
         Kernels {
             rms_norm,
             add_rms_norm,
@@ -367,6 +370,7 @@ impl Kernels {
             fill_zero,
             add,
             scale,
+            softcap,
             scale_rows,
             add_bias,
             glu,

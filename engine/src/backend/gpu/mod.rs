@@ -692,6 +692,12 @@ impl Backend for GpuBackend {
         );
     }
 
+    fn softcap(&self, x: &mut GpuTensor, cap: f32) {
+        let k = &self.ctx.kernels;
+        let (n, c) = (u(x.len()), cap.to_bits());
+        self.run_each(&k.softcap, vec![x.bind()], &[n, c], x.len());
+    }
+
     fn scale_rows(&self, x: &mut GpuTensor, factors: &[f32]) {
         self.record_scale_rows(x, factors);
     }
