@@ -527,4 +527,34 @@ fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
         model.kv_bytes_per_token(),
         256 * model.backend().kv_value_bytes()
     );
+    // E2B/E4B style: the last two layers keep no cache of their own; widths differ per layer.
+    let s = Summary::of(&GgufFile::open(data("gemma4-ple.gguf")).unwrap()).unwrap();
+    assert_eq!(s.kv_values_per_token, Some(16 + 16 + 32 + 32));
+    assert_eq!(
+        s.layer_kinds.as_deref(),
+        Some(
+            "sliding window 8 on 2 of 4 layers; the last 2 reuse an earlier layer's keys and \
+             values; feed-forward width 128 to 256"
+        )
+    );
+    let model = Model::open(data("gemma4-ple.gguf"), ReferenceBackend::new()).unwrap();
+    let c = model.config();
+    assert_eq!(
+        (0..4).map(|il| c.kv_layer(il)).collect::<Vec<_>>(),
+        [0, 1, 0, 1]
+    );
+    assert_eq!(
+        (0..4).map(|il| c.layer(il).d_ff).collect::<Vec<_>>(),
+        [128, 128, 256, 256]
+    );
+    assert_eq!(
+        model.kv_bytes_per_token(),
+        96 * model.backend().kv_value_bytes()
+    );
+}
+
+#[test]
+fn gemma4_ple_matches_llama_cpp() {
+    // Per-layer embeddings and the last two layers reading layers 0 and 1's cache.
+    check_arch_file("gemma4-ple", 0.1);
 }

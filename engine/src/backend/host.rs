@@ -177,9 +177,12 @@ pub(crate) fn weight_view(
     })
 }
 
-/// [`check_attention`] on host tensors and cache.
+/// [`check_attention`] on host tensors and cache (`new`: the keys and values to store, where
+/// the call stores).
 pub(crate) fn check_host_attention(
-    [q, k, v, out]: [&HostTensor; 4],
+    q: &HostTensor,
+    new: Option<(&HostTensor, &HostTensor)>,
+    out: &HostTensor,
     kv: &HostKv,
     rows: &KvRows<'_>,
     attn: &Attention<'_>,
@@ -187,17 +190,22 @@ pub(crate) fn check_host_attention(
     let shape = |t: &HostTensor| (t.rows, t.cols);
     let cache = (kv.k_dim, kv.v_dim, kv.capacity);
     check_attention(
-        [shape(q), shape(k), shape(v), shape(out)],
+        shape(q),
+        new.map(|(k, v)| (shape(k), shape(v))),
+        shape(out),
         cache,
         rows,
         attn,
     );
 }
 
-/// The shape checks of [`Backend::attention`] on `(rows, cols)` shapes and the cache's
-/// `(k_dim, v_dim, capacity)` (shared by every backend).
+/// The shape checks of [`Backend::attention`] (and [`Backend::attend`], which stores no `new`
+/// keys and values) on `(rows, cols)` shapes and the cache's `(k_dim, v_dim, capacity)` (shared
+/// by every backend).
 pub(crate) fn check_attention(
-    [q, k, v, out]: [(usize, usize); 4],
+    q: (usize, usize),
+    new: Option<((usize, usize), (usize, usize))>,
+    out: (usize, usize),
     (k_dim, v_dim, capacity): (usize, usize, usize),
     rows: &KvRows<'_>,
     attn: &Attention<'_>,
@@ -205,18 +213,24 @@ pub(crate) fn check_attention(
     let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
     rows.check(q.0, capacity);
     assert_eq!(q.1, attn.n_head * hk, "attention: query width");
-    assert_eq!(k.1, attn.n_kv_head * hk, "attention: key width");
-    assert_eq!(v.1, attn.n_kv_head * hv, "attention: value width");
-    assert_eq!((k_dim, v_dim), (k.1, v.1), "attention: cache widths");
+    assert_eq!(
+        (k_dim, v_dim),
+        (attn.n_kv_head * hk, attn.n_kv_head * hv),
+        "attention: cache widths"
+    );
     assert!(
         attn.n_kv_head > 0 && attn.n_head.is_multiple_of(attn.n_kv_head),
         "attention: heads"
     );
-    assert_eq!(
-        (k.0, v.0),
-        (q.0, q.0),
-        "attention: one key and value per query"
-    );
+    if let Some((k, v)) = new {
+        assert_eq!(k.1, k_dim, "attention: key width");
+        assert_eq!(v.1, v_dim, "attention: value width");
+        assert_eq!(
+            (k.0, v.0),
+            (q.0, q.0),
+            "attention: one key and value per query"
+        );
+    }
     assert_eq!(out, (q.0, attn.n_head * hv), "attention: output shape");
     if let Some(sinks) = attn.sinks {
         assert_eq!(sinks.len(), attn.n_head, "attention: one sink per head");

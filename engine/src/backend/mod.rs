@@ -367,6 +367,17 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Tensor,
     );
 
+    /// [`Backend::attention`] without storing: the rows' queries against the cache as it is
+    /// (gemma4's shared-KV layers read the cache an earlier layer of the same pass filled).
+    fn attend(
+        &self,
+        q: &Self::Tensor,
+        kv: &Self::Kv,
+        rows: &KvRows<'_>,
+        attn: &Attention<'_>,
+        out: &mut Self::Tensor,
+    );
+
     /// `out[i] = x[rows[i]]`: picks the rows whose logits are wanted.
     fn gather(&self, x: &Self::Tensor, rows: &[u32], out: &mut Self::Tensor);
 

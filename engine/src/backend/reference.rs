@@ -295,8 +295,7 @@ impl Backend for ReferenceBackend {
         attn: &Attention<'_>,
         out: &mut HostTensor,
     ) {
-        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        check_host_attention([q, k, v, out], kv, rows, attn);
+        check_host_attention(q, Some((k, v)), out, kv, rows, attn);
         for (t, &p) in rows.positions.iter().enumerate() {
             let slot = rows.slot(t, p as usize);
             let (k_row, v_row) = (
@@ -311,6 +310,19 @@ impl Backend for ReferenceBackend {
                 *d = self.round_kv(s);
             }
         }
+        self.attend(q, kv, rows, attn, out);
+    }
+
+    fn attend(
+        &self,
+        q: &HostTensor,
+        kv: &HostKv,
+        rows: &KvRows<'_>,
+        attn: &Attention<'_>,
+        out: &mut HostTensor,
+    ) {
+        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
+        check_host_attention(q, None, out, kv, rows, attn);
         let group = attn.n_head / attn.n_kv_head;
         let mut scores = Vec::new();
         for (t, &p) in rows.positions.iter().enumerate() {

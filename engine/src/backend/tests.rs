@@ -256,6 +256,20 @@ fn attention_is_causal_grouped_windowed_and_sinks_take_their_share() {
                     b.numerics()
                 );
             }
+            // Attending again without storing reads the same cache (shared-KV layers).
+            let mut again = b.tensor(n, 24);
+            b.attend(
+                &tensor(n, 32, q.clone()),
+                &kv,
+                &KvRows {
+                    block_size: 4,
+                    positions: &positions,
+                    tables: &tables,
+                },
+                &a,
+                &mut again,
+            );
+            assert_eq!(again.data(), out.data(), "attend");
             let mut kv = b.kv(24, 16, 12).unwrap();
             for t in 0..n {
                 let mut one = b.tensor(1, 24);

@@ -161,6 +161,11 @@ pub struct Config {
     pub v_norm: bool,
     /// Logits become `cap * tanh(logits / cap)` (gemma4: 30).
     pub final_softcap: Option<f32>,
+    /// Per-layer embeddings: each layer's extra input width (gemma4's E2B/E4B: 256; 0: none).
+    pub per_layer_embd: usize,
+    /// The last layers hold no keys and values of their own and read an earlier layer's cache
+    /// (gemma4's E2B/E4B; see [`Config::kv_layer`]).
+    pub shared_kv_layers: usize,
 }
 
 /// The attention shape of one layer (see [`Config::layer`]).
@@ -348,18 +353,25 @@ impl Config {
                 reason: "is missing".into(),
             });
         }
-        if meta.shared_kv_layers > 0
-            || file
-                .opt_u64(&key("embedding_length_per_layer_input"))?
-                .unwrap_or(0)
-                > 0
-        {
+        let per_layer_embd = match file.opt_u64(&key("embedding_length_per_layer_input"))? {
+            Some(n) if gemma4 && n > 0 => size("embedding_length_per_layer_input", n)?,
+            _ => 0,
+        };
+        let shared_kv_layers = if gemma4 {
+            meta.shared_kv_layers as usize
+        } else {
+            0
+        };
+        // A shared layer reads the last own layer of its kind (two before the first shared one
+        // for a sliding layer, one before for a global layer).
+        if shared_kv_layers > 0 && shared_kv_layers + 2 > meta.block_count as usize {
             return Err(ModelError::BadMetadata {
                 file: file.label().to_string(),
-                key: key("embedding_length_per_layer_input"),
-                reason: "per-layer embeddings and shared KV layers (Gemma 4 E2B/E4B) are not \
-                         supported yet"
-                    .into(),
+                key: key("attention.shared_kv_layers"),
+                reason: format!(
+                    "{shared_kv_layers} of {} layers leaves no layers to share",
+                    meta.block_count
+                ),
             });
         }
         let n_expert = match file.opt_u64(&key("expert_count"))? {
@@ -503,6 +515,8 @@ impl Config {
                 }
                 _ => None,
             },
+            per_layer_embd,
+            shared_kv_layers,
         })
     }
 
@@ -544,6 +558,22 @@ impl Config {
                 self.rope_dims
             },
             d_ff: self.layer_d_ff[il],
+        }
+    }
+
+    /// Layers that keep keys and values of their own (the KV cache has one layer for each).
+    pub fn kv_layers(&self) -> usize {
+        self.n_layer - self.shared_kv_layers
+    }
+
+    /// The KV cache layer layer `il` reads (its own, or for a shared-KV layer the last own layer
+    /// of its kind).
+    pub fn kv_layer(&self, il: usize) -> usize {
+        let own = self.kv_layers();
+        match il < own {
+            true => il,
+            false if self.is_local(il) => own - 2,
+            false => own - 1,
         }
     }
 

@@ -210,7 +210,7 @@ impl<B: Backend> Model<B> {
                     backend: self.backend.name(),
                     message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
                 }))?;
-        let layers = (0..self.config.n_layer)
+        let layers = (0..self.config.kv_layers())
             .map(|il| {
                 let (k_dim, v_dim) = self.config.kv_dims(il);
                 self.backend.kv(slots, k_dim, v_dim)
@@ -225,7 +225,7 @@ impl<B: Backend> Model<B> {
 
     /// Bytes one position takes in a KV cache, over all layers.
     pub fn kv_bytes_per_token(&self) -> usize {
-        let values: usize = (0..self.config.n_layer)
+        let values: usize = (0..self.config.kv_layers())
             .map(|il| {
                 let (k_dim, v_dim) = self.config.kv_dims(il);
                 k_dim + v_dim
@@ -370,7 +370,8 @@ impl<B: Backend> Model<B> {
                 .map(|&p| 1.0 + scale * (1.0 + (p as f32 / length).floor()).ln())
                 .collect()
         });
-        for (il, (lw, layer_kv)) in w.layers.iter().zip(&mut kv.layers).enumerate() {
+        let per_layer = self.per_layer_inputs(&x, tokens);
+        for (il, lw) in w.layers.iter().enumerate() {
             let shape = c.layer(il);
             let local = shape.local;
             let Scratch {
@@ -386,9 +387,11 @@ impl<B: Backend> Model<B> {
             } = Scratch::of(b, c, &mut scratches, shape, n);
 
             // Attention block.
-            match &lw.wv {
-                Some(wv) => b.matmul_many(&h, &[&lw.wq, &lw.wk, wv], &mut [q, k, v]),
-                None => b.matmul_many(&h, &[&lw.wq, &lw.wk], &mut [q, k]),
+            match (&lw.wk, &lw.wv) {
+                (Some(wk), Some(wv)) => b.matmul_many(&h, &[&lw.wq, wk, wv], &mut [q, k, v]),
+                (Some(wk), None) => b.matmul_many(&h, &[&lw.wq, wk], &mut [q, k]),
+                // A shared-KV layer: only queries.
+                (None, _) => b.matmul(&h, &lw.wq, q),
             }
             for (t, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
                 if let Some(bias) = bias {
@@ -402,10 +405,12 @@ impl<B: Backend> Model<B> {
                 b.rms_norm(raw, vn, c.rms_eps, v_normed);
                 std::mem::swap(v, v_normed);
             }
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            if let Some(qn) = &lw.q_norm {
                 b.rms_norm(q, qn, c.rms_eps, q_normed);
-                b.rms_norm(k, kn, c.rms_eps, k_normed);
                 std::mem::swap(q, q_normed);
+            }
+            if let Some(kn) = &lw.k_norm {
+                b.rms_norm(k, kn, c.rms_eps, k_normed);
                 std::mem::swap(k, k_normed);
             }
             let rope = Rope {
@@ -427,9 +432,12 @@ impl<B: Backend> Model<B> {
                 // Llama 3.1+'s long-context factors apply to the global layers.
                 freq_factors: if local { None } else { w.rope_freqs.as_deref() },
             };
+            let own_kv = lw.wk.is_some();
             if !c.is_nope(il) {
                 b.rope(q, positions, &rope);
-                b.rope(k, positions, &rope);
+                if own_kv {
+                    b.rope(k, positions, &rope);
+                }
             }
             if let Some(t) = &temperature {
                 b.scale_rows(q, t);
@@ -443,7 +451,11 @@ impl<B: Backend> Model<B> {
                 window: if local { c.sliding_window } else { None },
                 sinks: lw.sinks.as_deref(),
             };
-            b.attention(q, k, v, layer_kv, &kv_rows, &attn, att);
+            let layer_kv = &mut kv.layers[c.kv_layer(il)];
+            match own_kv {
+                true => b.attention(q, k, v, layer_kv, &kv_rows, &attn, att),
+                false => b.attend(q, layer_kv, &kv_rows, &attn, att),
+            }
             b.matmul(att, &lw.wo, &mut o);
             if let Some(bias) = &lw.bo {
                 b.add_bias(&mut o, bias);
@@ -488,7 +500,7 @@ impl<B: Backend> Model<B> {
             }
             let post_ffn = lw.post_ffn_norm.as_ref();
             match (w.layers.get(il + 1), lw.output_scale) {
-                (Some(next), None) => {
+                (Some(next), None) if per_layer.is_empty() => {
                     residual_norm(
                         b,
                         &mut x,
@@ -507,6 +519,9 @@ impl<B: Backend> Model<B> {
                             b.add(&mut x, &post);
                         }
                         None => b.add(&mut x, &o),
+                    }
+                    if let (Some(pl), Some(input)) = (&lw.per_layer, per_layer.get(il)) {
+                        self.add_per_layer(&mut x, input, pl, &mut o, &mut post);
                     }
                     // gemma4 scales the whole residual stream after each layer.
                     if let Some(s) = output_scale {
@@ -542,6 +557,57 @@ impl<B: Backend> Model<B> {
             b.softcap(&mut logits, cap);
         }
         Ok((logits, states))
+    }
+
+    /// The per-layer embeddings' input of every layer (gemma4's E2B/E4B; empty for other
+    /// models), from the scaled token embedding `x0`: `(rms(proj_l x0 / sqrt(d), norm) +
+    /// table[token, l] * sqrt(width)) / sqrt(2)`.
+    fn per_layer_inputs(&self, x0: &B::Tensor, tokens: &[u32]) -> Vec<B::Tensor> {
+        let (b, c) = (&self.backend, &self.config);
+        let Some(input) = &self.weights.per_layer_input else {
+            return Vec::new();
+        };
+        let (n, width, layers) = (tokens.len(), c.per_layer_embd, c.n_layer);
+        let mut projected = b.tensor(n, width);
+        let mut looked_up = b.tensor(n, width);
+        (0..layers)
+            .map(|il| {
+                let mut out = b.tensor(n, width);
+                b.matmul(x0, &input.projections[il], &mut projected);
+                b.scale(&mut projected, 1.0 / (c.d_model as f32).sqrt());
+                b.rms_norm(&projected, &input.norm, c.rms_eps, &mut out);
+                let rows: Vec<u32> = tokens
+                    .iter()
+                    .map(|&t| t * layers as u32 + il as u32)
+                    .collect();
+                b.embed(&input.table, &rows, &mut looked_up);
+                b.scale(&mut looked_up, (width as f32).sqrt());
+                b.add(&mut out, &looked_up);
+                b.scale(&mut out, std::f32::consts::FRAC_1_SQRT_2);
+                out
+            })
+            .collect()
+    }
+
+    /// `x += post_norm(proj(gelu(gate x) * input))`: a layer's per-layer embedding (`o` and
+    /// `post` are scratch of the residual width).
+    fn add_per_layer(
+        &self,
+        x: &mut B::Tensor,
+        input: &B::Tensor,
+        pl: &weights::PerLayer<B>,
+        o: &mut B::Tensor,
+        post: &mut B::Tensor,
+    ) {
+        let (b, c) = (&self.backend, &self.config);
+        let n = b.shape(x).0;
+        let mut gate = b.tensor(n, c.per_layer_embd);
+        let mut act = b.tensor(n, c.per_layer_embd);
+        b.matmul(x, &pl.gate, &mut gate);
+        b.glu(&gate, input, c.activation, &mut act);
+        b.matmul(&act, &pl.proj, o);
+        b.rms_norm(o, &pl.post_norm, c.rms_eps, post);
+        b.add(x, post);
     }
 
     /// The layers whose residual stream the router's probe reads: the middle one. (Fitted on

@@ -14,7 +14,8 @@ use super::config::Config;
 pub(crate) struct LayerWeights<B: Backend> {
     pub attn_norm: B::Weight,
     pub wq: B::Weight,
-    pub wk: B::Weight,
+    /// `None` on a shared-KV layer (gemma4's E2B/E4B), which reads an earlier layer's cache.
+    pub wk: Option<B::Weight>,
     /// `None` on a gemma4 global layer, whose values are its raw keys.
     pub wv: Option<B::Weight>,
     pub wo: B::Weight,
@@ -34,6 +35,27 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub post_ffn_norm: Option<B::Weight>,
     /// The whole residual stream is multiplied by this after the block (gemma4).
     pub output_scale: Option<f32>,
+    /// The per-layer embedding's gate, projection and norm (gemma4's E2B/E4B).
+    pub per_layer: Option<PerLayer<B>>,
+}
+
+/// A layer's use of its per-layer embedding: `x += post_norm(proj(gelu(gate x) * e))`.
+pub(crate) struct PerLayer<B: Backend> {
+    pub gate: B::Weight,
+    pub proj: B::Weight,
+    pub post_norm: B::Weight,
+}
+
+/// The per-layer embeddings' inputs (gemma4's E2B/E4B): each layer `l` gets
+/// `(rms(proj_l x0 / sqrt(d), norm) + table[token, l] * sqrt(width)) / sqrt(2)` with `x0` the
+/// scaled token embedding.
+pub(crate) struct PerLayerInput<B: Backend> {
+    /// `per_layer_token_embd` seen as `vocab * layers` rows of one layer's width: token `t`'s
+    /// row for layer `l` is `t * layers + l`.
+    pub table: B::Weight,
+    /// Rows `l * width ..` of `per_layer_model_proj`, one weight per layer.
+    pub projections: Vec<B::Weight>,
+    pub norm: B::Weight,
 }
 
 /// A layer's feed-forward block.
@@ -69,6 +91,7 @@ pub(crate) struct Weights<B: Backend> {
     pub output: Option<B::Weight>,
     /// RoPE frequency factors per rotated pair (`rope_freqs.weight`, Llama 3.1+), on the host.
     pub rope_freqs: Option<Vec<f32>>,
+    pub per_layer_input: Option<PerLayerInput<B>>,
 }
 
 /// Loads tensors from one file, checking names and shapes.
@@ -141,6 +164,19 @@ impl<B: Backend> Loader<'_, B> {
         let mut stacked = self.required_info(name, &[cols, rows, n])?.clone();
         stacked.dims = vec![cols as u64, (rows * n) as u64];
         self.take(name, &stacked)
+    }
+
+    /// The 2-D tensor `name` of GGUF dims `[cols, rows]` seen as `[cols / parts, rows * parts]`:
+    /// each row split into `parts` rows of its own (the bytes are the same).
+    fn split_rows(
+        &self,
+        name: &str,
+        [cols, rows]: [usize; 2],
+        parts: usize,
+    ) -> Result<B::Weight, ModelError> {
+        let mut split = self.required_info(name, &[cols, rows])?.clone();
+        split.dims = vec![(cols / parts) as u64, (rows * parts) as u64];
+        self.take(name, &split)
     }
 
     /// Rows `rows` of the 2-D tensor `name` (GGUF dims `[cols, total]`) as a weight of their own
@@ -321,6 +357,7 @@ impl<B: Backend> Weights<B> {
             let o_in = c.n_head * shape.head_dim_v;
             let qkv = [d, q_dim + kv_k + kv_v];
             let n = |s: &str| format!("blk.{il}.{s}");
+            let own_kv = il < c.kv_layers();
             layers.push(LayerWeights {
                 attn_norm: l.required(&n("attn_norm.weight"), &[d])?,
                 wq: match c.fused_qkv {
@@ -328,10 +365,12 @@ impl<B: Backend> Weights<B> {
                     false => l.required(&n("attn_q.weight"), &[d, q_dim])?,
                 },
                 wk: match c.fused_qkv {
-                    true => l.rows_of(&n("attn_qkv.weight"), qkv, q_dim..q_dim + kv_k)?,
-                    false => l.required(&n("attn_k.weight"), &[d, kv_k])?,
+                    _ if !own_kv => None,
+                    true => Some(l.rows_of(&n("attn_qkv.weight"), qkv, q_dim..q_dim + kv_k)?),
+                    false => Some(l.required(&n("attn_k.weight"), &[d, kv_k])?),
                 },
                 wv: match c.fused_qkv {
+                    _ if !own_kv => None,
                     true => Some(l.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?),
                     // gemma4's global layers take their values from the keys.
                     false if c.v_norm && kv_k == kv_v => {
@@ -349,8 +388,12 @@ impl<B: Backend> Weights<B> {
                     false => None,
                 },
                 q_norm: l.when(c.qk_norm, &n("attn_q_norm.weight"), &[shape.head_dim_k])?,
-                k_norm: l.when(c.qk_norm, &n("attn_k_norm.weight"), &[shape.head_dim_k])?,
-                v_norm: match c.v_norm {
+                k_norm: l.when(
+                    c.qk_norm && own_kv,
+                    &n("attn_k_norm.weight"),
+                    &[shape.head_dim_k],
+                )?,
+                v_norm: match c.v_norm && own_kv {
                     true => Some(l.derived("v_norm", &vec![1.0; shape.head_dim_v])?),
                     false => None,
                 },
@@ -386,6 +429,14 @@ impl<B: Backend> Weights<B> {
                 output_scale: l
                     .optional_host_vector(&n("layer_output_scale.weight"), 1)?
                     .map(|v| v[0]),
+                per_layer: match c.per_layer_embd {
+                    0 => None,
+                    w => Some(PerLayer {
+                        gate: l.required(&n("inp_gate.weight"), &[d, w])?,
+                        proj: l.required(&n("proj.weight"), &[w, d])?,
+                        post_norm: l.required(&n("post_norm.weight"), &[d])?,
+                    }),
+                },
             });
         }
         let output_norm = l.required("output_norm.weight", &[d])?;
@@ -406,6 +457,24 @@ impl<B: Backend> Weights<B> {
             }
             None => None,
         };
+        let per_layer_input = match c.per_layer_embd {
+            0 => None,
+            w => {
+                let all = [d, w * c.n_layer];
+                let name = "per_layer_model_proj.weight";
+                Some(PerLayerInput {
+                    table: l.split_rows(
+                        "per_layer_token_embd.weight",
+                        [w * c.n_layer, vocab],
+                        c.n_layer,
+                    )?,
+                    projections: (0..c.n_layer)
+                        .map(|il| l.rows_of(name, all, il * w..(il + 1) * w))
+                        .collect::<Result<_, _>>()?,
+                    norm: l.required("per_layer_proj_norm.weight", &[w])?,
+                })
+            }
+        };
         l.check_all_used(c.n_layer)?;
         config.vocab_size = vocab;
         Ok(Weights {
@@ -414,6 +483,7 @@ impl<B: Backend> Weights<B> {
             output_norm,
             output,
             rope_freqs,
+            per_layer_input,
         })
     }
 }

@@ -451,8 +451,7 @@ impl Backend for CpuBackend {
         attn: &Attention<'_>,
         out: &mut CpuTensor,
     ) {
-        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
-        check_host_attention([q, k, v, out], kv, rows, attn);
+        check_host_attention(q, Some((k, v)), out, kv, rows, attn);
         for (t, &p) in rows.positions.iter().enumerate() {
             let slot = rows.slot(t, p as usize);
             vec::round_f16(
@@ -466,7 +465,19 @@ impl Backend for CpuBackend {
                 &mut kv.v[slot * kv.v_dim..][..kv.v_dim],
             );
         }
-        let kv = &*kv;
+        self.attend(q, kv, rows, attn, out);
+    }
+
+    fn attend(
+        &self,
+        q: &CpuTensor,
+        kv: &CpuKv,
+        rows: &KvRows<'_>,
+        attn: &Attention<'_>,
+        out: &mut CpuTensor,
+    ) {
+        let (hk, hv) = (attn.head_dim_k, attn.head_dim_v);
+        check_host_attention(q, None, out, kv, rows, attn);
         let level = self.level;
         let group = attn.n_head / attn.n_kv_head;
         let positions = rows.positions;

@@ -223,6 +223,10 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 let mut got = b.tensor(n, 192);
                 reference.attention(&q, &k, &v, &mut rkv, &rows, &a, &mut want);
                 b.attention(&q, &k, &v, &mut ckv, &rows, &a, &mut got);
+                // Attending again without storing reads the same cache (shared-KV layers).
+                let mut again = b.tensor(n, 192);
+                b.attend(&q, &ckv, &rows, &a, &mut again);
+                assert_eq!(again.data(), got.data(), "attend n={n} {label}");
                 assert_close(
                     &format!("attention {window:?} n={n} {label}"),
                     got.data(),

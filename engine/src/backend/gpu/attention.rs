@@ -1,10 +1,11 @@
 //! Paged attention: keys and values stored as f16 pairs, then one of three kernel paths (see
 //! `shaders/attention.wgsl`): a workgroup per (row, head) for decode, split over the KV length and
-//! merged when the context is long; an invocation per (row, head) for prompts.
+//! merged when the context is long; an invocation per (row, head) for prompts. Also RoPE, whose
+//! angle table is recorded once per pass.
 
-use super::super::host::check_attention;
-use super::super::{Attention, Backend, KvRows};
-use super::record::Bind;
+use super::super::host::{check_attention, check_rope, rope_angles};
+use super::super::{Attention, Backend, KvRows, Rope, RopeStyle};
+use super::record::{Bind, RopeKey};
 use super::{GpuBackend, GpuKv, GpuTensor, TILED_MIN_ROWS, u};
 
 /// Decode attention splits a row's positions into at most this many spans (unless spans would
@@ -26,14 +27,13 @@ const NO_SINKS: u32 = u32::MAX;
 const MAX_HEAD: usize = 256;
 
 impl GpuBackend {
-    /// [`Backend::attention`].
-    #[allow(clippy::too_many_arguments)]
+    /// [`Backend::attention`], or [`Backend::attend`] where there are no `new` keys and values
+    /// to store first.
     pub(super) fn record_attention(
         &self,
         q: &GpuTensor,
-        k: &GpuTensor,
-        v: &GpuTensor,
-        kv: &mut GpuKv,
+        new: Option<(&GpuTensor, &GpuTensor)>,
+        kv: &GpuKv,
         rows: &KvRows<'_>,
         attn: &Attention<'_>,
         out: &mut GpuTensor,
@@ -42,7 +42,9 @@ impl GpuBackend {
         let n = q.rows;
         let shape = |t: &GpuTensor| (t.rows, t.cols);
         check_attention(
-            [shape(q), shape(k), shape(v), shape(out)],
+            shape(q),
+            new.map(|(k, v)| (shape(k), shape(v))),
+            shape(out),
             (kv.k_dim, kv.v_dim, kv.capacity),
             rows,
             attn,
@@ -73,15 +75,17 @@ impl GpuBackend {
         drop(rec);
         let (kw, vw) = (kv.k_dim / 2, kv.v_dim / 2);
         let kern = &self.ctx.kernels;
-        let store = [u(n), u(kw), u(vw), info_at, u(rows.block_size)];
-        let binds = vec![
-            k.bind(),
-            v.bind(),
-            Bind::Buf(kv.k.clone()),
-            Bind::Buf(kv.v.clone()),
-            Bind::Data,
-        ];
-        self.run_each(&kern.kv_store, binds, &store, n * kw.max(vw));
+        if let Some((k, v)) = new {
+            let store = [u(n), u(kw), u(vw), info_at, u(rows.block_size)];
+            let binds = vec![
+                k.bind(),
+                v.bind(),
+                Bind::Buf(kv.k.clone()),
+                Bind::Buf(kv.v.clone()),
+                Bind::Data,
+            ];
+            self.run_each(&kern.kv_store, binds, &store, n * kw.max(vw));
+        }
         let params = [
             u(attn.n_head),
             u(attn.n_head / attn.n_kv_head),
@@ -154,4 +158,46 @@ impl GpuBackend {
         let params = [u(x.len()), u(x.cols), at];
         self.run_each(&k.scale_rows, vec![x.bind(), Bind::Data], &params, x.len());
     }
+
+    /// [`Backend::rope`], with the angle table recorded once per pass and key.
+    pub(super) fn record_rope(&self, x: &mut GpuTensor, positions: &[u32], rope: &Rope<'_>) {
+        check_rope((x.rows, x.cols), positions, rope);
+        let pairs = rope.n_rot / 2;
+        let key = RopeKey {
+            positions: positions.to_vec(),
+            base: rope.base.to_bits(),
+            freq_scale: rope.freq_scale.to_bits(),
+            pairs,
+            yarn: rope.yarn.map(|y| y.bits()),
+            factors: rope
+                .freq_factors
+                .map(|f| f.iter().map(|v| v.to_bits()).collect()),
+            attn_factor: rope.attn_factor.to_bits(),
+        };
+        let mut rec = self.rec();
+        let at = match rec.rope_table(&key) {
+            Some(at) => at,
+            None => {
+                let table = rope_table(positions, rope);
+                rec.add_rope_table(key, &table)
+            }
+        };
+        drop(rec);
+        let style = match rope.style {
+            RopeStyle::Normal => 0,
+            RopeStyle::Neox => 1,
+        };
+        let params = [u(x.rows), u(x.cols), u(rope.head_dim), u(pairs), style, at];
+        let threads = x.rows * (x.cols / rope.head_dim) * pairs;
+        let k = &self.ctx.kernels;
+        self.run_each(&k.rope, vec![x.bind(), Bind::Data], &params, threads);
+    }
+}
+
+/// [`rope_angles`] as the shader reads it: per row and rotated pair, the bits of `cos`, `sin`.
+fn rope_table(positions: &[u32], rope: &Rope<'_>) -> Vec<u32> {
+    rope_angles(positions, rope)
+        .into_iter()
+        .flat_map(|(c, s)| [c.to_bits(), s.to_bits()])
+        .collect()
 }

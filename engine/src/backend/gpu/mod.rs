@@ -32,12 +32,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use device::{GpuInfo, GpuOptions, NoGpu, adapters, survey};
 pub use kernels::Module;
 
-use super::host::{check_glu, check_rope, rope_angles, weight_view};
-use super::{Activation, Attention, Backend, BackendError, KvRows, Rope, RopeStyle};
+use super::host::{check_glu, weight_view};
+use super::{Activation, Attention, Backend, BackendError, KvRows, Rope};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 use kernels::{Kernel, Kernels, Quantized, quant_fn};
-use record::{Bind, Recorder, RopeKey};
+use record::{Bind, Recorder};
 
 const NAME: &str = "gpu";
 
@@ -599,36 +599,7 @@ impl Backend for GpuBackend {
     }
 
     fn rope(&self, x: &mut GpuTensor, positions: &[u32], rope: &Rope<'_>) {
-        check_rope((x.rows, x.cols), positions, rope);
-        let pairs = rope.n_rot / 2;
-        let key = RopeKey {
-            positions: positions.to_vec(),
-            base: rope.base.to_bits(),
-            freq_scale: rope.freq_scale.to_bits(),
-            pairs,
-            yarn: rope.yarn.map(|y| y.bits()),
-            factors: rope
-                .freq_factors
-                .map(|f| f.iter().map(|v| v.to_bits()).collect()),
-            attn_factor: rope.attn_factor.to_bits(),
-        };
-        let mut rec = self.rec();
-        let at = match rec.rope_table(&key) {
-            Some(at) => at,
-            None => {
-                let table = rope_table(positions, rope);
-                rec.add_rope_table(key, &table)
-            }
-        };
-        drop(rec);
-        let style = match rope.style {
-            RopeStyle::Normal => 0,
-            RopeStyle::Neox => 1,
-        };
-        let params = [u(x.rows), u(x.cols), u(rope.head_dim), u(pairs), style, at];
-        let threads = x.rows * (x.cols / rope.head_dim) * pairs;
-        let k = &self.ctx.kernels;
-        self.run_each(&k.rope, vec![x.bind(), Bind::Data], &params, threads);
+        self.record_rope(x, positions, rope);
     }
 
     fn attention(
@@ -641,7 +612,18 @@ impl Backend for GpuBackend {
         attn: &Attention<'_>,
         out: &mut GpuTensor,
     ) {
-        self.record_attention(q, k, v, kv, rows, attn, out);
+        self.record_attention(q, Some((k, v)), kv, rows, attn, out);
+    }
+
+    fn attend(
+        &self,
+        q: &GpuTensor,
+        kv: &GpuKv,
+        rows: &KvRows<'_>,
+        attn: &Attention<'_>,
+        out: &mut GpuTensor,
+    ) {
+        self.record_attention(q, None, kv, rows, attn, out);
     }
 
     fn gather(&self, x: &GpuTensor, rows: &[u32], out: &mut GpuTensor) {
@@ -793,12 +775,4 @@ impl Backend for GpuBackend {
         staging.unmap();
         Ok(data)
     }
-}
-
-/// [`rope_angles`] as the shader reads it: per row and rotated pair, the bits of `cos`, `sin`.
-fn rope_table(positions: &[u32], rope: &Rope<'_>) -> Vec<u32> {
-    rope_angles(positions, rope)
-        .into_iter()
-        .flat_map(|(c, s)| [c.to_bits(), s.to_bits()])
-        .collect()
 }

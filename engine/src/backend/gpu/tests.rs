@@ -467,6 +467,10 @@ fn check_attention(b: &GpuBackend) {
                 );
                 let label = format!("attention {window:?} heads {hk}/{hv} n={n}");
                 assert_close(&label, &b.read(&got).unwrap(), want.data(), 3e-5);
+                // Attending again without storing reads the same cache (shared-KV layers).
+                let mut again = b.tensor(n, 6 * hv);
+                b.attend(&b.tensor_from(n, 6 * hk, &q), &gkv, &rows, &a, &mut again);
+                assert_close(&label, &b.read(&again).unwrap(), want.data(), 3e-5);
                 start += per_seq as u32;
             }
         }
