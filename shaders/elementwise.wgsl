@@ -84,8 +84,19 @@ fn gelu(x: f32) -> f32 {
     return round_f16(0.5 * h * (1.0 + tanh(u)));
 }
 
-// C = act(A) * B. p(0): values, p(1): 0 = SiLU, 1 = GELU (tanh), 2 = gpt-oss's clamped SwiGLU
-// (act(min(A, 7)) with sigmoid slope 1.702, times clamp(B, -7, 7) + 1).
+// act(g) * b for p(1): 0 = SiLU, 1 = GELU (tanh), 2 = gpt-oss's clamped SwiGLU (act(min(g, 7))
+// with sigmoid slope 1.702, times clamp(b, -7, 7) + 1).
+fn gated(g: f32, b: f32) -> f32 {
+    if p(1u) == 0u {
+        return g / (1.0 + exp(-g)) * b;
+    } else if p(1u) == 1u {
+        return gelu(g) * b;
+    }
+    let gc = min(g, 7.0);
+    return gc / (1.0 + exp(-1.702 * gc)) * (clamp(b, -7.0, 7.0) + 1.0);
+}
+
+// C = act(A) * B. p(0): values, p(1): the activation (see `gated`).
 @compute @workgroup_size(256)
 fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
@@ -93,19 +104,21 @@ fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= p(0u) {
         return;
     }
-    let g = A[i];
-    var a: f32;
-    var b = B[i];
-    if p(1u) == 0u {
-        a = g / (1.0 + exp(-g));
-    } else if p(1u) == 1u {
-        a = gelu(g);
-    } else {
-        let gc = min(g, 7.0);
-        a = gc / (1.0 + exp(-1.702 * gc));
-        b = clamp(b, -7.0, 7.0) + 1.0;
+    C[i] = gated(A[i], B[i]);
+}
+
+// C[r][c] = act(A[r][c]) * A[r][f + c]: a fused gate|up projection. p(0): values of C, p(1): the
+// activation (see `gated`), p(2): f (C's columns).
+@compute @workgroup_size(256)
+fn glu_halves(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i >= p(0u) {
+        return;
     }
-    C[i] = a * b;
+    let f = p(2u);
+    let at = (i / f) * 2u * f + i % f;
+    C[i] = gated(A[at], A[at + f]);
 }
 
 // C[i] = A[D[off + i]], row by row. p(0): output rows, p(1): columns, p(2): word offset in D of
@@ -369,6 +382,17 @@ fn moe_route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     for (var s = 0u; s < k; s++) {
         A[t * k + s] = f32(chosen[s]);
         C[t * k + s] = exp(B[row + chosen[s]] - top) / sum;
+    }
+}
+
+// A[i] *= B[the expert D holds at i (f32 bits)]: per-expert scales of the chosen experts'
+// weights. p(0): values.
+@compute @workgroup_size(256)
+fn moe_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    if i < p(0u) {
+        A[i] *= B[u32(bitcast<f32>(D[i]))];
     }
 }
 

@@ -558,3 +558,10 @@ fn gemma4_ple_matches_llama_cpp() {
     // Per-layer embeddings and the last two layers reading layers 0 and 1's cache.
     check_arch_file("gemma4-ple", 0.1);
 }
+
+#[test]
+fn gemma4_moe_matches_llama_cpp() {
+    // A dense MLP beside 8 experts (fused gate/up, per-expert output scales, the router on its
+    // own norm of the residual stream).
+    check_arch_file("gemma4-moe", 0.1);
+}

@@ -332,6 +332,11 @@ pub trait Backend: Send + Sync {
     /// `out[t] = sum_s weights[t][s] * y[t * k + s]`: the experts' outputs, weighted.
     fn moe_combine(&self, y: &Self::Tensor, weights: &Self::Tensor, out: &mut Self::Tensor);
 
+    /// `weights[t][s] *= scales[ids[t][s]]`: a per-expert output scale folded into the chosen
+    /// experts' weights (gemma4's `ffn_down_exps.scale`). `ids` and `weights` are
+    /// [`Backend::moe_route`]'s.
+    fn moe_scale(&self, weights: &mut Self::Tensor, ids: &Self::Tensor, scales: &Self::Weight);
+
     /// `(rows, cols)` of an activation tensor.
     fn shape(&self, t: &Self::Tensor) -> (usize, usize);
 
@@ -383,6 +388,10 @@ pub trait Backend: Send + Sync {
 
     /// `out = act(gate) * up`, elementwise.
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation, out: &mut Self::Tensor);
+
+    /// [`Backend::glu`] of a fused projection: each row of `x` holds the gate values then the up
+    /// values (`2 * out.cols` columns; gemma4's `ffn_gate_up_exps`).
+    fn glu_halves(&self, x: &Self::Tensor, act: Activation, out: &mut Self::Tensor);
 
     /// `x += y`, elementwise.
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor);

@@ -190,6 +190,28 @@ pub(crate) fn combine(y: &HostTensor, weights: &HostTensor, out: &mut HostTensor
     }
 }
 
+/// [`Backend::moe_scale`](super::Backend::moe_scale) on host tensors.
+pub(crate) fn scale_chosen(weights: &mut HostTensor, ids: &HostTensor, scales: &[f32]) {
+    assert_eq!(
+        (weights.rows, weights.cols),
+        (ids.rows, ids.cols),
+        "moe_scale: a weight per chosen expert"
+    );
+    for (w, &e) in weights.data.iter_mut().zip(&ids.data) {
+        assert!(
+            e >= 0.0 && (e as usize) < scales.len(),
+            "moe_scale: expert id {e} of {}",
+            scales.len()
+        );
+        *w *= scales[e as usize];
+    }
+}
+
+/// The shape checks of [`Backend::glu_halves`](super::Backend::glu_halves).
+pub(crate) fn check_glu_halves(x: (usize, usize), out: (usize, usize)) {
+    assert_eq!(x, (out.0, 2 * out.1), "glu_halves: gate and up halves");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,6 +251,10 @@ impl Backend for ReferenceBackend {
         moe::combine(y, weights, out);
     }
 
+    fn moe_scale(&self, weights: &mut HostTensor, ids: &HostTensor, scales: &WeightView) {
+        moe::scale_chosen(weights, ids, &scales.vector());
+    }
+
     fn add_bias(&self, x: &mut HostTensor, bias: &WeightView) {
         let b = bias.vector();
         assert_eq!(x.cols, b.len(), "add_bias: length of '{}'", bias.name);
@@ -381,6 +385,20 @@ impl Backend for ReferenceBackend {
                 Numerics::Ggml => activate_ggml(act, g),
                 Numerics::Exact => activate(act, g),
             } * up_term(act, u);
+        }
+    }
+
+    fn glu_halves(&self, x: &HostTensor, act: Activation, out: &mut HostTensor) {
+        moe::check_glu_halves((x.rows, x.cols), (out.rows, out.cols));
+        let f = out.cols;
+        for (row, o) in x.data.chunks_exact(2 * f).zip(out.data.chunks_exact_mut(f)) {
+            let (gate, up) = row.split_at(f);
+            for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+                *o = match self.numerics {
+                    Numerics::Ggml => activate_ggml(act, g),
+                    Numerics::Exact => activate(act, g),
+                } * up_term(act, u);
+            }
         }
     }
 

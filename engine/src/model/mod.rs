@@ -12,6 +12,7 @@
 
 mod config;
 mod error;
+mod ffn;
 mod generate;
 mod perplexity;
 mod weights;
@@ -27,7 +28,7 @@ pub use config::{Arch, Config, LayerShape};
 pub use error::ModelError;
 pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, generate};
 pub use perplexity::{Perplexity, perplexity};
-use weights::{Ffn, Weights};
+use weights::Weights;
 
 use crate::backend::{Attention, Backend, BackendError, KvRows, Rope};
 use crate::gguf::GgufFile;
@@ -333,16 +334,7 @@ impl<B: Backend> Model<B> {
         let mut o = b.tensor(n, d);
         // The attention and feed-forward scratch of each layer shape (gemma4 has two).
         let mut scratches: Vec<Scratch<B>> = Vec::new();
-        // Mixture of experts: the router's scores, the chosen experts and their weights, and the
-        // experts' gate, up, activated and output rows (one per token and chosen expert).
-        let pairs = n * c.n_expert_used;
-        let mut router = b.tensor(n, c.n_expert);
-        let mut expert_ids = b.tensor(n, c.n_expert_used);
-        let mut expert_weights = b.tensor(n, c.n_expert_used);
-        let mut expert_gate = b.tensor(pairs, c.d_ff_expert);
-        let mut expert_up = b.tensor(pairs, c.d_ff_expert);
-        let mut expert_act = b.tensor(pairs, c.d_ff_expert);
-        let mut expert_out = b.tensor(pairs, d);
+        let mut ffn_scratch = ffn::FfnScratch::new(b);
         // Gemma's post-norms' output, added to the residual stream.
         let mut post = if c.post_norms {
             b.tensor(n, d)
@@ -467,34 +459,8 @@ impl<B: Backend> Model<B> {
             residual_norm(b, &mut x, &o, post_attn, c, &mut post, &lw.ffn_norm, &mut h);
 
             // Feed-forward block.
-            match &lw.ffn {
-                Ffn::Dense { gate, up, down } => {
-                    b.gated_matmul(&h, gate, up, c.activation, act);
-                    b.matmul(act, down, &mut o);
-                }
-                Ffn::Experts(m) => {
-                    b.matmul(&h, &m.router, &mut router);
-                    if let Some(bias) = &m.router_bias {
-                        b.add_bias(&mut router, bias);
-                    }
-                    let (k, e) = (c.n_expert_used, c.n_expert);
-                    let renormalize = c.expert_renormalize;
-                    b.moe_route(
-                        &router,
-                        k,
-                        renormalize,
-                        &mut expert_ids,
-                        &mut expert_weights,
-                    );
-                    let (ids, gb, ub) = (&expert_ids, m.gate_bias.as_ref(), m.up_bias.as_ref());
-                    b.matmul_experts(&h, &m.gate, gb, e, ids, &mut expert_gate);
-                    b.matmul_experts(&h, &m.up, ub, e, ids, &mut expert_up);
-                    b.glu(&expert_gate, &expert_up, c.activation, &mut expert_act);
-                    let db = m.down_bias.as_ref();
-                    b.matmul_experts(&expert_act, &m.down, db, e, ids, &mut expert_out);
-                    b.moe_combine(&expert_out, &expert_weights, &mut o);
-                }
-            }
+            let act = (act, shape.d_ff);
+            ffn::feed_forward(b, c, &lw.ffn, &x, &h, act, &mut ffn_scratch, &mut o);
             if let Some(s) = c.residual_scale {
                 b.scale(&mut o, s);
             }
@@ -702,7 +668,7 @@ impl<B: Backend> Scratch<B> {
                     k_normed: normed(n, k_dim, c.qk_norm),
                     v_normed: normed(n, v_dim, c.v_norm),
                     att: b.tensor(n, c.n_head * shape.head_dim_v),
-                    act: b.tensor(n, if c.n_expert > 0 { 0 } else { shape.d_ff }),
+                    act: b.tensor(0, 0),
                 });
                 all.len() - 1
             }

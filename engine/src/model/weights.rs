@@ -58,28 +58,50 @@ pub(crate) struct PerLayerInput<B: Backend> {
     pub norm: B::Weight,
 }
 
-/// A layer's feed-forward block.
-pub(crate) enum Ffn<B: Backend> {
-    /// `down(act(gate x) * up x)`.
-    Dense {
-        gate: B::Weight,
-        up: B::Weight,
-        down: B::Weight,
-    },
-    Experts(Experts<B>),
+/// A layer's feed-forward block: a dense gated MLP, a mixture of experts, or both (gemma4's MoE
+/// models: each output normed, then summed).
+pub(crate) struct Ffn<B: Backend> {
+    pub dense: Option<Dense<B>>,
+    /// RMSNorm of the dense block's output where experts follow (gemma4's `post_ffw_norm_1`).
+    pub dense_norm: Option<B::Weight>,
+    pub experts: Option<Experts<B>>,
+}
+
+/// `down(act(gate x) * up x)`.
+pub(crate) struct Dense<B: Backend> {
+    pub gate: B::Weight,
+    pub up: B::Weight,
+    pub down: B::Weight,
+}
+
+/// The experts' gate and up projections: two stacked weights, or one whose expert rows hold the
+/// gate rows then the up rows (gemma4's `ffn_gate_up_exps`).
+pub(crate) enum GateUp<B: Backend> {
+    Separate { gate: B::Weight, up: B::Weight },
+    Fused(B::Weight),
 }
 
 /// A mixture-of-experts block: the router and the stacked experts (each `n_expert` matrices in
-/// one weight, see [`crate::backend::Backend::matmul_experts`]), with optional biases.
+/// one weight, see [`crate::backend::Backend::matmul_experts`]), with optional biases, and
+/// gemma4's own norms and scales.
 pub(crate) struct Experts<B: Backend> {
     pub router: B::Weight,
     pub router_bias: Option<B::Weight>,
-    pub gate: B::Weight,
-    pub up: B::Weight,
+    /// The router reads `rms_norm(x) * router_norm` of the residual stream instead of the
+    /// block's normed input (gemma4: `ffn_gate_inp.scale / sqrt(d)`).
+    pub router_norm: Option<B::Weight>,
+    /// The experts read `rms_norm(x) * input_norm` of the residual stream instead of the
+    /// block's normed input (gemma4's `pre_ffw_norm_2`).
+    pub input_norm: Option<B::Weight>,
+    pub gate_up: GateUp<B>,
     pub down: B::Weight,
     pub gate_bias: Option<B::Weight>,
     pub up_bias: Option<B::Weight>,
     pub down_bias: Option<B::Weight>,
+    /// Each expert's output is multiplied by its scale (gemma4's `ffn_down_exps.scale`).
+    pub down_scale: Option<B::Weight>,
+    /// RMSNorm of the weighted sum (gemma4's `post_ffw_norm_2`).
+    pub output_norm: Option<B::Weight>,
 }
 
 /// All weights of a model.
@@ -249,6 +271,74 @@ impl<B: Backend> Loader<'_, B> {
             })
     }
 
+    /// Layer `il`'s feed-forward block: experts where the model has them, a dense block where
+    /// the model has no experts or the layer has a dense block besides them (gemma4).
+    fn ffn(&self, c: &Config, il: usize, d_ff: usize) -> Result<Ffn<B>, ModelError> {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let d = c.d_model;
+        let has = |s: &str| self.file.header().tensor_info(&n(s)).is_some();
+        let dense = if c.n_expert == 0 || has("ffn_down.weight") {
+            let (f, up) = (d_ff, n("ffn_up.weight"));
+            Some(Dense {
+                gate: match c.fused_gate_up {
+                    true => self.rows_of(&up, [d, 2 * f], 0..f)?,
+                    false => self.required(&n("ffn_gate.weight"), &[d, f])?,
+                },
+                up: match c.fused_gate_up {
+                    true => self.rows_of(&up, [d, 2 * f], f..2 * f)?,
+                    false => self.required(&up, &[d, f])?,
+                },
+                down: self.required(&n("ffn_down.weight"), &[f, d])?,
+            })
+        } else {
+            None
+        };
+        if c.n_expert == 0 {
+            return Ok(Ffn {
+                dense,
+                dense_norm: None,
+                experts: None,
+            });
+        }
+        let (e, f) = (c.n_expert, c.d_ff_expert);
+        let router_norm = match self.optional_host_vector(&n("ffn_gate_inp.scale"), d)? {
+            Some(scale) => {
+                let root = (d as f32).sqrt();
+                let values: Vec<f32> = scale.iter().map(|s| s / root).collect();
+                Some(self.derived("router_norm", &values)?)
+            }
+            None => None,
+        };
+        let fused = n("ffn_gate_up_exps.weight");
+        let gate_up = match self.file.header().tensor_info(&fused) {
+            Some(_) => GateUp::Fused(self.experts(&fused, [d, 2 * f, e])?),
+            None => GateUp::Separate {
+                gate: self.experts(&n("ffn_gate_exps.weight"), [d, f, e])?,
+                up: self.experts(&n("ffn_up_exps.weight"), [d, f, e])?,
+            },
+        };
+        Ok(Ffn {
+            dense_norm: match dense {
+                Some(_) => self.optional(&n("post_ffw_norm_1.weight"), &[d])?,
+                None => None,
+            },
+            dense,
+            experts: Some(Experts {
+                router: self.required(&n("ffn_gate_inp.weight"), &[d, e])?,
+                router_bias: self.optional(&n("ffn_gate_inp.bias"), &[e])?,
+                router_norm,
+                input_norm: self.optional(&n("pre_ffw_norm_2.weight"), &[d])?,
+                gate_up,
+                down: self.experts(&n("ffn_down_exps.weight"), [f, d, e])?,
+                gate_bias: self.optional(&n("ffn_gate_exps.bias"), &[f, e])?,
+                up_bias: self.optional(&n("ffn_up_exps.bias"), &[f, e])?,
+                down_bias: self.optional(&n("ffn_down_exps.bias"), &[d, e])?,
+                down_scale: self.optional(&n("ffn_down_exps.scale"), &[e])?,
+                output_norm: self.optional(&n("post_ffw_norm_2.weight"), &[d])?,
+            }),
+        })
+    }
+
     /// Every tensor of the file was taken (as llama.cpp's loader demands): a tensor left over
     /// means the metadata describes another model than the weights (a wrong `block_count`, a
     /// bias this architecture does not have), which would load and answer garbage.
@@ -399,32 +489,7 @@ impl<B: Backend> Weights<B> {
                 },
                 post_attn_norm: l.when(c.post_norms, &n("post_attention_norm.weight"), &[d])?,
                 ffn_norm: l.required(&n(&format!("{}.weight", c.ffn_norm_name)), &[d])?,
-                ffn: if c.n_expert > 0 {
-                    let (e, f) = (c.n_expert, c.d_ff_expert);
-                    Ffn::Experts(Experts {
-                        router: l.required(&n("ffn_gate_inp.weight"), &[d, e])?,
-                        router_bias: l.optional(&n("ffn_gate_inp.bias"), &[e])?,
-                        gate: l.experts(&n("ffn_gate_exps.weight"), [d, f, e])?,
-                        up: l.experts(&n("ffn_up_exps.weight"), [d, f, e])?,
-                        down: l.experts(&n("ffn_down_exps.weight"), [f, d, e])?,
-                        gate_bias: l.optional(&n("ffn_gate_exps.bias"), &[f, e])?,
-                        up_bias: l.optional(&n("ffn_up_exps.bias"), &[f, e])?,
-                        down_bias: l.optional(&n("ffn_down_exps.bias"), &[d, e])?,
-                    })
-                } else {
-                    let (f, up) = (shape.d_ff, n("ffn_up.weight"));
-                    Ffn::Dense {
-                        gate: match c.fused_gate_up {
-                            true => l.rows_of(&up, [d, 2 * f], 0..f)?,
-                            false => l.required(&n("ffn_gate.weight"), &[d, f])?,
-                        },
-                        up: match c.fused_gate_up {
-                            true => l.rows_of(&up, [d, 2 * f], f..2 * f)?,
-                            false => l.required(&up, &[d, f])?,
-                        },
-                        down: l.required(&n("ffn_down.weight"), &[f, d])?,
-                    }
-                },
+                ffn: l.ffn(c, il, shape.d_ff)?,
                 post_ffn_norm: l.when(c.post_norms, &n("post_ffw_norm.weight"), &[d])?,
                 output_scale: l
                     .optional_host_vector(&n("layer_output_scale.weight"), 1)?

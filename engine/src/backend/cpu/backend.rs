@@ -393,6 +393,10 @@ impl Backend for CpuBackend {
         moe::combine(y, weights, out);
     }
 
+    fn moe_scale(&self, weights: &mut CpuTensor, ids: &CpuTensor, scales: &CpuWeight) {
+        moe::scale_chosen(weights, ids, scales.vector());
+    }
+
     fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
         let b = bias.vector();
         assert_eq!(x.cols, b.len(), "add_bias: length of '{}'", bias.raw.name);
@@ -561,6 +565,21 @@ impl Backend for CpuBackend {
             // SAFETY: each thread writes only its own range.
             let os = unsafe { o.slice(range.clone()) };
             glu_into(level, act, &gate.data[range.clone()], &up.data[range], os);
+        });
+    }
+
+    fn glu_halves(&self, x: &CpuTensor, act: Activation, out: &mut CpuTensor) {
+        moe::check_glu_halves((x.rows, x.cols), (out.rows, out.cols));
+        let f = out.cols;
+        let level = self.level;
+        let o = Out::new(&mut out.data);
+        self.split(x.rows, x.rows * f < PARALLEL_MIN_VALUES / 4, &|rows| {
+            for r in rows {
+                // SAFETY: each thread writes only its own rows.
+                let dst = unsafe { o.slice(r * f..(r + 1) * f) };
+                let (gate, up) = x.row(r).split_at(f);
+                glu_into(level, act, gate, up, dst);
+            }
         });
     }
 

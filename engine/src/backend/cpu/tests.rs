@@ -389,6 +389,12 @@ fn expert_biases_routing_and_combination_match_the_reference() {
             GgmlType::F32,
             f32_bytes(&biases),
         )
+        .tensor(
+            "blk.0.ffn_down_exps.scale",
+            &[4],
+            GgmlType::F32,
+            f32_bytes(&[0.5, -2.0, 1.25, 3.0]),
+        )
         .build();
     let file = Arc::new(GgufFile::from_bytes(bytes, "experts.gguf").unwrap());
     let reference = ReferenceBackend::with_threads(1);
@@ -427,5 +433,38 @@ fn expert_biases_routing_and_combination_match_the_reference() {
         let mut got_combined = b.tensor(n, per);
         b.moe_combine(&got, &got_mix, &mut got_combined);
         assert_close("combined", got_combined.data(), combined.data(), 1e-6);
+        // Per-expert output scales folded into the chosen experts' weights.
+        let scales = b.weight(&file, &file.tensors()[2]).unwrap();
+        b.moe_scale(&mut got_mix, &got_ids, &scales);
+        let want_scaled: Vec<f32> = mix
+            .data()
+            .iter()
+            .zip(ids.data())
+            .map(|(&w, &e)| w * [0.5, -2.0, 1.25, 3.0][e as usize])
+            .collect();
+        assert_eq!(got_mix.data(), want_scaled, "moe_scale");
+        // A fused gate|up row: the glu of its halves.
+        let (gate, up) = (&want.data()[..n * per], &want.data()[n * per..]);
+        let halves: Vec<f32> = gate
+            .chunks_exact(per)
+            .zip(up.chunks_exact(per))
+            .flat_map(|(g, u)| g.iter().chain(u).copied())
+            .collect();
+        for act in [
+            Activation::Silu,
+            Activation::GeluTanh,
+            Activation::SwigluOai,
+        ] {
+            let mut want_glu = reference.tensor(n, per);
+            reference.glu(
+                &tensor(n, per, gate.to_vec()),
+                &tensor(n, per, up.to_vec()),
+                act,
+                &mut want_glu,
+            );
+            let mut got_glu = b.tensor(n, per);
+            b.glu_halves(&tensor(n, 2 * per, halves.clone()), act, &mut got_glu);
+            assert_eq!(got_glu.data(), want_glu.data(), "glu_halves {act:?}");
+        }
     }
 }

@@ -187,6 +187,7 @@ impl Module {
                 ("scale_rows", &[(1, true), (4, false)]),
                 ("add_bias", &[(1, true), (2, false)]),
                 ("glu", &[(1, true), (2, false), (3, true)]),
+                ("glu_halves", &[(1, true), (3, true)]),
                 ("gather", &[(1, true), (3, true), (4, false)]),
                 ("round_q8_0", &[(1, true), (3, true)]),
                 ("round_q8_k", &[(1, true), (3, true)]),
@@ -196,6 +197,7 @@ impl Module {
                 ("moe_route", &[(1, true), (2, false), (3, true)]),
                 ("add_bias_experts", &[(1, true), (2, false), (4, false)]),
                 ("moe_combine", &[(1, true), (2, false), (3, true)]),
+                ("moe_scale", &[(1, true), (2, false), (4, false)]),
             ],
         }
     }
@@ -311,6 +313,7 @@ pub(super) struct Kernels {
     pub scale_rows: Arc<Kernel>,
     pub add_bias: Arc<Kernel>,
     pub glu: Arc<Kernel>,
+    pub glu_halves: Arc<Kernel>,
     pub gather: Arc<Kernel>,
     pub round_q8_0: Arc<Kernel>,
     pub round_q8_k: Arc<Kernel>,
@@ -320,6 +323,7 @@ pub(super) struct Kernels {
     pub moe_route: Arc<Kernel>,
     pub add_bias_experts: Arc<Kernel>,
     pub moe_combine: Arc<Kernel>,
+    pub moe_scale: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
     subgroups: bool,
@@ -346,6 +350,7 @@ impl Kernels {
             scale_rows,
             add_bias,
             glu,
+            glu_halves,
             gather,
             round_q8_0,
             round_q8_k,
@@ -355,9 +360,10 @@ impl Kernels {
             moe_route,
             add_bias_experts,
             moe_combine,
-        ]: [Arc<Kernel>; 16] = compile(device, Module::Elementwise)
+            moe_scale,
+        ]: [Arc<Kernel>; 18] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has sixteen entry points");
+            .expect("elementwise has eighteen entry points");
         Kernels {
             rms_norm,
             add_rms_norm,
@@ -374,6 +380,7 @@ impl Kernels {
             scale_rows,
             add_bias,
             glu,
+            glu_halves,
             gather,
             round_q8_0,
             round_q8_k,
@@ -383,6 +390,7 @@ impl Kernels {
             moe_route,
             add_bias_experts,
             moe_combine,
+            moe_scale,
             quantized: Mutex::new(HashMap::new()),
             subgroups,
             f16,

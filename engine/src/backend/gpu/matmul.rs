@@ -233,4 +233,25 @@ impl GpuBackend {
         let params = [u(out.len()), u(out.cols), u(weights.cols)];
         self.run_each(&self.ctx.kernels.moe_combine, binds, &params, out.len());
     }
+
+    /// [`Backend::moe_scale`](crate::backend::Backend::moe_scale).
+    pub(super) fn scale_experts(
+        &self,
+        weights: &mut GpuTensor,
+        ids: &GpuTensor,
+        scales: &GpuWeight,
+    ) {
+        assert_eq!(
+            (weights.rows, weights.cols),
+            (ids.rows, ids.cols),
+            "moe_scale: a weight per chosen expert"
+        );
+        let binds = vec![
+            weights.bind(),
+            Bind::Buf(scales.parts[0].buf.clone()),
+            ids.bind(),
+        ];
+        let n = weights.len();
+        self.run_each(&self.ctx.kernels.moe_scale, binds, &[u(n)], n);
+    }
 }

@@ -586,6 +586,10 @@ impl Backend for GpuBackend {
         self.combine_experts(y, weights, out);
     }
 
+    fn moe_scale(&self, weights: &mut GpuTensor, ids: &GpuTensor, scales: &GpuWeight) {
+        self.scale_experts(weights, ids, scales);
+    }
+
     fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {
         assert_eq!(
             x.cols,
@@ -648,14 +652,22 @@ impl Backend for GpuBackend {
             (up.rows, up.cols),
             (out.rows, out.cols),
         );
-        let a = match act {
-            Activation::Silu => 0,
-            Activation::GeluTanh => 1,
-            Activation::SwigluOai => 2,
-        };
+        let a = activation_code(act);
         let k = &self.ctx.kernels;
         let binds = vec![gate.bind(), up.bind(), out.bind()];
         self.run_each(&k.glu, binds, &[u(out.len()), a], out.len());
+    }
+
+    fn glu_halves(&self, x: &GpuTensor, act: Activation, out: &mut GpuTensor) {
+        super::moe::check_glu_halves((x.rows, x.cols), (out.rows, out.cols));
+        let k = &self.ctx.kernels;
+        let params = [u(out.len()), activation_code(act), u(out.cols)];
+        self.run_each(
+            &k.glu_halves,
+            vec![x.bind(), out.bind()],
+            &params,
+            out.len(),
+        );
     }
 
     fn add(&self, x: &mut GpuTensor, y: &GpuTensor) {
@@ -774,5 +786,14 @@ impl Backend for GpuBackend {
         };
         staging.unmap();
         Ok(data)
+    }
+}
+
+/// The shaders' activation code (`gated` in elementwise.wgsl).
+fn activation_code(act: Activation) -> u32 {
+    match act {
+        Activation::Silu => 0,
+        Activation::GeluTanh => 1,
+        Activation::SwigluOai => 2,
     }
 }

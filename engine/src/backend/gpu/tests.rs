@@ -353,6 +353,21 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
                 want.data(),
                 1e-6,
             );
+            // The same from one fused gate|up tensor.
+            let halves: Vec<f32> = x
+                .data()
+                .chunks_exact(1280)
+                .zip(ups.chunks_exact(1280))
+                .flat_map(|(g, u)| g.iter().chain(u).copied())
+                .collect();
+            let mut got = b.tensor(n, 1280);
+            b.glu_halves(&b.tensor_from(n, 2560, &halves), act, &mut got);
+            assert_close(
+                &format!("glu_halves {act:?} n={n}"),
+                &b.read(&got).unwrap(),
+                want.data(),
+                1e-6,
+            );
         }
         // x + up, then * 0.5, then + a real bias-sized vector (a norm weight stands in).
         let mut want = x.clone();
@@ -626,6 +641,17 @@ fn expert_products_routing_and_combination_match_the_reference() {
                     b.moe_route(&b.tensor_from(n, 4, &scores), 2, true, &mut gids, &mut gmix);
                     assert_eq!(b.read(&gids).unwrap(), ids.data(), "routing ids");
                     assert_close("routing weights", &b.read(&gmix).unwrap(), mix.data(), 1e-6);
+                    // Per-expert output scales (a norm weight's first values stand in).
+                    if let Some(norm) = vector_view(&file) {
+                        let (mut want, mut got) = (mix.clone(), b.tensor_from(n, 2, mix.data()));
+                        reference.moe_scale(
+                            &mut want,
+                            &ids,
+                            &reference.weight(&file, &norm).unwrap(),
+                        );
+                        b.moe_scale(&mut got, &gids, &b.weight(&file, &norm).unwrap());
+                        assert_close("moe_scale", &b.read(&got).unwrap(), want.data(), 1e-6);
+                    }
                     for x_rows in [n, 2 * n] {
                         let x = activations(&mut rng, x_rows * cols);
                         let mut want = reference.tensor(2 * n, per);
@@ -659,4 +685,17 @@ fn expert_products_routing_and_combination_match_the_reference() {
             }
         }
     }
+}
+
+/// A norm weight of `file` cut to its first 8 values (as per-expert scales; the GPU takes vectors
+/// of multiples of 8).
+fn vector_view(file: &GgufFile) -> Option<TensorInfo> {
+    let mut info = file
+        .tensors()
+        .iter()
+        .find(|t| t.dims.len() == 1 && t.ty == crate::quant::GgmlType::F32 && t.dims[0] >= 8)?
+        .clone();
+    info.dims = vec![8];
+    info.size = 32;
+    Some(info)
 }
