@@ -85,12 +85,14 @@ fn gelu(x: f32) -> f32 {
 }
 
 // act(g) * b for p(1): 0 = SiLU, 1 = GELU (tanh), 2 = gpt-oss's clamped SwiGLU (act(min(g, 7))
-// with sigmoid slope 1.702, times clamp(b, -7, 7) + 1).
+// with sigmoid slope 1.702, times clamp(b, -7, 7) + 1), 3 = sigmoid.
 fn gated(g: f32, b: f32) -> f32 {
     if p(1u) == 0u {
         return g / (1.0 + exp(-g)) * b;
     } else if p(1u) == 1u {
         return gelu(g) * b;
+    } else if p(1u) == 3u {
+        return b / (1.0 + exp(-g));
     }
     let gc = min(g, 7.0);
     return gc / (1.0 + exp(-1.702 * gc)) * (clamp(b, -7.0, 7.0) + 1.0);

@@ -565,3 +565,10 @@ fn gemma4_moe_matches_llama_cpp() {
     // own norm of the residual stream).
     check_arch_file("gemma4-moe", 0.1);
 }
+
+#[test]
+fn qwen35_matches_llama_cpp() {
+    // Three Gated DeltaNet layers with their recurrent state (one batch, and token by token in
+    // the teacher-forced part), then a gated full-attention layer.
+    check_arch_file("qwen35", 1e-3);
+}

@@ -384,7 +384,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// directly.
 pub(crate) fn activate_ggml(act: Activation, x: f32) -> f32 {
     match act {
-        Activation::Silu | Activation::SwigluOai => activate(act, x),
+        Activation::Silu | Activation::SwigluOai | Activation::Sigmoid => activate(act, x),
         Activation::GeluTanh => {
             if x <= -10.0 {
                 0.0
@@ -407,6 +407,7 @@ pub(crate) fn gelu_f16(bits: u16) -> f32 {
 pub(crate) fn activate(act: Activation, x: f32) -> f32 {
     match act {
         Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::SwigluOai => {
             let g = x.min(SWIGLU_OAI_LIMIT);
             g / (1.0 + (-SWIGLU_OAI_ALPHA * g).exp())
@@ -428,6 +429,6 @@ const SWIGLU_OAI_ALPHA: f32 = 1.702;
 pub(crate) fn up_term(act: Activation, up: f32) -> f32 {
     match act {
         Activation::SwigluOai => up.clamp(-SWIGLU_OAI_LIMIT, SWIGLU_OAI_LIMIT) + 1.0,
-        Activation::Silu | Activation::GeluTanh => up,
+        Activation::Silu | Activation::GeluTanh | Activation::Sigmoid => up,
     }
 }

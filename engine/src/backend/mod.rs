@@ -16,6 +16,7 @@
 //! SIMD kernels on threads; [`gpu::GpuBackend`], WGSL compute shaders through wgpu.
 
 pub mod cpu;
+pub(crate) mod delta;
 pub mod gpu;
 pub mod host;
 pub(crate) mod moe;
@@ -33,6 +34,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 
 pub use cpu::CpuBackend;
+pub use delta::{DeltaNet, StateRows};
 pub use gpu::GpuBackend;
 pub use open::{BackendKind, OnBackend, OpenOptions, Opened, open};
 pub use reference::{Numerics, ReferenceBackend};
@@ -70,6 +72,8 @@ pub enum Activation {
     /// gpt-oss's clamped SwiGLU: `g = min(gate, 7)`, `u = clamp(up, -7, 7)`,
     /// `g * sigmoid(1.702 g) * (u + 1)`.
     SwigluOai,
+    /// `sigmoid(gate) * up`: qwen35's output gate of its attention layers.
+    Sigmoid,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -336,6 +340,25 @@ pub trait Backend: Send + Sync {
     /// experts' weights (gemma4's `ffn_down_exps.scale`). `ids` and `weights` are
     /// [`Backend::moe_route`]'s.
     fn moe_scale(&self, weights: &mut Self::Tensor, ids: &Self::Tensor, scales: &Self::Weight);
+
+    /// A Gated DeltaNet layer's recurrence (qwen35) for a batch, each row continuing its
+    /// sequence's state (a row of `state`, see [`StateRows`]; position 0 starts from zeros): the
+    /// causal depthwise convolution of `qkv` with `conv` (`kernel` taps per channel, a vector
+    /// weight) and SiLU; queries and keys L2-normalised per head (queries also scaled by
+    /// `1/sqrt(d)`); per value head `j` with key head `j % n_k`, decay `exp(a softplus(alpha +
+    /// dt_bias))` and `b = sigmoid(beta)`: `S = S * decay; S += k (v - kᵀS) b; out = qᵀS`.
+    #[allow(clippy::too_many_arguments)]
+    fn delta_net(
+        &self,
+        net: &DeltaNet<'_>,
+        qkv: &Self::Tensor,
+        beta: &Self::Tensor,
+        alpha: &Self::Tensor,
+        conv: &Self::Weight,
+        state: &mut Self::Tensor,
+        rows: &StateRows<'_>,
+        out: &mut Self::Tensor,
+    );
 
     /// `(rows, cols)` of an activation tensor.
     fn shape(&self, t: &Self::Tensor) -> (usize, usize);

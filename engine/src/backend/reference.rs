@@ -415,6 +415,20 @@ impl Backend for ReferenceBackend {
         }
     }
 
+    fn delta_net(
+        &self,
+        net: &super::DeltaNet<'_>,
+        qkv: &HostTensor,
+        beta: &HostTensor,
+        alpha: &HostTensor,
+        conv: &WeightView,
+        state: &mut HostTensor,
+        rows: &super::StateRows<'_>,
+        out: &mut HostTensor,
+    ) {
+        super::delta::delta_net(net, qkv, beta, alpha, &conv.vector(), state, rows, out);
+    }
+
     fn softcap(&self, x: &mut HostTensor, cap: f32) {
         for a in x.data.iter_mut() {
             *a = cap * (*a / cap).tanh();

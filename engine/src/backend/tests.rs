@@ -303,6 +303,7 @@ fn gated_activations_match_their_formulas() {
         Activation::Silu,
         Activation::GeluTanh,
         Activation::SwigluOai,
+        Activation::Sigmoid,
     ] {
         let mut out = b.tensor(1, 6);
         b.glu(&gate, &up, act, &mut out);
@@ -310,6 +311,7 @@ fn gated_activations_match_their_formulas() {
             let (x, u) = (f64::from(x), f64::from(u));
             let (f, u) = match act {
                 Activation::Silu => (x / (1.0 + (-x).exp()), u),
+                Activation::Sigmoid => (1.0 / (1.0 + (-x).exp()), u),
                 // gpt-oss: the gate clamped above at 7, the up input to [-7, 7], plus one.
                 Activation::SwigluOai => {
                     let g = x.min(7.0);

@@ -29,11 +29,14 @@ pub enum Arch {
     /// Gemma 4: per-layer sliding/global attention with their own head counts and sizes, V from
     /// K on global layers, a weightless V norm, layer output scales, logit soft-capping.
     Gemma4,
+    /// Qwen3.5 / Qwen3.6: Gated DeltaNet layers with a recurrent state, every fourth layer gated
+    /// full attention.
+    Qwen35,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 11] = [
+    pub const ALL: [Arch; 12] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
@@ -45,6 +48,7 @@ impl Arch {
         Arch::Phi3,
         Arch::Mistral3,
         Arch::Gemma4,
+        Arch::Qwen35,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -65,6 +69,7 @@ impl Arch {
             Arch::Phi3 => "phi3",
             Arch::Mistral3 => "mistral3",
             Arch::Gemma4 => "gemma4",
+            Arch::Qwen35 => "qwen35",
         }
     }
 }
@@ -166,6 +171,36 @@ pub struct Config {
     /// The last layers hold no keys and values of their own and read an earlier layer's cache
     /// (gemma4's E2B/E4B; see [`Config::kv_layer`]).
     pub shared_kv_layers: usize,
+    /// Gated DeltaNet layers (qwen35): their shape, and every `interval`th layer (the last of
+    /// each group) is full attention instead.
+    pub recurrent: Option<Recurrent>,
+    /// The query projection gives each head's queries then its output gate, and the attention
+    /// output is multiplied by `sigmoid(gate)` (qwen35's full-attention layers).
+    pub attn_output_gate: bool,
+}
+
+/// The shape of a model's Gated DeltaNet layers (see [`crate::backend::DeltaNet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recurrent {
+    pub kernel: usize,
+    pub d: usize,
+    pub n_k: usize,
+    pub n_v: usize,
+    /// Every `interval`th layer is full attention.
+    pub interval: usize,
+}
+
+impl Recurrent {
+    /// Channels of the convolution (queries, keys, values).
+    pub fn channels(&self) -> usize {
+        (2 * self.n_k + self.n_v) * self.d
+    }
+
+    /// Values of one sequence's state in one layer: the convolution's history and a `d x d`
+    /// matrix per value head.
+    pub fn state_len(&self) -> usize {
+        (self.kernel - 1) * self.channels() + self.n_v * self.d * self.d
+    }
 }
 
 /// The attention shape of one layer (see [`Config::layer`]).
@@ -374,6 +409,60 @@ impl Config {
                 ),
             });
         }
+        let qwen35 = arch == Arch::Qwen35;
+        let recurrent = if qwen35 {
+            let need = |name: &str| -> Result<usize, ModelError> {
+                match file.opt_u64(&key(name))? {
+                    Some(v) => size(name, v),
+                    None => Err(ModelError::BadMetadata {
+                        file: file.label().to_string(),
+                        key: key(name),
+                        reason: "is missing".into(),
+                    }),
+                }
+            };
+            let r = Recurrent {
+                kernel: need("ssm.conv_kernel")?,
+                d: need("ssm.state_size")?,
+                n_k: need("ssm.group_count")?,
+                n_v: need("ssm.time_step_rank")?,
+                interval: match file.opt_u64(&key("full_attention_interval"))? {
+                    Some(v) => size("full_attention_interval", v)?,
+                    None => 4,
+                },
+            };
+            let inner = need("ssm.inner_size")?;
+            let bad = |name: &str, reason: String| ModelError::BadMetadata {
+                file: file.label().to_string(),
+                key: key(name),
+                reason,
+            };
+            if inner != r.n_v * r.d {
+                return Err(bad(
+                    "ssm.inner_size",
+                    format!("{inner} is not {} value heads of {}", r.n_v, r.d),
+                ));
+            }
+            if !r.n_v.is_multiple_of(r.n_k) {
+                return Err(bad(
+                    "ssm.group_count",
+                    format!("{} key heads do not divide {} value heads", r.n_k, r.n_v),
+                ));
+            }
+            if !(2..=9).contains(&r.kernel) || r.d > 128 {
+                return Err(bad(
+                    "ssm.conv_kernel",
+                    format!(
+                        "a convolution of {} taps over heads of {} (Hearth takes 2 to 9 taps and \
+                         heads of at most 128)",
+                        r.kernel, r.d
+                    ),
+                ));
+            }
+            Some(r)
+        } else {
+            None
+        };
         let n_expert = match file.opt_u64(&key("expert_count"))? {
             Some(0) | None => 0,
             Some(n) => size("expert_count", n)?,
@@ -430,7 +519,8 @@ impl Config {
                 | Arch::Qwen3Moe
                 | Arch::GptOss
                 | Arch::Phi3
-                | Arch::Gemma4 => RopeStyle::Neox,
+                | Arch::Gemma4
+                | Arch::Qwen35 => RopeStyle::Neox,
             },
             rope_dims,
             rope_base,
@@ -451,12 +541,12 @@ impl Config {
             },
             qk_norm: matches!(
                 arch,
-                Arch::Gemma3 | Arch::Gemma4 | Arch::Qwen3 | Arch::Qwen3Moe
+                Arch::Gemma3 | Arch::Gemma4 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::Qwen35
             ),
             qkv_bias: matches!(arch, Arch::Qwen2 | Arch::GptOss),
             out_bias: gpt_oss,
             attn_sinks: gpt_oss,
-            ffn_norm_name: if gpt_oss {
+            ffn_norm_name: if gpt_oss || qwen35 {
                 "post_attention_norm"
             } else {
                 "ffn_norm"
@@ -517,6 +607,8 @@ impl Config {
             },
             per_layer_embd,
             shared_kv_layers,
+            recurrent,
+            attn_output_gate: qwen35,
         })
     }
 
@@ -561,20 +653,45 @@ impl Config {
         }
     }
 
-    /// Layers that keep keys and values of their own (the KV cache has one layer for each).
-    pub fn kv_layers(&self) -> usize {
-        self.n_layer - self.shared_kv_layers
+    /// Whether layer `il` is a Gated DeltaNet layer (qwen35: all but every `interval`th).
+    pub fn is_recurrent(&self, il: usize) -> bool {
+        self.recurrent
+            .is_some_and(|r| !(il + 1).is_multiple_of(r.interval))
     }
 
-    /// The KV cache layer layer `il` reads (its own, or for a shared-KV layer the last own layer
-    /// of its kind).
+    /// Whether layer `il` keeps keys and values of its own: an attention layer that does not
+    /// share an earlier layer's cache.
+    pub fn owns_kv(&self, il: usize) -> bool {
+        il < self.n_layer - self.shared_kv_layers && !self.is_recurrent(il)
+    }
+
+    /// Layers with a KV cache of their own (the KV pool has one cache layer for each).
+    pub fn kv_layers(&self) -> usize {
+        (0..self.n_layer).filter(|&il| self.owns_kv(il)).count()
+    }
+
+    /// The KV pool's cache layer that attention layer `il` reads: its own, or for a shared-KV
+    /// layer that of the last own layer of its kind.
     pub fn kv_layer(&self, il: usize) -> usize {
-        let own = self.kv_layers();
-        match il < own {
+        let own = self.n_layer - self.shared_kv_layers;
+        let source = match il < own {
             true => il,
             false if self.is_local(il) => own - 2,
             false => own - 1,
-        }
+        };
+        (0..source).filter(|&l| self.owns_kv(l)).count()
+    }
+
+    /// Recurrent layers (each keeps a state per sequence, see [`Recurrent::state_len`]).
+    pub fn state_layers(&self) -> usize {
+        (0..self.n_layer)
+            .filter(|&il| self.is_recurrent(il))
+            .count()
+    }
+
+    /// The index of recurrent layer `il` among the recurrent layers.
+    pub fn state_layer(&self, il: usize) -> usize {
+        (0..il).filter(|&l| self.is_recurrent(l)).count()
     }
 
     /// Key/value widths of one token in layer `il`'s cache.

@@ -2,6 +2,7 @@
 //! or both (gemma4's MoE models: the dense output and the experts' each normed, then summed).
 
 use super::Config;
+use super::mixer::sized;
 use super::weights::{Experts, Ffn, GateUp};
 use crate::backend::Backend;
 
@@ -39,19 +40,6 @@ impl<B: Backend> FfnScratch<B> {
             normed: empty(),
         }
     }
-}
-
-/// `t`, made `rows x cols` where it is not.
-fn sized<'t, B: Backend>(
-    b: &B,
-    t: &'t mut B::Tensor,
-    rows: usize,
-    cols: usize,
-) -> &'t mut B::Tensor {
-    if b.shape(t) != (rows, cols) {
-        *t = b.tensor(rows, cols);
-    }
-    t
 }
 
 /// The feed-forward block of a layer into `o` (`n x d_model`): `h` is the block's normed input,

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod ffn;
 mod generate;
+mod mixer;
 mod perplexity;
 mod weights;
 
@@ -27,10 +28,11 @@ use std::sync::Arc;
 pub use config::{Arch, Config, LayerShape};
 pub use error::ModelError;
 pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, generate};
+use mixer::{Pass, Scratch};
 pub use perplexity::{Perplexity, perplexity};
-use weights::Weights;
+use weights::{Mixer, Weights};
 
-use crate::backend::{Attention, Backend, BackendError, KvRows, Rope};
+use crate::backend::{Backend, BackendError, KvRows, StateRows};
 use crate::gguf::GgufFile;
 
 /// Tokens processed per forward call when a long prompt is split (bounds the scratch memory).
@@ -59,6 +61,9 @@ impl<B: Backend> std::fmt::Debug for Model<B> {
 /// which sequence owns which block; [`KvCache`] is one sequence on a pool of its own.
 pub struct KvPool<B: Backend> {
     layers: Vec<B::Kv>,
+    /// Per recurrent layer, the states of `sequences` sequences (a row each).
+    states: Vec<B::Tensor>,
+    sequences: usize,
     blocks: usize,
     block_size: usize,
 }
@@ -81,6 +86,11 @@ impl<B: Backend> KvPool<B> {
     pub fn block_size(&self) -> usize {
         self.block_size
     }
+
+    /// Sequences whose recurrent states it holds (slots `0..sequences` of [`Batch::slots`]).
+    pub fn sequences(&self) -> usize {
+        self.sequences
+    }
 }
 
 /// One batch of [`Model::forward_batch`]: rows of one or several sequences.
@@ -95,6 +105,9 @@ pub struct Batch<'a> {
     pub tables: &'a [&'a [u32]],
     /// The rows whose logits are returned, in this order.
     pub logits: &'a [u32],
+    /// The recurrent state slot of each row's sequence (models with recurrent layers, see
+    /// [`KvPool::sequences`]; empty for the others).
+    pub slots: &'a [u32],
 }
 
 /// The keys and values of one sequence, for every layer: a pool of its own whose blocks are all
@@ -130,9 +143,15 @@ impl<B: Backend> KvCache<B> {
         self.capacity
     }
 
-    /// Forgets everything from position `len` on (the next forward writes there).
+    /// Forgets everything from position `len` on (the next forward writes there). A model with
+    /// recurrent layers cannot take its state back: below the current length it forgets
+    /// everything (the caller continues from [`KvCache::len`], recomputing).
     pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        if len < self.len && !self.pool.states.is_empty() {
+            self.len = 0;
+        } else {
+            self.len = self.len.min(len);
+        }
     }
 
     /// Forgets everything.
@@ -195,15 +214,21 @@ impl<B: Backend> Model<B> {
         let block_size = SOLO_BLOCK.min(capacity);
         let blocks = capacity.div_ceil(block_size);
         Ok(KvCache {
-            pool: self.kv_pool(blocks, block_size)?,
+            pool: self.kv_pool(blocks, block_size, 1)?,
             table: (0..blocks as u32).collect(),
             capacity,
             len: 0,
         })
     }
 
-    /// An empty paged KV cache of `blocks` blocks of `block_size` positions.
-    pub fn kv_pool(&self, blocks: usize, block_size: usize) -> Result<KvPool<B>, ModelError> {
+    /// An empty paged KV cache of `blocks` blocks of `block_size` positions, with the recurrent
+    /// states of `sequences` sequences where the model has recurrent layers.
+    pub fn kv_pool(
+        &self,
+        blocks: usize,
+        block_size: usize,
+        sequences: usize,
+    ) -> Result<KvPool<B>, ModelError> {
         let slots =
             blocks
                 .checked_mul(block_size)
@@ -211,22 +236,42 @@ impl<B: Backend> Model<B> {
                     backend: self.backend.name(),
                     message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
                 }))?;
-        let layers = (0..self.config.kv_layers())
+        let c = &self.config;
+        let layers = (0..c.n_layer)
+            .filter(|&il| c.owns_kv(il))
             .map(|il| {
-                let (k_dim, v_dim) = self.config.kv_dims(il);
+                let (k_dim, v_dim) = c.kv_dims(il);
                 self.backend.kv(slots, k_dim, v_dim)
             })
             .collect::<Result<_, _>>()?;
+        let states = match c.recurrent {
+            Some(r) => (0..c.state_layers())
+                .map(|_| self.backend.tensor(sequences.max(1), r.state_len()))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(KvPool {
             layers,
+            states,
+            sequences: sequences.max(1),
             blocks,
             block_size,
         })
     }
 
+    /// Bytes one sequence's recurrent states take, over all recurrent layers, whatever its length
+    /// (0 without recurrent layers).
+    pub fn state_bytes_per_sequence(&self) -> usize {
+        let c = &self.config;
+        c.recurrent
+            .map_or(0, |r| c.state_layers() * r.state_len() * 4)
+    }
+
     /// Bytes one position takes in a KV cache, over all layers.
     pub fn kv_bytes_per_token(&self) -> usize {
-        let values: usize = (0..self.config.kv_layers())
+        let c = &self.config;
+        let values: usize = (0..c.n_layer)
+            .filter(|&il| c.owns_kv(il))
             .map(|il| {
                 let (k_dim, v_dim) = self.config.kv_dims(il);
                 k_dim + v_dim
@@ -264,6 +309,7 @@ impl<B: Backend> Model<B> {
                 positions: &positions,
                 tables: &tables,
                 logits: &logits,
+                slots: &vec![0; n],
             },
         )?;
         kv.len += n;
@@ -363,94 +409,33 @@ impl<B: Backend> Model<B> {
                 .collect()
         });
         let per_layer = self.per_layer_inputs(&x, tokens);
+        if c.recurrent.is_some() {
+            assert_eq!(batch.slots.len(), n, "forward: a state slot per row");
+        }
+        let pass = Pass {
+            positions,
+            kv_rows,
+            temperature: temperature.as_deref(),
+            states: StateRows {
+                slots: batch.slots,
+                positions,
+            },
+            rope_freqs: w.rope_freqs.as_deref(),
+        };
+        let mut delta_scratch = mixer::DeltaScratch::new(b);
         for (il, lw) in w.layers.iter().enumerate() {
             let shape = c.layer(il);
-            let local = shape.local;
-            let Scratch {
-                q,
-                k,
-                v,
-                q_normed,
-                k_normed,
-                v_normed,
-                att,
-                act,
-                ..
-            } = Scratch::of(b, c, &mut scratches, shape, n);
-
-            // Attention block.
-            match (&lw.wk, &lw.wv) {
-                (Some(wk), Some(wv)) => b.matmul_many(&h, &[&lw.wq, wk, wv], &mut [q, k, v]),
-                (Some(wk), None) => b.matmul_many(&h, &[&lw.wq, wk], &mut [q, k]),
-                // A shared-KV layer: only queries.
-                (None, _) => b.matmul(&h, &lw.wq, q),
-            }
-            for (t, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
-                if let Some(bias) = bias {
-                    b.add_bias(t, bias);
+            let scratch = Scratch::of(b, c, &mut scratches, shape, n);
+            // Attention or DeltaNet block.
+            match &lw.mixer {
+                Mixer::Attention(a) => {
+                    let kv_layer = &mut kv.layers[c.kv_layer(il)];
+                    mixer::attention(b, c, il, a, &h, scratch, kv_layer, &pass, &mut o);
                 }
-            }
-            // gemma4: values normed per head without a weight, from the raw keys on layers
-            // without a value projection.
-            if let Some(vn) = &lw.v_norm {
-                let raw = if lw.wv.is_some() { &*v } else { &*k };
-                b.rms_norm(raw, vn, c.rms_eps, v_normed);
-                std::mem::swap(v, v_normed);
-            }
-            if let Some(qn) = &lw.q_norm {
-                b.rms_norm(q, qn, c.rms_eps, q_normed);
-                std::mem::swap(q, q_normed);
-            }
-            if let Some(kn) = &lw.k_norm {
-                b.rms_norm(k, kn, c.rms_eps, k_normed);
-                std::mem::swap(k, k_normed);
-            }
-            let rope = Rope {
-                style: c.rope_style,
-                head_dim: shape.head_dim_k,
-                n_rot: shape.rope_dims,
-                base: if local {
-                    c.rope_base_local
-                } else {
-                    c.rope_base
-                },
-                freq_scale: if local {
-                    c.rope_freq_scale_local
-                } else {
-                    c.rope_freq_scale
-                },
-                yarn: c.rope_yarn,
-                attn_factor: c.rope_attn_factor,
-                // Llama 3.1+'s long-context factors apply to the global layers.
-                freq_factors: if local { None } else { w.rope_freqs.as_deref() },
-            };
-            let own_kv = lw.wk.is_some();
-            if !c.is_nope(il) {
-                b.rope(q, positions, &rope);
-                if own_kv {
-                    b.rope(k, positions, &rope);
+                Mixer::DeltaNet(dn) => {
+                    let state = &mut kv.states[c.state_layer(il)];
+                    mixer::delta_net(b, c, dn, &h, &mut delta_scratch, state, &pass, &mut o);
                 }
-            }
-            if let Some(t) = &temperature {
-                b.scale_rows(q, t);
-            }
-            let attn = Attention {
-                n_head: c.n_head,
-                n_kv_head: shape.n_kv_head,
-                head_dim_k: shape.head_dim_k,
-                head_dim_v: shape.head_dim_v,
-                scale: c.attn_scale,
-                window: if local { c.sliding_window } else { None },
-                sinks: lw.sinks.as_deref(),
-            };
-            let layer_kv = &mut kv.layers[c.kv_layer(il)];
-            match own_kv {
-                true => b.attention(q, k, v, layer_kv, &kv_rows, &attn, att),
-                false => b.attend(q, layer_kv, &kv_rows, &attn, att),
-            }
-            b.matmul(att, &lw.wo, &mut o);
-            if let Some(bias) = &lw.bo {
-                b.add_bias(&mut o, bias);
             }
             if let Some(s) = c.residual_scale {
                 b.scale(&mut o, s);
@@ -459,7 +444,7 @@ impl<B: Backend> Model<B> {
             residual_norm(b, &mut x, &o, post_attn, c, &mut post, &lw.ffn_norm, &mut h);
 
             // Feed-forward block.
-            let act = (act, shape.d_ff);
+            let act = (&mut scratch.act, shape.d_ff);
             ffn::feed_forward(b, c, &lw.ffn, &x, &h, act, &mut ffn_scratch, &mut o);
             if let Some(s) = c.residual_scale {
                 b.scale(&mut o, s);
@@ -615,65 +600,6 @@ impl<B: Backend> Model<B> {
     pub fn prefill_argmax(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<u32, ModelError> {
         let logits = self.prefill_logits(kv, tokens)?;
         Ok(self.backend.argmax(&logits)?[0])
-    }
-}
-
-/// The scratch tensors of one layer shape: projections, their normed copies, the attention
-/// output and the feed-forward activation.
-struct Scratch<B: Backend> {
-    key: (usize, usize, usize, usize),
-    q: B::Tensor,
-    k: B::Tensor,
-    v: B::Tensor,
-    q_normed: B::Tensor,
-    k_normed: B::Tensor,
-    v_normed: B::Tensor,
-    att: B::Tensor,
-    act: B::Tensor,
-}
-
-impl<B: Backend> Scratch<B> {
-    /// The scratch of `shape` for `n` rows, made on first use.
-    fn of<'s>(
-        b: &B,
-        c: &Config,
-        all: &'s mut Vec<Self>,
-        shape: LayerShape,
-        n: usize,
-    ) -> &'s mut Self {
-        let key = (
-            shape.n_kv_head,
-            shape.head_dim_k,
-            shape.head_dim_v,
-            shape.d_ff,
-        );
-        let at = match all.iter().position(|s| s.key == key) {
-            Some(at) => at,
-            None => {
-                let (q_dim, k_dim, v_dim) = (
-                    c.n_head * shape.head_dim_k,
-                    shape.n_kv_head * shape.head_dim_k,
-                    shape.n_kv_head * shape.head_dim_v,
-                );
-                let normed = |rows: usize, cols: usize, wanted: bool| match wanted {
-                    true => b.tensor(rows, cols),
-                    false => b.tensor(0, 0),
-                };
-                all.push(Scratch {
-                    key,
-                    q: b.tensor(n, q_dim),
-                    k: b.tensor(n, k_dim),
-                    v: b.tensor(n, v_dim),
-                    q_normed: normed(n, q_dim, c.qk_norm),
-                    k_normed: normed(n, k_dim, c.qk_norm),
-                    v_normed: normed(n, v_dim, c.v_norm),
-                    att: b.tensor(n, c.n_head * shape.head_dim_v),
-                    act: b.tensor(0, 0),
-                });
-                all.len() - 1
-            }
-        };
-        &mut all[at]
     }
 }
 

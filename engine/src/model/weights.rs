@@ -13,6 +13,26 @@ use super::config::Config;
 /// One transformer block's weights. Optional ones exist only where the [`Config`] says so.
 pub(crate) struct LayerWeights<B: Backend> {
     pub attn_norm: B::Weight,
+    pub mixer: Mixer<B>,
+    pub post_attn_norm: Option<B::Weight>,
+    pub ffn_norm: B::Weight,
+    pub ffn: Ffn<B>,
+    pub post_ffn_norm: Option<B::Weight>,
+    /// The whole residual stream is multiplied by this after the block (gemma4).
+    pub output_scale: Option<f32>,
+    /// The per-layer embedding's gate, projection and norm (gemma4's E2B/E4B).
+    pub per_layer: Option<PerLayer<B>>,
+}
+
+/// What mixes the positions of a layer: attention against the KV cache, or a Gated DeltaNet with
+/// a recurrent state (qwen35).
+pub(crate) enum Mixer<B: Backend> {
+    Attention(AttnWeights<B>),
+    DeltaNet(DeltaWeights<B>),
+}
+
+/// An attention block's weights.
+pub(crate) struct AttnWeights<B: Backend> {
     pub wq: B::Weight,
     /// `None` on a shared-KV layer (gemma4's E2B/E4B), which reads an earlier layer's cache.
     pub wk: Option<B::Weight>,
@@ -29,14 +49,26 @@ pub(crate) struct LayerWeights<B: Backend> {
     pub k_norm: Option<B::Weight>,
     /// Ones: the weightless per-head RMS norm of the values (gemma4).
     pub v_norm: Option<B::Weight>,
-    pub post_attn_norm: Option<B::Weight>,
-    pub ffn_norm: B::Weight,
-    pub ffn: Ffn<B>,
-    pub post_ffn_norm: Option<B::Weight>,
-    /// The whole residual stream is multiplied by this after the block (gemma4).
-    pub output_scale: Option<f32>,
-    /// The per-layer embedding's gate, projection and norm (gemma4's E2B/E4B).
-    pub per_layer: Option<PerLayer<B>>,
+    /// The output gate's projection (qwen35: the second half of each head's `attn_q` rows).
+    pub gate: Option<B::Weight>,
+}
+
+/// A Gated DeltaNet block's weights (qwen35).
+pub(crate) struct DeltaWeights<B: Backend> {
+    /// Queries, keys and values (`attn_qkv`), the output gate `z` (`attn_gate`), and the
+    /// per-value-head `beta` and `alpha` projections.
+    pub qkv: B::Weight,
+    pub z: B::Weight,
+    pub beta: B::Weight,
+    pub alpha: B::Weight,
+    /// The convolution's taps as one vector (`kernel` per channel).
+    pub conv: B::Weight,
+    /// Per value head: `a` (negative) and the time-step bias, on the host.
+    pub a: Vec<f32>,
+    pub dt_bias: Vec<f32>,
+    /// The gated output norm (per head) and the output projection.
+    pub norm: B::Weight,
+    pub out: B::Weight,
 }
 
 /// A layer's use of its per-layer embedding: `x += post_norm(proj(gelu(gate x) * e))`.
@@ -271,6 +303,137 @@ impl<B: Backend> Loader<'_, B> {
             })
     }
 
+    /// Layer `il`'s attention weights.
+    fn attention(&self, c: &Config, il: usize) -> Result<AttnWeights<B>, ModelError> {
+        let (d, shape) = (c.d_model, c.layer(il));
+        let (q_dim, kv_k, kv_v) = (
+            c.n_head * shape.head_dim_k,
+            shape.n_kv_head * shape.head_dim_k,
+            shape.n_kv_head * shape.head_dim_v,
+        );
+        let o_in = c.n_head * shape.head_dim_v;
+        let qkv = [d, q_dim + kv_k + kv_v];
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let own_kv = c.owns_kv(il);
+        // qwen35: each head's query rows, then its output gate's.
+        let (wq, gate) = match (c.fused_qkv, c.attn_output_gate) {
+            (true, _) => (self.rows_of(&n("attn_qkv.weight"), qkv, 0..q_dim)?, None),
+            (false, true) => {
+                let name = n("attn_q.weight");
+                let dims = [d, 2 * q_dim];
+                let hd = shape.head_dim_k;
+                (
+                    self.row_groups(&name, dims, 2 * hd, 0..hd)?,
+                    Some(self.row_groups(&name, dims, 2 * hd, hd..2 * hd)?),
+                )
+            }
+            (false, false) => (self.required(&n("attn_q.weight"), &[d, q_dim])?, None),
+        };
+        Ok(AttnWeights {
+            wq,
+            gate,
+            wk: match c.fused_qkv {
+                _ if !own_kv => None,
+                true => Some(self.rows_of(&n("attn_qkv.weight"), qkv, q_dim..q_dim + kv_k)?),
+                false => Some(self.required(&n("attn_k.weight"), &[d, kv_k])?),
+            },
+            wv: match c.fused_qkv {
+                _ if !own_kv => None,
+                true => Some(self.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?),
+                // gemma4's global layers take their values from the keys.
+                false if c.v_norm && kv_k == kv_v => {
+                    self.optional(&n("attn_v.weight"), &[d, kv_v])?
+                }
+                false => Some(self.required(&n("attn_v.weight"), &[d, kv_v])?),
+            },
+            wo: self.required(&n("attn_output.weight"), &[o_in, d])?,
+            bq: self.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
+            bk: self.when(c.qkv_bias, &n("attn_k.bias"), &[kv_k])?,
+            bv: self.when(c.qkv_bias, &n("attn_v.bias"), &[kv_v])?,
+            bo: self.when(c.out_bias, &n("attn_output.bias"), &[d])?,
+            sinks: match c.attn_sinks {
+                true => Some(self.host_vector(&n("attn_sinks.weight"), c.n_head)?),
+                false => None,
+            },
+            q_norm: self.when(c.qk_norm, &n("attn_q_norm.weight"), &[shape.head_dim_k])?,
+            k_norm: self.when(
+                c.qk_norm && own_kv,
+                &n("attn_k_norm.weight"),
+                &[shape.head_dim_k],
+            )?,
+            v_norm: match c.v_norm && own_kv {
+                true => Some(self.derived("v_norm", &vec![1.0; shape.head_dim_v])?),
+                false => None,
+            },
+        })
+    }
+
+    /// Layer `il`'s Gated DeltaNet weights.
+    fn delta_net(
+        &self,
+        c: &Config,
+        il: usize,
+        r: super::config::Recurrent,
+    ) -> Result<DeltaWeights<B>, ModelError> {
+        let d = c.d_model;
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let (ch, inner) = (r.channels(), r.n_v * r.d);
+        let conv = n("ssm_conv1d.weight");
+        Ok(DeltaWeights {
+            qkv: self.required(&n("attn_qkv.weight"), &[d, ch])?,
+            z: self.required(&n("attn_gate.weight"), &[d, inner])?,
+            beta: self.required(&n("ssm_beta.weight"), &[d, r.n_v])?,
+            alpha: self.required(&n("ssm_alpha.weight"), &[d, r.n_v])?,
+            // One vector of every tap (the GPU takes rows of multiples of 8 values).
+            conv: {
+                let mut whole = self.required_info(&conv, &[r.kernel, ch])?.clone();
+                whole.dims = vec![(r.kernel * ch) as u64];
+                self.take(&conv, &whole)?
+            },
+            a: self.host_vector(&n("ssm_a"), r.n_v)?,
+            dt_bias: self.host_vector(&n("ssm_dt.bias"), r.n_v)?,
+            norm: self.required(&n("ssm_norm.weight"), &[r.d])?,
+            out: self.required(&n("ssm_out.weight"), &[inner, d])?,
+        })
+    }
+
+    /// The rows of the 2-D tensor `name` (GGUF dims `[cols, total]`) whose index within each
+    /// group of `group` rows falls in `pick`, copied into a weight of their own (qwen35's
+    /// per-head query and gate rows of `attn_q`). The bytes are copied once at load; the file's
+    /// rows are then never read.
+    fn row_groups(
+        &self,
+        name: &str,
+        [cols, total]: [usize; 2],
+        group: usize,
+        pick: std::ops::Range<usize>,
+    ) -> Result<B::Weight, ModelError> {
+        let info = self.required_info(name, &[cols, total])?.clone();
+        let bytes = self.file.tensor_data(&info);
+        let row = bytes.len() / total;
+        let picked: Vec<u8> = (0..total)
+            .filter(|r| pick.contains(&(r % group)))
+            .flat_map(|r| &bytes[r * row..(r + 1) * row])
+            .copied()
+            .collect();
+        let rows = picked.len() / row;
+        let built = crate::gguf::GgufBuilder::new()
+            .tensor(name, &[cols as u64, rows as u64], info.ty, picked)
+            .build();
+        let file = Arc::new(GgufFile::from_bytes(built, &self.label())?);
+        let part = file.header().tensors[0].clone();
+        let weight = self
+            .backend
+            .weight(&file, &part)
+            .map_err(|source| ModelError::Backend {
+                file: self.label(),
+                source,
+            })?;
+        (self.progress)(part.size);
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(weight)
+    }
+
     /// Layer `il`'s feed-forward block: experts where the model has them, a dense block where
     /// the model has no experts or the layer has a dense block besides them (gemma4).
     fn ffn(&self, c: &Config, il: usize, d_ff: usize) -> Result<Ffn<B>, ModelError> {
@@ -439,53 +602,12 @@ impl<B: Backend> Weights<B> {
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let shape = c.layer(il);
-            let (q_dim, kv_k, kv_v) = (
-                c.n_head * shape.head_dim_k,
-                shape.n_kv_head * shape.head_dim_k,
-                shape.n_kv_head * shape.head_dim_v,
-            );
-            let o_in = c.n_head * shape.head_dim_v;
-            let qkv = [d, q_dim + kv_k + kv_v];
             let n = |s: &str| format!("blk.{il}.{s}");
-            let own_kv = il < c.kv_layers();
             layers.push(LayerWeights {
                 attn_norm: l.required(&n("attn_norm.weight"), &[d])?,
-                wq: match c.fused_qkv {
-                    true => l.rows_of(&n("attn_qkv.weight"), qkv, 0..q_dim)?,
-                    false => l.required(&n("attn_q.weight"), &[d, q_dim])?,
-                },
-                wk: match c.fused_qkv {
-                    _ if !own_kv => None,
-                    true => Some(l.rows_of(&n("attn_qkv.weight"), qkv, q_dim..q_dim + kv_k)?),
-                    false => Some(l.required(&n("attn_k.weight"), &[d, kv_k])?),
-                },
-                wv: match c.fused_qkv {
-                    _ if !own_kv => None,
-                    true => Some(l.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?),
-                    // gemma4's global layers take their values from the keys.
-                    false if c.v_norm && kv_k == kv_v => {
-                        l.optional(&n("attn_v.weight"), &[d, kv_v])?
-                    }
-                    false => Some(l.required(&n("attn_v.weight"), &[d, kv_v])?),
-                },
-                wo: l.required(&n("attn_output.weight"), &[o_in, d])?,
-                bq: l.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
-                bk: l.when(c.qkv_bias, &n("attn_k.bias"), &[kv_k])?,
-                bv: l.when(c.qkv_bias, &n("attn_v.bias"), &[kv_v])?,
-                bo: l.when(c.out_bias, &n("attn_output.bias"), &[d])?,
-                sinks: match c.attn_sinks {
-                    true => Some(l.host_vector(&n("attn_sinks.weight"), c.n_head)?),
-                    false => None,
-                },
-                q_norm: l.when(c.qk_norm, &n("attn_q_norm.weight"), &[shape.head_dim_k])?,
-                k_norm: l.when(
-                    c.qk_norm && own_kv,
-                    &n("attn_k_norm.weight"),
-                    &[shape.head_dim_k],
-                )?,
-                v_norm: match c.v_norm && own_kv {
-                    true => Some(l.derived("v_norm", &vec![1.0; shape.head_dim_v])?),
-                    false => None,
+                mixer: match c.recurrent {
+                    Some(r) if c.is_recurrent(il) => Mixer::DeltaNet(l.delta_net(c, il, r)?),
+                    _ => Mixer::Attention(l.attention(c, il)?),
                 },
                 post_attn_norm: l.when(c.post_norms, &n("post_attention_norm.weight"), &[d])?,
                 ffn_norm: l.required(&n(&format!("{}.weight", c.ffn_norm_name)), &[d])?,

@@ -51,6 +51,7 @@ impl<B: Backend> Scheduler<B> {
         let mut tokens = Vec::new();
         let mut positions = Vec::new();
         let mut tables: Vec<&[u32]> = Vec::new();
+        let mut slots = Vec::new();
         let mut logit_rows = Vec::new();
         // (index among the logit rows, sequence index) of prompts whose hidden state is asked.
         let mut probes = Vec::new();
@@ -67,6 +68,7 @@ impl<B: Backend> Scheduler<B> {
                 tokens.push(t);
                 positions.push(p as u32);
                 tables.push(&seq.blocks.table);
+                slots.push(seq.slot);
             }
             if !all && start + r.tokens.len() == seq.tokens.len() {
                 logit_rows.push(tokens.len() as u32 - 1);
@@ -98,6 +100,7 @@ impl<B: Backend> Scheduler<B> {
                 positions: &positions,
                 tables: &tables,
                 logits: &logit_rows,
+                slots: &slots,
             },
             !probes.is_empty(),
         )?;

@@ -220,6 +220,9 @@ struct Seq<B: Backend> {
     admitted_before: bool,
     /// [`Output::Hidden`]s reported.
     probed: usize,
+    /// The row of the pool's recurrent states it continues while running (models with
+    /// recurrent layers).
+    slot: u32,
 }
 
 /// Many sequences on one model. See the module docs.
@@ -275,11 +278,15 @@ impl<B: Backend> Scheduler<B> {
         let most = context_blocks * config.max_running.max(1) as u64;
         let blocks = (budget / per_block).clamp(1, most.max(1));
         let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
-        let pool = model.kv_pool(blocks, block_size)?;
+        let pool = model.kv_pool(blocks, block_size, config.max_running.max(1))?;
+        // A recurrent state cannot be resumed from a shared prefix's blocks (it holds the whole
+        // history at one position): models with recurrent layers recompute each prompt.
+        let recurrent = model.config().recurrent.is_some();
         Ok(Scheduler {
             model,
             draft,
             config: SchedConfig {
+                prefix_cache: config.prefix_cache && !recurrent,
                 block_size,
                 prefill_chunk: config.prefill_chunk.clamp(1, MAX_BATCH),
                 max_running: config.max_running.max(1),
@@ -367,6 +374,7 @@ impl<B: Backend> Scheduler<B> {
             spec_misses: 0,
             admitted_before: false,
             probed: 0,
+            slot: 0,
         });
         Ok(())
     }
@@ -490,6 +498,10 @@ impl<B: Backend> Scheduler<B> {
             let ok = self.blocks.reserve(&mut seq.blocks, seq.tokens.len());
             debug_assert!(ok, "admission checked the room");
             seq.computed = reused;
+            // The lowest recurrent state row no running sequence holds.
+            seq.slot = (0..)
+                .find(|s| self.running.iter().all(|r| r.slot != *s))
+                .expect("fewer running sequences than state rows");
             if !seq.admitted_before {
                 seq.stats.reused_tokens = reused;
                 seq.admitted_before = true;

@@ -84,7 +84,9 @@ impl<B: Backend> Scheduler<B> {
         let seq = &mut self.running[i];
         // A sequence whose first tokens are probed drafts nothing until they are out.
         let probing = seq.params.probe && seq.generated < seq.params.probe_tokens;
-        if seq.params.speculation == Speculation::Off || probing {
+        // A recurrent state cannot take back rejected drafts: no speculation on such models.
+        let recurrent = self.model.config().recurrent.is_some();
+        if seq.params.speculation == Speculation::Off || probing || recurrent {
             return Ok(Vec::new());
         }
         if seq.spec_pause > 0 {

@@ -143,7 +143,7 @@ fn sequences_ending_while_others_start_keep_every_sequence_its_own_rows() {
 fn last_row(m: &Model<CpuBackend>, tokens: &[u32]) -> (Vec<f32>, Vec<f32>) {
     let n = tokens.len();
     let positions: Vec<u32> = (0..n as u32).collect();
-    let mut pool = m.kv_pool(8, 16).unwrap();
+    let mut pool = m.kv_pool(8, 16, 1).unwrap();
     let table: Vec<u32> = (0..8).collect();
     let tables = vec![table.as_slice(); n];
     let (logits, hidden) = m
@@ -154,6 +154,7 @@ fn last_row(m: &Model<CpuBackend>, tokens: &[u32]) -> (Vec<f32>, Vec<f32>) {
                 positions: &positions,
                 tables: &tables,
                 logits: &[n as u32 - 1],
+                slots: &[],
             },
             true,
         )

@@ -596,6 +596,20 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn delta_net(
+        &self,
+        net: &crate::backend::DeltaNet<'_>,
+        qkv: &CpuTensor,
+        beta: &CpuTensor,
+        alpha: &CpuTensor,
+        conv: &CpuWeight,
+        state: &mut CpuTensor,
+        rows: &crate::backend::StateRows<'_>,
+        out: &mut CpuTensor,
+    ) {
+        crate::backend::delta::delta_net(net, qkv, beta, alpha, conv.vector(), state, rows, out);
+    }
+
     fn softcap(&self, x: &mut CpuTensor, cap: f32) {
         for a in x.data.iter_mut() {
             *a = cap * (*a / cap).tanh();
@@ -620,7 +634,7 @@ impl Backend for CpuBackend {
 /// vectorized.
 pub(super) fn glu_into(level: Level, act: Activation, gate: &[f32], up: &[f32], dst: &mut [f32]) {
     match act {
-        Activation::Silu | Activation::SwigluOai => {
+        Activation::Silu | Activation::SwigluOai | Activation::Sigmoid => {
             for ((d, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
                 *d = activate(act, g) * up_term(act, u);
             }

@@ -177,6 +177,7 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 Activation::Silu,
                 Activation::GeluTanh,
                 Activation::SwigluOai,
+                Activation::Sigmoid,
             ] {
                 let up = tensor(n, 1280, activations(&mut rng, n * 1280));
                 let mut want = reference.tensor(n, 1280);
@@ -454,6 +455,7 @@ fn expert_biases_routing_and_combination_match_the_reference() {
             Activation::Silu,
             Activation::GeluTanh,
             Activation::SwigluOai,
+            Activation::Sigmoid,
         ] {
             let mut want_glu = reference.tensor(n, per);
             reference.glu(

@@ -18,6 +18,7 @@ const TILE_F16: &str = include_str!("../../../../shaders/tile_f16.wgsl");
 const EMBED: &str = include_str!("../../../../shaders/embed.wgsl");
 const NORM: &str = include_str!("../../../../shaders/norm.wgsl");
 const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
+const DELTA: &str = include_str!("../../../../shaders/delta.wgsl");
 const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
 
@@ -65,6 +66,8 @@ pub enum Module {
     Rope,
     Attention,
     Elementwise,
+    /// Gated DeltaNet (qwen35).
+    Delta,
 }
 
 impl Module {
@@ -96,6 +99,7 @@ impl Module {
             Module::Rope,
             Module::Attention,
             Module::Elementwise,
+            Module::Delta,
         ];
         for ty in formats {
             let f = quant_fn(ty).expect("listed formats have kernels");
@@ -131,6 +135,7 @@ impl Module {
             Module::Rope => format!("{COMMON}\n{ROPE}"),
             Module::Attention => format!("{COMMON}\n{ATTENTION}"),
             Module::Elementwise => format!("{COMMON}\n{ELEMENTWISE}"),
+            Module::Delta => format!("{COMMON}\n{DELTA}"),
         }
     }
 
@@ -178,6 +183,24 @@ impl Module {
                     &[(1, false), (4, true), (5, true), (6, true), (7, false)],
                 ),
                 ("attend_merge", &[(2, false), (6, true), (7, false)]),
+            ],
+            Module::Delta => &[
+                (
+                    "ssm_conv",
+                    &[(1, true), (2, false), (3, true), (4, false), (5, false)],
+                ),
+                ("l2_heads", &[(3, true)]),
+                (
+                    "delta_rule",
+                    &[
+                        (1, true),
+                        (2, false),
+                        (3, true),
+                        (4, false),
+                        (5, false),
+                        (6, false),
+                    ],
+                ),
             ],
             Module::Elementwise => &[
                 ("fill_zero", &[(1, true)]),
@@ -324,6 +347,9 @@ pub(super) struct Kernels {
     pub add_bias_experts: Arc<Kernel>,
     pub moe_combine: Arc<Kernel>,
     pub moe_scale: Arc<Kernel>,
+    pub ssm_conv: Arc<Kernel>,
+    pub l2_heads: Arc<Kernel>,
+    pub delta_rule: Arc<Kernel>,
     /// The kernels of each weight format, compiled when a weight of that format is loaded.
     quantized: Mutex<HashMap<&'static str, Quantized>>,
     subgroups: bool,
@@ -364,7 +390,13 @@ impl Kernels {
         ]: [Arc<Kernel>; 18] = compile(device, Module::Elementwise)
             .try_into()
             .expect("elementwise has eighteen entry points");
+        let [ssm_conv, l2_heads, delta_rule]: [Arc<Kernel>; 3] = compile(device, Module::Delta)
+            .try_into()
+            .expect("delta has three entry points");
         Kernels {
+            ssm_conv,
+            l2_heads,
+            delta_rule,
             rms_norm,
             add_rms_norm,
             rope: one(Module::Rope),

@@ -17,6 +17,7 @@
 
 mod attention;
 mod codebooks;
+mod delta;
 mod device;
 mod kernels;
 mod matmul;
@@ -686,6 +687,20 @@ impl Backend for GpuBackend {
         );
     }
 
+    fn delta_net(
+        &self,
+        net: &super::DeltaNet<'_>,
+        qkv: &GpuTensor,
+        beta: &GpuTensor,
+        alpha: &GpuTensor,
+        conv: &GpuWeight,
+        state: &mut GpuTensor,
+        rows: &super::StateRows<'_>,
+        out: &mut GpuTensor,
+    ) {
+        self.record_delta_net(net, qkv, beta, alpha, conv, state, rows, out);
+    }
+
     fn softcap(&self, x: &mut GpuTensor, cap: f32) {
         let k = &self.ctx.kernels;
         let (n, c) = (u(x.len()), cap.to_bits());
@@ -795,5 +810,6 @@ fn activation_code(act: Activation) -> u32 {
         Activation::Silu => 0,
         Activation::GeluTanh => 1,
         Activation::SwigluOai => 2,
+        Activation::Sigmoid => 3,
     }
 }

@@ -342,6 +342,7 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
             Activation::Silu,
             Activation::GeluTanh,
             Activation::SwigluOai,
+            Activation::Sigmoid,
         ] {
             let mut want = reference.tensor(n, 1280);
             reference.glu(&x, &up, act, &mut want);

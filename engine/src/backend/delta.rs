@@ -1,0 +1,177 @@
+//! Gated DeltaNet (qwen35's linear-attention layers) on the host: the shape, the rows' recurrent
+//! states and the recurrence of [`Backend::delta_net`](super::Backend::delta_net), shared by the
+//! reference and CPU backends (the GPU backend has the same maths in WGSL).
+//!
+//! A layer's state for one sequence is one row of a state tensor: the last `kernel - 1` inputs of
+//! the causal convolution (oldest first, `channels` values each), then per value head the
+//! `d x d` matrix `S` (row `i` = key dimension, column = value dimension).
+
+use super::host::HostTensor;
+
+/// The shape of a Gated DeltaNet layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaNet<'a> {
+    /// Key heads (`ssm.group_count`) and value heads (`ssm.time_step_rank`); value head `j`
+    /// reads key head `j % n_k`.
+    pub n_k: usize,
+    pub n_v: usize,
+    /// Head size (`ssm.state_size`).
+    pub d: usize,
+    /// Taps of the causal convolution (`ssm.conv_kernel`).
+    pub kernel: usize,
+    /// The L2 norm's epsilon.
+    pub eps: f32,
+    /// Per value head: the decay rate `a` (stored negative) and the time-step bias.
+    pub a: &'a [f32],
+    pub dt_bias: &'a [f32],
+}
+
+impl DeltaNet<'_> {
+    /// Channels of the convolution: queries, keys and values.
+    pub fn channels(&self) -> usize {
+        (2 * self.n_k + self.n_v) * self.d
+    }
+
+    /// Values of one sequence's state.
+    pub fn state_len(&self) -> usize {
+        (self.kernel - 1) * self.channels() + self.n_v * self.d * self.d
+    }
+}
+
+/// Which state each row of a batch continues: row `t` is at position `positions[t]` of the
+/// sequence whose state is row `slots[t]` of the state tensor; a row at position 0 starts from
+/// zeros. Rows of one sequence come in position order.
+#[derive(Debug, Clone, Copy)]
+pub struct StateRows<'a> {
+    pub slots: &'a [u32],
+    pub positions: &'a [u32],
+}
+
+/// The shape checks of `delta_net` on `(rows, cols)` shapes.
+pub(crate) fn check(
+    net: &DeltaNet<'_>,
+    [qkv, beta, alpha, state, out]: [(usize, usize); 5],
+    conv: usize,
+    rows: &StateRows<'_>,
+) {
+    let n = qkv.0;
+    assert_eq!(qkv.1, net.channels(), "delta_net: qkv width");
+    assert_eq!(beta, (n, net.n_v), "delta_net: beta shape");
+    assert_eq!(alpha, (n, net.n_v), "delta_net: alpha shape");
+    assert_eq!(out, (n, net.n_v * net.d), "delta_net: output shape");
+    assert_eq!(state.1, net.state_len(), "delta_net: state width");
+    assert_eq!(conv, net.kernel * net.channels(), "delta_net: conv taps");
+    assert!(
+        net.n_k > 0 && net.n_v.is_multiple_of(net.n_k) && net.kernel >= 2,
+        "delta_net: heads"
+    );
+    assert_eq!((net.a.len(), net.dt_bias.len()), (net.n_v, net.n_v));
+    assert_eq!(
+        (rows.slots.len(), rows.positions.len()),
+        (n, n),
+        "delta_net: a slot and position per row"
+    );
+    assert!(
+        rows.slots.iter().all(|&s| (s as usize) < state.0),
+        "delta_net: slot beyond the state tensor"
+    );
+}
+
+/// `log(1 + e^x)`, linear above 20 as ggml's.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+/// [`Backend::delta_net`](super::Backend::delta_net) on host tensors (`conv`: the taps, `kernel`
+/// per channel, the last multiplying the current input).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn delta_net(
+    net: &DeltaNet<'_>,
+    qkv: &HostTensor,
+    beta: &HostTensor,
+    alpha: &HostTensor,
+    conv: &[f32],
+    state: &mut HostTensor,
+    rows: &StateRows<'_>,
+    out: &mut HostTensor,
+) {
+    let shape = |t: &HostTensor| (t.rows, t.cols);
+    check(
+        net,
+        [
+            shape(qkv),
+            shape(beta),
+            shape(alpha),
+            shape(state),
+            shape(out),
+        ],
+        conv.len(),
+        rows,
+    );
+    let (ch, k, d) = (net.channels(), net.kernel, net.d);
+    let hist = (k - 1) * ch;
+    let mut x = vec![0f32; ch];
+    let (mut ks, mut delta) = (vec![0f32; d], vec![0f32; d]);
+    for t in 0..qkv.rows {
+        let slot = rows.slots[t] as usize;
+        let st = &mut state.data[slot * state.cols..][..state.cols];
+        if rows.positions[t] == 0 {
+            st.fill(0.0);
+        }
+        let (past, s) = st.split_at_mut(hist);
+        // Causal depthwise convolution, then SiLU; the input joins the history.
+        let input = qkv.row(t);
+        for c in 0..ch {
+            let w = &conv[c * k..][..k];
+            let mut acc = w[k - 1] * input[c];
+            for (j, &wj) in w[..k - 1].iter().enumerate() {
+                acc += wj * past[j * ch + c];
+            }
+            x[c] = acc / (1.0 + (-acc).exp());
+        }
+        past.copy_within(ch.., 0);
+        past[hist - ch..].copy_from_slice(input);
+        // Queries and keys L2-normalised per head, queries scaled by 1/sqrt(d).
+        let nk = net.n_k * d;
+        for (h, head) in x[..2 * nk].chunks_exact_mut(d).enumerate() {
+            let norm = (head.iter().map(|v| v * v).sum::<f32>() + net.eps).sqrt();
+            let scale = if h < net.n_k {
+                1.0 / (norm * (d as f32).sqrt())
+            } else {
+                1.0 / norm
+            };
+            head.iter_mut().for_each(|v| *v *= scale);
+        }
+        let (q, rest) = x.split_at(nk);
+        let (key, v) = rest.split_at(nk);
+        let o = &mut out.data[t * net.n_v * d..][..net.n_v * d];
+        for j in 0..net.n_v {
+            let kh = j % net.n_k;
+            let (qj, kj, vj) = (&q[kh * d..][..d], &key[kh * d..][..d], &v[j * d..][..d]);
+            let decay = (net.a[j] * softplus(alpha.row(t)[j] + net.dt_bias[j])).exp();
+            let b = 1.0 / (1.0 + (-beta.row(t)[j]).exp());
+            let sj = &mut s[j * d * d..][..d * d];
+            sj.iter_mut().for_each(|v| *v *= decay);
+            ks.fill(0.0);
+            for (i, &ki) in kj.iter().enumerate() {
+                for (acc, &sv) in ks.iter_mut().zip(&sj[i * d..][..d]) {
+                    *acc += ki * sv;
+                }
+            }
+            for ((dl, &vv), &kv) in delta.iter_mut().zip(vj).zip(&ks) {
+                *dl = (vv - kv) * b;
+            }
+            let oj = &mut o[j * d..][..d];
+            oj.fill(0.0);
+            for i in 0..d {
+                let row = &mut sj[i * d..][..d];
+                for (sv, &dl) in row.iter_mut().zip(&delta) {
+                    *sv += kj[i] * dl;
+                }
+                for (acc, &sv) in oj.iter_mut().zip(row.iter()) {
+                    *acc += qj[i] * sv;
+                }
+            }
+        }
+    }
+}
