@@ -98,7 +98,8 @@ fn gated(g: f32, b: f32) -> f32 {
     return gc / (1.0 + exp(-1.702 * gc)) * (clamp(b, -7.0, 7.0) + 1.0);
 }
 
-// C = act(A) * B. p(0): values, p(1): the activation (see `gated`).
+// C = act(A) * B. p(0): values, p(1): the activation (see `gated`), p(2): 1, or B's columns
+// where A holds one gate per row.
 @compute @workgroup_size(256)
 fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
@@ -106,7 +107,7 @@ fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= p(0u) {
         return;
     }
-    C[i] = gated(A[i], B[i]);
+    C[i] = gated(A[i / p(2u)], B[i]);
 }
 
 // C[r][c] = act(A[r][c]) * A[r][f + c]: a fused gate|up projection. p(0): values of C, p(1): the

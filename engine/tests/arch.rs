@@ -572,3 +572,9 @@ fn qwen35_matches_llama_cpp() {
     // the teacher-forced part), then a gated full-attention layer.
     check_arch_file("qwen35", 1e-3);
 }
+
+#[test]
+fn qwen35moe_matches_llama_cpp() {
+    // qwen35's layers with 8 experts and the sigmoid-gated shared expert.
+    check_arch_file("qwen35moe", 1e-3);
+}

@@ -409,7 +409,8 @@ pub trait Backend: Send + Sync {
     /// `out[i] = x[rows[i]]`: picks the rows whose logits are wanted.
     fn gather(&self, x: &Self::Tensor, rows: &[u32], out: &mut Self::Tensor);
 
-    /// `out = act(gate) * up`, elementwise.
+    /// `out = act(gate) * up`, elementwise; a gate of one column gates each row with its one
+    /// value (qwen35moe's shared expert).
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation, out: &mut Self::Tensor);
 
     /// [`Backend::glu`] of a fused projection: each row of `x` holds the gate values then the up

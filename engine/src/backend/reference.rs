@@ -380,7 +380,9 @@ impl Backend for ReferenceBackend {
             (up.rows, up.cols),
             (out.rows, out.cols),
         );
-        for ((o, &g), &u) in out.data.iter_mut().zip(&gate.data).zip(&up.data) {
+        let per_row = gate.cols == 1 && up.cols > 1;
+        for (i, (o, &u)) in out.data.iter_mut().zip(&up.data).enumerate() {
+            let g = gate.data[if per_row { i / up.cols } else { i }];
             *o = match self.numerics {
                 Numerics::Ggml => activate_ggml(act, g),
                 Numerics::Exact => activate(act, g),

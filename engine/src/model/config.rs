@@ -32,11 +32,13 @@ pub enum Arch {
     /// Qwen3.5 / Qwen3.6: Gated DeltaNet layers with a recurrent state, every fourth layer gated
     /// full attention.
     Qwen35,
+    /// Qwen3.5 / Qwen3.6 MoE (35B-A3B): qwen35 with experts and a sigmoid-gated shared expert.
+    Qwen35Moe,
 }
 
 impl Arch {
     /// All supported architectures, by their `general.architecture` name.
-    pub const ALL: [Arch; 12] = [
+    pub const ALL: [Arch; 13] = [
         Arch::Llama,
         Arch::Gemma3,
         Arch::Qwen2,
@@ -49,6 +51,7 @@ impl Arch {
         Arch::Mistral3,
         Arch::Gemma4,
         Arch::Qwen35,
+        Arch::Qwen35Moe,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -70,6 +73,7 @@ impl Arch {
             Arch::Mistral3 => "mistral3",
             Arch::Gemma4 => "gemma4",
             Arch::Qwen35 => "qwen35",
+            Arch::Qwen35Moe => "qwen35moe",
         }
     }
 }
@@ -177,6 +181,8 @@ pub struct Config {
     /// The query projection gives each head's queries then its output gate, and the attention
     /// output is multiplied by `sigmoid(gate)` (qwen35's full-attention layers).
     pub attn_output_gate: bool,
+    /// Hidden width of the shared expert beside the routed ones (qwen35moe; 0: none).
+    pub d_ff_shared: usize,
 }
 
 /// The shape of a model's Gated DeltaNet layers (see [`crate::backend::DeltaNet`]).
@@ -257,6 +263,8 @@ impl Config {
         let head_dim_v = size("attention.value_length", meta.value_length)?;
         let d_ff = match meta.feed_forward_length {
             Some(v) => size("feed_forward_length", v)?,
+            // Experts only (qwen35moe): no dense block.
+            None if file.opt_u64(&key("expert_count"))?.unwrap_or(0) > 0 => 0,
             None => {
                 return Err(ModelError::BadMetadata {
                     file: file.label().to_string(),
@@ -409,7 +417,7 @@ impl Config {
                 ),
             });
         }
-        let qwen35 = arch == Arch::Qwen35;
+        let qwen35 = matches!(arch, Arch::Qwen35 | Arch::Qwen35Moe);
         let recurrent = if qwen35 {
             let need = |name: &str| -> Result<usize, ModelError> {
                 match file.opt_u64(&key(name))? {
@@ -484,7 +492,14 @@ impl Config {
             }
             let width = match file.opt_u64(&key("expert_feed_forward_length"))? {
                 Some(v) => size("expert_feed_forward_length", v)?,
-                None => d_ff / used,
+                None if d_ff >= used => d_ff / used,
+                None => {
+                    return Err(ModelError::BadMetadata {
+                        file: file.label().to_string(),
+                        key: key("expert_feed_forward_length"),
+                        reason: "is missing".into(),
+                    });
+                }
             };
             (used, width)
         } else {
@@ -520,7 +535,8 @@ impl Config {
                 | Arch::GptOss
                 | Arch::Phi3
                 | Arch::Gemma4
-                | Arch::Qwen35 => RopeStyle::Neox,
+                | Arch::Qwen35
+                | Arch::Qwen35Moe => RopeStyle::Neox,
             },
             rope_dims,
             rope_base,
@@ -541,7 +557,12 @@ impl Config {
             },
             qk_norm: matches!(
                 arch,
-                Arch::Gemma3 | Arch::Gemma4 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::Qwen35
+                Arch::Gemma3
+                    | Arch::Gemma4
+                    | Arch::Qwen3
+                    | Arch::Qwen3Moe
+                    | Arch::Qwen35
+                    | Arch::Qwen35Moe
             ),
             qkv_bias: matches!(arch, Arch::Qwen2 | Arch::GptOss),
             out_bias: gpt_oss,
@@ -609,6 +630,10 @@ impl Config {
             shared_kv_layers,
             recurrent,
             attn_output_gate: qwen35,
+            d_ff_shared: match file.opt_u64(&key("expert_shared_feed_forward_length"))? {
+                Some(v) if n_expert > 0 && v > 0 => size("expert_shared_feed_forward_length", v)?,
+                _ => 0,
+            },
         })
     }
 

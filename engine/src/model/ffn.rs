@@ -4,7 +4,7 @@
 use super::Config;
 use super::mixer::sized;
 use super::weights::{Experts, Ffn, GateUp};
-use crate::backend::Backend;
+use crate::backend::{Activation, Backend};
 
 /// The experts' scratch for one batch, each tensor made at its first use.
 pub(super) struct FfnScratch<B: Backend> {
@@ -20,6 +20,9 @@ pub(super) struct FfnScratch<B: Backend> {
     out: B::Tensor,
     moe: B::Tensor,
     normed: B::Tensor,
+    shared_act: B::Tensor,
+    shared_out: B::Tensor,
+    shared_gate: B::Tensor,
 }
 
 impl<B: Backend> FfnScratch<B> {
@@ -38,6 +41,9 @@ impl<B: Backend> FfnScratch<B> {
             out: empty(),
             moe: empty(),
             normed: empty(),
+            shared_act: empty(),
+            shared_out: empty(),
+            shared_gate: empty(),
         }
     }
 }
@@ -74,6 +80,20 @@ pub(super) fn feed_forward<B: Backend>(
             None => std::mem::swap(o, &mut s.moe),
         }
     }
+    if let Some(shared) = &ffn.shared {
+        // qwen35moe: + down(silu(gate h) * up h) * sigmoid(gate_inp · h).
+        let e = &shared.expert;
+        let f = c.d_ff_shared;
+        let act = sized(b, &mut s.shared_act, n, f);
+        b.gated_matmul(h, &e.gate, &e.up, c.activation, act);
+        let out = sized(b, &mut s.shared_out, n, d);
+        b.matmul(act, &e.down, out);
+        let g = sized(b, &mut s.shared_gate, n, 1);
+        b.matmul(h, &shared.gate, g);
+        let gated = sized(b, &mut s.normed, n, d);
+        b.glu(g, out, Activation::Sigmoid, gated);
+        b.add(o, gated);
+    }
 }
 
 /// The mixture of experts into `s.moe` (`n x d_model`).
@@ -100,6 +120,7 @@ fn experts<B: Backend>(
         out,
         moe,
         normed,
+        ..
     } = s;
     let router_in = match &m.router_norm {
         Some(norm) => {

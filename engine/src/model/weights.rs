@@ -97,6 +97,15 @@ pub(crate) struct Ffn<B: Backend> {
     /// RMSNorm of the dense block's output where experts follow (gemma4's `post_ffw_norm_1`).
     pub dense_norm: Option<B::Weight>,
     pub experts: Option<Experts<B>>,
+    /// A shared expert every token uses besides the routed ones, its output times
+    /// `sigmoid(gate · x)` (qwen35moe).
+    pub shared: Option<Shared<B>>,
+}
+
+/// A shared expert and its gate (a vector: one value per token).
+pub(crate) struct Shared<B: Backend> {
+    pub expert: Dense<B>,
+    pub gate: B::Weight,
 }
 
 /// `down(act(gate x) * up x)`.
@@ -461,6 +470,7 @@ impl<B: Backend> Loader<'_, B> {
                 dense,
                 dense_norm: None,
                 experts: None,
+                shared: None,
             });
         }
         let (e, f) = (c.n_expert, c.d_ff_expert);
@@ -480,7 +490,19 @@ impl<B: Backend> Loader<'_, B> {
                 up: self.experts(&n("ffn_up_exps.weight"), [d, f, e])?,
             },
         };
+        let shared = match c.d_ff_shared {
+            0 => None,
+            f => Some(Shared {
+                expert: Dense {
+                    gate: self.required(&n("ffn_gate_shexp.weight"), &[d, f])?,
+                    up: self.required(&n("ffn_up_shexp.weight"), &[d, f])?,
+                    down: self.required(&n("ffn_down_shexp.weight"), &[f, d])?,
+                },
+                gate: self.required(&n("ffn_gate_inp_shexp.weight"), &[d])?,
+            }),
+        };
         Ok(Ffn {
+            shared,
             dense_norm: match dense {
                 Some(_) => self.optional(&n("post_ffw_norm_1.weight"), &[d])?,
                 None => None,

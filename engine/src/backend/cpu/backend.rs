@@ -558,6 +558,20 @@ impl Backend for CpuBackend {
             (up.rows, up.cols),
             (out.rows, out.cols),
         );
+        if gate.cols == 1 && up.cols > 1 {
+            for ((row, &g), o) in up
+                .data
+                .chunks_exact(up.cols)
+                .zip(&gate.data)
+                .zip(out.data.chunks_exact_mut(up.cols))
+            {
+                let a = crate::backend::host::activate_ggml(act, g);
+                for (o, &u) in o.iter_mut().zip(row) {
+                    *o = a * up_term(act, u);
+                }
+            }
+            return;
+        }
         let n = out.data.len();
         let level = self.level;
         let o = Out::new(&mut out.data);

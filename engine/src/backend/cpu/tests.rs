@@ -185,6 +185,12 @@ fn elementwise_ops_and_attention_match_the_reference() {
                 reference.glu(&x, &up, act, &mut want);
                 b.glu(&x, &up, act, &mut got);
                 assert_eq!(got.data(), want.data(), "glu {act:?} {label}");
+                // One gate per row: the same as that gate repeated over the row.
+                let gates: Vec<f32> = x.data().chunks_exact(1280).map(|r| r[3]).collect();
+                let repeated: Vec<f32> = gates.iter().flat_map(|&g| [g; 1280]).collect();
+                reference.glu(&tensor(n, 1280, repeated), &up, act, &mut want);
+                b.glu(&tensor(n, 1, gates), &up, act, &mut got);
+                assert_eq!(got.data(), want.data(), "glu per row {act:?} {label}");
             }
         }
         let sinks = [0.3f32, -2.0, 1.5, 0.0, 4.0, -0.5];

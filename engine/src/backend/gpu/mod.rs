@@ -656,7 +656,9 @@ impl Backend for GpuBackend {
         let a = activation_code(act);
         let k = &self.ctx.kernels;
         let binds = vec![gate.bind(), up.bind(), out.bind()];
-        self.run_each(&k.glu, binds, &[u(out.len()), a], out.len());
+        let per_row = gate.cols == 1 && up.cols > 1;
+        let params = [u(out.len()), a, u(if per_row { up.cols } else { 1 })];
+        self.run_each(&k.glu, binds, &params, out.len());
     }
 
     fn glu_halves(&self, x: &GpuTensor, act: Activation, out: &mut GpuTensor) {

@@ -354,6 +354,18 @@ fn norms_rope_activations_and_elementwise_ops_match_the_reference() {
                 want.data(),
                 1e-6,
             );
+            // One gate per row (qwen35moe's shared expert).
+            let gates: Vec<f32> = x.data().chunks_exact(1280).map(|r| r[7]).collect();
+            let mut want_rows = reference.tensor(n, 1280);
+            reference.glu(&host(n, 1, gates.clone()), &up, act, &mut want_rows);
+            let mut got_rows = b.tensor(n, 1280);
+            b.glu(&b.tensor_from(n, 1, &gates), &gup, act, &mut got_rows);
+            assert_close(
+                &format!("glu per row {act:?} n={n}"),
+                &b.read(&got_rows).unwrap(),
+                want_rows.data(),
+                1e-6,
+            );
             // The same from one fused gate|up tensor.
             let halves: Vec<f32> = x
                 .data()
