@@ -108,6 +108,8 @@ pub struct SeqStats {
     pub accepted_tokens: usize,
     /// Times the conversation was cut to fit the context.
     pub context_cuts: usize,
+    /// Times it gave its KV blocks back for others and was recomputed.
+    pub preemptions: usize,
 }
 
 impl SeqStats {
@@ -570,6 +572,7 @@ impl<B: Backend> Scheduler<B> {
     fn preempt(&mut self, mut seq: Seq<B>) {
         self.blocks.release(std::mem::take(&mut seq.blocks));
         seq.computed = 0;
+        seq.stats.preemptions += 1;
         self.waiting.push_front(seq);
     }
 

@@ -622,3 +622,78 @@ fn a_mixture_of_experts_model_batches_and_speculates_to_exactly_the_greedy_token
         .sum();
     assert!(drafted > 0, "the draft model's tokens were accepted");
 }
+
+fn hybrid_model() -> Model<CpuBackend> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch/qwen35.gguf");
+    Model::open(path, CpuBackend::new()).unwrap()
+}
+
+/// Greedy tokens of `prompt` from a cache of its own, one token per forward after the prompt.
+fn greedy_alone(m: &Model<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut kv = m.kv_cache(prompt.len() + n).unwrap();
+    let mut next = m.prefill_argmax(&mut kv, prompt).unwrap();
+    let mut out = vec![next];
+    while out.len() < n {
+        let logits = m.forward(&mut kv, &[next], 0..1).unwrap();
+        next = m.backend().argmax(&logits).unwrap()[0];
+        out.push(next);
+    }
+    out
+}
+
+#[test]
+fn a_hybrid_recurrent_model_batches_chunks_and_preempts_to_exactly_the_greedy_tokens() {
+    // qwen35: three DeltaNet layers whose state each sequence keeps in its own slot.
+    let mut rng = fastrand::Rng::with_seed(43);
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| (0..9 + 7 * i).map(|_| rng.u32(0..389)).collect())
+        .collect();
+    let m = hybrid_model();
+    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy_alone(&m, p, 12)).collect();
+    // Together, prompts in chunks of 8 rows (a state carried across chunks and steps), and
+    // speculation asked for (turned off: a state cannot take drafts back).
+    let mut s = Scheduler::new(
+        hybrid_model(),
+        None,
+        SchedConfig {
+            prefill_chunk: 8,
+            ..SchedConfig::default()
+        },
+    )
+    .unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let params = SeqParams {
+            speculation: Speculation::PROMPT_LOOKUP,
+            ..greedy(12)
+        };
+        s.submit(i as u64, p.clone(), params).unwrap();
+    }
+    let (together, most) = drain(&mut s);
+    assert_eq!(most, 4, "all four ran at once");
+    for (i, a) in alone.iter().enumerate() {
+        assert_eq!(&together[&(i as u64)].tokens, a, "batched, prompt {i}");
+        assert_eq!(together[&(i as u64)].stats.accepted_tokens, 0);
+    }
+    // A pool of 3 blocks of 16 positions: sequences wait and are preempted, then recomputed
+    // from position 0 (a fresh state).
+    let per_block = m.kv_bytes_per_token() as u64 * 16;
+    let mut s = Scheduler::new(
+        hybrid_model(),
+        None,
+        SchedConfig {
+            kv_budget: Some(3 * per_block),
+            prefill_chunk: 8,
+            ..SchedConfig::default()
+        },
+    )
+    .unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        s.submit(10 + i as u64, p.clone(), greedy(12)).unwrap();
+    }
+    let (tight, _) = drain(&mut s);
+    let preempted: usize = (0..4).map(|i| tight[&(10 + i)].stats.preemptions).sum();
+    assert!(preempted > 0, "the small pool preempted someone");
+    for (i, a) in alone.iter().enumerate() {
+        assert_eq!(&tight[&(10 + i as u64)].tokens, a, "preempted, prompt {i}");
+    }
+}
