@@ -578,3 +578,30 @@ fn qwen35moe_matches_llama_cpp() {
     // qwen35's layers with 8 experts and the sigmoid-gated shared expert.
     check_arch_file("qwen35moe", 1e-3);
 }
+
+#[test]
+fn qwen35_summary_counts_its_layer_kinds_cache_and_state() {
+    use hearth_engine::gguf::{GgufFile, Summary};
+    let s = Summary::of(&GgufFile::open(data("qwen35.gguf")).unwrap()).unwrap();
+    assert_eq!(
+        s.layer_kinds.as_deref(),
+        Some("3 DeltaNet + 1 attention layers")
+    );
+    // Only layer 3 keeps keys and values: 2 kv heads of 32, keys and values.
+    assert_eq!(s.kv_values_per_token, Some(2 * 32 * 2));
+    // Per DeltaNet layer: 3 past inputs of (2 * 2 + 4) * 16 channels, 4 heads of 16 x 16.
+    let per_layer = 3 * 8 * 16 + 4 * 16 * 16;
+    assert_eq!(s.state_bytes, Some(3 * per_layer * 4));
+    let model = Model::open(data("qwen35.gguf"), ReferenceBackend::new()).unwrap();
+    assert_eq!(model.state_bytes_per_sequence() as u64, 3 * per_layer * 4);
+    assert_eq!(
+        model.kv_bytes_per_token(),
+        128 * model.backend().kv_value_bytes()
+    );
+    let c = model.config();
+    assert_eq!(
+        (0..4).map(|il| c.is_recurrent(il)).collect::<Vec<_>>(),
+        [true, true, true, false]
+    );
+    assert_eq!((c.kv_layers(), c.kv_layer(3), c.state_layers()), (1, 0, 3));
+}

@@ -51,7 +51,8 @@ pub struct Estimate {
     pub context_tokens: u64,
     /// The whole file: it is memory-mapped, and the pages in use stay resident.
     pub weights_bytes: u64,
-    /// `None` when the file lacks the shape (layers, KV heads, head size) to compute it.
+    /// `None` when the file lacks the shape (layers, KV heads, head size) to compute it. A
+    /// recurrent model's per-conversation states are counted here too.
     pub kv_cache_bytes: Option<u64>,
     pub overhead_bytes: u64,
     /// Weight bytes each generated token reads (a mixture-of-experts model reads only its used
@@ -90,9 +91,11 @@ impl Estimate {
 pub fn estimate(facts: &Facts, context_tokens: u64, available: Option<u64>) -> Estimate {
     let s = &facts.summary;
     let weights_bytes = s.file_bytes;
-    let kv = s
-        .kv_values_per_token
-        .map(|values| kv_cache_bytes(values, KV_BYTES_PER_ELEMENT, context_tokens));
+    // A recurrent model's states (one conversation's) count with its cache.
+    let kv = s.kv_values_per_token.map(|values| {
+        kv_cache_bytes(values, KV_BYTES_PER_ELEMENT, context_tokens)
+            .saturating_add(s.state_bytes.unwrap_or(0))
+    });
     let needed_bytes = weights_bytes
         .saturating_add(kv.unwrap_or(0))
         .saturating_add(RUNTIME_OVERHEAD_BYTES);

@@ -82,8 +82,122 @@ fn softplus(x: f32) -> f32 {
     if x > 20.0 { x } else { x.exp().ln_1p() }
 }
 
+/// The runs of consecutive rows of one state slot, as `(first row, rows, slot)`. A slot may
+/// appear in one run only (the rows of a sequence are consecutive).
+pub(crate) fn runs(rows: &StateRows<'_>) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (t, &slot) in rows.slots.iter().enumerate() {
+        let slot = slot as usize;
+        match runs.last_mut() {
+            Some(run) if run.2 == slot => run.1 += 1,
+            _ => {
+                assert!(
+                    runs.iter().all(|r| r.2 != slot),
+                    "delta_net: the rows of a sequence must be consecutive"
+                );
+                runs.push((t, 1, slot));
+            }
+        }
+    }
+    runs
+}
+
+/// The first phase, row by row: a row at position 0 zeroes its state; the causal convolution
+/// (with the history in `state`, which it advances) and SiLU, then queries and keys
+/// L2-normalised per head (queries also scaled by `1/sqrt(d)`). Returns the rows (`channels`
+/// values each).
+pub(crate) fn convolve(
+    net: &DeltaNet<'_>,
+    qkv: &HostTensor,
+    conv: &[f32],
+    state: &mut HostTensor,
+    rows: &StateRows<'_>,
+) -> Vec<f32> {
+    let (ch, k, d) = (net.channels(), net.kernel, net.d);
+    let hist = (k - 1) * ch;
+    let mut xs = vec![0f32; qkv.rows * ch];
+    for (t, x) in xs.chunks_exact_mut(ch).enumerate() {
+        let slot = rows.slots[t] as usize;
+        let st = &mut state.data[slot * state.cols..][..state.cols];
+        if rows.positions[t] == 0 {
+            st.fill(0.0);
+        }
+        let past = &mut st[..hist];
+        let input = qkv.row(t);
+        for c in 0..ch {
+            let w = &conv[c * k..][..k];
+            let mut acc = w[k - 1] * input[c];
+            for (j, &wj) in w[..k - 1].iter().enumerate() {
+                acc += wj * past[j * ch + c];
+            }
+            x[c] = acc / (1.0 + (-acc).exp());
+        }
+        past.copy_within(ch.., 0);
+        past[hist - ch..].copy_from_slice(input);
+        for (h, head) in x[..2 * net.n_k * d].chunks_exact_mut(d).enumerate() {
+            let norm = (head.iter().map(|v| v * v).sum::<f32>() + net.eps).sqrt();
+            let scale = if h < net.n_k {
+                1.0 / (norm * (d as f32).sqrt())
+            } else {
+                1.0 / norm
+            };
+            head.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
+    xs
+}
+
+/// The gated delta rule of value head `j` over the rows `first..first + len` of one sequence:
+/// `s` is its `d x d` state, `xs` [`convolve`]'s rows; `out(t, o)` takes row `t`'s output.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rule(
+    net: &DeltaNet<'_>,
+    xs: &[f32],
+    beta: &HostTensor,
+    alpha: &HostTensor,
+    (first, len): (usize, usize),
+    j: usize,
+    s: &mut [f32],
+    out: &mut dyn FnMut(usize, &[f32]),
+) {
+    let (ch, d) = (net.channels(), net.d);
+    let nk = net.n_k * d;
+    let kh = j % net.n_k;
+    let (mut ks, mut delta, mut o) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+    for t in first..first + len {
+        let x = &xs[t * ch..][..ch];
+        let (q, kj, v) = (
+            &x[kh * d..][..d],
+            &x[nk + kh * d..][..d],
+            &x[2 * nk + j * d..][..d],
+        );
+        let decay = (net.a[j] * softplus(alpha.row(t)[j] + net.dt_bias[j])).exp();
+        let b = 1.0 / (1.0 + (-beta.row(t)[j]).exp());
+        ks.fill(0.0);
+        for (i, &ki) in kj.iter().enumerate() {
+            let row = &mut s[i * d..][..d];
+            for (acc, sv) in ks.iter_mut().zip(row.iter_mut()) {
+                *sv *= decay;
+                *acc += ki * *sv;
+            }
+        }
+        for ((dl, &vv), &kv) in delta.iter_mut().zip(v).zip(&ks) {
+            *dl = (vv - kv) * b;
+        }
+        o.fill(0.0);
+        for i in 0..d {
+            let row = &mut s[i * d..][..d];
+            for ((sv, &dl), acc) in row.iter_mut().zip(&delta).zip(o.iter_mut()) {
+                *sv += kj[i] * dl;
+                *acc += q[i] * *sv;
+            }
+        }
+        out(t, &o);
+    }
+}
+
 /// [`Backend::delta_net`](super::Backend::delta_net) on host tensors (`conv`: the taps, `kernel`
-/// per channel, the last multiplying the current input).
+/// per channel, the last multiplying the current input), one head after another.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn delta_net(
     net: &DeltaNet<'_>,
@@ -108,70 +222,16 @@ pub(crate) fn delta_net(
         conv.len(),
         rows,
     );
-    let (ch, k, d) = (net.channels(), net.kernel, net.d);
-    let hist = (k - 1) * ch;
-    let mut x = vec![0f32; ch];
-    let (mut ks, mut delta) = (vec![0f32; d], vec![0f32; d]);
-    for t in 0..qkv.rows {
-        let slot = rows.slots[t] as usize;
-        let st = &mut state.data[slot * state.cols..][..state.cols];
-        if rows.positions[t] == 0 {
-            st.fill(0.0);
-        }
-        let (past, s) = st.split_at_mut(hist);
-        // Causal depthwise convolution, then SiLU; the input joins the history.
-        let input = qkv.row(t);
-        for c in 0..ch {
-            let w = &conv[c * k..][..k];
-            let mut acc = w[k - 1] * input[c];
-            for (j, &wj) in w[..k - 1].iter().enumerate() {
-                acc += wj * past[j * ch + c];
-            }
-            x[c] = acc / (1.0 + (-acc).exp());
-        }
-        past.copy_within(ch.., 0);
-        past[hist - ch..].copy_from_slice(input);
-        // Queries and keys L2-normalised per head, queries scaled by 1/sqrt(d).
-        let nk = net.n_k * d;
-        for (h, head) in x[..2 * nk].chunks_exact_mut(d).enumerate() {
-            let norm = (head.iter().map(|v| v * v).sum::<f32>() + net.eps).sqrt();
-            let scale = if h < net.n_k {
-                1.0 / (norm * (d as f32).sqrt())
-            } else {
-                1.0 / norm
-            };
-            head.iter_mut().for_each(|v| *v *= scale);
-        }
-        let (q, rest) = x.split_at(nk);
-        let (key, v) = rest.split_at(nk);
-        let o = &mut out.data[t * net.n_v * d..][..net.n_v * d];
+    let xs = convolve(net, qkv, conv, state, rows);
+    let (d, width) = (net.d, net.n_v * net.d);
+    let hist = (net.kernel - 1) * net.channels();
+    for (first, len, slot) in runs(rows) {
         for j in 0..net.n_v {
-            let kh = j % net.n_k;
-            let (qj, kj, vj) = (&q[kh * d..][..d], &key[kh * d..][..d], &v[j * d..][..d]);
-            let decay = (net.a[j] * softplus(alpha.row(t)[j] + net.dt_bias[j])).exp();
-            let b = 1.0 / (1.0 + (-beta.row(t)[j]).exp());
-            let sj = &mut s[j * d * d..][..d * d];
-            sj.iter_mut().for_each(|v| *v *= decay);
-            ks.fill(0.0);
-            for (i, &ki) in kj.iter().enumerate() {
-                for (acc, &sv) in ks.iter_mut().zip(&sj[i * d..][..d]) {
-                    *acc += ki * sv;
-                }
-            }
-            for ((dl, &vv), &kv) in delta.iter_mut().zip(vj).zip(&ks) {
-                *dl = (vv - kv) * b;
-            }
-            let oj = &mut o[j * d..][..d];
-            oj.fill(0.0);
-            for i in 0..d {
-                let row = &mut sj[i * d..][..d];
-                for (sv, &dl) in row.iter_mut().zip(&delta) {
-                    *sv += kj[i] * dl;
-                }
-                for (acc, &sv) in oj.iter_mut().zip(row.iter()) {
-                    *acc += qj[i] * sv;
-                }
-            }
+            let s = &mut state.data[slot * state.cols + hist + j * d * d..][..d * d];
+            let mut write = |t: usize, o: &[f32]| {
+                out.data[t * width + j * d..][..d].copy_from_slice(o);
+            };
+            rule(net, &xs, beta, alpha, (first, len), j, s, &mut write);
         }
     }
 }

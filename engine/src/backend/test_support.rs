@@ -101,3 +101,84 @@ pub(crate) fn expert_ids(rng: &mut fastrand::Rng, n: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A Gated DeltaNet case for the backends' tests: 2 key heads and 8 value heads of 64 (enough
+/// work for the CPU's parallel path), 4 taps; the inputs of three steps of two sequences (a
+/// prompt of 9 rows each in one batch, then one decode row each, then 3 more rows of one),
+/// and the conv taps as a one-tensor file.
+pub(crate) struct DeltaCase {
+    pub a: Vec<f32>,
+    pub dt_bias: Vec<f32>,
+    pub conv_file: Arc<GgufFile>,
+    /// Per step: qkv, beta, alpha values, and the rows' slots and positions.
+    pub steps: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>)>,
+}
+
+impl DeltaCase {
+    pub(crate) const N_K: usize = 2;
+    pub(crate) const N_V: usize = 8;
+    pub(crate) const D: usize = 64;
+    pub(crate) const KERNEL: usize = 4;
+
+    pub(crate) fn new(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let ch = (2 * Self::N_K + Self::N_V) * Self::D;
+        let taps = activations(&mut rng, Self::KERNEL * ch);
+        let conv_file = Arc::new(
+            GgufFile::from_bytes(
+                crate::gguf::GgufBuilder::new()
+                    .tensor(
+                        "blk.0.ssm_conv1d.weight",
+                        &[(Self::KERNEL * ch) as u64],
+                        crate::quant::GgmlType::F32,
+                        taps.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    )
+                    .build(),
+                "conv.gguf",
+            )
+            .unwrap(),
+        );
+        let mut steps = Vec::new();
+        let layout: [&[(u32, u32, usize)]; 3] = [
+            &[(0, 0, 9), (1, 0, 9)],
+            &[(1, 9, 1), (0, 9, 1)],
+            &[(0, 10, 3)],
+        ];
+        for runs in layout {
+            let (mut slots, mut positions) = (Vec::new(), Vec::new());
+            for &(slot, start, len) in runs {
+                for p in start..start + len as u32 {
+                    slots.push(slot);
+                    positions.push(p);
+                }
+            }
+            let n = slots.len();
+            let scale = |v: Vec<f32>, s: f32| v.into_iter().map(|x| x * s).collect::<Vec<_>>();
+            steps.push((
+                scale(activations(&mut rng, n * ch), 8.0),
+                scale(activations(&mut rng, n * Self::N_V), 8.0),
+                scale(activations(&mut rng, n * Self::N_V), 8.0),
+                slots,
+                positions,
+            ));
+        }
+        Self {
+            a: (0..Self::N_V).map(|j| -0.1 - 0.2 * j as f32).collect(),
+            dt_bias: (0..Self::N_V).map(|j| 0.05 * j as f32 - 0.2).collect(),
+            conv_file,
+            steps,
+        }
+    }
+
+    pub(crate) fn net(&self) -> crate::backend::DeltaNet<'_> {
+        crate::backend::DeltaNet {
+            n_k: Self::N_K,
+            n_v: Self::N_V,
+            d: Self::D,
+            kernel: Self::KERNEL,
+            eps: 1e-6,
+            a: &self.a,
+            dt_bias: &self.dt_bias,
+        }
+    }
+}

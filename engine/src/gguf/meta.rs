@@ -266,6 +266,10 @@ pub struct ModelMeta {
     /// The last layers that hold no keys and values of their own and read an earlier layer's
     /// (gemma4's E2B/E4B `attention.shared_kv_layers`).
     pub shared_kv_layers: u64,
+    /// Gated DeltaNet layers (qwen35): every layer but each `full_attention_interval`th has a
+    /// recurrent state of this many values per sequence instead of a KV cache.
+    pub recurrent_state_values: Option<u64>,
+    pub full_attention_interval: u64,
     pub vocab_size: Option<u64>,
 }
 
@@ -350,6 +354,23 @@ impl ModelMeta {
             shared_kv_layers: f
                 .arch_opt_u64(a, "attention.shared_kv_layers")?
                 .unwrap_or(0),
+            recurrent_state_values: match (
+                f.arch_opt_u64(a, "ssm.conv_kernel")?,
+                f.arch_opt_u64(a, "ssm.state_size")?,
+                f.arch_opt_u64(a, "ssm.group_count")?,
+                f.arch_opt_u64(a, "ssm.time_step_rank")?,
+            ) {
+                (Some(k), Some(d), Some(nk), Some(nv)) if k > 0 => Some(
+                    (k - 1)
+                        .saturating_mul((2 * nk + nv).saturating_mul(d))
+                        .saturating_add(nv.saturating_mul(d).saturating_mul(d)),
+                ),
+                _ => None,
+            },
+            full_attention_interval: f
+                .arch_opt_u64(a, "full_attention_interval")?
+                .filter(|&v| v > 0)
+                .unwrap_or(4),
             vocab_size,
             architecture: arch,
         })
@@ -364,12 +385,28 @@ impl ModelMeta {
             .is_some_and(|l| l.get(il).copied().unwrap_or(false))
     }
 
+    /// Whether layer `il` is a recurrent (Gated DeltaNet) layer, holding a state instead of a
+    /// KV cache.
+    pub fn is_recurrent(&self, il: usize) -> bool {
+        self.recurrent_state_values.is_some()
+            && !(il as u64 + 1).is_multiple_of(self.full_attention_interval)
+    }
+
+    /// Recurrent layers.
+    pub fn recurrent_layers(&self) -> u64 {
+        (0..self.block_count as usize)
+            .filter(|&il| self.is_recurrent(il))
+            .count() as u64
+    }
+
     /// Key and value values one position takes in the cache, over all layers: each layer's KV
     /// heads times its key and value lengths (the sliding layers' own lengths where the file
-    /// gives them), without the layers that share an earlier layer's cache.
+    /// gives them), without the layers that share an earlier layer's cache or hold a recurrent
+    /// state instead.
     pub fn kv_values_per_token(&self) -> u64 {
         let own = self.block_count.saturating_sub(self.shared_kv_layers) as usize;
         (0..own)
+            .filter(|&il| !self.is_recurrent(il))
             .map(|il| {
                 let heads = self.head_count_kv_layers.get(il).copied().unwrap_or(0);
                 let (k, v) = if self.is_sliding(il) {

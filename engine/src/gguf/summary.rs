@@ -59,6 +59,9 @@ pub struct Summary {
     pub sliding_window: Option<u64>,
     /// Key and value values one position takes in the cache, over all layers.
     pub kv_values_per_token: Option<u64>,
+    /// Bytes of one sequence's recurrent states (f32, whatever its length; Gated DeltaNet
+    /// models).
+    pub state_bytes: Option<u64>,
     /// The kinds of layers where they differ ("sliding window 512 on 25 of 30 layers"), `None`
     /// when every layer is alike.
     pub layer_kinds: Option<String>,
@@ -86,6 +89,10 @@ impl Summary {
         }
         let weights_bytes: u64 = f.tensors().iter().map(|t| t.size).sum();
         let head_dim = meta.as_ref().map(|m| m.key_length.max(m.value_length));
+        let state_bytes = meta.as_ref().and_then(|m| {
+            m.recurrent_state_values
+                .map(|v| v.saturating_mul(m.recurrent_layers()).saturating_mul(4))
+        });
         let memory = meta
             .as_ref()
             .map(|m| {
@@ -101,7 +108,9 @@ impl Summary {
                             context_tokens: tokens,
                             weights_bytes,
                             kv_cache_bytes: kv,
-                            total_bytes: weights_bytes.saturating_add(kv),
+                            total_bytes: weights_bytes
+                                .saturating_add(kv)
+                                .saturating_add(state_bytes.unwrap_or(0)),
                         }
                     })
                     .collect()
@@ -150,6 +159,7 @@ impl Summary {
             head_dim,
             sliding_window: meta.as_ref().and_then(|m| m.sliding_window),
             kv_values_per_token: meta.as_ref().map(|m| m.kv_values_per_token()),
+            state_bytes,
             layer_kinds: meta.as_ref().and_then(layer_kinds),
             tokenizer: f.opt_str("tokenizer.ggml.model")?.map(str::to_owned),
             tokenizer_pre: f.opt_str("tokenizer.ggml.pre")?.map(str::to_owned),
@@ -164,6 +174,13 @@ impl Summary {
 /// What differs between a model's layers, in words, where the file says per layer.
 fn layer_kinds(m: &super::ModelMeta) -> Option<String> {
     let mut parts = Vec::new();
+    let recurrent = m.recurrent_layers();
+    if recurrent > 0 {
+        parts.push(format!(
+            "{recurrent} DeltaNet + {} attention layers",
+            m.block_count - recurrent
+        ));
+    }
     if let (Some(w), Some(l)) = (m.sliding_window, &m.sliding_window_layers) {
         let sliding = l.iter().filter(|&&s| s).count();
         parts.push(format!(

@@ -24,6 +24,9 @@ const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])
 /// Qwen 2's regex: Llama 3's with single digits.
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen3.5's: Qwen2's with combining marks (`\p{M}`) kept inside words.
+const QWEN35: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// GPT-4o's (o200k, gpt-oss's) regex as llama.cpp rewrites it: "an upper-case run then a
 /// lower-case run" spelled with look-aheads (a letter that is not a-z / not A-Z) in place of the
 /// Unicode case classes, contractions case-insensitive, digits in threes, and `/` kept with the
@@ -49,7 +52,8 @@ pub(crate) struct PreTokenizerSpec {
 ///
 /// Implemented families: `default` (and a missing name), `gpt-2`/`gpt2` and the names llama.cpp
 /// maps to it, `smollm` and the other StarCoder-style vocabularies (digits split one by one, then
-/// GPT-2), `llama3` and its aliases, `qwen2` and its aliases, `gpt-4o` (gpt-oss) and its aliases, `tekken` (Mistral).
+/// GPT-2), `llama3` and its aliases, `qwen2` and its aliases, `qwen35`, `gpt-4o` (gpt-oss) and its
+/// aliases, `tekken` (Mistral).
 pub(crate) fn pre_tokenizer_spec(pre: Option<&str>) -> Option<PreTokenizerSpec> {
     let spec = |regexes, ignore_merges, default_add_bos| PreTokenizerSpec {
         regexes,
@@ -73,6 +77,7 @@ pub(crate) fn pre_tokenizer_spec(pre: Option<&str>) -> Option<PreTokenizerSpec> 
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "stablelm2" | "hunyuan" | "solar-open" => {
             spec(&[QWEN2], false, false)
         }
+        "qwen35" => spec(&[QWEN35], false, false),
         "gpt-4o" | "llama4" | "kanana2" | "talkie" => spec(&[GPT4O], false, false),
         "tekken" => spec(&[TEKKEN], true, true),
         _ => return None,

@@ -621,7 +621,42 @@ impl Backend for CpuBackend {
         rows: &crate::backend::StateRows<'_>,
         out: &mut CpuTensor,
     ) {
-        crate::backend::delta::delta_net(net, qkv, beta, alpha, conv.vector(), state, rows, out);
+        use crate::backend::delta;
+        let shape = |t: &CpuTensor| (t.rows, t.cols);
+        delta::check(
+            net,
+            [
+                shape(qkv),
+                shape(beta),
+                shape(alpha),
+                shape(state),
+                shape(out),
+            ],
+            conv.vector().len(),
+            rows,
+        );
+        let xs = delta::convolve(net, qkv, conv.vector(), state, rows);
+        // The heads of every sequence in parallel (each owns its state and output columns).
+        let (d, nv) = (net.d, net.n_v);
+        let hist = (net.kernel - 1) * net.channels();
+        let runs = delta::runs(rows);
+        let cols = state.cols;
+        let (so, oo) = (Out::new(&mut state.data), Out::new(&mut out.data));
+        let items = runs.len() * nv;
+        self.split(items, items * d * d < PARALLEL_MIN_VALUES, &|range| {
+            for item in range {
+                let ((first, len, slot), j) = (runs[item / nv], item % nv);
+                let at = slot * cols + hist + j * d * d;
+                // SAFETY: head j of this slot's state is this item's alone.
+                let s = unsafe { so.slice(at..at + d * d) };
+                let mut write = |t: usize, o: &[f32]| {
+                    let at = t * nv * d + j * d;
+                    // SAFETY: row t's columns of head j are this item's alone.
+                    unsafe { oo.slice(at..at + d) }.copy_from_slice(o);
+                };
+                delta::rule(net, &xs, beta, alpha, (first, len), j, s, &mut write);
+            }
+        });
     }
 
     fn softcap(&self, x: &mut CpuTensor, cap: f32) {

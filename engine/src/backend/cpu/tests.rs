@@ -476,3 +476,45 @@ fn expert_biases_routing_and_combination_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn delta_net_matches_the_reference_over_steps_and_sequences() {
+    use crate::backend::StateRows;
+    use crate::backend::test_support::DeltaCase;
+    let case = DeltaCase::new(51);
+    let net = case.net();
+    let (ch, nv, d) = (net.channels(), DeltaCase::N_V, DeltaCase::D);
+    let reference = ReferenceBackend::with_threads(1);
+    let info = &case.conv_file.tensors()[0];
+    let rconv = reference.weight(&case.conv_file, info).unwrap();
+    for b in backends() {
+        let label = b.describe();
+        let conv = b.weight(&case.conv_file, info).unwrap();
+        let mut rstate = reference.tensor(2, net.state_len());
+        let mut state = b.tensor(2, net.state_len());
+        for (step, (qkv, beta, alpha, slots, positions)) in case.steps.iter().enumerate() {
+            let n = slots.len();
+            let rows = StateRows { slots, positions };
+            let q = tensor(n, ch, qkv.clone());
+            let be = tensor(n, nv, beta.clone());
+            let al = tensor(n, nv, alpha.clone());
+            let mut want = reference.tensor(n, nv * d);
+            reference.delta_net(&net, &q, &be, &al, &rconv, &mut rstate, &rows, &mut want);
+            assert!(want.data().iter().any(|&v| v.abs() > 1e-3), "step {step}");
+            let mut got = b.tensor(n, nv * d);
+            b.delta_net(&net, &q, &be, &al, &conv, &mut state, &rows, &mut got);
+            assert_close(
+                &format!("delta_net step {step} {label}"),
+                got.data(),
+                want.data(),
+                1e-5,
+            );
+        }
+        assert_close(
+            &format!("delta_net state {label}"),
+            state.data(),
+            rstate.data(),
+            1e-5,
+        );
+    }
+}

@@ -712,3 +712,55 @@ fn vector_view(file: &GgufFile) -> Option<TensorInfo> {
     info.size = 32;
     Some(info)
 }
+
+#[test]
+fn delta_net_matches_the_reference_over_steps_and_sequences() {
+    use crate::backend::StateRows;
+    use crate::backend::test_support::DeltaCase;
+    let Some(b) = gpu_with(GpuOptions::default()) else {
+        return;
+    };
+    let case = DeltaCase::new(52);
+    let net = case.net();
+    let (ch, nv, d) = (net.channels(), DeltaCase::N_V, DeltaCase::D);
+    let reference = ReferenceBackend::with_threads(1);
+    let info = &case.conv_file.tensors()[0];
+    let rconv = reference.weight(&case.conv_file, info).unwrap();
+    let conv = b.weight(&case.conv_file, info).unwrap();
+    let mut rstate = reference.tensor(2, net.state_len());
+    let mut state = b.tensor(2, net.state_len());
+    for (step, (qkv, beta, alpha, slots, positions)) in case.steps.iter().enumerate() {
+        let n = slots.len();
+        let rows = StateRows { slots, positions };
+        let mut want = reference.tensor(n, nv * d);
+        reference.delta_net(
+            &net,
+            &host(n, ch, qkv.clone()),
+            &host(n, nv, beta.clone()),
+            &host(n, nv, alpha.clone()),
+            &rconv,
+            &mut rstate,
+            &rows,
+            &mut want,
+        );
+        let mut got = b.tensor(n, nv * d);
+        b.delta_net(
+            &net,
+            &b.tensor_from(n, ch, qkv),
+            &b.tensor_from(n, nv, beta),
+            &b.tensor_from(n, nv, alpha),
+            &conv,
+            &mut state,
+            &rows,
+            &mut got,
+        );
+        let label = format!("delta_net step {step}");
+        assert_close(&label, &b.read(&got).unwrap(), want.data(), 1e-5);
+    }
+    assert_close(
+        "delta_net state",
+        &b.read(&state).unwrap(),
+        rstate.data(),
+        1e-5,
+    );
+}
