@@ -110,9 +110,11 @@ pub(crate) struct DeltaCase {
     pub a: Vec<f32>,
     pub dt_bias: Vec<f32>,
     pub conv_file: Arc<GgufFile>,
-    /// Per step: qkv, beta, alpha values, and the rows' slots and positions.
-    pub steps: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>)>,
+    pub steps: Vec<DeltaStep>,
 }
+
+/// One step of a [`DeltaCase`]: qkv, beta, alpha values, and the rows' slots and positions.
+pub(crate) type DeltaStep = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>);
 
 impl DeltaCase {
     pub(crate) const N_K: usize = 2;
