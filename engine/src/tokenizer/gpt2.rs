@@ -102,6 +102,16 @@ pub(crate) fn pre_tokenizer(spec: &PreTokenizerSpec) -> tokenizers::Result<PreTo
     Ok(PreTokenizerWrapper::Sequence(Sequence::new(steps)))
 }
 
+/// Gemma 4's pre-tokenizer: runs of newlines apart from the rest, nothing else split (the merges
+/// run over whole lines).
+pub(crate) fn newline_splitter() -> tokenizers::Result<PreTokenizerWrapper> {
+    Ok(PreTokenizerWrapper::Split(Split::new(
+        SplitPattern::Regex(r"[^\n]+|[\n]+".to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )?))
+}
+
 /// The BPE model for a byte-level vocabulary and its `"left right"` merges (rank = position).
 ///
 /// A merge whose halves or result are not in the vocabulary is skipped: `tokenizers` cannot
@@ -110,6 +120,17 @@ pub(crate) fn bpe_model(
     tokens: &[String],
     merges: &[String],
     ignore_merges: bool,
+) -> tokenizers::Result<BPE> {
+    merge_model(tokens, merges, ignore_merges, false)
+}
+
+/// [`bpe_model`], with `<0xXX>` byte tokens for what the merges cannot spell where
+/// `byte_fallback` (Gemma 4's SentencePiece-style pieces).
+pub(crate) fn merge_model(
+    tokens: &[String],
+    merges: &[String],
+    ignore_merges: bool,
+    byte_fallback: bool,
 ) -> tokenizers::Result<BPE> {
     let mut vocab = Vocab::with_capacity(tokens.len());
     for (id, t) in tokens.iter().enumerate() {
@@ -133,6 +154,7 @@ pub(crate) fn bpe_model(
     BPE::builder()
         .vocab_and_merges(vocab, pairs)
         .ignore_merges(ignore_merges)
+        .byte_fallback(byte_fallback)
         .build()
 }
 

@@ -48,6 +48,9 @@ pub enum VocabType {
     BytePairs,
     /// SentencePiece-style BPE by scores with byte fallback (`llama`).
     SentencePiece,
+    /// BPE with merges over SentencePiece-style pieces (spaces as `▁`, raw UTF-8, `<0xXX>` byte
+    /// fallback; Gemma 4's `gemma4`).
+    PieceMerges,
 }
 
 /// How text between special tokens becomes ids.
@@ -187,7 +190,16 @@ impl Tokenizer {
             }
             Encoder::BytePairs(inner) => {
                 let model = inner.get_model();
-                let mut pre = PreTokenizedString::from(text);
+                // Gemma 4's spaces become `▁` first (byte-level vocabularies normalize nothing).
+                let mut pre = match inner.get_normalizer() {
+                    Some(n) => {
+                        let mut normalized = tokenizers::NormalizedString::from(text);
+                        tokenizers::Normalizer::normalize(n, &mut normalized)
+                            .map_err(encode_err)?;
+                        PreTokenizedString::from(normalized)
+                    }
+                    None => PreTokenizedString::from(text),
+                };
                 if let Some(p) = inner.get_pre_tokenizer() {
                     p.pre_tokenize(&mut pre).map_err(encode_err)?;
                 }
@@ -336,6 +348,7 @@ impl Tokenizer {
             eos: self.eos.filter(|_| self.add_eos),
             spec: None,
             add_space_prefix: self.add_space_prefix,
+            piece_merges: false,
         };
         let built = build::inner_tokenizer(&parts, &self.name)?;
         Ok(self.inner.get_or_init(|| built))
