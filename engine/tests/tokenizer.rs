@@ -12,7 +12,7 @@ use hearth_engine::gguf::GgufFile;
 use hearth_engine::source::{self, GEMMA3_270M_Q4_K_M, PublishedModel, SMOLLM2_135M_Q4_1};
 use hearth_engine::tokenizer::template::{self, TEMPLATE_FUEL};
 use hearth_engine::tokenizer::{
-    ChatMessage, ChatTemplate, TemplateError, TokenKind, Tokenizer, TokenizerError,
+    ChatMessage, ChatTemplate, RenderOptions, TemplateError, TokenKind, Tokenizer, TokenizerError,
 };
 use serde::Deserialize;
 
@@ -750,5 +750,72 @@ fn real_vocabularies_of_the_2026_families_match_llamacpp_test_vectors() {
             assert_eq!(got, want, "{family}: {text:?}");
         }
         eprintln!("{family}: {} vectors match", inputs.len());
+    }
+}
+
+#[derive(Deserialize)]
+struct Applied {
+    cases: Vec<AppliedCase>,
+}
+
+#[derive(Deserialize)]
+struct AppliedCase {
+    template: String,
+    model: String,
+    conversation: String,
+    messages: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    /// `None` where llama-server refused the conversation.
+    rendered: Option<String>,
+}
+
+/// The real chat templates of the 2026 families (`data/templates/`, from llama.cpp's
+/// `models/templates/`) render under minijinja exactly as llama.cpp's `llama-server
+/// /apply-template` rendered them (`data/templates/applied.json`, written by `record.py` there),
+/// each with the BOS/EOS texts of its family's reference file: a system message and a question,
+/// a multi-turn chat, a question without a generation prompt.
+#[test]
+fn family_chat_templates_render_like_llama_server() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let text = std::fs::read_to_string(data.join("templates/applied.json")).unwrap();
+    let applied: Applied = serde_json::from_str(&text).unwrap();
+    assert!(applied.cases.len() >= 21, "{} cases", applied.cases.len());
+    // The day the cases were recorded, as our `strftime_now` prints today.
+    let today = ChatTemplate::new("date", "{{ strftime_now('%Y-%m-%d') }}", "", "")
+        .unwrap()
+        .render(&[], false)
+        .unwrap();
+    for case in &applied.cases {
+        let source = std::fs::read_to_string(data.join("templates").join(&case.template)).unwrap();
+        let file = GgufFile::open(data.join("arch").join(&case.model)).unwrap();
+        let meta = file.tokenizer_meta().unwrap();
+        let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+        let token = |id: Option<u32>| id.map_or("", |id| meta.tokens[id as usize].as_str());
+        let (bos, eos) = (token(meta.bos_id), token(meta.eos_id));
+        let t = ChatTemplate::new(&case.template, &source, bos, eos)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.template));
+        // llama-server's defaults: thinking on; the template's leading BOS text dropped where the
+        // tokenizer adds BOS itself (as `Tokenizer::encode_chat` does).
+        let options = RenderOptions {
+            enable_thinking: Some(true),
+        };
+        let what = format!("{} / {}", case.template, case.conversation);
+        let ours = t.render_with(&case.messages, case.add_generation_prompt, &options);
+        match &case.rendered {
+            Some(want) => {
+                let ours = ours.unwrap_or_else(|e| panic!("{what}: {e}"));
+                let ours = match tokenizer.adds_bos() {
+                    true => ours.strip_prefix(bos).unwrap_or(&ours),
+                    false => &ours,
+                };
+                // gpt-oss prints the day it renders.
+                let want = want.replace("2026-12-06", &today);
+                assert_eq!(ours, want, "{what}");
+            }
+            None => assert!(
+                ours.is_err(),
+                "{what}: llama-server refused it, we rendered it"
+            ),
+        }
     }
 }

@@ -34,7 +34,7 @@ use crate::gguf::{GgufFile, TokenizerMeta};
 
 pub use error::TokenizerError;
 pub use stream::{DecodeState, StreamDecoder};
-pub use template::{ChatMessage, ChatTemplate, TemplateError};
+pub use template::{ChatMessage, ChatTemplate, RenderOptions, TemplateError};
 pub use vocab::TokenKind;
 
 use special::{Fragment, SpecialTokens};

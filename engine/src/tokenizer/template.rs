@@ -22,6 +22,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::gguf::{GgufError, GgufFile, TokenizerMeta};
 
+/// Variables a chat template may read besides the conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// `enable_thinking` (Qwen3/3.5, Gemma 4, SmolLM3 templates): `None` leaves it undefined,
+    /// so the template's own default applies. llama-server passes `true` unless told otherwise.
+    pub enable_thinking: Option<bool>,
+}
+
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -331,13 +339,28 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
-        let ctx = context! {
+        self.render_with(messages, add_generation_prompt, &RenderOptions::default())
+    }
+
+    /// [`ChatTemplate::render`] with the variables a template may read besides the messages.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        options: &RenderOptions,
+    ) -> Result<String, TemplateError> {
+        let base = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
             tools => (),
             documents => (),
+        };
+        // Left undefined unless given: templates test `enable_thinking is defined`.
+        let ctx = match options.enable_thinking {
+            Some(on) => context! { enable_thinking => on, ..base },
+            None => base,
         };
         let conversation_bytes = messages
             .iter()
