@@ -288,7 +288,8 @@ impl HearthApp {
                 .models_dir
                 .clone()
                 .or_else(|| hearth_engine::source::models_dir().ok());
-            match self.welcome.show(ui, folder) {
+            let available = (self.memory_probe)();
+            match self.welcome.show(ui, folder, available) {
                 Some(WelcomeAction::Load(path)) => self.load_model(path),
                 Some(WelcomeAction::Pick) => self.pick_model(),
                 None => {}

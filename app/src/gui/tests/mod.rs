@@ -273,6 +273,19 @@ fn stop_ends_a_streaming_answer_and_keeps_what_it_wrote() {
 }
 
 #[test]
+fn the_welcome_screen_offers_the_largest_model_that_fits_the_free_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let mut h = harness(root.path(), false);
+    wait_for(&mut h, "the store", |a| a.loaded_store);
+    h.state_mut().memory_probe = || Some(12_000_000_000);
+    h.run_steps(2);
+    assert!(shows(&h, "Get Qwen3.5 9B"));
+    h.state_mut().memory_probe = || Some(1_000_000_000);
+    h.run_steps(2);
+    assert!(shows(&h, "Get SmolLM2 135M Instruct"));
+}
+
+#[test]
 fn the_welcome_screen_gets_the_default_model_with_one_click_and_loads_it() {
     let root = tempfile::tempdir().unwrap();
     // The default model is already in the models folder (as after an earlier download), so the
@@ -284,6 +297,9 @@ fn the_welcome_screen_gets_the_default_model_with_one_click_and_loads_it() {
     let folder = models.clone();
     let mut h = harness_configured(root.path(), false, move |s| s.models_dir = Some(folder));
     wait_for(&mut h, "the store", |a| a.loaded_store);
+    // With the memory unknown, the offer is the default model.
+    h.state_mut().memory_probe = || None;
+    h.run_steps(2);
     assert!(shows(&h, "Welcome to Hearth"));
     assert!(shows(&h, "Open a .gguf file you already have"));
     h.get_by_label_contains("Get SmolLM2 135M Instruct").click();
@@ -345,6 +361,8 @@ mod snapshots {
                 .unwrap()
             });
         wait_for(&mut h, "the store", |a| a.loaded_store);
+        // The same pictures on every machine: the welcome's offer follows the free memory.
+        h.state_mut().memory_probe = || None;
         h
     }
 
@@ -495,7 +513,7 @@ mod models_window {
         h.get_by_role_and_label(Role::Button, "Models").click();
         h.run_steps(2);
         wait_for(&mut h, "the scan", scanned);
-        assert_eq!(CATALOG.len(), 8);
+        assert_eq!(CATALOG.len(), 10);
         for entry in CATALOG {
             assert!(shows(&h, entry.display_name), "{}", entry.display_name);
             let download = format!("Download {}", entry.display_name);
