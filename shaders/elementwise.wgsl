@@ -138,6 +138,19 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     C[i] = A[r * cols + i % cols];
 }
 
+// A[D[off + r] * cols + c] = B[r * cols + c]: rows written back. p(0): rows of B, p(1): columns,
+// p(2): word offset in D of the row indices.
+@compute @workgroup_size(256)
+fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = thread(wid, nwg, lid);
+    let cols = p(1u);
+    if i >= p(0u) * cols {
+        return;
+    }
+    A[D[p(2u) + i / cols] * cols + i % cols] = B[i];
+}
+
 // Activations rounded as ggml's CPU backend rounds them before a quantized dot product (the
 // weight type's `vec_dot_type`), so the GPU computes what llama.cpp computes. One invocation per
 // block; C = the rounded values of A from value p(1) on. p(0): blocks.

@@ -237,6 +237,19 @@ pub(crate) fn check_attention(
     }
 }
 
+/// `x[rows[i]] = src[i]` on host tensors.
+pub(crate) fn scatter_rows(src: &HostTensor, rows: &[u32], x: &mut HostTensor) {
+    assert_eq!(
+        (src.rows, src.cols),
+        (rows.len(), x.cols),
+        "scatter: source shape"
+    );
+    for (i, &r) in rows.iter().enumerate() {
+        assert!((r as usize) < x.rows, "scatter: row out of range");
+        x.data[r as usize * x.cols..][..x.cols].copy_from_slice(src.row(i));
+    }
+}
+
 /// `out[i] = x[rows[i]]` on host tensors.
 pub(crate) fn gather_rows(x: &HostTensor, rows: &[u32], out: &mut HostTensor) {
     assert_eq!(

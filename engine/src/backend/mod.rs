@@ -409,6 +409,10 @@ pub trait Backend: Send + Sync {
     /// `out[i] = x[rows[i]]`: picks the rows whose logits are wanted.
     fn gather(&self, x: &Self::Tensor, rows: &[u32], out: &mut Self::Tensor);
 
+    /// `x[rows[i]] = src[i]`: writes rows back (a sequence's recurrent state restored from a
+    /// snapshot).
+    fn scatter(&self, src: &Self::Tensor, rows: &[u32], x: &mut Self::Tensor);
+
     /// `out = act(gate) * up`, elementwise; a gate of one column gates each row with its one
     /// value (qwen35moe's shared expert).
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation, out: &mut Self::Tensor);

@@ -374,6 +374,10 @@ impl Backend for ReferenceBackend {
         gather_rows(x, rows, out);
     }
 
+    fn scatter(&self, src: &HostTensor, rows: &[u32], x: &mut HostTensor) {
+        crate::backend::host::scatter_rows(src, rows, x);
+    }
+
     fn glu(&self, gate: &HostTensor, up: &HostTensor, act: Activation, out: &mut HostTensor) {
         check_glu(
             (gate.rows, gate.cols),

@@ -93,6 +93,20 @@ impl<B: Backend> KvPool<B> {
     }
 }
 
+/// A copy of one sequence's recurrent states (every recurrent layer) at some position: what a
+/// scheduler keeps to resume a conversation without recomputing it ([`Model::save_state`]).
+pub struct StateSnapshot<B: Backend> {
+    layers: Vec<B::Tensor>,
+}
+
+impl<B: Backend> std::fmt::Debug for StateSnapshot<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSnapshot")
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
 /// One batch of [`Model::forward_batch`]: rows of one or several sequences.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -257,6 +271,31 @@ impl<B: Backend> Model<B> {
             blocks,
             block_size,
         })
+    }
+
+    /// Copies the recurrent states of the sequence in state row `slot` of `pool` (into `reuse`'s
+    /// tensors where given).
+    pub fn save_state(
+        &self,
+        pool: &KvPool<B>,
+        slot: u32,
+        reuse: Option<StateSnapshot<B>>,
+    ) -> StateSnapshot<B> {
+        let len = self.config.recurrent.map_or(0, |r| r.state_len());
+        let mut layers = reuse.map(|s| s.layers).unwrap_or_default();
+        layers.resize_with(pool.states.len(), || self.backend.tensor(1, len));
+        for (snap, state) in layers.iter_mut().zip(&pool.states) {
+            self.backend.gather(state, &[slot], snap);
+        }
+        StateSnapshot { layers }
+    }
+
+    /// Writes `snapshot` into state row `slot` of `pool`: the sequence there continues from where
+    /// the snapshot was taken.
+    pub fn restore_state(&self, pool: &mut KvPool<B>, slot: u32, snapshot: &StateSnapshot<B>) {
+        for (snap, state) in snapshot.layers.iter().zip(&mut pool.states) {
+            self.backend.scatter(snap, &[slot], state);
+        }
     }
 
     /// Bytes one sequence's recurrent states take, over all recurrent layers, whatever its length

@@ -19,6 +19,7 @@
 //! large batches).
 
 mod logits;
+mod params;
 mod spec;
 
 #[cfg(test)]
@@ -26,175 +27,19 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::backend::Backend;
 use crate::kv::{BlockManager, CacheCounters, SeqBlocks};
-use crate::model::{FinishReason, KvCache, KvPool, MAX_BATCH, Model, ModelError};
-use crate::sample::{Logits, Sampler, SamplerConfig, Verdict};
+use crate::model::{FinishReason, KvCache, KvPool, MAX_BATCH, Model, ModelError, StateSnapshot};
+use crate::sample::{Logits, Sampler, Verdict};
 use logits::RowLogits;
 
+pub use params::{ContextPolicy, Output, SchedConfig, SeqParams, SeqStats};
 pub use spec::Speculation;
 
 /// A sequence's id, chosen by the caller.
 pub type SeqId = u64;
-
-/// What a conversation longer than the context becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContextPolicy {
-    /// Stop with [`FinishReason::ContextFull`] (a prompt that does not fit gets no tokens).
-    #[default]
-    Stop,
-    /// Keep the first [`SeqParams::keep`] tokens (the system prompt) and the most recent ones,
-    /// dropping the middle.
-    DropMiddle,
-    /// Keep only the most recent tokens.
-    RollingWindow,
-}
-
-/// How to generate one sequence.
-#[derive(Debug, Clone)]
-pub struct SeqParams {
-    /// The most tokens to generate (at least 1).
-    pub max_tokens: usize,
-    pub sampler: SamplerConfig,
-    /// Tokens that end generation (not reported).
-    pub stop_ids: Vec<u32>,
-    pub context: ContextPolicy,
-    /// Leading tokens [`ContextPolicy::DropMiddle`] keeps.
-    pub keep: usize,
-    /// A context smaller than the model's (positions).
-    pub max_context: Option<usize>,
-    pub speculation: Speculation,
-    /// Report the hidden state the router reads at the prompt's last token ([`Output::Hidden`]), once,
-    /// before the first token: what the router's probe scores.
-    pub probe: bool,
-    /// With `probe`, also report the hidden state at each of the first `probe_tokens` generated
-    /// tokens and how sure the model was of each ([`Output::Confidence`]). These sequences read
-    /// back whole logit rows and draft nothing until then.
-    pub probe_tokens: usize,
-}
-
-impl Default for SeqParams {
-    fn default() -> Self {
-        SeqParams {
-            max_tokens: 256,
-            sampler: SamplerConfig::greedy(),
-            stop_ids: Vec::new(),
-            context: ContextPolicy::Stop,
-            keep: 0,
-            max_context: None,
-            speculation: Speculation::Off,
-            probe: false,
-            probe_tokens: 0,
-        }
-    }
-}
-
-/// Figures of one finished sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct SeqStats {
-    pub prompt_tokens: usize,
-    /// Prompt positions found in the prefix cache (not computed).
-    pub reused_tokens: usize,
-    pub generated_tokens: usize,
-    /// From submission to the first generated token (waiting and prompt processing included).
-    pub time_to_first_token: Duration,
-    /// From the first generated token to the last.
-    pub decode_time: Duration,
-    /// Speculative tokens proposed and accepted.
-    pub drafted_tokens: usize,
-    pub accepted_tokens: usize,
-    /// Times the conversation was cut to fit the context.
-    pub context_cuts: usize,
-    /// Times it gave its KV blocks back for others and was recomputed.
-    pub preemptions: usize,
-}
-
-impl SeqStats {
-    /// Mean time between generated tokens after the first.
-    pub fn time_per_output_token(&self) -> Duration {
-        match self.generated_tokens {
-            0 | 1 => Duration::ZERO,
-            n => self.decode_time / (n as u32 - 1),
-        }
-    }
-
-    /// Generated tokens per second after the first.
-    pub fn tokens_per_s(&self) -> f64 {
-        let t = self.decode_time.as_secs_f64();
-        if self.generated_tokens < 2 || t == 0.0 {
-            0.0
-        } else {
-            (self.generated_tokens - 1) as f64 / t
-        }
-    }
-
-    /// Prompt positions computed per second (reused positions are not counted), over the time to
-    /// first token.
-    pub fn prompt_tokens_per_s(&self) -> f64 {
-        let t = self.time_to_first_token.as_secs_f64();
-        let computed = self.prompt_tokens.saturating_sub(self.reused_tokens);
-        if t == 0.0 { 0.0 } else { computed as f64 / t }
-    }
-
-    /// Share of drafted tokens accepted (`None` without speculation).
-    pub fn acceptance_rate(&self) -> Option<f64> {
-        (self.drafted_tokens > 0).then(|| self.accepted_tokens as f64 / self.drafted_tokens as f64)
-    }
-}
-
-/// What a step produced for one sequence.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// A generated token.
-    Token { seq: SeqId, id: u32 },
-    /// The hidden state the router reads ([`Model::probe_layers`]) at the prompt's last token, for a
-    /// sequence submitted with [`SeqParams::probe`]; comes before its first token.
-    Hidden { seq: SeqId, values: Vec<f32> },
-    /// How sure the model was of one of a probed sequence's first [`SeqParams::probe_tokens`]
-    /// tokens: its log-probability and the entropy (nats) of the distribution it was chosen
-    /// from; comes before that token.
-    Confidence {
-        seq: SeqId,
-        logprob: f32,
-        entropy: f32,
-    },
-    /// The sequence ended; its blocks are released.
-    Done {
-        seq: SeqId,
-        finish: FinishReason,
-        stats: SeqStats,
-    },
-}
-
-/// Scheduler settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SchedConfig {
-    /// Positions per KV block.
-    pub block_size: usize,
-    /// Bytes of KV cache (`None`: a quarter of the free memory, at most 4 GiB).
-    pub kv_budget: Option<u64>,
-    /// Prompt rows processed per step (over all sequences).
-    pub prefill_chunk: usize,
-    /// Sequences running at once (the rest wait).
-    pub max_running: usize,
-    /// Reuse cached prompt prefixes (off only to measure what it saves).
-    pub prefix_cache: bool,
-}
-
-impl Default for SchedConfig {
-    fn default() -> Self {
-        SchedConfig {
-            block_size: 16,
-            kv_budget: None,
-            prefill_chunk: 256,
-            max_running: 16,
-            prefix_cache: true,
-        }
-    }
-}
 
 /// A sequence the scheduler holds.
 struct Seq<B: Backend> {
@@ -225,6 +70,9 @@ struct Seq<B: Backend> {
     /// The row of the pool's recurrent states it continues while running (models with
     /// recurrent layers).
     slot: u32,
+    /// Its recurrent states at its latest block boundary (the position, then the copy), kept for
+    /// a later request that continues this conversation.
+    snapshot: Option<(usize, StateSnapshot<B>)>,
 }
 
 /// Many sequences on one model. See the module docs.
@@ -238,7 +86,16 @@ pub struct Scheduler<B: Backend> {
     /// In admission order.
     running: Vec<Seq<B>>,
     outputs: Vec<Output>,
+    /// The model has recurrent layers: a prefix is reused only where a state snapshot stands.
+    recurrent: bool,
+    /// Recurrent states of finished or preempted sequences at a block boundary, with the tokens
+    /// before it; most recent first, at most [`STATE_CACHE`].
+    states: VecDeque<(Vec<u32>, StateSnapshot<B>)>,
 }
+
+/// State snapshots a scheduler keeps for later turns (each is one sequence's recurrent states,
+/// tens of megabytes for a 4B hybrid model).
+const STATE_CACHE: usize = 4;
 
 impl<B: Backend> std::fmt::Debug for Scheduler<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -281,14 +138,11 @@ impl<B: Backend> Scheduler<B> {
         let blocks = (budget / per_block).clamp(1, most.max(1));
         let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
         let pool = model.kv_pool(blocks, block_size, config.max_running.max(1))?;
-        // A recurrent state cannot be resumed from a shared prefix's blocks (it holds the whole
-        // history at one position): models with recurrent layers recompute each prompt.
         let recurrent = model.config().recurrent.is_some();
         Ok(Scheduler {
             model,
             draft,
             config: SchedConfig {
-                prefix_cache: config.prefix_cache && !recurrent,
                 block_size,
                 prefill_chunk: config.prefill_chunk.clamp(1, MAX_BATCH),
                 max_running: config.max_running.max(1),
@@ -299,6 +153,8 @@ impl<B: Backend> Scheduler<B> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             outputs: Vec::new(),
+            recurrent,
+            states: VecDeque::new(),
         })
     }
 
@@ -377,6 +233,7 @@ impl<B: Backend> Scheduler<B> {
             admitted_before: false,
             probed: 0,
             slot: 0,
+            snapshot: None,
         });
         Ok(())
     }
@@ -480,13 +337,20 @@ impl<B: Backend> Scheduler<B> {
                 continue;
             }
             let bs = self.config.block_size;
-            // Reuse at most the blocks before the last token: its logits are needed.
-            let max_reuse = if self.config.prefix_cache {
-                (seq.tokens.len() - 1) / bs
-            } else {
-                0
+            // Reuse at most the blocks before the last token: its logits are needed. A recurrent
+            // model resumes only where a state snapshot of this prefix stands.
+            let snapshot = self.state_for(&seq.tokens);
+            let max_reuse = match (self.config.prefix_cache, self.recurrent) {
+                (false, _) => 0,
+                (true, false) => (seq.tokens.len() - 1) / bs,
+                (true, true) => snapshot.map_or(0, |i| self.states[i].0.len() / bs),
             };
-            let (blocks, reused) = self.blocks.start(&seq.tokens, max_reuse);
+            let (mut blocks, mut reused) = self.blocks.start(&seq.tokens, max_reuse);
+            if self.recurrent && reused != max_reuse * bs {
+                // Some of the snapshot's blocks were evicted: recompute from the start.
+                self.blocks.release(blocks);
+                (blocks, reused) = self.blocks.start(&seq.tokens, 0);
+            }
             seq.blocks = blocks;
             let needed = self.blocks.needed(&seq.blocks, seq.tokens.len());
             // Room for the prompt, plus a block of growth for each running sequence.
@@ -504,6 +368,13 @@ impl<B: Backend> Scheduler<B> {
             seq.slot = (0..)
                 .find(|s| self.running.iter().all(|r| r.slot != *s))
                 .expect("fewer running sequences than state rows");
+            if let (true, Some(i)) = (self.recurrent && reused > 0, snapshot) {
+                let (_, snap) = &self.states[i];
+                self.model.restore_state(&mut self.pool, seq.slot, snap);
+                // Most recently used first.
+                let entry = self.states.remove(i).expect("found above");
+                self.states.push_front(entry);
+            }
             if !seq.admitted_before {
                 seq.stats.reused_tokens = reused;
                 seq.admitted_before = true;
@@ -568,8 +439,51 @@ impl<B: Backend> Scheduler<B> {
         Ok(plan)
     }
 
+    /// The cached state snapshot (index in `states`) of the longest prefix of `tokens` before
+    /// its last token.
+    fn state_for(&self, tokens: &[u32]) -> Option<usize> {
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(_, (prefix, _))| prefix.len() < tokens.len() && tokens.starts_with(prefix))
+            .max_by_key(|(_, (prefix, _))| prefix.len())
+            .map(|(i, _)| i)
+    }
+
+    /// After a forward: the recurrent states of each sequence of `rows` that now stands at a
+    /// block boundary, copied (a model without recurrent layers keeps none).
+    fn snapshot_states(&mut self, rows: &[Rows]) {
+        if !self.recurrent || !self.config.prefix_cache {
+            return;
+        }
+        let bs = self.config.block_size;
+        for r in rows {
+            let seq = &mut self.running[r.seq];
+            if seq.computed > 0 && seq.computed.is_multiple_of(bs) {
+                let reuse = seq.snapshot.take().map(|(_, s)| s);
+                let snap = self.model.save_state(&self.pool, seq.slot, reuse);
+                seq.snapshot = Some((seq.computed, snap));
+            }
+        }
+    }
+
+    /// Keeps a leaving sequence's latest state snapshot for a later request that continues it.
+    fn keep_state(&mut self, seq: &mut Seq<B>) {
+        let Some((at, snap)) = seq.snapshot.take() else {
+            return;
+        };
+        if at > seq.tokens.len() {
+            return;
+        }
+        let prefix = seq.tokens[..at].to_vec();
+        self.states.retain(|(t, _)| *t != prefix);
+        self.states.push_front((prefix, snap));
+        self.states.truncate(STATE_CACHE);
+    }
+
     /// Gives a running sequence's blocks back and queues it first, to be recomputed.
     fn preempt(&mut self, mut seq: Seq<B>) {
+        self.keep_state(&mut seq);
         self.blocks.release(std::mem::take(&mut seq.blocks));
         seq.computed = 0;
         seq.stats.preemptions += 1;
@@ -580,11 +494,14 @@ impl<B: Backend> Scheduler<B> {
     /// sequences that end (by index), for the caller to retire.
     fn run_decode(&mut self, rows: &[Rows]) -> Result<Vec<(usize, Ending)>, ModelError> {
         let logits = self.forward_rows(rows, true)?;
+        for r in rows {
+            self.running[r.seq].computed += 1;
+        }
+        self.snapshot_states(rows);
         let mut row = 0;
         let mut done = Vec::new();
         for r in rows {
             let n = r.tokens.len();
-            self.running[r.seq].computed += 1;
             if let Some(end) = self.accept(r.seq, &logits, row..row + n, &r.tokens[1..]) {
                 done.push((r.seq, end));
             }
@@ -597,11 +514,14 @@ impl<B: Backend> Scheduler<B> {
     /// are returned, as by [`Scheduler::run_decode`]).
     fn run_prefill(&mut self, rows: &[Rows]) -> Result<Vec<(usize, Ending)>, ModelError> {
         let logits = self.forward_rows(rows, false)?;
+        for r in rows {
+            self.running[r.seq].computed += r.tokens.len();
+        }
+        self.snapshot_states(rows);
         let mut row = 0;
         let mut done = Vec::new();
         for r in rows {
             let seq = &mut self.running[r.seq];
-            seq.computed += r.tokens.len();
             if self.config.prefix_cache {
                 self.blocks
                     .commit(&mut seq.blocks, &seq.tokens, seq.computed);
@@ -733,7 +653,9 @@ impl<B: Backend> Scheduler<B> {
                 Ending::Finish(finish) => self.retire(seq, finish),
                 Ending::Cut => {
                     // Recompute the cut conversation as a new admission; its kept start usually
-                    // comes back from the prefix cache.
+                    // comes back from the prefix cache. (Its state snapshot held the tokens
+                    // before the cut.)
+                    seq.snapshot = None;
                     self.blocks.release(std::mem::take(&mut seq.blocks));
                     let fits = self.fit(&mut seq);
                     debug_assert!(fits, "only policies that cut get here");
@@ -749,6 +671,7 @@ impl<B: Backend> Scheduler<B> {
 
     /// Releases a sequence's blocks and reports it done.
     fn retire(&mut self, mut seq: Seq<B>, finish: FinishReason) {
+        self.keep_state(&mut seq);
         self.blocks.release(std::mem::take(&mut seq.blocks));
         let mut stats = seq.stats;
         stats.generated_tokens = seq.generated;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::backend::CpuBackend;
 use crate::model::Model;
+use crate::sample::SamplerConfig;
 use crate::source::{self, SMOLLM2_135M_Q4_1};
 use crate::tokenizer::Tokenizer;
 
@@ -696,4 +697,31 @@ fn a_hybrid_recurrent_model_batches_chunks_and_preempts_to_exactly_the_greedy_to
     for (i, a) in alone.iter().enumerate() {
         assert_eq!(&tight[&(10 + i as u64)].tokens, a, "preempted, prompt {i}");
     }
+}
+
+#[test]
+fn a_hybrid_model_s_next_turn_resumes_from_a_state_snapshot_to_exactly_the_same_tokens() {
+    let mut rng = fastrand::Rng::with_seed(47);
+    let m = hybrid_model();
+    let mut s = Scheduler::new(hybrid_model(), None, SchedConfig::default()).unwrap();
+    let first: Vec<u32> = (0..40).map(|_| rng.u32(0..389)).collect();
+    s.submit(1, first.clone(), greedy(20)).unwrap();
+    let answer = drain(&mut s).0[&1].tokens.clone();
+    assert_eq!(answer, greedy_alone(&m, &first, 20));
+    // The next turn: the conversation so far, then a new question.
+    let mut second = first.clone();
+    second.extend(&answer);
+    second.extend((0..5).map(|_| rng.u32(0..389)));
+    s.submit(2, second.clone(), greedy(12)).unwrap();
+    let run = &drain(&mut s).0[&2];
+    // Turn 1 stood at position 48 (a block boundary) after its 60 tokens: resumed from there.
+    assert_eq!(run.stats.reused_tokens, 48);
+    assert_eq!(run.tokens, greedy_alone(&m, &second, 12), "resumed turn");
+    // A conversation that diverged before the snapshot recomputes from the start.
+    let mut other = first[..30].to_vec();
+    other.extend((0..20).map(|_| rng.u32(0..389)));
+    s.submit(3, other.clone(), greedy(8)).unwrap();
+    let run = &drain(&mut s).0[&3];
+    assert_eq!(run.stats.reused_tokens, 0);
+    assert_eq!(run.tokens, greedy_alone(&m, &other, 8), "recomputed");
 }

@@ -552,6 +552,10 @@ impl Backend for CpuBackend {
         gather_rows(x, rows, out);
     }
 
+    fn scatter(&self, src: &CpuTensor, rows: &[u32], x: &mut CpuTensor) {
+        crate::backend::host::scatter_rows(src, rows, x);
+    }
+
     fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation, out: &mut CpuTensor) {
         check_glu(
             (gate.rows, gate.cols),

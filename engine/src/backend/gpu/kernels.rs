@@ -212,6 +212,7 @@ impl Module {
                 ("glu", &[(1, true), (2, false), (3, true)]),
                 ("glu_halves", &[(1, true), (3, true)]),
                 ("gather", &[(1, true), (3, true), (4, false)]),
+                ("scatter", &[(1, true), (2, false), (4, false)]),
                 ("round_q8_0", &[(1, true), (3, true)]),
                 ("round_q8_k", &[(1, true), (3, true)]),
                 ("round_f16_values", &[(1, true), (3, true)]),
@@ -338,6 +339,7 @@ pub(super) struct Kernels {
     pub glu: Arc<Kernel>,
     pub glu_halves: Arc<Kernel>,
     pub gather: Arc<Kernel>,
+    pub scatter: Arc<Kernel>,
     pub round_q8_0: Arc<Kernel>,
     pub round_q8_k: Arc<Kernel>,
     pub round_f16: Arc<Kernel>,
@@ -378,6 +380,7 @@ impl Kernels {
             glu,
             glu_halves,
             gather,
+            scatter,
             round_q8_0,
             round_q8_k,
             round_f16,
@@ -387,9 +390,9 @@ impl Kernels {
             add_bias_experts,
             moe_combine,
             moe_scale,
-        ]: [Arc<Kernel>; 18] = compile(device, Module::Elementwise)
+        ]: [Arc<Kernel>; 19] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has eighteen entry points");
+            .expect("elementwise has nineteen entry points");
         let [ssm_conv, l2_heads, delta_rule]: [Arc<Kernel>; 3] = compile(device, Module::Delta)
             .try_into()
             .expect("delta has three entry points");
@@ -414,6 +417,7 @@ impl Kernels {
             glu,
             glu_halves,
             gather,
+            scatter,
             round_q8_0,
             round_q8_k,
             round_f16,

@@ -764,3 +764,28 @@ fn delta_net_matches_the_reference_over_steps_and_sequences() {
         1e-5,
     );
 }
+
+#[test]
+fn rows_scatter_back_where_they_were_gathered_from() {
+    let Some(b) = gpu_with(GpuOptions::default()) else {
+        return;
+    };
+    let mut rng = fastrand::Rng::with_seed(53);
+    let (rows, cols) = (5, 1000);
+    let values = activations(&mut rng, rows * cols);
+    let mut x = b.tensor_from(rows, cols, &values);
+    let picked = [3u32, 0];
+    let mut out = b.tensor(2, cols);
+    b.gather(&x, &picked, &mut out);
+    let replacement = activations(&mut rng, 2 * cols);
+    b.scatter(&b.tensor_from(2, cols, &replacement), &picked, &mut x);
+    let got = b.read(&x).unwrap();
+    let mut want = values.clone();
+    want[3 * cols..4 * cols].copy_from_slice(&replacement[..cols]);
+    want[..cols].copy_from_slice(&replacement[cols..]);
+    assert_eq!(got, want);
+    assert_eq!(
+        b.read(&out).unwrap(),
+        [&values[3 * cols..4 * cols], &values[..cols]].concat()
+    );
+}
