@@ -46,7 +46,11 @@ pub fn inspect(model: &Path, json: bool) -> Result<()> {
 }
 
 fn print_summary(s: &Summary) {
-    let row = |k: &str, v: String| println!("{k:<14}{v}");
+    // A reader that stops early (`hearth inspect M | head -3`) is not an error.
+    let row = |k: &str, v: String| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{k:<14}{v}");
+    };
     row(
         "file",
         format!(

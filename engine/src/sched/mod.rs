@@ -137,6 +137,20 @@ impl<B: Backend> Scheduler<B> {
         let most = context_blocks * config.max_running.max(1) as u64;
         let blocks = (budget / per_block).clamp(1, most.max(1));
         let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
+        // A GPU holds each layer's cache in one buffer of at most one binding (f16 values: two
+        // per f32 value of a tensor), which a model with few attention layers (qwen35) would
+        // otherwise overflow.
+        let c = model.config();
+        let widest = (0..c.n_layer)
+            .filter(|&il| c.owns_kv(il))
+            .map(|il| {
+                let (k, v) = c.kv_dims(il);
+                k.max(v)
+            })
+            .max()
+            .unwrap_or(1);
+        let max_slots = model.backend().max_tensor_values().saturating_mul(2) / widest.max(1);
+        let blocks = blocks.min((max_slots / block_size).max(1));
         let pool = model.kv_pool(blocks, block_size, config.max_running.max(1))?;
         let recurrent = model.config().recurrent.is_some();
         Ok(Scheduler {
