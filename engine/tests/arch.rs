@@ -605,3 +605,61 @@ fn qwen35_summary_counts_its_layer_kinds_cache_and_state() {
     );
     assert_eq!((c.kv_layers(), c.kv_layer(3), c.state_layers()), (1, 0, 3));
 }
+
+/// phi3-long.json: llama.cpp's logits at a context of 8192.
+#[derive(Deserialize)]
+struct Long {
+    n_ctx: usize,
+    sequences: Vec<Sequence>,
+}
+
+/// Each sequence's logits from a cache of `long.n_ctx` positions (the model then runs at that
+/// context), one batch each.
+fn long_logits<B: Backend>(model: &Model<B>, long: &Long) -> Vec<Vec<Vec<f32>>> {
+    let vocab = model.config().vocab_size;
+    long.sequences
+        .iter()
+        .map(|s| {
+            let mut kv = model.kv_cache(long.n_ctx).unwrap();
+            let out = model
+                .forward(&mut kv, &s.tokens, 0..s.tokens.len())
+                .unwrap();
+            let values = model.backend().read(&out).unwrap();
+            values.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn phi3_beyond_its_original_context_rotates_with_the_long_factors_as_llama_cpp() {
+    // llama.cpp at a context of 8192 (beyond rope.scaling.original_context_length 4096) takes
+    // rope_factors_long: phi3-long.json, recorded with the reference's dump_logits at that size.
+    let text = std::fs::read_to_string(data("phi3-long.json")).unwrap();
+    let long: Long = serde_json::from_str(&text).unwrap();
+    let want: Vec<Vec<Vec<f32>>> = long.sequences.iter().map(|s| s.logits.clone()).collect();
+    let path = data("phi3.gguf");
+    let exact = Model::open(
+        &path,
+        ReferenceBackend::new().with_numerics(Numerics::Exact),
+    )
+    .unwrap();
+    let worst =
+        |ours: &[Vec<Vec<f32>>]| compare(ours, &want).iter().map(|r| r.0).fold(0.0, f32::max);
+    let e = worst(&long_logits(&exact, &long));
+    eprintln!("phi3 at {}: reference (exact): max err {e:.2e}", long.n_ctx);
+    assert!(e < 1e-3, "phi3 long factors, exact reference: {e}");
+    // The CPU backend rounds the KV cache to f16 (the recording kept f32).
+    let cpu = Model::open(&path, CpuBackend::new()).unwrap();
+    let e = worst(&long_logits(&cpu, &long));
+    eprintln!("phi3 at {}: cpu: max err {e:.2e}", long.n_ctx);
+    assert!(e < 2e-2, "phi3 long factors, cpu: {e}");
+    // Back at a short context, the short factors: the recorded logits again.
+    let rec = recorded("phi3");
+    let short = logits(&exact, &rec);
+    let want_short: Vec<Vec<Vec<f32>>> = rec.sequences.iter().map(|s| s.logits.clone()).collect();
+    let e = compare(&short, &want_short)
+        .iter()
+        .map(|r| r.0)
+        .fold(0.0, f32::max);
+    assert!(e < 1e-3, "short factors again: {e}");
+}

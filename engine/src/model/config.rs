@@ -183,6 +183,9 @@ pub struct Config {
     pub attn_output_gate: bool,
     /// Hidden width of the shared expert beside the routed ones (qwen35moe; 0: none).
     pub d_ff_shared: usize,
+    /// The context beyond which phi3 rotates with its long LongRoPE factors
+    /// (`rope.scaling.original_context_length`), where the file has them.
+    pub rope_long_after: Option<usize>,
 }
 
 /// The shape of a model's Gated DeltaNet layers (see [`crate::backend::DeltaNet`]).
@@ -630,6 +633,12 @@ impl Config {
             shared_kv_layers,
             recurrent,
             attn_output_gate: qwen35,
+            rope_long_after: match file.opt_u64(&key("rope.scaling.original_context_length"))? {
+                Some(n) if arch == Arch::Phi3 => {
+                    Some(size("rope.scaling.original_context_length", n)?)
+                }
+                _ => None,
+            },
             d_ff_shared: match file.opt_u64(&key("expert_shared_feed_forward_length"))? {
                 Some(v) if n_expert > 0 && v > 0 => size("expert_shared_feed_forward_length", v)?,
                 _ => 0,

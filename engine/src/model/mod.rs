@@ -44,6 +44,8 @@ pub struct Model<B: Backend> {
     file: Arc<GgufFile>,
     config: Config,
     weights: Weights<B>,
+    /// phi3 rotates with its long factors (the context it runs at exceeds the original one).
+    long_rope: std::sync::atomic::AtomicBool,
 }
 
 impl<B: Backend> std::fmt::Debug for Model<B> {
@@ -205,6 +207,7 @@ impl<B: Backend> Model<B> {
             file,
             config,
             weights,
+            long_rope: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -221,10 +224,21 @@ impl<B: Backend> Model<B> {
         &self.file
     }
 
+    /// Tells the model the context a sequence runs in, as llama.cpp's context size: phi3 rotates
+    /// with its long LongRoPE factors beyond `rope.scaling.original_context_length` (and its short
+    /// ones up to it). [`Model::kv_cache`] and the scheduler call it.
+    pub fn set_context(&self, n_ctx: usize) {
+        let long = self.weights.rope_freqs_long.is_some()
+            && self.config.rope_long_after.is_some_and(|orig| n_ctx > orig);
+        self.long_rope
+            .store(long, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// An empty KV cache for one sequence of `capacity` positions (at most the model's trained
-    /// context).
+    /// context); the model then runs at that context ([`Model::set_context`]).
     pub fn kv_cache(&self, capacity: usize) -> Result<KvCache<B>, ModelError> {
         let capacity = capacity.clamp(1, self.config.context_length);
+        self.set_context(capacity);
         let block_size = SOLO_BLOCK.min(capacity);
         let blocks = capacity.div_ceil(block_size);
         Ok(KvCache {
@@ -459,7 +473,10 @@ impl<B: Backend> Model<B> {
                 slots: batch.slots,
                 positions,
             },
-            rope_freqs: w.rope_freqs.as_deref(),
+            rope_freqs: match self.long_rope.load(std::sync::atomic::Ordering::Relaxed) {
+                true => w.rope_freqs_long.as_deref(),
+                false => w.rope_freqs.as_deref(),
+            },
         };
         let mut delta_scratch = mixer::DeltaScratch::new(b);
         for (il, lw) in w.layers.iter().enumerate() {

@@ -152,8 +152,11 @@ pub(crate) struct Weights<B: Backend> {
     pub output_norm: B::Weight,
     /// The output projection; `None` when it is tied to `token_embd`.
     pub output: Option<B::Weight>,
-    /// RoPE frequency factors per rotated pair (`rope_freqs.weight`, Llama 3.1+), on the host.
+    /// RoPE frequency factors per rotated pair (`rope_freqs.weight`, Llama 3.1+; phi3's short
+    /// LongRoPE factors), on the host.
     pub rope_freqs: Option<Vec<f32>>,
+    /// phi3's long LongRoPE factors, for a context beyond `rope.scaling.original_context_length`.
+    pub rope_freqs_long: Option<Vec<f32>>,
     pub per_layer_input: Option<PerLayerInput<B>>,
 }
 
@@ -650,21 +653,23 @@ impl<B: Backend> Weights<B> {
         }
         let output_norm = l.required("output_norm.weight", &[d])?;
         let output = l.optional("output.weight", &[d, vocab])?;
-        // Llama 3.1+'s `rope_freqs`, or phi3's LongRoPE factors: the short ones (llama.cpp takes
-        // the long ones only for a context beyond `rope.scaling.original_context_length`, which
-        // Hearth does not switch to yet; they are read so that a bad file fails here).
+        // Llama 3.1+'s `rope_freqs`, or phi3's LongRoPE factors (short and long: llama.cpp takes
+        // the long ones for a context beyond `rope.scaling.original_context_length`, see
+        // `Model::set_context`).
         let pairs = c.rope_dims / 2;
-        let rope_freqs = match file.header().tensor_info("rope_freqs.weight") {
-            Some(_) => Some(l.host_vector("rope_freqs.weight", pairs)?),
+        let (rope_freqs, rope_freqs_long) = match file.header().tensor_info("rope_freqs.weight") {
+            Some(_) => (Some(l.host_vector("rope_freqs.weight", pairs)?), None),
             None if file
                 .header()
                 .tensor_info("rope_factors_short.weight")
                 .is_some() =>
             {
-                l.host_vector("rope_factors_long.weight", pairs)?;
-                Some(l.host_vector("rope_factors_short.weight", pairs)?)
+                (
+                    Some(l.host_vector("rope_factors_short.weight", pairs)?),
+                    Some(l.host_vector("rope_factors_long.weight", pairs)?),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let per_layer_input = match c.per_layer_embd {
             0 => None,
@@ -692,6 +697,7 @@ impl<B: Backend> Weights<B> {
             output_norm,
             output,
             rope_freqs,
+            rope_freqs_long,
             per_layer_input,
         })
     }

@@ -152,6 +152,8 @@ impl<B: Backend> Scheduler<B> {
         let max_slots = model.backend().max_tensor_values().saturating_mul(2) / widest.max(1);
         let blocks = blocks.min((max_slots / block_size).max(1));
         let pool = model.kv_pool(blocks, block_size, config.max_running.max(1))?;
+        // A sequence may run as long as the model's context or the whole pool.
+        model.set_context(c.context_length.min(blocks * block_size));
         let recurrent = model.config().recurrent.is_some();
         Ok(Scheduler {
             model,
