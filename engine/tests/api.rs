@@ -93,6 +93,34 @@ fn loading_reports_phases_and_bytes_then_the_models_facts() {
     assert_eq!(info.backend, "cpu");
     assert!(info.has_chat_template);
     assert!(info.kv_blocks > 0 && info.kv_bytes > 0);
+    assert_eq!(info.no_speculation, None);
+}
+
+#[test]
+fn a_hybrid_model_loads_answers_a_chat_and_says_why_it_never_speculates() {
+    let e = api::spawn(EngineConfig::default()).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch/qwen35.gguf");
+    let events: Vec<Event> = e.load(&path, None).iter().collect();
+    let Some(Event::Ready(info)) = events.last() else {
+        panic!("no Ready: {:?}", events.last());
+    };
+    assert_eq!(info.architecture, "qwen35");
+    assert!(
+        info.no_speculation
+            .as_deref()
+            .is_some_and(|why| why.contains("recurrent")),
+        "{:?}",
+        info.no_speculation
+    );
+    // Asked to speculate anyway, it answers (without drafts).
+    let params = GenerateParams {
+        speculation: hearth_engine::sched::Speculation::PROMPT_LOOKUP,
+        ..greedy(6)
+    };
+    let (_, rx) = e.generate(chat("Hello"), params);
+    let (_, finish, stats) = done(&rx);
+    assert_eq!(finish, FinishReason::Length);
+    assert_eq!(stats.generated_tokens, 6);
 }
 
 #[test]

@@ -674,9 +674,14 @@ impl HearthApp {
             ModelState::Loading { path, .. } => Some(path.clone()),
             _ => self.settings.last_model.clone(),
         };
+        let no_speculation = match &self.model {
+            ModelState::Ready(info) => info.no_speculation.clone(),
+            _ => None,
+        };
         let facts = AppFacts {
             settings: &self.settings,
             model: model.as_deref(),
+            no_speculation: no_speculation.as_deref(),
         };
         for action in self.settings_window.show(ui, facts) {
             self.settings_action(action, ui.ctx());

@@ -235,6 +235,9 @@ pub struct ModelInfo {
     pub kv_bytes: u64,
     pub has_chat_template: bool,
     pub draft: Option<String>,
+    /// Why speculative decoding is off for this model whatever is asked (a hybrid model's
+    /// recurrent state cannot take back rejected drafts), for the front ends to show.
+    pub no_speculation: Option<String>,
 }
 
 impl ModelInfo {

@@ -167,6 +167,11 @@ impl<B: Backend> Runner for Scheduler<B> {
             kv_blocks: blocks,
             kv_block_size: bs,
             kv_bytes: (blocks * bs * m.kv_bytes_per_token()) as u64,
+            no_speculation: c.recurrent.map(|_| {
+                "speculative decoding is off for this model: its recurrent (DeltaNet) layers \
+                 cannot take back rejected drafts"
+                    .to_string()
+            }),
             ..ModelInfo::default()
         }
     }

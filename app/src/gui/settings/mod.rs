@@ -164,6 +164,8 @@ pub struct AppFacts<'a> {
     pub settings: &'a Settings,
     /// The model a reload would load again.
     pub model: Option<&'a std::path::Path>,
+    /// Why the loaded model never speculates (the engine says), shown by that setting.
+    pub no_speculation: Option<&'a str>,
 }
 
 impl SettingsWindow {
@@ -449,6 +451,9 @@ impl SettingsWindow {
             }
         });
         ui.checkbox(&mut w.draft.speculative, "Speculative decoding");
+        if let Some(why) = app.no_speculation {
+            ui.label(egui::RichText::new(why).weak().small());
+        }
         ui.horizontal(|ui| {
             let label = ui.label("Threads");
             ui.add(

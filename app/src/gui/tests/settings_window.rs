@@ -256,3 +256,23 @@ fn reload_model_restarts_the_engine_with_the_new_threads() {
         c.thread()
     );
 }
+
+#[test]
+fn the_speculation_setting_says_why_a_hybrid_model_never_speculates() {
+    let root = tempfile::tempdir().unwrap();
+    let mut h = harness(root.path(), false);
+    wait_for(&mut h, "the store", |a| a.loaded_store);
+    let why = "speculative decoding is off for this model: its recurrent (DeltaNet) layers \
+               cannot take back rejected drafts";
+    // What the engine reports for a qwen35 model (the engine's own tests load one).
+    h.state_mut().model = ModelState::Ready(Box::new(hearth_engine::api::ModelInfo {
+        name: "qwen35".into(),
+        no_speculation: Some(why.into()),
+        ..Default::default()
+    }));
+    open(&mut h);
+    assert!(shows(&h, why));
+    h.state_mut().model = ModelState::None;
+    h.run_steps(2);
+    assert!(!shows(&h, why), "only for a model that says so");
+}
