@@ -3,6 +3,7 @@
 mod api;
 mod arch;
 mod cloud;
+mod families;
 mod gguf;
 mod inference;
 mod route;

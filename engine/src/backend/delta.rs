@@ -77,6 +77,16 @@ pub(crate) fn check(
     );
 }
 
+/// [`check`] on host tensors: qkv, beta, alpha, the states and the output.
+pub(crate) fn check_host(
+    net: &DeltaNet<'_>,
+    tensors: [&HostTensor; 5],
+    conv: usize,
+    rows: &StateRows<'_>,
+) {
+    check(net, tensors.map(|t| (t.rows, t.cols)), conv, rows);
+}
+
 /// `log(1 + e^x)`, linear above 20 as ggml's.
 fn softplus(x: f32) -> f32 {
     if x > 20.0 { x } else { x.exp().ln_1p() }
@@ -209,19 +219,7 @@ pub(crate) fn delta_net(
     rows: &StateRows<'_>,
     out: &mut HostTensor,
 ) {
-    let shape = |t: &HostTensor| (t.rows, t.cols);
-    check(
-        net,
-        [
-            shape(qkv),
-            shape(beta),
-            shape(alpha),
-            shape(state),
-            shape(out),
-        ],
-        conv.len(),
-        rows,
-    );
+    check_host(net, [qkv, beta, alpha, state, out], conv.len(), rows);
     let xs = convolve(net, qkv, conv, state, rows);
     let (d, width) = (net.d, net.n_v * net.d);
     let hist = (net.kernel - 1) * net.channels();

@@ -626,16 +626,9 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         use crate::backend::delta;
-        let shape = |t: &CpuTensor| (t.rows, t.cols);
-        delta::check(
+        delta::check_host(
             net,
-            [
-                shape(qkv),
-                shape(beta),
-                shape(alpha),
-                shape(state),
-                shape(out),
-            ],
+            [qkv, beta, alpha, state, out],
             conv.vector().len(),
             rows,
         );
