@@ -29,12 +29,16 @@ pub(crate) struct Server {
 pub(crate) const STEM: &str = "SmolLM2-135M-Instruct.Q4_1";
 
 pub(crate) fn serve_command(extra: &[&str]) -> Command {
-    let smol = model(&SMOLLM2_135M_Q4_1);
+    serve_model_command(&model(&SMOLLM2_135M_Q4_1), extra)
+}
+
+/// `hearth serve` of the model at `path` on the CPU, on a free port.
+fn serve_model_command(path: &std::path::Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     cmd.args([
         "serve",
         "-m",
-        path_str(&smol),
+        path_str(path),
         "--port",
         "0",
         "--backend",
@@ -625,11 +629,24 @@ fn openai_python_package_works_against_serve() {
     if !python_openai_or_skip("openai_python_package_works_against_serve") {
         return;
     }
-    let server = Server::start(&["--ctx", "256", "--model-alias", "hearth-test"]);
+    let server = Server::start(&["--ctx", "512", "--model-alias", "hearth-test"]);
+    // A copy of SmolLM2 whose template opens `<think>`: its answers are reasoning.
+    let dir = tempfile::tempdir().unwrap();
+    let smol = hearth_engine::gguf::GgufFile::open(model(&SMOLLM2_135M_Q4_1)).unwrap();
+    let thinking_template = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}";
+    let copy = dir.path().join("SmolLM2-think.gguf");
+    std::fs::write(
+        &copy,
+        hearth_engine::gguf::with_string(&smol, "tokenizer.chat_template", thinking_template)
+            .unwrap(),
+    )
+    .unwrap();
+    let thinking = Server::spawn(serve_model_command(&copy, &["--ctx", "256"]));
     let out = Command::new("python3")
         .arg(script("openai_conformance.py"))
         .arg(format!("{}/v1", server.base))
         .arg("hearth-test")
+        .arg(format!("{}/v1", thinking.base))
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -642,6 +659,10 @@ fn openai_python_package_works_against_serve() {
         server.log()
     );
     assert!(stdout.contains("openai conformance: ok"), "{stdout}");
+    assert!(
+        stdout.contains("tools, response_format, reasoning_content"),
+        "{stdout}"
+    );
 }
 
 #[test]

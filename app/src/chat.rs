@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, select};
-use hearth_engine::api::{self, EngineHandle, Event, GenerateParams, Prompt, RouteMode, Target};
+use hearth_engine::api::{
+    self, EngineHandle, Event, GenerateParams, Prompt, RouteMode, Target, TextKind,
+};
 use hearth_engine::tokenizer::ChatMessage;
 
 use crate::commands::BadInput;
@@ -486,12 +488,28 @@ impl Chat {
         let (id, rx) = self.engine.generate(Prompt::Chat(messages), self.params());
         let mut out = std::io::stdout().lock();
         let mut printed = false;
+        // Reasoning is printed as it streams, dimmed on a terminal, and set apart from the
+        // answer by a blank line.
+        let mut thinking = false;
         loop {
             select! {
                 recv(rx) -> event => match event {
-                    Ok(Event::Token { text, .. }) => {
+                    Ok(Event::Token { text, kind, .. }) => {
                         printed |= !text.is_empty();
-                        let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                        let mut piece = String::new();
+                        match (kind, thinking) {
+                            (TextKind::Reasoning, false) => {
+                                thinking = true;
+                                piece.push_str(if self.dim { "\x1b[2m" } else { "[thinking] " });
+                            }
+                            (TextKind::Answer, true) => {
+                                thinking = false;
+                                piece.push_str(if self.dim { "\x1b[0m\n\n" } else { "\n\n" });
+                            }
+                            _ => {}
+                        }
+                        piece.push_str(&text);
+                        let written = out.write_all(piece.as_bytes()).and_then(|()| out.flush());
                         if let Err(e) = written {
                             // Stdout closed (a pipe's reader went away): stop generating.
                             self.engine.cancel(id);
@@ -499,6 +517,9 @@ impl Chat {
                         }
                     }
                     Ok(Event::Done { finish, stats, text, route, .. }) => {
+                        if thinking && self.dim {
+                            write!(out, "\x1b[0m")?;
+                        }
                         writeln!(out)?;
                         out.flush()?;
                         drop(out);

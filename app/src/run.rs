@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 use hearth_engine::api::{
     self, BackendKind as EngineBackend, EngineConfig, EngineHandle, ErrorKind, Event,
-    GenerateParams, LoadFailure, ModelInfo, Prompt,
+    GenerateParams, LoadFailure, ModelInfo, Prompt, TextKind,
 };
 use hearth_engine::backend::gpu::GpuOptions;
 use hearth_engine::backend::{self, Backend, OnBackend, OpenOptions, Opened};
@@ -286,6 +286,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .recv_timeout(api::DEFAULT_WAIT)
             .context("no answer from the engine")?;
         match event {
+            // Reasoning goes to stderr, so stdout holds the answer alone.
+            Event::Token {
+                text,
+                kind: TextKind::Reasoning,
+                ..
+            } if !args.json => eprint!("{text}"),
             Event::Token { text, .. } if !args.json => {
                 // A closed stdout (a pipe's reader went away) ends the run; dropping the
                 // receiver cancels the request.
@@ -304,6 +310,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 finish,
                 stats,
                 text,
+                reasoning,
                 route,
                 tokens,
                 ..
@@ -312,6 +319,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 if args.json {
                     let mut out = json!({
                         "text": text,
+                        "reasoning": reasoning,
+                        "reasoning_tokens": s.reasoning_tokens,
                         "token_ids": tokens,
                         "prompt_tokens": s.prompt_tokens,
                         "generated_tokens": s.generated_tokens,

@@ -8,12 +8,16 @@
 //!   prompt-lookup speculation against without, and whether the greedy texts are identical.
 //! - `draft`: the model as its own draft model (a correctness check: identical greedy text,
 //!   acceptance rate).
+//! - `schema`: constrained decoding's cost, time per token of answers under a JSON schema
+//!   against free answers to the same questions.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use hearth_engine::api::{self, EngineConfig, EngineHandle, GenerateParams, Prompt, Stats};
+use hearth_engine::api::{
+    self, Constraint, EngineConfig, EngineHandle, GenerateParams, Prompt, Stats,
+};
 use hearth_engine::model::FinishReason;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::{ContextPolicy, SchedConfig, Speculation};
@@ -29,6 +33,8 @@ pub enum Scenario {
     Concurrent,
     PromptLookup,
     Draft,
+    /// Constrained decoding's cost per token (a JSON schema against free answers).
+    Schema,
 }
 
 /// One measured figure.
@@ -54,6 +60,7 @@ pub fn run(model: &Path, args: &BackendArgs, scenario: Scenario, json: bool) -> 
         Scenario::Concurrent => concurrent(model, backend)?,
         Scenario::PromptLookup => prompt_lookup(model, backend)?,
         Scenario::Draft => draft(model, backend)?,
+        Scenario::Schema => schema(model, backend)?,
     };
     let ratio = |f: &Figure| {
         if f.baseline > 0.0 {
@@ -328,4 +335,65 @@ fn draft(model: &Path, backend: &EngineConfig) -> Result<Vec<Figure>> {
         identical: Some(spec_text == plain_text),
         acceptance: spec.acceptance_rate(),
     }])
+}
+
+/// Constrained decoding's cost: the time per output token of the ten questions answered under a
+/// JSON schema, against the same questions answered freely (greedy, 96 tokens at most; medians).
+/// The first constrained answer also pays for the vocabulary's grammar trie (reported apart).
+fn schema(model: &Path, backend: &EngineConfig) -> Result<Vec<Figure>> {
+    let e = engine(model, None, backend, SchedConfig::default())?;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string", "maxLength": 300},
+            "topics": {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 6},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1}
+        },
+        "required": ["answer", "topics", "confidence"],
+        "additionalProperties": false
+    });
+    let constrained = || GenerateParams {
+        constraint: Some(Constraint::JsonSchema(schema.clone())),
+        ..greedy(96)
+    };
+    let ask = |q: &str, params| generate(&e, Prompt::Chat(vec![ChatMessage::user(q)]), params);
+    let first = ask(QUESTIONS[0], constrained())?.2.time_to_first_token;
+    let warm = ask(QUESTIONS[0], constrained())?.2.time_to_first_token;
+    ask(QUESTIONS[0], greedy(96))?;
+    let (mut with, mut without, mut tokens) = (Vec::new(), Vec::new(), (0, 0));
+    for q in QUESTIONS {
+        let (text, _, stats) = ask(q, constrained())?;
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|err| anyhow!("the constrained answer {text:?} is not JSON: {err}"))?;
+        with.push(stats.time_per_output_token().as_secs_f64() * 1e3);
+        tokens.0 += stats.generated_tokens;
+        let (_, _, stats) = ask(q, greedy(96))?;
+        without.push(stats.time_per_output_token().as_secs_f64() * 1e3);
+        tokens.1 += stats.generated_tokens;
+    }
+    Ok(vec![
+        Figure {
+            scenario: "schema",
+            figure: "time per token, JSON schema vs free".into(),
+            value: median(&mut with),
+            baseline: median(&mut without),
+            unit: "ms",
+            note: format!(
+                "medians of 10 answers; {} and {} tokens in all",
+                tokens.0, tokens.1
+            ),
+            identical: None,
+            acceptance: None,
+        },
+        Figure {
+            scenario: "schema",
+            figure: "first constrained TTFT vs the next (grammar trie)".into(),
+            value: first.as_secs_f64() * 1e3,
+            baseline: warm.as_secs_f64() * 1e3,
+            unit: "ms",
+            note: "the first builds the vocabulary's trie once per model".into(),
+            identical: None,
+            acceptance: None,
+        },
+    ])
 }

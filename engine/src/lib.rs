@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod backend;
+pub mod constrain;
 pub mod gguf;
 pub mod kv;
 pub mod model;
 pub mod quant;
+pub mod reply;
 pub mod route;
 pub mod sample;
 pub mod sched;

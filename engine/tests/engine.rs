@@ -6,6 +6,7 @@ mod cloud;
 mod families;
 mod gguf;
 mod inference;
+mod reply;
 mod route;
 mod source;
 mod tokenizer;

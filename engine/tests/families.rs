@@ -147,6 +147,7 @@ fn family_chat_templates_render_like_llama_server() {
         // tokenizer adds BOS itself (as `Tokenizer::encode_chat` does).
         let options = RenderOptions {
             enable_thinking: Some(true),
+            ..RenderOptions::default()
         };
         let what = format!("{} / {}", case.template, case.conversation);
         let ours = t.render_with(&case.messages, case.add_generation_prompt, &options);

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Checks `hearth serve` with the official `openai` Python package.
 
-Usage: openai_conformance.py BASE_URL [MODEL]
+Usage: openai_conformance.py BASE_URL [MODEL [THINKING_BASE_URL]]
 
 BASE_URL is the API root (e.g. http://127.0.0.1:8080/v1); MODEL the id the server should list
 (default: the first one it lists). The key comes from HEARTH_API_KEY (any value when the server
 has none). Greedy answers are compared whole against streamed; the errors must surface as the
-package's typed exceptions. Prints "openai conformance: ok" and exits 0, or fails an assertion.
-The server should run with a small context (--ctx 256) so the context-overflow case is quick.
+package's typed exceptions. Tools (a required call, whole and streamed, then the round trip with a
+`tool` message) and `response_format` (json_schema, json_object, a bad schema) are checked on the
+same server; THINKING_BASE_URL, if given, serves a model whose template opens `<think>`, and its
+answers must come as `reasoning_content`, never inside `content`. Prints "openai conformance: ok"
+and exits 0, or fails an assertion. The server should run with a small context (--ctx 512) so the
+context-overflow case is quick.
 """
 
+import json
 import os
 import sys
 
@@ -154,6 +159,215 @@ def check_errors(client, model):
         raise AssertionError("expected openai.NotFoundError")
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 30},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def check_call_arguments(name, arguments):
+    assert name == "get_weather", name
+    args = json.loads(arguments)
+    assert set(args) == {"city", "unit"}, args
+    assert isinstance(args["city"], str) and len(args["city"]) <= 30, args
+    assert args["unit"] in ("celsius", "fahrenheit"), args
+
+
+def check_tools(client, model):
+    whole = client.chat.completions.create(
+        model=model,
+        messages=ASK_WEATHER,
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=80,
+    )
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    calls = choice.message.tool_calls
+    assert calls and len(calls) == 1, choice.message
+    call = calls[0]
+    assert call.type == "function" and call.id, call
+    check_call_arguments(call.function.name, call.function.arguments)
+    assert not choice.message.content, choice.message.content
+
+    # Streamed: the call comes as a tool_calls delta, the same call.
+    parts, finishes, text = {}, [], ""
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=ASK_WEATHER,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        max_tokens=80,
+        stream=True,
+    ):
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            for d in c.delta.tool_calls or []:
+                p = parts.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+                p["id"] += d.id or ""
+                if d.function:
+                    p["name"] += d.function.name or ""
+                    p["arguments"] += d.function.arguments or ""
+            if c.finish_reason:
+                finishes.append(c.finish_reason)
+    assert finishes == ["tool_calls"], finishes
+    assert list(parts) == [0], parts
+    check_call_arguments(parts[0]["name"], parts[0]["arguments"])
+    assert parts[0]["arguments"] == call.function.arguments, (parts, call)
+    assert not text, text
+
+    # The round trip: the assistant's call and the tool's result go back.
+    back = client.chat.completions.create(
+        model=model,
+        messages=ASK_WEATHER
+        + [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.function.name,
+                            "arguments": call.function.arguments,
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'},
+        ],
+        tools=[WEATHER],
+        temperature=0,
+        max_tokens=16,
+    )
+    assert back.choices[0].message.content, back
+    assert back.choices[0].finish_reason in ("stop", "length"), back
+    # A tool message without its call id, and a tool_choice naming no tool, are refused.
+    expect_bad_request(
+        lambda: client.chat.completions.create(
+            model=model,
+            messages=ASK_WEATHER + [{"role": "tool", "content": "21"}],
+            max_tokens=4,
+        )
+    )
+    expect_bad_request(
+        lambda: client.chat.completions.create(
+            model=model,
+            messages=ASK_WEATHER,
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+            max_tokens=4,
+        )
+    )
+
+
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "country": {"type": "string", "maxLength": 20},
+        "population": {"type": "integer", "minimum": 0, "maximum": 100000000},
+    },
+    "required": ["city", "country", "population"],
+    "additionalProperties": False,
+}
+
+
+def check_response_format(client, model):
+    r = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Tell me about Paris."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": CITY, "strict": True},
+        },
+        temperature=0,
+        max_tokens=100,
+    )
+    assert r.choices[0].finish_reason == "stop", r
+    v = json.loads(r.choices[0].message.content)
+    assert set(v) == {"city", "country", "population"}, v
+    assert isinstance(v["city"], str) and isinstance(v["country"], str), v
+    assert isinstance(v["population"], int) and v["population"] >= 0, v
+    streamed = ""
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Tell me about Paris."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": CITY},
+        },
+        temperature=0,
+        max_tokens=100,
+        stream=True,
+    ):
+        for c in chunk.choices:
+            streamed += c.delta.content or ""
+    assert streamed == r.choices[0].message.content, (streamed, r)
+
+    obj = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Describe a cat in JSON."}],
+        response_format={"type": "json_object"},
+        temperature=0,
+        max_tokens=120,
+    )
+    if obj.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(obj.choices[0].message.content), dict), obj
+    else:
+        assert obj.choices[0].message.content.startswith("{"), obj
+
+    e = expect_bad_request(
+        lambda: client.chat.completions.create(
+            model=model,
+            messages=QUESTION,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "bad", "schema": {"type": "no-such-type"}},
+            },
+            max_tokens=4,
+        )
+    )
+    assert "schema" in str(e), e
+
+
+def check_reasoning(client):
+    model = client.models.list().data[0].id
+    whole = client.chat.completions.create(
+        model=model, messages=QUESTION, temperature=0, max_tokens=12
+    )
+    message = whole.choices[0].message
+    reasoning = (message.model_extra or {}).get("reasoning_content")
+    assert reasoning, message
+    assert not message.content, message
+    assert "<think>" not in reasoning, reasoning
+    streamed, content = "", ""
+    for chunk in client.chat.completions.create(
+        model=model, messages=QUESTION, temperature=0, max_tokens=12, stream=True
+    ):
+        for c in chunk.choices:
+            streamed += (c.delta.model_extra or {}).get("reasoning_content") or ""
+            content += c.delta.content or ""
+    assert streamed == reasoning, (streamed, reasoning)
+    assert content == "", content
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -167,6 +381,19 @@ def main():
     check_chat(client, model)
     check_completions(client, model)
     check_errors(client, model)
+    check_tools(client, model)
+    check_response_format(client, model)
+    checked = "chat, completions, errors, tools, response_format"
+    if len(sys.argv) > 3:
+        thinking = OpenAI(
+            base_url=sys.argv[3],
+            api_key=os.environ.get("HEARTH_API_KEY") or "no-key",
+            max_retries=0,
+            timeout=300,
+        )
+        check_reasoning(thinking)
+        checked += ", reasoning_content"
+    print(f"checked: {checked}")
     print(f"openai conformance: ok (openai {openai.__version__}, model {model})")
 
 

@@ -7,6 +7,11 @@
 //! first messages), and the visible [`Conversation::thread`] follows those pointers from the
 //! root. [`Conversation::chat_messages`] turns the thread into what the engine is sent.
 //!
+//! A message is what a chat template reads: besides its text, an assistant message may carry the
+//! model's [`Reasoning`] (sent back as `reasoning_content`, the template decides whether it is
+//! used) and the tool calls it made; a [`Role::Tool`] message is a call's result and names the
+//! call (`tool_call_id`). All are optional in the file, so older files load unchanged.
+//!
 //! Invariants (checked when a file is read, kept by every operation): node ids are unique, and a
 //! node's parent comes before it in `nodes` (so the parent links form a tree, never a cycle).
 //!
@@ -19,6 +24,7 @@ mod tests;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hearth_engine::api::ToolCall;
 use hearth_engine::route::{Route, Target};
 use hearth_engine::sched::SeqStats;
 use hearth_engine::tokenizer::ChatMessage;
@@ -50,6 +56,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering an assistant message's call ([`Node::tool_call_id`]).
+    Tool,
 }
 
 impl Role {
@@ -58,6 +66,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -90,8 +99,11 @@ pub struct Answer {
     /// Time to first token.
     pub ttft_ms: u64,
     pub tokens_per_s: f64,
-    /// Generated tokens.
+    /// Generated tokens (reasoning included).
     pub tokens: usize,
+    /// Of those, the tokens of the model's reasoning.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: usize,
     /// Prompt tokens found in the prefix cache.
     pub reused_tokens: usize,
     /// Why it ended: `stop`, `length`, `context_full`, `cancelled`, `error`, ...
@@ -107,8 +119,44 @@ impl Answer {
             ttft_ms: u64::try_from(stats.time_to_first_token.as_millis()).unwrap_or(u64::MAX),
             tokens_per_s: stats.tokens_per_s(),
             tokens: stats.generated_tokens,
+            reasoning_tokens: stats.reasoning_tokens,
             reused_tokens: stats.reused_tokens,
             finish: finish.to_string(),
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The model's thinking before an answer, folded under it in the window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reasoning {
+    pub text: String,
+    /// How long the model thought: from its first reasoning token to its first answer token
+    /// (or the end). 0 where unknown.
+    pub seconds: f64,
+}
+
+/// A new assistant message: its answer text and what else the model sent with it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reply {
+    pub content: String,
+    pub reasoning: Option<Reasoning>,
+    pub tool_calls: Vec<ToolCall>,
+    /// How the answer was made (`None`: it did not finish, e.g. the engine failed).
+    pub answer: Option<Answer>,
+}
+
+impl Reply {
+    /// An answer without reasoning or tool calls.
+    pub fn text(content: impl Into<String>, answer: Option<Answer>) -> Reply {
+        Reply {
+            content: content.into(),
+            answer,
+            ..Reply::default()
         }
     }
 }
@@ -129,6 +177,32 @@ pub struct Node {
     /// For assistant messages: how the answer was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<Answer>,
+    /// For assistant messages: the model's reasoning before this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
+    /// For assistant messages: the tools the model called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For tool messages: the call ([`ToolCall::id`]) this result answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Node {
+    /// This message as the engine's chat message.
+    pub fn to_chat(&self) -> ChatMessage {
+        ChatMessage {
+            role: self.role.as_str().to_string(),
+            content: self.content.clone(),
+            reasoning_content: self
+                .reasoning
+                .as_ref()
+                .filter(|r| !r.text.is_empty())
+                .map(|r| r.text.clone()),
+            tool_calls: self.tool_calls.clone(),
+            tool_call_id: self.tool_call_id.clone(),
+        }
+    }
 }
 
 /// An operation named a message the conversation does not have, or one it does not apply to.
@@ -253,12 +327,18 @@ impl Conversation {
     }
 
     /// Adds a message under `parent`, makes it the active child and returns its id.
-    fn add(
+    fn add(&mut self, parent: Option<NodeId>, role: Role, content: String) -> NodeId {
+        self.add_node(parent, role, Reply::text(content, None), None)
+    }
+
+    /// Adds a message (its parts from `reply`) under `parent`, makes it the active child and
+    /// returns its id.
+    fn add_node(
         &mut self,
         parent: Option<NodeId>,
         role: Role,
-        content: String,
-        answer: Option<Answer>,
+        reply: Reply,
+        tool_call_id: Option<String>,
     ) -> NodeId {
         let id = self
             .next_node
@@ -269,10 +349,13 @@ impl Conversation {
             id,
             parent,
             role,
-            content,
+            content: reply.content,
             created: now,
             active_child: None,
-            answer,
+            answer: reply.answer,
+            reasoning: reply.reasoning,
+            tool_calls: reply.tool_calls,
+            tool_call_id,
         });
         self.set_active(parent, Some(id));
         self.updated = now.max(self.updated);
@@ -286,13 +369,33 @@ impl Conversation {
             self.title = default_title(&content);
         }
         let leaf = self.leaf();
-        self.add(leaf, Role::User, content, None)
+        self.add(leaf, Role::User, content)
     }
 
     /// Adds an answer at the end of the thread.
     pub fn push_assistant(&mut self, content: impl Into<String>, answer: Option<Answer>) -> NodeId {
+        self.push_reply(Reply::text(content, answer))
+    }
+
+    /// Adds an answer with its reasoning and tool calls at the end of the thread.
+    pub fn push_reply(&mut self, reply: Reply) -> NodeId {
         let leaf = self.leaf();
-        self.add(leaf, Role::Assistant, content.into(), answer)
+        self.add_node(leaf, Role::Assistant, reply, None)
+    }
+
+    /// Adds a tool's result for the call `call_id` at the end of the thread.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the window does not run tools yet")
+    )]
+    pub fn push_tool_result(
+        &mut self,
+        call_id: impl Into<String>,
+        content: impl Into<String>,
+    ) -> NodeId {
+        let leaf = self.leaf();
+        let reply = Reply::text(content, None);
+        self.add_node(leaf, Role::Tool, reply, Some(call_id.into()))
     }
 
     fn expect_role(&self, id: NodeId, expected: Role) -> Result<&Node, EditError> {
@@ -316,8 +419,13 @@ impl Conversation {
         content: impl Into<String>,
         answer: Option<Answer>,
     ) -> Result<NodeId, EditError> {
+        self.regenerate_reply(node, Reply::text(content, answer))
+    }
+
+    /// [`Self::regenerate`] with the new answer's reasoning and tool calls.
+    pub fn regenerate_reply(&mut self, node: NodeId, reply: Reply) -> Result<NodeId, EditError> {
         let parent = self.expect_role(node, Role::Assistant)?.parent;
-        Ok(self.add(parent, Role::Assistant, content.into(), answer))
+        Ok(self.add_node(parent, Role::Assistant, reply, None))
     }
 
     /// Adds an edited copy of the user message `node` beside it (a new branch; the old one
@@ -329,7 +437,7 @@ impl Conversation {
         content: impl Into<String>,
     ) -> Result<NodeId, EditError> {
         let parent = self.expect_role(node, Role::User)?.parent;
-        Ok(self.add(parent, Role::User, content.into(), None))
+        Ok(self.add(parent, Role::User, content.into()))
     }
 
     /// The messages before `node` in its thread, as sent to the engine (system prompt first):
@@ -450,14 +558,12 @@ impl Conversation {
         system
             .map(ChatMessage::system)
             .into_iter()
-            .chain(
-                path.into_iter()
-                    .map(|n| ChatMessage::new(n.role.as_str(), n.content.clone())),
-            )
+            .chain(path.into_iter().map(Node::to_chat))
             .collect()
     }
 
-    /// The visible thread as the engine's messages, the system prompt in effect first.
+    /// The visible thread as the engine's messages, the system prompt in effect first (past
+    /// answers with their reasoning and tool calls, tool results with their call's id).
     pub fn chat_messages(&self, default_system: &str) -> Vec<ChatMessage> {
         self.to_chat(self.thread(), default_system)
     }

@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hearth_engine::api::{BackendKind, EngineConfig, GenerateParams};
+use hearth_engine::api::{BackendKind, ChatOptions, EngineConfig, GenerateParams};
 use hearth_engine::route::RouteMode;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::{ContextPolicy, Speculation};
@@ -54,6 +54,25 @@ pub enum Theme {
     System,
     Light,
     Dark,
+}
+
+/// How hard gpt-oss thinks (its template's `reasoning_effort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningEffort {
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningEffort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        }
+    }
 }
 
 /// How answers are sampled.
@@ -116,6 +135,11 @@ pub struct Settings {
     /// What a conversation longer than the context becomes.
     pub context: ContextPolicy,
     pub speculative: bool,
+    /// Whether reasoning models think before they answer (off: templates that read
+    /// `enable_thinking` are told not to; gpt-oss, which always thinks, is asked for low effort).
+    pub thinking: bool,
+    /// gpt-oss's reasoning effort while thinking is on (`None`: the template's default).
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// Compute threads (`None`: the backend's default).
     pub threads: Option<usize>,
     pub backend: BackendPreference,
@@ -135,7 +159,7 @@ pub struct Settings {
 impl Settings {
     /// How an answer is generated under these settings: the one place the window and `hearth
     /// chat` take their request parameters from (sampling, answer length, context policy,
-    /// speculation, route).
+    /// speculation, route, thinking).
     pub fn generate_params(&self) -> GenerateParams {
         GenerateParams {
             speculation: if self.speculative {
@@ -147,7 +171,23 @@ impl Settings {
             sampler: self.sampling.sampler_config(),
             context: self.context,
             route: self.route,
+            chat: self.chat_options(),
             ..GenerateParams::default()
+        }
+    }
+
+    /// Thinking on or off: on leaves the template's default (`enable_thinking: None`), off sends
+    /// `Some(false)` and asks gpt-oss for its lowest effort.
+    pub fn chat_options(&self) -> ChatOptions {
+        let effort = if self.thinking {
+            self.reasoning_effort
+        } else {
+            Some(ReasoningEffort::Low)
+        };
+        ChatOptions {
+            enable_thinking: (!self.thinking).then_some(false),
+            reasoning_effort: effort.map(|e| e.as_str().to_string()),
+            ..ChatOptions::default()
         }
     }
 
@@ -171,6 +211,8 @@ impl Default for Settings {
             sampling: Sampling::default(),
             context: ContextPolicy::DropMiddle,
             speculative: false,
+            thinking: true,
+            reasoning_effort: None,
             threads: None,
             backend: BackendPreference::Auto,
             route: RouteMode::Local,

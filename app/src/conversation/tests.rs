@@ -14,6 +14,8 @@ use super::store::{
 };
 use super::*;
 
+mod reasoning;
+
 fn contents(c: &Conversation) -> Vec<&str> {
     c.thread().iter().map(|n| n.content.as_str()).collect()
 }
@@ -28,6 +30,7 @@ fn answer(finish: &str) -> Answer {
         ttft_ms: 120,
         tokens_per_s: 42.5,
         tokens: 17,
+        reasoning_tokens: 0,
         reused_tokens: 9,
         finish: finish.into(),
     }
@@ -253,6 +256,15 @@ fn answer_from_stats_fills_the_footer() {
     let a = Answer::from_stats("gpt-4o-mini", &route, &stats, "stop");
     assert_eq!(a.ttft_ms, 250);
     assert_eq!(a.tokens, 11);
+    assert_eq!(a.reasoning_tokens, 0);
+    let thought = SeqStats {
+        reasoning_tokens: 7,
+        ..stats
+    };
+    assert_eq!(
+        Answer::from_stats("m", &route, &thought, "stop").reasoning_tokens,
+        7
+    );
     assert_eq!(a.reused_tokens, 12);
     assert!((a.tokens_per_s - 5.0).abs() < 1e-9);
     assert_eq!(a.route.target, Target::Cloud);

@@ -15,6 +15,7 @@ use hearth_engine::tokenizer::ChatMessage;
 use super::bridge::{StoreEvent, StoreThread, UiEvent, Waker};
 use super::models::ESTIMATE_CONTEXT;
 use super::settings::{AppFacts, SettingsAction};
+use super::stream::Streaming;
 use crate::conversation::settings::Settings;
 use crate::conversation::store::{DataDirs, new_id};
 use crate::conversation::{Answer, Conversation, NodeId};
@@ -42,16 +43,6 @@ pub enum ModelState {
     },
     Ready(Box<ModelInfo>),
     Failed(String),
-}
-
-/// An answer streaming in.
-#[derive(Debug)]
-pub struct Streaming {
-    pub request: RequestId,
-    pub conversation: String,
-    /// Regenerating this assistant message (the answer becomes its alternative).
-    pub replaces: Option<NodeId>,
-    pub text: String,
 }
 
 /// A deleted conversation that can still come back.
@@ -257,15 +248,17 @@ impl HearthApp {
                 self.save_settings();
                 self.model = ModelState::Ready(Box::new(info));
             }
-            Event::Token { text, .. } => {
+            Event::Token { text, kind, .. } => {
                 if let Some(s) = self.streaming.as_mut().filter(|s| Some(s.request) == id) {
-                    s.text.push_str(&text);
+                    s.token(kind, &text);
                 }
             }
             Event::Done {
                 finish,
                 stats,
                 text,
+                reasoning,
+                tool_calls,
                 route,
                 ..
             } if self
@@ -279,7 +272,7 @@ impl HearthApp {
                 };
                 let answer = Answer::from_stats(&model, &route, &stats, finish.as_str());
                 if let Some(s) = &mut self.streaming {
-                    s.text = text;
+                    s.done(text, reasoning, tool_calls);
                 }
                 self.finish_stream(Some(answer));
             }
@@ -455,12 +448,7 @@ impl HearthApp {
         let params = self.settings.generate_params();
         let (request, rx) = self.engine.generate(Prompt::Chat(messages), params);
         self.waker.forward(Some(request), rx);
-        self.streaming = Some(Streaming {
-            request,
-            conversation,
-            replaces,
-            text: String::new(),
-        });
+        self.streaming = Some(Streaming::new(request, conversation, replaces));
     }
 
     pub fn stop(&mut self) {
@@ -486,10 +474,10 @@ impl HearthApp {
         }
         match s.replaces {
             Some(node) => {
-                let _ = c.regenerate(node, s.text, answer);
+                let _ = c.regenerate_reply(node, s.into_reply(answer));
             }
             None => {
-                c.push_assistant(s.text, answer);
+                c.push_reply(s.into_reply(answer));
             }
         }
         let c = c.clone();

@@ -10,7 +10,8 @@ use hearth_engine::api::{BackendKind, EngineConfig};
 use hearth_engine::route::Route;
 use hearth_engine::sched::SeqStats;
 
-use super::app::{HearthApp, Options, Streaming};
+use super::app::{HearthApp, Options};
+use super::stream::Streaming;
 use crate::conversation::store::DataDirs;
 use crate::conversation::{Answer, Conversation};
 
@@ -93,12 +94,7 @@ pub fn measure(messages: usize, frames: usize, tokens_per_s: f64) -> Result<Fram
     let id = c.id.clone();
     app.conversations.insert(0, c);
     app.current = Some(id.clone());
-    app.streaming = Some(Streaming {
-        request: u64::MAX,
-        conversation: id,
-        replaces: None,
-        text: String::new(),
-    });
+    app.streaming = Some(Streaming::new(u64::MAX, id, None));
     let chars_per_frame = tokens_per_s / 60.0 * 4.0;
     let stream: Vec<char> = ANSWER.repeat(64).chars().collect();
     let mut times = Vec::with_capacity(frames);

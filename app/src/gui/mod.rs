@@ -1,8 +1,9 @@
 //! The desktop app: an eframe window whose chat talks to the engine over channels.
 //!
-//! `app.rs` holds the state and the actions, `view.rs` draws it, `settings.rs` is the Settings
-//! window, `bridge.rs` connects it to the engine's reply channels and the conversation store on
-//! named threads. The UI thread never waits: events arrive on a channel and each one asks for a
+//! `app.rs` holds the state and the actions, `view.rs` draws it (an answer's reasoning folded by
+//! `reasoning.rs`; the answer streaming in is `stream.rs`), `settings/` is the Settings window,
+//! `bridge.rs` connects it to the engine's reply channels and the conversation store on named
+//! threads. The UI thread never waits: events arrive on a channel and each one asks for a
 //! repaint, so an idle window draws nothing.
 
 mod app;
@@ -10,7 +11,9 @@ pub mod bench;
 mod bridge;
 mod models;
 mod open;
+mod reasoning;
 mod settings;
+mod stream;
 mod view;
 mod welcome;
 

@@ -1,5 +1,6 @@
 //! Drawing the window: the top bar (model, compute, route toggle), the sidebar (conversations,
-//! search, undo), the transcript (Markdown, answer footers, message actions) and the composer.
+//! search, undo), the transcript (Markdown, answers' folded reasoning from `reasoning.rs`, answer
+//! footers, message actions) and the composer.
 //! Every control has a text label, which AccessKit reports to screen readers and tests.
 
 use egui::{Align, Key, KeyboardShortcut, Layout, Modifiers, RichText, ScrollArea};
@@ -10,6 +11,7 @@ use hearth_engine::route::Target;
 use super::app::{HearthApp, ModelState};
 use super::models::ModelsAction;
 use super::open::{self, WontFitAction};
+use super::reasoning;
 use super::welcome::WelcomeAction;
 use crate::conversation::{Conversation, Node, NodeId, Role};
 
@@ -362,6 +364,9 @@ impl HearthApp {
                 }
                 if let Some((text, _)) = &streaming_here {
                     ui.label(RichText::new("Hearth").strong());
+                    if let Some(s) = &self.streaming {
+                        reasoning::live(ui, s);
+                    }
                     if text.is_empty() {
                         ui.spinner();
                     } else {
@@ -402,16 +407,20 @@ impl HearthApp {
             Role::User => "You",
             Role::Assistant => "Hearth",
             Role::System => "System",
+            Role::Tool => "Tool",
         };
         ui.add_space(6.0);
         ui.label(RichText::new(who).strong());
         match node.role {
             Role::Assistant => {
+                let conversation = self.current.as_deref().unwrap_or_default();
+                reasoning::finished(ui, conversation, node.id, node.reasoning.as_ref());
                 CommonMarkViewer::new().max_image_width(Some(512)).show(
                     ui,
                     &mut self.markdown,
                     &node.content,
                 );
+                reasoning::tool_calls(ui, &node.tool_calls);
             }
             _ => {
                 if let Some((_, text)) = self.editing.as_mut().filter(|(n, _)| *n == node.id) {
@@ -442,8 +451,11 @@ impl HearthApp {
                     .on_hover_text(&a.route.reason);
                 ui.label(
                     RichText::new(format!(
-                        "first token {} ms · {:.1} tok/s · {} tokens · {} reused",
-                        a.ttft_ms, a.tokens_per_s, a.tokens, a.reused_tokens
+                        "first token {} ms · {:.1} tok/s · {} · {} reused",
+                        a.ttft_ms,
+                        a.tokens_per_s,
+                        reasoning::tokens_label(a),
+                        a.reused_tokens
                     ))
                     .small()
                     .weak(),

@@ -17,12 +17,13 @@ use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hearth_engine::api::Event;
+use hearth_engine::api::{Event, TextKind};
 use hearth_engine::model::FinishReason;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::openai::{self, ApiError, ChatRequest, CompletionRequest, Endpoint, Job, Meta};
+use super::chat;
+use super::openai::{self, Answer, ApiError, ChatRequest, CompletionRequest, Endpoint, Job, Meta};
 use super::{AppState, Ready, bridge};
 
 /// A request's place in the queue, held until its response is finished.
@@ -165,8 +166,17 @@ async fn generate(
                 finish,
                 stats,
                 text,
+                reasoning,
+                tool_calls,
                 ..
-            }) => return Ok(Json(meta.response(&text, finish, &stats)).into_response()),
+            }) => {
+                let answer = Answer {
+                    text: &text,
+                    reasoning: &reasoning,
+                    tool_calls: &tool_calls,
+                };
+                return Ok(Json(meta.response(&answer, finish, &stats)).into_response());
+            }
             Some(Event::Error { kind, message, .. }) => {
                 return Err(ApiError::engine(kind, message));
             }
@@ -211,12 +221,30 @@ impl Stream {
                 None => self.events.recv().await,
             };
             let out = match event {
+                Some(Event::Token {
+                    text,
+                    kind: TextKind::Reasoning,
+                    ..
+                }) if meta.endpoint == Endpoint::Chat => {
+                    let chunk = meta.delta_chunk("reasoning_content", text.into());
+                    return Some(frame(&chunk).into());
+                }
                 Some(Event::Token { text, .. }) => {
                     return Some(frame(&meta.chunk(false, Some(&text), None)).into());
                 }
-                Some(Event::Done { finish, stats, .. }) => {
-                    let reason = openai::finish_reason(finish);
-                    let mut out = frame(&meta.chunk(false, None, Some(reason)));
+                Some(Event::Done {
+                    finish,
+                    stats,
+                    tool_calls,
+                    ..
+                }) => {
+                    let mut out = String::new();
+                    if !tool_calls.is_empty() && meta.endpoint == Endpoint::Chat {
+                        let calls = chat::calls_json(&tool_calls, true);
+                        out.push_str(&frame(&meta.delta_chunk("tool_calls", calls.into())));
+                    }
+                    let reason = openai::finish_reason(finish, !tool_calls.is_empty());
+                    out.push_str(&frame(&meta.chunk(false, None, Some(reason))));
                     if meta.include_usage {
                         out.push_str(&frame(&meta.usage_chunk(&stats)));
                     }

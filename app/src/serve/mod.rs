@@ -13,6 +13,7 @@
 //! - `bridge.rs`: the engine's blocking reply channels into async handlers, with cancellation.
 
 mod bridge;
+mod chat;
 mod error;
 mod handlers;
 mod openai;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use hearth_engine::api::{GenerateParams, Prompt, RouteMode, Stats};
+use hearth_engine::api::{ChatOptions, GenerateParams, Prompt, RouteMode, Stats, ToolCall};
 use hearth_engine::model::FinishReason;
 use hearth_engine::sample::SamplerConfig;
 use hearth_engine::sched::ContextPolicy;
@@ -15,6 +15,7 @@ use hearth_engine::tokenizer::ChatMessage;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::chat;
 pub use super::error::ApiError;
 
 /// `stop`: one string or a list.
@@ -58,7 +59,12 @@ pub struct ChatRequest {
     max_completion_tokens: Option<i64>,
     logprobs: Option<bool>,
     tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
     response_format: Option<Value>,
+    /// llama.cpp's extension: a grammar (Lark, in llguidance's dialect).
+    grammar: Option<String>,
+    reasoning_effort: Option<String>,
+    chat_template_kwargs: Option<Value>,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -80,6 +86,12 @@ struct WireMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<chat::WireToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 /// A message's content: a string, or a list of parts of which only text is understood.
@@ -144,23 +156,24 @@ impl ChatRequest {
         if self.logprobs == Some(true) {
             return Err(unsupported("logprobs"));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(unsupported("tools"));
-        }
-        if let Some(format) = &self.response_format
-            && format.get("type").and_then(Value::as_str) != Some("text")
-        {
-            return Err(unsupported("response_format"));
-        }
+        let mut options = ChatOptions::default();
+        chat::tool_options(self.tools, self.tool_choice, &mut options)?;
+        chat::thinking_options(
+            self.reasoning_effort,
+            self.chat_template_kwargs,
+            &mut options,
+        )?;
+        let constraint = chat::constraint(self.response_format, self.grammar)?;
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => "tool",
                 other => {
                     return Err(ApiError::invalid(format!(
-                        "unknown role {other:?} in messages[{i}]: expected system, developer, user or assistant"
+                        "unknown role {other:?} in messages[{i}]: expected system, developer, user, assistant or tool"
                     ))
                     .param(format!("messages[{i}].role")));
                 }
@@ -184,16 +197,34 @@ impl ChatRequest {
                     text
                 }
             };
-            messages.push(ChatMessage::new(role, content));
+            let mut message = ChatMessage::new(role, content);
+            if role == "assistant" {
+                message.reasoning_content = m.reasoning_content;
+                if let Some(calls) = m.tool_calls {
+                    message.tool_calls = chat::calls_from_wire(calls, i)?;
+                }
+            }
+            if role == "tool" {
+                message.tool_call_id = Some(m.tool_call_id.ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "messages[{i}] is a tool message without `tool_call_id`"
+                    ))
+                    .param(format!("messages[{i}].tool_call_id"))
+                })?);
+            }
+            messages.push(message);
         }
         let max = self.max_completion_tokens.or(self.sampling.max_tokens);
-        job(
+        let mut job = job(
             Endpoint::Chat,
             Prompt::Chat(messages),
             self.sampling,
             max,
             limits,
-        )
+        )?;
+        job.params.chat = options;
+        job.params.constraint = constraint;
+        Ok(job)
     }
 }
 
@@ -368,12 +399,21 @@ fn job(
     })
 }
 
-/// OpenAI's finish reason for the engine's.
-pub fn finish_reason(finish: FinishReason) -> &'static str {
+/// OpenAI's finish reason for the engine's (`tool_calls` when the answer made calls).
+pub fn finish_reason(finish: FinishReason, calls: bool) -> &'static str {
     match finish {
+        _ if calls => "tool_calls",
         FinishReason::Length | FinishReason::ContextFull => "length",
         _ => "stop",
     }
+}
+
+/// What a whole answer holds besides its finish and figures.
+#[derive(Debug, Default)]
+pub struct Answer<'a> {
+    pub text: &'a str,
+    pub reasoning: &'a str,
+    pub tool_calls: &'a [ToolCall],
 }
 
 /// The `usage` object.
@@ -415,18 +455,31 @@ impl Meta {
     }
 
     /// The whole (non-streamed) answer.
-    pub fn response(&self, text: &str, finish: FinishReason, stats: &Stats) -> Value {
-        let finish = finish_reason(finish);
+    pub fn response(&self, answer: &Answer<'_>, finish: FinishReason, stats: &Stats) -> Value {
+        let finish = finish_reason(finish, !answer.tool_calls.is_empty());
+        let text = answer.text;
         let (object, choice) = match self.endpoint {
-            Endpoint::Chat => (
-                "chat.completion",
-                json!({
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": null,
-                    "finish_reason": finish,
-                }),
-            ),
+            Endpoint::Chat => {
+                let mut message = json!({"role": "assistant", "content": text});
+                if !answer.reasoning.is_empty() {
+                    message["reasoning_content"] = answer.reasoning.into();
+                }
+                if !answer.tool_calls.is_empty() {
+                    message["tool_calls"] = chat::calls_json(answer.tool_calls, false).into();
+                    if text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                }
+                (
+                    "chat.completion",
+                    json!({
+                        "index": 0,
+                        "message": message,
+                        "logprobs": null,
+                        "finish_reason": finish,
+                    }),
+                )
+            }
             Endpoint::Completion => (
                 "text_completion",
                 json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
@@ -463,6 +516,14 @@ impl Meta {
                 "finish_reason": finish,
             }),
         };
+        self.envelope(vec![choice], Value::Null)
+    }
+
+    /// A chat stream chunk whose delta is one field: `reasoning_content` text, or the answer's
+    /// `tool_calls` (each whole, with its index).
+    pub fn delta_chunk(&self, field: &str, value: Value) -> Value {
+        let delta = json!({ field: value });
+        let choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null});
         self.envelope(vec![choice], Value::Null)
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::{Command, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route};
+use super::{Command, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route, TextKind};
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
 use crate::sched::SeqStats;
@@ -56,14 +56,17 @@ impl CloudStreams {
                 let mut pieces = 0usize;
                 let mut gone = false;
                 let result = client.chat_stream(&chat, &token, |delta| {
-                    if let Delta::Text(text) = delta
-                        && !text.is_empty()
-                    {
+                    let (text, kind) = match delta {
+                        Delta::Text(t) => (t, TextKind::Answer),
+                        Delta::Reasoning(t) => (t, TextKind::Reasoning),
+                    };
+                    if !text.is_empty() {
                         first.get_or_insert_with(Instant::now);
                         pieces += 1;
                         let sent = reply.send(Event::Token {
                             id,
                             text: text.to_string(),
+                            kind,
                         });
                         if sent.is_err() && !gone {
                             // Nobody listens any more: close the connection.
@@ -97,6 +100,8 @@ impl CloudStreams {
                             finish,
                             stats,
                             text: done.text,
+                            reasoning: done.reasoning,
+                            tool_calls: Vec::new(),
                             tokens: Vec::new(),
                             route,
                         });

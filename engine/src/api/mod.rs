@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
+pub use crate::constrain::Constraint;
 use crate::model::FinishReason;
+pub use crate::reply::{TextKind, ToolCall};
 use crate::route::cloud::CloudClient;
 use crate::route::probe::Probe;
 pub use crate::route::{Route, RouteMode, Target};
@@ -130,6 +132,38 @@ pub struct GenerateParams {
     pub probe_tokens: usize,
     /// Where the answer may run.
     pub route: RouteMode,
+    /// How a chat is rendered and its reply read: thinking and tools.
+    pub chat: ChatOptions,
+    /// What the answer must match (constrained decoding, [`crate::constrain`]).
+    pub constraint: Option<Constraint>,
+}
+
+/// Which of the offered tools the model may call (OpenAI's `tool_choice`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// No call: the tools are not offered.
+    None,
+    /// At least one call (decoding is constrained to a call where the family's format allows).
+    Required,
+    /// A call to this function.
+    Function(String),
+}
+
+/// Chat options beyond the messages.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatOptions {
+    /// Thinking on or off, for templates that read `enable_thinking` (`None`: the template's
+    /// default).
+    pub enable_thinking: Option<bool>,
+    /// gpt-oss's `reasoning_effort` (`low`, `medium`, `high`).
+    pub reasoning_effort: Option<String>,
+    /// Functions the model may call, in OpenAI's shape
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`).
+    pub tools: Vec<serde_json::Value>,
+    pub tool_choice: ToolChoice,
 }
 
 impl Default for GenerateParams {
@@ -145,6 +179,8 @@ impl Default for GenerateParams {
             hidden_state: false,
             probe_tokens: 0,
             route: RouteMode::Local,
+            chat: ChatOptions::default(),
+            constraint: None,
         }
     }
 }
@@ -277,10 +313,12 @@ pub enum Event {
     },
     Ready(ModelInfo),
     Unloaded,
-    /// Text generated since the last delta.
+    /// Text generated since the last delta: answer or reasoning ([`TextKind`]). Tool calls are
+    /// not streamed as text; they come whole in [`Event::Done`].
     Token {
         id: RequestId,
         text: String,
+        kind: TextKind,
     },
     /// The hidden state the router reads at the prompt's last token (asked by
     /// [`GenerateParams::hidden_state`]).
@@ -299,8 +337,12 @@ pub enum Event {
         id: RequestId,
         finish: FinishReason,
         stats: Stats,
-        /// The whole answer.
+        /// The whole answer (reasoning and tool calls left out).
         text: String,
+        /// The model's reasoning before its answer (empty when it had none).
+        reasoning: String,
+        /// The calls the model made to the tools it was offered.
+        tool_calls: Vec<ToolCall>,
         /// The generated token ids (empty for an answer from the cloud).
         tokens: Vec<u32>,
         /// Where it ran and why.

@@ -39,7 +39,7 @@ impl Engine {
                     &l.tokenizer,
                     l.template.as_ref(),
                     &request.prompt,
-                    request.params.context,
+                    &request.params,
                 ) {
                     Ok(p) => {
                         facts.prompt = Some(Ok(p.tokens.len()));

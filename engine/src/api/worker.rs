@@ -18,8 +18,10 @@ use super::{
 };
 use super::{ErrorKind, Failure, LoadFailure};
 use crate::backend::{self, Backend, OnBackend, OpenOptions, Opened};
+use crate::constrain::Grammars;
 use crate::gguf::GgufFile;
 use crate::model::{FinishReason, Model, ModelError};
+use crate::reply::{Piece, ReplyReader, TextKind};
 use crate::route::probe::Probe;
 use crate::sample::StopStrings;
 use crate::sched::{Output, SchedConfig, Scheduler, SeqParams};
@@ -34,6 +36,20 @@ pub(super) struct Loaded {
     /// The `Auto` route's probe for this model, if there is one.
     pub(super) probe: Option<Probe>,
     pub(super) context_length: usize,
+    /// The vocabulary's grammar machinery, built on the first constrained request.
+    grammars: Option<Grammars>,
+}
+
+impl Loaded {
+    /// The grammar machinery for this model's vocabulary (built once, on first use).
+    fn grammars(&mut self) -> Result<&Grammars, Failure> {
+        if self.grammars.is_none() {
+            let g = Grammars::new(&self.tokenizer)
+                .map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?;
+            self.grammars = Some(g);
+        }
+        Ok(self.grammars.as_ref().expect("built above"))
+    }
 }
 
 /// A live request's streaming state. Dropped without [`Live::end`] (a panic unwound past it, or
@@ -50,7 +66,13 @@ struct Live {
     hidden_state: bool,
     decoder: Option<DecodeState>,
     stops: StopStrings,
+    /// Reads reasoning and tool calls out of the text left after stop strings.
+    reader: ReplyReader,
+    /// The answer and the reasoning sent so far.
     text: String,
+    reasoning: String,
+    /// Generated tokens read while the reply was in its reasoning.
+    reasoning_tokens: usize,
     /// The generated token ids.
     tokens: Vec<u32>,
     /// A stop string ended it (the scheduler reports `Cancelled`; the caller sees `Stop`).
@@ -61,6 +83,25 @@ struct Live {
 }
 
 impl Live {
+    /// Sends reply pieces as token events (keeping the texts); false when nobody listens.
+    fn send_pieces(&mut self, pieces: Vec<Piece>) -> bool {
+        for p in pieces {
+            match p.kind {
+                TextKind::Answer => self.text.push_str(&p.text),
+                TextKind::Reasoning => self.reasoning.push_str(&p.text),
+            }
+            let sent = self.reply.send(Event::Token {
+                id: self.id,
+                text: p.text,
+                kind: p.kind,
+            });
+            if sent.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Sends the request's final event (`Done` or `Error`).
     fn end(mut self, event: Event) {
         self.ended = true;
@@ -438,6 +479,7 @@ impl Engine {
                 name,
                 probe,
                 context_length: info.context_length,
+                grammars: None,
             },
             info,
         ))
@@ -473,18 +515,30 @@ impl Engine {
                 if let Some(f) = &self.config.fault {
                     f.hit(FaultStage::Render);
                 }
-                match prepare(
-                    &l.tokenizer,
-                    l.template.as_ref(),
-                    &request.prompt,
-                    p.context,
-                ) {
+                match prepare(&l.tokenizer, l.template.as_ref(), &request.prompt, p) {
                     Ok(prepared) => prepared,
                     Err(failure) => return fail(failure),
                 }
             }
         };
-        let PreparedPrompt { tokens, keep, chat } = prepared;
+        let PreparedPrompt {
+            tokens,
+            keep,
+            chat,
+            reply: reply_format,
+            tool_constraint,
+        } = prepared;
+        // The request's own constraint wins over a required tool call's.
+        let grammar = match p.constraint.as_ref().or(tool_constraint.as_ref()) {
+            Some(c) => match l.grammars().and_then(|g| {
+                g.compile(c)
+                    .map_err(|e| Failure::bad_request(e.to_string()))
+            }) {
+                Ok(g) => Some(g),
+                Err(failure) => return fail(failure),
+            },
+            None => None,
+        };
         let params = SeqParams {
             max_tokens: p.max_tokens.max(1),
             sampler: p.sampler.clone(),
@@ -499,6 +553,7 @@ impl Engine {
             speculation: p.speculation,
             probe: p.hidden_state || probe,
             probe_tokens: if p.hidden_state { p.probe_tokens } else { 0 },
+            grammar,
         };
         if let Err(failure) = l.runner.scheduler_submit(id, tokens, params) {
             return fail(failure);
@@ -516,7 +571,10 @@ impl Engine {
                 hidden_state,
                 decoder: Some(DecodeState::new(chat)),
                 stops,
+                reader: ReplyReader::new(reply_format),
                 text: String::new(),
+                reasoning: String::new(),
+                reasoning_tokens: 0,
                 tokens: Vec::new(),
                 stopped: false,
                 waited: std::time::Duration::ZERO,
@@ -595,17 +653,15 @@ impl Engine {
             live.stopped = true;
             l.runner.finish(seq, FinishReason::Stop);
         }
-        if !step.emit.is_empty() {
-            live.text.push_str(&step.emit);
-            let sent = live.reply.send(Event::Token {
-                id: seq,
-                text: step.emit,
-            });
-            if sent.is_err() {
-                // Nobody listens any more: cancel.
-                l.runner.finish(seq, FinishReason::Cancelled);
-                self.live.remove(&seq);
-            }
+        let was_reasoning = live.reader.in_reasoning();
+        let pieces = live.reader.push(&step.emit);
+        if was_reasoning || pieces.iter().any(|p| p.kind == TextKind::Reasoning) {
+            live.reasoning_tokens += 1;
+        }
+        if !live.send_pieces(pieces) {
+            // Nobody listens any more: cancel.
+            l.runner.finish(seq, FinishReason::Cancelled);
+            self.live.remove(&seq);
         }
     }
 
@@ -666,14 +722,12 @@ impl Engine {
             if !step.stopped {
                 tail.push_str(&live.stops.finish());
             }
-            if !tail.is_empty() {
-                live.text.push_str(&tail);
-                let _ = live.reply.send(Event::Token {
-                    id: seq,
-                    text: tail,
-                });
-            }
+            let pieces = live.reader.push(&tail);
+            live.send_pieces(pieces);
         }
+        let pieces = live.reader.finish();
+        live.send_pieces(pieces);
+        let tool_calls = live.reader.take_calls();
         let finish = if live.stopped {
             FinishReason::Stop
         } else {
@@ -681,15 +735,19 @@ impl Engine {
         };
         let stats = Stats {
             time_to_first_token: stats.time_to_first_token + live.waited,
+            reasoning_tokens: live.reasoning_tokens,
             ..stats
         };
         let (text, route) = (std::mem::take(&mut live.text), live.route.clone());
+        let reasoning = std::mem::take(&mut live.reasoning);
         let tokens = std::mem::take(&mut live.tokens);
         live.end(Event::Done {
             id: seq,
             finish,
             stats,
             text,
+            reasoning,
+            tool_calls,
             tokens,
             route,
         });

@@ -25,7 +25,7 @@ pub use parse::{
 };
 pub use summary::{MemoryEstimate, Summary, kv_cache_bytes};
 pub use value::{MetaArray, MetaValue, StrArrayIter, ValueType};
-pub use write::{GgufBuilder, WriteValue, rewrite};
+pub use write::{GgufBuilder, WriteValue, rewrite, with_string};
 
 /// The bytes of a GGUF file: a read-only memory map, or a buffer for data already in memory.
 enum Bytes {

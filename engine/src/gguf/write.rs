@@ -188,3 +188,30 @@ pub fn rewrite(
     );
     out
 }
+
+/// A copy of `file` with the string metadata value `key` set to `value` (tensors kept byte for
+/// byte, realigned), or `None` when the file has no such string entry. Tests use it to give a
+/// real model another chat template.
+pub fn with_string(file: &super::GgufFile, key: &str, value: &str) -> Option<Vec<u8>> {
+    let header = file.header();
+    let meta = &file.bytes()[..header.tensor_table_offset as usize];
+    // The entry: key length (u64), key, type 8 (string), value length (u64), value.
+    let mut needle = (key.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(key.as_bytes());
+    needle.extend_from_slice(&8u32.to_le_bytes());
+    let at = meta.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let old_len = u64::from_le_bytes(meta.get(at..at + 8)?.try_into().ok()?) as usize;
+    let end = at.checked_add(8 + old_len).filter(|&e| e <= meta.len())?;
+    let mut out = meta[..at].to_vec();
+    out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(&meta[end..]);
+    write_tensors(
+        &mut out,
+        header.alignment as usize,
+        file.tensors()
+            .iter()
+            .map(|t| (&t.name, &t.dims, t.ty, file.tensor_data(t))),
+    );
+    Some(out)
+}

@@ -85,8 +85,10 @@ impl<B: Backend> Scheduler<B> {
                 if seq.probe_position() == Some(position) {
                     probes.push((row, r.seq));
                 }
-                let n = if seq.params.probe && seq.generated < seq.params.probe_tokens {
-                    None // the confidence needs the whole row
+                let n = if seq.params.probe && seq.generated < seq.params.probe_tokens
+                    || seq.params.grammar.is_some()
+                {
+                    None // the confidence, or the grammar's mask, needs the whole row
                 } else {
                     seq.sampler.config().candidates_needed()
                 };

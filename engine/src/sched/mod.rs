@@ -573,7 +573,13 @@ impl<B: Backend> Scheduler<B> {
         let base = seq.tokens.len();
         let mut sure = Vec::new();
         for (j, r) in rows.enumerate() {
-            let row = logits.row(r);
+            // A constrained sequence samples from the row its grammar allows (drafts the
+            // grammar refuses are rejected like any unlikely draft).
+            let masked = seq.params.grammar.as_mut().map(|g| g.masked(logits.row(r)));
+            let row = match &masked {
+                Some(m) => m.as_logits(),
+                None => logits.row(r),
+            };
             let history = &seq.tokens;
             let t = match drafts.get(j) {
                 Some(&d) => match seq.sampler.verify_draft(row, history, d) {
@@ -583,6 +589,9 @@ impl<B: Backend> Scheduler<B> {
                     }
                     Verdict::Reject(t) => {
                         chosen.push(t);
+                        if let Some(g) = &mut seq.params.grammar {
+                            g.accept(t);
+                        }
                         break;
                     }
                 },
@@ -596,6 +605,9 @@ impl<B: Backend> Scheduler<B> {
             }
             chosen.push(t);
             seq.tokens.push(t);
+            if let Some(g) = &mut seq.params.grammar {
+                g.accept(t);
+            }
         }
         seq.tokens.truncate(base);
         if !drafts.is_empty() {

@@ -43,6 +43,9 @@ pub struct SeqParams {
     /// tokens and how sure the model was of each ([`Output::Confidence`]). These sequences read
     /// back whole logit rows and draft nothing until then.
     pub probe_tokens: usize,
+    /// What the generated text must match ([`crate::constrain`]): tokens it does not allow are
+    /// never sampled, and drafts it refuses are rejected.
+    pub grammar: Option<crate::constrain::Grammar>,
 }
 
 impl Default for SeqParams {
@@ -57,6 +60,7 @@ impl Default for SeqParams {
             speculation: Speculation::Off,
             probe: false,
             probe_tokens: 0,
+            grammar: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct SeqStats {
     /// Prompt positions found in the prefix cache (not computed).
     pub reused_tokens: usize,
     pub generated_tokens: usize,
+    /// Generated tokens that were reasoning (counted by the engine, which reads the reply).
+    pub reasoning_tokens: usize,
     /// From submission to the first generated token (waiting and prompt processing included).
     pub time_to_first_token: Duration,
     /// From the first generated token to the last.

@@ -72,6 +72,7 @@ impl Tokenizer {
         eog.extend(eot);
         eog.sort_unstable();
         eog.dedup();
+        harmony_markers(&texts, &mut kinds, &mut eog);
 
         // The byte-level BPE model comes straight from the file's merges and is cheap to build;
         // a SentencePiece vocabulary encodes with llama.cpp's merge loop over a text -> id map,
@@ -402,4 +403,28 @@ fn bos_eos_template(
         .special_tokens(specials)
         .build()?;
     Ok(Some(PostProcessorWrapper::Template(template)))
+}
+
+/// gpt-oss's harmony vocabulary, as llama.cpp reads it: the message markers are rendered as text
+/// (user-defined), so a reply's channels can be read from its decoded text; and where
+/// `<|return|>` and `<|call|>` end generation, `<|end|>` (the end of one message, e.g. the
+/// reasoning) does not, and is rendered too.
+fn harmony_markers(texts: &[String], kinds: &mut [TokenKind], eog: &mut Vec<u32>) {
+    const SHOWN: [&str; 4] = ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+    for (id, t) in texts.iter().enumerate() {
+        if SHOWN.contains(&t.as_str()) {
+            kinds[id] = TokenKind::UserDefined;
+        }
+    }
+    let text_of = |id: u32| texts.get(id as usize).map(String::as_str);
+    let has = |t: &str| eog.iter().any(|&id| text_of(id) == Some(t));
+    if has("<|return|>") && has("<|call|>") && has("<|end|>") {
+        eog.retain(|&id| {
+            let end = text_of(id) == Some("<|end|>");
+            if end {
+                kinds[id as usize] = TokenKind::UserDefined;
+            }
+            !end
+        });
+    }
 }

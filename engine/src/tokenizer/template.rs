@@ -21,21 +21,71 @@ use minijinja::{Environment, ErrorKind, context};
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::{GgufError, GgufFile, TokenizerMeta};
+use crate::reply::ToolCall;
 
 /// Variables a chat template may read besides the conversation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RenderOptions {
     /// `enable_thinking` (Qwen3/3.5, Gemma 4, SmolLM3 templates): `None` leaves it undefined,
     /// so the template's own default applies. llama-server passes `true` unless told otherwise.
     pub enable_thinking: Option<bool>,
+    /// `reasoning_effort` (gpt-oss: `low`, `medium`, `high`); undefined when `None`.
+    pub reasoning_effort: Option<String>,
+    /// `tools`: the functions the model may call, in OpenAI's shape
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`); `none` when
+    /// empty, as llama-server passes them.
+    pub tools: Vec<serde_json::Value>,
 }
 
-/// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One turn of a conversation: its role and text, and for an assistant turn its reasoning and
+/// the tool calls it made; for a `tool` turn, the call it answers. Templates see it in OpenAI's
+/// shape (`tool_calls[i].function.{name, arguments}`, the arguments as a mapping).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant` (templates may accept others).
+    /// `system`, `user`, `assistant` or `tool` (templates may accept others).
     pub role: String,
     pub content: String,
+    /// The model's reasoning before this (assistant) answer; templates decide whether a past
+    /// turn's reasoning goes back into the prompt.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+impl Serialize for ChatMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("role", &self.role)?;
+        m.serialize_entry("content", &self.content)?;
+        if let Some(r) = &self.reasoning_content {
+            m.serialize_entry("reasoning_content", r)?;
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<serde_json::Value> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let arguments = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                        .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                    serde_json::json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": arguments},
+                    })
+                })
+                .collect();
+            m.serialize_entry("tool_calls", &calls)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            m.serialize_entry("tool_call_id", id)?;
+        }
+        m.end()
+    }
 }
 
 impl ChatMessage {
@@ -43,6 +93,7 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
     }
 
@@ -354,7 +405,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
-            tools => (),
+            tools => (!options.tools.is_empty()).then_some(&options.tools),
             documents => (),
         };
         // Left undefined unless given: templates test `enable_thinking is defined`.
@@ -362,10 +413,27 @@ impl ChatTemplate {
             Some(on) => context! { enable_thinking => on, ..base },
             None => base,
         };
+        let ctx = match &options.reasoning_effort {
+            Some(effort) => context! { reasoning_effort => effort, ..ctx },
+            None => ctx,
+        };
         let conversation_bytes = messages
             .iter()
-            .map(|m| m.role.len() + m.content.len())
-            .sum::<usize>();
+            .map(|m| {
+                m.role.len()
+                    + m.content.len()
+                    + m.reasoning_content.as_ref().map_or(0, String::len)
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + options
+                .tools
+                .iter()
+                .map(|t| t.to_string().len())
+                .sum::<usize>();
         let limit = template_output_limit(conversation_bytes);
         let mut out = CappedOutput {
             text: Vec::new(),

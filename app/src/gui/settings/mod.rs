@@ -1,5 +1,5 @@
 //! The Settings window (top bar button, Ctrl+,): system prompts (the default and this
-//! conversation's), sampling, context policy, compute (backend, threads, reload), the cloud
+//! conversation's), sampling, thinking (on or off, gpt-oss's effort), context policy, compute (backend, threads, reload), the cloud
 //! endpoint with its API key and a connection test, and the look (theme, text size).
 //!
 //! A component: it owns its state and returns [`SettingsAction`]s the app carries out (in
@@ -26,7 +26,9 @@ use super::bridge::on_thread;
 use endpoint::build_client;
 
 mod endpoint;
-use crate::conversation::settings::{BackendPreference, Settings, TEXT_SCALE_RANGE, Theme};
+use crate::conversation::settings::{
+    BackendPreference, ReasoningEffort, Settings, TEXT_SCALE_RANGE, Theme,
+};
 
 /// The text sizes the window offers (within what the settings accept).
 const TEXT_SIZES: std::ops::RangeInclusive<f32> = 0.75..=2.0;
@@ -318,6 +320,8 @@ impl SettingsWindow {
         ui.separator();
         self.sampling_section(ui);
         ui.separator();
+        self.thinking_section(ui);
+        ui.separator();
         self.compute_section(ui, &ctx, app, out);
         ui.separator();
         self.cloud_section(ui, &ctx);
@@ -420,6 +424,29 @@ impl SettingsWindow {
                     .on_hover_text("Blank: a new seed for every answer");
                 ui.end_row();
             });
+    }
+
+    fn thinking_section(&mut self, ui: &mut egui::Ui) {
+        let d = &mut self.draft;
+        ui.strong("Thinking");
+        ui.checkbox(&mut d.thinking, "Let reasoning models think")
+            .on_hover_text(
+                "Off: models that can answer without thinking (Qwen3, SmolLM3, Gemma 4) are \
+                 told not to think; gpt-oss, which always thinks, thinks briefly",
+            );
+        ui.add_enabled_ui(d.thinking, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                ui.label("Reasoning effort (gpt-oss):");
+                for (effort, name) in [
+                    (None, "Model default"),
+                    (Some(ReasoningEffort::Low), "Low"),
+                    (Some(ReasoningEffort::Medium), "Medium"),
+                    (Some(ReasoningEffort::High), "High"),
+                ] {
+                    ui.radio_value(&mut d.reasoning_effort, effort, name);
+                }
+            });
+        });
     }
 
     fn compute_section(
@@ -548,6 +575,8 @@ impl SettingsWindow {
         s.sampling.seed = seed;
         s.context = d.context;
         s.speculative = d.speculative;
+        s.thinking = d.thinking;
+        s.reasoning_effort = d.reasoning_effort;
         s.threads = threads;
         s.backend = d.backend;
         s.cloud_url = non_blank(&d.cloud_url);

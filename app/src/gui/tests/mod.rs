@@ -327,6 +327,7 @@ fn without_a_model_the_composer_explains_why_it_cannot_send() {
     assert!(h.state().conversations.iter().all(|c| c.is_empty()));
 }
 
+mod reasoning;
 mod settings_window;
 
 /// Pictures of the main screens, light and dark, rendered with wgpu (lavapipe in CI) and compared

@@ -276,3 +276,42 @@ fn the_speculation_setting_says_why_a_hybrid_model_never_speculates() {
     h.run_steps(2);
     assert!(!shows(&h, why), "only for a model that says so");
 }
+
+/// "Let reasoning models think" (on by default) and the reasoning effort are saved and become
+/// the request's chat options: off tells templates `enable_thinking: false` (and gpt-oss low
+/// effort); on leaves the template's default, with the effort chosen.
+#[test]
+fn thinking_turned_off_in_settings_is_saved_and_sent_as_enable_thinking_false() {
+    use crate::conversation::settings::ReasoningEffort;
+    let root = tempfile::tempdir().unwrap();
+    let mut h = harness(root.path(), false);
+    wait_for(&mut h, "the store", |a| a.loaded_store);
+    assert!(h.state().settings.thinking, "on by default");
+    let chat = h.state().settings.generate_params().chat;
+    assert_eq!((chat.enable_thinking, chat.reasoning_effort), (None, None));
+    open(&mut h);
+    press(&mut h, Role::RadioButton, "High");
+    press(&mut h, Role::CheckBox, "Let reasoning models think");
+    let disabled = |h: &Harness<'static, HearthApp>| {
+        h.get_by_role_and_label(Role::RadioButton, "Medium")
+            .accesskit_node()
+            .is_disabled()
+    };
+    assert!(disabled(&h), "no effort to choose while thinking is off");
+    close(&mut h);
+    let (settings, text) = saved(root.path(), |s| !s.thinking);
+    assert_eq!(settings.reasoning_effort, Some(ReasoningEffort::High));
+    assert!(text.contains("\"thinking\": false"), "{text}");
+    let chat = h.state().settings.generate_params().chat;
+    assert_eq!(chat.enable_thinking, Some(false));
+    assert_eq!(chat.reasoning_effort.as_deref(), Some("low"));
+    // On again: the template's default, and the chosen effort.
+    open(&mut h);
+    press(&mut h, Role::CheckBox, "Let reasoning models think");
+    assert!(!disabled(&h));
+    close(&mut h);
+    saved(root.path(), |s| s.thinking);
+    let chat = h.state().settings.generate_params().chat;
+    assert_eq!(chat.enable_thinking, None);
+    assert_eq!(chat.reasoning_effort.as_deref(), Some("high"));
+}
