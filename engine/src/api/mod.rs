@@ -22,6 +22,7 @@ mod error;
 mod fault;
 mod prepare;
 mod routing;
+mod runner;
 mod supervise;
 mod worker;
 
