@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::{Command, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route, TextKind};
+use super::{
+    Command, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route, TextKind, ToolChoice,
+};
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
 use crate::sched::SeqStats;
@@ -101,7 +103,7 @@ impl CloudStreams {
                             stats,
                             text: done.text,
                             reasoning: done.reasoning,
-                            tool_calls: Vec::new(),
+                            tool_calls: done.tool_calls,
                             tokens: Vec::new(),
                             route,
                         });
@@ -159,11 +161,16 @@ fn chat_request(request: &Request) -> Result<ChatRequest, String> {
                     "system" => Role::System,
                     "assistant" => Role::Assistant,
                     "user" => Role::User,
+                    "tool" => Role::Tool,
                     other => {
                         return Err(format!("the cloud route cannot send a {other:?} message"));
                     }
                 };
-                Ok(Message::new(role, m.content.clone()))
+                Ok(Message {
+                    tool_calls: m.tool_calls.clone(),
+                    tool_call_id: m.tool_call_id.clone(),
+                    ..Message::new(role, m.content.clone())
+                })
             })
             .collect::<Result<Vec<_>, String>>()?,
         Prompt::Text(text) => vec![Message::new(Role::User, text.clone())],
@@ -179,6 +186,18 @@ fn chat_request(request: &Request) -> Result<ChatRequest, String> {
         // OpenAI's seed is a signed 64-bit integer: servers refuse larger values.
         seed: Some(p.sampler.seed & i64::MAX as u64),
         stop: p.stop.clone(),
+        // Tools pass through as the caller gave them; the endpoint's model renders and calls
+        // them itself.
+        tools: p.chat.tools.clone(),
+        tool_choice: match &p.chat.tool_choice {
+            _ if p.chat.tools.is_empty() => None,
+            ToolChoice::Auto => None,
+            ToolChoice::None => Some("none".into()),
+            ToolChoice::Required => Some("required".into()),
+            ToolChoice::Function(name) => {
+                Some(serde_json::json!({"type": "function", "function": {"name": name}}))
+            }
+        },
     })
 }
 

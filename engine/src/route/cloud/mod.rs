@@ -47,13 +47,25 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering an assistant's call.
+    Tool,
 }
 
-/// One message of the conversation sent to the endpoint.
+/// One message of the conversation sent to the endpoint: with the calls an assistant made, or
+/// the call a tool's result answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "wire::serialize_calls",
+        skip_deserializing
+    )]
+    pub tool_calls: Vec<crate::reply::ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -61,6 +73,8 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 }
@@ -74,6 +88,9 @@ pub struct ChatRequest {
     pub top_p: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    /// Functions the model may call and OpenAI's `tool_choice`, passed through unchanged.
+    pub tools: Vec<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// A piece of streamed text, reported as it arrives.
@@ -146,6 +163,8 @@ pub struct Completion {
     pub usage: Option<Usage>,
     /// The model name the server reported.
     pub model: Option<String>,
+    /// The calls the model made to the tools it was offered.
+    pub tool_calls: Vec<crate::reply::ToolCall>,
 }
 
 /// One entry of `GET /models`.

@@ -506,6 +506,7 @@ fn request_body_has_the_fields_and_usage_only_when_streaming() {
         top_p: Some(0.25),
         seed: Some(42),
         stop: vec!["\n\n".into()],
+        ..ChatRequest::default()
     };
     let streaming: serde_json::Value =
         serde_json::to_value(RequestBody::new("m", &request, true)).unwrap();
@@ -533,6 +534,61 @@ fn request_body_has_the_fields_and_usage_only_when_streaming() {
         body,
         serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false})
     );
+}
+
+#[test]
+fn tools_pass_through_and_streamed_calls_are_assembled() {
+    let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}});
+    let call = crate::reply::ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city":"Paris"}"#.into(),
+    };
+    let request = ChatRequest {
+        messages: vec![
+            Message::new(Role::User, "weather?"),
+            Message {
+                tool_calls: vec![call.clone()],
+                ..Message::new(Role::Assistant, "")
+            },
+            Message {
+                tool_call_id: Some("call_1".into()),
+                ..Message::new(Role::Tool, "21 C")
+            },
+        ],
+        tools: vec![tool.clone()],
+        tool_choice: Some("required".into()),
+        ..ChatRequest::default()
+    };
+    let body = serde_json::to_value(RequestBody::new("m", &request, false)).unwrap();
+    assert_eq!(body["tools"], serde_json::json!([tool]));
+    assert_eq!(body["tool_choice"], "required");
+    assert_eq!(
+        body["messages"][1]["tool_calls"],
+        serde_json::json!([{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+    );
+    assert_eq!(body["messages"][2]["role"], "tool");
+    assert_eq!(body["messages"][2]["tool_call_id"], "call_1");
+    // OpenAI streams a call as its id and name, then argument fragments, by index.
+    let stream = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\":\\\"Paris\\\"}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    for n in [1, 7, stream.len()] {
+        let done = fold(split_every(stream.as_bytes(), n)).result.unwrap();
+        assert_eq!(done.text, "");
+        assert_eq!(
+            done.tool_calls,
+            vec![crate::reply::ToolCall {
+                id: "call_9".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into(),
+            }]
+        );
+    }
 }
 
 #[test]

@@ -33,6 +33,28 @@ pub(crate) struct RequestBody<'a> {
     seed: Option<u64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    tools: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+}
+
+/// Tool calls in OpenAI's request shape (`arguments` a JSON string).
+pub(crate) fn serialize_calls<S: serde::Serializer>(
+    calls: &[crate::reply::ToolCall],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            })
+        })
+        .collect();
+    calls.serialize(s)
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +76,8 @@ impl<'a> RequestBody<'a> {
             top_p: request.top_p,
             seed: request.seed,
             stop: &request.stop,
+            tools: &request.tools,
+            tool_choice: request.tool_choice.as_ref(),
         }
     }
 }
@@ -93,6 +117,28 @@ struct WireDelta {
     reasoning_content: Option<String>,
     #[serde(default)]
     reasoning_details: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireCall>>,
+}
+
+/// A tool call, whole (a response's message) or a streamed piece of one (found by `index`; its
+/// `arguments` arrive in fragments).
+#[derive(Debug, Default, Deserialize)]
+struct WireCall {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
 }
 
 impl WireDelta {
@@ -223,6 +269,7 @@ pub(crate) enum Step {
 pub(crate) struct Accumulator {
     text: String,
     reasoning: String,
+    calls: Vec<crate::reply::ToolCall>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     model: Option<String>,
@@ -308,6 +355,29 @@ impl Accumulator {
                 self.text.push_str(content);
                 on_delta(Delta::Text(content));
             }
+            for (i, call) in delta.tool_calls.iter().flatten().enumerate() {
+                let at = call.index.unwrap_or(i);
+                if at >= self.calls.len() {
+                    if at > 64 {
+                        continue; // not a call index any server sends
+                    }
+                    self.calls.resize_with(at + 1, || crate::reply::ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                let c = &mut self.calls[at];
+                c.id.push_str(call.id.as_deref().unwrap_or(""));
+                if let Some(f) = &call.function {
+                    c.name.push_str(f.name.as_deref().unwrap_or(""));
+                    match &f.arguments {
+                        Some(Value::String(a)) => c.arguments.push_str(a),
+                        Some(v @ Value::Object(_)) => c.arguments.push_str(&v.to_string()),
+                        _ => {}
+                    }
+                }
+            }
         }
         match choice.finish_reason.as_deref() {
             None | Some("") => {}
@@ -329,6 +399,11 @@ impl Accumulator {
             finish_reason: self.finish.unwrap_or(FinishReason::Unspecified),
             usage: self.usage,
             model: self.model,
+            tool_calls: self
+                .calls
+                .into_iter()
+                .filter(|c| !c.name.is_empty())
+                .collect(),
         }
     }
 }
