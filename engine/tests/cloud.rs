@@ -387,6 +387,7 @@ fn request_carries_model_messages_sampling_usage_option_and_bearer_key() {
         top_p: Some(0.25),
         seed: Some(3),
         stop: vec!["END".into()],
+        ..ChatRequest::default()
     };
     let cancel = CancelToken::new();
     client.chat_stream(&request, &cancel, |_| {}).unwrap();

@@ -169,3 +169,104 @@ fn family_chat_templates_render_like_llama_server() {
         }
     }
 }
+
+/// Tools and a tool round trip render through each real template that shows tools: the
+/// function's name and description in the prompt, the assistant's call (arguments as a
+/// mapping, as llama-server passes them) and the tool's result in the next turn's prompt; past
+/// reasoning goes back where the template keeps it. The reply formats read from the same
+/// templates are the ones their models write.
+#[test]
+fn family_templates_render_tools_and_tool_results() {
+    use hearth_engine::reply::{ReasoningFormat, ToolCall, ToolFormat};
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/templates");
+    let tool = serde_json::json!({
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }
+    });
+    let options = RenderOptions {
+        tools: vec![tool],
+        ..RenderOptions::default()
+    };
+    let mut call = ChatMessage::assistant("");
+    call.tool_calls = vec![ToolCall {
+        id: "call_abc123".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city": "Paris"}"#.into(),
+    }];
+    let mut result = ChatMessage::new("tool", "21 degrees and sunny");
+    result.tool_call_id = Some("call_abc123".into());
+    let conversation = [
+        ChatMessage::user("What is the weather in Paris?"),
+        call,
+        result,
+    ];
+    for (name, format) in [
+        ("Qwen3.5-4B.jinja", ToolFormat::Hermes),
+        ("openai-gpt-oss-120b.jinja", ToolFormat::Harmony),
+        (
+            "mistralai-Ministral-3-14B-Reasoning-2512.jinja",
+            ToolFormat::Mistral,
+        ),
+        ("ibm-granite-granite-4.0.jinja", ToolFormat::Hermes),
+    ] {
+        let source = std::fs::read_to_string(data.join(name)).unwrap();
+        assert_eq!(ToolFormat::detect(&source), format, "{name}");
+        let t = ChatTemplate::new(name, &source, "<s>", "</s>").unwrap();
+        let first = t
+            .render_with(&conversation[..1], true, &options)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(first.contains("get_weather"), "{name}: {first}");
+        assert!(
+            first.contains("The current weather in a city"),
+            "{name}: {first}"
+        );
+        let plain = t.render_with(&conversation[..1], true, &RenderOptions::default());
+        assert_ne!(plain.unwrap(), first, "{name}: the tools changed nothing");
+        let next = t
+            .render_with(&conversation, true, &options)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(next.contains("Paris"), "{name}: {next}");
+        assert!(next.contains("21 degrees and sunny"), "{name}: {next}");
+        // The call's arguments are a mapping, not a string inside a string.
+        assert!(!next.contains(r#""{\"city"#), "{name}: {next}");
+    }
+    // This SmolLM3 template (Unsloth's edit) shows no tools: the engine describes them itself
+    // in Hermes's format (`api/prepare.rs`), which SmolLM3 was trained on.
+    let source = std::fs::read_to_string(data.join("HuggingFaceTB-SmolLM3-3B.jinja")).unwrap();
+    let t = ChatTemplate::new("smollm3", &source, "", "").unwrap();
+    assert_eq!(
+        t.render_with(&conversation[..1], true, &options).unwrap(),
+        t.render_with(&conversation[..1], true, &RenderOptions::default())
+            .unwrap()
+    );
+    // Qwen3.5 keeps the reasoning of the turn in progress (after the last user message) and
+    // drops that of earlier turns.
+    let source = std::fs::read_to_string(data.join("Qwen3.5-4B.jinja")).unwrap();
+    assert_eq!(
+        ReasoningFormat::detect(&source),
+        ReasoningFormat::Tags {
+            open: "<think>",
+            close: "</think>"
+        }
+    );
+    let t = ChatTemplate::new("qwen3.5", &source, "", "").unwrap();
+    let mut old = ChatMessage::assistant("Four.");
+    old.reasoning_content = Some("Two plus two.".into());
+    let rendered = t
+        .render_with(
+            &[
+                ChatMessage::user("2+2?"),
+                old,
+                ChatMessage::user("And 3+3?"),
+            ],
+            true,
+            &RenderOptions::default(),
+        )
+        .unwrap();
+    assert!(!rendered.contains("Two plus two."), "{rendered}");
+    assert!(rendered.contains("Four."), "{rendered}");
+}

@@ -660,3 +660,46 @@ fn real_templates_render_long_conversations_within_the_limits() {
         assert!(out.len() > text_bytes, "{name}: {} bytes", out.len());
     }
 }
+
+/// A harmony vocabulary (gpt-oss) as llama.cpp reads it: the message markers decode to their
+/// text even when special tokens are skipped, and `<|end|>` (the end of one message) does not
+/// end generation where `<|return|>` and `<|call|>` do. Built on SmolLM2's real vocabulary with
+/// the harmony control tokens added.
+#[test]
+fn harmony_markers_are_shown_and_end_is_not_end_of_generation() {
+    let path = source::fetch(&SMOLLM2_135M_Q4_1).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    let mut meta = file.tokenizer_meta().unwrap();
+    let markers = [
+        "<|start|>",
+        "<|channel|>",
+        "<|message|>",
+        "<|constrain|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+    ];
+    let first = meta.tokens.len() as u32;
+    let types = meta
+        .token_types
+        .get_or_insert_with(|| vec![1; meta.tokens.len()]);
+    for m in markers {
+        meta.tokens.push(m.to_string());
+        types.push(3); // control
+    }
+    meta.eos_id = Some(first + 5); // <|return|>
+    let tok = Tokenizer::from_meta(&meta, "gpt-oss").unwrap();
+    let id = |m: &str| first + markers.iter().position(|x| *x == m).unwrap() as u32;
+    let ids: Vec<u32> = ["<|channel|>", "<|message|>", "<|end|>", "<|start|>"]
+        .iter()
+        .map(|m| id(m))
+        .collect();
+    assert_eq!(
+        tok.decode(&ids, true),
+        "<|channel|><|message|><|end|><|start|>"
+    );
+    assert!(tok.is_eog(id("<|return|>")) && tok.is_eog(id("<|call|>")));
+    assert!(!tok.is_eog(id("<|end|>")));
+    // The rest stay control tokens: skipped in shown text.
+    assert_eq!(tok.decode(&[id("<|return|>")], true), "");
+}
