@@ -28,7 +28,7 @@ use hearth_engine::tokenizer::ChatMessage;
 use crate::commands::BadInput;
 use crate::conversation::settings::Settings;
 use crate::conversation::store::{self, DataDirs, Store};
-use crate::conversation::{Answer, Conversation, Role, now_ms};
+use crate::conversation::{Answer, Conversation, Reasoning, Reply, Role, now_ms};
 use crate::format;
 use crate::routed::{Route, RouteArgs};
 use crate::run::BackendArgs;
@@ -351,10 +351,10 @@ impl Chat {
         let messages = self
             .conversation
             .chat_messages(&self.settings.system_prompt);
-        let Some((content, answer)) = self.generate(messages)? else {
+        let Some(reply) = self.generate(messages)? else {
             return Ok(Step::Failed);
         };
-        self.conversation.push_assistant(content, Some(answer));
+        self.conversation.push_reply(reply);
         self.save()?;
         Ok(Step::Next)
     }
@@ -366,10 +366,10 @@ impl Chat {
         match last {
             Some((id, Role::Assistant)) => {
                 let messages = self.conversation.prompt_for(id, &system)?;
-                let Some((content, answer)) = self.generate(messages)? else {
+                let Some(reply) = self.generate(messages)? else {
                     return Ok(Step::Failed);
                 };
-                let new = self.conversation.regenerate(id, content, Some(answer))?;
+                let new = self.conversation.regenerate_reply(id, reply)?;
                 self.save()?;
                 let (index, count) = self.conversation.alternatives(new)?;
                 self.notice(&format!("answer {} of {count}", index + 1));
@@ -377,10 +377,10 @@ impl Chat {
             }
             Some((_, Role::User)) => {
                 let messages = self.conversation.chat_messages(&system);
-                let Some((content, answer)) = self.generate(messages)? else {
+                let Some(reply) = self.generate(messages)? else {
                     return Ok(Step::Failed);
                 };
-                self.conversation.push_assistant(content, Some(answer));
+                self.conversation.push_reply(reply);
                 self.save()?;
                 Ok(Step::Next)
             }
@@ -480,9 +480,10 @@ impl Chat {
         settings.generate_params()
     }
 
-    /// Streams an answer to `messages` to stdout and prints its stats line; returns its text and
-    /// footer (also when Ctrl-C cancelled it), or `None` after reporting an engine error.
-    fn generate(&self, messages: Vec<ChatMessage>) -> Result<Option<(String, Answer)>> {
+    /// Streams an answer to `messages` to stdout and prints its stats line; returns it with its
+    /// reasoning, tool calls and footer (also when Ctrl-C cancelled it), or `None` after reporting
+    /// an engine error.
+    fn generate(&self, messages: Vec<ChatMessage>) -> Result<Option<Reply>> {
         // A Ctrl-C from before this answer is not meant for it.
         while self.interrupts.try_recv().is_ok() {}
         let (id, rx) = self.engine.generate(Prompt::Chat(messages), self.params());
@@ -491,6 +492,8 @@ impl Chat {
         // Reasoning is printed as it streams, dimmed on a terminal, and set apart from the
         // answer by a blank line.
         let mut thinking = false;
+        let started = std::time::Instant::now();
+        let mut thought = None;
         loop {
             select! {
                 recv(rx) -> event => match event {
@@ -504,6 +507,7 @@ impl Chat {
                             }
                             (TextKind::Answer, true) => {
                                 thinking = false;
+                                thought = Some(started.elapsed());
                                 piece.push_str(if self.dim { "\x1b[0m\n\n" } else { "\n\n" });
                             }
                             _ => {}
@@ -516,7 +520,7 @@ impl Chat {
                             return Err(e).context("writing to stdout");
                         }
                     }
-                    Ok(Event::Done { finish, stats, text, route, .. }) => {
+                    Ok(Event::Done { finish, stats, text, reasoning, tool_calls, route, .. }) => {
                         if thinking && self.dim {
                             write!(out, "\x1b[0m")?;
                         }
@@ -534,7 +538,14 @@ impl Chat {
                             Target::Cloud => &self.cloud_model,
                         };
                         let answer = Answer::from_stats(model, &route, &stats, finish.as_str());
-                        return Ok(Some((text, answer)));
+                        let seconds = thought.unwrap_or_else(|| started.elapsed()).as_secs_f64();
+                        return Ok(Some(Reply {
+                            content: text,
+                            reasoning: (!reasoning.trim().is_empty())
+                                .then_some(Reasoning { text: reasoning, seconds }),
+                            tool_calls,
+                            answer: Some(answer),
+                        }));
                     }
                     Ok(Event::Error { message, .. }) => {
                         if printed {

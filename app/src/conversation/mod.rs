@@ -411,8 +411,8 @@ impl Conversation {
         }
     }
 
-    /// Adds a new answer beside the assistant message `node` (an alternative) and shows it. The
-    /// prompt it answers is [`Self::prompt_for`]`(node)`.
+    /// [`Self::regenerate_reply`] of a plain answer (tests).
+    #[cfg(test)]
     pub fn regenerate(
         &mut self,
         node: NodeId,
@@ -422,7 +422,8 @@ impl Conversation {
         self.regenerate_reply(node, Reply::text(content, answer))
     }
 
-    /// [`Self::regenerate`] with the new answer's reasoning and tool calls.
+    /// Adds a new answer (with its reasoning and tool calls) beside the assistant message `node`
+    /// (an alternative) and shows it. The prompt it answers is [`Self::prompt_for`]`(node)`.
     pub fn regenerate_reply(&mut self, node: NodeId, reply: Reply) -> Result<NodeId, EditError> {
         let parent = self.expect_role(node, Role::Assistant)?.parent;
         Ok(self.add_node(parent, Role::Assistant, reply, None))
