@@ -1,5 +1,6 @@
 //! What a model writes, read per family as it streams: reasoning apart from the answer
-//! (`think.rs`: `<think>`/`</think>` and `[THINK]`/`[/THINK]`; `harmony.rs`: gpt-oss's channels)
+//! (`think.rs`: `<think>`/`</think>`, `[THINK]`/`[/THINK]` and Gemma 4's
+//! `<|channel>thought`…`<channel|>`; `harmony.rs`: gpt-oss's channels)
 //! and tool calls apart from both (`tools.rs`). The engine runs one [`ReplyReader`] per request
 //! on the text left after stop strings, and sends what it yields as [`TextKind`]-tagged events.
 
@@ -78,6 +79,12 @@ impl ReasoningFormat {
             ReasoningFormat::Tags {
                 open: "<think>",
                 close: "</think>",
+            }
+        } else if template.contains("<|channel>thought") {
+            // Gemma 4: a thought channel before the answer.
+            ReasoningFormat::Tags {
+                open: "<|channel>thought",
+                close: "<channel|>",
             }
         } else if template.contains("[THINK]") {
             ReasoningFormat::Tags {

@@ -388,6 +388,33 @@ fn formats_are_read_from_the_real_templates() {
         ReasoningFormat::detect(&t("HuggingFaceTB-SmolLM3-3B")),
         THINK
     );
+    let gemma = ReasoningFormat::detect(&t("google-gemma-4-31B-it"));
+    assert_eq!(
+        gemma,
+        ReasoningFormat::Tags {
+            open: "<|channel>thought",
+            close: "<channel|>"
+        }
+    );
+    // Gemma 4 with thinking: `<|channel>` and `<channel|>` are single (user-defined) tokens.
+    let tokens = [
+        "<|channel>",
+        "thought",
+        "\n",
+        "Sky",
+        " color",
+        ".",
+        "<channel|>",
+        "Blue",
+        ".",
+    ];
+    let (reasoning, answer, _) = read_every_way(format(gemma, false, None), &tokens);
+    assert_eq!(
+        (reasoning.as_str(), answer.as_str()),
+        ("Sky color.", "Blue.")
+    );
+    // Thinking off: the generation prompt closes an empty thought channel.
+    assert!(!gemma.opened_by("<|turn>model\n<|channel>thought\n<channel|>"));
     assert_eq!(
         ReasoningFormat::detect(&t("microsoft-Phi-3.5-mini-instruct")),
         ReasoningFormat::None
