@@ -205,7 +205,7 @@ fn family_templates_render_tools_and_tool_results() {
         result,
     ];
     for (name, format) in [
-        ("Qwen3.5-4B.jinja", ToolFormat::Hermes),
+        ("Qwen3.5-4B.jinja", ToolFormat::QwenXml),
         ("openai-gpt-oss-120b.jinja", ToolFormat::Harmony),
         (
             "mistralai-Ministral-3-14B-Reasoning-2512.jinja",

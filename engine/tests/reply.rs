@@ -416,6 +416,25 @@ fn a_template_that_opens_think_makes_the_reply_reasoning_until_it_closes() {
         r.reasoning_tokens > 0 && r.reasoning_tokens < r.generated_tokens,
         "{r:?}"
     );
+    // A JSON answer from a template that always opens `<think>`: the grammar closes the
+    // reasoning first, so the answer is the JSON (a constrained answer does not think).
+    let p = GenerateParams {
+        constraint: Some(Constraint::JsonSchema(json!({
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": false
+        }))),
+        ..params(40)
+    };
+    let r = ask(
+        &e,
+        vec![ChatMessage::user("What is the capital of France?")],
+        p,
+    );
+    assert_eq!(r.reasoning, "", "{r:?}");
+    let v: Value = serde_json::from_str(&r.text).unwrap_or_else(|err| panic!("{r:?}: {err}"));
+    assert!(v["city"].is_string(), "{v}");
     // Thinking turned off: the template here ignores the setting, so it still thinks.
     let p = GenerateParams {
         chat: ChatOptions {

@@ -15,14 +15,15 @@ use crate::tokenizer::{ChatMessage, ChatTemplate, RenderOptions, TemplateError, 
 
 /// A request's prompt made ready for the scheduler, once per request: its tokens, the leading
 /// tokens a middle cut keeps, whether it is a chat (special tokens are then not shown), how its
-/// reply is read, and the constraint a required tool call adds.
+/// reply is read, and what its answer must match (the request's constraint, or the grammar of a
+/// required tool call).
 #[derive(Debug)]
 pub(super) struct PreparedPrompt {
     pub tokens: Vec<u32>,
     pub keep: usize,
     pub chat: bool,
     pub reply: ReplyFormat,
-    pub tool_constraint: Option<Constraint>,
+    pub constraint: Option<Constraint>,
 }
 
 /// Renders (for a chat) and tokenizes a prompt. Only a middle-cutting context policy needs the
@@ -39,7 +40,7 @@ pub(super) fn prepare(
         keep: 0,
         chat: false,
         reply: ReplyFormat::default(),
-        tool_constraint: None,
+        constraint: params.constraint.clone(),
     };
     let out = match prompt {
         Prompt::Tokens(ids) => plain(ids.clone()),
@@ -50,8 +51,16 @@ pub(super) fn prepare(
             })?;
             let chat = &params.chat;
             let offered = chat.tool_choice != ToolChoice::None && !chat.tools.is_empty();
+            let forced_call = offered
+                && matches!(
+                    chat.tool_choice,
+                    ToolChoice::Required | ToolChoice::Function(_)
+                );
+            // A constrained answer does not think (unless asked to): a grammar from the first
+            // token leaves no room for it.
+            let constrained = params.constraint.is_some() || forced_call;
             let mut options = RenderOptions {
-                enable_thinking: chat.enable_thinking,
+                enable_thinking: chat.enable_thinking.or((constrained).then_some(false)),
                 reasoning_effort: chat.reasoning_effort.clone(),
                 tools: if offered {
                     chat.tools.clone()
@@ -104,9 +113,19 @@ pub(super) fn prepare(
                 tok.encode_chat(&r).map_err(|e| bad(&e))?.len()
             };
             let reasoning = ReasoningFormat::detect(template.source());
+            let opened = reasoning.opened_by(&rendered);
+            // What closes the reasoning the prompt opened, for a grammar to write first.
+            let close = match reasoning {
+                ReasoningFormat::Tags { close, .. } if opened => Some(close),
+                _ => None,
+            };
             let tool_constraint = match tool_format {
-                Some(format) => required_call(format, &chat.tools, &chat.tool_choice)?,
+                Some(format) => required_call(format, &chat.tools, &chat.tool_choice, close)?,
                 None => None,
+            };
+            let constraint = match (params.constraint.clone(), close) {
+                (Some(c), Some(close)) => Some(after_reasoning(c, close)),
+                (c, _) => c.or(tool_constraint),
             };
             PreparedPrompt {
                 tokens,
@@ -114,10 +133,10 @@ pub(super) fn prepare(
                 chat: true,
                 reply: ReplyFormat {
                     reasoning,
-                    opened: reasoning.opened_by(&rendered),
+                    opened,
                     tools: tool_format,
                 },
-                tool_constraint,
+                constraint,
             }
         }
     };
@@ -125,6 +144,29 @@ pub(super) fn prepare(
         return Err(Failure::bad_request("the prompt is empty"));
     }
     Ok(out)
+}
+
+/// The close tag as a Lark string literal, with the blank line models write after it.
+fn close_literal(close: &str) -> String {
+    serde_json::to_string(&format!("{close}\n\n")).unwrap_or_default()
+}
+
+/// A JSON constraint that first closes the reasoning the prompt opened (a template that always
+/// opens `<think>`): the grammar starts with the close tag, so the answer after it is what
+/// matches. A Lark grammar is the caller's whole reply and is left as it is.
+fn after_reasoning(c: Constraint, close: &str) -> Constraint {
+    let json = |schema: Value| {
+        Constraint::Lark(format!(
+            "start: {} answer\nanswer: %json {}\n",
+            close_literal(close),
+            crate::constrain::compact(schema)
+        ))
+    };
+    match c {
+        Constraint::JsonObject => json(json!({"type": "object"})),
+        Constraint::JsonSchema(schema) if schema.is_object() => json(schema),
+        other => other,
+    }
 }
 
 /// The conversation with the tools described in its system message, for a template that does
@@ -171,12 +213,14 @@ fn functions(tools: &[Value]) -> Result<Vec<(String, Value)>, Failure> {
 
 /// For `tool_choice` `required` or a named function, the grammar that makes the reply one call
 /// whose arguments match the function's parameters, in the family's format (Hermes and Llama 3
-/// JSON; Mistral's and harmony's markers are control tokens, and their calls are read
-/// unconstrained). `auto` leaves the model free.
+/// JSON; Mistral's and harmony's markers are control tokens, and Qwen3.5's XML-like parameters
+/// have no JSON schema form, so their calls are read unconstrained). `auto` leaves the model
+/// free.
 fn required_call(
     format: ToolFormat,
     tools: &[Value],
     choice: &ToolChoice,
+    close: Option<&str>,
 ) -> Result<Option<Constraint>, Failure> {
     let all = functions(tools)?;
     let chosen: Vec<&(String, Value)> = match choice {
@@ -195,7 +239,7 @@ fn required_call(
     let args_key = match format {
         ToolFormat::Hermes => "arguments",
         ToolFormat::Llama3 => "parameters",
-        ToolFormat::Mistral | ToolFormat::Harmony => return Ok(None),
+        ToolFormat::QwenXml | ToolFormat::Mistral | ToolFormat::Harmony => return Ok(None),
     };
     let calls: Vec<Value> = chosen
         .iter()
@@ -209,10 +253,14 @@ fn required_call(
         })
         .collect();
     let schema = crate::constrain::compact(json!({"anyOf": calls}));
+    let first = close.map(close_literal).unwrap_or_default();
     Ok(Some(match format {
         ToolFormat::Hermes => Constraint::Lark(format!(
-            "start: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: %json {schema}\n"
+            "start: {first} \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: %json {schema}\n"
         )),
+        _ if close.is_some() => {
+            Constraint::Lark(format!("start: {first} call\ncall: %json {schema}\n"))
+        }
         _ => Constraint::JsonSchema(schema),
     }))
 }

@@ -434,10 +434,9 @@ impl Engine {
             keep,
             chat,
             reply: reply_format,
-            tool_constraint,
+            constraint,
         } = prepared;
-        // The request's own constraint wins over a required tool call's.
-        let grammar = match p.constraint.as_ref().or(tool_constraint.as_ref()) {
+        let grammar = match &constraint {
             Some(c) => match l.grammars().and_then(|g| {
                 g.compile(c)
                     .map_err(|e| Failure::bad_request(e.to_string()))

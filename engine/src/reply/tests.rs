@@ -283,6 +283,58 @@ fn hermes_tool_calls_are_parsed_and_kept_out_of_the_answer() {
 }
 
 #[test]
+fn qwen35_xml_tool_calls() {
+    // Qwen3.5's format, as its template asks for it.
+    let tokens = [
+        "<think>",
+        "\n",
+        "Call",
+        " it",
+        ".",
+        "\n",
+        "</think>",
+        "\n\n",
+        "<tool_call>",
+        "\n",
+        "<function=",
+        "get",
+        "_weather",
+        ">",
+        "\n",
+        "<parameter=",
+        "city",
+        ">",
+        "\n",
+        "New",
+        " York",
+        "\n",
+        "</parameter>",
+        "\n",
+        "<parameter=",
+        "days",
+        ">",
+        "\n",
+        "3",
+        "\n",
+        "</parameter>",
+        "\n",
+        "</function>",
+        "\n",
+        "</tool_call>",
+    ];
+    let (reasoning, answer, calls) =
+        read_every_way(format(THINK, false, Some(ToolFormat::QwenXml)), &tokens);
+    assert_eq!((reasoning.as_str(), answer.as_str()), ("Call it.", ""));
+    assert_eq!(
+        calls,
+        vec![(
+            "get_weather".into(),
+            r#"{"city":"New York","days":3}"#.into()
+        )]
+    );
+}
+
+#[test]
 fn a_broken_call_goes_back_to_the_answer() {
     let tokens = ["Sure", ": ", "<tool_call>", "{\"name\": ", "oops"];
     let (_, answer, calls) =
@@ -371,7 +423,7 @@ fn formats_are_read_from_the_real_templates() {
     };
     let qwen = t("Qwen3.5-4B");
     assert_eq!(ReasoningFormat::detect(&qwen), THINK);
-    assert_eq!(ToolFormat::detect(&qwen), ToolFormat::Hermes);
+    assert_eq!(ToolFormat::detect(&qwen), ToolFormat::QwenXml);
     let oss = t("openai-gpt-oss-120b");
     assert_eq!(ReasoningFormat::detect(&oss), ReasoningFormat::Harmony);
     assert_eq!(ToolFormat::detect(&oss), ToolFormat::Harmony);

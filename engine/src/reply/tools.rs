@@ -1,6 +1,7 @@
 //! Tool calls in a reply's answer text, per family: Qwen/Hermes `<tool_call>{"name": …,
 //! "arguments": …}</tool_call>` (also what Hearth asks of a model whose template does not render
-//! tools), Mistral `[TOOL_CALLS]NAME[ARGS]{…}` (and the older `[TOOL_CALLS][{…}]`), and Llama 3.x
+//! tools), Qwen3.5/Qwen3-Coder's `<tool_call><function=NAME><parameter=P>value</parameter>…`,
+//! Mistral `[TOOL_CALLS]NAME[ARGS]{…}` (and the older `[TOOL_CALLS][{…}]`), and Llama 3.x
 //! JSON (`{"name": …, "parameters": …}`, optionally after `<|python_tag|>`). gpt-oss's calls are
 //! harmony messages (`harmony.rs`). Streamed text before a call is answer; from the call's marker
 //! on it is held, and parsed when the reply ends (text that does not parse as a call goes back to
@@ -16,6 +17,9 @@ use super::think::held_back;
 pub enum ToolFormat {
     /// `<tool_call>` JSON `</tool_call>` (Qwen, Hermes, SmolLM3; Hearth's own instructions).
     Hermes,
+    /// `<tool_call>` `<function=NAME>` `<parameter=P>` value `</parameter>` … (Qwen3.5,
+    /// Qwen3-Coder).
+    QwenXml,
     /// `[TOOL_CALLS]name[ARGS]{…}` (Mistral, Ministral).
     Mistral,
     /// A bare JSON object with `name` and `parameters` (Llama 3.x).
@@ -31,6 +35,8 @@ impl ToolFormat {
             ToolFormat::Harmony
         } else if template.contains("[TOOL_CALLS]") {
             ToolFormat::Mistral
+        } else if template.contains("<tool_call>") && template.contains("<function=") {
+            ToolFormat::QwenXml
         } else if template.contains("<tool_call>") {
             ToolFormat::Hermes
         } else if template.contains("<|python_tag|>") || template.contains("<|start_header_id|>") {
@@ -42,7 +48,7 @@ impl ToolFormat {
 
     fn marker(self) -> Option<&'static str> {
         match self {
-            ToolFormat::Hermes => Some("<tool_call>"),
+            ToolFormat::Hermes | ToolFormat::QwenXml => Some("<tool_call>"),
             ToolFormat::Mistral => Some("[TOOL_CALLS]"),
             ToolFormat::Llama3 => Some("<|python_tag|>"),
             ToolFormat::Harmony => None,
@@ -121,12 +127,13 @@ impl ToolScan {
 /// The calls in `text` (which starts at the first call), or none when it holds no valid call.
 pub fn parse_calls(format: ToolFormat, text: &str) -> Vec<ToolCall> {
     let found: Vec<(String, String)> = match format {
-        ToolFormat::Hermes => text
+        // Either body, whatever the template said: models mix them up.
+        ToolFormat::Hermes | ToolFormat::QwenXml => text
             .split("<tool_call>")
             .skip(1)
             .filter_map(|part| {
                 let body = part.split("</tool_call>").next().unwrap_or(part);
-                call_from_json(&first_json(body)?)
+                xml_call(body).or_else(|| call_from_json(&first_json(body)?))
             })
             .collect(),
         ToolFormat::Mistral => mistral_calls(text),
@@ -144,6 +151,30 @@ pub fn parse_calls(format: ToolFormat, text: &str) -> Vec<ToolCall> {
         .enumerate()
         .map(|(i, (name, arguments))| ToolCall::new(i, &name, arguments))
         .collect()
+}
+
+/// `<function=NAME>` then `<parameter=P>\nvalue\n</parameter>` blocks, then `</function>`: a
+/// value that parses as JSON (a number, `true`, a list) is that value, any other a string.
+fn xml_call(body: &str) -> Option<(String, String)> {
+    let rest = body.trim_start().strip_prefix("<function=")?;
+    let (name, mut rest) = rest.split_once('>')?;
+    let mut args = serde_json::Map::new();
+    while let Some(at) = rest.find("<parameter=") {
+        let (key, after) = rest[at + "<parameter=".len()..].split_once('>')?;
+        let (value, after) = after
+            .split_once("</parameter>")
+            .unwrap_or((after.split("</function>").next().unwrap_or(after), ""));
+        let value = value.strip_prefix('\n').unwrap_or(value);
+        let value = value.strip_suffix('\n').unwrap_or(value);
+        let parsed = serde_json::from_str::<Value>(value)
+            .ok()
+            .filter(|v| !v.is_string())
+            .unwrap_or_else(|| Value::String(value.to_string()));
+        args.insert(key.trim().to_string(), parsed);
+        rest = after;
+    }
+    let name = name.trim();
+    (!name.is_empty()).then(|| (name.to_string(), Value::Object(args).to_string()))
 }
 
 fn mistral_calls(text: &str) -> Vec<(String, String)> {
