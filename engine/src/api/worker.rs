@@ -436,16 +436,24 @@ impl Engine {
             reply: reply_format,
             constraint,
         } = prepared;
-        let grammar = match &constraint {
-            Some(c) => match l.grammars().and_then(|g| {
+        // The request's own constraint is checked as given first, so a bad schema is reported
+        // as the caller wrote it (not as the grammar that closes a reasoning block before it).
+        let checked = [
+            p.constraint
+                .as_ref()
+                .filter(|c| Some(*c) != constraint.as_ref()),
+            constraint.as_ref(),
+        ];
+        let mut grammar = None;
+        for c in checked.into_iter().flatten() {
+            match l.grammars().and_then(|g| {
                 g.compile(c)
                     .map_err(|e| Failure::bad_request(e.to_string()))
             }) {
-                Ok(g) => Some(g),
+                Ok(g) => grammar = Some(g),
                 Err(failure) => return fail(failure),
-            },
-            None => None,
-        };
+            }
+        }
         let params = SeqParams {
             max_tokens: p.max_tokens.max(1),
             sampler: p.sampler.clone(),
