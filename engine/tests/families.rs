@@ -212,6 +212,7 @@ fn family_templates_render_tools_and_tool_results() {
             ToolFormat::Mistral,
         ),
         ("ibm-granite-granite-4.0.jinja", ToolFormat::Hermes),
+        ("google-gemma-4-31B-it.jinja", ToolFormat::Gemma4),
     ] {
         let source = std::fs::read_to_string(data.join(name)).unwrap();
         assert_eq!(ToolFormat::detect(&source), format, "{name}");
@@ -233,6 +234,20 @@ fn family_templates_render_tools_and_tool_results() {
         assert!(next.contains("21 degrees and sunny"), "{name}: {next}");
         // The call's arguments are a mapping, not a string inside a string.
         assert!(!next.contains(r#""{\"city"#), "{name}: {next}");
+    }
+    // A past call as Gemma 4's and Qwen3.5's templates write it reads back as the same call.
+    for (name, format, marker) in [
+        ("google-gemma-4-31B-it.jinja", ToolFormat::Gemma4, "<|tool_call>"),
+        ("Qwen3.5-4B.jinja", ToolFormat::QwenXml, "<tool_call>"),
+    ] {
+        let source = std::fs::read_to_string(data.join(name)).unwrap();
+        let t = ChatTemplate::new(name, &source, "<s>", "</s>").unwrap();
+        let text = t.render_with(&conversation, true, &options).unwrap();
+        let at = text.rfind(marker).unwrap_or_else(|| panic!("{name}: {text}"));
+        let calls = hearth_engine::reply::parse_calls(format, &text[at..]);
+        assert_eq!(calls.len(), 1, "{name}: {}", &text[at..]);
+        assert_eq!(calls[0].name, "get_weather");
+        assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#, "{name}");
     }
     // This SmolLM3 template (Unsloth's edit) shows no tools: the engine describes them itself
     // in Hermes's format (`api/prepare.rs`), which SmolLM3 was trained on.

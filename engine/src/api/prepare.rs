@@ -239,7 +239,9 @@ fn required_call(
     let args_key = match format {
         ToolFormat::Hermes => "arguments",
         ToolFormat::Llama3 => "parameters",
-        ToolFormat::QwenXml | ToolFormat::Mistral | ToolFormat::Harmony => return Ok(None),
+        ToolFormat::QwenXml | ToolFormat::Gemma4 | ToolFormat::Mistral | ToolFormat::Harmony => {
+            return Ok(None);
+        }
     };
     let calls: Vec<Value> = chosen
         .iter()

@@ -335,6 +335,63 @@ fn qwen35_xml_tool_calls() {
 }
 
 #[test]
+fn gemma4_tool_calls() {
+    // Gemma 4's notation, as its template writes a past call (`<|"|>`, `<|tool_call>` and
+    // `<tool_call|>` are single user-defined tokens).
+    let tokens = [
+        "<|tool_call>",
+        "call",
+        ":",
+        "get_weather",
+        "{",
+        "city",
+        ":",
+        "<|\"|>",
+        "Paris",
+        ",",
+        " France",
+        "<|\"|>",
+        ",",
+        "days",
+        ":",
+        "3",
+        ",",
+        "hourly",
+        ":",
+        "false",
+        ",",
+        "at",
+        ":",
+        "{",
+        "lat",
+        ":",
+        "48.8",
+        "}",
+        ",",
+        "tags",
+        ":[",
+        "<|\"|>",
+        "a",
+        "<|\"|>",
+        "]}",
+        "<tool_call|>",
+    ];
+    let (_, answer, calls) = read_every_way(
+        format(ReasoningFormat::None, false, Some(ToolFormat::Gemma4)),
+        &tokens,
+    );
+    assert_eq!(answer, "");
+    assert_eq!(
+        calls,
+        vec![(
+            "get_weather".into(),
+            r#"{"city":"Paris, France","days":3,"hourly":false,"at":{"lat":48.8},"tags":["a"]}"#
+                .into()
+        )]
+    );
+}
+
+#[test]
 fn a_broken_call_goes_back_to_the_answer() {
     let tokens = ["Sure", ": ", "<tool_call>", "{\"name\": ", "oops"];
     let (_, answer, calls) =
@@ -439,6 +496,10 @@ fn formats_are_read_from_the_real_templates() {
     assert_eq!(
         ReasoningFormat::detect(&t("HuggingFaceTB-SmolLM3-3B")),
         THINK
+    );
+    assert_eq!(
+        ToolFormat::detect(&t("google-gemma-4-31B-it")),
+        ToolFormat::Gemma4
     );
     let gemma = ReasoningFormat::detect(&t("google-gemma-4-31B-it"));
     assert_eq!(

@@ -1,7 +1,8 @@
 //! Tool calls in a reply's answer text, per family: Qwen/Hermes `<tool_call>{"name": …,
 //! "arguments": …}</tool_call>` (also what Hearth asks of a model whose template does not render
 //! tools), Qwen3.5/Qwen3-Coder's `<tool_call><function=NAME><parameter=P>value</parameter>…`,
-//! Mistral `[TOOL_CALLS]NAME[ARGS]{…}` (and the older `[TOOL_CALLS][{…}]`), and Llama 3.x
+//! Gemma 4's `<|tool_call>call:NAME{key:<|"|>text<|"|>,n:3}<tool_call|>`, Mistral
+//! `[TOOL_CALLS]NAME[ARGS]{…}` (and the older `[TOOL_CALLS][{…}]`), and Llama 3.x
 //! JSON (`{"name": …, "parameters": …}`, optionally after `<|python_tag|>`). gpt-oss's calls are
 //! harmony messages (`harmony.rs`). Streamed text before a call is answer; from the call's marker
 //! on it is held, and parsed when the reply ends (text that does not parse as a call goes back to
@@ -22,6 +23,8 @@ pub enum ToolFormat {
     QwenXml,
     /// `[TOOL_CALLS]name[ARGS]{…}` (Mistral, Ministral).
     Mistral,
+    /// `<|tool_call>call:NAME{…}<tool_call|>`, strings between `<|"|>` (Gemma 4).
+    Gemma4,
     /// A bare JSON object with `name` and `parameters` (Llama 3.x).
     Llama3,
     /// Harmony messages to `functions.NAME` (gpt-oss).
@@ -33,6 +36,8 @@ impl ToolFormat {
     pub fn detect(template: &str) -> ToolFormat {
         if template.contains("<|channel|>") {
             ToolFormat::Harmony
+        } else if template.contains("<|tool_call>call:") {
+            ToolFormat::Gemma4
         } else if template.contains("[TOOL_CALLS]") {
             ToolFormat::Mistral
         } else if template.contains("<tool_call>") && template.contains("<function=") {
@@ -50,6 +55,7 @@ impl ToolFormat {
         match self {
             ToolFormat::Hermes | ToolFormat::QwenXml => Some("<tool_call>"),
             ToolFormat::Mistral => Some("[TOOL_CALLS]"),
+            ToolFormat::Gemma4 => Some("<|tool_call>"),
             ToolFormat::Llama3 => Some("<|python_tag|>"),
             ToolFormat::Harmony => None,
         }
@@ -137,6 +143,16 @@ pub fn parse_calls(format: ToolFormat, text: &str) -> Vec<ToolCall> {
             })
             .collect(),
         ToolFormat::Mistral => mistral_calls(text),
+        ToolFormat::Gemma4 => text
+            .split("<|tool_call>")
+            .skip(1)
+            .filter_map(|part| {
+                let body = part.split("<tool_call|>").next().unwrap_or(part);
+                let (name, args) = body.trim().strip_prefix("call:")?.split_once('{')?;
+                let args = gemma_json(&format!("{{{args}"))?;
+                Some((name.trim().to_string(), args.to_string()))
+            })
+            .collect(),
         ToolFormat::Llama3 => {
             let body = text.trim_start().trim_start_matches("<|python_tag|>");
             json_values(body)
@@ -175,6 +191,35 @@ fn xml_call(body: &str) -> Option<(String, String)> {
     }
     let name = name.trim();
     (!name.is_empty()).then(|| (name.to_string(), Value::Object(args).to_string()))
+}
+
+/// Gemma 4's argument notation as JSON: strings are written between `<|"|>` markers and keys
+/// are bare; numbers, booleans, lists and nesting are JSON's.
+fn gemma_json(text: &str) -> Option<Value> {
+    let mut json = String::new();
+    for (i, part) in text.split("<|\"|>").enumerate() {
+        if i % 2 == 1 {
+            json.push_str(&serde_json::to_string(part).ok()?);
+            continue;
+        }
+        // Structure: quote each bare key (a name right after `{` or `,`, before `:`).
+        let mut rest = part;
+        while !rest.is_empty() {
+            let at = rest.find(['{', ',']).map_or(rest.len(), |i| i + 1);
+            json.push_str(&rest[..at]);
+            rest = &rest[at..];
+            let trimmed = rest.trim_start();
+            let key_len = trimmed
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(trimmed.len());
+            if key_len > 0 && trimmed[key_len..].trim_start().starts_with(':') {
+                json.push_str(&rest[..rest.len() - trimmed.len()]);
+                json.push_str(&serde_json::to_string(&trimmed[..key_len]).ok()?);
+                rest = &trimmed[key_len..];
+            }
+        }
+    }
+    serde_json::from_str(&json).ok()
 }
 
 fn mistral_calls(text: &str) -> Vec<(String, String)> {
