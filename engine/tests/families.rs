@@ -237,13 +237,19 @@ fn family_templates_render_tools_and_tool_results() {
     }
     // A past call as Gemma 4's and Qwen3.5's templates write it reads back as the same call.
     for (name, format, marker) in [
-        ("google-gemma-4-31B-it.jinja", ToolFormat::Gemma4, "<|tool_call>"),
+        (
+            "google-gemma-4-31B-it.jinja",
+            ToolFormat::Gemma4,
+            "<|tool_call>",
+        ),
         ("Qwen3.5-4B.jinja", ToolFormat::QwenXml, "<tool_call>"),
     ] {
         let source = std::fs::read_to_string(data.join(name)).unwrap();
         let t = ChatTemplate::new(name, &source, "<s>", "</s>").unwrap();
         let text = t.render_with(&conversation, true, &options).unwrap();
-        let at = text.rfind(marker).unwrap_or_else(|| panic!("{name}: {text}"));
+        let at = text
+            .rfind(marker)
+            .unwrap_or_else(|| panic!("{name}: {text}"));
         let calls = hearth_engine::reply::parse_calls(format, &text[at..]);
         assert_eq!(calls.len(), 1, "{name}: {}", &text[at..]);
         assert_eq!(calls[0].name, "get_weather");

@@ -421,6 +421,17 @@ impl HearthApp {
                     &node.content,
                 );
                 reasoning::tool_calls(ui, &node.tool_calls);
+                if node.content.trim().is_empty()
+                    && node.tool_calls.is_empty()
+                    && node.reasoning.is_some()
+                {
+                    // The model used all its tokens thinking, or never closed its reasoning.
+                    ui.label(
+                        RichText::new("No answer after the reasoning (open it above).")
+                            .small()
+                            .weak(),
+                    );
+                }
             }
             _ => {
                 if let Some((_, text)) = self.editing.as_mut().filter(|(n, _)| *n == node.id) {

@@ -235,3 +235,35 @@ fn a_reasoned_answer_is_saved_and_reloads_folded_with_its_reasoning_and_tool_cal
     assert_eq!(messages[1].reasoning_content.as_deref(), Some(REASONING));
     assert_eq!(messages[1].tool_calls, vec![call]);
 }
+
+#[test]
+fn a_reply_that_is_all_reasoning_says_there_is_no_answer() {
+    let root = tempfile::tempdir().unwrap();
+    let mut h = asking(root.path());
+    token(&mut h, TextKind::Reasoning, REASONING);
+    engine(
+        &mut h,
+        Event::Done {
+            id: REQUEST,
+            finish: FinishReason::Length,
+            stats: SeqStats {
+                generated_tokens: 12,
+                reasoning_tokens: 12,
+                ..SeqStats::default()
+            },
+            text: String::new(),
+            reasoning: REASONING.into(),
+            tool_calls: Vec::new(),
+            tokens: Vec::new(),
+            route: Route::local("local only"),
+        },
+    );
+    let _ = h.run_ok();
+    assert!(shows(&h, "No answer after the reasoning (open it above)."));
+    assert!(shows(&h, "12 tokens (12 reasoning)"));
+    // An answer with text says nothing of the kind.
+    let root = tempfile::tempdir().unwrap();
+    let mut h = asking(root.path());
+    stream_a_reasoned_answer(&mut h, Vec::new());
+    assert!(!shows(&h, "No answer after the reasoning (open it above)."));
+}
