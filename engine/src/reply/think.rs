@@ -107,26 +107,23 @@ impl Think {
     }
 
     fn emit_reasoning(&mut self, text: &str, out: &mut Vec<Piece>) {
-        let text = if self.reasoned {
-            text
-        } else {
-            text.trim_start()
-        };
-        if !text.is_empty() {
-            self.reasoned = true;
-            push_piece(out, TextKind::Reasoning, text);
-        }
+        self.emit(TextKind::Reasoning, text, out);
     }
 
     fn emit_answer(&mut self, text: &str, out: &mut Vec<Piece>) {
-        let text = if self.answered {
-            text
-        } else {
-            text.trim_start()
+        self.emit(TextKind::Answer, text, out);
+    }
+
+    /// Emits `text` as `kind`, without the leading whitespace of that kind's first text.
+    fn emit(&mut self, kind: TextKind, text: &str, out: &mut Vec<Piece>) {
+        let started = match kind {
+            TextKind::Reasoning => &mut self.reasoned,
+            TextKind::Answer => &mut self.answered,
         };
+        let text = if *started { text } else { text.trim_start() };
         if !text.is_empty() {
-            self.answered = true;
-            push_piece(out, TextKind::Answer, text);
+            *started = true;
+            push_piece(out, kind, text);
         }
     }
 }
