@@ -109,6 +109,39 @@ fn run_chat_answers_and_reports_stats_on_stderr() {
 }
 
 #[test]
+fn run_with_a_json_schema_prints_json_that_matches_it() {
+    let smol = model(&SMOLLM2_135M_Q4_1);
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("city.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+            "country": {"type": "string", "maxLength": 20}},
+            "required": ["city", "country"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let out = hearth(&[
+        "run",
+        "-m",
+        path_str(&smol),
+        "--chat",
+        "--prompt",
+        "Tell me about Paris.",
+        "--temp",
+        "0",
+        "-n",
+        "60",
+        "--json-schema",
+        path_str(&schema),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["city", "country"], "{v}");
+    assert!(v["city"].as_str().unwrap().chars().count() <= 20);
+}
+
+#[test]
 fn run_rejects_bad_input_with_exit_code_2() {
     let smol = model(&SMOLLM2_135M_Q4_1);
     let smol = path_str(&smol);
@@ -140,6 +173,23 @@ fn run_rejects_bad_input_with_exit_code_2() {
         (
             vec!["run", "-m", smol, "--prompt-ids", "1,49152"],
             "token id 49152 is outside the vocabulary (49152 tokens)",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                smol,
+                "--chat",
+                "-p",
+                "hi",
+                "--json-schema",
+                r#"{"type": "nope"}"#,
+            ],
+            "the JSON schema cannot be used: Invalid type: nope",
+        ),
+        (
+            vec!["run", "-m", smol, "-p", "hi", "--json-schema", "{not json"],
+            "--json-schema: neither a file nor a JSON schema",
         ),
     ];
     for (args, want) in cases {

@@ -121,6 +121,16 @@ enum Cmd {
         /// Print one JSON object (text, token_ids, stats) instead of streaming.
         #[arg(long)]
         json: bool,
+        /// Constrain the answer to JSON matching this schema (a file, or the schema itself).
+        #[arg(long, value_name = "FILE|JSON", conflicts_with = "grammar")]
+        json_schema: Option<String>,
+        /// Constrain the answer to this Lark grammar (llguidance's dialect; a file or the text).
+        #[arg(long, value_name = "FILE|LARK")]
+        grammar: Option<String>,
+        /// With --chat: let a reasoning model think (`on`) or not (`off`), for templates that
+        /// read `enable_thinking` (default: the template's own).
+        #[arg(long, value_parser = ["on", "off"])]
+        think: Option<String>,
         #[command(flatten)]
         backend: run::BackendArgs,
         #[command(flatten)]
@@ -322,6 +332,9 @@ fn main() -> ExitCode {
             repeat_penalty,
             seed,
             json,
+            json_schema,
+            grammar,
+            think,
             backend,
             route,
         }) => run::run(&run::RunArgs {
@@ -342,6 +355,9 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
             json,
+            json_schema,
+            grammar,
+            enable_thinking: think.map(|t| t == "on"),
             backend,
             route,
         }),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use hearth_engine::api::{
-    self, BackendKind as EngineBackend, EngineConfig, EngineHandle, ErrorKind, Event,
+    self, BackendKind as EngineBackend, Constraint, EngineConfig, EngineHandle, ErrorKind, Event,
     GenerateParams, LoadFailure, ModelInfo, Prompt, TextKind,
 };
 use hearth_engine::backend::gpu::GpuOptions;
@@ -72,8 +72,35 @@ pub struct RunArgs {
     pub ctx: Option<usize>,
     pub sampler: SamplerConfig,
     pub json: bool,
+    /// What the answer must match: `--json-schema`, `--grammar` (a file or the text).
+    pub json_schema: Option<String>,
+    pub grammar: Option<String>,
+    /// `--think on|off`.
+    pub enable_thinking: Option<bool>,
     pub backend: BackendArgs,
     pub route: crate::routed::RouteArgs,
+}
+
+/// `--json-schema` / `--grammar`: a file's text, or the text given; a schema must be JSON.
+pub fn constraint(schema: Option<&str>, grammar: Option<&str>) -> Result<Option<Constraint>> {
+    let read = |arg: &str| -> Result<String> {
+        let path = std::path::Path::new(arg);
+        if path.is_file() {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        } else {
+            Ok(arg.to_string())
+        }
+    };
+    if let Some(s) = schema {
+        let text = read(s)?;
+        let schema: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            BadInput(format!(
+                "--json-schema: neither a file nor a JSON schema: {e}"
+            ))
+        })?;
+        return Ok(Some(Constraint::JsonSchema(schema)));
+    }
+    Ok(grammar.map(read).transpose()?.map(Constraint::Lark))
 }
 
 impl BackendArgs {
@@ -263,6 +290,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         context: ContextPolicy::Stop,
         max_context: args.ctx,
         route: route.mode(),
+        constraint: constraint(args.json_schema.as_deref(), args.grammar.as_deref())?,
+        chat: hearth_engine::api::ChatOptions {
+            enable_thinking: args.enable_thinking,
+            ..Default::default()
+        },
         ..GenerateParams::default()
     };
     let context = args
