@@ -12,7 +12,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::{
-    Command, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route, TextKind, ToolChoice,
+    Command, Constraint, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route, TextKind,
+    ToolChoice,
 };
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
@@ -40,6 +41,17 @@ impl CloudStreams {
         let id = request.id;
         let chat = match chat_request(&request) {
             Ok(c) => c,
+            // `auto` answers what the cloud cannot take (a grammar) locally.
+            Err(message) if fallback => {
+                let route = Route::local(format!("answered offline: {message}"));
+                let _ = own.send(Command::Fallback {
+                    request,
+                    reply,
+                    route,
+                    since: Instant::now(),
+                });
+                return;
+            }
             Err(message) => {
                 let _ = reply.send(Failure::bad_request(message).event(Some(id)));
                 return;
@@ -153,6 +165,19 @@ impl CloudStreams {
 /// The cloud form of a request: its messages (a plain-text prompt becomes one user message) and
 /// sampling settings.
 fn chat_request(request: &Request) -> Result<ChatRequest, String> {
+    let response_format = match &request.params.constraint {
+        None => None,
+        Some(Constraint::JsonObject) => Some(serde_json::json!({"type": "json_object"})),
+        Some(Constraint::JsonSchema(schema)) => Some(serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": schema},
+        })),
+        Some(Constraint::Lark(_)) => {
+            return Err(
+                "a grammar cannot be sent to the cloud; answer this request locally".into(),
+            );
+        }
+    };
     let messages = match &request.prompt {
         Prompt::Chat(messages) => messages
             .iter()
@@ -198,6 +223,7 @@ fn chat_request(request: &Request) -> Result<ChatRequest, String> {
                 Some(serde_json::json!({"type": "function", "function": {"name": name}}))
             }
         },
+        response_format,
     })
 }
 
@@ -229,9 +255,32 @@ mod tests {
         assert_eq!(chat.messages[0].role, Role::System);
         assert_eq!(chat.max_tokens, Some(12));
         assert_eq!(chat.stop, vec!["\n\n".to_string()]);
+        assert_eq!((chat.tools.len(), &chat.response_format), (0, &None));
         let mut big = request.clone();
         big.params.sampler.seed = u64::MAX;
         assert_eq!(chat_request(&big).unwrap().seed, Some(i64::MAX as u64));
+        // Tools, tool_choice and a schema pass through; a grammar cannot.
+        let mut tooled = request.clone();
+        tooled.params.chat.tools =
+            vec![serde_json::json!({"type": "function", "function": {"name": "f"}})];
+        tooled.params.chat.tool_choice = super::super::ToolChoice::Function("f".into());
+        tooled.params.constraint = Some(Constraint::JsonSchema(
+            serde_json::json!({"type": "object"}),
+        ));
+        let chat = chat_request(&tooled).unwrap();
+        assert_eq!(chat.tools, tooled.params.chat.tools);
+        assert_eq!(
+            chat.tool_choice,
+            Some(serde_json::json!({"type": "function", "function": {"name": "f"}}))
+        );
+        assert_eq!(
+            chat.response_format,
+            Some(
+                serde_json::json!({"type": "json_schema", "json_schema": {"name": "response", "schema": {"type": "object"}}})
+            )
+        );
+        tooled.params.constraint = Some(Constraint::Lark("start: \"x\"".into()));
+        assert!(chat_request(&tooled).is_err());
         let tokens = Request {
             prompt: Prompt::Tokens(vec![1, 2]),
             ..request

@@ -91,6 +91,8 @@ pub struct ChatRequest {
     /// Functions the model may call and OpenAI's `tool_choice`, passed through unchanged.
     pub tools: Vec<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,
+    /// OpenAI's `response_format` (`json_object`, `json_schema`), for the endpoint to enforce.
+    pub response_format: Option<serde_json::Value>,
 }
 
 /// A piece of streamed text, reported as it arrives.

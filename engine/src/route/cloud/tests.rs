@@ -558,9 +558,11 @@ fn tools_pass_through_and_streamed_calls_are_assembled() {
         ],
         tools: vec![tool.clone()],
         tool_choice: Some("required".into()),
+        response_format: Some(serde_json::json!({"type": "json_object"})),
         ..ChatRequest::default()
     };
     let body = serde_json::to_value(RequestBody::new("m", &request, false)).unwrap();
+    assert_eq!(body["response_format"]["type"], "json_object");
     assert_eq!(body["tools"], serde_json::json!([tool]));
     assert_eq!(body["tool_choice"], "required");
     assert_eq!(

@@ -37,6 +37,8 @@ pub(crate) struct RequestBody<'a> {
     tools: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
 }
 
 /// Tool calls in OpenAI's request shape (`arguments` a JSON string).
@@ -78,6 +80,7 @@ impl<'a> RequestBody<'a> {
             stop: &request.stop,
             tools: &request.tools,
             tool_choice: request.tool_choice.as_ref(),
+            response_format: request.response_format.as_ref(),
         }
     }
 }
