@@ -357,6 +357,10 @@ def check_reasoning(client):
     assert reasoning, message
     assert not message.content, message
     assert "<think>" not in reasoning, reasoning
+    details = whole.usage.completion_tokens_details
+    assert details is not None and details.reasoning_tokens == whole.usage.completion_tokens, (
+        whole.usage
+    )
     streamed, content = "", ""
     for chunk in client.chat.completions.create(
         model=model, messages=QUESTION, temperature=0, max_tokens=12, stream=True

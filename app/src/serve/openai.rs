@@ -418,11 +418,16 @@ pub struct Answer<'a> {
 
 /// The `usage` object.
 pub fn usage(stats: &Stats) -> Value {
-    json!({
+    let mut usage = json!({
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.generated_tokens,
         "total_tokens": stats.prompt_tokens + stats.generated_tokens,
-    })
+    });
+    // OpenAI counts a reasoning model's thinking among the completion tokens, and apart here.
+    if stats.reasoning_tokens > 0 {
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": stats.reasoning_tokens});
+    }
+    usage
 }
 
 /// What every response object of one request repeats.
