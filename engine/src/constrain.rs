@@ -166,11 +166,11 @@ impl Grammar {
         let allowed = self.matcher.compute_mask_or_eos();
         let eos_ok = match &allowed {
             Ok(mask) => {
-                for (id, l) in logits.iter_mut().enumerate().take(self.vocab) {
-                    if !mask.is_allowed(id as u32) {
+                mask.iter_unset_entries(|id| {
+                    if let Some(l) = logits.get_mut(id) {
                         *l = f32::NEG_INFINITY;
                     }
-                }
+                });
                 logits
                     .iter_mut()
                     .skip(self.vocab)
@@ -206,58 +206,26 @@ impl Grammar {
             tracing::warn!("constrained decoding: token {token} refused: {e}");
         }
     }
-
-    /// Whether the text so far is a complete answer.
-    pub fn is_accepting(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
-    }
-}
-
-/// A row of logits with the grammar's mask applied.
-#[derive(Debug)]
-pub enum MaskedRow {
-    Full(Vec<f32>),
-    Top(Vec<(u32, f32)>),
-}
-
-impl MaskedRow {
-    pub fn as_logits(&self) -> crate::sample::Logits<'_> {
-        match self {
-            MaskedRow::Full(v) => crate::sample::Logits::Full(v),
-            MaskedRow::Top(v) => crate::sample::Logits::Top(v),
-        }
-    }
 }
 
 impl Grammar {
-    /// `row` with the tokens the grammar does not allow next masked out ([`Grammar::mask`]).
-    pub fn masked(&mut self, row: crate::sample::Logits<'_>) -> MaskedRow {
-        match row {
-            crate::sample::Logits::Full(values) => {
-                let mut v = values.to_vec();
-                self.mask(&mut v);
-                MaskedRow::Full(v)
-            }
+    /// `row` as a whole row with the tokens the grammar does not allow next masked out
+    /// ([`Grammar::mask`]). The scheduler reads whole rows for constrained sequences; a row of
+    /// top candidates becomes a whole row with the others at minus infinity (the same draw).
+    pub fn masked(&mut self, row: crate::sample::Logits<'_>) -> Vec<f32> {
+        let mut values = match row {
+            crate::sample::Logits::Full(values) => values.to_vec(),
             crate::sample::Logits::Top(top) => {
-                // Only the candidates are known: mask them through a row of their own.
-                let mut full = vec![f32::NEG_INFINITY; self.vocab.max(1)];
+                let mut full = vec![f32::NEG_INFINITY; self.vocab];
                 for &(id, l) in top {
                     if let Some(x) = full.get_mut(id as usize) {
                         *x = l;
                     }
                 }
-                self.mask(&mut full);
-                MaskedRow::Top(
-                    top.iter()
-                        .map(|&(id, _)| {
-                            (
-                                id,
-                                full.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY),
-                            )
-                        })
-                        .collect(),
-                )
+                full
             }
-        }
+        };
+        self.mask(&mut values);
+        values
     }
 }

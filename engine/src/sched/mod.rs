@@ -577,7 +577,7 @@ impl<B: Backend> Scheduler<B> {
             // grammar refuses are rejected like any unlikely draft).
             let masked = seq.params.grammar.as_mut().map(|g| g.masked(logits.row(r)));
             let row = match &masked {
-                Some(m) => m.as_logits(),
+                Some(m) => Logits::Full(m),
                 None => logits.row(r),
             };
             let history = &seq.tokens;
