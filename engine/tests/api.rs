@@ -170,6 +170,59 @@ fn a_chat_answer_streams_and_the_next_turn_reuses_the_first() {
 }
 
 #[test]
+fn the_callers_wake_up_follows_every_event_once_it_is_waiting() {
+    let mut e = loaded();
+    // What each wake-up saw: its kind, and the events waiting on the request's channel then.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(api::Wake, usize)>::new()));
+    let channel = std::sync::Arc::new(std::sync::Mutex::new(None::<Receiver<Event>>));
+    let (log, watched) = (seen.clone(), channel.clone());
+    e.set_notify(std::sync::Arc::new(move |wake| {
+        let waiting = watched.lock().unwrap().as_ref().map_or(0, |rx| rx.len());
+        log.lock().unwrap().push((wake, waiting));
+    }));
+    let (reply, rx) = e.reply();
+    *channel.lock().unwrap() = Some(rx.clone());
+    let id = e.next_id();
+    e.send(Command::Generate {
+        request: api::Request {
+            id,
+            prompt: chat("Name a colour."),
+            params: greedy(6),
+        },
+        reply,
+    });
+    // Nothing is read until the answer has ended, so the k-th wake-up must see k events.
+    let start = Instant::now();
+    while seen
+        .lock()
+        .unwrap()
+        .last()
+        .is_none_or(|s| s.0 != api::Wake::Now)
+    {
+        assert!(start.elapsed() < WAIT, "no final wake-up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let events: Vec<Event> = rx.try_iter().collect();
+    assert!(
+        matches!(events.last(), Some(Event::Done { .. })),
+        "{events:?}"
+    );
+    let kinds: Vec<api::Wake> = events
+        .iter()
+        .map(|event| match event {
+            Event::Token { .. } => api::Wake::Soon,
+            _ => api::Wake::Now,
+        })
+        .collect();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), kinds);
+    assert!(kinds.contains(&api::Wake::Soon), "{kinds:?}");
+    // Every wake-up came after its event was in the channel.
+    let waiting: Vec<usize> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(waiting, (1..=kinds.len()).collect::<Vec<_>>());
+}
+
+#[test]
 fn cancel_ends_a_request_within_a_step_and_dropping_the_receiver_cancels_too() {
     let e = loaded();
     let long = GenerateParams {
@@ -294,7 +347,9 @@ fn errors_are_events_and_the_engine_keeps_working() {
     assert_eq!(done(&rx).2.generated_tokens, 4);
     // Unloading ends in `Unloaded`; generating then is an error again.
     let (reply, rx) = crossbeam_channel::unbounded();
-    e.send(Command::Unload { reply });
+    e.send(Command::Unload {
+        reply: reply.into(),
+    });
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), Event::Unloaded);
 }
 
@@ -452,7 +507,9 @@ fn a_stopped_engine_answers_with_an_error_event() {
     let deadline = Instant::now() + WAIT;
     loop {
         let (reply, rx) = crossbeam_channel::unbounded();
-        e.send(Command::Stats { reply });
+        e.send(Command::Stats {
+            reply: reply.into(),
+        });
         match rx.recv_timeout(WAIT).unwrap() {
             Event::Error {
                 id: None,

@@ -68,6 +68,9 @@ pub struct HearthApp {
     pub(super) engine: EngineHandle,
     pub(super) waker: Waker,
     events: Receiver<UiEvent>,
+    /// The open reply channels of the load (`None`) and requests, polled each frame (the engine
+    /// wakes the window after each event it sends).
+    pub(super) replies: Vec<(Option<RequestId>, Receiver<Event>)>,
     pub(super) store: Option<StoreThread>,
     pub(super) settings: Settings,
     settings_path: Option<PathBuf>,
@@ -152,7 +155,8 @@ impl HearthApp {
                     }
                 });
         }
-        let engine = hearth_engine::api::spawn(config)?;
+        let mut engine = hearth_engine::api::spawn(config)?;
+        engine.set_notify(waker.notify());
         let store = match &dirs {
             Some(d) => match StoreThread::start(d.data.clone(), waker.clone()) {
                 Ok(s) => Some(s),
@@ -167,6 +171,7 @@ impl HearthApp {
             engine,
             waker,
             events,
+            replies: Vec::new(),
             loaded_store: store.is_none(),
             store,
             settings,
@@ -201,15 +206,9 @@ impl HearthApp {
 
     /// Applies every event that arrived since the last frame.
     pub fn drain_events(&mut self) {
+        self.poll_replies();
         while let Ok(event) = self.events.try_recv() {
             match event {
-                UiEvent::Engine(id, event) => self.engine_event(id, event),
-                UiEvent::Closed(id) => {
-                    if self.streaming.as_ref().is_some_and(|s| s.request == id) {
-                        // Closed without a Done: keep what arrived.
-                        self.finish_stream(None);
-                    }
-                }
                 UiEvent::Store(event) => self.store_event(event),
                 UiEvent::Picked(Some(path)) => self.load_model(path),
                 UiEvent::Picked(None) => {}
@@ -219,6 +218,26 @@ impl HearthApp {
                         client: Some(client),
                     });
                     self.cloud_ready = true;
+                }
+            }
+        }
+    }
+
+    /// Applies the engine's events waiting on the open reply channels and drops the closed ones.
+    fn poll_replies(&mut self) {
+        let mut i = 0;
+        while i < self.replies.len() {
+            let id = self.replies[i].0;
+            match self.replies[i].1.try_recv() {
+                Ok(event) => self.engine_event(id, event),
+                Err(crossbeam_channel::TryRecvError::Empty) => i += 1,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.replies.swap_remove(i);
+                    let streaming = self.streaming.as_ref().map(|s| s.request);
+                    if id.is_some() && id == streaming {
+                        // Closed without a Done: keep what arrived.
+                        self.finish_stream(None);
+                    }
                 }
             }
         }
@@ -447,7 +466,7 @@ impl HearthApp {
     ) {
         let params = self.settings.generate_params();
         let (request, rx) = self.engine.generate(Prompt::Chat(messages), params);
-        self.waker.forward(Some(request), rx);
+        self.replies.push((Some(request), rx));
         self.streaming = Some(Streaming::new(request, conversation, replaces));
     }
 
@@ -644,7 +663,7 @@ impl HearthApp {
             total: 0,
         };
         let rx = self.engine.load(path, None);
-        self.waker.forward(None, rx);
+        self.replies.push((None, rx));
     }
 
     /// Opens the Settings window on the settings and the open conversation's own prompt.
@@ -714,7 +733,8 @@ impl HearthApp {
                     total: 0,
                 };
             }
-            SettingsAction::Engine(engine, path) => {
+            SettingsAction::Engine(mut engine, path) => {
+                engine.set_notify(self.waker.notify());
                 let old = std::mem::replace(&mut self.engine, engine);
                 self.settings_window.retire(old, path, ctx);
             }

@@ -1,13 +1,14 @@
-//! What connects the window to the slow world without ever blocking it: engine reply channels
-//! forwarded to the UI's one channel on named threads (each event wakes the window with a repaint
-//! request), and the conversation store on its own thread (saves, deletes, undo, the first load,
-//! and the settings file, all in the order the window sent them).
+//! What connects the window to the slow world without ever blocking it: the wake-up the engine
+//! calls after each event it sends (the window polls its reply channels when it draws; tokens
+//! are drawn in batches), the UI's one channel for everything else, and the conversation store
+//! on its own thread (saves, deletes, undo, the first load, and the settings file, all in the
+//! order the window sent them).
 
 use std::path::PathBuf;
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
-use hearth_engine::api::{ErrorKind, Event, RequestId};
+use hearth_engine::api::{Notify, Wake};
 
 use crate::conversation::Conversation;
 use crate::conversation::settings::Settings;
@@ -18,13 +19,9 @@ const TOKEN_FRAME_MS: u64 = 33;
 /// With a software renderer each frame costs the CPU the engine needs: about 8 a second.
 const SOFTWARE_TOKEN_FRAME_MS: u64 = 120;
 
-/// What reaches the UI thread.
+/// What reaches the UI thread besides the engine's events.
 #[derive(Debug)]
 pub enum UiEvent {
-    /// An engine event of a load (`None`) or of a request.
-    Engine(Option<RequestId>, Event),
-    /// A request's channel closed.
-    Closed(RequestId),
     Store(StoreEvent),
     /// The file dialog's answer.
     Picked(Option<PathBuf>),
@@ -82,44 +79,23 @@ impl Waker {
     }
 
     pub fn send(&self, event: UiEvent) {
-        // Tokens are drawn in batches (a streaming answer arrives at up to hundreds of tokens a
-        // second; drawing each one would take the cores the engine needs, above all with a
-        // software renderer); everything else is drawn at once.
-        let batched = matches!(event, UiEvent::Engine(_, Event::Token { .. }));
         if self.tx.send(event).is_ok() {
-            if batched {
-                let ms = self.token_frame.load(std::sync::atomic::Ordering::Relaxed);
-                self.ctx
-                    .request_repaint_after(std::time::Duration::from_millis(ms));
-            } else {
-                self.ctx.request_repaint();
-            }
+            self.ctx.request_repaint();
         }
     }
 
-    /// Forwards every event of `rx` (a load's when `id` is `None`) until it closes.
-    pub fn forward(&self, id: Option<RequestId>, rx: Receiver<Event>) {
-        let waker = self.clone();
-        let spawned = thread::Builder::new()
-            .name("hearth-ui-events".into())
-            .spawn(move || {
-                for event in rx {
-                    waker.send(UiEvent::Engine(id, event));
-                }
-                if let Some(id) = id {
-                    waker.send(UiEvent::Closed(id));
-                }
-            });
-        if let Err(e) = spawned {
-            self.send(UiEvent::Engine(
-                id,
-                Event::Error {
-                    id,
-                    kind: ErrorKind::Internal,
-                    message: format!("cannot start a thread: {e}"),
-                },
-            ));
-        }
+    /// The engine's wake-up: a streamed token is drawn within a frame's time (a streaming answer
+    /// arrives at up to hundreds of tokens a second; drawing each one would take the cores the
+    /// engine needs, above all with a software renderer); every other event at once.
+    pub fn notify(&self) -> Notify {
+        let (ctx, frame) = (self.ctx.clone(), self.token_frame.clone());
+        std::sync::Arc::new(move |wake| match wake {
+            Wake::Soon => {
+                let ms = frame.load(std::sync::atomic::Ordering::Relaxed);
+                ctx.request_repaint_after(std::time::Duration::from_millis(ms));
+            }
+            Wake::Now => ctx.request_repaint(),
+        })
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! `app.rs` holds the state and the actions, `view.rs` draws it (an answer's reasoning folded by
 //! `reasoning.rs`; the answer streaming in is `stream.rs`), `settings/` is the Settings window,
-//! `bridge.rs` connects it to the engine's reply channels and the conversation store on named
-//! threads. The UI thread never waits: events arrive on a channel and each one asks for a
-//! repaint, so an idle window draws nothing.
+//! `bridge.rs` connects it to the engine (the wake-up the engine calls after each event it sends)
+//! and to the conversation store on its thread. The UI thread never waits: it polls its channels
+//! when it draws, and each event asks for a repaint, so an idle window draws nothing.
 
 mod app;
 pub mod bench;

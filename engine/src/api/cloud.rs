@@ -12,8 +12,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::{
-    Command, Constraint, ErrorKind, Event, Failure, Prompt, Request, RequestId, Route, TextKind,
-    ToolChoice,
+    Command, Constraint, ErrorKind, Event, Failure, Prompt, Reply, Request, RequestId, Route,
+    TextKind, ToolChoice,
 };
 use crate::model::FinishReason;
 use crate::route::cloud::{self, CancelToken, ChatRequest, CloudClient, Delta, Message, Role};
@@ -34,7 +34,7 @@ impl CloudStreams {
         &mut self,
         client: Arc<CloudClient>,
         request: Request,
-        reply: Sender<Event>,
+        reply: Reply,
         (route, fallback): (Route, bool),
         own: Sender<Command>,
     ) {

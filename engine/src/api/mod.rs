@@ -1,6 +1,8 @@
 //! The engine's public surface: a named engine thread ([`spawn`]) that takes a closed [`Command`]
-//! enum over a channel and answers each request on its own reply channel with a closed [`Event`]
-//! enum. The app and the server drive the engine only through this.
+//! enum over a channel and answers each request on its own reply channel ([`Reply`]) with a closed
+//! [`Event`] enum, waking the caller after each event if it asked to be woken
+//! ([`EngineHandle::set_notify`]: the window's repaint). The app and the server drive the engine
+//! only through this.
 //!
 //! - Loading reports progress (phase, bytes) and ends in [`Event::Ready`] with the model's facts,
 //!   or [`Event::Error`]; a failed load never stops the engine.
@@ -48,6 +50,58 @@ use crate::sample::SamplerConfig;
 use crate::sched::{ContextPolicy, SchedConfig, SeqStats, Speculation};
 use crate::tokenizer::ChatMessage;
 
+/// When a caller wants to hear that an event is waiting ([`EngineHandle::set_notify`]): after a
+/// streamed token (`Soon`: a window draws tokens in batches) or any other event (`Now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Soon,
+    Now,
+}
+
+/// The caller's wake-up, called on the thread that sent the event, after sending it.
+pub type Notify = Arc<dyn Fn(Wake) + Send + Sync>;
+
+/// Where a command's events go: its channel, and the caller's wake-up if it gave one (the window
+/// polls its reply channels when woken, so no thread forwards them).
+#[derive(Clone)]
+pub struct Reply {
+    tx: Sender<Event>,
+    notify: Option<Notify>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("notify", &self.notify.is_some())
+            .finish()
+    }
+}
+
+/// A reply channel's receiver was dropped: nobody listens any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl From<Sender<Event>> for Reply {
+    fn from(tx: Sender<Event>) -> Reply {
+        Reply { tx, notify: None }
+    }
+}
+
+impl Reply {
+    /// Sends `event`, then wakes the caller; [`Gone`] when nobody listens any more.
+    pub fn send(&self, event: Event) -> Result<(), Gone> {
+        let wake = match event {
+            Event::Token { .. } => Wake::Soon,
+            _ => Wake::Now,
+        };
+        self.tx.send(event).map_err(|_| Gone)?;
+        if let Some(notify) = &self.notify {
+            notify(wake);
+        }
+        Ok(())
+    }
+}
+
 /// A request's id, unique per engine ([`EngineHandle::next_id`]).
 pub type RequestId = u64;
 
@@ -80,7 +134,7 @@ pub struct EngineConfig {
 
 impl Command {
     /// Where this command's answer goes: the request id (none for a load) and reply channel.
-    pub(crate) fn reply_target(&self) -> Option<(Option<RequestId>, Sender<Event>)> {
+    pub(crate) fn reply_target(&self) -> Option<(Option<RequestId>, Reply)> {
         match self {
             Command::Load { reply, .. } | Command::Unload { reply } | Command::Stats { reply } => {
                 Some((None, reply.clone()))
@@ -203,22 +257,22 @@ pub enum Command {
     Load {
         model: PathBuf,
         draft: Option<PathBuf>,
-        reply: Sender<Event>,
+        reply: Reply,
     },
     /// Unloads the model; running requests end with an error.
     Unload {
-        reply: Sender<Event>,
+        reply: Reply,
     },
     Generate {
         request: Request,
-        reply: Sender<Event>,
+        reply: Reply,
     },
     Cancel {
         id: RequestId,
     },
     /// Answers [`Event::Stats`].
     Stats {
-        reply: Sender<Event>,
+        reply: Reply,
     },
     /// Sets (or removes) the cloud endpoint for requests that start from now on.
     SetCloud {
@@ -229,7 +283,7 @@ pub enum Command {
     #[doc(hidden)]
     Fallback {
         request: Request,
-        reply: Sender<Event>,
+        reply: Reply,
         route: Route,
         /// When the cloud was asked: the wait counts in the answer's time to first token.
         since: std::time::Instant,
@@ -369,7 +423,6 @@ pub enum EngineError {
 }
 
 /// The caller's side of a running engine. Dropping it shuts the engine down and joins it.
-#[derive(Debug)]
 pub struct EngineHandle {
     tx: Sender<Command>,
     /// Open while the engine takes commands; the engine closes it (under the lock) before it
@@ -378,6 +431,17 @@ pub struct EngineHandle {
     open: Arc<std::sync::Mutex<bool>>,
     thread: Option<JoinHandle<()>>,
     next_id: std::sync::atomic::AtomicU64,
+    notify: Option<Notify>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("open", &self.open)
+            .field("next_id", &self.next_id)
+            .field("notify", &self.notify.is_some())
+            .finish()
+    }
 }
 
 /// Starts the engine thread (named `hearth-engine`) and waits for its ready handshake.
@@ -399,6 +463,7 @@ pub fn spawn(config: EngineConfig) -> Result<EngineHandle, EngineError> {
         open,
         thread: Some(thread),
         next_id: std::sync::atomic::AtomicU64::new(1),
+        notify: None,
     })
 }
 
@@ -424,9 +489,25 @@ impl EngineHandle {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Calls `notify` after every event the engine sends to a command sent from now on (the
+    /// window's repaint request).
+    pub fn set_notify(&mut self, notify: Notify) {
+        self.notify = Some(notify);
+    }
+
+    /// A reply channel for one command, with this handle's wake-up.
+    pub fn reply(&self) -> (Reply, Receiver<Event>) {
+        let (tx, rx) = unbounded();
+        let reply = Reply {
+            tx,
+            notify: self.notify.clone(),
+        };
+        (reply, rx)
+    }
+
     /// Loads `model` (and a draft model); the events end with `Ready` or `Error`.
     pub fn load(&self, model: impl Into<PathBuf>, draft: Option<PathBuf>) -> Receiver<Event> {
-        let (reply, rx) = unbounded();
+        let (reply, rx) = self.reply();
         self.send(Command::Load {
             model: model.into(),
             draft,
@@ -438,7 +519,7 @@ impl EngineHandle {
     /// Starts a generation; the events end with `Done` or `Error`.
     pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> (RequestId, Receiver<Event>) {
         let id = self.next_id();
-        let (reply, rx) = unbounded();
+        let (reply, rx) = self.reply();
         self.send(Command::Generate {
             request: Request { id, prompt, params },
             reply,
@@ -452,7 +533,7 @@ impl EngineHandle {
 
     /// Engine-wide figures (an `Event::Stats`).
     pub fn stats(&self) -> Receiver<Event> {
-        let (reply, rx) = unbounded();
+        let (reply, rx) = self.reply();
         self.send(Command::Stats { reply });
         rx
     }

@@ -5,11 +5,9 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-
 use super::prepare::prepare;
 use super::worker::Engine;
-use super::{CloudFailure, ErrorKind, Event, Failure, FaultStage, Prompt, Request, Route};
+use super::{CloudFailure, ErrorKind, Failure, FaultStage, Prompt, Reply, Request, Route};
 use crate::route::cloud::CloudClient;
 use crate::route::decide::{self, Decision, Facts};
 
@@ -17,7 +15,7 @@ impl Engine {
     /// Starts a request on the route [`decide::decide`] chooses from the facts gathered here.
     /// Where the decision needs the prompt's length, the prompt is prepared (rendered and
     /// tokenized) once, and a local answer reuses it.
-    pub(super) fn route(&mut self, request: Request, reply: Sender<Event>) {
+    pub(super) fn route(&mut self, request: Request, reply: Reply) {
         let mode = request.params.route;
         let cloud = self.config.cloud.clone();
         let mut facts = Facts {
@@ -95,7 +93,7 @@ impl Engine {
         &mut self,
         client: Arc<CloudClient>,
         request: Request,
-        reply: Sender<Event>,
+        reply: Reply,
         route: Route,
         fallback: bool,
     ) {

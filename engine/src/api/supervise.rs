@@ -46,7 +46,7 @@ pub(super) fn run(
                     let load = Command::Load {
                         model,
                         draft,
-                        reply,
+                        reply: reply.into(),
                     };
                     // Guarded like any command: a reload that fails or panics leaves the engine
                     // without a model, and the next request is told so.

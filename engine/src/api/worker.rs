@@ -16,7 +16,7 @@ use super::{
     BackendKind, Command, EngineConfig, EngineStats, Event, ModelInfo, Request, RequestId, Route,
     Stats,
 };
-use super::{ErrorKind, Failure, LoadFailure};
+use super::{ErrorKind, Failure, LoadFailure, Reply};
 use crate::backend::{self, OpenOptions, Opened};
 use crate::constrain::Grammars;
 use crate::model::FinishReason;
@@ -57,7 +57,7 @@ struct Live {
     id: RequestId,
     /// Its final event has been sent.
     ended: bool,
-    reply: Sender<Event>,
+    reply: Reply,
     route: Route,
     /// An `Auto` request waiting for its probe's verdict (the request, to send to the cloud).
     pub(super) pending: Option<Request>,
@@ -309,7 +309,7 @@ impl Engine {
         &self,
         path: &Path,
         draft: Option<&Path>,
-        reply: &Sender<Event>,
+        reply: &Reply,
     ) -> Result<(Loaded, ModelInfo), Failure> {
         self.fault(FaultStage::Load);
         let progress = |phase, done, total| {
@@ -399,7 +399,7 @@ impl Engine {
     pub(super) fn start_local(
         &mut self,
         request: Request,
-        reply: Sender<Event>,
+        reply: Reply,
         route: Route,
         probe: bool,
         prepared: Option<PreparedPrompt>,
@@ -598,7 +598,7 @@ impl Engine {
 
     /// Ends a local request without a word to its caller (its answer goes elsewhere), returning
     /// its reply channel and route.
-    pub(super) fn take_over(&mut self, id: RequestId) -> Option<(Sender<Event>, Route)> {
+    pub(super) fn take_over(&mut self, id: RequestId) -> Option<(Reply, Route)> {
         let mut live = self.live.remove(&id)?;
         if let Some(l) = &mut self.loaded {
             l.runner.finish(id, FinishReason::Cancelled);

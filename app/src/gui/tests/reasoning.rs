@@ -1,16 +1,15 @@
 //! A thinking model's answer in the window: its reasoning streams under "Thinking…", folds into
 //! "Thought for 4.2 s" once the answer begins, opens by click or keyboard, and is saved with the
-//! answer. The engine's events are written by the test (the test models do not think), and go
-//! through the window's own channel as the engine's would.
+//! answer. The engine's events are written by the test (the test models do not think), and reach
+//! the window on a reply channel of its engine, as the engine's would.
 
 use egui::Key;
 use egui_kittest::kittest::NodeT;
-use hearth_engine::api::{Event, RequestId, TextKind, ToolCall};
+use hearth_engine::api::{Event, Reply, RequestId, TextKind, ToolCall};
 use hearth_engine::model::FinishReason;
 use hearth_engine::route::Route;
 use hearth_engine::sched::SeqStats;
 
-use super::super::bridge::UiEvent;
 use super::super::reasoning::thought_label;
 use super::super::stream::Streaming;
 use super::*;
@@ -20,6 +19,11 @@ const REQUEST: RequestId = 41;
 const QUESTION: &str = "Why is the sky blue?";
 const REASONING: &str = "Sunlight scatters off air molecules; shorter wavelengths scatter more.";
 const ANSWER: &str = "Because of Rayleigh scattering.";
+
+std::thread_local! {
+    /// The reply channel of [`REQUEST`] the test writes the engine's events to.
+    static REPLY: std::cell::RefCell<Option<Reply>> = const { std::cell::RefCell::new(None) };
+}
 
 /// A window without a model whose open conversation asks [`QUESTION`], with an answer to it
 /// streaming in as request [`REQUEST`].
@@ -31,6 +35,9 @@ fn asking(root: &std::path::Path) -> Harness<'static, HearthApp> {
     let app = h.state_mut();
     app.current = Some(c.id.clone());
     app.streaming = Some(Streaming::new(REQUEST, c.id.clone(), None));
+    let (reply, rx) = app.engine.reply();
+    app.replies.push((Some(REQUEST), rx));
+    REPLY.with(|r| *r.borrow_mut() = Some(reply));
     app.conversations.insert(0, c);
     h.run_steps(2);
     h
@@ -38,7 +45,11 @@ fn asking(root: &std::path::Path) -> Harness<'static, HearthApp> {
 
 /// Sends `event` as the engine's reply to [`REQUEST`] and draws the result.
 fn engine(h: &mut Harness<'static, HearthApp>, event: Event) {
-    h.state().waker.send(UiEvent::Engine(Some(REQUEST), event));
+    REPLY.with(|r| {
+        let reply = r.borrow();
+        let reply = reply.as_ref().expect("asking() opened the reply channel");
+        reply.send(event).expect("the window listens");
+    });
     h.run_steps(2);
 }
 
