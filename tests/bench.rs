@@ -47,7 +47,22 @@ fn bench_prints_a_table_and_json_rows() {
         let avg = row["avg"].as_f64().unwrap();
         assert!(avg > 0.0 && avg.is_finite(), "{row}");
         assert!(row["median"].as_f64().unwrap() > 0.0);
+        assert_eq!(row["n_depth"], 0);
     }
+
+    // Deep in a conversation (llama-bench's -d): the cache holds 40 tokens before each test.
+    let out = hearth(&[
+        "bench", "-m", m, "-p", "16", "-n", "4", "-d", "40", "-r", "1", "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let tests: Vec<(&str, u64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["test"].as_str().unwrap(), r["n_depth"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(tests, [("pp16 @ d40", 40), ("tg4 @ d40", 40)]);
 }
 
 #[test]
@@ -90,6 +105,7 @@ fn bench_rejects_bad_input_with_exit_code_2() {
         (vec!["-p", "0", "-n", "0"], "nothing to measure"),
         (vec!["-t", "0"], "--threads"),
         (vec!["-p", "100000"], "context"),
+        (vec!["-d", "8100", "-p", "128"], "context"),
     ] {
         let mut all = vec!["bench", "-m", m];
         all.extend(args.iter().copied());

@@ -24,6 +24,8 @@ pub struct BenchArgs {
     pub backend: BackendArgs,
     pub prompt: usize,
     pub n_gen: usize,
+    /// Tokens in the cache before each test (untimed).
+    pub depth: usize,
     pub reps: usize,
     pub json: bool,
     pub kernels: bool,
@@ -116,7 +118,7 @@ where
 {
     let model = Model::open(&args.model, backend)?;
     let c = model.config();
-    let needed = args.prompt.max(args.n_gen);
+    let needed = args.depth + args.prompt.max(args.n_gen);
     if needed > c.context_length {
         return Err(BadInput(format!(
             "the test needs {needed} positions; the model's context is {}",
@@ -127,13 +129,28 @@ where
     let vocab = c.vocab_size as u32;
     let mut rng = fastrand::Rng::with_seed(42);
     let mut random_tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.u32(..vocab)).collect() };
+    // A cache holding `depth` tokens already, with room for `n` more.
+    let depth = args.depth;
+    let context = random_tokens(depth);
+    let cache = |n: usize| -> Result<_> {
+        let mut kv = model.kv_cache(depth + n)?;
+        if depth > 0 {
+            model.prefill(&mut kv, &context)?;
+        }
+        Ok(kv)
+    };
+    // llama-bench's names: `pp512`, `tg128 @ d4096`.
+    let at = |test: String| match depth {
+        0 => test,
+        d => format!("{test} @ d{d}"),
+    };
     let mut rows = Vec::new();
     if args.prompt > 0 {
         let mut samples = Vec::new();
         // One warm-up run (page in the weights, start the threads), then the timed ones.
         for rep in 0..=args.reps {
+            let mut kv = cache(args.prompt)?;
             let tokens = random_tokens(args.prompt);
-            let mut kv = model.kv_cache(args.prompt)?;
             let t0 = Instant::now();
             model.prefill(&mut kv, &tokens)?;
             let secs = t0.elapsed().as_secs_f64();
@@ -142,10 +159,10 @@ where
             }
         }
         rows.push(Row {
-            test: format!("pp{}", args.prompt),
+            test: at(format!("pp{}", args.prompt)),
             unit: "t/s",
             samples,
-            extra: json!({"n_prompt": args.prompt, "n_gen": 0}),
+            extra: json!({"n_prompt": args.prompt, "n_gen": 0, "n_depth": depth}),
         });
     }
     if args.n_gen > 0 {
@@ -157,8 +174,8 @@ where
             } else {
                 args.n_gen
             };
+            let mut kv = cache(args.n_gen)?;
             let tokens = random_tokens(n);
-            let mut kv = model.kv_cache(args.n_gen)?;
             model.backend().device_time();
             let t0 = Instant::now();
             // A greedy token step: the backend picks the token (a GPU reads back one word).
@@ -180,12 +197,13 @@ where
         let in_kernels = (!device_fractions.is_empty())
             .then(|| device_fractions.iter().sum::<f64>() / device_fractions.len() as f64);
         rows.push(Row {
-            test: format!("tg{}", args.n_gen),
+            test: at(format!("tg{}", args.n_gen)),
             unit: "t/s",
             samples,
             extra: json!({
                 "n_prompt": 0,
                 "n_gen": args.n_gen,
+                "n_depth": depth,
                 "device_time_fraction": in_kernels,
             }),
         });

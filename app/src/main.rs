@@ -182,6 +182,10 @@ enum Cmd {
         /// Generated tokens of the tg test (0 skips it).
         #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
         gen_tokens: usize,
+        /// Tokens already in the cache when each test starts (llama-bench's `-d`): what
+        /// attention costs deep in a conversation.
+        #[arg(short = 'd', long, default_value_t = 0)]
+        depth: usize,
         /// Timed repetitions of each test (after one warm-up run).
         #[arg(short = 'r', long, default_value_t = 5)]
         reps: usize,
@@ -373,6 +377,7 @@ fn main() -> ExitCode {
             backend,
             prompt,
             gen_tokens,
+            depth,
             reps,
             json,
             kernels,
@@ -382,6 +387,7 @@ fn main() -> ExitCode {
             backend,
             prompt,
             n_gen: gen_tokens,
+            depth,
             reps,
             json,
             kernels,

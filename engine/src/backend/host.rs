@@ -101,17 +101,18 @@ impl WeightView {
     }
 }
 
-/// One layer's K and V rows, indexed by position.
+/// One layer's K and V rows, indexed by slot: f32 values for the reference backend, f16 bits
+/// (`u16`) for the CPU backend, as llama.cpp stores them.
 #[derive(Debug, Clone)]
-pub struct HostKv {
+pub struct HostKv<T = f32> {
     pub(crate) capacity: usize,
     pub(crate) k_dim: usize,
     pub(crate) v_dim: usize,
-    pub(crate) k: Vec<f32>,
-    pub(crate) v: Vec<f32>,
+    pub(crate) k: Vec<T>,
+    pub(crate) v: Vec<T>,
 }
 
-impl HostKv {
+impl<T: Default + Clone> HostKv<T> {
     /// An empty cache; `backend` names who asks, in the error when it cannot be sized.
     pub(crate) fn new(
         backend: &'static str,
@@ -129,8 +130,8 @@ impl HostKv {
             capacity,
             k_dim,
             v_dim,
-            k: vec![0.0; len(k_dim)?],
-            v: vec![0.0; len(v_dim)?],
+            k: vec![T::default(); len(k_dim)?],
+            v: vec![T::default(); len(v_dim)?],
         })
     }
 }
@@ -179,11 +180,11 @@ pub(crate) fn weight_view(
 
 /// [`check_attention`] on host tensors and cache (`new`: the keys and values to store, where
 /// the call stores).
-pub(crate) fn check_host_attention(
+pub(crate) fn check_host_attention<T>(
     q: &HostTensor,
     new: Option<(&HostTensor, &HostTensor)>,
     out: &HostTensor,
-    kv: &HostKv,
+    kv: &HostKv<T>,
     rows: &KvRows<'_>,
     attn: &Attention<'_>,
 ) {

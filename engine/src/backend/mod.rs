@@ -242,7 +242,8 @@ pub trait Backend: Send + Sync {
     /// A zeroed `rows x cols` activation tensor.
     fn tensor(&self, rows: usize, cols: usize) -> Self::Tensor;
 
-    /// Bytes one cached key or value takes (the CPU backends keep f32).
+    /// Bytes one cached key or value takes (the reference backend keeps f32; the CPU and GPU
+    /// backends override this).
     fn kv_value_bytes(&self) -> usize {
         4
     }

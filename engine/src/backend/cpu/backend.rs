@@ -59,7 +59,7 @@ impl CpuWeight {
 
 /// One layer's K and V cache: `capacity` slots each, values rounded to f16 precision (the same
 /// host type as the reference backend's).
-pub type CpuKv = HostKv;
+pub type CpuKv = HostKv<u16>;
 
 /// The fast CPU backend. See the module docs.
 #[derive(Debug)]
@@ -304,6 +304,11 @@ impl Backend for CpuBackend {
         HostTensor::zeros(rows, cols)
     }
 
+    /// The cache holds f16 values, as llama.cpp's does.
+    fn kv_value_bytes(&self) -> usize {
+        2
+    }
+
     fn kv(&self, capacity: usize, k_dim: usize, v_dim: usize) -> Result<CpuKv, BackendError> {
         HostKv::new(NAME, capacity, k_dim, v_dim)
     }
@@ -458,12 +463,12 @@ impl Backend for CpuBackend {
         check_host_attention(q, Some((k, v)), out, kv, rows, attn);
         for (t, &p) in rows.positions.iter().enumerate() {
             let slot = rows.slot(t, p as usize);
-            vec::round_f16(
+            vec::to_f16_bits(
                 self.level,
                 k.row(t),
                 &mut kv.k[slot * kv.k_dim..][..kv.k_dim],
             );
-            vec::round_f16(
+            vec::to_f16_bits(
                 self.level,
                 v.row(t),
                 &mut kv.v[slot * kv.v_dim..][..kv.v_dim],

@@ -1,4 +1,5 @@
-//! f32 vector primitives for attention (scores and the weighted sum of values), with an AVX2+FMA
+//! Vector primitives for attention (scores against cached keys and the weighted sum of cached
+//! values, both f16 bits widened to f32 as they load), with an AVX2+FMA+F16C
 //! version chosen by dispatch level and a portable one. The portable `dot` is the reference
 //! backend's (eight lanes, fixed order); the AVX2 one sums in a different order, so the two agree
 //! to f32 rounding, not bit for bit. Also the Q8_0 activation quantizer of the matmuls
@@ -42,7 +43,7 @@ pub fn dot_multi(level: Level, qs: &[f32], k: &[f32], out: &mut [f32]) {
     assert_eq!(qs.len(), k.len() * out.len(), "dot_multi: lengths");
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 && Level::Avx2.supported() && out.len() <= avx2::MAX_HEADS {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths checked above.
+        // SAFETY: the CPU supports AVX2, FMA and F16C (the level's check); lengths checked above.
         unsafe { avx2::dot_multi(qs, k, out) };
         return;
     }
@@ -51,16 +52,17 @@ pub fn dot_multi(level: Level, qs: &[f32], k: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Attention scores of a group of query heads against a run of cached keys:
+/// Attention scores of a group of query heads against a run of cached keys (f16 bits):
 /// `out[g * out_stride + i] = scale * dot(qs[g * n ..][.. n], rows[i * stride ..][.. n])` for
-/// `i < count`, where `n = qs.len() / heads`. Per key, exactly [`dot_multi`]'s sums.
+/// `i < count`, where `n = qs.len() / heads`. Per key, exactly [`dot_multi`]'s sums of the keys'
+/// f32 values.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn dot_rows(
     level: Level,
     qs: &[f32],
     heads: usize,
-    rows: &[f32],
+    rows: &[u16],
     stride: usize,
     count: usize,
     scale: f32,
@@ -78,28 +80,30 @@ pub fn dot_rows(
     );
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 && Level::Avx2.supported() && heads <= avx2::MAX_HEADS {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above); bounds checked above.
+        // SAFETY: the CPU supports AVX2, FMA and F16C (the level's check); bounds checked above.
         unsafe { avx2::dot_rows(qs, heads, rows, stride, count, scale, out, out_stride) };
         return;
     }
     let mut dots = vec![0.0f32; heads];
+    let mut k = vec![0.0f32; n];
     for i in 0..count {
-        dot_multi(level, qs, &rows[i * stride..][..n], &mut dots);
+        f16_to_f32(&rows[i * stride..][..n], &mut k);
+        dot_multi(level, qs, &k, &mut dots);
         for (g, &d) in dots.iter().enumerate() {
             out[g * out_stride + i] = d * scale;
         }
     }
 }
 
-/// `out = sum_j w[j] * rows[j * stride ..][.. out.len()]`: the attention-weighted sum of value
-/// rows that lie `stride` values apart; with `add`, the sum continues from `out` (summing several
-/// runs of rows in turn gives exactly the one-pass result).
+/// `out = sum_j w[j] * rows[j * stride ..][.. out.len()]`: the attention-weighted sum of cached
+/// value rows (f16 bits) that lie `stride` values apart; with `add`, the sum continues from `out`
+/// (summing several runs of rows in turn gives exactly the one-pass result).
 #[inline]
 pub fn weighted_sum(
     level: Level,
     out: &mut [f32],
     w: &[f32],
-    rows: &[f32],
+    rows: &[u16],
     stride: usize,
     add: bool,
 ) {
@@ -110,15 +114,24 @@ pub fn weighted_sum(
     );
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 && Level::Avx2.supported() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above); bounds checked above.
+        // SAFETY: the CPU supports AVX2, FMA and F16C (the level's check); bounds checked above.
         unsafe { avx2::weighted_sum(out, w, rows, stride, add) };
         return;
     }
     if !add {
         out.fill(0.0);
     }
+    let mut v = vec![0.0f32; n];
     for (j, &wj) in w.iter().enumerate() {
-        axpy(level, out, wj, &rows[j * stride..][..n]);
+        f16_to_f32(&rows[j * stride..][..n], &mut v);
+        axpy(level, out, wj, &v);
+    }
+}
+
+/// `dst[i]` = the f32 value of the f16 bits `src[i]` (exact).
+fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = half::f16::from_bits(s).to_f32();
     }
 }
 
@@ -322,11 +335,45 @@ mod avx2 {
     /// The most query heads [`dot_multi`] takes at once.
     pub const MAX_HEADS: usize = 8;
 
+    /// What a row of values holds: f32, or f16 bits (the KV cache), widened to f32 as loaded.
+    pub trait Lanes: Copy {
+        /// Eight values from `p` as f32.
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C must be supported; `p` must point at eight readable values.
+        unsafe fn load8(p: *const Self) -> __m256;
+        fn to_f32(self) -> f32;
+    }
+
+    impl Lanes for f32 {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            // SAFETY: the caller's promise.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        fn to_f32(self) -> f32 {
+            self
+        }
+    }
+
+    impl Lanes for u16 {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn load8(p: *const u16) -> __m256 {
+            // SAFETY: the caller's promise (eight u16 are 16 bytes).
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+        }
+        fn to_f32(self) -> f32 {
+            half::f16::from_bits(self).to_f32()
+        }
+    }
+
     /// # Safety
-    /// AVX2 and FMA must be supported; `qs.len() == k.len() * out.len()`, `out.len() <= 8`.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2, FMA and F16C must be supported; `qs.len() == k.len() * out.len()`, `out.len() <= 8`.
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn dot_multi(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    pub unsafe fn dot_multi<T: Lanes>(qs: &[f32], k: &[T], out: &mut [f32]) {
         let (n, heads) = (k.len(), out.len());
         assert!(
             heads <= MAX_HEADS && qs.len() >= n * heads,
@@ -337,7 +384,7 @@ mod avx2 {
         while i + 8 <= n {
             // SAFETY: `i + 8 <= n`: within `k`, and within each head's `n` values of `qs`.
             unsafe {
-                let kv = _mm256_loadu_ps(k.as_ptr().add(i));
+                let kv = T::load8(k.as_ptr().add(i));
                 for (g, acc) in acc.iter_mut().enumerate().take(heads) {
                     let qv = _mm256_loadu_ps(qs.as_ptr().add(g * n + i));
                     *acc = _mm256_fmadd_ps(qv, kv, *acc);
@@ -352,20 +399,20 @@ mod avx2 {
             let s = _mm_add_ss(s, _mm_movehdup_ps(s));
             let mut sum = _mm_cvtss_f32(s);
             for j in i..n {
-                sum += qs[g * n + j] * k[j];
+                sum += qs[g * n + j] * k[j].to_f32();
             }
             *o = sum;
         }
     }
 
     /// # Safety
-    /// AVX2 and FMA must be supported; the bounds of [`super::dot_rows`] must hold.
+    /// AVX2, FMA and F16C must be supported; the bounds of [`super::dot_rows`] must hold.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_rows(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows<T: Lanes>(
         qs: &[f32],
         heads: usize,
-        rows: &[f32],
+        rows: &[T],
         stride: usize,
         count: usize,
         scale: f32,
@@ -385,9 +432,15 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2 and FMA must be supported; `(w.len() - 1) * stride + out.len() <= rows.len()`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize, add: bool) {
+    /// AVX2, FMA and F16C must be supported; `(w.len() - 1) * stride + out.len() <= rows.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum<T: Lanes>(
+        out: &mut [f32],
+        w: &[f32],
+        rows: &[T],
+        stride: usize,
+        add: bool,
+    ) {
         let n = out.len();
         assert!(
             w.is_empty() || (w.len() - 1) * stride + n <= rows.len(),
@@ -411,7 +464,7 @@ mod avx2 {
                 let wv = _mm256_set1_ps(wj);
                 for (c, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: `j * stride + d + 8 c + 8 <= (w.len() - 1) * stride + n`.
-                    let v = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * stride + d + 8 * c)) };
+                    let v = unsafe { T::load8(rows.as_ptr().add(j * stride + d + 8 * c)) };
                     *acc = _mm256_fmadd_ps(wv, v, *acc);
                 }
             }
@@ -425,7 +478,7 @@ mod avx2 {
             let mut acc = start(d);
             for (j, &wj) in w.iter().enumerate() {
                 // SAFETY: as above, for one register.
-                let v = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * stride + d)) };
+                let v = unsafe { T::load8(rows.as_ptr().add(j * stride + d)) };
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(wj), v, acc);
             }
             // SAFETY: `d + 8 <= n`.
@@ -435,7 +488,7 @@ mod avx2 {
         for (i, o) in out.iter_mut().enumerate().skip(d) {
             let mut acc = if add { *o } else { 0.0 };
             for (j, &wj) in w.iter().enumerate() {
-                acc += wj * rows[j * stride + i];
+                acc += wj * rows[j * stride + i].to_f32();
             }
             *o = acc;
         }
@@ -533,13 +586,28 @@ mod tests {
                     let want = crate::backend::host::dot(&qs[g * n..][..n], &b);
                     assert!((m - want).abs() <= 1e-5, "dot_multi n={n} {level:?}");
                 }
-                let rows: Vec<f32> = (0..3 * (n + 3)).map(|_| rng.f32() - 0.5).collect();
+                // Cached rows are f16 bits: three of stride n + 3.
+                let rows: Vec<u16> = (0..3 * (n + 3))
+                    .map(|_| half::f16::from_f32(rng.f32() - 0.5).to_bits())
+                    .collect();
+                let value = |i: usize| half::f16::from_bits(rows[i]).to_f32();
                 let w = [0.5f32, -0.25, 2.0];
                 let mut ws = vec![0.0f32; n];
                 weighted_sum(level, &mut ws, &w, &rows, n + 3, false);
                 for (i, &o) in ws.iter().enumerate() {
-                    let want: f32 = (0..3).map(|j| w[j] * rows[j * (n + 3) + i]).sum();
+                    let want: f32 = (0..3).map(|j| w[j] * value(j * (n + 3) + i)).sum();
                     assert!((o - want).abs() <= 1e-5, "weighted_sum n={n} {level:?}");
+                }
+                // Scores of the three heads against the three rows: dot_multi's sums exactly.
+                let mut scores = vec![0.0f32; 3 * 4];
+                dot_rows(level, &qs, 3, &rows, n + 3, 3, 0.5, &mut scores, 4);
+                for i in 0..3 {
+                    let k: Vec<f32> = (0..n).map(|c| value(i * (n + 3) + c)).collect();
+                    let mut want = [0.0f32; 3];
+                    dot_multi(level, &qs, &k, &mut want);
+                    for g in 0..3 {
+                        assert_eq!(scores[g * 4 + i], want[g] * 0.5, "dot_rows n={n} {level:?}");
+                    }
                 }
                 let big: Vec<f32> = a.iter().map(|&v| v * 1e3 + 1e-3).collect();
                 let mut r = vec![0.0f32; n];
