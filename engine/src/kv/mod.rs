@@ -8,8 +8,12 @@
 //!   A request whose prompt starts with the same tokens takes those blocks (reference counted, so
 //!   several sequences read one block) and computes only the rest. Only full blocks are shared, and
 //!   a shared block is never written again.
-//! - A block nobody uses any more stays cached until its slots are needed: allocation takes
-//!   never-used blocks first, then evicts the least recently used cached block.
+//! - A block nobody uses any more stays cached until its slots are needed. Allocation takes an
+//!   emptied block first; then, while the idle cached blocks are at least as many as the blocks
+//!   in use and at least the manager's floor ([`BlockManager::with_idle_floor`]), it evicts the
+//!   least recently used of them; else a never-used block; else it evicts. The pool is allocated
+//!   zeroed, so the memory it takes follows the load (what runs, plus a prefix cache as large
+//!   as that or the floor), not its size.
 //!
 //! This module is host bookkeeping only; the backend never sees it, only the tables.
 
@@ -64,8 +68,12 @@ pub struct CacheCounters {
 pub struct BlockManager {
     block_size: usize,
     blocks: Vec<Block>,
-    /// Unused blocks holding nothing reusable.
+    /// Emptied blocks: used before, holding nothing reusable now.
     free: Vec<u32>,
+    /// Blocks never used yet: `fresh..blocks.len()`.
+    fresh: u32,
+    /// How many idle cached blocks are kept before a never-used block is taken, at the least.
+    idle_floor: usize,
     /// Unused blocks holding a cached prefix, by release time (oldest first).
     lru: BTreeMap<u64, u32>,
     /// Prefix hash -> the block that ends that prefix.
@@ -80,12 +88,27 @@ impl BlockManager {
         BlockManager {
             block_size,
             blocks: vec![Block::default(); blocks],
-            free: (0..blocks as u32).rev().collect(),
+            free: Vec::new(),
+            fresh: 0,
+            idle_floor: blocks,
             lru: BTreeMap::new(),
             cached: HashMap::new(),
             clock: 0,
             counters: CacheCounters::default(),
         }
+    }
+
+    /// Keeps at least `blocks` idle cached blocks (a conversation's history, say) before the
+    /// cache gives way to never-used blocks (default: the whole pool, so blocks are evicted only
+    /// when every block has been used).
+    pub fn with_idle_floor(mut self, blocks: usize) -> Self {
+        self.idle_floor = blocks;
+        self
+    }
+
+    /// Blocks that were ever used (what the pool's memory holds).
+    pub fn touched(&self) -> usize {
+        self.fresh as usize
     }
 
     pub fn block_size(&self) -> usize {
@@ -97,9 +120,13 @@ impl BlockManager {
         self.blocks.len()
     }
 
-    /// Blocks no sequence uses (free or cached-and-evictable).
+    /// Blocks no sequence uses (emptied, never used, or cached-and-evictable).
     pub fn available(&self) -> usize {
-        self.free.len() + self.lru.len()
+        self.free.len() + self.never_used() + self.lru.len()
+    }
+
+    fn never_used(&self) -> usize {
+        self.blocks.len() - self.fresh as usize
     }
 
     /// Blocks that hold a reusable prefix (in use or not).
@@ -206,21 +233,28 @@ impl BlockManager {
         seq.hashes.truncate(len / self.block_size);
     }
 
-    /// A block for new positions: a never-used one, else the least recently used cached one.
+    /// A block for new positions (the order is in the module docs).
     fn allocate(&mut self) -> Option<u32> {
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                let (_, id) = self.lru.pop_first()?;
-                let block = &mut self.blocks[id as usize];
-                if let Some(key) = block.key.take() {
-                    self.cached.remove(&key);
-                }
-                block.tokens.clear();
-                block.parent = None;
-                self.counters.evictions += 1;
-                id
+        let in_use = self.fresh as usize - self.free.len() - self.lru.len();
+        let cache_full = self.lru.len() >= in_use.max(self.idle_floor);
+        let evict = !self.lru.is_empty() && (cache_full || self.never_used() == 0);
+        let id = if let Some(id) = self.free.pop() {
+            id
+        } else if evict {
+            let (_, id) = self.lru.pop_first()?;
+            let block = &mut self.blocks[id as usize];
+            if let Some(key) = block.key.take() {
+                self.cached.remove(&key);
             }
+            block.tokens.clear();
+            block.parent = None;
+            self.counters.evictions += 1;
+            id
+        } else if self.never_used() > 0 {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
+            return None;
         };
         self.blocks[id as usize].refs = 1;
         Some(id)

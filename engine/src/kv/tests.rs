@@ -103,3 +103,38 @@ fn truncating_gives_back_blocks_past_the_kept_positions() {
     m.release(s);
     assert_eq!(m.available(), 8);
 }
+
+#[test]
+fn the_blocks_touched_follow_the_load_not_the_pool() {
+    // A pool of 100 blocks whose idle cache keeps at least 4 blocks (two sequences).
+    let mut m = BlockManager::new(100, 2).with_idle_floor(4);
+    let seqs: Vec<Vec<u32>> = (0..20).map(|i| tokens(4, 100 + i)).collect();
+    for t in &seqs {
+        let (mut s, reused) = m.start(t, usize::MAX);
+        assert_eq!(reused, 0);
+        assert!(m.reserve(&mut s, 4));
+        m.commit(&mut s, t, 4);
+        m.release(s);
+    }
+    // Two blocks run at a time and at least four stay cached: five blocks were ever used (the
+    // fifth when the cache first gave a block up), not 40.
+    assert_eq!(m.touched(), 5);
+    assert_eq!(m.counters().evictions, 40 - 5);
+    assert_eq!(m.available(), 100);
+    // The most recent sequences are the ones still cached.
+    for (t, want) in [(&seqs[19], 4), (&seqs[18], 4), (&seqs[17], 0)] {
+        let (s, reused) = m.start(t, usize::MAX);
+        assert_eq!(reused, want);
+        m.release(s);
+    }
+
+    // Without a floor below the pool's size, every block is used before any is evicted.
+    let mut m = BlockManager::new(100, 2);
+    for t in &seqs {
+        let (mut s, _) = m.start(t, usize::MAX);
+        assert!(m.reserve(&mut s, 4));
+        m.commit(&mut s, t, 4);
+        m.release(s);
+    }
+    assert_eq!((m.touched(), m.counters().evictions), (40, 0));
+}

@@ -165,7 +165,9 @@ impl<B: Backend> Scheduler<B> {
                 ..config
             },
             pool,
-            blocks: BlockManager::new(blocks, block_size),
+            // The prefix cache keeps at least one context of idle blocks (a conversation's
+            // history); beyond that it is as large as what runs, so memory follows the load.
+            blocks: BlockManager::new(blocks, block_size).with_idle_floor(context_blocks as usize),
             waiting: VecDeque::new(),
             running: Vec::new(),
             outputs: Vec::new(),
