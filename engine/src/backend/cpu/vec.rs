@@ -527,58 +527,21 @@ mod avx2 {
         );
         let mut d = 0;
         // Several registers of output at a time, accumulated over every row.
-        // The starting sums: zero, or `out` when continuing.
-        let po = out.as_mut_ptr();
-        let start = |d: usize| {
-            if add {
-                // SAFETY: callers pass `d + 8 <= n`.
-                unsafe { _mm256_loadu_ps(po.add(d)) }
-            } else {
-                _mm256_setzero_ps()
-            }
-        };
-        // Eight registers (64 values: a common head size) keep both FMA ports busy.
+        // Eight registers (64 values: a common head size) keep both FMA ports busy; then four,
+        // then one.
         while d + 64 <= n {
-            let mut acc: [__m256; 8] = std::array::from_fn(|c| start(d + 8 * c));
-            for (j, &wj) in w.iter().enumerate() {
-                let wv = _mm256_set1_ps(wj);
-                for (c, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: `j * stride + d + 8 c + 8 <= (w.len() - 1) * stride + n`.
-                    let v = unsafe { T::load8(rows.as_ptr().add(j * stride + d + 8 * c)) };
-                    *acc = _mm256_fmadd_ps(wv, v, *acc);
-                }
-            }
-            for (c, acc) in acc.iter().enumerate() {
-                // SAFETY: `d + 8 c + 8 <= n`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * c), *acc) };
-            }
+            // SAFETY: `d + 64 <= n`; the features and the rows' bounds are the caller's promise.
+            unsafe { columns::<T, 8>(out, w, rows, stride, add, d) };
             d += 64;
         }
         while d + 32 <= n {
-            let mut acc = [start(d), start(d + 8), start(d + 16), start(d + 24)];
-            for (j, &wj) in w.iter().enumerate() {
-                let wv = _mm256_set1_ps(wj);
-                for (c, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: `j * stride + d + 8 c + 8 <= (w.len() - 1) * stride + n`.
-                    let v = unsafe { T::load8(rows.as_ptr().add(j * stride + d + 8 * c)) };
-                    *acc = _mm256_fmadd_ps(wv, v, *acc);
-                }
-            }
-            for (c, acc) in acc.iter().enumerate() {
-                // SAFETY: `d + 8 c + 8 <= n`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * c), *acc) };
-            }
+            // SAFETY: as above, for 32 values.
+            unsafe { columns::<T, 4>(out, w, rows, stride, add, d) };
             d += 32;
         }
         while d + 8 <= n {
-            let mut acc = start(d);
-            for (j, &wj) in w.iter().enumerate() {
-                // SAFETY: as above, for one register.
-                let v = unsafe { T::load8(rows.as_ptr().add(j * stride + d)) };
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(wj), v, acc);
-            }
-            // SAFETY: `d + 8 <= n`.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d), acc) };
+            // SAFETY: as above, for 8 values.
+            unsafe { columns::<T, 1>(out, w, rows, stride, add, d) };
             d += 8;
         }
         for (i, o) in out.iter_mut().enumerate().skip(d) {
@@ -587,6 +550,45 @@ mod avx2 {
                 acc += wj * rows[j * stride + i].to_f32();
             }
             *o = acc;
+        }
+    }
+
+    /// [`weighted_sum`] over the `8 R` output values from `d`, in `R` registers accumulated over
+    /// every row (starting from `out` with `add`, else from zero).
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be supported; `d + 8 R <= out.len()` and
+    /// `(w.len() - 1) * stride + out.len() <= rows.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn columns<T: Lanes, const R: usize>(
+        out: &mut [f32],
+        w: &[f32],
+        rows: &[T],
+        stride: usize,
+        add: bool,
+        d: usize,
+    ) {
+        let po = out.as_mut_ptr();
+        let mut acc: [__m256; R] = std::array::from_fn(|c| {
+            if add {
+                // SAFETY: `d + 8 c + 8 <= out.len()` (the caller's promise).
+                unsafe { _mm256_loadu_ps(po.add(d + 8 * c)) }
+            } else {
+                _mm256_setzero_ps()
+            }
+        });
+        for (j, &wj) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wj);
+            for (c, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `j * stride + d + 8 c + 8 <= (w.len() - 1) * stride + out.len()`.
+                let v = unsafe { T::load8(rows.as_ptr().add(j * stride + d + 8 * c)) };
+                *acc = _mm256_fmadd_ps(wv, v, *acc);
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            // SAFETY: `d + 8 c + 8 <= out.len()`.
+            unsafe { _mm256_storeu_ps(po.add(d + 8 * c), *acc) };
         }
     }
 
