@@ -70,35 +70,7 @@ fn add_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 }
 
-// GELU with the tanh approximation as ggml's CPU backend computes it: through f16 (identity above
-// 10, zero below -10).
-fn gelu(x: f32) -> f32 {
-    if x <= -10.0 {
-        return 0.0;
-    }
-    if x >= 10.0 {
-        return x;
-    }
-    let h = round_f16(x);
-    let u = clamp(0.7978846 * h * (1.0 + 0.044715 * h * h), -20.0, 20.0);
-    return round_f16(0.5 * h * (1.0 + tanh(u)));
-}
-
-// act(g) * b for p(1): 0 = SiLU, 1 = GELU (tanh), 2 = gpt-oss's clamped SwiGLU (act(min(g, 7))
-// with sigmoid slope 1.702, times clamp(b, -7, 7) + 1), 3 = sigmoid.
-fn gated(g: f32, b: f32) -> f32 {
-    if p(1u) == 0u {
-        return g / (1.0 + exp(-g)) * b;
-    } else if p(1u) == 1u {
-        return gelu(g) * b;
-    } else if p(1u) == 3u {
-        return b / (1.0 + exp(-g));
-    }
-    let gc = min(g, 7.0);
-    return gc / (1.0 + exp(-1.702 * gc)) * (clamp(b, -7.0, 7.0) + 1.0);
-}
-
-// C = act(A) * B. p(0): values, p(1): the activation (see `gated`), p(2): 1, or B's columns
+// C = act(A) * B. p(0): values, p(1): the activation (see `gated_by`), p(2): 1, or B's columns
 // where A holds one gate per row.
 @compute @workgroup_size(256)
 fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -107,11 +79,11 @@ fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= p(0u) {
         return;
     }
-    C[i] = gated(A[i / p(2u)], B[i]);
+    C[i] = gated_by(p(1u), A[i / p(2u)], B[i]);
 }
 
 // C[r][c] = act(A[r][c]) * A[r][f + c]: a fused gate|up projection. p(0): values of C, p(1): the
-// activation (see `gated`), p(2): f (C's columns).
+// activation (see `gated_by`), p(2): f (C's columns).
 @compute @workgroup_size(256)
 fn glu_halves(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -121,7 +93,7 @@ fn glu_halves(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     let f = p(2u);
     let at = (i / f) * 2u * f + i % f;
-    C[i] = gated(A[at], A[at + f]);
+    C[i] = gated_by(p(1u), A[at], A[at + f]);
 }
 
 // C[i] = A[D[off + i]], row by row. p(0): output rows, p(1): columns, p(2): word offset in D of
@@ -151,69 +123,24 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     A[D[p(2u) + i / cols] * cols + i % cols] = B[i];
 }
 
-// Activations rounded as ggml's CPU backend rounds them before a quantized dot product (the
-// weight type's `vec_dot_type`), so the GPU computes what llama.cpp computes. One invocation per
-// block; C = the rounded values of A from value p(1) on. p(0): blocks.
+// The round kernels (round.wgsl, from A to C): one invocation per block; C = the rounded values of
+// A from value p(1) on. p(0): blocks.
 
-fn round_away(x: f32) -> f32 {
-    return sign(x) * floor(abs(x) + 0.5);
-}
-
-// Q8_0 (32-value formats): d = amax / 127 stored as f16, q = round(x / d) (ties away from zero).
 @compute @workgroup_size(256)
 fn round_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = thread(wid, nwg, lid);
-    if i >= p(0u) {
-        return;
-    }
-    let src = p(1u) + i * 32u;
-    let dst = i * 32u;
-    var amax = 0.0;
-    for (var j = 0u; j < 32u; j++) {
-        amax = max(amax, abs(A[src + j]));
-    }
-    let d = amax / 127.0;
-    var id = 0.0;
-    if d != 0.0 {
-        id = 1.0 / d;
-    }
-    let dh = round_f16(d);
-    for (var j = 0u; j < 32u; j++) {
-        C[dst + j] = round_away(A[src + j] * id) * dh;
+    if i < p(0u) {
+        round_block_q8_0(p(1u) + i * 32u, i * 32u);
     }
 }
 
-// Q8_K (k-quants): the value of largest magnitude maps to -127, d = 1 / iscale in f32, q rounds
-// ties to even.
 @compute @workgroup_size(256)
 fn round_q8_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = thread(wid, nwg, lid);
-    if i >= p(0u) {
-        return;
-    }
-    let src = p(1u) + i * 256u;
-    let dst = i * 256u;
-    var amax = 0.0;
-    var mx = 0.0;
-    for (var j = 0u; j < 256u; j++) {
-        let v = A[src + j];
-        if abs(v) > amax {
-            amax = abs(v);
-            mx = v;
-        }
-    }
-    if amax == 0.0 {
-        for (var j = 0u; j < 256u; j++) {
-            C[dst + j] = 0.0;
-        }
-        return;
-    }
-    let iscale = -127.0 / mx;
-    let d = 1.0 / iscale;
-    for (var j = 0u; j < 256u; j++) {
-        C[dst + j] = min(round(iscale * A[src + j]), 127.0) * d;
+    if i < p(0u) {
+        round_block_q8_k(p(1u) + i * 256u, i * 256u);
     }
 }
 

@@ -11,30 +11,63 @@ const TN: u32 = 8u;
 
 var<workgroup> partial: array<array<f32, TN>, WG>;
 
-// Both kernels take the same parameters:
+// The matmul kernels take the same parameters:
 // p(0): token rows, p(1): first row of X, p(2): columns (a multiple of 8), p(3): Y's row length
 // (all weight rows), p(4): first weight row of this buffer, p(5): weight rows in this buffer,
-// p(6): bytes per weight row.
+// p(6): bytes per weight row, p(7): the buffer row of this weight's first row (weights stored
+// together, see below; else 0).
+//
+// Weights stored together (a layer's Q, K and V; its gate and up projections) are multiplied in
+// one dispatch by the `3` and `glu` variants:
+// - `*3`: rows 0 .. p(8) of the buffer range into Y, the next p(9) into Y1, the rest (up to
+//   p(5)) into Y2, each output p(0) rows of its own width.
+// - `*_glu`: Y = act(x · gate) * (x · up) for p(5) rows, the gate's rows from buffer row p(7), the
+//   up projection's from p(8); p(9): the activation (see `gated_by` in common.wgsl). Y's row length
+//   is p(3).
+@group(0) @binding(5) var<storage, read_write> Y1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> Y2: array<f32>;
 
-// One invocation per (weight row, tile of TN token rows): no workgroup memory and no barriers.
-// For adapters that run invocations as CPU SIMD lanes (lavapipe), where barriers are costly. A
-// workgroup is 64 neighbouring rows of one token tile, so the activation loads are the same for
-// every invocation of the workgroup (uniform: one load, broadcast).
-@compute @workgroup_size(64)
-fn matmul_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+// Row `r` of the `3` variants' range: token row `t`'s value, into its output.
+fn store3(t: u32, r: u32, v: f32) {
+    let n0 = p(8u);
+    let n1 = p(9u);
+    let n2 = p(5u) - n0 - n1;
+    if r < n0 {
+        Y[t * n0 + r] = v;
+    } else if r < n0 + n1 {
+        Y1[t * n1 + r - n0] = v;
+    } else {
+        Y2[t * n2 + r - n0 - n1] = v;
+    }
+}
+
+// Byte offset of row `r` of this dispatch's weight (`first`: the buffer row of its first row).
+fn row_at(first: u32, r: u32) -> u32 {
+    return (first + r) * p(6u);
+}
+
+// Where an invocation-per-row kernel's invocation works: its weight row and first token row.
+struct Lane {
+    r: u32,
+    t0: u32,
+    tn: u32,
+    live: bool,
+}
+
+fn lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Lane {
     let n = p(0u);
-    let cols = p(2u);
     let rows = p(5u);
     let row_groups = (rows + WG - 1u) / WG;
     let g = group_index(wid, nwg);
     let t0 = (g / row_groups) * TN;
     let r = (g % row_groups) * WG + lid;
-    if t0 >= n || r >= rows {
-        return;
-    }
-    let tn = min(TN, n - t0);
-    let row = r * p(6u);
+    let live = t0 < n && r < rows;
+    return Lane(r, t0, min(TN, max(n, t0) - t0), live);
+}
+
+// One weight row (at byte `row`) against `tn` token rows from `t0`, a whole row per invocation.
+fn lane_dots(row: u32, t0: u32, tn: u32) -> array<f32, TN> {
+    let cols = p(2u);
     let x0 = (p(1u) + t0) * (cols / 4u);
     var acc: array<f32, TN>;
     for (var c = 0u; c < cols / 8u; c++) {
@@ -46,8 +79,50 @@ fn matmul_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
         }
     }
-    for (var t = 0u; t < tn; t++) {
-        Y[(t0 + t) * p(3u) + p(4u) + r] = acc[t];
+    return acc;
+}
+
+// One invocation per (weight row, tile of TN token rows): no workgroup memory and no barriers.
+// For adapters that run invocations as CPU SIMD lanes (lavapipe), where barriers are costly. A
+// workgroup is 64 neighbouring rows of one token tile, so the activation loads are the same for
+// every invocation of the workgroup (uniform: one load, broadcast).
+@compute @workgroup_size(64)
+fn matmul_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    if !l.live {
+        return;
+    }
+    let acc = lane_dots(row_at(p(7u), l.r), l.t0, l.tn);
+    for (var t = 0u; t < l.tn; t++) {
+        Y[(l.t0 + t) * p(3u) + p(4u) + l.r] = acc[t];
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_lane3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    if !l.live {
+        return;
+    }
+    let acc = lane_dots(row_at(p(7u), l.r), l.t0, l.tn);
+    for (var t = 0u; t < l.tn; t++) {
+        store3(l.t0 + t, l.r, acc[t]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_lane_glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    if !l.live {
+        return;
+    }
+    let g = lane_dots(row_at(p(7u), l.r), l.t0, l.tn);
+    let u = lane_dots(row_at(p(8u), l.r), l.t0, l.tn);
+    for (var t = 0u; t < l.tn; t++) {
+        Y[(l.t0 + t) * p(3u) + l.r] = gated_by(p(9u), g[t], u[t]);
     }
 }
 
@@ -69,21 +144,13 @@ fn strided_dots(tid: u32, row: u32, t0: u32, tn: u32) -> array<f32, TN> {
     return acc;
 }
 
-// One workgroup per (weight row, tile of TN token rows): the invocations' strided dot products,
-// summed in workgroup memory.
-@compute @workgroup_size(64)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) tid: u32) {
-    let n = p(0u);
-    let rows = p(5u);
-    let g = group_index(wid, nwg);
-    let r = g % rows;
-    let t0 = (g / rows) * TN;
-    if t0 >= n {
-        return;
-    }
-    let tn = min(TN, n - t0);
-    partial[tid] = strided_dots(tid, r * p(6u), t0, tn);
+// The weight row at byte `row` against token rows `t0 ..`: the invocations' strided dot
+// products summed in workgroup memory; invocation `t < tn` gets token row `t0 + t`'s. Call from
+// uniform control flow.
+fn workgroup_dots(tid: u32, row: u32, t0: u32, tn: u32) -> f32 {
+    // (A previous call's sums are read before they are overwritten.)
+    workgroupBarrier();
+    partial[tid] = strided_dots(tid, row, t0, tn);
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if tid < s {
@@ -93,8 +160,57 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
         workgroupBarrier();
     }
-    if tid < tn {
-        Y[(t0 + tid) * p(3u) + p(4u) + r] = partial[0][tid];
+    return partial[0][min(tid, TN - 1u)];
+}
+
+// Where a workgroup-per-row kernel's workgroup works: its weight row and first token row.
+fn row_tile(wid: vec3<u32>, nwg: vec3<u32>) -> Lane {
+    let n = p(0u);
+    let rows = p(5u);
+    let g = group_index(wid, nwg);
+    let t0 = (g / rows) * TN;
+    return Lane(g % rows, t0, min(TN, max(n, t0) - t0), t0 < n);
+}
+
+// One workgroup per (weight row, tile of TN token rows): the invocations' strided dot products,
+// summed in workgroup memory.
+@compute @workgroup_size(64)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    let l = row_tile(wid, nwg);
+    if !l.live {
+        return;
+    }
+    let s = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn);
+    if tid < l.tn {
+        Y[(l.t0 + tid) * p(3u) + p(4u) + l.r] = s;
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) tid: u32) {
+    let l = row_tile(wid, nwg);
+    if !l.live {
+        return;
+    }
+    let s = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn);
+    if tid < l.tn {
+        store3(l.t0 + tid, l.r, s);
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) tid: u32) {
+    let l = row_tile(wid, nwg);
+    if !l.live {
+        return;
+    }
+    let g = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn);
+    let u = workgroup_dots(tid, row_at(p(8u), l.r), l.t0, l.tn);
+    if tid < l.tn {
+        Y[(l.t0 + tid) * p(3u) + l.r] = gated_by(p(9u), g, u);
     }
 }
 

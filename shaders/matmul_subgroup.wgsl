@@ -1,25 +1,14 @@
 // The workgroup-per-row matvec with its sum done by subgroup operations: each subgroup adds its
 // invocations' sums in registers, and one barrier combines the subgroups, instead of a barrier
-// per halving. Assembled after matmul.wgsl (same bindings and parameters); used where the
-// adapter has subgroups (the device is then opened with them).
+// per halving. Assembled after matmul.wgsl (same bindings and parameters, and the same `3` and
+// `glu` variants); used where the adapter has subgroups (the device is then opened with them).
 
 var<workgroup> sg_sums: array<array<f32, TN>, WG>;
 var<workgroup> sg_count: atomic<u32>;
 
-@compute @workgroup_size(64)
-fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) tid: u32,
-                   @builtin(subgroup_invocation_id) sid: u32) {
-    let n = p(0u);
-    let rows = p(5u);
-    let g = group_index(wid, nwg);
-    let r = g % rows;
-    let t0 = (g / rows) * TN;
-    if t0 >= n {
-        return;
-    }
-    let tn = min(TN, n - t0);
-    let acc = strided_dots(tid, r * p(6u), t0, tn);
+// `workgroup_dots` by subgroup sums. Call from uniform control flow.
+fn subgroup_dots(tid: u32, sid: u32, row: u32, t0: u32, tn: u32) -> f32 {
+    let acc = strided_dots(tid, row, t0, tn);
     var sums: array<f32, TN>;
     for (var t = 0u; t < TN; t++) {
         sums[t] = subgroupAdd(acc[t]);
@@ -31,12 +20,62 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         sg_sums[slot] = sums;
     }
     workgroupBarrier();
+    var s = 0.0;
     if tid < tn {
         let count = atomicLoad(&sg_count);
-        var s = 0.0;
         for (var i = 0u; i < count; i++) {
             s += sg_sums[i][tid];
         }
-        Y[(t0 + tid) * p(3u) + p(4u) + r] = s;
+    }
+    // Slots free again for a second call.
+    workgroupBarrier();
+    if tid == 0u {
+        atomicStore(&sg_count, 0u);
+    }
+    workgroupBarrier();
+    return s;
+}
+
+@compute @workgroup_size(64)
+fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) tid: u32,
+                   @builtin(subgroup_invocation_id) sid: u32) {
+    let l = row_tile(wid, nwg);
+    if !l.live {
+        return;
+    }
+    let s = subgroup_dots(tid, sid, row_at(p(7u), l.r), l.t0, l.tn);
+    if tid < l.tn {
+        Y[(l.t0 + tid) * p(3u) + p(4u) + l.r] = s;
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_subgroup3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) tid: u32,
+                    @builtin(subgroup_invocation_id) sid: u32) {
+    let l = row_tile(wid, nwg);
+    if !l.live {
+        return;
+    }
+    let s = subgroup_dots(tid, sid, row_at(p(7u), l.r), l.t0, l.tn);
+    if tid < l.tn {
+        store3(l.t0 + tid, l.r, s);
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_subgroup_glu(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) tid: u32,
+                       @builtin(subgroup_invocation_id) sid: u32) {
+    let l = row_tile(wid, nwg);
+    if !l.live {
+        return;
+    }
+    let g = subgroup_dots(tid, sid, row_at(p(7u), l.r), l.t0, l.tn);
+    let u = subgroup_dots(tid, sid, row_at(p(8u), l.r), l.t0, l.tn);
+    if tid < l.tn {
+        Y[(l.t0 + tid) * p(3u) + l.r] = gated_by(p(9u), g, u);
     }
 }

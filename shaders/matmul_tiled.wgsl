@@ -36,7 +36,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let kc = s;
             var w = Chunk(vec4<f32>(0.0), vec4<f32>(0.0));
             if r0 + row < rows {
-                w = dq8((r0 + row) * p(6u), k0 / 8u + kc);
+                w = dq8(row_at(p(7u), r0 + row), k0 / 8u + kc);
             }
             let l = to_tile(w.lo);
             let h = to_tile(w.hi);

@@ -69,3 +69,33 @@ fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         Y[base + i] = R[base + i] * scale * G[i];
     }
 }
+
+// The norm's output rounded for the matmuls that read it (round.wgsl, from Y to Q).
+@group(0) @binding(5) var<storage, read_write> Q: array<f32>;
+
+// `add_rms_norm`, then its output rounded as the next matmuls' weights need (p(3): 1 = Q8_0,
+// 2 = Q8_K, 3 = f16) into Q: the rounding dispatch folded into the norm's. The rounded values are
+// the round kernels' (same functions on the same stored values).
+@compute @workgroup_size(64)
+fn add_rms_norm_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) tid: u32) {
+    let n = p(0u);
+    let g = group_index(wid, nwg);
+    if g >= p(1u) {
+        return;
+    }
+    let base = g * n;
+    var s = 0.0;
+    for (var i = tid; i < n; i += 64u) {
+        let v = R[base + i] + X[base + i];
+        R[base + i] = v;
+        s += v * v;
+    }
+    let scale = norm_scale(tid, s, n);
+    for (var i = tid; i < n; i += 64u) {
+        Y[base + i] = R[base + i] * scale * G[i];
+    }
+    // Every invocation's values of Y written before any block of them is read.
+    storageBarrier();
+    round_values(p(3u), base, n, tid, 64u);
+}

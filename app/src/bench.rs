@@ -54,13 +54,18 @@ impl Row {
     }
 
     fn median(&self) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        match s.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => s[n / 2],
-            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-        }
+        median(&self.samples).unwrap_or(0.0)
+    }
+}
+
+/// The median of `samples`, `None` when there are none.
+fn median(samples: &[f64]) -> Option<f64> {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(s[n / 2]),
+        n => Some((s[n / 2 - 1] + s[n / 2]) / 2.0),
     }
 }
 
@@ -168,6 +173,7 @@ where
     if args.n_gen > 0 {
         let mut samples = Vec::new();
         let mut device_fractions = Vec::new();
+        let (mut dispatches, mut host_ms) = (Vec::new(), Vec::new());
         for rep in 0..=args.reps {
             let n = if rep == 0 {
                 args.n_gen.min(16)
@@ -177,18 +183,28 @@ where
             let mut kv = cache(args.n_gen)?;
             let tokens = random_tokens(n);
             model.backend().device_time();
+            model.backend().submitted();
+            let mut recording = Duration::ZERO;
             let t0 = Instant::now();
             // A greedy token step: the backend picks the token (a GPU reads back one word).
             for &t in &tokens {
+                let t1 = Instant::now();
                 let logits = model.forward(&mut kv, &[t], 0..1)?;
+                recording += t1.elapsed();
                 model.backend().argmax(&logits)?;
             }
             let secs = t0.elapsed().as_secs_f64();
             let device = model.backend().device_time();
+            let submitted = model.backend().submitted();
             if rep > 0 {
                 samples.push(n as f64 / secs);
                 if let Some(d) = device {
                     device_fractions.push(d.as_secs_f64() / secs);
+                }
+                if let Some(s) = submitted {
+                    dispatches.push(s.dispatches as f64 / n as f64);
+                    // Recording the forward pass (it only records) plus encoding and submitting.
+                    host_ms.push(1e3 * (recording + s.encode).as_secs_f64() / n as f64);
                 }
             }
         }
@@ -205,8 +221,19 @@ where
                 "n_gen": args.n_gen,
                 "n_depth": depth,
                 "device_time_fraction": in_kernels,
+                "dispatches_per_token": median(&dispatches),
+                "host_ms_per_token": median(&host_ms),
             }),
         });
+        if let (Some(d), Some(h)) = (median(&dispatches), median(&host_ms))
+            && !args.json
+        {
+            eprintln!(
+                "tg{}: {d:.0} kernel dispatches per token, {h:.3} ms of host time per token \
+                 to record and submit them",
+                args.n_gen
+            );
+        }
         if let Some(f) = in_kernels
             && !args.json
         {

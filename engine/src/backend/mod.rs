@@ -217,6 +217,15 @@ impl KvRows<'_> {
     }
 }
 
+/// What a GPU backend's host recorded and submitted ([`Backend::submitted`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Submitted {
+    /// Kernel dispatches submitted.
+    pub dispatches: u64,
+    /// Time spent encoding the dispatches into command buffers and submitting them.
+    pub encode: std::time::Duration,
+}
+
 /// A compute backend. See the module docs for the execution and shape model.
 pub trait Backend: Send + Sync {
     /// Activations: a row-major f32 matrix, one row per token.
@@ -238,6 +247,18 @@ pub trait Backend: Send + Sync {
     /// Makes a GGUF tensor available to the ops (maps or uploads it).
     fn weight(&self, file: &Arc<GgufFile>, info: &TensorInfo)
     -> Result<Self::Weight, BackendError>;
+
+    /// Several tensors the forward pass always multiplies by the same input (a layer's Q, K and V;
+    /// its gate and up projections): a backend may store them together and multiply them in one
+    /// dispatch ([`Backend::matmul_many`], [`Backend::gated_matmul`]). The default makes each a
+    /// weight of its own.
+    fn weights(
+        &self,
+        file: &Arc<GgufFile>,
+        infos: &[&TensorInfo],
+    ) -> Result<Vec<Self::Weight>, BackendError> {
+        infos.iter().map(|info| self.weight(file, info)).collect()
+    }
 
     /// A zeroed `rows x cols` activation tensor.
     fn tensor(&self, rows: usize, cols: usize) -> Self::Tensor;
@@ -441,6 +462,13 @@ pub trait Backend: Send + Sync {
     /// time is dispatch, submission and host work). `None` where it is not measured: the CPU
     /// backends, and a GPU without timestamp queries or opened without profiling.
     fn device_time(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// The host's side of the work since the last call: kernel dispatches recorded and the time
+    /// spent encoding and submitting them (benchmarks: dispatches per token and host time per
+    /// token). `None` where work is not recorded and submitted (the CPU backends).
+    fn submitted(&self) -> Option<Submitted> {
         None
     }
 

@@ -216,6 +216,33 @@ impl<B: Backend> Loader<'_, B> {
         Ok(weight)
     }
 
+    /// Tensors the forward pass multiplies by the same input, made weights together
+    /// ([`Backend::weights`]: a backend may store them in one buffer and multiply them in one
+    /// dispatch); each counted and marked used as [`Loader::take`] does.
+    fn together<const N: usize>(
+        &self,
+        tensors: [(&str, &[usize]); N],
+    ) -> Result<[B::Weight; N], ModelError> {
+        let mut infos = Vec::with_capacity(N);
+        for (name, dims) in tensors {
+            infos.push(self.required_info(name, dims)?);
+        }
+        let weights = self
+            .backend
+            .weights(self.file, &infos)
+            .map_err(|source| ModelError::Backend {
+                file: self.label(),
+                source,
+            })?;
+        for ((name, _), info) in tensors.iter().zip(&infos) {
+            (self.progress)(info.size);
+            self.used.borrow_mut().insert(name.to_string());
+        }
+        Ok(weights
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("a backend makes one weight per tensor")))
+    }
+
     /// The tensor `name` with GGUF dims `dims` (`[cols]` or `[cols, rows]`); `None` if absent.
     fn optional(&self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
         match self.info(name, dims)? {
@@ -327,29 +354,36 @@ impl<B: Backend> Loader<'_, B> {
         let qkv = [d, q_dim + kv_k + kv_v];
         let n = |s: &str| format!("blk.{il}.{s}");
         let own_kv = c.owns_kv(il);
-        // qwen35: each head's query rows, then its output gate's.
-        let (wq, gate) = match (c.fused_qkv, c.attn_output_gate) {
-            (true, _) => (self.rows_of(&n("attn_qkv.weight"), qkv, 0..q_dim)?, None),
-            (false, true) => {
-                let name = n("attn_q.weight");
-                let dims = [d, 2 * q_dim];
-                let hd = shape.head_dim_k;
-                (
-                    self.row_groups(&name, dims, 2 * hd, 0..hd)?,
-                    Some(self.row_groups(&name, dims, 2 * hd, hd..2 * hd)?),
-                )
-            }
-            (false, false) => (self.required(&n("attn_q.weight"), &[d, q_dim])?, None),
-        };
-        Ok(AttnWeights {
-            wq,
-            gate,
-            wk: match c.fused_qkv {
+        // Separate Q, K and V tensors, each required, are loaded together.
+        let separate = !c.fused_qkv && !c.attn_output_gate && !(c.v_norm && kv_k == kv_v);
+        let (wq, gate, wk, wv) = if own_kv && separate {
+            let [wq, wk, wv] = self.together([
+                (&n("attn_q.weight"), &[d, q_dim]),
+                (&n("attn_k.weight"), &[d, kv_k]),
+                (&n("attn_v.weight"), &[d, kv_v]),
+            ])?;
+            (wq, None, Some(wk), Some(wv))
+        } else {
+            // qwen35: each head's query rows, then its output gate's.
+            let (wq, gate) = match (c.fused_qkv, c.attn_output_gate) {
+                (true, _) => (self.rows_of(&n("attn_qkv.weight"), qkv, 0..q_dim)?, None),
+                (false, true) => {
+                    let name = n("attn_q.weight");
+                    let dims = [d, 2 * q_dim];
+                    let hd = shape.head_dim_k;
+                    (
+                        self.row_groups(&name, dims, 2 * hd, 0..hd)?,
+                        Some(self.row_groups(&name, dims, 2 * hd, hd..2 * hd)?),
+                    )
+                }
+                (false, false) => (self.required(&n("attn_q.weight"), &[d, q_dim])?, None),
+            };
+            let wk = match c.fused_qkv {
                 _ if !own_kv => None,
                 true => Some(self.rows_of(&n("attn_qkv.weight"), qkv, q_dim..q_dim + kv_k)?),
                 false => Some(self.required(&n("attn_k.weight"), &[d, kv_k])?),
-            },
-            wv: match c.fused_qkv {
+            };
+            let wv = match c.fused_qkv {
                 _ if !own_kv => None,
                 true => Some(self.rows_of(&n("attn_qkv.weight"), qkv, q_dim + kv_k..qkv[1])?),
                 // gemma4's global layers take their values from the keys.
@@ -357,7 +391,14 @@ impl<B: Backend> Loader<'_, B> {
                     self.optional(&n("attn_v.weight"), &[d, kv_v])?
                 }
                 false => Some(self.required(&n("attn_v.weight"), &[d, kv_v])?),
-            },
+            };
+            (wq, gate, wk, wv)
+        };
+        Ok(AttnWeights {
+            wq,
+            gate,
+            wk,
+            wv,
             wo: self.required(&n("attn_output.weight"), &[o_in, d])?,
             bq: self.when(c.qkv_bias, &n("attn_q.bias"), &[q_dim])?,
             bk: self.when(c.qkv_bias, &n("attn_k.bias"), &[kv_k])?,
@@ -454,15 +495,16 @@ impl<B: Backend> Loader<'_, B> {
         let has = |s: &str| self.file.header().tensor_info(&n(s)).is_some();
         let dense = if c.n_expert == 0 || has("ffn_down.weight") {
             let (f, up) = (d_ff, n("ffn_up.weight"));
+            let [gate, up] = match c.fused_gate_up {
+                true => [
+                    self.rows_of(&up, [d, 2 * f], 0..f)?,
+                    self.rows_of(&up, [d, 2 * f], f..2 * f)?,
+                ],
+                false => self.together([(&n("ffn_gate.weight"), &[d, f]), (&up, &[d, f])])?,
+            };
             Some(Dense {
-                gate: match c.fused_gate_up {
-                    true => self.rows_of(&up, [d, 2 * f], 0..f)?,
-                    false => self.required(&n("ffn_gate.weight"), &[d, f])?,
-                },
-                up: match c.fused_gate_up {
-                    true => self.rows_of(&up, [d, 2 * f], f..2 * f)?,
-                    false => self.required(&up, &[d, f])?,
-                },
+                gate,
+                up,
                 down: self.required(&n("ffn_down.weight"), &[f, d])?,
             })
         } else {

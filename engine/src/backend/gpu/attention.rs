@@ -3,9 +3,11 @@
 //! merged when the context is long; an invocation per (row, head) for prompts. Also RoPE, whose
 //! angle table is recorded once per pass.
 
+use std::sync::Arc;
+
 use super::super::host::{check_attention, check_rope, rope_angles};
-use super::super::{Attention, Backend, KvRows, Rope, RopeStyle};
-use super::record::{Bind, RopeKey};
+use super::super::{Attention, KvRows, Rope, RopeStyle};
+use super::record::{Bind, Fold, RopeKey};
 use super::{GpuBackend, GpuKv, GpuTensor, TILED_MIN_ROWS, u};
 
 /// Decode attention splits a row's positions into at most this many spans (unless spans would
@@ -133,7 +135,7 @@ impl GpuBackend {
             self.run(&kern.attend, binds, &params, n * attn.n_head);
         } else {
             let items = n * attn.n_head;
-            let partial = self.tensor(items * splits, hv + 2);
+            let partial = self.scratch(items * splits, hv + 2);
             let mut params = params.to_vec();
             params[11] = u(splits);
             let binds = vec![
@@ -190,7 +192,28 @@ impl GpuBackend {
         let params = [u(x.rows), u(x.cols), u(rope.head_dim), u(pairs), style, at];
         let threads = x.rows * (x.cols / rope.head_dim) * pairs;
         let k = &self.ctx.kernels;
-        self.run_each(&k.rope, vec![x.bind(), Bind::Data], &params, threads);
+        // Right after the queries' rotation by the same table, the keys' joins its dispatch.
+        let mut rec = self.rec();
+        let earlier = rec.last().and_then(|(kernel, binds, last)| {
+            let same = Arc::ptr_eq(kernel, &k.rope)
+                && matches!(&binds[0], Bind::Buf(b) if b != x.buf())
+                && last[0] == params[0]
+                && last[2..6] == params[2..6];
+            same.then(|| last[0] as usize * (last[1] / last[2]) as usize * pairs)
+        });
+        if let Some(earlier) = earlier {
+            rec.fold_into_last(Fold {
+                kernel: &k.rope2,
+                extra: x.bind(),
+                params: &[(6, u(x.cols))],
+                groups: Some(u((earlier + threads).div_ceil(256))),
+            });
+        }
+        drop(rec);
+        let folded = earlier.is_some();
+        if !folded {
+            self.run_each(&k.rope, vec![x.bind(), Bind::Data], &params, threads);
+        }
     }
 }
 

@@ -21,6 +21,14 @@ const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
 const DELTA: &str = include_str!("../../../../shaders/delta.wgsl");
 const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
+const ROUND: &str = include_str!("../../../../shaders/round.wgsl");
+
+/// `round.wgsl` reading the binding `src` and writing `dst`.
+fn rounding(src: &str, dst: &str) -> String {
+    ROUND
+        .replace("SRC[", &format!("{src}["))
+        .replace("DST[", &format!("{dst}["))
+}
 
 /// Bytes of parameters each dispatch may have (16 words; see common.wgsl).
 pub(super) const PARAM_BYTES: u64 = 64;
@@ -131,10 +139,10 @@ impl Module {
                 quantized(MATMUL, f)
             ),
             Module::Embed(f) => quantized(EMBED, f),
-            Module::Norm => format!("{COMMON}\n{NORM}"),
+            Module::Norm => format!("{COMMON}\n{NORM}\n{}", rounding("Y", "Q")),
             Module::Rope => format!("{COMMON}\n{ROPE}"),
             Module::Attention => format!("{COMMON}\n{ATTENTION}"),
-            Module::Elementwise => format!("{COMMON}\n{ELEMENTWISE}"),
+            Module::Elementwise => format!("{COMMON}\n{ELEMENTWISE}\n{}", rounding("A", "C")),
             Module::Delta => format!("{COMMON}\n{DELTA}"),
         }
     }
@@ -151,10 +159,16 @@ impl Module {
                     "matmul_id",
                     &[(1, false), (2, false), (3, true), (4, false)],
                 ),
+                ("matmul3", THREE_OUTPUTS),
+                ("matmul_lane3", THREE_OUTPUTS),
+                ("matmul_glu", &[(1, false), (2, false), (3, true)]),
+                ("matmul_lane_glu", &[(1, false), (2, false), (3, true)]),
             ],
-            Module::MatmulSubgroup(_) => {
-                &[("matmul_subgroup", &[(1, false), (2, false), (3, true)])]
-            }
+            Module::MatmulSubgroup(_) => &[
+                ("matmul_subgroup", &[(1, false), (2, false), (3, true)]),
+                ("matmul_subgroup3", THREE_OUTPUTS),
+                ("matmul_subgroup_glu", &[(1, false), (2, false), (3, true)]),
+            ],
             Module::MatmulF16(_) => &[("matmul_tiled", &[(1, false), (2, false), (3, true)])],
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
             Module::Norm => &[
@@ -163,8 +177,15 @@ impl Module {
                     "add_rms_norm",
                     &[(4, true), (1, false), (2, false), (3, true)],
                 ),
+                (
+                    "add_rms_norm_round",
+                    &[(4, true), (1, false), (2, false), (3, true), (5, true)],
+                ),
             ],
-            Module::Rope => &[("rope", &[(1, true), (2, false)])],
+            Module::Rope => &[
+                ("rope", &[(1, true), (2, false)]),
+                ("rope2", &[(1, true), (2, false), (3, true)]),
+            ],
             Module::Attention => &[
                 (
                     "kv_store",
@@ -227,6 +248,9 @@ impl Module {
     }
 }
 
+/// The bindings of the matmuls into three outputs (a layer's Q, K and V).
+const THREE_OUTPUTS: &[(u32, bool)] = &[(1, false), (2, false), (3, true), (5, true), (6, true)];
+
 /// One entry point's pipeline and the layout of its bind group.
 #[derive(Debug)]
 pub(super) struct Kernel {
@@ -283,6 +307,7 @@ fn compile(device: &wgpu::Device, module: Module) -> Vec<Arc<Kernel>> {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: Some(&pipeline_layout),
@@ -291,6 +316,10 @@ fn compile(device: &wgpu::Device, module: Module) -> Vec<Arc<Kernel>> {
                 compilation_options: Default::default(),
                 cache: None,
             });
+            // (wgpu's own report of a pipeline error leaves out the cause.)
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                panic!("the GPU rejected kernel {entry}: {e}");
+            }
             Arc::new(Kernel {
                 name: entry,
                 pipeline,
@@ -312,8 +341,15 @@ pub(super) struct Quantized {
     pub matmul_tiled: Arc<Kernel>,
     /// The experts' products: an invocation per (token and slot, expert row).
     pub matmul_id: Arc<Kernel>,
-    /// `matmul` with subgroup sums, where the device has subgroups.
-    pub matmul_subgroup: Option<Arc<Kernel>>,
+    /// The workgroup-per-row and invocation-per-row matmuls of weights stored together: into
+    /// three outputs (Q, K, V), and the gated product `act(x · gate) * (x · up)`.
+    pub matmul3: Arc<Kernel>,
+    pub matmul_lane3: Arc<Kernel>,
+    pub matmul_glu: Arc<Kernel>,
+    pub matmul_lane_glu: Arc<Kernel>,
+    /// `matmul` with subgroup sums, and its `3` and `glu` variants, where the device has
+    /// subgroups.
+    pub matmul_subgroup: Option<[Arc<Kernel>; 3]>,
     /// `matmul_tiled` with f16 tiles, where the device has `shader-f16`.
     pub matmul_tiled_f16: Option<Arc<Kernel>>,
     pub embed: Arc<Kernel>,
@@ -324,7 +360,11 @@ pub(super) struct Quantized {
 pub(super) struct Kernels {
     pub rms_norm: Arc<Kernel>,
     pub add_rms_norm: Arc<Kernel>,
+    /// `add_rms_norm` that also writes its output rounded for the next matmuls.
+    pub add_rms_norm_round: Arc<Kernel>,
     pub rope: Arc<Kernel>,
+    /// `rope` of two tensors (queries and keys) in one dispatch.
+    pub rope2: Arc<Kernel>,
     pub kv_store: Arc<Kernel>,
     pub attend: Arc<Kernel>,
     pub attend_rows: Arc<Kernel>,
@@ -362,10 +402,13 @@ impl Kernels {
     /// The pipelines; `subgroups`, `f16`: the device was opened with subgroup operations, with
     /// `shader-f16`.
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Self {
-        let one = |m: Module| compile(device, m).remove(0);
-        let [rms_norm, add_rms_norm]: [Arc<Kernel>; 2] = compile(device, Module::Norm)
+        let [rms_norm, add_rms_norm, add_rms_norm_round]: [Arc<Kernel>; 3] =
+            compile(device, Module::Norm)
+                .try_into()
+                .expect("norm has three entry points");
+        let [rope, rope2]: [Arc<Kernel>; 2] = compile(device, Module::Rope)
             .try_into()
-            .expect("norm has two entry points");
+            .expect("rope has two entry points");
         let [kv_store, attend, attend_rows, attend_part, attend_merge]: [Arc<Kernel>; 5] =
             compile(device, Module::Attention)
                 .try_into()
@@ -402,7 +445,9 @@ impl Kernels {
             delta_rule,
             rms_norm,
             add_rms_norm,
-            rope: one(Module::Rope),
+            add_rms_norm_round,
+            rope,
+            rope2,
             kv_store,
             attend,
             attend_rows,
@@ -438,18 +483,32 @@ impl Kernels {
         let mut map = self.quantized.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(f)
             .or_insert_with(|| {
-                let [matmul, matmul_lane, matmul_tiled, matmul_id]: [Arc<Kernel>; 4] =
-                    compile(device, Module::Matmul(f))
-                        .try_into()
-                        .expect("matmul has four entry points");
+                let [
+                    matmul,
+                    matmul_lane,
+                    matmul_tiled,
+                    matmul_id,
+                    matmul3,
+                    matmul_lane3,
+                    matmul_glu,
+                    matmul_lane_glu,
+                ]: [Arc<Kernel>; 8] = compile(device, Module::Matmul(f))
+                    .try_into()
+                    .expect("matmul has eight entry points");
                 Quantized {
                     matmul,
                     matmul_lane,
                     matmul_tiled,
                     matmul_id,
-                    matmul_subgroup: self
-                        .subgroups
-                        .then(|| compile(device, Module::MatmulSubgroup(f)).remove(0)),
+                    matmul3,
+                    matmul_lane3,
+                    matmul_glu,
+                    matmul_lane_glu,
+                    matmul_subgroup: self.subgroups.then(|| {
+                        compile(device, Module::MatmulSubgroup(f))
+                            .try_into()
+                            .expect("the subgroup matmul has three entry points")
+                    }),
                     matmul_tiled_f16: self
                         .f16
                         .then(|| compile(device, Module::MatmulF16(f)).remove(0)),

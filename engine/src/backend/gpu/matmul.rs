@@ -4,9 +4,10 @@
 //! weight row (decode on CPU rasterizers), or 64 x 32 tiles (prompts).
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use super::super::Backend;
-use super::record::Bind;
+use super::kernels::Kernel;
+use super::record::{Bind, Fold};
 use super::{GpuBackend, GpuTensor, GpuWeight, TILED_MIN_ROWS, u};
 use crate::backend::moe;
 use crate::quant::GgmlType;
@@ -58,8 +59,7 @@ impl GpuBackend {
     ) {
         assert_eq!(ws.len(), outs.len(), "matmul: one output per weight");
         assert!(rows.end <= x.rows, "matmul: rows out of range");
-        let mut rounded: Vec<(Rounding, GpuTensor)> = Vec::new();
-        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        for (w, out) in ws.iter().zip(outs.iter()) {
             assert_eq!(x.cols, w.cols, "matmul: input columns of '{}'", w.name);
             assert_eq!(
                 (out.rows, out.cols),
@@ -67,6 +67,49 @@ impl GpuBackend {
                 "matmul: output shape of '{}'",
                 w.name
             );
+        }
+        if let ([q, k, v], [oq, ok, ov]) = (ws, &mut *outs)
+            && self.row_kernels(x, rows.len())
+            && stored_in_order(&[q, k, v])
+        {
+            let xr = self.rounded(x, rows.clone(), q.ty);
+            let (x, x_row0) = xr.as_ref().map_or((x, rows.start), |t| (t, 0));
+            let total = q.rows + k.rows + v.rows;
+            let (n, part) = (rows.len(), &q.parts[0]);
+            let params = [
+                u(n),
+                u(x_row0),
+                u(q.cols),
+                0,
+                0,
+                u(total),
+                u(q.row_bytes),
+                u(part.skip),
+                u(q.rows),
+                u(k.rows),
+            ];
+            let binds = vec![
+                Bind::Buf(part.buf.clone()),
+                x.bind(),
+                oq.bind(),
+                ok.bind(),
+                ov.bind(),
+            ];
+            let k = &q.kernels;
+            let subgroup = k.matmul_subgroup.as_ref().map(|[_, three, _]| three);
+            self.run_rows(
+                &k.matmul_lane3,
+                &k.matmul3,
+                subgroup,
+                binds,
+                &params,
+                total,
+                n,
+            );
+            return;
+        }
+        let mut rounded: Vec<(Rounding, GpuTensor)> = Vec::new();
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
             let r = Rounding::of(w.ty);
             if r == Rounding::None {
                 self.record_matmul(x, rows.start, rows.len(), w, out);
@@ -84,9 +127,116 @@ impl GpuBackend {
         }
     }
 
-    /// Rows `rows` of `x`, rounded.
+    /// Whether `n` token rows of `x` go through the row kernels (decode and short batches), not
+    /// the tiled prompt kernel.
+    fn row_kernels(&self, x: &GpuTensor, n: usize) -> bool {
+        !(n > TILED_MIN_ROWS && x.cols.is_multiple_of(32))
+    }
+
+    /// Rows `rows` of `x` rounded for a weight of type `ty`; `None` where the type multiplies
+    /// unrounded activations.
+    fn rounded(&self, x: &GpuTensor, rows: Range<usize>, ty: GgmlType) -> Option<GpuTensor> {
+        let r = Rounding::of(ty);
+        (r != Rounding::None).then(|| self.round(x, rows, r))
+    }
+
+    /// Records a row kernel over `rows` weight rows and `n` token rows: an invocation per row on
+    /// CPU rasterizers (`lane`), else a workgroup per row, with subgroup sums where the device has
+    /// them.
+    #[allow(clippy::too_many_arguments)]
+    fn run_rows(
+        &self,
+        lane: &Arc<Kernel>,
+        group: &Arc<Kernel>,
+        subgroup: Option<&Arc<Kernel>>,
+        binds: Vec<Bind>,
+        params: &[u32],
+        rows: usize,
+        n: usize,
+    ) {
+        let tiles = n.div_ceil(8);
+        if self.ctx.lane_matmul {
+            self.run(lane, binds, params, rows.div_ceil(64) * tiles);
+        } else {
+            self.run(subgroup.unwrap_or(group), binds, params, rows * tiles);
+        }
+    }
+
+    /// `out = act(x · gate) * (x · up)` in one dispatch where the two weights are stored together
+    /// and the batch is short (the row kernels); returns whether it recorded it.
+    pub(super) fn gated_together(
+        &self,
+        x: &GpuTensor,
+        gate: &GpuWeight,
+        up: &GpuWeight,
+        act: super::Activation,
+        out: &mut GpuTensor,
+    ) -> bool {
+        let n = x.rows;
+        let together = [gate, up].iter().all(|w| w.parts.len() == 1 && w.cols == x.cols)
+            && gate.parts[0].buf == up.parts[0].buf
+            && gate.rows == up.rows
+            && (out.rows, out.cols) == (n, gate.rows);
+        if !together || !self.row_kernels(x, n) {
+            return false;
+        }
+        let xr = self.rounded(x, 0..n, gate.ty);
+        let x = xr.as_ref().unwrap_or(x);
+        let params = [
+            u(n),
+            0,
+            u(gate.cols),
+            u(gate.rows),
+            0,
+            u(gate.rows),
+            u(gate.row_bytes),
+            u(gate.parts[0].skip),
+            u(up.parts[0].skip),
+            super::activation_code(act),
+        ];
+        let binds = vec![Bind::Buf(gate.parts[0].buf.clone()), x.bind(), out.bind()];
+        let k = &gate.kernels;
+        let subgroup = k.matmul_subgroup.as_ref().map(|[_, _, glu]| glu);
+        self.run_rows(
+            &k.matmul_lane_glu,
+            &k.matmul_glu,
+            subgroup,
+            binds,
+            &params,
+            gate.rows,
+            n,
+        );
+        true
+    }
+
+    /// Rows `rows` of `x`, rounded. Where `x` was just written whole by a residual add and norm,
+    /// the norm's dispatch rounds it too (no dispatch of its own).
     fn round(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding) -> GpuTensor {
-        let out = self.tensor(rows.len(), x.cols);
+        let out = self.scratch(rows.len(), x.cols);
+        let (mode, block) = match r {
+            Rounding::Q8_0 => (1, 32),
+            Rounding::Q8K => (2, 256),
+            Rounding::F16 => (3, 1),
+            Rounding::None => unreachable!("no rounding is not recorded"),
+        };
+        if rows == (0..x.rows) && x.cols.is_multiple_of(block) {
+            let k = &self.ctx.kernels;
+            let mut rec = self.rec();
+            // add_rms_norm binds (residual, addend, weight, output).
+            let folds = rec.last().is_some_and(|(kernel, binds, _)| {
+                Arc::ptr_eq(kernel, &k.add_rms_norm)
+                    && matches!(&binds[3], Bind::Buf(b) if b == x.buf())
+            });
+            if folds {
+                rec.fold_into_last(Fold {
+                    kernel: &k.add_rms_norm_round,
+                    extra: out.bind(),
+                    params: &[(3, mode)],
+                    groups: None,
+                });
+                return out;
+            }
+        }
         let from = u(rows.start * x.cols);
         let k = &self.ctx.kernels;
         let binds = vec![x.bind(), out.bind()];
@@ -118,10 +268,10 @@ impl GpuBackend {
                 u(part.row0),
                 u(part.rows),
                 u(w.row_bytes),
+                u(part.skip),
             ];
             let binds = vec![Bind::Buf(part.buf.clone()), x.bind(), out.bind()];
-            let tiles = n.div_ceil(8);
-            if n > TILED_MIN_ROWS && w.cols.is_multiple_of(32) {
+            if !self.row_kernels(x, n) {
                 let groups = part.rows.div_ceil(64) * n.div_ceil(32);
                 let kernel = w
                     .kernels
@@ -129,16 +279,18 @@ impl GpuBackend {
                     .as_ref()
                     .unwrap_or(&w.kernels.matmul_tiled);
                 self.run(kernel, binds, &params, groups);
-            } else if self.ctx.lane_matmul {
-                let groups = part.rows.div_ceil(64) * tiles;
-                self.run(&w.kernels.matmul_lane, binds, &params, groups);
             } else {
-                let kernel = w
-                    .kernels
-                    .matmul_subgroup
-                    .as_ref()
-                    .unwrap_or(&w.kernels.matmul);
-                self.run(kernel, binds, &params, part.rows * tiles);
+                let k = &w.kernels;
+                let subgroup = k.matmul_subgroup.as_ref().map(|[plain, _, _]| plain);
+                self.run_rows(
+                    &k.matmul_lane,
+                    &k.matmul,
+                    subgroup,
+                    binds,
+                    &params,
+                    part.rows,
+                    n,
+                );
             }
         }
     }
@@ -254,4 +406,13 @@ impl GpuBackend {
         let n = weights.len();
         self.run_each(&self.ctx.kernels.moe_scale, binds, &[u(n)], n);
     }
+}
+
+/// Whether `ws` are whole weights stored one after another in one buffer, in this order.
+fn stored_in_order(ws: &[&GpuWeight]) -> bool {
+    ws.iter().all(|w| w.parts.len() == 1)
+        && ws.windows(2).all(|p| {
+            let (a, b) = (&p[0].parts[0], &p[1].parts[0]);
+            a.buf == b.buf && b.skip == a.skip + a.rows && p[0].ty == p[1].ty
+        })
 }

@@ -25,6 +25,8 @@ mod record;
 mod rows;
 
 #[cfg(test)]
+mod fold_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -87,6 +89,8 @@ pub struct GpuTensor {
     buf: Option<wgpu::Buffer>,
     rows: usize,
     cols: usize,
+    /// Taken from the pool (its values are a previous tensor's until written).
+    reused: bool,
     pool: Arc<Pool>,
 }
 
@@ -120,12 +124,14 @@ impl Drop for GpuTensor {
     }
 }
 
-/// A part of a weight: whole rows in one buffer.
+/// A part of a weight: whole rows in one buffer, from the buffer's row `skip` on (weights stored
+/// together share a buffer).
 #[derive(Debug)]
 struct Part {
     buf: wgpu::Buffer,
     row0: usize,
     rows: usize,
+    skip: usize,
 }
 
 /// A model weight on the GPU: in its GGUF layout, or as f32 for vectors (norms, biases).
@@ -226,6 +232,101 @@ impl GpuBackend {
     /// The adapter in use.
     pub fn info(&self) -> &GpuInfo {
         &self.ctx.info
+    }
+
+    /// A `rows x cols` tensor holding whatever its pooled buffer held: for an output the next
+    /// dispatch writes whole (rounded activations, a fused op's temporaries), which then needs no
+    /// zeroing dispatch.
+    fn scratch(&self, rows: usize, cols: usize) -> GpuTensor {
+        // Pooled by power-of-two size, except where that would pass the binding limit.
+        let exact = (rows * cols * 4) as u64;
+        assert!(
+            exact <= self.ctx.max_tensor,
+            "a {rows} x {cols} tensor needs {exact} bytes; one binding of {} holds {}",
+            self.ctx.info.name,
+            self.ctx.max_tensor
+        );
+        let mut bytes = exact.next_power_of_two().max(256);
+        if bytes > self.ctx.max_tensor {
+            bytes = exact.next_multiple_of(256);
+        }
+        let reused = lock(&self.ctx.pool).get_mut(&bytes).and_then(Vec::pop);
+        let t = GpuTensor {
+            buf: Some(reused.clone().unwrap_or_else(|| {
+                self.buffer(
+                    "activations",
+                    bytes,
+                    wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                )
+            })),
+            rows,
+            cols,
+            reused: reused.is_some(),
+            pool: Arc::clone(&self.ctx.pool),
+        };
+        t
+    }
+
+    /// `infos` in one buffer, one after another, where they are matrices of one format and row
+    /// length that fit one storage binding together (else `None`): the matmuls of a layer's Q, K
+    /// and V, or of its gate and up projections, then take one dispatch.
+    fn stored_together(
+        &self,
+        file: &Arc<GgufFile>,
+        infos: &[&TensorInfo],
+    ) -> Result<Option<Vec<GpuWeight>>, BackendError> {
+        let Some(first) = infos.first() else {
+            return Ok(None);
+        };
+        let mut views = Vec::with_capacity(infos.len());
+        for info in infos {
+            views.push(weight_view(NAME, file, info)?);
+        }
+        let (cols, row_bytes) = (views[0].cols, views[0].row_bytes);
+        let total: usize = views.iter().map(|v| v.bytes().len()).sum();
+        let alike = infos.iter().zip(&views).all(|(info, v)| {
+            info.ty == first.ty && v.rows > 1 && v.cols == cols && v.row_bytes == row_bytes
+        });
+        let max = usize::try_from(self.ctx.max_part).unwrap_or(usize::MAX);
+        let Some(f) = quant_fn(first.ty) else {
+            return Ok(None);
+        };
+        if infos.len() < 2 || !alike || total > max || !cols.is_multiple_of(8) {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(total);
+        for v in &views {
+            bytes.extend_from_slice(v.bytes());
+        }
+        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        let buf = self.upload(&names.join(" + "), &bytes);
+        let kernels = self.ctx.kernels.quantized(&self.ctx.device, f);
+        let mut skip = 0;
+        let weights = infos
+            .iter()
+            .zip(&views)
+            .map(|(info, v)| {
+                let part = Part {
+                    buf: buf.clone(),
+                    row0: 0,
+                    rows: v.rows,
+                    skip,
+                };
+                skip += v.rows;
+                GpuWeight {
+                    name: info.name.clone(),
+                    ty: info.ty,
+                    rows: v.rows,
+                    cols,
+                    row_bytes,
+                    parts: vec![part],
+                    kernels: kernels.clone(),
+                }
+            })
+            .collect();
+        Ok(Some(weights))
     }
 
     fn rec(&self) -> MutexGuard<'_, Recorder> {
@@ -358,7 +459,12 @@ impl Backend for GpuBackend {
                 rows,
                 cols,
                 row_bytes: cols * 4,
-                parts: vec![Part { buf, row0: 0, rows }],
+                parts: vec![Part {
+                    buf,
+                    row0: 0,
+                    rows,
+                    skip: 0,
+                }],
                 kernels,
             });
         }
@@ -377,7 +483,12 @@ impl Backend for GpuBackend {
             .map(|row0| {
                 let n = per_part.min(rows - row0);
                 let buf = self.upload(&info.name, &bytes[row0 * row_bytes..][..n * row_bytes]);
-                Part { buf, row0, rows: n }
+                Part {
+                    buf,
+                    row0,
+                    rows: n,
+                    skip: 0,
+                }
             })
             .collect();
         Ok(GpuWeight {
@@ -391,35 +502,20 @@ impl Backend for GpuBackend {
         })
     }
 
-    fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
-        // Pooled by power-of-two size, except where that would pass the binding limit.
-        let exact = (rows * cols * 4) as u64;
-        assert!(
-            exact <= self.ctx.max_tensor,
-            "a {rows} x {cols} tensor needs {exact} bytes; one binding of {} holds {}",
-            self.ctx.info.name,
-            self.ctx.max_tensor
-        );
-        let mut bytes = exact.next_power_of_two().max(256);
-        if bytes > self.ctx.max_tensor {
-            bytes = exact.next_multiple_of(256);
+    fn weights(
+        &self,
+        file: &Arc<GgufFile>,
+        infos: &[&TensorInfo],
+    ) -> Result<Vec<GpuWeight>, BackendError> {
+        match self.stored_together(file, infos)? {
+            Some(weights) => Ok(weights),
+            None => infos.iter().map(|info| self.weight(file, info)).collect(),
         }
-        let reused = lock(&self.ctx.pool).get_mut(&bytes).and_then(Vec::pop);
-        let t = GpuTensor {
-            buf: Some(reused.clone().unwrap_or_else(|| {
-                self.buffer(
-                    "activations",
-                    bytes,
-                    wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                )
-            })),
-            rows,
-            cols,
-            pool: Arc::clone(&self.ctx.pool),
-        };
-        if reused.is_some() {
+    }
+
+    fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
+        let t = self.scratch(rows, cols);
+        if t.reused {
             let k = &self.ctx.kernels;
             self.run_each(&k.fill_zero, vec![t.bind()], &[u(t.len())], t.len());
         }
@@ -553,9 +649,12 @@ impl Backend for GpuBackend {
         act: Activation,
         out: &mut GpuTensor,
     ) {
+        if self.gated_together(x, gate, up, act, out) {
+            return;
+        }
         let (mut g, mut u) = (
-            self.tensor(out.rows, out.cols),
-            self.tensor(out.rows, out.cols),
+            self.scratch(out.rows, out.cols),
+            self.scratch(out.rows, out.cols),
         );
         self.matmuls(x, 0..x.rows, &[gate, up], &mut [&mut g, &mut u]);
         self.glu(&g, &u, act, out);
@@ -722,6 +821,10 @@ impl Backend for GpuBackend {
         let mut rec = self.rec();
         let timer = rec.timer.as_mut()?;
         Some(std::mem::take(&mut timer.total))
+    }
+
+    fn submitted(&self) -> Option<crate::backend::Submitted> {
+        Some(std::mem::take(&mut self.rec().submitted))
     }
 
     fn read(&self, t: &GpuTensor) -> Result<Vec<f32>, BackendError> {

@@ -80,6 +80,21 @@ struct Dispatch {
     groups: (u32, u32),
 }
 
+/// How [`Recorder::fold_into_last`] rewrites the last dispatch.
+pub(super) struct Fold<'a> {
+    pub kernel: &'a Arc<Kernel>,
+    pub extra: Bind,
+    pub params: &'a [(usize, u32)],
+    pub groups: Option<u32>,
+}
+
+/// `groups` workgroups split over x and y so that x stays within the limit (kernels skip the
+/// surplus groups).
+fn split_groups(groups: u32) -> (u32, u32) {
+    let y = groups.div_ceil(MAX_GROUPS_X);
+    (groups.div_ceil(y), y)
+}
+
 /// The ops recorded since the last submission.
 #[derive(Debug)]
 pub(super) struct Recorder {
@@ -96,6 +111,8 @@ pub(super) struct Recorder {
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     /// Pass timestamps, when profiling.
     pub timer: Option<Timer>,
+    /// Dispatches and encoding time since [`super::GpuBackend`]'s last `submitted`.
+    pub submitted: crate::backend::Submitted,
 }
 
 /// A RoPE table's identity: positions, base and scale bits, rotated pairs.
@@ -128,6 +145,7 @@ impl Recorder {
             param_stride: param_stride.max(PARAM_BYTES),
             bind_groups: HashMap::new(),
             timer: None,
+            submitted: Default::default(),
         }
     }
 
@@ -174,15 +192,43 @@ impl Recorder {
         let mut block = [0u32; 16];
         block[..params.len()].copy_from_slice(params);
         self.params.push(block);
-        // Split over x and y so that x stays within the limit; kernels skip the surplus groups.
-        let y = groups.div_ceil(MAX_GROUPS_X);
-        let x = groups.div_ceil(y);
         self.dispatches.push(Dispatch {
             kernel: Arc::clone(kernel),
             binds,
             params: (self.params.len() - 1) as u32,
-            groups: (x, y),
+            groups: split_groups(groups),
         });
+    }
+
+    /// The last dispatch recorded: its kernel, bindings and parameters (for folding the next op
+    /// into it).
+    pub fn last(&self) -> Option<(&Arc<Kernel>, &[Bind], &[u32; 16])> {
+        let d = self.dispatches.last()?;
+        Some((&d.kernel, &d.binds, &self.params[d.params as usize]))
+    }
+
+    /// Folds a follow-up op into the last dispatch: it becomes `fold.kernel`, with `fold.extra`
+    /// bound after its bindings, the parameters in `fold.params` set and, where given, its
+    /// workgroup count replaced.
+    pub fn fold_into_last(&mut self, fold: Fold<'_>) {
+        let last = self
+            .dispatches
+            .last_mut()
+            .expect("a dispatch to fold into");
+        last.kernel = Arc::clone(fold.kernel);
+        last.binds.push(fold.extra);
+        assert_eq!(
+            last.binds.len(),
+            fold.kernel.bindings.len(),
+            "kernel {}: bindings",
+            fold.kernel.name
+        );
+        for &(i, v) in fold.params {
+            self.params[last.params as usize][i] = v;
+        }
+        if let Some(groups) = fold.groups {
+            last.groups = split_groups(groups);
+        }
     }
 
     /// Uploads the parameters and host data, encodes every dispatch into one compute pass and
@@ -193,6 +239,7 @@ impl Recorder {
             self.rope_tables.clear();
             return;
         }
+        let start = std::time::Instant::now();
         let stride = self.param_stride as usize;
         let mut bytes = vec![0u8; self.params.len() * stride];
         for (i, block) in self.params.iter().enumerate() {
@@ -270,6 +317,12 @@ impl Recorder {
             t.pending += 1;
         }
         queue.submit([encoder.finish()]);
+        self.submitted.dispatches += self.dispatches.len() as u64;
+        if std::env::var_os("HEARTH_TRACE_TMP").is_some() {
+            let names: Vec<&str> = self.dispatches.iter().map(|d| d.kernel.name).collect();
+            eprintln!("FLUSH {} {:?}", names.len(), names);
+        }
+        self.submitted.encode += start.elapsed();
         self.dispatches.clear();
         self.params.clear();
         self.data.clear();

@@ -43,7 +43,7 @@ impl GpuBackend {
         if t.cols == 0 {
             return Ok(vec![0; t.rows]);
         }
-        let ids = self.tensor(t.rows, 1);
+        let ids = self.scratch(t.rows, 1);
         let k = &self.ctx.kernels;
         let binds = vec![t.bind(), ids.bind()];
         self.run(&k.argmax, binds, &[u(t.rows), u(t.cols)], t.rows);

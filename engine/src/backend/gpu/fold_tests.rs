@@ -1,0 +1,214 @@
+//! Work folded into the dispatch before it computes exactly what the separate dispatches compute,
+//! one dispatch fewer: a residual add and norm that also rounds its output for the matmuls after
+//! it, and the keys' RoPE joining the queries' dispatch. Each case runs folded, then with a
+//! submission between the two ops (nothing to fold into), and compares the bits.
+
+use super::tests::gpu_with;
+use super::{GpuBackend, GpuOptions};
+use crate::backend::test_support::{activations, model_files};
+use crate::backend::{Activation, Backend, Rope, RopeStyle};
+
+/// `run` folded and split (`true`: a submission between the ops), with the dispatches each took
+/// from its call of [`start`] on.
+fn both(run: impl Fn(bool) -> (Vec<f32>, u64)) -> [(Vec<u32>, u64); 2] {
+    [false, true].map(|split| {
+        let (values, dispatches) = run(split);
+        (values.iter().map(|v| v.to_bits()).collect(), dispatches)
+    })
+}
+
+/// Starts counting dispatches (after the inputs' uploads and zeroing).
+fn start(b: &GpuBackend) {
+    b.flush();
+    b.submitted();
+}
+
+/// The dispatches since [`start`].
+fn dispatches(b: &GpuBackend) -> u64 {
+    b.submitted().unwrap().dispatches
+}
+
+/// The first difference of two bit patterns, for the failure message.
+fn first_difference(a: &[u32], b: &[u32]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!(
+            "at {i} of {}: {} against {}",
+            a.len(),
+            f32::from_bits(a[i]),
+            f32::from_bits(b[i])
+        ),
+        None => format!("lengths {} and {}", a.len(), b.len()),
+    }
+}
+
+#[test]
+fn a_norm_rounds_its_output_for_the_next_matmul_in_its_own_dispatch() {
+    let Some(b) = gpu_with(GpuOptions::default()) else {
+        return;
+    };
+    let files = model_files();
+    let mut rng = fastrand::Rng::with_seed(7);
+    // SmolLM2's Q4_1 rounds activations to Q8_0 blocks; the IQ4_XS file's to Q8_K blocks.
+    for file in [&files[0], &files[2]] {
+        let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
+        let norm = b.weight(file, find("blk.0.ffn_norm.weight")).unwrap();
+        let gate = b.weight(file, find("blk.0.ffn_gate.weight")).unwrap();
+        let (d, rows) = (gate.cols, gate.rows);
+        for n in [1, 5] {
+            let (stream, addend) = (activations(&mut rng, n * d), activations(&mut rng, n * d));
+            let [(folded, f), (split, s)] = both(|split| {
+                let mut x = b.tensor_from(n, d, &stream);
+                let y = b.tensor_from(n, d, &addend);
+                let (mut normed, mut out) = (b.tensor(n, d), b.tensor(n, rows));
+                start(&b);
+                b.add_rms_norm(&mut x, &y, &norm, 1e-5, &mut normed);
+                if split {
+                    b.flush();
+                }
+                b.matmul(&normed, &gate, &mut out);
+                (b.read(&out).unwrap(), dispatches(&b))
+            });
+            let label = format!("{} ({}) n={n}", file.label(), gate.ty());
+            assert!(
+                folded == split,
+                "{label}: folded rounding changed the product {}",
+                first_difference(&folded, &split)
+            );
+            assert_eq!(f + 1, s, "{label}: dispatches folded, split");
+        }
+    }
+}
+
+#[test]
+fn the_keys_rope_joins_the_queries_dispatch() {
+    let Some(b) = gpu_with(GpuOptions::default()) else {
+        return;
+    };
+    let mut rng = fastrand::Rng::with_seed(8);
+    for style in [RopeStyle::Normal, RopeStyle::Neox] {
+        let rope = Rope {
+            style,
+            head_dim: 64,
+            n_rot: 64,
+            base: 10000.0,
+            freq_scale: 1.0,
+            yarn: None,
+            freq_factors: None,
+            attn_factor: 1.0,
+        };
+        for n in [1, 6] {
+            let positions: Vec<u32> = (0..n as u32).map(|p| 3 * p + 11).collect();
+            let (qs, ks) = (activations(&mut rng, n * 576), activations(&mut rng, n * 192));
+            let [(folded, f), (split, s)] = both(|split| {
+                let mut q = b.tensor_from(n, 576, &qs);
+                let mut k = b.tensor_from(n, 192, &ks);
+                start(&b);
+                b.rope(&mut q, &positions, &rope);
+                if split {
+                    b.flush();
+                }
+                b.rope(&mut k, &positions, &rope);
+                let mut both = b.read(&q).unwrap();
+                both.extend(b.read(&k).unwrap());
+                (both, dispatches(&b))
+            });
+            assert!(
+                folded == split,
+                "{style:?} n={n}: folded RoPE differs {}",
+                first_difference(&folded, &split)
+            );
+            assert_eq!(f + 1, s, "{style:?} n={n}: dispatches folded, split");
+        }
+    }
+    // Another table (other positions) is not folded in.
+    let mut q = b.tensor_from(1, 576, &activations(&mut rng, 576));
+    let mut k = b.tensor_from(1, 192, &activations(&mut rng, 192));
+    start(&b);
+    let rope = Rope {
+        style: RopeStyle::Normal,
+        head_dim: 64,
+        n_rot: 64,
+        base: 10000.0,
+        freq_scale: 1.0,
+        yarn: None,
+        freq_factors: None,
+        attn_factor: 1.0,
+    };
+    b.rope(&mut q, &[4], &rope);
+    b.rope(&mut k, &[5], &rope);
+    b.flush();
+    assert_eq!(dispatches(&b), 2);
+}
+
+#[test]
+fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
+    let files = model_files();
+    let mut rng = fastrand::Rng::with_seed(9);
+    // An invocation per row (lavapipe), a workgroup per row with and without subgroup sums.
+    for (lane, subgroups) in [(true, None), (false, None), (false, Some(false))] {
+        let Some(b) = gpu_with(GpuOptions {
+            lane_matmul: Some(lane),
+            subgroups,
+            ..GpuOptions::default()
+        }) else {
+            return;
+        };
+        // SmolLM2's Q4_1 and the IQ4_XS file: Q, K, V and gate, up of one type each.
+        for file in [&files[0], &files[2]] {
+            let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
+            let qkv = ["attn_q", "attn_k", "attn_v"].map(|t| find(&format!("blk.0.{t}.weight")));
+            let ffn = ["ffn_gate", "ffn_up"].map(|t| find(&format!("blk.0.{t}.weight")));
+            let together = b.weights(file, &qkv).unwrap();
+            let apart: Vec<_> = qkv.iter().map(|i| b.weight(file, i).unwrap()).collect();
+            assert_eq!(
+                together[2].parts[0].skip,
+                together[0].rows + together[1].rows,
+                "{}: Q, K, V stored together",
+                file.label()
+            );
+            let gate_up = b.weights(file, &ffn).unwrap();
+            let gate_up_apart: Vec<_> = ffn.iter().map(|i| b.weight(file, i).unwrap()).collect();
+            let d = together[0].cols;
+            // Decode and short batches (the row kernels), and a prompt (the tiled kernel).
+            for n in [1, 5, 19] {
+                let x = activations(&mut rng, n * d);
+                let label = format!("{} n={n} lane={lane} subgroups={subgroups:?}", file.label());
+                let [(joint, j), (split, s)] = [&together, &apart].map(|ws| {
+                    let gx = b.tensor_from(n, d, &x);
+                    let mut outs = ws.iter().map(|w| b.tensor(n, w.rows)).collect::<Vec<_>>();
+                    start(&b);
+                    let [q, k, v] = &mut outs[..] else { unreachable!() };
+                    b.matmul_many(&gx, &[&ws[0], &ws[1], &ws[2]], &mut [q, k, v]);
+                    let values: Vec<u32> = outs
+                        .iter()
+                        .flat_map(|o| b.read(o).unwrap())
+                        .map(f32::to_bits)
+                        .collect();
+                    (values, dispatches(&b))
+                });
+                assert!(
+                    joint == split,
+                    "{label}: Q, K, V {}",
+                    first_difference(&joint, &split)
+                );
+                let [(joint, gj), (split, gs)] = [&gate_up, &gate_up_apart].map(|ws| {
+                    let gx = b.tensor_from(n, d, &x);
+                    let mut out = b.tensor(n, ws[0].rows);
+                    start(&b);
+                    b.gated_matmul(&gx, &ws[0], &ws[1], Activation::Silu, &mut out);
+                    let values: Vec<u32> =
+                        b.read(&out).unwrap().into_iter().map(f32::to_bits).collect();
+                    (values, dispatches(&b))
+                });
+                assert!(
+                    joint == split,
+                    "{label}: gate and up {}",
+                    first_difference(&joint, &split)
+                );
+                if n <= 8 {
+                    assert_eq!((j + 2, gj + 2), (s, gs), "{label}: dispatches");
+                }
+            }
+        }
+    }
+}
