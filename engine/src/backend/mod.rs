@@ -222,7 +222,8 @@ impl KvRows<'_> {
 pub struct Submitted {
     /// Kernel dispatches submitted.
     pub dispatches: u64,
-    /// Time spent encoding the dispatches into command buffers and submitting them.
+    /// CPU time the calling thread spent encoding the dispatches into command buffers and
+    /// submitting them.
     pub encode: std::time::Duration,
 }
 
@@ -465,8 +466,8 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// The host's side of the work since the last call: kernel dispatches recorded and the time
-    /// spent encoding and submitting them (benchmarks: dispatches per token and host time per
+    /// The host's side of the work since the last call: kernel dispatches recorded and the CPU
+    /// time spent encoding and submitting them (benchmarks: dispatches per token and host time per
     /// token). `None` where work is not recorded and submitted (the CPU backends).
     fn submitted(&self) -> Option<Submitted> {
         None
