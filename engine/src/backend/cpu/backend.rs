@@ -12,7 +12,6 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::dot::Kernel;
-use super::gemm;
 use super::level::Level;
 use super::packed::Packed;
 use super::pool::Pool;
@@ -39,7 +38,7 @@ pub type CpuTensor = HostTensor;
 pub struct CpuWeight {
     pub(super) raw: WeightView,
     pub(super) kernel: Option<Kernel>,
-    /// The rows repacked for the AVX-512 kernels (then the mapped bytes are not read).
+    /// The rows repacked for the packed kernels (then the mapped bytes are not read).
     pub(super) packed: Option<Packed>,
     vector: Option<Vec<f32>>,
 }
@@ -276,7 +275,7 @@ impl Backend for CpuBackend {
         let vector = (raw.rows == 1).then(|| raw.vector());
         // Experts stay mapped (a token reads only the pages of the experts it uses).
         let packed = (kernel.is_some()
-            && gemm::available(self.level)
+            && super::packed::packs(self.level, raw.ty)
             && !super::experts::is_experts(&info.name))
         .then(|| {
             Packed::new(raw.ty, raw.rows, raw.cols, raw.bytes(), &|n, f| {

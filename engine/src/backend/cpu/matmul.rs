@@ -231,7 +231,7 @@ fn row_products(
             }
         }
         None => match &w.packed {
-            Some(p) => packed_products(p, a, rows, emit),
+            Some(p) => packed_products(level, p, a, rows, emit),
             None => {
                 for tile in rows.clone().step_by(ROW_TILE) {
                     let tile = tile..(tile + ROW_TILE).min(rows.end);
@@ -244,6 +244,7 @@ fn row_products(
 
 /// [`row_products`] on a packed weight: each group of rows against four tokens at a time.
 fn packed_products(
+    level: Level,
     p: &Packed,
     a: &Activations,
     rows: Range<usize>,
@@ -255,7 +256,7 @@ fn packed_products(
     );
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "weights are packed only on x86-64 with AVX-512: {p:?} {rows:?} {}",
+        "weights are packed only on x86-64: {p:?} {rows:?} {} {level:?}",
         a.rows
     );
     #[cfg(target_arch = "x86_64")]
@@ -265,17 +266,17 @@ fn packed_products(
         let mut t = 0;
         // Eight tokens per pass while there are (the block's values unpacked once for all).
         while t + 8 <= a.rows {
-            packed_tokens::<8>(&group, a, t, r, emit);
+            packed_tokens::<8>(level, &group, a, t, r, emit);
             t += 8;
         }
         while t + 4 <= a.rows {
-            packed_tokens::<4>(&group, a, t, r, emit);
+            packed_tokens::<4>(level, &group, a, t, r, emit);
             t += 4;
         }
         match a.rows - t {
-            3 => packed_tokens::<3>(&group, a, t, r, emit),
-            2 => packed_tokens::<2>(&group, a, t, r, emit),
-            1 => packed_tokens::<1>(&group, a, t, r, emit),
+            3 => packed_tokens::<3>(level, &group, a, t, r, emit),
+            2 => packed_tokens::<2>(level, &group, a, t, r, emit),
+            1 => packed_tokens::<1>(level, &group, a, t, r, emit),
             _ => {}
         }
     }
@@ -284,6 +285,7 @@ fn packed_products(
 /// One packed group (its first row `r`) against tokens `t..t + N`.
 #[cfg(target_arch = "x86_64")]
 fn packed_tokens<const N: usize>(
+    level: Level,
     group: &packed::Group<'_>,
     a: &Activations,
     t: usize,
@@ -291,8 +293,14 @@ fn packed_tokens<const N: usize>(
     emit: &mut dyn FnMut(usize, usize, &[f32]),
 ) {
     let toks: [packed::Token<'_>; N] = std::array::from_fn(|i| a.token(t + i));
-    // SAFETY: weights are packed only where `Level::Avx512` is supported.
-    let out = unsafe { super::avx512::packed::group_dot::<N>(group, &toks) };
+    // SAFETY: weights are packed only where the level's instructions are supported
+    // (`packed::packs`): AVX-512 VNNI, or AVX2 for the formats its kernel reads.
+    let out = unsafe {
+        match gemm::available(level) {
+            true => super::avx512::packed::group_dot::<N>(group, &toks),
+            false => super::avx2_packed::group_dot::<N>(group, &toks),
+        }
+    };
     for (i, o) in out.iter().enumerate() {
         emit(t + i, r, o);
     }

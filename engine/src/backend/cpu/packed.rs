@@ -27,6 +27,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
+use super::level::Level;
 use crate::quant::GgmlType;
 use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
 
@@ -68,6 +69,17 @@ impl Format {
             GgmlType::Q8_0 => f(32, false, false, 128),
             _ => return None,
         })
+    }
+}
+
+/// Whether a weight of type `ty` is repacked at `level`: every packed format with AVX-512 VNNI
+/// (its decode kernel and the prompt tiles read them), the 4-bit formats without fifth bits with
+/// AVX2 (`avx2_packed`).
+pub fn packs(level: Level, ty: GgmlType) -> bool {
+    match Format::of(ty) {
+        Some(_) if super::gemm::available(level) => true,
+        Some(f) => level >= Level::Avx2 && Level::Avx2.supported() && f.avx2(),
+        None => false,
     }
 }
 
@@ -114,6 +126,13 @@ pub struct Group<'a> {
 }
 
 impl Format {
+    /// Whether the AVX2 kernel reads this format: 4-bit values without fifth bits (a fifth bit
+    /// would let its i16 sums saturate, and Q8_0's unsigned bytes would overflow the pairs of
+    /// `vpmaddubsw`).
+    pub fn avx2(&self) -> bool {
+        self.value_bytes == 16 && !self.five_bit
+    }
+
     /// Bytes of one block record.
     pub fn record(&self) -> usize {
         ROWS * self.ty.type_size()
@@ -357,6 +376,75 @@ mod tests {
                     }
                     // A token's result does not depend on its companions.
                     assert_eq!(one[0][r].to_bits(), four[2][r].to_bits(), "{ty} row {r}");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_kernel_matches_the_scalar_dots_and_the_avx512_kernels_bits() {
+        if !Level::Avx2.supported() {
+            eprintln!("no AVX2 here: the AVX2 packed kernel is never used");
+            return;
+        }
+        use crate::backend::cpu::avx2_packed::group_dot;
+        let mut rng = fastrand::Rng::with_seed(44);
+        let (rows, cols) = (48, 192);
+        for ty in FORMATS.into_iter().filter(|&ty| Format::of(ty).unwrap().avx2()) {
+            assert!(packs(Level::Avx2, ty), "{ty} is packed at the AVX2 level");
+            let w = random_weight(&mut rng, ty, rows, cols);
+            let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();
+            let n = 8;
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
+                .collect();
+            let nb = cols / QK;
+            let mut a = vec![0u8; n * nb * q8_0::BYTES];
+            let (mut dy, mut sums) = (vec![0.0; n * nb], vec![0; n * nb]);
+            quantize_q8_0(Level::Scalar, &x, &mut a, &mut dy, &mut sums);
+            // Token 7: bytes of -128 and 127 only, the extremes of the i16 sums.
+            for (i, q) in a[7 * nb * q8_0::BYTES..].chunks_exact_mut(q8_0::BYTES).enumerate() {
+                for (j, v) in q[q8_0::QS..].iter_mut().enumerate() {
+                    *v = if (i + j) % 3 == 0 { 127 } else { 128 };
+                }
+                sums[7 * nb + i] = q[q8_0::QS..].iter().map(|&v| i32::from(v as i8)).sum();
+            }
+            let row_bytes = nb * ty.type_size();
+            let token = |t: usize| Token {
+                q: &a[t * nb * q8_0::BYTES..][..nb * q8_0::BYTES],
+                dy: &dy[t * nb..][..nb],
+                sum: &sums[t * nb..][..nb],
+            };
+            for g in 0..rows / ROWS {
+                let group = p.group(g);
+                // SAFETY: AVX2 is supported (checked above).
+                let eight = unsafe { group_dot::<8>(&group, &std::array::from_fn(token)) };
+                // SAFETY: as above.
+                let one = unsafe { group_dot::<1>(&group, &[token(7)]) };
+                for r in 0..ROWS {
+                    let wr = &w[(g * ROWS + r) * row_bytes..][..row_bytes];
+                    for (t, got) in eight.iter().map(|o| o[r]).enumerate() {
+                        let want = dot_row_at(Level::Scalar, ty, wr, token(t).q);
+                        let tol = 1e-5 * (1.0 + want.abs());
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{ty} row {r} token {t}: {got} vs {want}"
+                        );
+                    }
+                    assert_eq!(one[0][r].to_bits(), eight[7][r].to_bits(), "{ty} row {r}");
+                }
+                if Level::Avx512.supported() {
+                    use crate::backend::cpu::avx512::packed;
+                    // SAFETY: AVX-512 VNNI is supported (checked just above).
+                    let wide = unsafe { packed::group_dot::<8>(&group, &std::array::from_fn(token)) };
+                    assert!(
+                        wide.iter().flatten().map(|v| v.to_bits()).eq(eight
+                            .iter()
+                            .flatten()
+                            .map(|v| v.to_bits())),
+                        "{ty} group {g}: the AVX2 and AVX-512 kernels' bits"
+                    );
                 }
             }
         }
