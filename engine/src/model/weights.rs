@@ -227,13 +227,13 @@ impl<B: Backend> Loader<'_, B> {
         for (name, dims) in tensors {
             infos.push(self.required_info(name, dims)?);
         }
-        let weights = self
-            .backend
-            .weights(self.file, &infos)
-            .map_err(|source| ModelError::Backend {
-                file: self.label(),
-                source,
-            })?;
+        let weights =
+            self.backend
+                .weights(self.file, &infos)
+                .map_err(|source| ModelError::Backend {
+                    file: self.label(),
+                    source,
+                })?;
         for ((name, _), info) in tensors.iter().zip(&infos) {
             (self.progress)(info.size);
             self.used.borrow_mut().insert(name.to_string());

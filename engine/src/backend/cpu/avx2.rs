@@ -129,7 +129,7 @@ fn nibbles<const B: usize>(b: &[u8; B], at: usize) -> __m256i {
 /// 0xff (one of them 0xff).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn bytes_from_bits<const SET: bool>(bits: u32) -> __m256i {
+pub(super) fn bytes_from_bits<const SET: bool>(bits: u32) -> __m256i {
     // Byte j of the broadcast gets byte j / 8 of `bits`, then only its bit j % 8.
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(bits as i32),

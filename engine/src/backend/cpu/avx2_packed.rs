@@ -1,11 +1,13 @@
-//! Decode on packed 4-bit weights ([`crate::backend::cpu::packed`]: Q4_0, Q4_1) with AVX2: the
-//! sixteen rows of a group as two registers of eight i32 / f32 lanes (a 64-byte line's two
-//! halves), against up to eight tokens. Per block, the values are loaded and their nibbles split
-//! once for all the tokens; per token, `vpmaddubsw` of the eight value vectors against four
-//! activation bytes broadcast from memory, summed in i16 (at most 8 x 2 x 15 x 128 = 30,720: no
-//! saturation) and widened by one `vpmaddwd`, give the block's exact integer sums of eight rows.
-//! The f32 steps are the AVX-512 packed kernel's (`avx512::packed`), in the same order, so both
-//! levels compute the same bits.
+//! Decode on packed weights ([`crate::backend::cpu::packed`]) with AVX2: the sixteen rows of a
+//! group as two registers of eight i32 / f32 lanes (a 64-byte line's two halves), against up to
+//! eight tokens. Per block, the values are loaded (their nibbles split, their fifth bits added)
+//! once for all the tokens; per token, `vpmaddubsw` of each value vector against four activation
+//! bytes broadcast from memory, summed in i16 and widened by `vpmaddwd`, gives the block's exact
+//! integer sums of eight rows. The i16 sums never saturate: a pair is at most 2 x 15 x 128 =
+//! 3,840 for 4-bit values, so eight of them sum in i16; 5-bit values (2 x 31 x 128 = 7,936) are
+//! widened four at a time; Q8_0's unsigned bytes are split into two nibble planes (the high one
+//! weighted 16 after widening). The f32 steps are the AVX-512 packed kernel's (`avx512::packed`),
+//! in the same order, so both levels compute the same bits.
 
 use std::arch::x86_64::*;
 
@@ -18,8 +20,8 @@ const HALF: usize = ROWS / 2;
 /// `out[t][r]`: row `r` of group `g` times token `t`.
 ///
 /// # Safety
-/// The CPU must support the features of `Level::Avx2`. The group's format must be one the kernel
-/// reads ([`Format::avx2`](crate::backend::cpu::packed::Format::avx2)) and each token must cover `g.nb` blocks (both checked).
+/// The CPU must support the features of `Level::Avx2`. Each token must cover `g.nb` blocks
+/// (checked).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group_dot<const T: usize>(
     g: &Group<'_>,
@@ -32,35 +34,104 @@ pub unsafe fn group_dot<const T: usize>(
         );
     }
     let f = g.format;
-    assert!(f.avx2(), "packed dot (AVX2): {:?} has no AVX2 kernel", f.ty);
     assert!(
         g.bytes.len() >= g.nb * f.record(),
         "packed dot: a short group"
     );
-    // SAFETY: the lengths and the format are checked above; the features are the caller's
-    // promise.
+    // SAFETY: the lengths are checked above; the features are the caller's promise.
     unsafe {
-        match f.has_min {
-            false => run::<T, false>(g, tokens, f.offset),
-            true => run::<T, true>(g, tokens, f.offset),
+        match (f.value_bytes == 16, f.has_min, f.five_bit) {
+            (true, false, false) => run::<T, true, false, false>(g, tokens, f.offset),
+            (true, true, false) => run::<T, true, true, false>(g, tokens, f.offset),
+            (true, false, true) => run::<T, true, false, true>(g, tokens, f.offset),
+            (true, true, true) => run::<T, true, true, true>(g, tokens, f.offset),
+            _ => run::<T, false, false, false>(g, tokens, f.offset),
         }
     }
 }
 
-/// See [`group_dot`]: `MIN` for the formats with a minimum; `offset` is what the stored values
-/// exceed the signed ones by.
+/// Block `k`'s values of rows `8h..8h + 8`: `v[i]` holds values `4i..4i + 4` of each row as
+/// unsigned bytes (for Q8_0, `v[i]` the low nibbles and `v[8 + i]` the high ones).
+///
+/// # Safety
+/// The group's lengths are checked by [`group_dot`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn values<const NIB: bool, const FIVE: bool>(
+    g: &Group<'_>,
+    k: usize,
+    h: usize,
+) -> [__m256i; 16] {
+    let low = _mm256_set1_epi8(0x0f);
+    let mut v = [_mm256_setzero_si256(); 16];
+    let f = g.format;
+    // SAFETY: block `k`'s record lies inside the group (checked by the caller); the loads are
+    // unaligned.
+    unsafe {
+        let p = g.bytes.as_ptr().add(k * f.record() + h * 32);
+        if NIB {
+            for j in 0..4 {
+                let c = _mm256_loadu_si256(p.add(j * 64).cast());
+                v[2 * j] = _mm256_and_si256(c, low);
+                v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low);
+            }
+            if FIVE {
+                let masks = g.bytes.as_ptr().add(k * f.record() + f.high_at());
+                let sixteen = _mm256_set1_epi8(16);
+                for (i, v) in v[..8].iter_mut().enumerate() {
+                    let bits = std::ptr::read_unaligned(masks.add(i * 8 + h * 4).cast::<u32>());
+                    let set = super::avx2::bytes_from_bits::<true>(bits);
+                    *v = _mm256_add_epi8(*v, _mm256_and_si256(set, sixteen));
+                }
+            }
+        } else {
+            for j in 0..8 {
+                let c = _mm256_loadu_si256(p.add(j * 64).cast());
+                v[j] = _mm256_and_si256(c, low);
+                v[8 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low);
+            }
+        }
+    }
+    v
+}
+
+/// The i32 sums of eight rows' block values `v` (see [`values`]) against the activation bytes
+/// `four`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn block_sums<const NIB: bool, const FIVE: bool>(
+    v: &[__m256i; 16],
+    four: &[__m256i; 8],
+) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    // Products of value vectors `i..j` summed in i16, then widened.
+    let sum = |i: usize, j: usize, plane: usize| {
+        let mut s = _mm256_maddubs_epi16(v[plane + i], four[i]);
+        for n in i + 1..j {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(v[plane + n], four[n]));
+        }
+        _mm256_madd_epi16(s, ones)
+    };
+    match (NIB, FIVE) {
+        (true, false) => sum(0, 8, 0),
+        (true, true) => _mm256_add_epi32(sum(0, 4, 0), sum(4, 8, 0)),
+        _ => _mm256_add_epi32(sum(0, 8, 0), _mm256_slli_epi32::<4>(sum(0, 8, 8))),
+    }
+}
+
+/// See [`group_dot`]: `NIB` for the 4- and 5-bit formats (else Q8_0), `MIN` for those with a
+/// minimum, `FIVE` for those with a fifth bit; `offset` is what the stored values exceed the
+/// signed ones by.
 ///
 /// # Safety
 /// As [`group_dot`], which checks the lengths.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn run<const T: usize, const MIN: bool>(
+unsafe fn run<const T: usize, const NIB: bool, const MIN: bool, const FIVE: bool>(
     g: &Group<'_>,
     tokens: &[Token<'_>; T],
     offset: i32,
 ) -> [[f32; ROWS]; T] {
-    let low = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
     let f = g.format;
     for k in 0..g.nb {
@@ -68,15 +139,6 @@ unsafe fn run<const T: usize, const MIN: bool>(
         // (lengths checked by `group_dot`); the loads are unaligned.
         let (v, d, m) = unsafe {
             let rec = g.bytes.as_ptr().add(k * f.record());
-            // v[h][i]: values 4i..4i + 4 of rows 8h..8h + 8.
-            let mut v = [[_mm256_setzero_si256(); 8]; 2];
-            for (h, v) in v.iter_mut().enumerate() {
-                for j in 0..4 {
-                    let c = _mm256_loadu_si256(rec.add(j * 64 + h * 32).cast());
-                    v[2 * j] = _mm256_and_si256(c, low);
-                    v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low);
-                }
-            }
             let halves = |at: usize| {
                 [0, 1].map(|h| _mm256_cvtph_ps(_mm_loadu_si128(rec.add(at + 2 * HALF * h).cast())))
             };
@@ -85,6 +147,7 @@ unsafe fn run<const T: usize, const MIN: bool>(
             } else {
                 [_mm256_setzero_ps(); 2]
             };
+            let v = [0, 1].map(|h| values::<NIB, FIVE>(g, k, h));
             (v, halves(f.d_at()), m)
         };
         for (t, tok) in tokens.iter().enumerate() {
@@ -97,11 +160,7 @@ unsafe fn run<const T: usize, const MIN: bool>(
             let (dy, sum) = (tok.dy[k], tok.sum[k]);
             let dy_v = _mm256_set1_ps(dy);
             for h in 0..2 {
-                let mut s16 = _mm256_maddubs_epi16(v[h][0], four[0]);
-                for i in 1..8 {
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(v[h][i], four[i]));
-                }
-                let mut s = _mm256_madd_epi16(s16, ones);
+                let mut s = block_sums::<NIB, FIVE>(&v[h], &four);
                 if !MIN {
                     s = _mm256_sub_epi32(s, _mm256_set1_epi32(offset * sum));
                 }

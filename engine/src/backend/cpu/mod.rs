@@ -1,6 +1,5 @@
 //! The fast CPU backend ([`CpuBackend`], the default path): weights stay in their GGUF blocks (or,
-//! on AVX-512 VNNI machines, the 32-value formats are repacked once at load; with AVX2, Q4_0 and
-//! Q4_1), each matmul's
+//! with AVX2 or AVX-512 VNNI, the 32-value formats are repacked once at load), each matmul's
 //! activations are quantized once (Q8_0 blocks for the 32-value formats, Q8_K for the k-quants),
 //! and integer dot products of weight blocks against them do the work.
 //!
@@ -17,8 +16,8 @@
 //!   AVX2 kernels of IQ2_XXS, IQ2_XS, IQ2_S and IQ3_S, `avx512_iq` their AVX-512 ones.
 //! - `packed`: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights repacked at load in records of 16 rows
 //!   per block (one `vpdpbusd` per four values of all 16 rows); `avx512::packed` is its decode
-//!   kernel, and the prompt path's tiles fill from it. At the AVX2 level Q4_0 and Q4_1 are
-//!   repacked too, and `avx2_packed` (two registers of eight rows) runs their decode and prompts.
+//!   kernel, and the prompt path's tiles fill from it. At the AVX2 level they are repacked
+//!   too, and `avx2_packed` (two registers of eight rows) runs their decode and prompts.
 //! - `gemm`: prompt batches: 16-row tiles unpacked once to bytes + per-block scale and minimum,
 //!   an AVX-512 VNNI micro-kernel over 16 tokens at a time (then 8, then 1).
 //! - `vec`: attention's primitives over the f16 KV cache (scores, the weighted sum of values), f16

@@ -72,15 +72,11 @@ impl Format {
     }
 }
 
-/// Whether a weight of type `ty` is repacked at `level`: every packed format with AVX-512 VNNI
-/// (its decode kernel and the prompt tiles read them), the 4-bit formats without fifth bits with
-/// AVX2 (`avx2_packed`).
+/// Whether a weight of type `ty` is repacked at `level`: every packed format with AVX2 or
+/// AVX-512 VNNI (their decode kernels, `avx2_packed` and `avx512::packed`, read them all; with
+/// AVX-512 the prompt tiles fill from them too).
 pub fn packs(level: Level, ty: GgmlType) -> bool {
-    match Format::of(ty) {
-        Some(_) if super::gemm::available(level) => true,
-        Some(f) => level >= Level::Avx2 && Level::Avx2.supported() && f.avx2(),
-        None => false,
-    }
+    Format::of(ty).is_some() && level >= Level::Avx2 && Level::Avx2.supported()
 }
 
 /// One token's Q8_0 activation row with, per block, its scale as f32 and the sum of its values,
@@ -126,13 +122,6 @@ pub struct Group<'a> {
 }
 
 impl Format {
-    /// Whether the AVX2 kernel reads this format: 4-bit values without fifth bits (a fifth bit
-    /// would let its i16 sums saturate, and Q8_0's unsigned bytes would overflow the pairs of
-    /// `vpmaddubsw`).
-    pub fn avx2(&self) -> bool {
-        self.value_bytes == 16 && !self.five_bit
-    }
-
     /// Bytes of one block record.
     pub fn record(&self) -> usize {
         ROWS * self.ty.type_size()
@@ -391,7 +380,7 @@ mod tests {
         use crate::backend::cpu::avx2_packed::group_dot;
         let mut rng = fastrand::Rng::with_seed(44);
         let (rows, cols) = (48, 192);
-        for ty in FORMATS.into_iter().filter(|&ty| Format::of(ty).unwrap().avx2()) {
+        for ty in FORMATS {
             assert!(packs(Level::Avx2, ty), "{ty} is packed at the AVX2 level");
             let w = random_weight(&mut rng, ty, rows, cols);
             let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();
@@ -404,7 +393,10 @@ mod tests {
             let (mut dy, mut sums) = (vec![0.0; n * nb], vec![0; n * nb]);
             quantize_q8_0(Level::Scalar, &x, &mut a, &mut dy, &mut sums);
             // Token 7: bytes of -128 and 127 only, the extremes of the i16 sums.
-            for (i, q) in a[7 * nb * q8_0::BYTES..].chunks_exact_mut(q8_0::BYTES).enumerate() {
+            for (i, q) in a[7 * nb * q8_0::BYTES..]
+                .chunks_exact_mut(q8_0::BYTES)
+                .enumerate()
+            {
                 for (j, v) in q[q8_0::QS..].iter_mut().enumerate() {
                     *v = if (i + j) % 3 == 0 { 127 } else { 128 };
                 }
@@ -437,12 +429,13 @@ mod tests {
                 if Level::Avx512.supported() {
                     use crate::backend::cpu::avx512::packed;
                     // SAFETY: AVX-512 VNNI is supported (checked just above).
-                    let wide = unsafe { packed::group_dot::<8>(&group, &std::array::from_fn(token)) };
+                    let wide =
+                        unsafe { packed::group_dot::<8>(&group, &std::array::from_fn(token)) };
                     assert!(
-                        wide.iter().flatten().map(|v| v.to_bits()).eq(eight
-                            .iter()
+                        wide.iter()
                             .flatten()
-                            .map(|v| v.to_bits())),
+                            .map(|v| v.to_bits())
+                            .eq(eight.iter().flatten().map(|v| v.to_bits())),
                         "{ty} group {g}: the AVX2 and AVX-512 kernels' bits"
                     );
                 }

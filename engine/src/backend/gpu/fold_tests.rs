@@ -98,7 +98,10 @@ fn the_keys_rope_joins_the_queries_dispatch() {
         };
         for n in [1, 6] {
             let positions: Vec<u32> = (0..n as u32).map(|p| 3 * p + 11).collect();
-            let (qs, ks) = (activations(&mut rng, n * 576), activations(&mut rng, n * 192));
+            let (qs, ks) = (
+                activations(&mut rng, n * 576),
+                activations(&mut rng, n * 192),
+            );
             let [(folded, f), (split, s)] = both(|split| {
                 let mut q = b.tensor_from(n, 576, &qs);
                 let mut k = b.tensor_from(n, 192, &ks);
@@ -177,7 +180,9 @@ fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
                     let gx = b.tensor_from(n, d, &x);
                     let mut outs = ws.iter().map(|w| b.tensor(n, w.rows)).collect::<Vec<_>>();
                     start(&b);
-                    let [q, k, v] = &mut outs[..] else { unreachable!() };
+                    let [q, k, v] = &mut outs[..] else {
+                        unreachable!()
+                    };
                     b.matmul_many(&gx, &[&ws[0], &ws[1], &ws[2]], &mut [q, k, v]);
                     let values: Vec<u32> = outs
                         .iter()
@@ -196,8 +201,12 @@ fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
                     let mut out = b.tensor(n, ws[0].rows);
                     start(&b);
                     b.gated_matmul(&gx, &ws[0], &ws[1], Activation::Silu, &mut out);
-                    let values: Vec<u32> =
-                        b.read(&out).unwrap().into_iter().map(f32::to_bits).collect();
+                    let values: Vec<u32> = b
+                        .read(&out)
+                        .unwrap()
+                        .into_iter()
+                        .map(f32::to_bits)
+                        .collect();
                     (values, dispatches(&b))
                 });
                 assert!(

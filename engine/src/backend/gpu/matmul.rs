@@ -173,7 +173,9 @@ impl GpuBackend {
         out: &mut GpuTensor,
     ) -> bool {
         let n = x.rows;
-        let together = [gate, up].iter().all(|w| w.parts.len() == 1 && w.cols == x.cols)
+        let together = [gate, up]
+            .iter()
+            .all(|w| w.parts.len() == 1 && w.cols == x.cols)
             && gate.parts[0].buf == up.parts[0].buf
             && gate.rows == up.rows
             && (out.rows, out.cols) == (n, gate.rows);

@@ -211,10 +211,7 @@ impl Recorder {
     /// bound after its bindings, the parameters in `fold.params` set and, where given, its
     /// workgroup count replaced.
     pub fn fold_into_last(&mut self, fold: Fold<'_>) {
-        let last = self
-            .dispatches
-            .last_mut()
-            .expect("a dispatch to fold into");
+        let last = self.dispatches.last_mut().expect("a dispatch to fold into");
         last.kernel = Arc::clone(fold.kernel);
         last.binds.push(fold.extra);
         assert_eq!(
