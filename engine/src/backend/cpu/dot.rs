@@ -128,6 +128,7 @@ pub struct Kernel {
     level: Level,
     one: RowsFn<1>,
     four: RowsFn<4>,
+    eight: RowsFn<8>,
     /// Four weight rows against one token, where a level has a faster kernel for that (decode).
     rows4: Option<MultiRowFn<4>>,
 }
@@ -148,28 +149,40 @@ impl Kernel {
         let act = activation_type(ty)?;
         // A level "has" a type when its entry point computes one block of it.
         let (w, a) = (vec![0u8; ty.type_size()], vec![0u8; act.type_size()]);
-        let levels: [(Level, RowsFn<1>, RowsFn<4>); 3] = [
+        let levels: [(Level, RowsFn<1>, RowsFn<4>, RowsFn<8>); 3] = [
             #[cfg(target_arch = "x86_64")]
             (
                 Level::Avx512,
                 super::avx512::dot::<1>,
                 super::avx512::dot::<4>,
+                super::avx512::dot::<8>,
             ),
             #[cfg(target_arch = "x86_64")]
-            (Level::Avx2, super::avx2::dot::<1>, super::avx2::dot::<4>),
-            (Level::Scalar, scalar_rows::<1>, scalar_rows::<4>),
+            (
+                Level::Avx2,
+                super::avx2::dot::<1>,
+                super::avx2::dot::<4>,
+                super::avx2::dot::<8>,
+            ),
+            (
+                Level::Scalar,
+                scalar_rows::<1>,
+                scalar_rows::<4>,
+                scalar_rows::<8>,
+            ),
         ];
         levels
             .into_iter()
-            .filter(|&(l, _, _)| l <= level && l.supported())
+            .filter(|&(l, ..)| l <= level && l.supported())
             // SAFETY: the level is supported by this CPU; one zero block of each is whole blocks
             // of matching length.
-            .find(|&(_, one, _)| unsafe { one(ty, &w, [&a]) }.is_some())
-            .map(|(level, one, four)| Kernel {
+            .find(|&(_, one, ..)| unsafe { one(ty, &w, [&a]) }.is_some())
+            .map(|(level, one, four, eight)| Kernel {
                 ty,
                 level,
                 one: single_row(level, ty).unwrap_or(one),
                 four,
+                eight,
                 rows4: multi_row(level, ty),
             })
     }
@@ -208,6 +221,16 @@ impl Kernel {
         }
         // SAFETY: as in `dot`.
         unsafe { (self.four)(self.ty, w, a) }.expect("resolved kernels cover their type")
+    }
+
+    /// `[w · a[0], .., w · a[7]]`: each weight block unpacked once for eight tokens (prompts).
+    #[inline]
+    pub fn dot8(&self, w: &[u8], a: [&[u8]; 8]) -> [f32; 8] {
+        for a in a {
+            self.check(w, a);
+        }
+        // SAFETY: as in `dot`.
+        unsafe { (self.eight)(self.ty, w, a) }.expect("resolved kernels cover their type")
     }
 
     #[inline]

@@ -128,8 +128,9 @@ impl Activations {
 }
 
 /// The products of weight rows `rows` with every activation row, passed to `emit(token, row,
-/// values)` (`values[i]` is row `row + i`): four tokens at a time (each weight block unpacked once for the four) while the
-/// tile's weight rows stay in L1, then the remaining tokens one by one.
+/// values)` (`values[i]` is row `row + i`): eight, then four tokens at a time (each weight block
+/// unpacked once for them) while the tile's weight rows stay in L1, then the remaining tokens one
+/// by one.
 fn tile_products(
     kernel: Kernel,
     w: &WeightView,
@@ -139,6 +140,16 @@ fn tile_products(
 ) {
     let n_tok = a.rows;
     let mut t = 0;
+    while t + 8 <= n_tok {
+        let group = std::array::from_fn(|i| a.row(t + i));
+        for r in rows.clone() {
+            let v = kernel.dot8(w.row_bytes_of(r), group);
+            for (i, v) in v.into_iter().enumerate() {
+                emit(t + i, r, &[v]);
+            }
+        }
+        t += 8;
+    }
     while t + 4 <= n_tok {
         let group = [a.row(t), a.row(t + 1), a.row(t + 2), a.row(t + 3)];
         for r in rows.clone() {

@@ -48,7 +48,7 @@ fn matmuls_match_the_reference_on_real_tensors_at_every_level() {
             info.dims[1] = rows as u64;
             let want_w = reference.weight(&file, &info).unwrap();
             // 1 token (decode), 7 tokens (a group of four and a remainder of three), 19 tokens
-            // (the batched tile path where the CPU has it).
+            // (the batched tile path where the CPU has it, else two groups of eight and three).
             for n in [1, 7, 19] {
                 let x = tensor(n, cols, activations(&mut rng, n * cols));
                 let mut want = reference.tensor(n, rows);
