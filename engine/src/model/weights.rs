@@ -355,7 +355,7 @@ impl<B: Backend> Loader<'_, B> {
         let n = |s: &str| format!("blk.{il}.{s}");
         let own_kv = c.owns_kv(il);
         // Separate Q, K and V tensors, each required, are loaded together.
-        let separate = !c.fused_qkv && !c.attn_output_gate && !(c.v_norm && kv_k == kv_v);
+        let separate = !(c.fused_qkv || c.attn_output_gate || (c.v_norm && kv_k == kv_v));
         let (wq, gate, wk, wv) = if own_kv && separate {
             let [wq, wk, wv] = self.together([
                 (&n("attn_q.weight"), &[d, q_dim]),

@@ -251,7 +251,7 @@ impl GpuBackend {
             bytes = exact.next_multiple_of(256);
         }
         let reused = lock(&self.ctx.pool).get_mut(&bytes).and_then(Vec::pop);
-        let t = GpuTensor {
+        GpuTensor {
             buf: Some(reused.clone().unwrap_or_else(|| {
                 self.buffer(
                     "activations",
@@ -265,8 +265,7 @@ impl GpuBackend {
             cols,
             reused: reused.is_some(),
             pool: Arc::clone(&self.ctx.pool),
-        };
-        t
+        }
     }
 
     /// `infos` in one buffer, one after another, where they are matrices of one format and row
