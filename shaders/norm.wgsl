@@ -45,18 +45,11 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 // The residual stream R (the model's hidden state), read and written by `add_rms_norm`.
 @group(0) @binding(4) var<storage, read_write> R: array<f32>;
 
-// `R += X`, then `Y = rms_norm(R) * G`: a residual add fused with the norm after it, one dispatch
-// and one pass over the row instead of two. The sums are the unfused ops' (same order, same f32
-// operations). Each invocation reads back only the values it wrote. One workgroup per row;
-// p(0): values per row (the weight's length), p(1): rows, p(2): eps.
-@compute @workgroup_size(64)
-fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) tid: u32) {
-    let n = p(0u);
-    let g = group_index(wid, nwg);
-    if g >= p(1u) {
-        return;
-    }
+// `R += X`, then `Y = rms_norm(R) * G` for row `g` of `n` values: a residual add fused with the
+// norm after it, one dispatch and one pass over the row instead of two. The sums are the unfused
+// ops' (same order, same f32 operations). Each invocation reads back only the values it wrote.
+// Call from uniform control flow.
+fn add_norm_row(tid: u32, g: u32, n: u32) {
     let base = g * n;
     var s = 0.0;
     for (var i = tid; i < n; i += 64u) {
@@ -68,6 +61,18 @@ fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = tid; i < n; i += 64u) {
         Y[base + i] = R[base + i] * scale * G[i];
     }
+}
+
+// `add_norm_row`, one workgroup per row; p(0): values per row (the weight's length), p(1): rows,
+// p(2): eps.
+@compute @workgroup_size(64)
+fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+    let g = group_index(wid, nwg);
+    if g >= p(1u) {
+        return;
+    }
+    add_norm_row(tid, g, p(0u));
 }
 
 // The norm's output rounded for the matmuls that read it (round.wgsl, from Y to Q).
@@ -84,18 +89,8 @@ fn add_rms_norm_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     if g >= p(1u) {
         return;
     }
-    let base = g * n;
-    var s = 0.0;
-    for (var i = tid; i < n; i += 64u) {
-        let v = R[base + i] + X[base + i];
-        R[base + i] = v;
-        s += v * v;
-    }
-    let scale = norm_scale(tid, s, n);
-    for (var i = tid; i < n; i += 64u) {
-        Y[base + i] = R[base + i] * scale * G[i];
-    }
+    add_norm_row(tid, g, n);
     // Every invocation's values of Y written before any block of them is read.
     storageBarrier();
-    round_values(p(3u), base, n, tid, 64u);
+    round_values(p(3u), g * n, n, tid, 64u);
 }

@@ -88,6 +88,21 @@ pub struct Token<'a> {
     pub sum: &'a [i32],
 }
 
+/// Checks what a packed kernel's safety rests on: every token covers the group's `nb` blocks, and
+/// the group holds `nb` whole records.
+pub fn check_group(g: &Group<'_>, tokens: &[Token<'_>]) {
+    for t in tokens {
+        assert!(
+            t.q.len() >= g.nb * q8_0::BYTES && t.dy.len() >= g.nb && t.sum.len() >= g.nb,
+            "packed dot: activation row shorter than the weight's"
+        );
+    }
+    assert!(
+        g.bytes.len() >= g.nb * g.format.record(),
+        "packed dot: a short group"
+    );
+}
+
 /// Runs a function on ranges covering `0..n` once each, on any threads (see [`Packed::new`]).
 pub type Split<'a> = dyn Fn(usize, &(dyn Fn(Range<usize>) + Sync)) + 'a;
 
@@ -290,6 +305,37 @@ mod tests {
         bytes
     }
 
+    /// `n` tokens of `cols` hidden-state-like values (a few large), quantized as the packed
+    /// kernels read them.
+    struct Acts {
+        q: Vec<u8>,
+        dy: Vec<f32>,
+        sums: Vec<i32>,
+        nb: usize,
+    }
+
+    impl Acts {
+        fn new(rng: &mut fastrand::Rng, n: usize, cols: usize) -> Acts {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
+                .collect();
+            let nb = cols / QK;
+            let mut q = vec![0u8; n * nb * q8_0::BYTES];
+            let (mut dy, mut sums) = (vec![0.0; n * nb], vec![0; n * nb]);
+            quantize_q8_0(Level::Scalar, &x, &mut q, &mut dy, &mut sums);
+            Acts { q, dy, sums, nb }
+        }
+
+        fn token(&self, t: usize) -> Token<'_> {
+            let nb = self.nb;
+            Token {
+                q: &self.q[t * nb * q8_0::BYTES..][..nb * q8_0::BYTES],
+                dy: &self.dy[t * nb..][..nb],
+                sum: &self.sums[t * nb..][..nb],
+            }
+        }
+    }
+
     #[test]
     fn packed_tiles_equal_the_tiles_unpacked_from_gguf_rows() {
         let mut rng = fastrand::Rng::with_seed(41);
@@ -334,19 +380,9 @@ mod tests {
         for ty in FORMATS {
             let w = random_weight(&mut rng, ty, rows, cols);
             let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();
-            let x: Vec<f32> = (0..n * cols)
-                .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
-                .collect();
-            let nb = cols / QK;
-            let mut a = vec![0u8; n * nb * q8_0::BYTES];
-            let (mut dy, mut sums) = (vec![0.0; n * nb], vec![0; n * nb]);
-            quantize_q8_0(Level::Scalar, &x, &mut a, &mut dy, &mut sums);
-            let row_bytes = nb * ty.type_size();
-            let token = |t: usize| Token {
-                q: &a[t * nb * q8_0::BYTES..][..nb * q8_0::BYTES],
-                dy: &dy[t * nb..][..nb],
-                sum: &sums[t * nb..][..nb],
-            };
+            let acts = Acts::new(&mut rng, n, cols);
+            let row_bytes = acts.nb * ty.type_size();
+            let token = |t: usize| acts.token(t);
             for g in 0..rows / ROWS {
                 let group = p.group(g);
                 // SAFETY: AVX-512 VNNI is supported (checked above).
@@ -384,30 +420,20 @@ mod tests {
             assert!(packs(Level::Avx2, ty), "{ty} is packed at the AVX2 level");
             let w = random_weight(&mut rng, ty, rows, cols);
             let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();
-            let n = 8;
-            let x: Vec<f32> = (0..n * cols)
-                .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
-                .collect();
-            let nb = cols / QK;
-            let mut a = vec![0u8; n * nb * q8_0::BYTES];
-            let (mut dy, mut sums) = (vec![0.0; n * nb], vec![0; n * nb]);
-            quantize_q8_0(Level::Scalar, &x, &mut a, &mut dy, &mut sums);
+            let mut acts = Acts::new(&mut rng, 8, cols);
+            let nb = acts.nb;
             // Token 7: bytes of -128 and 127 only, the extremes of the i16 sums.
-            for (i, q) in a[7 * nb * q8_0::BYTES..]
+            for (i, q) in acts.q[7 * nb * q8_0::BYTES..]
                 .chunks_exact_mut(q8_0::BYTES)
                 .enumerate()
             {
                 for (j, v) in q[q8_0::QS..].iter_mut().enumerate() {
                     *v = if (i + j) % 3 == 0 { 127 } else { 128 };
                 }
-                sums[7 * nb + i] = q[q8_0::QS..].iter().map(|&v| i32::from(v as i8)).sum();
+                acts.sums[7 * nb + i] = q[q8_0::QS..].iter().map(|&v| i32::from(v as i8)).sum();
             }
             let row_bytes = nb * ty.type_size();
-            let token = |t: usize| Token {
-                q: &a[t * nb * q8_0::BYTES..][..nb * q8_0::BYTES],
-                dy: &dy[t * nb..][..nb],
-                sum: &sums[t * nb..][..nb],
-            };
+            let token = |t: usize| acts.token(t);
             for g in 0..rows / ROWS {
                 let group = p.group(g);
                 // SAFETY: AVX2 is supported (checked above).

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::backend::cpu::packed::{Group, ROWS, Token};
+use crate::backend::cpu::packed::{Group, ROWS, Token, check_group};
 use crate::quant::layout::q8_0;
 
 /// `out[t][r]`: row `r` of group `g` times token `t`.
@@ -21,17 +21,8 @@ pub unsafe fn group_dot<const T: usize>(
     g: &Group<'_>,
     tokens: &[Token<'_>; T],
 ) -> [[f32; ROWS]; T] {
-    for t in tokens {
-        assert!(
-            t.q.len() >= g.nb * q8_0::BYTES && t.dy.len() >= g.nb && t.sum.len() >= g.nb,
-            "packed dot: activation row shorter than the weight's"
-        );
-    }
+    check_group(g, tokens);
     let f = g.format;
-    assert!(
-        g.bytes.len() >= g.nb * f.record(),
-        "packed dot: a short group"
-    );
     // SAFETY: the lengths are checked above; the features are the caller's promise.
     unsafe {
         match (f.value_bytes == 16, f.has_min, f.five_bit) {
