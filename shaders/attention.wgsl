@@ -325,3 +325,37 @@ fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         O[(t * heads + h) * hv + i] = acc[i] / (l + sink_term(h, m));
     }
 }
+
+// The attention output rounded for the output projection (round.wgsl, from O to R8).
+@group(0) @binding(8) var<storage, read_write> R8: array<f32>;
+
+// `attend`, then each (row, head)'s output rounded as the output projection's weight needs
+// (p(13): 1 = Q8_0, 2 = Q8_K, 3 = f16; the host folds it in only where a block divides the head)
+// into R8: the rounding dispatch folded into the attention's. The rounded values are the round
+// kernels' (same functions on the same stored values).
+@compute @workgroup_size(64)
+fn attend_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+    let g = group_index(wid, nwg);
+    let heads = p(0u);
+    let t = g / heads;
+    if t >= p(10u) {
+        return;
+    }
+    let h = g % heads;
+    let info = p(9u) + t * 2u;
+    let pos = D[info];
+    load_query(tid, t, h);
+    let r = attend_span(tid, D[info + 1u], h / p(1u), first_visible(pos), pos + 1u);
+    let hv = p(3u);
+    let base = (t * heads + h) * hv;
+    for (var k = 0u; k < 4u; k++) {
+        let dv = tid + k * WG;
+        if dv < hv {
+            O[base + dv] = r.acc[k] / (r.l + sink_term(h, r.m));
+        }
+    }
+    // Every invocation's values of O written before any block of them is read.
+    storageBarrier();
+    round_values(p(13u), base, hv, tid, WG);
+}

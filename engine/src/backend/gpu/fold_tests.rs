@@ -6,7 +6,7 @@
 use super::tests::gpu_with;
 use super::{GpuBackend, GpuOptions};
 use crate::backend::test_support::{activations, model_files};
-use crate::backend::{Activation, Backend, Rope, RopeStyle};
+use crate::backend::{Activation, Attention, Backend, KvRows, Rope, RopeStyle};
 
 /// `run` folded and split (`true`: a submission between the ops), with the dispatches each took
 /// from its call of [`start`] on.
@@ -220,4 +220,68 @@ fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
             }
         }
     }
+}
+
+#[test]
+fn decode_attention_rounds_its_output_for_the_output_projection() {
+    let Some(b) = gpu_with(GpuOptions::default()) else {
+        return;
+    };
+    let files = model_files();
+    let smollm2 = &files[0];
+    let find = |name: &str| smollm2.tensors().iter().find(|t| t.name == name).unwrap();
+    // SmolLM2's Q4_1 output projection rounds its input to Q8_0 blocks (two per 64-value head).
+    let wo = b.weight(smollm2, find("blk.0.attn_output.weight")).unwrap();
+    let attn = Attention {
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim_k: 64,
+        head_dim_v: 64,
+        scale: 0.125,
+        window: None,
+        sinks: None,
+    };
+    let mut rng = fastrand::Rng::with_seed(10);
+    let table: [&[u32]; 1] = [&[3, 1]];
+    let prompt: Vec<u32> = (0..12).collect();
+    let (qs, ks, vs) = (
+        activations(&mut rng, 13 * 576),
+        activations(&mut rng, 13 * 192),
+        activations(&mut rng, 13 * 192),
+    );
+    let [(folded, f), (split, s)] = both(|split| {
+        let mut kv = b.kv(64, 192, 192).unwrap();
+        // A prompt of twelve, then one decode step at position 12.
+        let tables = vec![table[0]; 12];
+        let rows = KvRows {
+            block_size: 16,
+            positions: &prompt,
+            tables: &tables,
+        };
+        let t = |x: &[f32], n: usize, cols: usize| b.tensor_from(n, cols, &x[..n * cols]);
+        let mut att = b.tensor(12, 576);
+        let (q, k, v) = (t(&qs, 12, 576), t(&ks, 12, 192), t(&vs, 12, 192));
+        b.attention(&q, &k, &v, &mut kv, &rows, &attn, &mut att);
+        let step = KvRows {
+            block_size: 16,
+            positions: &[12],
+            tables: &table,
+        };
+        let tail = |x: &[f32], cols: usize| b.tensor_from(1, cols, &x[12 * cols..13 * cols]);
+        let (q, k, v) = (tail(&qs, 576), tail(&ks, 192), tail(&vs, 192));
+        let (mut att, mut out) = (b.tensor(1, 576), b.tensor(1, wo.rows));
+        start(&b);
+        b.attention(&q, &k, &v, &mut kv, &step, &attn, &mut att);
+        if split {
+            b.flush();
+        }
+        b.matmul(&att, &wo, &mut out);
+        (b.read(&out).unwrap(), dispatches(&b))
+    });
+    assert!(
+        folded == split,
+        "folded rounding changed the product {}",
+        first_difference(&folded, &split)
+    );
+    assert_eq!(f + 1, s, "dispatches folded, split");
 }

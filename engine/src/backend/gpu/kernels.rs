@@ -141,7 +141,7 @@ impl Module {
             Module::Embed(f) => quantized(EMBED, f),
             Module::Norm => format!("{COMMON}\n{NORM}\n{}", rounding("Y", "Q")),
             Module::Rope => format!("{COMMON}\n{ROPE}"),
-            Module::Attention => format!("{COMMON}\n{ATTENTION}"),
+            Module::Attention => format!("{COMMON}\n{ATTENTION}\n{}", rounding("O", "R8")),
             Module::Elementwise => format!("{COMMON}\n{ELEMENTWISE}\n{}", rounding("A", "C")),
             Module::Delta => format!("{COMMON}\n{DELTA}"),
         }
@@ -204,6 +204,17 @@ impl Module {
                     &[(1, false), (4, true), (5, true), (6, true), (7, false)],
                 ),
                 ("attend_merge", &[(2, false), (6, true), (7, false)]),
+                (
+                    "attend_round",
+                    &[
+                        (1, false),
+                        (4, true),
+                        (5, true),
+                        (6, true),
+                        (7, false),
+                        (8, true),
+                    ],
+                ),
             ],
             Module::Delta => &[
                 (
@@ -370,6 +381,8 @@ pub(super) struct Kernels {
     pub attend_rows: Arc<Kernel>,
     pub attend_part: Arc<Kernel>,
     pub attend_merge: Arc<Kernel>,
+    /// `attend` that also writes its output rounded for the output projection.
+    pub attend_round: Arc<Kernel>,
     pub fill_zero: Arc<Kernel>,
     pub add: Arc<Kernel>,
     pub scale: Arc<Kernel>,
@@ -409,10 +422,16 @@ impl Kernels {
         let [rope, rope2]: [Arc<Kernel>; 2] = compile(device, Module::Rope)
             .try_into()
             .expect("rope has two entry points");
-        let [kv_store, attend, attend_rows, attend_part, attend_merge]: [Arc<Kernel>; 5] =
-            compile(device, Module::Attention)
-                .try_into()
-                .expect("attention has five entry points");
+        let [
+            kv_store,
+            attend,
+            attend_rows,
+            attend_part,
+            attend_merge,
+            attend_round,
+        ]: [Arc<Kernel>; 6] = compile(device, Module::Attention)
+            .try_into()
+            .expect("attention has six entry points");
         let [
             fill_zero,
             add,
@@ -453,6 +472,7 @@ impl Kernels {
             attend_rows,
             attend_part,
             attend_merge,
+            attend_round,
             fill_zero,
             add,
             scale,

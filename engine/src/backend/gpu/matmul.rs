@@ -212,7 +212,7 @@ impl GpuBackend {
     }
 
     /// Rows `rows` of `x`, rounded. Where `x` was just written whole by a residual add and norm,
-    /// the norm's dispatch rounds it too (no dispatch of its own).
+    /// or by decode attention, that dispatch rounds it too (no dispatch of its own).
     fn round(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding) -> GpuTensor {
         let out = self.scratch(rows.len(), x.cols);
         let (mode, block) = match r {
@@ -224,16 +224,26 @@ impl GpuBackend {
         if rows == (0..x.rows) && x.cols.is_multiple_of(block) {
             let k = &self.ctx.kernels;
             let mut rec = self.rec();
-            // add_rms_norm binds (residual, addend, weight, output).
-            let folds = rec.last().is_some_and(|(kernel, binds, _)| {
-                Arc::ptr_eq(kernel, &k.add_rms_norm)
-                    && matches!(&binds[3], Bind::Buf(b) if b == x.buf())
+            // add_rms_norm binds (residual, addend, weight, output); attend (queries, key cache,
+            // value cache, output, data), and rounds per head, so a block must divide the head.
+            let fold = rec.last().and_then(|(kernel, binds, params)| {
+                let writes_x = matches!(binds.get(3), Some(Bind::Buf(b)) if b == x.buf());
+                if Arc::ptr_eq(kernel, &k.add_rms_norm) && writes_x {
+                    Some((&k.add_rms_norm_round, 3))
+                } else if Arc::ptr_eq(kernel, &k.attend)
+                    && writes_x
+                    && (params[3] as usize).is_multiple_of(block)
+                {
+                    Some((&k.attend_round, 13))
+                } else {
+                    None
+                }
             });
-            if folds {
+            if let Some((kernel, param)) = fold {
                 rec.fold_into_last(Fold {
-                    kernel: &k.add_rms_norm_round,
+                    kernel,
                     extra: out.bind(),
-                    params: &[(3, mode)],
+                    params: &[(param, mode)],
                     groups: None,
                 });
                 return out;
