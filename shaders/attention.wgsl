@@ -176,11 +176,16 @@ fn sink_term(h: u32, m: f32) -> f32 {
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
     let g = group_index(wid, nwg);
-    let heads = p(0u);
-    let t = g / heads;
-    if t >= p(10u) {
+    if g / p(0u) >= p(10u) {
         return;
     }
+    attend_head(tid, g);
+}
+
+// Workgroup `g`'s (row, head): its attention output written to O. Call from uniform control flow.
+fn attend_head(tid: u32, g: u32) {
+    let heads = p(0u);
+    let t = g / heads;
     let h = g % heads;
     let info = p(9u) + t * 2u;
     let pos = D[info];
@@ -337,25 +342,12 @@ fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 fn attend_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) tid: u32) {
     let g = group_index(wid, nwg);
-    let heads = p(0u);
-    let t = g / heads;
-    if t >= p(10u) {
+    if g / p(0u) >= p(10u) {
         return;
     }
-    let h = g % heads;
-    let info = p(9u) + t * 2u;
-    let pos = D[info];
-    load_query(tid, t, h);
-    let r = attend_span(tid, D[info + 1u], h / p(1u), first_visible(pos), pos + 1u);
-    let hv = p(3u);
-    let base = (t * heads + h) * hv;
-    for (var k = 0u; k < 4u; k++) {
-        let dv = tid + k * WG;
-        if dv < hv {
-            O[base + dv] = r.acc[k] / (r.l + sink_term(h, r.m));
-        }
-    }
+    attend_head(tid, g);
     // Every invocation's values of O written before any block of them is read.
     storageBarrier();
-    round_values(p(13u), base, hv, tid, WG);
+    let hv = p(3u);
+    round_values(p(13u), g * hv, hv, tid, WG);
 }
