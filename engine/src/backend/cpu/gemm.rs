@@ -16,13 +16,15 @@
 
 use half::f16;
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512::unpack as avx512_unpack;
 use super::level::Level;
 use super::packed::{Packed, ROWS};
 use crate::quant::layout::{
     KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4, q4_k, q5_k,
 };
 use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q6_k, q8_0, q8_k};
-use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4, u32_at};
+use crate::quant::{GgmlType, QK_K, f16_at, f32_at, scale_min_k4};
 
 /// Weight rows per tile: one 512-bit register of i32 / f32 lanes.
 pub const TILE: usize = ROWS;
@@ -62,8 +64,8 @@ pub struct Tile {
     /// `[k / B][TILE]`.
     d: Vec<f32>,
     m: Vec<f32>,
-    /// One row being unpacked.
-    row_u: Vec<u8>,
+    /// `[TILE][k]`: the rows being unpacked, row after row.
+    rows_u: Vec<u8>,
     row_d: Vec<f32>,
     row_m: Vec<f32>,
 }
@@ -77,7 +79,7 @@ impl Tile {
             q: vec![0; cols * TILE],
             d: vec![0.0; cols / b * TILE],
             m: vec![0.0; cols / b * TILE],
-            row_u: vec![0; cols],
+            rows_u: vec![0; cols * TILE],
             row_d: vec![0.0; cols / b],
             row_m: vec![0.0; cols / b],
         }
@@ -88,33 +90,55 @@ impl Tile {
         block_len(ty) == Some(self.b) && self.k == cols
     }
 
-    /// Unpacks `rows` (each a whole weight row of type `ty`, at most [`TILE`]) into this tile.
+    /// Unpacks `rows` (each a whole weight row of type `ty`, at most [`TILE`]) into this tile:
+    /// each row to bytes in `rows_u` (SIMD where the CPU has AVX-512), then all sixteen
+    /// interleaved into the tile's order.
     pub fn fill(&mut self, ty: GgmlType, rows: &[&[u8]]) {
+        self.fill_at(Level::detected(), ty, rows);
+    }
+
+    /// [`Tile::fill`] with the SIMD parts at most at `level` (the scalar spec below AVX-512).
+    fn fill_at(&mut self, level: Level, ty: GgmlType, rows: &[&[u8]]) {
         assert!(rows.len() <= TILE, "a tile holds {TILE} rows");
-        let nb = self.k / self.b;
-        let (mut u, mut d, mut m) = (
-            std::mem::take(&mut self.row_u),
-            std::mem::take(&mut self.row_d),
-            std::mem::take(&mut self.row_m),
-        );
+        let (k, nb) = (self.k, self.k / self.b);
+        let simd = cfg!(target_arch = "x86_64") && available(level);
         for r in 0..TILE {
+            let u = &mut self.rows_u[r * k..][..k];
             match rows.get(r) {
-                Some(row) => unpack_row(ty, row, &mut u, &mut d, &mut m),
+                Some(row) => {
+                    // SAFETY: `simd` says the CPU has AVX-512.
+                    #[cfg(target_arch = "x86_64")]
+                    let done = simd && unsafe { avx512_unpack::row_values(ty, row, u) };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let done = false;
+                    if !done {
+                        row_values(ty, row, u);
+                    }
+                    row_scales(ty, row, &mut self.row_d, &mut self.row_m);
+                }
                 None => {
                     u.fill(0);
-                    d.fill(0.0);
-                    m.fill(0.0);
+                    self.row_d.fill(0.0);
+                    self.row_m.fill(0.0);
                 }
             }
-            for (g, four) in u.chunks_exact(4).enumerate() {
-                self.q[(g * TILE + r) * 4..][..4].copy_from_slice(four);
-            }
             for blk in 0..nb {
-                self.d[blk * TILE + r] = d[blk];
-                self.m[blk * TILE + r] = m[blk];
+                self.d[blk * TILE + r] = self.row_d[blk];
+                self.m[blk * TILE + r] = self.row_m[blk];
             }
         }
-        (self.row_u, self.row_d, self.row_m) = (u, d, m);
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: as above.
+            unsafe { avx512_unpack::interleave(&self.rows_u, k, &mut self.q) };
+            return;
+        }
+        for g in 0..k / 4 {
+            for r in 0..TILE {
+                self.q[(g * TILE + r) * 4..][..4]
+                    .copy_from_slice(&self.rows_u[r * k + 4 * g..][..4]);
+            }
+        }
     }
 }
 
@@ -174,7 +198,6 @@ impl Tile {
     }
 }
 
-/// Unpacks one weight row into bytes `u`, per-block scales `d` and minimums `m`.
 /// The 32 values of 16 bytes of 4-bit codebook indices (low nibbles first), as codebook value
 /// + `offset` (which makes every value of the codebook a byte).
 fn codebook(qs: &[u8], values: &[i8; 16], offset: i16, out: &mut [u8]) {
@@ -185,107 +208,83 @@ fn codebook(qs: &[u8], values: &[i8; 16], offset: i16, out: &mut [u8]) {
     }
 }
 
-fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+/// The values of one weight row as unsigned bytes (the spec of the SIMD `avx512::unpack`).
+fn row_values(ty: GgmlType, row: &[u8], u: &mut [u8]) {
     match ty {
-        GgmlType::Q4_0 => {
-            for (i, b) in row.as_chunks::<{ q4_0::BYTES }>().0.iter().enumerate() {
-                let s = f16_at(b, q4_0::D);
-                nibbles(&b[q4_0::QS..], &mut u[i * QK..][..QK]);
-                (d[i], m[i]) = (s, -8.0 * s);
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let (bytes, qs) = if ty == GgmlType::Q4_0 {
+                (q4_0::BYTES, q4_0::QS)
+            } else {
+                (q4_1::BYTES, q4_1::QS)
+            };
+            for (b, out) in row.chunks_exact(bytes).zip(u.chunks_exact_mut(QK)) {
+                nibbles(&b[qs..], out);
             }
         }
-        GgmlType::Q4_1 => {
-            for (i, b) in row.as_chunks::<{ q4_1::BYTES }>().0.iter().enumerate() {
-                nibbles(&b[q4_1::QS..], &mut u[i * QK..][..QK]);
-                (d[i], m[i]) = (f16_at(b, q4_1::D), f16_at(b, q4_1::M));
-            }
-        }
-        GgmlType::Q5_0 => {
-            for (i, b) in row.as_chunks::<{ q5_0::BYTES }>().0.iter().enumerate() {
-                let s = f16_at(b, q5_0::D);
-                nibbles(&b[q5_0::QS..], &mut u[i * QK..][..QK]);
-                high_bits(u32_at(b, q5_0::QH), &mut u[i * QK..][..QK]);
-                (d[i], m[i]) = (s, -16.0 * s);
-            }
-        }
-        GgmlType::Q5_1 => {
-            for (i, b) in row.as_chunks::<{ q5_1::BYTES }>().0.iter().enumerate() {
-                nibbles(&b[q5_1::QS..], &mut u[i * QK..][..QK]);
-                high_bits(u32_at(b, q5_1::QH), &mut u[i * QK..][..QK]);
-                (d[i], m[i]) = (f16_at(b, q5_1::D), f16_at(b, q5_1::M));
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (bytes, qs, qh) = if ty == GgmlType::Q5_0 {
+                (q5_0::BYTES, q5_0::QS, q5_0::QH)
+            } else {
+                (q5_1::BYTES, q5_1::QS, q5_1::QH)
+            };
+            for (b, out) in row.chunks_exact(bytes).zip(u.chunks_exact_mut(QK)) {
+                nibbles(&b[qs..], out);
+                high_bits(
+                    u32::from_le_bytes(b[qh..qh + 4].try_into().expect("four bytes")),
+                    out,
+                );
             }
         }
         GgmlType::Q8_0 => {
-            for (i, b) in row.as_chunks::<{ q8_0::BYTES }>().0.iter().enumerate() {
-                let s = f16_at(b, q8_0::D);
-                for (o, &q) in u[i * QK..][..QK].iter_mut().zip(&b[q8_0::QS..]) {
+            for (b, out) in row.chunks_exact(q8_0::BYTES).zip(u.chunks_exact_mut(QK)) {
+                for (o, &q) in out.iter_mut().zip(&b[q8_0::QS..]) {
                     *o = q ^ 0x80; // i8 + 128
                 }
-                (d[i], m[i]) = (s, -128.0 * s);
             }
         }
         GgmlType::IQ4_NL => {
-            for (i, b) in row.as_chunks::<{ iq4_nl::BYTES }>().0.iter().enumerate() {
-                let s = f16_at(b, iq4_nl::D);
-                codebook(
-                    &b[iq4_nl::QS..],
-                    &KVALUES_IQ4NL,
-                    128,
-                    &mut u[i * QK..][..QK],
-                );
-                (d[i], m[i]) = (s, -128.0 * s);
+            for (b, out) in row.chunks_exact(iq4_nl::BYTES).zip(u.chunks_exact_mut(QK)) {
+                codebook(&b[iq4_nl::QS..], &KVALUES_IQ4NL, 128, out);
             }
         }
         GgmlType::MXFP4 => {
-            for (i, b) in row.as_chunks::<{ mxfp4::BYTES }>().0.iter().enumerate() {
-                let s = e8m0_to_f32_half(b[mxfp4::E]);
+            for (b, out) in row.chunks_exact(mxfp4::BYTES).zip(u.chunks_exact_mut(QK)) {
                 // The codebook spans -12..=12: the smallest offset keeps the minimum's part (which
                 // cancels against the values' part) small, and so the f32 rounding.
-                codebook(&b[mxfp4::QS..], &KVALUES_MXFP4, 12, &mut u[i * QK..][..QK]);
-                (d[i], m[i]) = (s, -12.0 * s);
+                codebook(&b[mxfp4::QS..], &KVALUES_MXFP4, 12, out);
             }
         }
         GgmlType::IQ4_XS => {
-            for (sb, b) in row.as_chunks::<{ iq4_xs::BYTES }>().0.iter().enumerate() {
-                let dd = f16_at(b, iq4_xs::D);
-                for j in 0..QK_K / QK {
-                    let out = &mut u[sb * QK_K + QK * j..][..QK];
+            for (b, out) in row
+                .chunks_exact(iq4_xs::BYTES)
+                .zip(u.chunks_exact_mut(QK_K))
+            {
+                for (j, out) in out.chunks_exact_mut(QK).enumerate() {
                     codebook(&b[iq4_xs::QS + 16 * j..], &KVALUES_IQ4NL, 128, out);
-                    let s = dd * (iq4_xs_scale(b, j) - 32) as f32;
-                    (d[sb * 8 + j], m[sb * 8 + j]) = (s, -128.0 * s);
                 }
             }
         }
         GgmlType::Q4_K | GgmlType::Q5_K => {
-            let (bytes, off_d, off_dmin, off_sc, off_qs) = if ty == GgmlType::Q4_K {
-                (q4_k::BYTES, q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS)
+            let (bytes, qs) = if ty == GgmlType::Q4_K {
+                (q4_k::BYTES, q4_k::QS)
             } else {
-                (q5_k::BYTES, q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QS)
+                (q5_k::BYTES, q5_k::QS)
             };
-            for (s, b) in row.chunks_exact(bytes).enumerate() {
-                let b2: &[u8; 4] = b[..4].try_into().expect("four bytes");
-                let (dd, dmin) = (f16_at(b2, off_d), f16_at(b2, off_dmin));
-                let scales: &[u8; 12] = b[off_sc..off_sc + 12].try_into().expect("twelve bytes");
-                for j in 0..8 {
-                    let (sc, mn) = scale_min_k4(j, scales);
-                    let out = &mut u[s * QK_K + 32 * j..][..32];
+            for (b, out) in row.chunks_exact(bytes).zip(u.chunks_exact_mut(QK_K)) {
+                for (j, out) in out.chunks_exact_mut(32).enumerate() {
                     for (l, o) in out.iter_mut().enumerate() {
-                        let byte = b[off_qs + 32 * (j / 2) + l];
+                        let byte = b[qs + 32 * (j / 2) + l];
                         let mut q = if j % 2 == 0 { byte & 0x0f } else { byte >> 4 };
                         if ty == GgmlType::Q5_K {
                             q |= ((b[q5_k::QH + l] >> j) & 1) << 4;
                         }
                         *o = q;
                     }
-                    d[s * 8 + j] = dd * f32::from(sc);
-                    m[s * 8 + j] = -dmin * f32::from(mn);
                 }
             }
         }
         GgmlType::Q6_K => {
-            for (s, b) in row.as_chunks::<{ q6_k::BYTES }>().0.iter().enumerate() {
-                let dd = f16_at(b, q6_k::D);
-                let out = &mut u[s * QK_K..][..QK_K];
+            for (b, out) in row.chunks_exact(q6_k::BYTES).zip(u.chunks_exact_mut(QK_K)) {
                 for n in 0..2 {
                     let (ql, qh) = (q6_k::QL + 64 * n, q6_k::QH + 32 * n);
                     for l in 0..32 {
@@ -297,12 +296,117 @@ fn unpack_row(ty: GgmlType, row: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f3
                         out[base + 96] = (b[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4);
                     }
                 }
+            }
+        }
+        _ => unreachable!("block_len has a batched path for {ty}"),
+    }
+}
+
+/// The scale and minimum of every block of one weight row (value `i` of a block is `d u[i] + m`).
+fn row_scales(ty: GgmlType, row: &[u8], d: &mut [f32], m: &mut [f32]) {
+    match ty {
+        GgmlType::Q4_0 => row
+            .as_chunks::<{ q4_0::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                let s = f16_at(b, q4_0::D);
+                (d[i], m[i]) = (s, -8.0 * s);
+            }),
+        GgmlType::Q4_1 => row
+            .as_chunks::<{ q4_1::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                (d[i], m[i]) = (f16_at(b, q4_1::D), f16_at(b, q4_1::M));
+            }),
+        GgmlType::Q5_0 => row
+            .as_chunks::<{ q5_0::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                let s = f16_at(b, q5_0::D);
+                (d[i], m[i]) = (s, -16.0 * s);
+            }),
+        GgmlType::Q5_1 => row
+            .as_chunks::<{ q5_1::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                (d[i], m[i]) = (f16_at(b, q5_1::D), f16_at(b, q5_1::M));
+            }),
+        GgmlType::Q8_0 => row
+            .as_chunks::<{ q8_0::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                let s = f16_at(b, q8_0::D);
+                (d[i], m[i]) = (s, -128.0 * s);
+            }),
+        GgmlType::IQ4_NL => row
+            .as_chunks::<{ iq4_nl::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                let s = f16_at(b, iq4_nl::D);
+                (d[i], m[i]) = (s, -128.0 * s);
+            }),
+        GgmlType::MXFP4 => row
+            .as_chunks::<{ mxfp4::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(i, b)| {
+                let s = e8m0_to_f32_half(b[mxfp4::E]);
+                (d[i], m[i]) = (s, -12.0 * s);
+            }),
+        GgmlType::IQ4_XS => row
+            .as_chunks::<{ iq4_xs::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(sb, b)| {
+                let dd = f16_at(b, iq4_xs::D);
+                for j in 0..QK_K / QK {
+                    let s = dd * (iq4_xs_scale(b, j) - 32) as f32;
+                    (d[sb * 8 + j], m[sb * 8 + j]) = (s, -128.0 * s);
+                }
+            }),
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (bytes, off_d, off_dmin, off_sc) = if ty == GgmlType::Q4_K {
+                (q4_k::BYTES, q4_k::D, q4_k::DMIN, q4_k::SCALES)
+            } else {
+                (q5_k::BYTES, q5_k::D, q5_k::DMIN, q5_k::SCALES)
+            };
+            row.chunks_exact(bytes).enumerate().for_each(|(s, b)| {
+                let b4: &[u8; 4] = b[..4].try_into().expect("four bytes");
+                let (dd, dmin) = (f16_at(b4, off_d), f16_at(b4, off_dmin));
+                let scales: &[u8; 12] = b[off_sc..off_sc + 12].try_into().expect("twelve bytes");
+                for j in 0..8 {
+                    let (sc, mn) = scale_min_k4(j, scales);
+                    d[s * 8 + j] = dd * f32::from(sc);
+                    m[s * 8 + j] = -dmin * f32::from(mn);
+                }
+            });
+        }
+        GgmlType::Q6_K => row
+            .as_chunks::<{ q6_k::BYTES }>()
+            .0
+            .iter()
+            .enumerate()
+            .for_each(|(s, b)| {
+                let dd = f16_at(b, q6_k::D);
                 for k in 0..16 {
                     let sc = dd * f32::from(b[q6_k::SCALES + k] as i8);
                     (d[s * 16 + k], m[s * 16 + k]) = (sc, -32.0 * sc);
                 }
-            }
-        }
+            }),
         _ => unreachable!("block_len has a batched path for {ty}"),
     }
 }
@@ -587,5 +691,46 @@ mod tests {
             }
         }
         assert!(seen.len() >= 7, "types covered: {seen:?}");
+    }
+
+    #[test]
+    fn the_simd_fill_gives_the_scalar_fills_bytes_for_every_type() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let types = GgmlType::ALL
+            .into_iter()
+            .filter(|&t| block_len(t).is_some());
+        for ty in types {
+            // 45 blocks of 32 (the interleave's tail of 32 columns) or 3 super-blocks; 13 rows.
+            let cols = if ty.block_size() == QK {
+                45 * QK
+            } else {
+                3 * QK_K
+            };
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let data: Vec<u8> = (0..13 * row_bytes).map(|_| rng.u8(..)).collect();
+            let rows: Vec<&[u8]> = data.chunks_exact(row_bytes).collect();
+            let (mut simd, mut scalar) = (Tile::new(ty, cols), Tile::new(ty, cols));
+            simd.fill_at(Level::detected(), ty, &rows);
+            scalar.fill_at(Level::Scalar, ty, &rows);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (s, c) = (simd.parts(), scalar.parts());
+            assert!(s.0 == c.0, "{ty}: values differ");
+            assert_eq!(
+                (bits(s.1), bits(s.2)),
+                (bits(c.1), bits(c.2)),
+                "{ty}: scales differ"
+            );
+            // Rows past the thirteenth are zero, and the rows are where the scalar spec puts them.
+            assert!(
+                (0..cols / 4).all(|g| c.0[(g * TILE + 13) * 4..][..12].iter().all(|&v| v == 0))
+            );
+            let mut u = vec![0u8; cols];
+            row_values(ty, rows[5], &mut u);
+            assert_eq!(
+                &c.0[(7 * TILE + 5) * 4..][..4],
+                &u[28..32],
+                "{ty}: interleave"
+            );
+        }
     }
 }
