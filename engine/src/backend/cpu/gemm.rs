@@ -504,20 +504,13 @@ pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32
     if available(level) {
         let n = a.rows();
         let mut t = 0;
-        let mut acc = [[0.0f32; TILE]; 16];
-        while t + 16 <= n {
+        let mut acc = [[0.0f32; TILE]; 8];
+        // Eight tokens at a time: their accumulators and the block's tile vectors fit the 32
+        // registers (sixteen spill, and twelve measured slower).
+        while t + 8 <= n {
             // SAFETY: the CPU supports the AVX-512 level (checked by `available`).
-            unsafe { avx512::tokens::<16>(tile, a, t, &mut acc) };
+            unsafe { avx512::tokens::<8>(tile, a, t, &mut acc) };
             for (i, v) in acc.iter().enumerate() {
-                out(t + i, v);
-            }
-            t += 16;
-        }
-        if t + 8 <= n {
-            let eight: &mut [[f32; TILE]; 8] = (&mut acc[..8]).try_into().expect("eight rows");
-            // SAFETY: as above.
-            unsafe { avx512::tokens::<8>(tile, a, t, eight) };
-            for (i, v) in eight.iter().enumerate() {
                 out(t + i, v);
             }
             t += 8;
@@ -562,8 +555,8 @@ mod avx512 {
 
     use super::{Acts, TILE, Tile};
 
-    /// Tokens `t0..t0 + N` against the tile, into `out`: per block, the tile's bytes are loaded once and
-    /// each token's four-byte groups are broadcast into `vpdpbusd`.
+    /// Tokens `t0..t0 + N` against the tile, into `out`: per block, the tile's bytes are loaded
+    /// once and each token's four-byte groups are broadcast into `vpdpbusd`.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F and VNNI; `t0 + N <= a.rows()`.
@@ -574,41 +567,73 @@ mod avx512 {
         t0: usize,
         out: &mut [[f32; TILE]; N],
     ) {
+        // SAFETY: the same contract.
+        unsafe {
+            match tile.b {
+                32 => blocks::<N, 8>(tile, a, t0, out),
+                16 => blocks::<N, 4>(tile, a, t0, out),
+                b => unreachable!("no batched path has blocks of {b}"),
+            }
+        }
+    }
+
+    /// [`tokens`] for blocks of `4 G` values: the block's `G` vectors of the tile stay in
+    /// registers for all `N` tokens, and the `N` accumulators too (`N` and `G` are constants, so
+    /// the loops unroll).
+    ///
+    /// # Safety
+    /// As [`tokens`], and the tile's blocks are `4 G` long.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn blocks<const N: usize, const G: usize>(
+        tile: &Tile,
+        a: &Acts,
+        t0: usize,
+        out: &mut [[f32; TILE]; N],
+    ) {
         let (b, k) = (tile.b, tile.k);
         let nb = k / b;
+        assert!(b == 4 * G && a.b == b && a.k == k, "block shapes");
         assert!(t0 + N <= a.rows(), "tokens past the batch");
         assert!(
-            tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE,
+            tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE && tile.m.len() >= nb * TILE,
             "tile size"
         );
-        let groups = b / 4;
+        assert!(
+            a.d.len() >= (t0 + N) * nb && a.s.len() >= (t0 + N) * nb,
+            "activation size"
+        );
         let mut acc = [_mm512_setzero_ps(); N];
-        let wq = tile.q.as_ptr();
+        let (wq, wd, wm) = (tile.q.as_ptr(), tile.d.as_ptr(), tile.m.as_ptr());
+        // SAFETY: tokens `t0..t0 + N` lie within the activations (asserted above).
+        let (aq, ad, asum) = unsafe {
+            (
+                a.q.as_ptr().add(t0 * k),
+                a.d.as_ptr().add(t0 * nb),
+                a.s.as_ptr().add(t0 * nb),
+            )
+        };
         for blk in 0..nb {
-            // SAFETY: `blk < nb`, so the 16 scales and minimums are within `d` and `m`.
-            let (dw, mw) = unsafe {
-                (
-                    _mm512_loadu_ps(tile.d.as_ptr().add(blk * TILE)),
-                    _mm512_loadu_ps(tile.m.as_ptr().add(blk * TILE)),
-                )
-            };
-            let mut w = [_mm512_setzero_si512(); 8];
-            for (g, wg) in w.iter_mut().enumerate().take(groups) {
-                // SAFETY: group `blk * groups + g < k / 4`: 64 bytes within `q`.
-                *wg = unsafe { _mm512_loadu_si512(wq.add((blk * groups + g) * 64).cast()) };
-            }
-            for (n, acc) in acc.iter_mut().enumerate() {
-                let t = t0 + n;
-                let qt = a.q[t * k + blk * b..][..b].as_ptr();
-                let mut isum = _mm512_setzero_si512();
-                for (g, &wg) in w.iter().enumerate().take(groups) {
-                    // SAFETY: `4 g + 4 <= b` bytes of this token's block.
-                    let four = unsafe { qt.add(4 * g).cast::<i32>().read_unaligned() };
-                    isum = _mm512_dpbusd_epi32(isum, wg, _mm512_set1_epi32(four));
+            // SAFETY: every offset below is within the sizes asserted above: block `blk < nb`
+            // of 16 rows, groups `blk * G + g < k / 4` of 64 bytes, tokens `n < N`.
+            unsafe {
+                let dw = _mm512_loadu_ps(wd.add(blk * TILE));
+                let mw = _mm512_loadu_ps(wm.add(blk * TILE));
+                let mut w = [_mm512_setzero_si512(); G];
+                for (g, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(wq.add((blk * G + g) * 64).cast());
                 }
-                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[t * nb + blk]));
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
-                *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s[t * nb + blk]), *acc);
+                for (n, acc) in acc.iter_mut().enumerate() {
+                    let qt = aq.add(n * k + blk * b);
+                    let mut isum = _mm512_setzero_si512();
+                    for (g, &w) in w.iter().enumerate() {
+                        let four = qt.add(4 * g).cast::<i32>().read_unaligned();
+                        isum = _mm512_dpbusd_epi32(isum, w, _mm512_set1_epi32(four));
+                    }
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(n * nb + blk)));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
+                    *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*asum.add(n * nb + blk)), *acc);
+                }
             }
         }
         for (o, v) in out.iter_mut().zip(acc) {

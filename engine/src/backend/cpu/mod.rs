@@ -19,7 +19,8 @@
 //!   kernel, and the prompt path's tiles fill from it. At the AVX2 level they are repacked
 //!   too, and `avx2_packed` (two registers of eight rows) runs their decode and prompts.
 //! - `gemm`: prompt batches: 16-row tiles unpacked once to bytes + per-block scale and minimum,
-//!   an AVX-512 VNNI micro-kernel over 16 tokens at a time (then 8, then 1).
+//!   an AVX-512 VNNI micro-kernel over 8 tokens at a time (then 1), unpacked in SIMD
+//!   (`avx512::unpack`).
 //! - `vec`: attention's primitives over the f16 KV cache (scores, the weighted sum of values), f16
 //!   rounding and the Q8_0 activation quantizer (AVX2/F16C and portable).
 //! - `level`: the instruction set in use, detected at run time and capped by `HEARTH_CPU_LEVEL`
