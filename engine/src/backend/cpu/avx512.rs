@@ -648,7 +648,6 @@ fn kquant<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8]; N
 
 pub mod packed;
 mod rows;
-pub mod unpack;
 
 pub use rows::dot_rows;
 

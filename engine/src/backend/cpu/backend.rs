@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::dot::Kernel;
+use super::exp;
 use super::level::Level;
 use super::packed::Packed;
 use super::pool::Pool;
@@ -524,11 +525,7 @@ impl Backend for CpuBackend {
                     for g in 0..group {
                         let sg = &mut scores[g * len..][..len];
                         let max = sg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0.0f32;
-                        for s in sg.iter_mut() {
-                            *s = (*s - max).exp();
-                            sum += *s;
-                        }
+                        let mut sum = exp::exp_and_sum(level, sg, max);
                         let h = kvh * group + g;
                         if let Some(sinks) = attn.sinks {
                             sum += (sinks[h] - max).exp();

@@ -13,11 +13,12 @@ use super::gemm;
 use super::level::Level;
 use super::packed::{self, Packed};
 use super::pool::Ranges;
+use super::q8_k;
 use super::vec;
 use crate::backend::host::{WeightView, activation_as_quantized, dot};
 use crate::backend::{Activation, Backend};
+use crate::quant::GgmlType;
 use crate::quant::layout::{QK, q8_0};
-use crate::quant::{GgmlType, quantize_row_q8_k};
 
 /// Weight rows per tile in batched matmuls: their blocks stay in L1 while token groups stream by.
 const ROW_TILE: usize = 16;
@@ -56,8 +57,7 @@ fn quantize_rows(b: &CpuBackend, act: GgmlType, x: &[f32], cols: usize) -> Activ
             return;
         }
         for (xr, br) in src.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
-            quantize_row_q8_k(xr, br)
-                .expect("activation rows are whole blocks of the weight's type");
+            q8_k::quantize_row(level, xr, br);
         }
     });
     Activations {
@@ -196,7 +196,7 @@ pub(super) enum Input<'a> {
 
 /// Whether a matmul of `n_tok` tokens with a `ty` weight takes the batched (tile) path.
 pub(super) fn batched(level: Level, ty: GgmlType, n_tok: usize) -> bool {
-    n_tok >= BATCHED_MIN_TOKENS && gemm::available(level) && gemm::block_len(ty).is_some()
+    n_tok >= BATCHED_MIN_TOKENS && gemm::batched_at(level, ty)
 }
 
 /// The products of weight rows `rows` with every activation row, passed to `emit(token, row,

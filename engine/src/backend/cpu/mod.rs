@@ -6,6 +6,9 @@
 //! - `backend`: [`CpuBackend`]: the ops, attention by (token, key head), elementwise ops.
 //! - `matmul`: quantize-once matmuls in row-split regions, fused Q/K/V and gate/up/activation.
 //! - `experts`: mixture-of-experts products, rows grouped by expert, experts never repacked.
+//! - `q8_k`: the Q8_K activation quantizer (AVX2, the same bytes as the portable spec).
+//! - `exp`: the exponentials of attention's softmax (AVX2+FMA polynomial within 2 ulp of
+//!   `f32::exp`).
 //! - `pool`: the persistent worker threads (spin, then yield, then sleep between regions).
 //! - `dot`: per-format dot kernels: portable scalar versions for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   Q4_K, Q5_K, Q6_K (and, in `dot_iq`, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_S; the spec the SIMD ones
@@ -39,12 +42,14 @@ mod avx512_iq;
 mod backend;
 pub mod dot;
 mod dot_iq;
+mod exp;
 mod experts;
 mod gemm;
 pub mod level;
 mod matmul;
 mod packed;
 mod pool;
+mod q8_k;
 #[cfg(test)]
 mod tests;
 mod vec;

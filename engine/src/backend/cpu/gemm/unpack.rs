@@ -1,8 +1,8 @@
-//! The prompt path's tile fill in SIMD (see `gemm::Tile::fill`): a weight row's values unpacked to
-//! one unsigned byte each (nibbles split, fifth and sixth bits merged, codebooks looked up with
+//! The tile fill in SIMD (see [`super::Tile::fill`]): a weight row's values unpacked to one
+//! unsigned byte each (AVX2: nibbles split, fifth and sixth bits merged, codebooks looked up with
 //! `vpshufb`), then sixteen such rows interleaved into the tile's order, four values of each row
-//! after another, by a 16 × 16 transpose of 32-bit words. The scalar `gemm::row_values` is the
-//! spec: the bytes are the same (tested in `gemm`).
+//! after another (by transposes of 32-bit words: 16 × 16 with AVX-512, 8 × 8 with AVX2). The
+//! scalar [`super::row_values`] is the spec: the bytes are the same (tested).
 
 use std::arch::x86_64::*;
 
@@ -13,7 +13,7 @@ use crate::quant::layout::{q4_0, q4_1, q4_k, q5_k, q6_k, q8_0};
 /// Rows of a tile (one 512-bit register of 32-bit words).
 const ROWS: usize = 16;
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn load128(b: &[u8]) -> __m128i {
     let b = &b[..16];
@@ -21,7 +21,7 @@ fn load128(b: &[u8]) -> __m128i {
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn load256(b: &[u8]) -> __m256i {
     let b = &b[..32];
@@ -29,7 +29,7 @@ fn load256(b: &[u8]) -> __m256i {
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn store128(out: &mut [u8], v: __m128i) {
     let out = &mut out[..16];
@@ -37,7 +37,7 @@ fn store128(out: &mut [u8], v: __m128i) {
     unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn store256(out: &mut [u8], v: __m256i) {
     let out = &mut out[..32];
@@ -47,7 +47,7 @@ fn store256(out: &mut [u8], v: __m256i) {
 
 /// The 32 values of 16 bytes of nibbles (low nibbles first, then high), each through `table`
 /// (a `vpshufb` lookup; the identity for plain nibbles).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn nibbles(qs: &[u8], table: __m128i, out: &mut [u8]) {
     let low4 = _mm_set1_epi8(0x0f);
@@ -59,7 +59,7 @@ fn nibbles(qs: &[u8], table: __m128i, out: &mut [u8]) {
 }
 
 /// A codebook plus `offset`, as the `vpshufb` table of its sixteen bytes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 fn codebook(values: &[i8; 16], offset: i16) -> __m128i {
     let bytes = values.map(|v| (i16::from(v) + offset) as u8);
     load128(&bytes)
@@ -67,7 +67,7 @@ fn codebook(values: &[i8; 16], offset: i16) -> __m128i {
 
 /// The values of one weight row of type `ty` as unsigned bytes, into `u` (as the scalar
 /// `gemm::row_values` writes them), or `false` where this type has no SIMD version.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 pub fn row_values(ty: GgmlType, row: &[u8], u: &mut [u8]) -> bool {
     let identity = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let low4 = _mm256_set1_epi8(0x0f);
@@ -160,7 +160,7 @@ pub fn row_values(ty: GgmlType, row: &[u8], u: &mut [u8]) -> bool {
 }
 
 /// Bit `j` of each byte of `qh`, as 16 (a value's fifth bit).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn fifth_bit(qh: __m256i, j: usize) -> __m256i {
     let bit = _mm256_set1_epi8((1u8 << j) as i8);
@@ -185,6 +185,47 @@ pub fn interleave(rows: &[u8], k: usize, q: &mut [u8]) {
             let dst = &mut q[(c / 4 + i) * 64..][..64];
             // SAFETY: 64 writable bytes; the store is unaligned.
             unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), v) };
+        }
+    }
+    for g in full / 4..k / 4 {
+        for r in 0..ROWS {
+            q[(g * ROWS + r) * 4..][..4].copy_from_slice(&rows[r * k + 4 * g..][..4]);
+        }
+    }
+}
+
+/// [`interleave`] with AVX2: each half of the rows by an 8 × 8 transpose of 32-bit words.
+#[target_feature(enable = "avx2")]
+pub fn interleave_avx2(rows: &[u8], k: usize, q: &mut [u8]) {
+    assert!(rows.len() >= ROWS * k && q.len() >= ROWS * k, "tile sizes");
+    let full = k / 32 * 32;
+    for c in (0..full).step_by(32) {
+        for h in 0..2 {
+            let mut r = [_mm256_setzero_si256(); 8];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = load256(&rows[(8 * h + i) * k + c..]);
+            }
+            // Pairs of rows, then fours, within each 128-bit lane L (words 4L..4L + 4).
+            let mut t = [_mm256_setzero_si256(); 8];
+            for i in 0..4 {
+                t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+            }
+            // u[4q + x]: lane L holds word 4L + x of rows 4q..4q + 4.
+            let mut u = [_mm256_setzero_si256(); 8];
+            for q in 0..2 {
+                for x in 0..2 {
+                    let (a, b) = (t[4 * q + x], t[4 * q + 2 + x]);
+                    u[4 * q + 2 * x] = _mm256_unpacklo_epi64(a, b);
+                    u[4 * q + 2 * x + 1] = _mm256_unpackhi_epi64(a, b);
+                }
+            }
+            for x in 0..4 {
+                let low = _mm256_permute2x128_si256::<0x20>(u[x], u[4 + x]);
+                let high = _mm256_permute2x128_si256::<0x31>(u[x], u[4 + x]);
+                store256(&mut q[(c / 4 + x) * 64 + 32 * h..], low);
+                store256(&mut q[(c / 4 + 4 + x) * 64 + 32 * h..], high);
+            }
         }
     }
     for g in full / 4..k / 4 {

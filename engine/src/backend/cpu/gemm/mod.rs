@@ -16,8 +16,6 @@
 
 use half::f16;
 
-#[cfg(target_arch = "x86_64")]
-use super::avx512::unpack as avx512_unpack;
 use super::level::Level;
 use super::packed::{Packed, ROWS};
 use crate::quant::layout::{
@@ -48,13 +46,28 @@ pub fn block_len(ty: GgmlType) -> Option<usize> {
     }
 }
 
-/// Whether the batched path runs at `level` on this CPU.
+/// Whether the AVX-512 batched path runs at `level` on this CPU.
 pub fn available(level: Level) -> bool {
     level >= Level::Avx512 && Level::Avx512.supported()
 }
 
+/// Whether a `ty` weight takes the batched path at `level`: every type with one at AVX-512; at
+/// AVX2 the types whose unpacked values stay under 64 (so `vpmaddubsw`'s i16 pairs, two of them
+/// summed, cannot overflow) and that are not repacked (`packed` has its own AVX2 kernel).
+pub fn batched_at(level: Level, ty: GgmlType) -> bool {
+    block_len(ty).is_some()
+        && (available(level)
+            || (level >= Level::Avx2
+                && matches!(
+                    ty,
+                    GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::MXFP4
+                )))
+}
+
 /// A tile of [`TILE`] weight rows, unpacked. Rows past the weight's end are zero.
 pub struct Tile {
+    /// The weight type whose rows the tile holds (`None` when filled from a packed weight).
+    ty: Option<GgmlType>,
     /// Block length `B`.
     b: usize,
     /// Columns.
@@ -74,6 +87,7 @@ impl Tile {
     pub fn new(ty: GgmlType, cols: usize) -> Self {
         let b = block_len(ty).expect("a type with a batched path");
         Self {
+            ty: Some(ty),
             b,
             k: cols,
             q: vec![0; cols * TILE],
@@ -97,18 +111,20 @@ impl Tile {
         self.fill_at(Level::detected(), ty, rows);
     }
 
-    /// [`Tile::fill`] with the SIMD parts at most at `level` (the scalar spec below AVX-512).
+    /// [`Tile::fill`] with the SIMD parts at most at `level` (from AVX2 up; the scalar spec
+    /// below).
     fn fill_at(&mut self, level: Level, ty: GgmlType, rows: &[&[u8]]) {
         assert!(rows.len() <= TILE, "a tile holds {TILE} rows");
+        self.ty = Some(ty);
         let (k, nb) = (self.k, self.k / self.b);
-        let simd = cfg!(target_arch = "x86_64") && available(level);
+        let simd = cfg!(target_arch = "x86_64") && level >= Level::Avx2;
         for r in 0..TILE {
             let u = &mut self.rows_u[r * k..][..k];
             match rows.get(r) {
                 Some(row) => {
-                    // SAFETY: `simd` says the CPU has AVX-512.
+                    // SAFETY: `simd` says the CPU has AVX2 (levels are capped at what it has).
                     #[cfg(target_arch = "x86_64")]
-                    let done = simd && unsafe { avx512_unpack::row_values(ty, row, u) };
+                    let done = simd && unsafe { unpack::row_values(ty, row, u) };
                     #[cfg(not(target_arch = "x86_64"))]
                     let done = false;
                     if !done {
@@ -128,9 +144,15 @@ impl Tile {
             }
         }
         #[cfg(target_arch = "x86_64")]
+        if available(level) {
+            // SAFETY: the CPU has AVX-512.
+            unsafe { unpack::interleave(&self.rows_u, k, &mut self.q) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if simd {
-            // SAFETY: as above.
-            unsafe { avx512_unpack::interleave(&self.rows_u, k, &mut self.q) };
+            // SAFETY: the CPU has AVX2.
+            unsafe { unpack::interleave_avx2(&self.rows_u, k, &mut self.q) };
             return;
         }
         for g in 0..k / 4 {
@@ -155,6 +177,7 @@ impl Tile {
     pub fn fill_packed(&mut self, p: &Packed, g: usize) {
         let group = p.group(g);
         let f = group.format;
+        self.ty = None;
         assert!(
             self.b == QK && self.k == group.nb * QK,
             "a packed group fills a tile of its shape"
@@ -501,6 +524,28 @@ pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32
         "tile and activations disagree"
     );
     #[cfg(target_arch = "x86_64")]
+    if !available(level) && tile.ty.is_some_and(|ty| batched_at(level, ty)) {
+        let n = a.rows();
+        let mut t = 0;
+        let mut acc = [[0.0f32; TILE]; 4];
+        while t + 4 <= n {
+            // SAFETY: the CPU has AVX2 (`batched_at`), and the tile's values are under 64.
+            unsafe { avx2::tokens::<4>(tile, a, t, &mut acc) };
+            for (i, v) in acc.iter().enumerate() {
+                out(t + i, v);
+            }
+            t += 4;
+        }
+        while t < n {
+            let one: &mut [[f32; TILE]; 1] = (&mut acc[..1]).try_into().expect("one row");
+            // SAFETY: as above.
+            unsafe { avx2::tokens::<1>(tile, a, t, one) };
+            out(t, &one[0]);
+            t += 1;
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if available(level) {
         let n = a.rows();
         let mut t = 0;
@@ -550,212 +595,10 @@ fn scalar_token(tile: &Tile, a: &Acts, t: usize) -> [f32; TILE] {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{Acts, TILE, Tile};
-
-    /// Tokens `t0..t0 + N` against the tile, into `out`: per block, the tile's bytes are loaded
-    /// once and each token's four-byte groups are broadcast into `vpdpbusd`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F and VNNI; `t0 + N <= a.rows()`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tokens<const N: usize>(
-        tile: &Tile,
-        a: &Acts,
-        t0: usize,
-        out: &mut [[f32; TILE]; N],
-    ) {
-        // SAFETY: the same contract.
-        unsafe {
-            match tile.b {
-                32 => blocks::<N, 8>(tile, a, t0, out),
-                16 => blocks::<N, 4>(tile, a, t0, out),
-                b => unreachable!("no batched path has blocks of {b}"),
-            }
-        }
-    }
-
-    /// [`tokens`] for blocks of `4 G` values: the block's `G` vectors of the tile stay in
-    /// registers for all `N` tokens, and the `N` accumulators too (`N` and `G` are constants, so
-    /// the loops unroll).
-    ///
-    /// # Safety
-    /// As [`tokens`], and the tile's blocks are `4 G` long.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[inline]
-    unsafe fn blocks<const N: usize, const G: usize>(
-        tile: &Tile,
-        a: &Acts,
-        t0: usize,
-        out: &mut [[f32; TILE]; N],
-    ) {
-        let (b, k) = (tile.b, tile.k);
-        let nb = k / b;
-        assert!(b == 4 * G && a.b == b && a.k == k, "block shapes");
-        assert!(t0 + N <= a.rows(), "tokens past the batch");
-        assert!(
-            tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE && tile.m.len() >= nb * TILE,
-            "tile size"
-        );
-        assert!(
-            a.d.len() >= (t0 + N) * nb && a.s.len() >= (t0 + N) * nb,
-            "activation size"
-        );
-        let mut acc = [_mm512_setzero_ps(); N];
-        let (wq, wd, wm) = (tile.q.as_ptr(), tile.d.as_ptr(), tile.m.as_ptr());
-        // SAFETY: tokens `t0..t0 + N` lie within the activations (asserted above).
-        let (aq, ad, asum) = unsafe {
-            (
-                a.q.as_ptr().add(t0 * k),
-                a.d.as_ptr().add(t0 * nb),
-                a.s.as_ptr().add(t0 * nb),
-            )
-        };
-        for blk in 0..nb {
-            // SAFETY: every offset below is within the sizes asserted above: block `blk < nb`
-            // of 16 rows, groups `blk * G + g < k / 4` of 64 bytes, tokens `n < N`.
-            unsafe {
-                let dw = _mm512_loadu_ps(wd.add(blk * TILE));
-                let mw = _mm512_loadu_ps(wm.add(blk * TILE));
-                let mut w = [_mm512_setzero_si512(); G];
-                for (g, w) in w.iter_mut().enumerate() {
-                    *w = _mm512_loadu_si512(wq.add((blk * G + g) * 64).cast());
-                }
-                for (n, acc) in acc.iter_mut().enumerate() {
-                    let qt = aq.add(n * k + blk * b);
-                    let mut isum = _mm512_setzero_si512();
-                    for (g, &w) in w.iter().enumerate() {
-                        let four = qt.add(4 * g).cast::<i32>().read_unaligned();
-                        isum = _mm512_dpbusd_epi32(isum, w, _mm512_set1_epi32(four));
-                    }
-                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(n * nb + blk)));
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
-                    *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*asum.add(n * nb + blk)), *acc);
-                }
-            }
-        }
-        for (o, v) in out.iter_mut().zip(acc) {
-            // SAFETY: `o` is 16 writable f32s.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-        }
-    }
-}
-
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::cpu::dot::{activation_type, dot_row_at};
-    use crate::gguf::GgufFile;
-    use crate::quant::{quantize_row_q8_0, quantize_row_q8_k};
-    use crate::source::{self, GEMMA3_270M_Q4_K_M, SMOLLM2_135M_Q4_1};
-
-    #[test]
-    fn tiles_match_the_dot_kernels_on_real_tensors_at_every_level() {
-        let mut rng = fastrand::Rng::with_seed(31);
-        let mut seen = Vec::new();
-        // The test models, then the reference files of the 2026 types (IQ4_XS, MXFP4).
-        let arch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arch");
-        let paths = [&SMOLLM2_135M_Q4_1, &GEMMA3_270M_Q4_K_M]
-            .map(|m| source::fetch(m).unwrap())
-            .into_iter()
-            .chain(["llama-iq4_xs.gguf", "llama-mxfp4.gguf"].map(|f| arch.join(f)));
-        for path in paths {
-            let file = GgufFile::open(path).unwrap();
-            for info in file.tensors() {
-                if info.dims.len() != 2 || block_len(info.ty).is_none() || seen.contains(&info.ty) {
-                    continue;
-                }
-                seen.push(info.ty);
-                let ty = info.ty;
-                let cols = info.dims[0] as usize;
-                let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
-                let data = file.tensor(&info.name).unwrap().data;
-                // 13 rows (a partial tile) of the weight, 27 tokens (groups of 16 and 8, then 3 one by one).
-                let rows: Vec<&[u8]> = (0..13)
-                    .map(|r| &data[r * row_bytes..][..row_bytes])
-                    .collect();
-                let act = activation_type(ty).unwrap();
-                let a_bytes = cols / act.block_size() * act.type_size();
-                let n = 27;
-                let x: Vec<f32> = (0..n * cols)
-                    .map(|_| (rng.f32() - 0.5) * if rng.u8(..) < 4 { 40.0 } else { 2.0 })
-                    .collect();
-                let mut a = vec![0u8; n * a_bytes];
-                for (xr, ar) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_bytes)) {
-                    match act {
-                        GgmlType::Q8_0 => quantize_row_q8_0(xr, ar).unwrap(),
-                        _ => quantize_row_q8_k(xr, ar).unwrap(),
-                    }
-                }
-                let mut tile = Tile::new(ty, cols);
-                tile.fill(ty, &rows);
-                let acts = Acts::new(act, &a, a_bytes, cols, block_len(ty).unwrap());
-                for level in Level::ALL.into_iter().filter(|l| l.supported()) {
-                    let mut seen_tokens = 0;
-                    run(level, &tile, &acts, &mut |t, v| {
-                        seen_tokens += 1;
-                        for (r, &got) in v.iter().enumerate() {
-                            let want = if r < rows.len() {
-                                dot_row_at(Level::Scalar, ty, rows[r], &a[t * a_bytes..][..a_bytes])
-                            } else {
-                                0.0
-                            };
-                            let tol = 1e-4 * want.abs().max(1.0);
-                            assert!(
-                                (got - want).abs() <= tol,
-                                "{} {ty} at {}: token {t} row {r}: {got} vs {want}",
-                                info.name,
-                                level.name()
-                            );
-                        }
-                    });
-                    assert_eq!(seen_tokens, n);
-                }
-            }
-        }
-        assert!(seen.len() >= 7, "types covered: {seen:?}");
-    }
-
-    #[test]
-    fn the_simd_fill_gives_the_scalar_fills_bytes_for_every_type() {
-        let mut rng = fastrand::Rng::with_seed(7);
-        let types = GgmlType::ALL
-            .into_iter()
-            .filter(|&t| block_len(t).is_some());
-        for ty in types {
-            // 45 blocks of 32 (the interleave's tail of 32 columns) or 3 super-blocks; 13 rows.
-            let cols = if ty.block_size() == QK {
-                45 * QK
-            } else {
-                3 * QK_K
-            };
-            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
-            let data: Vec<u8> = (0..13 * row_bytes).map(|_| rng.u8(..)).collect();
-            let rows: Vec<&[u8]> = data.chunks_exact(row_bytes).collect();
-            let (mut simd, mut scalar) = (Tile::new(ty, cols), Tile::new(ty, cols));
-            simd.fill_at(Level::detected(), ty, &rows);
-            scalar.fill_at(Level::Scalar, ty, &rows);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let (s, c) = (simd.parts(), scalar.parts());
-            assert!(s.0 == c.0, "{ty}: values differ");
-            assert_eq!(
-                (bits(s.1), bits(s.2)),
-                (bits(c.1), bits(c.2)),
-                "{ty}: scales differ"
-            );
-            // Rows past the thirteenth are zero, and the rows are where the scalar spec puts them.
-            assert!(
-                (0..cols / 4).all(|g| c.0[(g * TILE + 13) * 4..][..12].iter().all(|&v| v == 0))
-            );
-            let mut u = vec![0u8; cols];
-            row_values(ty, rows[5], &mut u);
-            assert_eq!(
-                &c.0[(7 * TILE + 5) * 4..][..4],
-                &u[28..32],
-                "{ty}: interleave"
-            );
-        }
-    }
-}
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod unpack;
