@@ -11,6 +11,7 @@
 
 use std::arch::x86_64::*;
 
+use crate::backend::cpu::avx512::packed::prefetch_ahead;
 use crate::backend::cpu::packed::{Group, ROWS, Token, check_group};
 use crate::quant::layout::q8_0;
 
@@ -126,6 +127,7 @@ unsafe fn run<const T: usize, const NIB: bool, const MIN: bool, const FIVE: bool
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
     let f = g.format;
     for k in 0..g.nb {
+        prefetch_ahead(g.bytes.as_ptr().wrapping_add(k * f.record()), f.record());
         // SAFETY: block `k`'s record, with its scales and minimums, lies inside the group
         // (lengths checked by `group_dot`); the loads are unaligned.
         let (v, d, m) = unsafe {
