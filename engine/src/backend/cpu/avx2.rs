@@ -20,6 +20,8 @@
 
 use std::arch::x86_64::*;
 
+use super::avx512::packed::prefetch_ahead;
+
 use crate::quant::layout::{
     KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half, iq4_nl, iq4_xs, iq4_xs_scale, mxfp4, q4_0,
     q4_1, q5_0, q5_1, q8_0,
@@ -382,6 +384,7 @@ fn dot_32<const F: u8, const W: usize, const N: usize>(w: &[u8], a: [&[u8]; N]) 
     }
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, wq) in w_quads.iter().enumerate() {
+        prefetch_ahead(wq.as_ptr().cast(), size_of_val(wq));
         quad32::<F, W, N>(wq, std::array::from_fn(|t| &a_quads[t][i]), &mut acc);
     }
     for (i, wb) in w_rest.iter().enumerate() {
@@ -402,6 +405,7 @@ fn dot_iq4_xs<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let table = codebook(&KVALUES_IQ4NL);
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, wb) in ws.iter().enumerate() {
+        prefetch_ahead(wb.as_ptr(), size_of_val(wb));
         let mut x = [_mm256_setzero_si256(); 8];
         let mut left = [_mm256_setzero_si256(); 8];
         let mut scale = [_mm256_setzero_si256(); 8];
@@ -481,6 +485,7 @@ fn dot_q45_k<const FIFTH_BIT: bool, const W: usize, const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let wb = &ws[i];
+        prefetch_ahead(wb.as_ptr(), size_of_val(wb));
         let ab: [&[u8; q8_k::BYTES]; N] = std::array::from_fn(|t| &acts[t][i]);
         let (scales, mins) = scales_mins_k4(wb, q4_k::SCALES);
         let mut high = if FIFTH_BIT {
@@ -539,6 +544,7 @@ fn dot_q6_k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let wb = &ws[i];
+        prefetch_ahead(wb.as_ptr(), size_of_val(wb));
         let ab: [&[u8; q8_k::BYTES]; N] = std::array::from_fn(|t| &acts[t][i]);
         let scales = load16(wb, q6_k::SCALES);
         let mut sums = [_mm256_setzero_si256(); N];

@@ -322,6 +322,7 @@ fn signed32<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8];
     let groups = w.len() / GROUP;
     for g in 0..groups {
         let (wg, ag) = (group(w, g), a.map(|a| group(a, g)));
+        prefetch_ahead(wg.as_ptr().cast(), size_of_val(wg));
         let (mut s, _) = group_scales::<N, WB, false, FMT>(wg, ag);
         // Opaque, so that each block's scale is broadcast from memory by its multiply (a load)
         // rather than rebuilt from the register by shuffles, which compete with the arithmetic.
@@ -400,6 +401,7 @@ fn with_min32<const N: usize, const WB: usize, const FIVE: bool>(
     let groups = w.len() / GROUP;
     for g in 0..groups {
         let (wg, ag) = (group(w, g), a.map(|a| group(a, g)));
+        prefetch_ahead(wg.as_ptr().cast(), size_of_val(wg));
         let mut s = group_scales::<N, WB, true, Q4_0>(wg, ag);
         // Broadcast from memory, as in `signed32`.
         std::hint::black_box(&mut s);
@@ -609,6 +611,7 @@ fn kquant<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8]; N
     let mut acc_min = [_mm256_setzero_ps(); N];
     let zero = _mm512_setzero_si512();
     for (i, b) in ws.iter().enumerate() {
+        prefetch_ahead(b.as_ptr(), WB);
         let sb = unpack_k::<WB, FMT>(b);
         for t in 0..N {
             let y = &acts[t][i];
@@ -649,6 +652,8 @@ fn kquant<const N: usize, const WB: usize, const FMT: u8>(w: &[u8], a: [&[u8]; N
 pub mod packed;
 mod rows;
 
+use packed::prefetch_ahead;
+
 pub use rows::dot_rows;
 
 #[cfg(test)]
@@ -668,6 +673,7 @@ fn dot_iq4_xs<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let low4 = _mm512_set1_epi8(0x0f);
     let mut acc = [_mm512_setzero_ps(); N];
     for (i, wb) in ws.iter().enumerate() {
+        prefetch_ahead(wb.as_ptr(), iq4_xs::BYTES);
         // Pair p: sub-blocks 2p and 2p + 1 (the 32 bytes at QS + 32p), as lanes [low nibbles of
         // bytes 0..16, their high nibbles, low nibbles of bytes 16..32, their high nibbles].
         let mut x = [_mm512_setzero_si512(); 4];
