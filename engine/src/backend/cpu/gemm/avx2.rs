@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Acts, TILE, Tile};
+use super::{Acts, Operands, TILE, Tile, operands};
 
 /// Rows per register.
 const HALF: usize = TILE / 2;
@@ -41,31 +41,21 @@ unsafe fn blocks<const N: usize, const P: usize>(
     out: &mut [[f32; TILE]; N],
 ) {
     let (b, k) = (tile.b, tile.k);
+    assert!(b == 8 * P, "block shapes");
     let nb = k / b;
-    assert!(b == 8 * P && a.b == b && a.k == k, "block shapes");
-    assert!(t0 + N <= a.rows(), "tokens past the batch");
-    assert!(
-        tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE && tile.m.len() >= nb * TILE,
-        "tile size"
-    );
-    assert!(
-        a.d.len() >= (t0 + N) * nb && a.s.len() >= (t0 + N) * nb,
-        "activation size"
-    );
     let ones = _mm256_set1_epi16(1);
-    let (wq, wd, wm) = (tile.q.as_ptr(), tile.d.as_ptr(), tile.m.as_ptr());
-    // SAFETY: tokens `t0..t0 + N` lie within the activations (asserted above).
-    let (aq, ad, asum) = unsafe {
-        (
-            a.q.as_ptr().add(t0 * k),
-            a.d.as_ptr().add(t0 * nb),
-            a.s.as_ptr().add(t0 * nb),
-        )
-    };
+    let Operands {
+        wq,
+        wd,
+        wm,
+        aq,
+        ad,
+        asum,
+    } = operands(tile, a, t0, N);
     for h in 0..2 {
         let mut acc = [_mm256_setzero_ps(); N];
         for blk in 0..nb {
-            // SAFETY: every offset below is within the sizes asserted above: block `blk < nb` of
+            // SAFETY: every offset below is within the sizes `operands` checked: block `blk < nb` of
             // 16 rows, groups `blk * 2P + i < k / 4` of 64 bytes, tokens `n < N`.
             unsafe {
                 let dw = _mm256_loadu_ps(wd.add(blk * TILE + h * HALF));

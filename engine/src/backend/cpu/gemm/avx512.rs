@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Acts, TILE, Tile};
+use super::{Acts, Operands, TILE, Tile, operands};
 
 /// Tokens `t0..t0 + N` against the tile, into `out`: per block, the tile's bytes are loaded
 /// once and each token's four-byte groups are broadcast into `vpdpbusd`.
@@ -37,29 +37,19 @@ unsafe fn blocks<const N: usize, const G: usize>(
     out: &mut [[f32; TILE]; N],
 ) {
     let (b, k) = (tile.b, tile.k);
+    assert!(b == 4 * G, "block shapes");
     let nb = k / b;
-    assert!(b == 4 * G && a.b == b && a.k == k, "block shapes");
-    assert!(t0 + N <= a.rows(), "tokens past the batch");
-    assert!(
-        tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE && tile.m.len() >= nb * TILE,
-        "tile size"
-    );
-    assert!(
-        a.d.len() >= (t0 + N) * nb && a.s.len() >= (t0 + N) * nb,
-        "activation size"
-    );
     let mut acc = [_mm512_setzero_ps(); N];
-    let (wq, wd, wm) = (tile.q.as_ptr(), tile.d.as_ptr(), tile.m.as_ptr());
-    // SAFETY: tokens `t0..t0 + N` lie within the activations (asserted above).
-    let (aq, ad, asum) = unsafe {
-        (
-            a.q.as_ptr().add(t0 * k),
-            a.d.as_ptr().add(t0 * nb),
-            a.s.as_ptr().add(t0 * nb),
-        )
-    };
+    let Operands {
+        wq,
+        wd,
+        wm,
+        aq,
+        ad,
+        asum,
+    } = operands(tile, a, t0, N);
     for blk in 0..nb {
-        // SAFETY: every offset below is within the sizes asserted above: block `blk < nb`
+        // SAFETY: every offset below is within the sizes `operands` checked: block `blk < nb`
         // of 16 rows, groups `blk * G + g < k / 4` of 64 bytes, tokens `n < N`.
         unsafe {
             let dw = _mm512_loadu_ps(wd.add(blk * TILE));

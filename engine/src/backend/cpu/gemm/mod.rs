@@ -594,6 +594,52 @@ fn scalar_token(tile: &Tile, a: &Acts, t: usize) -> [f32; TILE] {
     acc
 }
 
+/// What a micro-kernel reads: the tile's values, scales and minimums, and tokens `t0..`'s
+/// activation bytes, scales and scaled sums.
+#[cfg(target_arch = "x86_64")]
+struct Operands {
+    wq: *const u8,
+    wd: *const f32,
+    wm: *const f32,
+    aq: *const i8,
+    ad: *const f32,
+    asum: *const f32,
+}
+
+/// The [`Operands`] of tokens `t0..t0 + n` against `tile`, after checking every size the
+/// micro-kernels' offsets rely on.
+#[cfg(target_arch = "x86_64")]
+fn operands(tile: &Tile, a: &Acts, t0: usize, n: usize) -> Operands {
+    let (b, k) = (tile.b, tile.k);
+    let nb = k / b;
+    assert!(a.b == b && a.k == k, "tile and activations disagree");
+    assert!(t0 + n <= a.rows(), "tokens past the batch");
+    assert!(
+        tile.q.len() >= k * TILE && tile.d.len() >= nb * TILE && tile.m.len() >= nb * TILE,
+        "tile size"
+    );
+    assert!(
+        a.d.len() >= (t0 + n) * nb && a.s.len() >= (t0 + n) * nb,
+        "activation size"
+    );
+    // SAFETY: tokens `t0..t0 + n` lie within the activations (asserted above).
+    let (aq, ad, asum) = unsafe {
+        (
+            a.q.as_ptr().add(t0 * k),
+            a.d.as_ptr().add(t0 * nb),
+            a.s.as_ptr().add(t0 * nb),
+        )
+    };
+    Operands {
+        wq: tile.q.as_ptr(),
+        wd: tile.d.as_ptr(),
+        wm: tile.m.as_ptr(),
+        aq,
+        ad,
+        asum,
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
