@@ -1,7 +1,9 @@
 //! Batched matmul for prompt processing: a tile of 16 weight rows is unpacked once into an
 //! interleaved u8 layout (plus a scale and a minimum per block of `B` values per row), then a
-//! micro-kernel multiplies it with every token of the batch, 16 output rows per 512-bit register
-//! with AVX-512 VNNI (`vpdpbusd`: 64 multiply-adds per instruction).
+//! micro-kernel multiplies it with every token of the batch, eight tokens at a time: 16 output
+//! rows per 512-bit register with AVX-512 VNNI (`avx512`: `vpdpbusd`, 64 multiply-adds per
+//! instruction), or two registers of eight with AVX2 (`avx2`: `vpmaddubsw` and `vpmaddwd`, for the
+//! types whose unpacked values stay under 64, [`batched_at`]).
 //!
 //! Every supported weight format has the same unpacked form: within a block, value `i` of row `r`
 //! is `d[r] * u[r][i] + m[r]` with `u` an unsigned byte (a signed format folds its offset into
@@ -12,7 +14,8 @@
 //! or Q8_K blocks the dot kernels read, so the products are exact integer sums per block, as in
 //! [`super::dot`]; only the f32 accumulation order differs.
 //!
-//! The unpacking is scalar: it runs once per tile, against `n_tok` tokens of work.
+//! The unpacking runs once per tile, against `n_tok` tokens of work: SIMD from AVX2 up (`unpack`),
+//! with [`row_values`] and [`row_scales`] the portable spec.
 
 use half::f16;
 
