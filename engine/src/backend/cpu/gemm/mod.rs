@@ -328,82 +328,47 @@ fn row_values(ty: GgmlType, row: &[u8], u: &mut [u8]) {
     }
 }
 
+/// The blocks of `B` bytes of a row, numbered.
+fn blocks_of<const B: usize>(row: &[u8]) -> impl Iterator<Item = (usize, &[u8; B])> {
+    row.as_chunks::<B>().0.iter().enumerate()
+}
+
 /// The scale and minimum of every block of one weight row (value `i` of a block is `d u[i] + m`).
 fn row_scales(ty: GgmlType, row: &[u8], d: &mut [f32], m: &mut [f32]) {
     match ty {
-        GgmlType::Q4_0 => row
-            .as_chunks::<{ q4_0::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                let s = f16_at(b, q4_0::D);
-                (d[i], m[i]) = (s, -8.0 * s);
-            }),
-        GgmlType::Q4_1 => row
-            .as_chunks::<{ q4_1::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                (d[i], m[i]) = (f16_at(b, q4_1::D), f16_at(b, q4_1::M));
-            }),
-        GgmlType::Q5_0 => row
-            .as_chunks::<{ q5_0::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                let s = f16_at(b, q5_0::D);
-                (d[i], m[i]) = (s, -16.0 * s);
-            }),
-        GgmlType::Q5_1 => row
-            .as_chunks::<{ q5_1::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                (d[i], m[i]) = (f16_at(b, q5_1::D), f16_at(b, q5_1::M));
-            }),
-        GgmlType::Q8_0 => row
-            .as_chunks::<{ q8_0::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                let s = f16_at(b, q8_0::D);
-                (d[i], m[i]) = (s, -128.0 * s);
-            }),
-        GgmlType::IQ4_NL => row
-            .as_chunks::<{ iq4_nl::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                let s = f16_at(b, iq4_nl::D);
-                (d[i], m[i]) = (s, -128.0 * s);
-            }),
-        GgmlType::MXFP4 => row
-            .as_chunks::<{ mxfp4::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(i, b)| {
-                let s = e8m0_to_f32_half(b[mxfp4::E]);
-                (d[i], m[i]) = (s, -12.0 * s);
-            }),
-        GgmlType::IQ4_XS => row
-            .as_chunks::<{ iq4_xs::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(sb, b)| {
-                let dd = f16_at(b, iq4_xs::D);
-                for j in 0..QK_K / QK {
-                    let s = dd * (iq4_xs_scale(b, j) - 32) as f32;
-                    (d[sb * 8 + j], m[sb * 8 + j]) = (s, -128.0 * s);
-                }
-            }),
+        GgmlType::Q4_0 => blocks_of::<{ q4_0::BYTES }>(row).for_each(|(i, b)| {
+            let s = f16_at(b, q4_0::D);
+            (d[i], m[i]) = (s, -8.0 * s);
+        }),
+        GgmlType::Q4_1 => blocks_of::<{ q4_1::BYTES }>(row).for_each(|(i, b)| {
+            (d[i], m[i]) = (f16_at(b, q4_1::D), f16_at(b, q4_1::M));
+        }),
+        GgmlType::Q5_0 => blocks_of::<{ q5_0::BYTES }>(row).for_each(|(i, b)| {
+            let s = f16_at(b, q5_0::D);
+            (d[i], m[i]) = (s, -16.0 * s);
+        }),
+        GgmlType::Q5_1 => blocks_of::<{ q5_1::BYTES }>(row).for_each(|(i, b)| {
+            (d[i], m[i]) = (f16_at(b, q5_1::D), f16_at(b, q5_1::M));
+        }),
+        GgmlType::Q8_0 => blocks_of::<{ q8_0::BYTES }>(row).for_each(|(i, b)| {
+            let s = f16_at(b, q8_0::D);
+            (d[i], m[i]) = (s, -128.0 * s);
+        }),
+        GgmlType::IQ4_NL => blocks_of::<{ iq4_nl::BYTES }>(row).for_each(|(i, b)| {
+            let s = f16_at(b, iq4_nl::D);
+            (d[i], m[i]) = (s, -128.0 * s);
+        }),
+        GgmlType::MXFP4 => blocks_of::<{ mxfp4::BYTES }>(row).for_each(|(i, b)| {
+            let s = e8m0_to_f32_half(b[mxfp4::E]);
+            (d[i], m[i]) = (s, -12.0 * s);
+        }),
+        GgmlType::IQ4_XS => blocks_of::<{ iq4_xs::BYTES }>(row).for_each(|(sb, b)| {
+            let dd = f16_at(b, iq4_xs::D);
+            for j in 0..QK_K / QK {
+                let s = dd * (iq4_xs_scale(b, j) - 32) as f32;
+                (d[sb * 8 + j], m[sb * 8 + j]) = (s, -128.0 * s);
+            }
+        }),
         GgmlType::Q4_K | GgmlType::Q5_K => {
             let (bytes, off_d, off_dmin, off_sc) = if ty == GgmlType::Q4_K {
                 (q4_k::BYTES, q4_k::D, q4_k::DMIN, q4_k::SCALES)
@@ -421,18 +386,13 @@ fn row_scales(ty: GgmlType, row: &[u8], d: &mut [f32], m: &mut [f32]) {
                 }
             });
         }
-        GgmlType::Q6_K => row
-            .as_chunks::<{ q6_k::BYTES }>()
-            .0
-            .iter()
-            .enumerate()
-            .for_each(|(s, b)| {
-                let dd = f16_at(b, q6_k::D);
-                for k in 0..16 {
-                    let sc = dd * f32::from(b[q6_k::SCALES + k] as i8);
-                    (d[s * 16 + k], m[s * 16 + k]) = (sc, -32.0 * sc);
-                }
-            }),
+        GgmlType::Q6_K => blocks_of::<{ q6_k::BYTES }>(row).for_each(|(s, b)| {
+            let dd = f16_at(b, q6_k::D);
+            for k in 0..16 {
+                let sc = dd * f32::from(b[q6_k::SCALES + k] as i8);
+                (d[s * 16 + k], m[s * 16 + k]) = (sc, -32.0 * sc);
+            }
+        }),
         _ => unreachable!("block_len has a batched path for {ty}"),
     }
 }
