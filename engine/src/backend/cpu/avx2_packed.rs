@@ -1,11 +1,11 @@
 //! Decode on packed weights ([`crate::backend::cpu::packed`]) with AVX2: the sixteen rows of a
 //! group as two registers of eight i32 / f32 lanes (a 64-byte line's two halves), against up to
-//! eight tokens. Per block, the values are loaded (their nibbles split, their fifth bits added)
-//! once for all the tokens; per token, `vpmaddubsw` of each value vector against four activation
+//! eight tokens. Per block, the values are loaded (their nibbles split, their fifth bits added,
+//! MXFP4's codebook looked up) once for all the tokens; per token, `vpmaddubsw` of each value vector against four activation
 //! bytes broadcast from memory, summed in i16 and widened by `vpmaddwd`, gives the block's exact
 //! integer sums of eight rows. The i16 sums never saturate: a pair is at most 2 x 15 x 128 =
-//! 3,840 for 4-bit values, so eight of them sum in i16; 5-bit values (2 x 31 x 128 = 7,936) are
-//! widened four at a time; Q8_0's unsigned bytes are split into two nibble planes (the high one
+//! 3,840 for 4-bit values, so eight of them sum in i16; 5-bit values (2 x 31 x 128 = 7,936) and
+//! MXFP4's (at most 24) are widened four at a time; Q8_0's unsigned bytes are split into two nibble planes (the high one
 //! weighted 16 after widening). The f32 steps are the AVX-512 packed kernel's (`avx512::packed`),
 //! in the same order, so both levels compute the same bits.
 
@@ -32,27 +32,35 @@ pub unsafe fn group_dot<const T: usize>(
     let f = g.format;
     // SAFETY: the lengths are checked above; the features are the caller's promise.
     unsafe {
-        match (f.value_bytes == 16, f.has_min, f.five_bit) {
-            (true, false, false) => run::<T, true, false, false>(g, tokens, f.offset),
-            (true, true, false) => run::<T, true, true, false>(g, tokens, f.offset),
-            (true, false, true) => run::<T, true, false, true>(g, tokens, f.offset),
-            (true, true, true) => run::<T, true, true, true>(g, tokens, f.offset),
-            _ => run::<T, false, false, false>(g, tokens, f.offset),
+        match (
+            f.value_bytes == 16,
+            f.has_min,
+            f.five_bit,
+            f.table.is_some(),
+        ) {
+            (true, false, false, false) => run::<T, true, false, false, false>(g, tokens),
+            (true, false, false, true) => run::<T, true, false, false, true>(g, tokens),
+            (true, true, false, _) => run::<T, true, true, false, false>(g, tokens),
+            (true, false, true, _) => run::<T, true, false, true, false>(g, tokens),
+            (true, true, true, _) => run::<T, true, true, true, false>(g, tokens),
+            _ => run::<T, false, false, false, false>(g, tokens),
         }
     }
 }
 
 /// Block `k`'s values of rows `8h..8h + 8`: `v[i]` holds values `4i..4i + 4` of each row as
-/// unsigned bytes (for Q8_0, `v[i]` the low nibbles and `v[8 + i]` the high ones).
+/// unsigned bytes (for Q8_0, `v[i]` the low nibbles and `v[8 + i]` the high ones; `LUT`: looked
+/// up in `table`, the format's codebook in each 128-bit lane).
 ///
 /// # Safety
 /// The group's lengths are checked by [`group_dot`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn values<const NIB: bool, const FIVE: bool>(
+unsafe fn values<const NIB: bool, const FIVE: bool, const LUT: bool>(
     g: &Group<'_>,
     k: usize,
     h: usize,
+    table: __m256i,
 ) -> [__m256i; 16] {
     let low = _mm256_set1_epi8(0x0f);
     let mut v = [_mm256_setzero_si256(); 16];
@@ -66,6 +74,11 @@ unsafe fn values<const NIB: bool, const FIVE: bool>(
                 let c = _mm256_loadu_si256(p.add(j * 64).cast());
                 v[2 * j] = _mm256_and_si256(c, low);
                 v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low);
+            }
+            if LUT {
+                for v in &mut v[..8] {
+                    *v = _mm256_shuffle_epi8(table, *v);
+                }
             }
             if FIVE {
                 let masks = g.bytes.as_ptr().add(k * f.record() + f.high_at());
@@ -88,13 +101,10 @@ unsafe fn values<const NIB: bool, const FIVE: bool>(
 }
 
 /// The i32 sums of eight rows' block values `v` (see [`values`]) against the activation bytes
-/// `four`.
+/// `four`. `wide` (values up to 31): summed in i16 four products at a time, not eight.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn block_sums<const NIB: bool, const FIVE: bool>(
-    v: &[__m256i; 16],
-    four: &[__m256i; 8],
-) -> __m256i {
+fn block_sums<const NIB: bool>(v: &[__m256i; 16], four: &[__m256i; 8], wide: bool) -> __m256i {
     let ones = _mm256_set1_epi16(1);
     // Products of value vectors `i..j` summed in i16, then widened.
     let sum = |i: usize, j: usize, plane: usize| {
@@ -104,28 +114,56 @@ fn block_sums<const NIB: bool, const FIVE: bool>(
         }
         _mm256_madd_epi16(s, ones)
     };
-    match (NIB, FIVE) {
+    match (NIB, wide) {
         (true, false) => sum(0, 8, 0),
         (true, true) => _mm256_add_epi32(sum(0, 4, 0), sum(4, 8, 0)),
         _ => _mm256_add_epi32(sum(0, 8, 0), _mm256_slli_epi32::<4>(sum(0, 8, 8))),
     }
 }
 
+/// Half of each of the eight E8M0 scales at `p` as f32, bit for bit `e8m0_to_f32_half`:
+/// exponent `e - 1` for `e >= 2`, the subnormals 2^-128 and 2^-127 for 0 and 1.
+///
+/// # Safety
+/// `p` must point to 8 readable bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn e8m0_halves(p: *const u8) -> __m256 {
+    // SAFETY: the caller's promise; the load is unaligned.
+    let e = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) });
+    let normal = _mm256_slli_epi32::<23>(_mm256_sub_epi32(e, _mm256_set1_epi32(1)));
+    let tiny = _mm256_sllv_epi32(_mm256_set1_epi32(0x0020_0000), e);
+    let small = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e);
+    _mm256_castsi256_ps(_mm256_blendv_epi8(normal, tiny, small))
+}
+
 /// See [`group_dot`]: `NIB` for the 4- and 5-bit formats (else Q8_0), `MIN` for those with a
-/// minimum, `FIVE` for those with a fifth bit; `offset` is what the stored values exceed the
-/// signed ones by.
+/// minimum, `FIVE` for those with a fifth bit, `LUT` for the codebook formats (MXFP4's values
+/// reach 24: their i16 sums are widened as the 5-bit formats' are).
 ///
 /// # Safety
 /// As [`group_dot`], which checks the lengths.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn run<const T: usize, const NIB: bool, const MIN: bool, const FIVE: bool>(
+unsafe fn run<
+    const T: usize,
+    const NIB: bool,
+    const MIN: bool,
+    const FIVE: bool,
+    const LUT: bool,
+>(
     g: &Group<'_>,
     tokens: &[Token<'_>; T],
-    offset: i32,
 ) -> [[f32; ROWS]; T] {
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
     let f = g.format;
+    let offset = f.offset;
+    let table = match f.table {
+        // SAFETY: sixteen bytes, read unaligned.
+        Some(t) => _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) }),
+        None => _mm256_setzero_si256(),
+    };
+    debug_assert!(f.table.is_none_or(|t| t.iter().all(|&v| v < 32)), "{f:?}");
     for k in 0..g.nb {
         prefetch_ahead(g.bytes.as_ptr().wrapping_add(k * f.record()), f.record());
         // SAFETY: block `k`'s record, with its scales and minimums, lies inside the group
@@ -140,8 +178,12 @@ unsafe fn run<const T: usize, const NIB: bool, const MIN: bool, const FIVE: bool
             } else {
                 [_mm256_setzero_ps(); 2]
             };
-            let v = [0, 1].map(|h| values::<NIB, FIVE>(g, k, h));
-            (v, halves(f.d_at()), m)
+            let d = match f.e8m0 {
+                true => [0, 1].map(|h| e8m0_halves(rec.add(f.d_at() + HALF * h))),
+                false => halves(f.d_at()),
+            };
+            let v = [0, 1].map(|h| values::<NIB, FIVE, LUT>(g, k, h, table));
+            (v, d, m)
         };
         for (t, tok) in tokens.iter().enumerate() {
             // SAFETY: block `k` of the token's row is 34 bytes in (checked by `group_dot`).
@@ -153,7 +195,7 @@ unsafe fn run<const T: usize, const NIB: bool, const MIN: bool, const FIVE: bool
             let (dy, sum) = (tok.dy[k], tok.sum[k]);
             let dy_v = _mm256_set1_ps(dy);
             for h in 0..2 {
-                let mut s = block_sums::<NIB, FIVE>(&v[h], &four);
+                let mut s = block_sums::<NIB>(&v[h], &four, FIVE || LUT);
                 if !MIN {
                     s = _mm256_sub_epi32(s, _mm256_set1_epi32(offset * sum));
                 }

@@ -14,8 +14,13 @@
 //!   (an unsigned byte);
 //! - (Q5_0, Q5_1) eight 64-bit masks of fifth bits, one per 64-byte vector of values (bit
 //!   `4r + i` of mask `v` is the fifth bit of the value at byte `4r + i` of value vector `v`);
-//! - the sixteen rows' f16 scales `d`;
+//! - the sixteen rows' scales `d`: f16, or (MXFP4) one E8M0 exponent byte each;
 //! - (Q4_1, Q5_1) the sixteen rows' f16 minimums `m`.
+//!
+//! The codebook formats (MXFP4 and IQ4_NL) keep their 4-bit indices in the nibbles; the kernels
+//! look each up (`vpshufb`) in [`Format::table`], the codebook plus [`Format::offset`], which
+//! makes every entry an unsigned byte. IQ4_NL's entries reach 241, past what AVX2's `vpmaddubsw`
+//! sums in i16, so it is packed with AVX-512 VNNI only ([`packs`]).
 //!
 //! A record is as long as the sixteen rows' GGUF blocks, so packing costs no memory beyond
 //! dropping the mapped copy, and a whole weight is one sequential stream (short separate streams
@@ -29,7 +34,9 @@ use std::sync::Mutex;
 
 use super::level::Level;
 use crate::quant::GgmlType;
-use crate::quant::layout::{QK, q4_0, q4_1, q5_0, q5_1, q8_0};
+use crate::quant::layout::{
+    KVALUES_IQ4NL, KVALUES_MXFP4, QK, iq4_nl, mxfp4, q4_0, q4_1, q5_0, q5_1, q8_0,
+};
 
 /// Rows per group: one 512-bit register of i32 lanes.
 pub const ROWS: usize = 16;
@@ -50,6 +57,21 @@ pub struct Format {
     /// What the unsigned stored values exceed the signed ones by (0 for the formats with a
     /// minimum).
     pub offset: i32,
+    /// The codebook formats: each 4-bit index's value plus `offset`.
+    pub table: Option<[u8; 16]>,
+    /// The scales are E8M0 exponent bytes (MXFP4), not f16.
+    pub e8m0: bool,
+}
+
+/// `values` plus `offset`, as unsigned bytes.
+const fn shifted(values: &[i8; 16], offset: i16) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = (values[i] as i16 + offset) as u8;
+        i += 1;
+    }
+    out
 }
 
 impl Format {
@@ -60,6 +82,8 @@ impl Format {
             has_min,
             five_bit,
             offset,
+            table: None,
+            e8m0: false,
         };
         Some(match ty {
             GgmlType::Q4_0 => f(16, false, false, 8),
@@ -67,16 +91,36 @@ impl Format {
             GgmlType::Q5_0 => f(16, false, true, 16),
             GgmlType::Q5_1 => f(16, true, true, 0),
             GgmlType::Q8_0 => f(32, false, false, 128),
+            // The offsets are the tiles' (`gemm::row_values`), so a packed group fills the same
+            // tile as the GGUF rows do.
+            GgmlType::MXFP4 => Format {
+                table: Some(shifted(&KVALUES_MXFP4, 12)),
+                e8m0: true,
+                ..f(16, false, false, 12)
+            },
+            GgmlType::IQ4_NL => Format {
+                table: Some(shifted(&KVALUES_IQ4NL, 128)),
+                ..f(16, false, false, 128)
+            },
             _ => return None,
         })
     }
+
+    /// Bytes of one row's scale in a record.
+    pub fn scale_bytes(&self) -> usize {
+        if self.e8m0 { 1 } else { 2 }
+    }
 }
 
-/// Whether a weight of type `ty` is repacked at `level`: every packed format with AVX2 or
-/// AVX-512 VNNI (their decode kernels, `avx2_packed` and `avx512::packed`, read them all; with
-/// AVX-512 the prompt tiles fill from them too).
+/// Whether a weight of type `ty` is repacked at `level`: every packed format with AVX-512 VNNI,
+/// all but IQ4_NL with AVX2 (the decode kernels, `avx512::packed` and `avx2_packed`; the prompt
+/// tiles fill from them too).
 pub fn packs(level: Level, ty: GgmlType) -> bool {
-    Format::of(ty).is_some() && level >= Level::Avx2 && Level::Avx2.supported()
+    let wide = level >= Level::Avx512 && Level::Avx512.supported();
+    Format::of(ty).is_some()
+        && level >= Level::Avx2
+        && Level::Avx2.supported()
+        && (ty != GgmlType::IQ4_NL || wide)
 }
 
 /// One token's Q8_0 activation row with, per block, its scale as f32 and the sum of its values,
@@ -152,7 +196,7 @@ impl Format {
     }
 
     pub fn m_at(&self) -> usize {
-        self.d_at() + 2 * ROWS
+        self.d_at() + self.scale_bytes() * ROWS
     }
 }
 
@@ -225,6 +269,8 @@ fn pack_group(f: Format, nb: usize, src: &[u8], row_bytes: usize, out: &mut [u8]
     // Offsets of the GGUF block's fields.
     let (d_at, m_at, qh_at, qs_at) = match f.ty {
         GgmlType::Q4_0 => (q4_0::D, 0, 0, q4_0::QS),
+        GgmlType::MXFP4 => (mxfp4::E, 0, 0, mxfp4::QS),
+        GgmlType::IQ4_NL => (iq4_nl::D, 0, 0, iq4_nl::QS),
         GgmlType::Q4_1 => (q4_1::D, q4_1::M, 0, q4_1::QS),
         GgmlType::Q5_0 => (q5_0::D, 0, q5_0::QH, q5_0::QS),
         GgmlType::Q5_1 => (q5_1::D, q5_1::M, q5_1::QH, q5_1::QS),
@@ -234,7 +280,8 @@ fn pack_group(f: Format, nb: usize, src: &[u8], row_bytes: usize, out: &mut [u8]
         for r in 0..ROWS {
             let b = &src[r * row_bytes + k * block_bytes..][..block_bytes];
             let word = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
-            rec[f.d_at() + 2 * r..][..2].copy_from_slice(&b[d_at..d_at + 2]);
+            let sb = f.scale_bytes();
+            rec[f.d_at() + sb * r..][..sb].copy_from_slice(&b[d_at..d_at + sb]);
             if f.has_min {
                 rec[f.m_at() + 2 * r..][..2].copy_from_slice(&b[m_at..m_at + 2]);
             }
@@ -280,19 +327,26 @@ mod tests {
     use crate::backend::cpu::vec::quantize_q8_0;
     use crate::quant::layout::q8_0;
 
-    const FORMATS: [GgmlType; 5] = [
+    const FORMATS: [GgmlType; 7] = [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::MXFP4,
+        GgmlType::IQ4_NL,
     ];
 
-    /// `rows` x `cols` random weight bytes of `ty` with sane f16 scales and minimums.
+    /// `rows` x `cols` random weight bytes of `ty` with sane scales and minimums (E8M0 scales
+    /// around 2^-4, the two subnormal ones among them).
     fn random_weight(rng: &mut fastrand::Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         let size = ty.type_size();
         let mut bytes: Vec<u8> = (0..rows * cols / QK * size).map(|_| rng.u8(..)).collect();
         for b in bytes.chunks_exact_mut(size) {
+            if ty == GgmlType::MXFP4 {
+                b[mxfp4::E] = [0, 1, 120, 121, 122, 123, 124, 125][rng.usize(..8)];
+                continue;
+            }
             let mut put = |at: usize| {
                 let v = half::f16::from_f32((rng.f32() - 0.5) * 0.1);
                 b[at..at + 2].copy_from_slice(&v.to_le_bytes());
@@ -369,6 +423,39 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    fn e8m0_scales_widen_to_ggmls_halves_bit_for_bit_at_both_levels() {
+        use crate::quant::layout::e8m0_to_f32_half;
+        let want: Vec<u32> = (0..=255u8).map(|e| e8m0_to_f32_half(e).to_bits()).collect();
+        for at in (0..256).step_by(16) {
+            let e: Vec<u8> = (at..at + 16).map(|e| e as u8).collect();
+            if Level::Avx2.supported() {
+                let mut got = [0f32; 16];
+                for h in 0..2 {
+                    // SAFETY: AVX2 is supported; eight readable bytes, eight writable f32s.
+                    unsafe {
+                        let v = crate::backend::cpu::avx2_packed::e8m0_halves(e[8 * h..].as_ptr());
+                        std::arch::x86_64::_mm256_storeu_ps(got[8 * h..].as_mut_ptr(), v);
+                    }
+                }
+                assert!(got.map(f32::to_bits) == want[at..at + 16], "AVX2 at {at}");
+            }
+            if Level::Avx512.supported() {
+                let mut got = [0f32; 16];
+                // SAFETY: AVX-512 is supported; sixteen readable bytes, sixteen writable f32s.
+                unsafe {
+                    let v = crate::backend::cpu::avx512::packed::e8m0_halves(e.as_ptr());
+                    std::arch::x86_64::_mm512_storeu_ps(got.as_mut_ptr(), v);
+                }
+                assert!(
+                    got.map(f32::to_bits) == want[at..at + 16],
+                    "AVX-512 at {at}"
+                );
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
     fn packed_kernel_matches_the_scalar_dots_for_every_format() {
         if !Level::Avx512.supported() {
             eprintln!("no AVX-512 VNNI here: the packed kernel is never used");
@@ -417,6 +504,13 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(44);
         let (rows, cols) = (48, 192);
         for ty in FORMATS {
+            if ty == GgmlType::IQ4_NL {
+                assert!(
+                    !packs(Level::Avx2, ty),
+                    "IQ4_NL overflows vpmaddubsw's i16 sums"
+                );
+                continue;
+            }
             assert!(packs(Level::Avx2, ty), "{ty} is packed at the AVX2 level");
             let w = random_weight(&mut rng, ty, rows, cols);
             let p = Packed::new(ty, rows, cols, &w, &|n, f| f(0..n)).unwrap();

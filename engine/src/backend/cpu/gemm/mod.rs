@@ -69,7 +69,7 @@ pub fn batched_at(level: Level, ty: GgmlType) -> bool {
 
 /// A tile of [`TILE`] weight rows, unpacked. Rows past the weight's end are zero.
 pub struct Tile {
-    /// The weight type whose rows the tile holds (`None` when filled from a packed weight).
+    /// The weight type whose rows the tile holds.
     ty: Option<GgmlType>,
     /// Block length `B`.
     b: usize,
@@ -176,11 +176,11 @@ impl Tile {
 
     /// Unpacks group `g` of a packed weight (of this tile's block length and columns) into this
     /// tile: the packed lines are already in the tile's interleaved order, so this only splits
-    /// nibbles and adds fifth bits.
+    /// nibbles, adds fifth bits and looks codebook indices up.
     pub fn fill_packed(&mut self, p: &Packed, g: usize) {
         let group = p.group(g);
         let f = group.format;
-        self.ty = None;
+        self.ty = Some(f.ty);
         assert!(
             self.b == QK && self.k == group.nb * QK,
             "a packed group fills a tile of its shape"
@@ -192,11 +192,12 @@ impl Tile {
             let tile = &mut self.q[k * 8 * 64..][..8 * 64];
             if f.value_bytes == QK {
                 tile.copy_from_slice(block);
-            } else {
+            } else if !split_lines_simd(block, f.table, tile) {
+                let value = |n: u8| f.table.map_or(n, |t| t[usize::from(n)]);
                 for j in 0..4 {
                     let (lo, hi) = tile[2 * j * 64..][..128].split_at_mut(64);
                     for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(&block[j * 64..][..64]) {
-                        (*lo, *hi) = (byte & 0x0f, byte >> 4);
+                        (*lo, *hi) = (value(byte & 0x0f), value(byte >> 4));
                     }
                 }
             }
@@ -210,8 +211,11 @@ impl Tile {
                 }
             }
             for r in 0..TILE {
-                let (at, mt) = (f.d_at() + 2 * r, f.m_at() + 2 * r);
-                let d = f16::from_le_bytes([rec[at], rec[at + 1]]).to_f32();
+                let (at, mt) = (f.d_at() + f.scale_bytes() * r, f.m_at() + 2 * r);
+                let d = match f.e8m0 {
+                    true => e8m0_to_f32_half(rec[at]),
+                    false => f16::from_le_bytes([rec[at], rec[at + 1]]).to_f32(),
+                };
                 let m = if f.has_min {
                     f16::from_le_bytes([rec[mt], rec[mt + 1]]).to_f32()
                 } else {
@@ -222,6 +226,17 @@ impl Tile {
             }
         }
     }
+}
+
+/// [`unpack::split_lines`] where the CPU has AVX2 (else `false`, and nothing written).
+fn split_lines_simd(lines: &[u8], table: Option<[u8; 16]>, tile: &mut [u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if Level::Avx2.supported() {
+        // SAFETY: the CPU has AVX2.
+        unsafe { unpack::split_lines(lines, table, tile) };
+        return true;
+    }
+    false
 }
 
 /// The 32 values of 16 bytes of 4-bit codebook indices (low nibbles first), as codebook value

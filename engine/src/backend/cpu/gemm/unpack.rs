@@ -268,3 +268,25 @@ fn transpose(r: [__m512i; ROWS]) -> [__m512i; ROWS] {
     }
     out
 }
+
+/// A packed record's four lines of nibbles (`lines`, 256 bytes) split into the tile's eight
+/// vectors (`tile`, 512 bytes): line `j`'s low nibbles to vector `2j`, its high ones to `2j + 1`,
+/// each through `table` where the format has a codebook (as `Tile::fill_packed` does in scalar).
+#[target_feature(enable = "avx2")]
+pub fn split_lines(lines: &[u8], table: Option<[u8; 16]>, tile: &mut [u8]) {
+    let (lines, tile) = (&lines[..256], &mut tile[..512]);
+    let low4 = _mm256_set1_epi8(0x0f);
+    let lut = table.map(|t| _mm256_broadcastsi128_si256(load128(&t)));
+    for j in 0..4 {
+        for h in 0..2 {
+            let v = load256(&lines[j * 64 + h * 32..]);
+            let mut lo = _mm256_and_si256(v, low4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+            if let Some(lut) = lut {
+                (lo, hi) = (_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+            }
+            store256(&mut tile[2 * j * 64 + h * 32..], lo);
+            store256(&mut tile[(2 * j + 1) * 64 + h * 32..], hi);
+        }
+    }
+}
