@@ -372,3 +372,50 @@ fn moe_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     C[i] = acc;
 }
+
+@group(0) @binding(5) var<storage, read_write> G: array<atomic<u32>>;
+
+// The chosen experts' (token, slot) pairs grouped by expert, for the tiled expert products
+// (`matmul_id_tiled` in matmul_tiled.wgsl). D holds each pair's expert (f32 bits); G receives,
+// word after word: the experts' pair counts (p(1) words), their cursors (p(1)), the tile count,
+// the tiles (3 words each: expert, first grouped pair, pairs; up to 32 pairs of one expert, at
+// most p(2) tiles), then the pair indices, expert after expert (in any order within an expert:
+// each product is computed alone, so the order changes no bit). One workgroup.
+// p(0): pairs, p(1): experts, p(2): the most tiles.
+@compute @workgroup_size(256)
+fn moe_group(@builtin(local_invocation_index) lid: u32) {
+    let pairs = p(0u);
+    let n = p(1u);
+    let cursors = n;
+    let tiles = 2u * n + 1u;
+    let grouped = tiles + 3u * p(2u);
+    for (var e = lid; e < n; e += 256u) {
+        atomicStore(&G[e], 0u);
+    }
+    storageBarrier();
+    for (var i = lid; i < pairs; i += 256u) {
+        atomicAdd(&G[min(u32(bitcast<f32>(D[i])), n - 1u)], 1u);
+    }
+    storageBarrier();
+    if lid == 0u {
+        var first = 0u;
+        var t = 0u;
+        for (var e = 0u; e < n; e++) {
+            let c = atomicLoad(&G[e]);
+            atomicStore(&G[cursors + e], first);
+            for (var j = 0u; j < c; j += 32u) {
+                atomicStore(&G[tiles + 3u * t], e);
+                atomicStore(&G[tiles + 3u * t + 1u], first + j);
+                atomicStore(&G[tiles + 3u * t + 2u], min(32u, c - j));
+                t++;
+            }
+            first += c;
+        }
+        atomicStore(&G[2u * n], t);
+    }
+    storageBarrier();
+    for (var i = lid; i < pairs; i += 256u) {
+        let at = atomicAdd(&G[cursors + min(u32(bitcast<f32>(D[i])), n - 1u)], 1u);
+        atomicStore(&G[grouped + at], i);
+    }
+}

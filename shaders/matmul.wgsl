@@ -222,6 +222,15 @@ fn matmul_glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // weight row, p(7): 1 when X has a row per pair, 0 when a row per token.
 @group(0) @binding(4) var<storage, read> IDS: array<f32>;
 
+// The row of X that pair `pair` (token and slot) multiplies: its token's (p(1): slots per token),
+// or its own where X holds a row per pair (p(7) = 1).
+fn id_row(pair: u32) -> u32 {
+    if p(7u) == 1u {
+        return pair;
+    }
+    return pair / p(1u);
+}
+
 @compute @workgroup_size(64)
 fn matmul_id(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
@@ -240,11 +249,7 @@ fn matmul_id(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         return;
     }
     let row = (wr - p(4u)) * p(6u);
-    var xr = pair / p(1u);
-    if p(7u) == 1u {
-        xr = pair;
-    }
-    let x0 = xr * (cols / 4u);
+    let x0 = id_row(pair) * (cols / 4u);
     var acc = 0.0;
     for (var c = 0u; c < cols / 8u; c++) {
         let w = dq8(row, c);

@@ -159,6 +159,7 @@ impl Module {
                     "matmul_id",
                     &[(1, false), (2, false), (3, true), (4, false)],
                 ),
+                ("matmul_id_tiled", ID_TILED),
                 ("matmul3", THREE_OUTPUTS),
                 ("matmul_lane3", THREE_OUTPUTS),
                 ("matmul_glu", &[(1, false), (2, false), (3, true)]),
@@ -169,7 +170,10 @@ impl Module {
                 ("matmul_subgroup3", THREE_OUTPUTS),
                 ("matmul_subgroup_glu", &[(1, false), (2, false), (3, true)]),
             ],
-            Module::MatmulF16(_) => &[("matmul_tiled", &[(1, false), (2, false), (3, true)])],
+            Module::MatmulF16(_) => &[
+                ("matmul_tiled", &[(1, false), (2, false), (3, true)]),
+                ("matmul_id_tiled", ID_TILED),
+            ],
             Module::Embed(_) => &[("embed", &[(1, false), (2, false), (3, true)])],
             Module::Norm => &[
                 ("rms_norm", &[(1, false), (2, false), (3, true)]),
@@ -254,6 +258,7 @@ impl Module {
                 ("add_bias_experts", &[(1, true), (2, false), (4, false)]),
                 ("moe_combine", &[(1, true), (2, false), (3, true)]),
                 ("moe_scale", &[(1, true), (2, false), (4, false)]),
+                ("moe_group", &[(4, false), (5, true)]),
             ],
         }
     }
@@ -261,6 +266,9 @@ impl Module {
 
 /// The bindings of the matmuls into three outputs (a layer's Q, K and V).
 const THREE_OUTPUTS: &[(u32, bool)] = &[(1, false), (2, false), (3, true), (5, true), (6, true)];
+
+/// The bindings of the tiled experts' product (the weight, X, Y and the grouped pairs).
+const ID_TILED: &[(u32, bool)] = &[(1, false), (2, false), (3, true), (7, false)];
 
 /// One entry point's pipeline and the layout of its bind group.
 #[derive(Debug)]
@@ -352,6 +360,9 @@ pub(super) struct Quantized {
     pub matmul_tiled: Arc<Kernel>,
     /// The experts' products: an invocation per (token and slot, expert row).
     pub matmul_id: Arc<Kernel>,
+    /// The experts' products for prompts: 64 rows of one expert x up to 32 of its pairs
+    /// (grouped by `moe_group`) through workgroup memory.
+    pub matmul_id_tiled: Arc<Kernel>,
     /// The workgroup-per-row and invocation-per-row matmuls of weights stored together: into
     /// three outputs (Q, K, V), and the gated product `act(x · gate) * (x · up)`.
     pub matmul3: Arc<Kernel>,
@@ -361,8 +372,8 @@ pub(super) struct Quantized {
     /// `matmul` with subgroup sums, and its `3` and `glu` variants, where the device has
     /// subgroups.
     pub matmul_subgroup: Option<[Arc<Kernel>; 3]>,
-    /// `matmul_tiled` with f16 tiles, where the device has `shader-f16`.
-    pub matmul_tiled_f16: Option<Arc<Kernel>>,
+    /// `matmul_tiled` and `matmul_id_tiled` with f16 tiles, where the device has `shader-f16`.
+    pub matmul_tiled_f16: Option<[Arc<Kernel>; 2]>,
     pub embed: Arc<Kernel>,
 }
 
@@ -402,6 +413,8 @@ pub(super) struct Kernels {
     pub add_bias_experts: Arc<Kernel>,
     pub moe_combine: Arc<Kernel>,
     pub moe_scale: Arc<Kernel>,
+    /// The chosen experts' pairs grouped by expert, for `matmul_id_tiled`.
+    pub moe_group: Arc<Kernel>,
     pub ssm_conv: Arc<Kernel>,
     pub l2_heads: Arc<Kernel>,
     pub delta_rule: Arc<Kernel>,
@@ -452,9 +465,10 @@ impl Kernels {
             add_bias_experts,
             moe_combine,
             moe_scale,
-        ]: [Arc<Kernel>; 19] = compile(device, Module::Elementwise)
+            moe_group,
+        ]: [Arc<Kernel>; 20] = compile(device, Module::Elementwise)
             .try_into()
-            .expect("elementwise has nineteen entry points");
+            .expect("elementwise has twenty entry points");
         let [ssm_conv, l2_heads, delta_rule]: [Arc<Kernel>; 3] = compile(device, Module::Delta)
             .try_into()
             .expect("delta has three entry points");
@@ -492,6 +506,7 @@ impl Kernels {
             add_bias_experts,
             moe_combine,
             moe_scale,
+            moe_group,
             quantized: Mutex::new(HashMap::new()),
             subgroups,
             f16,
@@ -508,18 +523,20 @@ impl Kernels {
                     matmul_lane,
                     matmul_tiled,
                     matmul_id,
+                    matmul_id_tiled,
                     matmul3,
                     matmul_lane3,
                     matmul_glu,
                     matmul_lane_glu,
-                ]: [Arc<Kernel>; 8] = compile(device, Module::Matmul(f))
+                ]: [Arc<Kernel>; 9] = compile(device, Module::Matmul(f))
                     .try_into()
-                    .expect("matmul has eight entry points");
+                    .expect("matmul has nine entry points");
                 Quantized {
                     matmul,
                     matmul_lane,
                     matmul_tiled,
                     matmul_id,
+                    matmul_id_tiled,
                     matmul3,
                     matmul_lane3,
                     matmul_glu,
@@ -529,9 +546,11 @@ impl Kernels {
                             .try_into()
                             .expect("the subgroup matmul has three entry points")
                     }),
-                    matmul_tiled_f16: self
-                        .f16
-                        .then(|| compile(device, Module::MatmulF16(f)).remove(0)),
+                    matmul_tiled_f16: self.f16.then(|| {
+                        compile(device, Module::MatmulF16(f))
+                            .try_into()
+                            .expect("the f16 tiled matmuls have two entry points")
+                    }),
                     embed: compile(device, Module::Embed(f)).remove(0),
                 }
             })

@@ -289,7 +289,7 @@ impl GpuBackend {
                     .kernels
                     .matmul_tiled_f16
                     .as_ref()
-                    .unwrap_or(&w.kernels.matmul_tiled);
+                    .map_or(&w.kernels.matmul_tiled, |[tiled, _]| tiled);
                 self.run(kernel, binds, &params, groups);
             } else {
                 let k = &w.kernels;
@@ -357,6 +357,85 @@ impl GpuBackend {
         let r = Rounding::of(w.ty);
         let rounded = (r != Rounding::None).then(|| self.round(x, 0..x.rows, r));
         let xr = rounded.as_ref().unwrap_or(x);
+        if !self.row_kernels(x, shape.tokens) {
+            self.experts_tiled(xr, w, n_expert, ids, out, &shape);
+        } else {
+            self.experts_by_pair(xr, w, ids, out, &shape);
+        }
+        if let Some(b) = bias {
+            let binds = vec![out.bind(), Bind::Buf(b.parts[0].buf.clone()), ids.bind()];
+            let k = &self.ctx.kernels;
+            let n = out.len();
+            self.run_each(&k.add_bias_experts, binds, &[u(n), u(shape.rows)], n);
+        }
+    }
+
+    /// The experts' products for prompts: the pairs grouped by expert on the device
+    /// (`moe_group`), then 64 rows of one expert against up to 32 of its pairs per workgroup,
+    /// so each expert's rows are read once per 32 pairs that chose it, not once per pair.
+    fn experts_tiled(
+        &self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        n_expert: usize,
+        ids: &GpuTensor,
+        out: &GpuTensor,
+        shape: &moe::ExpertShape,
+    ) {
+        let pairs = shape.tokens * shape.k;
+        // Every expert's pairs in tiles of 32: at most one partial tile per expert chosen.
+        let max_tiles = pairs.div_ceil(32) + n_expert.min(pairs);
+        let tiles_at = 2 * n_expert + 1;
+        let grouped_at = tiles_at + 3 * max_tiles;
+        let groups = self.scratch(1, grouped_at + pairs);
+        let k = &self.ctx.kernels;
+        self.run(
+            &k.moe_group,
+            vec![ids.bind(), groups.bind()],
+            &[u(pairs), u(n_expert), u(max_tiles)],
+            1,
+        );
+        let kernel = w
+            .kernels
+            .matmul_tiled_f16
+            .as_ref()
+            .map_or(&w.kernels.matmul_id_tiled, |[_, id]| id);
+        for part in &w.parts {
+            let params = [
+                u(pairs),
+                u(shape.k),
+                u(w.cols),
+                u(shape.rows),
+                u(part.row0),
+                u(part.rows),
+                u(w.row_bytes),
+                u(usize::from(shape.per_slot)),
+                u(tiles_at),
+                u(grouped_at),
+                u(2 * n_expert),
+            ];
+            let binds = vec![
+                Bind::Buf(part.buf.clone()),
+                x.bind(),
+                out.bind(),
+                groups.bind(),
+            ];
+            self.run(kernel, binds, &params, shape.rows.div_ceil(64) * max_tiles);
+        }
+    }
+}
+
+impl GpuBackend {
+    /// The experts' products with an invocation per (pair, expert row): decode and short
+    /// batches.
+    fn experts_by_pair(
+        &self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        ids: &GpuTensor,
+        out: &GpuTensor,
+        shape: &moe::ExpertShape,
+    ) {
         let pairs = shape.tokens * shape.k;
         for part in &w.parts {
             let params = [
@@ -371,18 +450,12 @@ impl GpuBackend {
             ];
             let binds = vec![
                 Bind::Buf(part.buf.clone()),
-                xr.bind(),
+                x.bind(),
                 out.bind(),
                 ids.bind(),
             ];
             let groups = shape.rows.div_ceil(64) * pairs;
             self.run(&w.kernels.matmul_id, binds, &params, groups);
-        }
-        if let Some(b) = bias {
-            let binds = vec![out.bind(), Bind::Buf(b.parts[0].buf.clone()), ids.bind()];
-            let k = &self.ctx.kernels;
-            let n = out.len();
-            self.run_each(&k.add_bias_experts, binds, &[u(n), u(shape.rows)], n);
         }
     }
 
