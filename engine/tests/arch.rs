@@ -503,7 +503,7 @@ fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
     );
     assert_eq!(
         s.layer_kinds.as_deref(),
-        Some("sliding window 8 on 2 of 4 layers")
+        Some("sliding window 8 on 2 of 4 layers (2 kv heads of 16; the others 1 of 32)")
     );
     // The estimate at 4096 tokens: those values in f16.
     let at_4096 = s.memory.iter().find(|m| m.context_tokens == 4096).unwrap();
@@ -533,8 +533,8 @@ fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
     assert_eq!(
         s.layer_kinds.as_deref(),
         Some(
-            "sliding window 8 on 2 of 4 layers; the last 2 reuse an earlier layer's keys and \
-             values; feed-forward width 128 to 256"
+            "sliding window 8 on 2 of 4 layers (1 kv head of 16; the others 1 of 32); the last 2 \
+             reuse an earlier layer's keys and values; feed-forward width 128 to 256"
         )
     );
     let model = Model::open(data("gemma4-ple.gguf"), ReferenceBackend::new()).unwrap();

@@ -183,10 +183,24 @@ fn layer_kinds(m: &super::ModelMeta) -> Option<String> {
     }
     if let (Some(w), Some(l)) = (m.sliding_window, &m.sliding_window_layers) {
         let sliding = l.iter().filter(|&&s| s).count();
-        parts.push(format!(
+        let mut kinds = format!(
             "sliding window {w} on {sliding} of {} layers",
             m.block_count
-        ));
+        );
+        // Where the two kinds have their own shapes (gemma4): the first layer of each.
+        let shape = |swa: bool| {
+            let il = l.iter().position(|&s| s == swa)?;
+            let kv = m.head_count_kv_layers.get(il).copied();
+            let hd = if swa { m.key_length_swa } else { None };
+            Some((kv.unwrap_or(m.head_count_kv), hd.unwrap_or(m.key_length)))
+        };
+        if let (Some((kv, hd)), Some((kv_g, hd_g))) = (shape(true), shape(false))
+            && (kv, hd) != (kv_g, hd_g)
+        {
+            let heads = if kv == 1 { "head" } else { "heads" };
+            kinds += &format!(" ({kv} kv {heads} of {hd}; the others {kv_g} of {hd_g})");
+        }
+        parts.push(kinds);
     }
     if m.shared_kv_layers > 0 {
         parts.push(format!(
