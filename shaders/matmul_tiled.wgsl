@@ -13,6 +13,46 @@ const BK: u32 = 32u;
 var<workgroup> w_tile: array<Tile, 512>;
 var<workgroup> x_tile: array<Tile, 256>;
 
+// Weight row `row`'s chunk `kc` of the step (8 values) into the weight tile.
+fn put_weights(row: u32, kc: u32, w: Chunk) {
+    let l = to_tile(w.lo);
+    let h = to_tile(w.hi);
+    let lo = array<TileScalar, 4>(l.x, l.y, l.z, l.w);
+    let hi = array<TileScalar, 4>(h.x, h.y, h.z, h.w);
+    for (var e = 0u; e < 4u; e++) {
+        let k_lo = kc * 8u + e;
+        w_tile[k_lo * 16u + row / 4u][row % 4u] = lo[e];
+        w_tile[(k_lo + 4u) * 16u + row / 4u][row % 4u] = hi[e];
+    }
+}
+
+// Token `token`'s values `4v .. 4v + 4` of the step into the activation tile.
+fn put_tokens(token: u32, v: u32, x: vec4<f32>) {
+    let xt = to_tile(x);
+    let xs = array<TileScalar, 4>(xt.x, xt.y, xt.z, xt.w);
+    for (var e = 0u; e < 4u; e++) {
+        x_tile[(v * 4u + e) * 8u + token / 4u][token % 4u] = xs[e];
+    }
+}
+
+// The step's products for rows `8 rg .. 8 rg + 8` and tokens `4 tg .. 4 tg + 4`, over the first
+// `depth` columns of the tiles (`BK`, or 0 to skip them).
+fn tile_products(rg: u32, tg: u32, depth: u32, acc: ptr<function, array<vec4<f32>, 8>>) {
+    for (var k = 0u; k < depth; k++) {
+        let xv = from_tile(x_tile[k * 8u + tg]);
+        let wa = from_tile(w_tile[k * 16u + rg * 2u]);
+        let wb = from_tile(w_tile[k * 16u + rg * 2u + 1u]);
+        (*acc)[0] += wa.x * xv;
+        (*acc)[1] += wa.y * xv;
+        (*acc)[2] += wa.z * xv;
+        (*acc)[3] += wa.w * xv;
+        (*acc)[4] += wb.x * xv;
+        (*acc)[5] += wb.y * xv;
+        (*acc)[6] += wb.z * xv;
+        (*acc)[7] += wb.w * xv;
+    }
+}
+
 @compute @workgroup_size(64)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) tid: u32) {
@@ -38,15 +78,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if r0 + row < rows {
                 w = dq8(row_at(p(7u), r0 + row), k0 / 8u + kc);
             }
-            let l = to_tile(w.lo);
-            let h = to_tile(w.hi);
-            let lo = array<TileScalar, 4>(l.x, l.y, l.z, l.w);
-            let hi = array<TileScalar, 4>(h.x, h.y, h.z, h.w);
-            for (var e = 0u; e < 4u; e++) {
-                let k_lo = kc * 8u + e;
-                w_tile[k_lo * 16u + row / 4u][row % 4u] = lo[e];
-                w_tile[(k_lo + 4u) * 16u + row / 4u][row % 4u] = hi[e];
-            }
+            put_weights(row, kc, w);
         }
         // Activation tile: 32 tokens x 8 vec4s.
         for (var s = 0u; s < 4u; s++) {
@@ -57,26 +89,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if t0 + token < n {
                 x = X[(p(1u) + t0 + token) * (cols / 4u) + k0 / 4u + v];
             }
-            let xt = to_tile(x);
-            let xs = array<TileScalar, 4>(xt.x, xt.y, xt.z, xt.w);
-            for (var e = 0u; e < 4u; e++) {
-                x_tile[(v * 4u + e) * 8u + token / 4u][token % 4u] = xs[e];
-            }
+            put_tokens(token, v, x);
         }
         workgroupBarrier();
-        for (var k = 0u; k < BK; k++) {
-            let xv = from_tile(x_tile[k * 8u + tg]);
-            let wa = from_tile(w_tile[k * 16u + rg * 2u]);
-            let wb = from_tile(w_tile[k * 16u + rg * 2u + 1u]);
-            acc[0] += wa.x * xv;
-            acc[1] += wa.y * xv;
-            acc[2] += wa.z * xv;
-            acc[3] += wa.w * xv;
-            acc[4] += wb.x * xv;
-            acc[5] += wb.y * xv;
-            acc[6] += wb.z * xv;
-            acc[7] += wb.w * xv;
-        }
+        tile_products(rg, tg, BK, &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 8u; i++) {
@@ -140,15 +156,7 @@ fn matmul_id_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             if held {
                 w = dq8((wr - p(4u)) * p(6u), k0 / 8u + kc);
             }
-            let l = to_tile(w.lo);
-            let hv = to_tile(w.hi);
-            let lo = array<TileScalar, 4>(l.x, l.y, l.z, l.w);
-            let hi = array<TileScalar, 4>(hv.x, hv.y, hv.z, hv.w);
-            for (var e = 0u; e < 4u; e++) {
-                let k_lo = kc * 8u + e;
-                w_tile[k_lo * 16u + tid / 4u][tid % 4u] = lo[e];
-                w_tile[(k_lo + 4u) * 16u + tid / 4u][tid % 4u] = hi[e];
-            }
+            put_weights(tid, kc, w);
         }
         for (var s = 0u; s < 4u; s++) {
             let q = tid + s * 64u;
@@ -158,27 +166,11 @@ fn matmul_id_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             if token < n {
                 x = X[id_row(GROUPS[grouped + token]) * (cols / 4u) + k0 / 4u + v];
             }
-            let xt = to_tile(x);
-            let xs = array<TileScalar, 4>(xt.x, xt.y, xt.z, xt.w);
-            for (var e = 0u; e < 4u; e++) {
-                x_tile[(v * 4u + e) * 8u + token / 4u][token % 4u] = xs[e];
-            }
+            put_tokens(token, v, x);
         }
         workgroupBarrier();
         // (An expert's last tile is often short: invocations without a pair skip the products.)
-        for (var k = 0u; k < BK * u32(tg * 4u < n); k++) {
-            let xv = from_tile(x_tile[k * 8u + tg]);
-            let wa = from_tile(w_tile[k * 16u + rg * 2u]);
-            let wb = from_tile(w_tile[k * 16u + rg * 2u + 1u]);
-            acc[0] += wa.x * xv;
-            acc[1] += wa.y * xv;
-            acc[2] += wa.z * xv;
-            acc[3] += wa.w * xv;
-            acc[4] += wb.x * xv;
-            acc[5] += wb.y * xv;
-            acc[6] += wb.z * xv;
-            acc[7] += wb.w * xv;
-        }
+        tile_products(rg, tg, BK * u32(tg * 4u < n), &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 8u; i++) {

@@ -17,36 +17,17 @@ import sys
 import gguf
 import numpy as np
 
+from scale_common import copy_tokenizer, rnd
+
 src, out = sys.argv[1], sys.argv[2]
 L = int(sys.argv[3]) if len(sys.argv) > 3 else 6
 D, FF, H = 5376, 21504, 32
 KV_SWA, HD_SWA, KV_FULL, HD_FULL, WINDOW = 16, 256, 4, 512, 1024
 rng = np.random.default_rng(0)
 
-
-def rnd(*shape, scale=0.02):
-    a = np.empty(shape, np.float16)
-    flat = a.reshape(-1)
-    step = 1 << 26
-    for i in range(0, flat.size, step):
-        n = min(step, flat.size - i)
-        flat[i:i + n] = rng.standard_normal(n, dtype=np.float32) * scale
-    return a
-
-
-r = gguf.GGUFReader(src)
 a = "gemma4"
 w = gguf.GGUFWriter(out, a)
-for f in r.fields.values():
-    if f.name.startswith("tokenizer."):
-        t = f.types[0]
-        if t == gguf.GGUFValueType.ARRAY:
-            w.add_array(f.name, f.contents())
-        elif t == gguf.GGUFValueType.STRING:
-            w.add_string(f.name, f.contents())
-        else:
-            w.add_key_value(f.name, f.contents(), t)
-V = len(r.fields["tokenizer.ggml.tokens"].data)
+V = copy_tokenizer(src, w)
 swa = [(il + 1) % 6 != 0 for il in range(L)]
 w.add_name("scale-gemma4-31b-layer"); w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 w.add_context_length(131072); w.add_embedding_length(D); w.add_block_count(L)
@@ -68,7 +49,7 @@ w.add_float32(f"{a}.final_logit_softcapping", 30.0)
 
 def t(name, *shape_ggml, scale=0.02):
     # numpy shape is the reverse of ggml's ne
-    w.add_tensor(name, rnd(*reversed(shape_ggml), scale=scale))
+    w.add_tensor(name, rnd(rng, *reversed(shape_ggml), scale=scale))
 
 
 def ones(name, n):

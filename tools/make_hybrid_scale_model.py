@@ -15,6 +15,8 @@ import sys
 import gguf
 import numpy as np
 
+from scale_common import copy_tokenizer, rnd
+
 src, out = sys.argv[1], sys.argv[2]
 L = int(sys.argv[3]) if len(sys.argv) > 3 else 8
 D, FF, H, KV, HD, NROT = 4096, 12288, 16, 4, 256, 64
@@ -22,29 +24,8 @@ NK, NV, DS, K, INTERVAL = 16, 32, 128, 4, 4
 CH, INNER = (2 * NK + NV) * DS, NV * DS
 rng = np.random.default_rng(0)
 
-
-def rnd(*shape, scale=0.02):
-    a = np.empty(shape, np.float16)
-    flat = a.reshape(-1)
-    step = 1 << 26
-    for i in range(0, flat.size, step):
-        n = min(step, flat.size - i)
-        flat[i:i + n] = rng.standard_normal(n, dtype=np.float32) * scale
-    return a
-
-
-r = gguf.GGUFReader(src)
 w = gguf.GGUFWriter(out, "qwen35")
-for f in r.fields.values():
-    if f.name.startswith("tokenizer."):
-        t = f.types[0]
-        if t == gguf.GGUFValueType.ARRAY:
-            w.add_array(f.name, f.contents())
-        elif t == gguf.GGUFValueType.STRING:
-            w.add_string(f.name, f.contents())
-        else:
-            w.add_key_value(f.name, f.contents(), t)
-V = len(r.fields["tokenizer.ggml.tokens"].data)
+V = copy_tokenizer(src, w)
 a = "qwen35"
 w.add_name("scale-qwen35-9b-layer"); w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 w.add_context_length(32768); w.add_embedding_length(D); w.add_block_count(L)
@@ -59,7 +40,7 @@ w.add_uint32(f"{a}.ssm.inner_size", INNER); w.add_uint32(f"{a}.full_attention_in
 
 def t(name, *shape_ggml, f32=False, scale=0.02):
     # numpy shape is the reverse of ggml's ne
-    arr = rnd(*reversed(shape_ggml), scale=scale)
+    arr = rnd(rng, *reversed(shape_ggml), scale=scale)
     w.add_tensor(name, arr.astype(np.float32) if f32 else arr)
 
 

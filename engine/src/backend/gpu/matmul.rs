@@ -401,19 +401,8 @@ impl GpuBackend {
             .as_ref()
             .map_or(&w.kernels.matmul_id_tiled, |[_, id]| id);
         for part in &w.parts {
-            let params = [
-                u(pairs),
-                u(shape.k),
-                u(w.cols),
-                u(shape.rows),
-                u(part.row0),
-                u(part.rows),
-                u(w.row_bytes),
-                u(usize::from(shape.per_slot)),
-                u(tiles_at),
-                u(grouped_at),
-                u(2 * n_expert),
-            ];
+            let mut params = id_params(shape, w, part).to_vec();
+            params.extend([u(tiles_at), u(grouped_at), u(2 * n_expert)]);
             let binds = vec![
                 Bind::Buf(part.buf.clone()),
                 x.bind(),
@@ -423,6 +412,21 @@ impl GpuBackend {
             self.run(kernel, binds, &params, shape.rows.div_ceil(64) * max_tiles);
         }
     }
+}
+
+/// The parameters of `matmul_id` (and the first eight of `matmul_id_tiled`) for one part of an
+/// experts' weight.
+fn id_params(shape: &moe::ExpertShape, w: &GpuWeight, part: &super::Part) -> [u32; 8] {
+    [
+        u(shape.tokens * shape.k),
+        u(shape.k),
+        u(w.cols),
+        u(shape.rows),
+        u(part.row0),
+        u(part.rows),
+        u(w.row_bytes),
+        u(usize::from(shape.per_slot)),
+    ]
 }
 
 impl GpuBackend {
@@ -438,16 +442,7 @@ impl GpuBackend {
     ) {
         let pairs = shape.tokens * shape.k;
         for part in &w.parts {
-            let params = [
-                u(pairs),
-                u(shape.k),
-                u(w.cols),
-                u(shape.rows),
-                u(part.row0),
-                u(part.rows),
-                u(w.row_bytes),
-                u(usize::from(shape.per_slot)),
-            ];
+            let params = id_params(shape, w, part);
             let binds = vec![
                 Bind::Buf(part.buf.clone()),
                 x.bind(),
