@@ -70,7 +70,7 @@ pub fn batched_at(level: Level, ty: GgmlType) -> bool {
 /// A tile of [`TILE`] weight rows, unpacked. Rows past the weight's end are zero.
 pub struct Tile {
     /// The weight type whose rows the tile holds.
-    ty: Option<GgmlType>,
+    ty: GgmlType,
     /// Block length `B`.
     b: usize,
     /// Columns.
@@ -90,7 +90,7 @@ impl Tile {
     pub fn new(ty: GgmlType, cols: usize) -> Self {
         let b = block_len(ty).expect("a type with a batched path");
         Self {
-            ty: Some(ty),
+            ty,
             b,
             k: cols,
             q: vec![0; cols * TILE],
@@ -118,7 +118,7 @@ impl Tile {
     /// below).
     fn fill_at(&mut self, level: Level, ty: GgmlType, rows: &[&[u8]]) {
         assert!(rows.len() <= TILE, "a tile holds {TILE} rows");
-        self.ty = Some(ty);
+        self.ty = ty;
         let (k, nb) = (self.k, self.k / self.b);
         let simd = cfg!(target_arch = "x86_64") && level >= Level::Avx2;
         for r in 0..TILE {
@@ -180,7 +180,7 @@ impl Tile {
     pub fn fill_packed(&mut self, p: &Packed, g: usize) {
         let group = p.group(g);
         let f = group.format;
-        self.ty = Some(f.ty);
+        self.ty = f.ty;
         assert!(
             self.b == QK && self.k == group.nb * QK,
             "a packed group fills a tile of its shape"
@@ -502,7 +502,7 @@ pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32
         "tile and activations disagree"
     );
     #[cfg(target_arch = "x86_64")]
-    if !available(level) && tile.ty.is_some_and(|ty| batched_at(level, ty)) {
+    if !available(level) && batched_at(level, tile.ty) {
         let n = a.rows();
         let mut t = 0;
         let mut acc = [[0.0f32; TILE]; 4];
