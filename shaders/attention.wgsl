@@ -268,6 +268,17 @@ fn attend_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     O[i] = o / (l + sink_term(th % p(0u), m));
 }
 
+// VC[p(2) + i] = KC[p(1) + i] for i < p(0): words of one cache buffer copied into another (a
+// sequence's sliding-window slots saved into a snapshot or restored from one).
+@compute @workgroup_size(256)
+fn kv_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if i < p(0u) {
+        VC[p(2u) + i] = KC[p(1u) + i];
+    }
+}
+
 // Attention for prompts: one invocation per (row, head), a workgroup is 64 rows of one head.
 // Each invocation runs the online softmax over its row's positions on its own, with the query and
 // the output accumulator in private memory: no barriers (on CPU rasterizers such as lavapipe they

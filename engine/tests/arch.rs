@@ -505,9 +505,15 @@ fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
         s.layer_kinds.as_deref(),
         Some("sliding window 8 on 2 of 4 layers (2 kv heads of 16; the others 1 of 32)")
     );
-    // The estimate at 4096 tokens: those values in f16.
+    assert_eq!(s.sliding_kv_values_per_token, Some(128));
+    // The estimate at 4096 tokens, in f16: every position on the global layers, a ring of 528
+    // on the sliding ones (the window and a batch, in blocks of 16); likewise at 131072.
     let at_4096 = s.memory.iter().find(|m| m.context_tokens == 4096).unwrap();
-    assert_eq!(at_4096.kv_cache_bytes, 256 * 2 * 4096);
+    assert_eq!(at_4096.kv_cache_bytes, 128 * 2 * 4096 + 128 * 2 * 528);
+    let full = &s.memory[0];
+    assert_eq!(full.context_tokens, 131_072);
+    assert_eq!(full.kv_cache_bytes, 128 * 2 * 131_072 + 128 * 2 * 528);
+    assert_eq!(s.kv_cache_bytes_at(100), Some(256 * 2 * 100));
     let model = Model::open(data("gemma4.gguf"), ReferenceBackend::new()).unwrap();
     let c = model.config();
     let shapes: Vec<_> = (0..4).map(|il| c.layer(il)).collect();
@@ -523,9 +529,14 @@ fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
             (false, 1, 32, 32)
         ]
     );
+    // The pool's blocks hold the global layers; each sequence's rings the sliding ones.
     assert_eq!(
         model.kv_bytes_per_token(),
-        256 * model.backend().kv_value_bytes()
+        128 * model.backend().kv_value_bytes()
+    );
+    assert_eq!(
+        model.ring_bytes_per_sequence(16),
+        128 * 528 * model.backend().kv_value_bytes()
     );
     // E2B/E4B style: the last two layers keep no cache of their own; widths differ per layer.
     let s = Summary::of(&GgufFile::open(data("gemma4-ple.gguf")).unwrap()).unwrap();
@@ -549,7 +560,7 @@ fn gemma4_layers_have_their_own_shapes_in_the_summary_and_the_cache() {
     );
     assert_eq!(
         model.kv_bytes_per_token(),
-        96 * model.backend().kv_value_bytes()
+        64 * model.backend().kv_value_bytes()
     );
 }
 

@@ -63,6 +63,23 @@ fn gemma3_metadata_and_tensors() {
     assert_eq!((m.key_length, m.value_length), (256, 256));
     assert_eq!(m.context_length, 32768);
     assert_eq!(m.sliding_window, Some(512));
+    // No pattern key: llama.cpp's gemma3 default, every sixth layer global.
+    let sliding: Vec<usize> = (0..18).filter(|&il| m.is_sliding(il)).collect();
+    assert_eq!(sliding.len(), 15);
+    assert!(!m.is_sliding(5) && !m.is_sliding(11) && !m.is_sliding(17));
+    // The estimate: the 3 global layers keep every position (1 kv head of 256, keys and values,
+    // f16), the 15 sliding ones a ring of 1024 (512 + 511, in blocks of 16).
+    let s = Summary::of(&f).unwrap();
+    assert_eq!(s.sliding_kv_values_per_token, Some(15 * 512));
+    assert_eq!(s.memory[0].context_tokens, 32768);
+    assert_eq!(
+        s.memory[0].kv_cache_bytes,
+        3 * 512 * 2 * 32768 + 15 * 512 * 2 * 1024
+    );
+    assert_eq!(
+        s.layer_kinds.as_deref(),
+        Some("sliding window 512 on 15 of 18 layers")
+    );
     assert_eq!(m.rope_freq_base, Some(1_000_000.0));
     assert_eq!(m.rms_norm_eps, Some(1e-6));
     let t = f.tokenizer_meta().unwrap();

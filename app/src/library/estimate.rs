@@ -4,14 +4,8 @@
 
 use std::path::Path;
 
-use hearth_engine::gguf::kv_cache_bytes;
-
 use super::discover::Facts;
 use crate::format;
-
-/// Bytes per KV-cache element: f16, as the engine's `Summary` (what `hearth inspect` prints)
-/// assumes; a test pins the two estimates together.
-pub const KV_BYTES_PER_ELEMENT: u64 = 2;
 
 /// Memory beyond weights and KV cache: the process, tokenizer, activations and logits. Measured:
 /// `hearth run` on SmolLM2-135M (94 MiB of weights) peaks at about 144 MiB resident, so ~50 MiB
@@ -92,10 +86,10 @@ pub fn estimate(facts: &Facts, context_tokens: u64, available: Option<u64>) -> E
     let s = &facts.summary;
     let weights_bytes = s.file_bytes;
     // A recurrent model's states (one conversation's) count with its cache.
-    let kv = s.kv_values_per_token.map(|values| {
-        kv_cache_bytes(values, KV_BYTES_PER_ELEMENT, context_tokens)
-            .saturating_add(s.state_bytes.unwrap_or(0))
-    });
+    // Sliding-window layers hold a ring of positions, not the whole context.
+    let kv = s
+        .kv_cache_bytes_at(context_tokens)
+        .map(|kv| kv.saturating_add(s.state_bytes.unwrap_or(0)));
     let needed_bytes = weights_bytes
         .saturating_add(kv.unwrap_or(0))
         .saturating_add(RUNTIME_OVERHEAD_BYTES);

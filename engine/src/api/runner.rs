@@ -91,7 +91,7 @@ impl<B: Backend> Runner for Scheduler<B> {
             file_bytes: m.file().bytes().len() as u64,
             kv_blocks: blocks,
             kv_block_size: bs,
-            kv_bytes: (blocks * bs * m.kv_bytes_per_token()) as u64,
+            kv_bytes: self.kv_bytes(),
             no_speculation: c.recurrent.map(|_| {
                 "speculative decoding is off for this model: its recurrent (DeltaNet) layers \
                  cannot take back rejected drafts"

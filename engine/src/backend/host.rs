@@ -136,6 +136,24 @@ impl<T: Default + Clone> HostKv<T> {
     }
 }
 
+impl<T: Copy> HostKv<T> {
+    /// [`crate::backend::Backend::copy_kv`] on the host.
+    pub(crate) fn copy_to(&self, from: usize, dst: &mut Self, to: usize, slots: usize) {
+        assert_eq!(
+            (self.k_dim, self.v_dim),
+            (dst.k_dim, dst.v_dim),
+            "copy_kv: caches of different widths"
+        );
+        assert!(
+            from + slots <= self.capacity && to + slots <= dst.capacity,
+            "copy_kv: slots beyond a cache"
+        );
+        let (kd, vd) = (self.k_dim, self.v_dim);
+        dst.k[to * kd..(to + slots) * kd].copy_from_slice(&self.k[from * kd..(from + slots) * kd]);
+        dst.v[to * vd..(to + slots) * vd].copy_from_slice(&self.v[from * vd..(from + slots) * vd]);
+    }
+}
+
 /// A view of a 1- or 2-dimensional tensor's bytes in the mapped file, checked (type supported by
 /// Hearth, rank); `backend` names who asks, in the error.
 pub(crate) fn weight_view(

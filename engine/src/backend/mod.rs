@@ -429,6 +429,11 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Tensor,
     );
 
+    /// Copies cache slots `from..from + slots` of `src` to slots `to..to + slots` of `dst` (same
+    /// key and value widths): a sequence's sliding-window cache saved into a snapshot or
+    /// restored from one.
+    fn copy_kv(&self, src: &Self::Kv, from: usize, dst: &mut Self::Kv, to: usize, slots: usize);
+
     /// `out[i] = x[rows[i]]`: picks the rows whose logits are wanted.
     fn gather(&self, x: &Self::Tensor, rows: &[u32], out: &mut Self::Tensor);
 

@@ -317,6 +317,10 @@ impl Backend for ReferenceBackend {
         self.attend(q, kv, rows, attn, out);
     }
 
+    fn copy_kv(&self, src: &HostKv, from: usize, dst: &mut HostKv, to: usize, slots: usize) {
+        src.copy_to(from, dst, to, slots);
+    }
+
     fn attend(
         &self,
         q: &HostTensor,

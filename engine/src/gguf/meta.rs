@@ -257,8 +257,10 @@ pub struct ModelMeta {
     pub rope_dimension_count: Option<u64>,
     pub rms_norm_eps: Option<f32>,
     pub sliding_window: Option<u64>,
-    /// Which layers attend through the sliding window, where the file says per layer (a bool
-    /// array `attention.sliding_window_pattern`, true = sliding; gemma4).
+    /// Which layers attend through the sliding window: as the file says per layer (a bool
+    /// array `attention.sliding_window_pattern`, true = sliding; gemma4), or by llama.cpp's
+    /// period (that key as a number, else gemma3 6 and gpt-oss 2: every period-th layer is
+    /// global).
     pub sliding_window_layers: Option<Vec<bool>>,
     /// Key and value lengths of the sliding-window layers, where they differ (gemma4).
     pub key_length_swa: Option<u64>,
@@ -315,7 +317,19 @@ impl ModelMeta {
                 }
                 Some(v)
             }
-            _ => None,
+            value => {
+                let period = match (value.and_then(MetaValue::as_u64), a) {
+                    (Some(p), _) => Some(p),
+                    (None, "gemma3") => Some(6),
+                    (None, "gpt-oss") => Some(2),
+                    _ => None,
+                };
+                let windowed = matches!(a, "gemma3" | "gpt-oss");
+                let has_window = f.arch_opt_u64(a, "attention.sliding_window")?.is_some();
+                period
+                    .filter(|&p| windowed && has_window && p > 1)
+                    .map(|p| (1..=block_count).map(|l| !l.is_multiple_of(p)).collect())
+            }
         };
         let key_length = f
             .arch_opt_u64(a, "attention.key_length")?
@@ -404,9 +418,22 @@ impl ModelMeta {
     /// gives them), without the layers that share an earlier layer's cache or hold a recurrent
     /// state instead.
     pub fn kv_values_per_token(&self) -> u64 {
+        self.kv_values(|_| true)
+    }
+
+    /// [`ModelMeta::kv_values_per_token`] over the sliding-window layers only (which keep a
+    /// ring of [`crate::model::window_slots`] positions per sequence, whatever the context).
+    pub fn sliding_kv_values_per_token(&self) -> u64 {
+        match self.sliding_window {
+            Some(_) => self.kv_values(|il| self.is_sliding(il)),
+            None => 0,
+        }
+    }
+
+    fn kv_values(&self, layers: impl Fn(usize) -> bool) -> u64 {
         let own = self.block_count.saturating_sub(self.shared_kv_layers) as usize;
         (0..own)
-            .filter(|&il| !self.is_recurrent(il))
+            .filter(|&il| !self.is_recurrent(il) && layers(il))
             .map(|il| {
                 let heads = self.head_count_kv_layers.get(il).copied().unwrap_or(0);
                 let (k, v) = if self.is_sliding(il) {

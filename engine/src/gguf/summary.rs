@@ -59,6 +59,9 @@ pub struct Summary {
     pub sliding_window: Option<u64>,
     /// Key and value values one position takes in the cache, over all layers.
     pub kv_values_per_token: Option<u64>,
+    /// The share of them on sliding-window layers, which keep only a ring of positions per
+    /// sequence ([`Summary::kv_cache_bytes_at`]).
+    pub sliding_kv_values_per_token: Option<u64>,
     /// Bytes of one sequence's recurrent states (f32, whatever its length; Gated DeltaNet
     /// models).
     pub state_bytes: Option<u64>,
@@ -102,8 +105,11 @@ impl Summary {
                 }
                 ctxs.into_iter()
                     .map(|tokens| {
-                        let kv =
-                            kv_cache_bytes(m.kv_values_per_token(), KV_BYTES_PER_ELEMENT, tokens);
+                        let kv = windowed_kv_bytes(
+                            (m.kv_values_per_token(), m.sliding_kv_values_per_token()),
+                            m.sliding_window,
+                            tokens,
+                        );
                         MemoryEstimate {
                             context_tokens: tokens,
                             weights_bytes,
@@ -159,6 +165,7 @@ impl Summary {
             head_dim,
             sliding_window: meta.as_ref().and_then(|m| m.sliding_window),
             kv_values_per_token: meta.as_ref().map(|m| m.kv_values_per_token()),
+            sliding_kv_values_per_token: meta.as_ref().map(|m| m.sliding_kv_values_per_token()),
             state_bytes,
             layer_kinds: meta.as_ref().and_then(layer_kinds),
             tokenizer: f.opt_str("tokenizer.ggml.model")?.map(str::to_owned),
@@ -169,6 +176,34 @@ impl Summary {
             architecture,
         })
     }
+}
+
+impl Summary {
+    /// Bytes of one sequence's KV cache (f16) at `tokens` positions: every position on most
+    /// layers, at most a ring's on the sliding-window layers. `None` without the model's shape.
+    pub fn kv_cache_bytes_at(&self, tokens: u64) -> Option<u64> {
+        let values = self.kv_values_per_token?;
+        let sliding = self.sliding_kv_values_per_token.unwrap_or(0);
+        Some(windowed_kv_bytes(
+            (values, sliding),
+            self.sliding_window,
+            tokens,
+        ))
+    }
+}
+
+/// [`Summary::kv_cache_bytes_at`] from `(all, sliding)` values per position.
+fn windowed_kv_bytes((all, sliding): (u64, u64), window: Option<u64>, tokens: u64) -> u64 {
+    // The scheduler's blocks of 16 (a window of 0 keeps every position).
+    let ring = window.map_or(tokens, |w| {
+        crate::model::window_slots(w as usize, 16) as u64
+    });
+    let sliding = sliding.min(all);
+    kv_cache_bytes(all - sliding, KV_BYTES_PER_ELEMENT, tokens).saturating_add(kv_cache_bytes(
+        sliding,
+        KV_BYTES_PER_ELEMENT,
+        tokens.min(ring),
+    ))
 }
 
 /// What differs between a model's layers, in words, where the file says per layer.

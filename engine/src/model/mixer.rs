@@ -10,6 +10,8 @@ use crate::backend::{Activation, Attention, Backend, DeltaNet, KvRows, Rope, Sta
 pub(super) struct Pass<'a> {
     pub positions: &'a [u32],
     pub kv_rows: KvRows<'a>,
+    /// The rows' tables on the sliding-window layers where the pool keeps rings for them.
+    pub ring_rows: Option<KvRows<'a>>,
     /// mistral3's query temperature per row.
     pub temperature: Option<&'a [f32]>,
     pub states: StateRows<'a>,
@@ -82,7 +84,7 @@ impl<B: Backend> Scratch<B> {
 }
 
 /// Attention of layer `il` into `o`: projections (+ biases, norms, RoPE), attention against
-/// `kv` (storing the rows' keys and values, unless the layer reads an earlier layer's cache), the
+/// `kv` through the rows' tables `kv_rows` (storing the rows' keys and values, unless the layer reads an earlier layer's cache), the
 /// output gate (qwen35) and the output projection (+ bias).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention<B: Backend>(
@@ -92,7 +94,7 @@ pub(super) fn attention<B: Backend>(
     a: &AttnWeights<B>,
     h: &B::Tensor,
     s: &mut Scratch<B>,
-    kv: &mut B::Kv,
+    (kv, kv_rows): (&mut B::Kv, &KvRows<'_>),
     pass: &Pass<'_>,
     o: &mut B::Tensor,
 ) {
@@ -175,8 +177,8 @@ pub(super) fn attention<B: Backend>(
         sinks: a.sinks.as_deref(),
     };
     match own_kv {
-        true => b.attention(q, k, v, kv, &pass.kv_rows, &attn, att),
-        false => b.attend(q, kv, &pass.kv_rows, &attn, att),
+        true => b.attention(q, k, v, kv, kv_rows, &attn, att),
+        false => b.attend(q, kv, kv_rows, &attn, att),
     }
     let out = match &a.gate {
         // qwen35: the attention output times sigmoid(gate).

@@ -10,6 +10,7 @@
 //! asked for. Every op goes through the backend, so a GPU backend records the whole pass; the only
 //! read back to the host is the caller's, of the logits.
 
+mod cache;
 mod config;
 mod error;
 mod ffn;
@@ -19,12 +20,15 @@ mod perplexity;
 mod weights;
 
 #[cfg(test)]
+mod ring_tests;
+#[cfg(test)]
 mod tests;
 
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cache::{KvCache, KvPool, StateSnapshot, window_slots};
 pub use config::{Arch, Config, LayerShape};
 pub use error::ModelError;
 pub use generate::{FinishReason, GenerateOptions, GenerateStats, Generation, generate};
@@ -32,7 +36,7 @@ use mixer::{Pass, Scratch};
 pub use perplexity::{Perplexity, perplexity};
 use weights::{Mixer, Weights};
 
-use crate::backend::{Backend, BackendError, KvRows, StateRows};
+use crate::backend::{Backend, KvRows, StateRows};
 use crate::gguf::GgufFile;
 
 /// Tokens processed per forward call when a long prompt is split (bounds the scratch memory).
@@ -58,57 +62,6 @@ impl<B: Backend> std::fmt::Debug for Model<B> {
     }
 }
 
-/// A paged KV cache: every layer's cache slots, in blocks of `block_size` positions that
-/// sequences share through block tables (see [`KvRows`]). The scheduler's block manager decides
-/// which sequence owns which block; [`KvCache`] is one sequence on a pool of its own.
-pub struct KvPool<B: Backend> {
-    layers: Vec<B::Kv>,
-    /// Per recurrent layer, the states of `sequences` sequences (a row each).
-    states: Vec<B::Tensor>,
-    sequences: usize,
-    blocks: usize,
-    block_size: usize,
-}
-
-impl<B: Backend> std::fmt::Debug for KvPool<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvPool")
-            .field("blocks", &self.blocks)
-            .field("block_size", &self.block_size)
-            .finish()
-    }
-}
-
-impl<B: Backend> KvPool<B> {
-    pub fn blocks(&self) -> usize {
-        self.blocks
-    }
-
-    /// Positions per block.
-    pub fn block_size(&self) -> usize {
-        self.block_size
-    }
-
-    /// Sequences whose recurrent states it holds (slots `0..sequences` of [`Batch::slots`]).
-    pub fn sequences(&self) -> usize {
-        self.sequences
-    }
-}
-
-/// A copy of one sequence's recurrent states (every recurrent layer) at some position: what a
-/// scheduler keeps to resume a conversation without recomputing it ([`Model::save_state`]).
-pub struct StateSnapshot<B: Backend> {
-    layers: Vec<B::Tensor>,
-}
-
-impl<B: Backend> std::fmt::Debug for StateSnapshot<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateSnapshot")
-            .field("layers", &self.layers.len())
-            .finish()
-    }
-}
-
 /// One batch of [`Model::forward_batch`]: rows of one or several sequences.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -125,61 +78,6 @@ pub struct Batch<'a> {
     /// [`KvPool::sequences`]; empty for the others).
     pub slots: &'a [u32],
 }
-
-/// The keys and values of one sequence, for every layer: a pool of its own whose blocks are all
-/// the sequence's, in order.
-pub struct KvCache<B: Backend> {
-    pool: KvPool<B>,
-    table: Vec<u32>,
-    capacity: usize,
-    len: usize,
-}
-
-impl<B: Backend> std::fmt::Debug for KvCache<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvCache")
-            .field("len", &self.len)
-            .field("capacity", &self.capacity)
-            .finish()
-    }
-}
-
-impl<B: Backend> KvCache<B> {
-    /// Positions filled so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Positions it can hold.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Forgets everything from position `len` on (the next forward writes there). A model with
-    /// recurrent layers cannot take its state back: below the current length it forgets
-    /// everything (the caller continues from [`KvCache::len`], recomputing).
-    pub fn truncate(&mut self, len: usize) {
-        if len < self.len && !self.pool.states.is_empty() {
-            self.len = 0;
-        } else {
-            self.len = self.len.min(len);
-        }
-    }
-
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-}
-
-/// Positions per block of a [`KvCache`] (a single sequence: any size works; this one keeps the
-/// table short).
-const SOLO_BLOCK: usize = 256;
-
 impl<B: Backend> Model<B> {
     /// Opens the GGUF file at `path` and loads it onto `backend`.
     pub fn open(path: impl AsRef<Path>, backend: B) -> Result<Self, ModelError> {
@@ -234,105 +132,6 @@ impl<B: Backend> Model<B> {
             .store(long, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// An empty KV cache for one sequence of `capacity` positions (at most the model's trained
-    /// context); the model then runs at that context ([`Model::set_context`]).
-    pub fn kv_cache(&self, capacity: usize) -> Result<KvCache<B>, ModelError> {
-        let capacity = capacity.clamp(1, self.config.context_length);
-        self.set_context(capacity);
-        let block_size = SOLO_BLOCK.min(capacity);
-        let blocks = capacity.div_ceil(block_size);
-        Ok(KvCache {
-            pool: self.kv_pool(blocks, block_size, 1)?,
-            table: (0..blocks as u32).collect(),
-            capacity,
-            len: 0,
-        })
-    }
-
-    /// An empty paged KV cache of `blocks` blocks of `block_size` positions, with the recurrent
-    /// states of `sequences` sequences where the model has recurrent layers.
-    pub fn kv_pool(
-        &self,
-        blocks: usize,
-        block_size: usize,
-        sequences: usize,
-    ) -> Result<KvPool<B>, ModelError> {
-        let slots =
-            blocks
-                .checked_mul(block_size)
-                .ok_or(ModelError::Run(BackendError::Device {
-                    backend: self.backend.name(),
-                    message: format!("a KV cache of {blocks} blocks of {block_size} is too large"),
-                }))?;
-        let c = &self.config;
-        let layers = (0..c.n_layer)
-            .filter(|&il| c.owns_kv(il))
-            .map(|il| {
-                let (k_dim, v_dim) = c.kv_dims(il);
-                self.backend.kv(slots, k_dim, v_dim)
-            })
-            .collect::<Result<_, _>>()?;
-        let states = match c.recurrent {
-            Some(r) => (0..c.state_layers())
-                .map(|_| self.backend.tensor(sequences.max(1), r.state_len()))
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(KvPool {
-            layers,
-            states,
-            sequences: sequences.max(1),
-            blocks,
-            block_size,
-        })
-    }
-
-    /// Copies the recurrent states of the sequence in state row `slot` of `pool` (into `reuse`'s
-    /// tensors where given).
-    pub fn save_state(
-        &self,
-        pool: &KvPool<B>,
-        slot: u32,
-        reuse: Option<StateSnapshot<B>>,
-    ) -> StateSnapshot<B> {
-        let len = self.config.recurrent.map_or(0, |r| r.state_len());
-        let mut layers = reuse.map(|s| s.layers).unwrap_or_default();
-        layers.resize_with(pool.states.len(), || self.backend.tensor(1, len));
-        for (snap, state) in layers.iter_mut().zip(&pool.states) {
-            self.backend.gather(state, &[slot], snap);
-        }
-        StateSnapshot { layers }
-    }
-
-    /// Writes `snapshot` into state row `slot` of `pool`: the sequence there continues from where
-    /// the snapshot was taken.
-    pub fn restore_state(&self, pool: &mut KvPool<B>, slot: u32, snapshot: &StateSnapshot<B>) {
-        for (snap, state) in snapshot.layers.iter().zip(&mut pool.states) {
-            self.backend.scatter(snap, &[slot], state);
-        }
-    }
-
-    /// Bytes one sequence's recurrent states take, over all recurrent layers, whatever its length
-    /// (0 without recurrent layers).
-    pub fn state_bytes_per_sequence(&self) -> usize {
-        let c = &self.config;
-        c.recurrent
-            .map_or(0, |r| c.state_layers() * r.state_len() * 4)
-    }
-
-    /// Bytes one position takes in a KV cache, over all layers.
-    pub fn kv_bytes_per_token(&self) -> usize {
-        let c = &self.config;
-        let values: usize = (0..c.n_layer)
-            .filter(|&il| c.owns_kv(il))
-            .map(|il| {
-                let (k_dim, v_dim) = self.config.kv_dims(il);
-                k_dim + v_dim
-            })
-            .sum();
-        values * self.backend.kv_value_bytes()
-    }
-
     /// Runs `tokens` (at most [`MAX_BATCH`]) at the next positions of `kv` and returns the logits
     /// (`rows.len() x vocab`) of batch rows `rows`; row `i` predicts the token after `tokens[i]`.
     /// The tokens are appended to the cache.
@@ -366,6 +165,7 @@ impl<B: Backend> Model<B> {
             },
         )?;
         kv.len += n;
+        kv.written = kv.written.max(kv.len);
         Ok(out)
     }
 
@@ -426,6 +226,13 @@ impl<B: Backend> Model<B> {
             positions,
             tables: batch.tables,
         };
+        // The sliding-window layers' tables where they keep rings.
+        let (rings, ring_of) = kv.ring_tables(batch);
+        let ring_tables: Vec<&[u32]> = ring_of.iter().map(|&i| rings[i].as_slice()).collect();
+        let ring_rows = KvRows {
+            tables: &ring_tables,
+            ..kv_rows
+        };
         let d = c.d_model;
 
         let mut x = b.tensor(n, d);
@@ -468,6 +275,7 @@ impl<B: Backend> Model<B> {
         let pass = Pass {
             positions,
             kv_rows,
+            ring_rows: (!rings.is_empty()).then_some(ring_rows),
             temperature: temperature.as_deref(),
             states: StateRows {
                 slots: batch.slots,
@@ -485,8 +293,13 @@ impl<B: Backend> Model<B> {
             // Attention or DeltaNet block.
             match &lw.mixer {
                 Mixer::Attention(a) => {
-                    let kv_layer = &mut kv.layers[c.kv_layer(il)];
-                    mixer::attention(b, c, il, a, &h, scratch, kv_layer, &pass, &mut o);
+                    let l = c.kv_layer(il);
+                    let rows = match (kv.is_ring(l), &pass.ring_rows) {
+                        (true, Some(rows)) => rows,
+                        _ => &pass.kv_rows,
+                    };
+                    let kv_layer = &mut kv.layers[l];
+                    mixer::attention(b, c, il, a, &h, scratch, (kv_layer, rows), &pass, &mut o);
                 }
                 Mixer::DeltaNet(dn) => {
                     let state = &mut kv.states[c.state_layer(il)];

@@ -106,6 +106,11 @@ impl<B: Backend> Scheduler<B> {
             },
             !probes.is_empty(),
         )?;
+        drop(tables);
+        for r in rows {
+            let seq = &mut self.running[r.seq];
+            seq.written = seq.written.max(seq.computed + r.tokens.len());
+        }
         let b = self.model.backend();
         if !probes.is_empty() {
             let d = self.model.config().d_model;

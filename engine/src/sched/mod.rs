@@ -23,6 +23,8 @@ mod params;
 mod spec;
 
 #[cfg(test)]
+mod ring_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -73,6 +75,8 @@ struct Seq<B: Backend> {
     /// Its recurrent states at its latest block boundary (the position, then the copy), kept for
     /// a later request that continues this conversation.
     snapshot: Option<(usize, StateSnapshot<B>)>,
+    /// Positions fed since admission, rejected drafts included (how far its rings have moved).
+    written: usize,
 }
 
 /// Many sequences on one model. See the module docs.
@@ -88,13 +92,16 @@ pub struct Scheduler<B: Backend> {
     outputs: Vec<Output>,
     /// The model has recurrent layers: a prefix is reused only where a state snapshot stands.
     recurrent: bool,
+    /// The pool keeps rings on the sliding-window layers: likewise, and a leaving sequence's
+    /// snapshot copies its rings.
+    rings: bool,
     /// Recurrent states of finished or preempted sequences at a block boundary, with the tokens
     /// before it; most recent first, at most [`STATE_CACHE`].
     states: VecDeque<(Vec<u32>, StateSnapshot<B>)>,
 }
 
 /// State snapshots a scheduler keeps for later turns (each is one sequence's recurrent states,
-/// tens of megabytes for a 4B hybrid model).
+/// tens of megabytes for a 4B hybrid model, and its rings, up to a gigabyte for Gemma 4 31B).
 const STATE_CACHE: usize = 4;
 
 impl<B: Backend> std::fmt::Debug for Scheduler<B> {
@@ -132,9 +139,19 @@ impl<B: Backend> Scheduler<B> {
         let block_size = config.block_size.max(1);
         let per_block = (model.kv_bytes_per_token() * block_size).max(1) as u64;
         let budget = config.kv_budget.unwrap_or_else(default_kv_budget);
+        // Sliding-window layers keep a ring per running sequence: at most half the budget, so
+        // a model with large rings (Gemma 4 31B: 1.2 GB) runs fewer sequences at once.
+        let ring_bytes = model.ring_bytes_per_sequence(block_size) as u64;
+        let max_running = match ring_bytes {
+            0 => config.max_running.max(1),
+            r => config
+                .max_running
+                .clamp(1, (budget / 2 / r).max(1) as usize),
+        };
+        let budget = budget.saturating_sub(ring_bytes * max_running as u64);
         // At least one full context of blocks fits unless the budget says otherwise.
         let context_blocks = model.config().context_length.div_ceil(block_size) as u64;
-        let most = context_blocks * config.max_running.max(1) as u64;
+        let most = context_blocks * max_running as u64;
         let blocks = (budget / per_block).clamp(1, most.max(1));
         let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
         // A GPU holds each layer's cache in one buffer of at most one binding (f16 values: two
@@ -151,17 +168,18 @@ impl<B: Backend> Scheduler<B> {
             .unwrap_or(1);
         let max_slots = model.backend().max_tensor_values().saturating_mul(2) / widest.max(1);
         let blocks = blocks.min((max_slots / block_size).max(1));
-        let pool = model.kv_pool(blocks, block_size, config.max_running.max(1))?;
+        let pool = model.kv_pool(blocks, block_size, max_running)?;
         // A sequence may run as long as the model's context or the whole pool.
         model.set_context(c.context_length.min(blocks * block_size));
         let recurrent = model.config().recurrent.is_some();
+        let rings = pool.ring_slots() > 0;
         Ok(Scheduler {
             model,
             draft,
             config: SchedConfig {
                 block_size,
                 prefill_chunk: config.prefill_chunk.clamp(1, MAX_BATCH),
-                max_running: config.max_running.max(1),
+                max_running,
                 ..config
             },
             pool,
@@ -172,6 +190,7 @@ impl<B: Backend> Scheduler<B> {
             running: Vec::new(),
             outputs: Vec::new(),
             recurrent,
+            rings,
             states: VecDeque::new(),
         })
     }
@@ -191,6 +210,18 @@ impl<B: Backend> Scheduler<B> {
     /// KV blocks in the pool and positions per block.
     pub fn kv_blocks(&self) -> (usize, usize) {
         (self.blocks.total(), self.config.block_size)
+    }
+
+    /// Bytes the KV pool holds at most: its blocks and, where it keeps them, the sequences'
+    /// rings.
+    pub fn kv_bytes(&self) -> u64 {
+        let (blocks, bs) = self.kv_blocks();
+        let m = &self.model;
+        let rings = match self.rings {
+            true => self.pool.sequences() * m.ring_bytes_per_sequence(bs),
+            false => 0,
+        };
+        (blocks * bs * m.kv_bytes_per_token() + rings) as u64
     }
 
     /// Blocks unused by any sequence, and blocks holding a reusable prefix.
@@ -252,6 +283,7 @@ impl<B: Backend> Scheduler<B> {
             probed: 0,
             slot: 0,
             snapshot: None,
+            written: 0,
         });
         Ok(())
     }
@@ -356,15 +388,17 @@ impl<B: Backend> Scheduler<B> {
             }
             let bs = self.config.block_size;
             // Reuse at most the blocks before the last token: its logits are needed. A recurrent
-            // model resumes only where a state snapshot of this prefix stands.
+            // model, or one with rings, resumes only where a state snapshot of this prefix
+            // stands.
+            let stateful = self.recurrent || self.rings;
             let snapshot = self.state_for(&seq.tokens);
-            let max_reuse = match (self.config.prefix_cache, self.recurrent) {
+            let max_reuse = match (self.config.prefix_cache, stateful) {
                 (false, _) => 0,
                 (true, false) => (seq.tokens.len() - 1) / bs,
                 (true, true) => snapshot.map_or(0, |i| self.states[i].0.len() / bs),
             };
             let (mut blocks, mut reused) = self.blocks.start(&seq.tokens, max_reuse);
-            if self.recurrent && reused != max_reuse * bs {
+            if stateful && reused != max_reuse * bs {
                 // Some of the snapshot's blocks were evicted: recompute from the start.
                 self.blocks.release(blocks);
                 (blocks, reused) = self.blocks.start(&seq.tokens, 0);
@@ -382,11 +416,12 @@ impl<B: Backend> Scheduler<B> {
             let ok = self.blocks.reserve(&mut seq.blocks, seq.tokens.len());
             debug_assert!(ok, "admission checked the room");
             seq.computed = reused;
+            seq.written = reused;
             // The lowest recurrent state row no running sequence holds.
             seq.slot = (0..)
                 .find(|s| self.running.iter().all(|r| r.slot != *s))
                 .expect("fewer running sequences than state rows");
-            if let (true, Some(i)) = (self.recurrent && reused > 0, snapshot) {
+            if let (true, Some(i)) = (stateful && reused > 0, snapshot) {
                 let (_, snap) = &self.states[i];
                 self.model.restore_state(&mut self.pool, seq.slot, snap);
                 // Most recently used first.
@@ -485,9 +520,24 @@ impl<B: Backend> Scheduler<B> {
         }
     }
 
-    /// Keeps a leaving sequence's latest state snapshot for a later request that continues it.
+    /// Keeps a leaving sequence's latest state snapshot for a later request that continues it,
+    /// with its rings where the pool keeps them (at its last block boundary, for a model without
+    /// recurrent states).
     fn keep_state(&mut self, seq: &mut Seq<B>) {
-        let Some((at, snap)) = seq.snapshot.take() else {
+        let mut snapshot = seq.snapshot.take();
+        if self.rings && self.config.prefix_cache {
+            let bs = self.config.block_size;
+            let (at, snap) = match snapshot {
+                Some((at, snap)) => (at, Some(snap)),
+                None => (seq.computed / bs * bs, None),
+            };
+            let kept = at > 0 && self.pool.ring_keeps(at, seq.written);
+            snapshot = kept
+                .then(|| self.model.save_rings(&self.pool, seq.slot, snap).ok())
+                .flatten()
+                .map(|snap| (at, snap));
+        }
+        let Some((at, snap)) = snapshot else {
             return;
         };
         if at > seq.tokens.len() {
@@ -504,6 +554,7 @@ impl<B: Backend> Scheduler<B> {
         self.keep_state(&mut seq);
         self.blocks.release(std::mem::take(&mut seq.blocks));
         seq.computed = 0;
+        seq.written = 0;
         seq.stats.preemptions += 1;
         self.waiting.push_front(seq);
     }
@@ -690,6 +741,7 @@ impl<B: Backend> Scheduler<B> {
                     let fits = self.fit(&mut seq);
                     debug_assert!(fits, "only policies that cut get here");
                     seq.computed = 0;
+                    seq.written = 0;
                     if let Some(kv) = &mut seq.draft_kv {
                         kv.clear(); // it held the tokens before the cut
                     }

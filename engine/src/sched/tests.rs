@@ -26,14 +26,14 @@ fn encode(s: &Scheduler<CpuBackend>, text: &str) -> Vec<u32> {
 
 /// What one sequence produced.
 #[derive(Debug, Clone, PartialEq)]
-struct Run {
-    tokens: Vec<u32>,
+pub(super) struct Run {
+    pub(super) tokens: Vec<u32>,
     finish: FinishReason,
-    stats: SeqStats,
+    pub(super) stats: SeqStats,
 }
 
 /// Steps until every sequence is done; also returns the most sequences seen running at once.
-fn drain(s: &mut Scheduler<CpuBackend>) -> (HashMap<SeqId, Run>, usize) {
+pub(super) fn drain(s: &mut Scheduler<CpuBackend>) -> (HashMap<SeqId, Run>, usize) {
     let mut tokens: HashMap<SeqId, Vec<u32>> = HashMap::new();
     let mut runs = HashMap::new();
     let mut most = 0;
@@ -68,7 +68,7 @@ fn drain(s: &mut Scheduler<CpuBackend>) -> (HashMap<SeqId, Run>, usize) {
     (runs, most)
 }
 
-fn greedy(max_tokens: usize) -> SeqParams {
+pub(super) fn greedy(max_tokens: usize) -> SeqParams {
     SeqParams {
         max_tokens,
         ..SeqParams::default()
@@ -630,7 +630,7 @@ fn hybrid_model() -> Model<CpuBackend> {
 }
 
 /// Greedy tokens of `prompt` from a cache of its own, one token per forward after the prompt.
-fn greedy_alone(m: &Model<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
+pub(super) fn greedy_alone(m: &Model<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut kv = m.kv_cache(prompt.len() + n).unwrap();
     let mut next = m.prefill_argmax(&mut kv, prompt).unwrap();
     let mut out = vec![next];

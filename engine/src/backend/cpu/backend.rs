@@ -477,6 +477,10 @@ impl Backend for CpuBackend {
         self.attend(q, kv, rows, attn, out);
     }
 
+    fn copy_kv(&self, src: &CpuKv, from: usize, dst: &mut CpuKv, to: usize, slots: usize) {
+        src.copy_to(from, dst, to, slots);
+    }
+
     fn attend(
         &self,
         q: &CpuTensor,

@@ -151,6 +151,33 @@ impl GpuBackend {
         }
     }
 
+    /// [`Backend::copy_kv`]: the keys' words, then the values'.
+    pub(super) fn record_copy_kv(
+        &self,
+        src: &GpuKv,
+        from: usize,
+        dst: &mut GpuKv,
+        to: usize,
+        slots: usize,
+    ) {
+        assert_eq!(
+            (src.k_dim, src.v_dim),
+            (dst.k_dim, dst.v_dim),
+            "copy_kv: caches of different widths"
+        );
+        assert!(
+            from + slots <= src.capacity && to + slots <= dst.capacity,
+            "copy_kv: slots beyond a cache"
+        );
+        let kern = &self.ctx.kernels.kv_copy;
+        for (s, d, dim) in [(&src.k, &dst.k, src.k_dim), (&src.v, &dst.v, src.v_dim)] {
+            let words = dim / 2;
+            let params = [u(slots * words), u(from * words), u(to * words)];
+            let binds = vec![Bind::Buf(s.clone()), Bind::Buf(d.clone())];
+            self.run_each(kern, binds, &params, slots * words);
+        }
+    }
+
     /// [`Backend::scale_rows`]: the queries' attention temperature, one factor per row.
     pub(super) fn record_scale_rows(&self, x: &mut GpuTensor, factors: &[f32]) {
         assert_eq!(factors.len(), x.rows, "scale_rows: one factor per row");

@@ -208,6 +208,7 @@ impl Module {
                     &[(1, false), (4, true), (5, true), (6, true), (7, false)],
                 ),
                 ("attend_merge", &[(2, false), (6, true), (7, false)]),
+                ("kv_copy", &[(4, true), (5, true)]),
                 (
                     "attend_round",
                     &[
@@ -394,6 +395,8 @@ pub(super) struct Kernels {
     pub attend_merge: Arc<Kernel>,
     /// `attend` that also writes its output rounded for the output projection.
     pub attend_round: Arc<Kernel>,
+    /// Words of one cache buffer copied into another (a sliding-window snapshot).
+    pub kv_copy: Arc<Kernel>,
     pub fill_zero: Arc<Kernel>,
     pub add: Arc<Kernel>,
     pub scale: Arc<Kernel>,
@@ -441,10 +444,11 @@ impl Kernels {
             attend_rows,
             attend_part,
             attend_merge,
+            kv_copy,
             attend_round,
-        ]: [Arc<Kernel>; 6] = compile(device, Module::Attention)
+        ]: [Arc<Kernel>; 7] = compile(device, Module::Attention)
             .try_into()
-            .expect("attention has six entry points");
+            .expect("attention has seven entry points");
         let [
             fill_zero,
             add,
@@ -487,6 +491,7 @@ impl Kernels {
             attend_part,
             attend_merge,
             attend_round,
+            kv_copy,
             fill_zero,
             add,
             scale,

@@ -28,7 +28,7 @@ mod rows;
 #[cfg(test)]
 mod fold_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod upload;
 
 use std::collections::HashMap;
@@ -603,6 +603,10 @@ impl Backend for GpuBackend {
         out: &mut GpuTensor,
     ) {
         self.record_attention(q, None, kv, rows, attn, out);
+    }
+
+    fn copy_kv(&self, src: &GpuKv, from: usize, dst: &mut GpuKv, to: usize, slots: usize) {
+        self.record_copy_kv(src, from, dst, to, slots);
     }
 
     fn gather(&self, x: &GpuTensor, rows: &[u32], out: &mut GpuTensor) {
