@@ -1,5 +1,5 @@
 //! Which instruction set the CPU kernels use: detected at run time, capped by `HEARTH_CPU_LEVEL`
-//! (`scalar`, `avx2`, `avx512`) or by the caller, so tests can run every level the machine has.
+//! (`scalar`, `avx2`, `avxvnni`, `avx512`) or by the caller, so tests can run every level the machine has.
 
 use std::sync::OnceLock;
 
@@ -10,18 +10,23 @@ pub enum Level {
     Scalar,
     /// x86-64 AVX2 + FMA (+ F16C, which every AVX2 CPU has).
     Avx2,
+    /// AVX2 with AVX-VNNI (256-bit `vpdpbusd`: Intel since Alder Lake, AMD since Zen 5): the
+    /// AVX2 kernels, and the prompt tiles of every type multiplied without i16 sums. Only this
+    /// exact level uses the AVX-VNNI instructions, which an AVX-512 CPU may lack.
+    AvxVnni,
     /// x86-64 AVX-512 F, BW, VL with VNNI (512-bit integer dot products).
     Avx512,
 }
 
 impl Level {
     /// Every level, lowest first.
-    pub const ALL: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
+    pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512];
 
     pub fn name(self) -> &'static str {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
+            Level::AvxVnni => "avxvnni",
             Level::Avx512 => "avx512",
         }
     }
@@ -35,6 +40,7 @@ impl Level {
         match self {
             Level::Scalar => true,
             Level::Avx2 => avx2_fma(),
+            Level::AvxVnni => avx_vnni(),
             Level::Avx512 => avx512_vnni(),
         }
     }
@@ -69,6 +75,16 @@ fn avx2_fma() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2_fma() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx_vnni() -> bool {
+    avx2_fma() && std::arch::is_x86_feature_detected!("avxvnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx_vnni() -> bool {
     false
 }
 

@@ -3,7 +3,8 @@
 //! micro-kernel multiplies it with every token of the batch, eight tokens at a time: 16 output
 //! rows per 512-bit register with AVX-512 VNNI (`avx512`: `vpdpbusd`, 64 multiply-adds per
 //! instruction), or two registers of eight with AVX2 (`avx2`: `vpmaddubsw` and `vpmaddwd`, for the
-//! types whose unpacked values stay under 64, [`batched_at`]).
+//! types whose unpacked values stay under 64, [`batched_at`]) or AVX-VNNI (`avxvnni`: 256-bit
+//! `vpdpbusd`, every type).
 //!
 //! Every supported weight format has the same unpacked form: within a block, value `i` of row `r`
 //! is `d[r] * u[r][i] + m[r]` with `u` an unsigned byte (a signed format folds its offset into
@@ -54,17 +55,25 @@ pub fn available(level: Level) -> bool {
     level >= Level::Avx512 && Level::Avx512.supported()
 }
 
-/// Whether a `ty` weight takes the batched path at `level`: every type with one at AVX-512; at
-/// AVX2 the types whose unpacked values stay under 64 (so `vpmaddubsw`'s i16 pairs, two of them
-/// summed, cannot overflow) and that are not repacked (`packed` has its own AVX2 kernel).
+/// Whether a `ty` weight takes the batched path at `level`: every type with one at AVX-512 and
+/// AVX-VNNI; at AVX2 the types whose unpacked values stay under 64 (so `vpmaddubsw`'s i16 pairs,
+/// two of them summed, cannot overflow) and that are not repacked (`packed` has its own AVX2
+/// kernel).
 pub fn batched_at(level: Level, ty: GgmlType) -> bool {
     block_len(ty).is_some()
         && (available(level)
+            || vnni(level)
             || (level >= Level::Avx2
                 && matches!(
                     ty,
                     GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::MXFP4
                 )))
+}
+
+/// Whether the AVX-VNNI micro-kernel runs at `level`: that level exactly (an AVX-512 CPU may
+/// lack the 256-bit VNNI instructions; it has its own kernel).
+fn vnni(level: Level) -> bool {
+    level == Level::AvxVnni && Level::AvxVnni.supported()
 }
 
 /// A tile of [`TILE`] weight rows, unpacked. Rows past the weight's end are zero.
@@ -502,54 +511,67 @@ pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32
         "tile and activations disagree"
     );
     #[cfg(target_arch = "x86_64")]
-    if !available(level) && batched_at(level, tile.ty) {
-        let n = a.rows();
-        let mut t = 0;
-        let mut acc = [[0.0f32; TILE]; 4];
-        while t + 4 <= n {
-            // SAFETY: the CPU has AVX2 (`batched_at`), and the tile's values are under 64.
-            unsafe { avx2::tokens::<4>(tile, a, t, &mut acc) };
-            for (i, v) in acc.iter().enumerate() {
-                out(t + i, v);
-            }
-            t += 4;
-        }
-        while t < n {
-            let one: &mut [[f32; TILE]; 1] = (&mut acc[..1]).try_into().expect("one row");
-            // SAFETY: as above.
-            unsafe { avx2::tokens::<1>(tile, a, t, one) };
-            out(t, &one[0]);
-            t += 1;
-        }
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if available(level) {
-        let n = a.rows();
-        let mut t = 0;
-        let mut acc = [[0.0f32; TILE]; 8];
-        // Eight tokens at a time: their accumulators and the block's tile vectors fit the 32
-        // registers (sixteen spill, and twelve measured slower).
-        while t + 8 <= n {
+    {
+        // Eight tokens at a time with AVX-512: their accumulators and the block's tile vectors
+        // fit the 32 registers (sixteen spill, and twelve measured slower); four with 256-bit
+        // registers (six measured no faster with AVX-VNNI).
+        if available(level) {
             // SAFETY: the CPU supports the AVX-512 level (checked by `available`).
-            unsafe { avx512::tokens::<8>(tile, a, t, &mut acc) };
-            for (i, v) in acc.iter().enumerate() {
-                out(t + i, v);
-            }
-            t += 8;
+            return drive::<8>(
+                a,
+                out,
+                |t, acc| unsafe { avx512::tokens(tile, a, t, acc) },
+                |t, one| unsafe { avx512::tokens(tile, a, t, one) },
+            );
         }
-        while t < n {
-            let one: &mut [[f32; TILE]; 1] = (&mut acc[..1]).try_into().expect("one row");
-            // SAFETY: as above.
-            unsafe { avx512::tokens::<1>(tile, a, t, one) };
-            out(t, &one[0]);
-            t += 1;
+        if vnni(level) {
+            // SAFETY: the CPU has AVX-VNNI (`vnni`).
+            return drive::<4>(
+                a,
+                out,
+                |t, acc| unsafe { avxvnni::tokens(tile, a, t, acc) },
+                |t, one| unsafe { avxvnni::tokens(tile, a, t, one) },
+            );
         }
-        return;
+        if batched_at(level, tile.ty) {
+            // SAFETY: the CPU has AVX2 (`batched_at`), and the tile's values are under 64.
+            return drive::<4>(
+                a,
+                out,
+                |t, acc| unsafe { avx2::tokens(tile, a, t, acc) },
+                |t, one| unsafe { avx2::tokens(tile, a, t, one) },
+            );
+        }
     }
     let _ = level;
     for t in 0..a.rows() {
         out(t, &scalar_token(tile, a, t));
+    }
+}
+
+/// Runs a micro-kernel over every token of `a`: `many` for `N` tokens at a time, then `one` for
+/// each of the rest, each result passed to `out`.
+fn drive<const N: usize>(
+    a: &Acts,
+    out: &mut dyn FnMut(usize, &[f32; TILE]),
+    many: impl Fn(usize, &mut [[f32; TILE]; N]),
+    one: impl Fn(usize, &mut [[f32; TILE]; 1]),
+) {
+    let n = a.rows();
+    let mut t = 0;
+    let mut acc = [[0.0f32; TILE]; N];
+    while t + N <= n {
+        many(t, &mut acc);
+        for (i, v) in acc.iter().enumerate() {
+            out(t + i, v);
+        }
+        t += N;
+    }
+    let mut single = [[0.0f32; TILE]; 1];
+    while t < n {
+        one(t, &mut single);
+        out(t, &single[0]);
+        t += 1;
     }
 }
 
@@ -622,6 +644,8 @@ fn operands(tile: &Tile, a: &Acts, t0: usize, n: usize) -> Operands {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
