@@ -136,18 +136,31 @@ impl<T: Default + Clone> HostKv<T> {
     }
 }
 
+/// The checks of [`crate::backend::Backend::copy_kv`] on the two caches' `(k_dim, v_dim,
+/// capacity)` (shared by every backend).
+pub(crate) fn check_copy_kv(
+    src: (usize, usize, usize),
+    from: usize,
+    dst: (usize, usize, usize),
+    to: usize,
+    slots: usize,
+) {
+    assert_eq!(
+        (src.0, src.1),
+        (dst.0, dst.1),
+        "copy_kv: caches of different widths"
+    );
+    assert!(
+        from + slots <= src.2 && to + slots <= dst.2,
+        "copy_kv: slots beyond a cache"
+    );
+}
+
 impl<T: Copy> HostKv<T> {
     /// [`crate::backend::Backend::copy_kv`] on the host.
     pub(crate) fn copy_to(&self, from: usize, dst: &mut Self, to: usize, slots: usize) {
-        assert_eq!(
-            (self.k_dim, self.v_dim),
-            (dst.k_dim, dst.v_dim),
-            "copy_kv: caches of different widths"
-        );
-        assert!(
-            from + slots <= self.capacity && to + slots <= dst.capacity,
-            "copy_kv: slots beyond a cache"
-        );
+        let shape = |kv: &Self| (kv.k_dim, kv.v_dim, kv.capacity);
+        check_copy_kv(shape(self), from, shape(dst), to, slots);
         let (kd, vd) = (self.k_dim, self.v_dim);
         dst.k[to * kd..(to + slots) * kd].copy_from_slice(&self.k[from * kd..(from + slots) * kd]);
         dst.v[to * vd..(to + slots) * vd].copy_from_slice(&self.v[from * vd..(from + slots) * vd]);

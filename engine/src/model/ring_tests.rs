@@ -7,6 +7,7 @@ use std::path::Path;
 use super::{KvCache, MAX_BATCH, Model};
 use crate::backend::gpu::{GpuOptions, tests::gpu_with};
 use crate::backend::{Backend, CpuBackend, ReferenceBackend};
+use crate::sched::tests::max_diff;
 
 fn arch_file(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/arch/{name}.gguf"))
@@ -17,14 +18,6 @@ fn feed<B: Backend>(m: &Model<B>, kv: &mut KvCache<B>, tokens: &[u32], n: usize)
     let chunk = &tokens[kv.len()..kv.len() + n];
     let logits = m.forward(kv, chunk, 0..n).expect("forward");
     m.backend().read(&logits).expect("read")
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Runs one file through a ring cache and a full cache side by side.

@@ -26,7 +26,7 @@ mod spec;
 #[cfg(test)]
 mod ring_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::ops::Range;

@@ -167,7 +167,7 @@ fn last_row(m: &Model<CpuBackend>, tokens: &[u32]) -> (Vec<f32>, Vec<f32>) {
     (m.backend().read(&logits).unwrap(), hidden)
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::super::host::{check_attention, check_rope, rope_angles};
+use super::super::host::{check_attention, check_copy_kv, check_rope, rope_angles};
 use super::super::{Attention, KvRows, Rope, RopeStyle};
 use super::record::{Bind, Fold, RopeKey};
 use super::{GpuBackend, GpuKv, GpuTensor, TILED_MIN_ROWS, u};
@@ -160,15 +160,8 @@ impl GpuBackend {
         to: usize,
         slots: usize,
     ) {
-        assert_eq!(
-            (src.k_dim, src.v_dim),
-            (dst.k_dim, dst.v_dim),
-            "copy_kv: caches of different widths"
-        );
-        assert!(
-            from + slots <= src.capacity && to + slots <= dst.capacity,
-            "copy_kv: slots beyond a cache"
-        );
+        let shape = |kv: &GpuKv| (kv.k_dim, kv.v_dim, kv.capacity);
+        check_copy_kv(shape(src), from, shape(dst), to, slots);
         let kern = &self.ctx.kernels.kv_copy;
         for (s, d, dim) in [(&src.k, &dst.k, src.k_dim), (&src.v, &dst.v, src.v_dim)] {
             let words = dim / 2;
