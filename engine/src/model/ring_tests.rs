@@ -95,7 +95,11 @@ fn sliding_window_rings_give_the_logits_of_a_cache_that_keeps_every_position() {
         rings_match_a_full_cache(&m, &format!("{name} reference"));
         let m = Model::open(arch_file(name), CpuBackend::with_threads(2)).unwrap();
         rings_match_a_full_cache(&m, &format!("{name} cpu"));
-        // The GPU copies the ring tables like any block table (lavapipe in CI).
+        // The GPU reads the ring tables like any block table (lavapipe in CI; one file, the
+        // one whose shared-KV layers read a ring too, as lavapipe is slow).
+        if name != "gemma4-ple" {
+            continue;
+        }
         if let Some(gpu) = gpu_with(GpuOptions::default()) {
             let m = Model::open(arch_file(name), gpu).unwrap();
             rings_match_a_full_cache(&m, &format!("{name} gpu"));
