@@ -123,3 +123,40 @@ fn a_ring_holds_a_window_and_a_batch_and_only_sliding_layers_keep_one() {
     // A short cache keeps every position: a ring would not be shorter.
     assert_eq!(m.kv_cache(700).unwrap().pool.ring_slots(), 0);
 }
+
+/// A snapshot's rings ([`Model::save_rings`], [`Model::restore_state`]) put a sequence back
+/// where it stood after its rings moved on.
+fn snapshot_restores_the_rings<B: Backend>(m: &Model<B>, label: &str) {
+    let mut ring = m.kv_cache(4096).unwrap();
+    let mut full = m.solo_cache(4096, false).unwrap();
+    let slots = ring.pool.ring_slots();
+    let mut rng = fastrand::Rng::with_seed(5);
+    let vocab = m.config().vocab_size as u32;
+    let tokens: Vec<u32> = (0..2000).map(|_| rng.u32(0..vocab)).collect();
+    let at = 700;
+    feed(m, &mut ring, &tokens, 400);
+    feed(m, &mut ring, &tokens, at - 400);
+    let snap = m.save_rings(&ring.pool, 0, None).unwrap();
+    // Further on by more than a ring, so every ring slot now holds a later position.
+    feed(m, &mut ring, &tokens, MAX_BATCH);
+    feed(m, &mut ring, &tokens, slots + 1 - MAX_BATCH);
+    m.restore_state(&mut ring.pool, 0, &snap);
+    (ring.len, ring.written) = (at, at);
+    feed(m, &mut full, &tokens, 400);
+    feed(m, &mut full, &tokens, at - 400);
+    let (a, b) = (feed(m, &mut ring, &tokens, 50), feed(m, &mut full, &tokens, 50));
+    let d = max_diff(&a, &b);
+    assert!(d < 1e-4, "{label}: restored rings differ by {d}");
+}
+
+#[test]
+fn a_snapshot_puts_the_rings_back_on_every_backend() {
+    let m = Model::open(arch_file("gemma4-ple"), ReferenceBackend::new()).unwrap();
+    snapshot_restores_the_rings(&m, "reference");
+    let m = Model::open(arch_file("gemma4-ple"), CpuBackend::with_threads(2)).unwrap();
+    snapshot_restores_the_rings(&m, "cpu");
+    if let Some(gpu) = gpu_with(GpuOptions::default()) {
+        let m = Model::open(arch_file("gemma4-ple"), gpu).unwrap();
+        snapshot_restores_the_rings(&m, "gpu");
+    }
+}
