@@ -74,8 +74,13 @@ fn inspect_json_has_the_same_facts() {
     assert_eq!(v["vocab_size"], 262144);
     let mem = v["memory"].as_array().unwrap();
     assert_eq!(mem[1]["context_tokens"], 4096);
-    // 2 x 18 layers x 1 kv head x 256 x 2 bytes x 4096 tokens
-    assert_eq!(mem[1]["kv_cache_bytes"], 2 * 18 * 256 * 2 * 4096);
+    // Keys and values (2) x 1 kv head x 256 x 2 bytes: 4096 tokens on the 3 global layers, a
+    // ring of 1024 (the window of 512 and a batch) on the 15 sliding ones.
+    assert_eq!(
+        mem[1]["kv_cache_bytes"],
+        2 * 256 * 2 * (3 * 4096 + 15 * 1024)
+    );
+    assert_eq!(v["sliding_kv_values_per_token"], 15 * 2 * 256);
 }
 
 #[test]

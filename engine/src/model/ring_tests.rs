@@ -144,7 +144,10 @@ fn snapshot_restores_the_rings<B: Backend>(m: &Model<B>, label: &str) {
     (ring.len, ring.written) = (at, at);
     feed(m, &mut full, &tokens, 400);
     feed(m, &mut full, &tokens, at - 400);
-    let (a, b) = (feed(m, &mut ring, &tokens, 50), feed(m, &mut full, &tokens, 50));
+    let (a, b) = (
+        feed(m, &mut ring, &tokens, 50),
+        feed(m, &mut full, &tokens, 50),
+    );
     let d = max_diff(&a, &b);
     assert!(d < 1e-4, "{label}: restored rings differ by {d}");
 }
