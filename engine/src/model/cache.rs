@@ -111,17 +111,17 @@ impl<B: Backend> KvPool<B> {
         self.shapes[l].2
     }
 
-    /// The ring layers with their widths.
-    fn rings(&self) -> impl Iterator<Item = (usize, &B::Kv)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .filter(|&(l, _)| self.is_ring(l))
+    /// The cache layers that are rings, in order.
+    fn ring_layers(&self) -> Vec<usize> {
+        (0..self.layers.len())
+            .filter(|&l| self.is_ring(l))
+            .collect()
     }
 }
 
-/// A copy of one sequence's recurrent states (every recurrent layer) at some position: what a
-/// scheduler keeps to resume a conversation without recomputing it ([`Model::save_state`]).
+/// A copy of one sequence's recurrent states (every recurrent layer) and, where the pool keeps
+/// them, its sliding-window rings, at some position: what a scheduler keeps to resume a
+/// conversation without recomputing it ([`Model::save_state`], [`Model::save_rings`]).
 pub struct StateSnapshot<B: Backend> {
     layers: Vec<B::Tensor>,
     /// Per ring layer, the sequence's ring ([`Model::save_rings`]); `rings` says whether they
@@ -358,15 +358,16 @@ impl<B: Backend> Model<B> {
         if slots == 0 {
             return Ok(snap);
         }
+        let rings = pool.ring_layers();
         if snap.window.is_empty() {
-            for (l, _) in pool.rings() {
+            for &l in &rings {
                 let (k_dim, v_dim, _) = pool.shapes[l];
                 snap.window.push(self.backend.kv(slots, k_dim, v_dim)?);
             }
         }
-        for ((_, ring), copy) in pool.rings().zip(&mut snap.window) {
-            self.backend
-                .copy_kv(ring, slot as usize * slots, copy, 0, slots);
+        for (&l, copy) in rings.iter().zip(&mut snap.window) {
+            let at = slot as usize * slots;
+            self.backend.copy_kv(&pool.layers[l], at, copy, 0, slots);
         }
         snap.rings = true;
         Ok(snap)
@@ -380,8 +381,7 @@ impl<B: Backend> Model<B> {
         }
         let slots = pool.ring_slots();
         if snapshot.rings && slots > 0 {
-            let rings: Vec<usize> = pool.rings().map(|(l, _)| l).collect();
-            for (l, copy) in rings.into_iter().zip(&snapshot.window) {
+            for (l, copy) in pool.ring_layers().into_iter().zip(&snapshot.window) {
                 self.backend
                     .copy_kv(copy, 0, &mut pool.layers[l], slot as usize * slots, slots);
             }
