@@ -200,16 +200,35 @@ impl Kernel {
         unsafe { (self.one)(self.ty, w, [a]) }.expect("resolved kernels cover their type")[0]
     }
 
-    /// `[w[0] · a, .., w[3] · a]`: four weight rows against one activation row.
+    /// `out[i] = w_i · a` for the `out.len()` consecutive weight rows that make up `w` (one
+    /// token against a tile of rows: decode). Four rows per call where the level has a multi-row
+    /// kernel for the type; lengths are checked once for all the rows, and the values go out
+    /// together (per-row calls through closures cost an MoE file's decode about a tenth).
     #[inline]
-    pub fn dot_rows4(&self, w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
-        for w in w {
-            self.check(w, a);
+    pub fn dot_rows_into(&self, w: &[u8], a: &[u8], out: &mut [f32]) {
+        let n = out.len();
+        if n == 0 {
+            return;
         }
-        match self.rows4 {
-            // SAFETY: `resolve` checked the CPU supports the level; lengths checked just above.
-            Some(f) => unsafe { f(self.ty, w, a) }.expect("multi-row kernels cover their type"),
-            None => w.map(|w| self.dot(w, a)),
+        assert!(w.len().is_multiple_of(n), "dot_rows_into: whole rows");
+        let row = w.len() / n;
+        self.check(&w[..row], a);
+        let mut rows = w.chunks_exact(row);
+        let mut done = 0;
+        if let Some(f) = self.rows4 {
+            for o in out.chunks_exact_mut(4) {
+                let ws = std::array::from_fn(|_| rows.next().expect("four rows"));
+                // SAFETY: `resolve` checked the CPU supports the level; every row has the
+                // length checked above.
+                let v = unsafe { f(self.ty, ws, a) }.expect("multi-row kernels cover their type");
+                o.copy_from_slice(&v);
+                done += 4;
+            }
+        }
+        for (o, wr) in out[done..].iter_mut().zip(rows) {
+            // SAFETY: as above.
+            *o = unsafe { (self.one)(self.ty, wr, [a]) }
+                .expect("resolved kernels cover their type")[0];
         }
     }
 

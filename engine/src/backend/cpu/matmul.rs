@@ -160,17 +160,12 @@ fn tile_products(
         }
         t += 4;
     }
+    let bytes = &w.bytes()[rows.start * w.row_bytes..rows.end * w.row_bytes];
+    let mut values = [0.0; ROW_TILE];
+    let values = &mut values[..rows.len()];
     for t in t..n_tok {
-        let at = a.row(t);
-        let mut r = rows.start;
-        while r + 4 <= rows.end {
-            let ws = [r, r + 1, r + 2, r + 3].map(|r| w.row_bytes_of(r));
-            emit(t, r, &kernel.dot_rows4(ws, at));
-            r += 4;
-        }
-        for r in r..rows.end {
-            emit(t, r, &[kernel.dot(w.row_bytes_of(r), at)]);
-        }
+        kernel.dot_rows_into(bytes, a.row(t), values);
+        emit(t, rows.start, values);
     }
 }
 
