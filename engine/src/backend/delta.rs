@@ -8,6 +8,10 @@
 
 use super::host::HostTensor;
 
+mod chunk;
+
+pub(crate) use chunk::rule_chunked;
+
 /// The shape of a Gated DeltaNet layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeltaNet<'a> {
@@ -159,6 +163,8 @@ pub(crate) fn convolve(
 
 /// The gated delta rule of value head `j` over the rows `first..first + len` of one sequence:
 /// `s` is its `d x d` state, `xs` [`convolve`]'s rows; `out(t, o)` takes row `t`'s output.
+/// (`#[inline(always)]`: see [`rule_chunked`].)
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rule(
     net: &DeltaNet<'_>,

@@ -141,10 +141,12 @@ impl DeltaCase {
             .unwrap(),
         );
         let mut steps = Vec::new();
-        let layout: [&[(u32, u32, usize)]; 3] = [
+        let layout: [&[(u32, u32, usize)]; 4] = [
             &[(0, 0, 9), (1, 0, 9)],
             &[(1, 9, 1), (0, 9, 1)],
             &[(0, 10, 3)],
+            // A run longer than a chunk of the CPU's chunked rule, next to a short one.
+            &[(1, 10, 70), (0, 13, 2)],
         ];
         for runs in layout {
             let (mut slots, mut positions) = (Vec::new(), Vec::new());

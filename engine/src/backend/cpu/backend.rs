@@ -656,7 +656,16 @@ impl Backend for CpuBackend {
                     // SAFETY: row t's columns of head j are this item's alone.
                     unsafe { oo.slice(at..at + d) }.copy_from_slice(o);
                 };
-                delta::rule(net, &xs, beta, alpha, (first, len), j, s, &mut write);
+                let head = super::delta::Head {
+                    net,
+                    xs: &xs,
+                    beta,
+                    alpha,
+                    run: (first, len),
+                    j,
+                    out: &mut write,
+                };
+                super::delta::rule(self.level, head, s);
             }
         });
     }

@@ -40,6 +40,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_iq;
 mod backend;
+mod delta;
 pub mod dot;
 mod dot_iq;
 mod exp;

@@ -1,0 +1,231 @@
+//! The chunked form of the gated delta rule, for prompts: [`CHUNK`] rows of a sequence at a time,
+//! the state read and written once per chunk instead of twice per row.
+//!
+//! Within a chunk (rows `0..n`, state `S0` on entry, `g_t` the sum of the log decays of rows
+//! `0..=t`), unrolling the row-by-row rule of [`super::rule`] gives
+//!
+//! - `delta_t = b_t (v_t - e^{g_t} S0ᵀk_t - sum_{s<t} e^{g_t - g_s} (k_t·k_s) delta_s)`, a
+//!   triangular system solved forward, row after row, in `d`-vectors only;
+//! - `o_t = e^{g_t} S0ᵀq_t + sum_{s<=t} e^{g_t - g_s} (q_t·k_s) delta_s`;
+//! - `S = e^{g_{n-1}} S0 + sum_s e^{g_{n-1} - g_s} k_s delta_sᵀ`.
+//!
+//! The products with `S0` and the update of `S` are matrix products (blocked so the state streams
+//! through the cache once per block of rows, not per row), the rest is `n² d`. Every exponent
+//! is a difference `g_t - g_s <= 0`, so nothing overflows however fast the state decays. The
+//! result equals the row-by-row rule up to f32 summation order.
+
+use super::{DeltaNet, softplus};
+use crate::backend::host::HostTensor;
+
+/// Rows per chunk: the `n x n` products stay small next to the `n x d x d` ones, and the
+/// chunk's vectors (six of `n x d`) stay in the L2 cache.
+pub(crate) const CHUNK: usize = 64;
+
+/// A decay factor below this is taken as zero (its terms skipped; products of many decays would
+/// otherwise crawl through subnormal numbers).
+const NEGLIGIBLE: f32 = 1e-30;
+
+/// `y += a x`.
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// `a · b`, in sixteen partial sums (so it vectorises).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, ar) = a.as_chunks::<16>();
+    let (bc, br) = b.as_chunks::<16>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out[t] = Sᵀx_t` for the `n` rows `x_t` of `x` (`d` each), `S` being `d x d`: four rows per
+/// pass over the state, so it streams through the cache once per four rows.
+#[inline(always)]
+fn times_state(s: &[f32], x: &[f32], n: usize, d: usize, out: &mut [f32]) {
+    out[..n * d].fill(0.0);
+    for t0 in (0..n).step_by(4) {
+        let t1 = (t0 + 4).min(n);
+        for (i, srow) in s.chunks_exact(d).enumerate() {
+            for t in t0..t1 {
+                axpy(&mut out[t * d..][..d], x[t * d + i], srow);
+            }
+        }
+    }
+}
+
+/// [`super::rule`] in chunks of [`CHUNK`] rows: the same arguments and results (up to f32
+/// summation order). `#[inline(always)]` so a caller compiled for wider vectors (the CPU
+/// backend's AVX2 and AVX-512 entry points) compiles it for them too.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rule_chunked(
+    net: &DeltaNet<'_>,
+    xs: &[f32],
+    beta: &HostTensor,
+    alpha: &HostTensor,
+    (first, len): (usize, usize),
+    j: usize,
+    s: &mut [f32],
+    out: &mut dyn FnMut(usize, &[f32]),
+) {
+    let (ch, d) = (net.channels(), net.d);
+    let nk = net.n_k * d;
+    let kh = j % net.n_k;
+    let m = CHUNK.min(len) * d;
+    let (mut q, mut k, mut v) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
+    let (mut ks0, mut qs0, mut delta) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
+    let (mut gamma, mut b) = ([0f32; CHUNK], [0f32; CHUNK]);
+    // decay[t][s] = e^{g_t - g_s} for s <= t; decay[t][CHUNK] = e^{g_t}.
+    let mut decay = vec![[0f32; CHUNK + 1]; CHUNK];
+    let mut o = vec![0f32; d];
+    let mut c0 = first;
+    while c0 < first + len {
+        let n = CHUNK.min(first + len - c0);
+        for t in 0..n {
+            let x = &xs[(c0 + t) * ch..][..ch];
+            q[t * d..][..d].copy_from_slice(&x[kh * d..][..d]);
+            k[t * d..][..d].copy_from_slice(&x[nk + kh * d..][..d]);
+            v[t * d..][..d].copy_from_slice(&x[2 * nk + j * d..][..d]);
+            gamma[t] = (net.a[j] * softplus(alpha.row(c0 + t)[j] + net.dt_bias[j])).exp();
+            b[t] = 1.0 / (1.0 + (-beta.row(c0 + t)[j]).exp());
+        }
+        // The decays between rows, as products of the rows' own (one exponential per row).
+        for (t, row) in decay[..n].iter_mut().enumerate() {
+            let mut e = 1.0;
+            row[t] = e;
+            for s_ in (0..t).rev() {
+                e *= gamma[s_ + 1];
+                e = if e < NEGLIGIBLE { 0.0 } else { e };
+                row[s_] = e;
+            }
+            e *= gamma[0];
+            row[CHUNK] = if e < NEGLIGIBLE { 0.0 } else { e };
+        }
+        times_state(s, &k, n, d, &mut ks0);
+        times_state(s, &q, n, d, &mut qs0);
+        // The deltas, forward.
+        for t in 0..n {
+            let (done, rest) = delta.split_at_mut(t * d);
+            let r = &mut rest[..d];
+            let et = decay[t][CHUNK];
+            for ((r, &vv), &kv) in r.iter_mut().zip(&v[t * d..][..d]).zip(&ks0[t * d..][..d]) {
+                *r = vv - et * kv;
+            }
+            let kt = &k[t * d..][..d];
+            for (s_, ds) in done.chunks_exact(d).enumerate() {
+                let e = decay[t][s_];
+                if e != 0.0 {
+                    axpy(r, -e * dot(kt, &k[s_ * d..][..d]), ds);
+                }
+            }
+            r.iter_mut().for_each(|x| *x *= b[t]);
+        }
+        // The outputs.
+        for t in 0..n {
+            let et = decay[t][CHUNK];
+            for (o, &x) in o.iter_mut().zip(&qs0[t * d..][..d]) {
+                *o = et * x;
+            }
+            let qt = &q[t * d..][..d];
+            for s_ in 0..=t {
+                let e = decay[t][s_];
+                if e != 0.0 {
+                    axpy(
+                        &mut o,
+                        e * dot(qt, &k[s_ * d..][..d]),
+                        &delta[s_ * d..][..d],
+                    );
+                }
+            }
+            out(c0 + t, &o);
+        }
+        // The state at the chunk's end: e^{g_{n-1}} S0 + sum_t e^{g_{n-1} - g_t} k_t delta_tᵀ.
+        let (last, el) = (&decay[n - 1], decay[n - 1][CHUNK]);
+        for (i, srow) in s.chunks_exact_mut(d).enumerate() {
+            srow.iter_mut().for_each(|x| *x *= el);
+            for t in 0..n {
+                let c = last[t] * k[t * d + i];
+                if c != 0.0 {
+                    axpy(srow, c, &delta[t * d..][..d]);
+                }
+            }
+        }
+        c0 += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_support::{activations, assert_close, tensor};
+
+    /// Runs of 1 to 150 rows (within one chunk, exactly one, one and a row, two and a part), on
+    /// heads with slow and with very fast decay (the cumulative log decay of a chunk far below
+    /// f32's exponent range): outputs and final states equal to the row-by-row rule.
+    #[test]
+    fn chunks_equal_the_row_by_row_rule() {
+        for d in [48, 64] {
+            check(d);
+        }
+    }
+
+    /// One head size `d` (48 and 64 run).
+    fn check(d: usize) {
+        let (n_k, n_v) = (2, 4);
+        let a = [-0.05, -0.5, -3.0, -40.0];
+        let dt_bias = [0.1, -0.2, 0.3, 0.0];
+        let net = DeltaNet {
+            n_k,
+            n_v,
+            d,
+            kernel: 4,
+            eps: 1e-6,
+            a: &a,
+            dt_bias: &dt_bias,
+        };
+        let ch = net.channels();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for len in [1, 5, 64, 65, 150] {
+            let mut xs = activations(&mut rng, len * ch);
+            // Unit queries and keys, as `convolve` leaves them.
+            for row in xs.chunks_exact_mut(ch) {
+                for head in row[..2 * n_k * d].chunks_exact_mut(d) {
+                    let norm = head.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    head.iter_mut().for_each(|v| *v /= norm);
+                }
+            }
+            let beta = tensor(len, n_v, activations(&mut rng, len * n_v));
+            let alpha = tensor(len, n_v, activations(&mut rng, len * n_v));
+            for j in 0..n_v {
+                let s0 = activations(&mut rng, d * d);
+                let run = |chunked: bool| {
+                    let (mut s, mut o) = (s0.clone(), vec![0f32; len * d]);
+                    let mut write = |t: usize, v: &[f32]| o[t * d..][..d].copy_from_slice(v);
+                    let f = if chunked {
+                        rule_chunked
+                    } else {
+                        super::super::rule
+                    };
+                    f(&net, &xs, &beta, &alpha, (0, len), j, &mut s, &mut write);
+                    (s, o)
+                };
+                let (want_s, want_o) = run(false);
+                let (got_s, got_o) = run(true);
+                let label = format!("d {d}, {len} rows, head {j}");
+                assert!(want_o.iter().any(|v| v.abs() > 1e-4), "{label}: outputs");
+                assert_close(&format!("{label}: outputs"), &got_o, &want_o, 2e-5);
+                assert_close(&format!("{label}: state"), &got_s, &want_s, 2e-5);
+            }
+        }
+    }
+}
