@@ -77,7 +77,9 @@ impl GpuBackend {
         drop(rec);
         let (kw, vw) = (kv.k_dim / 2, kv.v_dim / 2);
         let kern = &self.ctx.kernels;
-        if let Some((k, v)) = new {
+        if let Some((k, v)) = new
+            && !self.fold_store(k, v, kv, info_at, rows.block_size)
+        {
             let store = [u(n), u(kw), u(vw), info_at, u(rows.block_size)];
             let binds = vec![
                 k.bind(),
@@ -149,6 +151,45 @@ impl GpuBackend {
             let binds = vec![partial.bind(), out.bind(), Bind::Data];
             self.run_each(&kern.attend_merge, binds, &params, items * hv);
         }
+    }
+
+    /// Folds the store of the new keys `k` and values `v` into the last dispatch where that is
+    /// the rotation of the queries and of these keys (`rope2`, same rows) and each head's
+    /// rotated pairs are even in number (so a thread of `rope2_store` owns whole words of the
+    /// cache); `false` (nothing recorded) otherwise.
+    fn fold_store(
+        &self,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        kv: &GpuKv,
+        info_at: u32,
+        block_size: usize,
+    ) -> bool {
+        let kern = &self.ctx.kernels;
+        let mut rec = self.rec();
+        let threads = rec.last().and_then(|(kernel, binds, last)| {
+            let fits = Arc::ptr_eq(kernel, &kern.rope2)
+                && matches!(&binds[2], Bind::Buf(b) if b == k.buf())
+                && last[0] as usize == k.rows
+                && last[6] as usize == k.cols
+                && last[3] % 2 == 0
+                && k.cols == kv.k_dim
+                && v.cols == kv.v_dim;
+            let (rows, hd, pairs) = (k.rows, last[2] as usize, last[3] as usize);
+            let q = rows * (last[1] as usize / hd) * pairs;
+            let keys = rows * (k.cols / hd) * (pairs / 2 + (hd - 2 * pairs) / 2);
+            fits.then_some(q + keys + rows * v.cols / 2)
+        });
+        let Some(threads) = threads else {
+            return false;
+        };
+        rec.fold_into_last(Fold {
+            kernel: &kern.rope2_store,
+            extra: vec![v.bind(), Bind::Buf(kv.k.clone()), Bind::Buf(kv.v.clone())],
+            params: &[(7, info_at), (8, u(block_size)), (9, u(kv.v_dim / 2))],
+            groups: Some(u(threads.div_ceil(256))),
+        });
+        true
     }
 
     /// [`Backend::copy_kv`]: the keys' words, then the values'.
@@ -224,7 +265,7 @@ impl GpuBackend {
         if let Some(earlier) = earlier {
             rec.fold_into_last(Fold {
                 kernel: &k.rope2,
-                extra: x.bind(),
+                extra: vec![x.bind()],
                 params: &[(6, u(x.cols))],
                 groups: Some(u((earlier + threads).div_ceil(256))),
             });

@@ -1,6 +1,6 @@
 //! Work folded into the dispatch before it computes exactly what the separate dispatches compute,
 //! one dispatch fewer: a residual add and norm that also rounds its output for the matmuls after
-//! it, and the keys' RoPE joining the queries' dispatch. Each case runs folded, then with a
+//! it, the keys' RoPE joining the queries' dispatch, and the cache store joining both. Each case runs folded, then with a
 //! submission between the two ops (nothing to fold into), and compares the bits.
 
 use super::tests::gpu_with;
@@ -284,4 +284,81 @@ fn decode_attention_rounds_its_output_for_the_output_projection() {
         first_difference(&folded, &split)
     );
     assert_eq!(f + 1, s, "dispatches folded, split");
+}
+
+#[test]
+fn the_cache_store_joins_the_ropes_dispatch() {
+    let Some(b) = gpu_with(GpuOptions::default()) else {
+        return;
+    };
+    let attn = Attention {
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim_k: 64,
+        head_dim_v: 64,
+        scale: 0.125,
+        window: None,
+        sinks: None,
+    };
+    let mut rng = fastrand::Rng::with_seed(12);
+    let table: &[u32] = &[3, 1];
+    // Both styles, whole and partial rotation (the unrotated tail stored by its own threads), a
+    // prompt of twelve rows over two blocks and then a decode row.
+    for style in [RopeStyle::Normal, RopeStyle::Neox] {
+        for n_rot in [64, 32] {
+            let rope = Rope {
+                style,
+                head_dim: 64,
+                n_rot,
+                base: 10000.0,
+                freq_scale: 1.0,
+                yarn: None,
+                freq_factors: None,
+                attn_factor: 1.0,
+            };
+            let (qs, ks, vs) = (
+                activations(&mut rng, 13 * 576),
+                activations(&mut rng, 13 * 192),
+                activations(&mut rng, 13 * 192),
+            );
+            let [(folded, f), (split, s)] = both(|split| {
+                let mut kv = b.kv(64, 192, 192).unwrap();
+                let mut all = Vec::new();
+                let mut count = 0;
+                for (first, n) in [(0, 12), (12, 1)] {
+                    let positions: Vec<u32> = (first as u32..(first + n) as u32).collect();
+                    let tables = vec![table; n];
+                    let rows = KvRows {
+                        block_size: 8,
+                        positions: &positions,
+                        tables: &tables,
+                    };
+                    let t = |x: &[f32], cols: usize| {
+                        b.tensor_from(n, cols, &x[first * cols..(first + n) * cols])
+                    };
+                    let (mut q, mut k, v) = (t(&qs, 576), t(&ks, 192), t(&vs, 192));
+                    let mut att = b.tensor(n, 576);
+                    start(&b);
+                    b.rope(&mut q, &positions, &rope);
+                    b.rope(&mut k, &positions, &rope);
+                    if split {
+                        b.flush();
+                    }
+                    b.attention(&q, &k, &v, &mut kv, &rows, &attn, &mut att);
+                    for x in [&q, &k, &att] {
+                        all.extend(b.read(x).unwrap());
+                    }
+                    count += dispatches(&b);
+                }
+                (all, count)
+            });
+            let label = format!("{style:?}, {n_rot} rotated");
+            assert!(
+                folded == split,
+                "{label}: the folded store differs {}",
+                first_difference(&folded, &split)
+            );
+            assert_eq!(f + 2, s, "{label}: dispatches folded, split");
+        }
+    }
 }

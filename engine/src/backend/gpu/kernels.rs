@@ -189,6 +189,17 @@ impl Module {
             Module::Rope => &[
                 ("rope", &[(1, true), (2, false)]),
                 ("rope2", &[(1, true), (2, false), (3, true)]),
+                (
+                    "rope2_store",
+                    &[
+                        (1, true),
+                        (2, false),
+                        (3, true),
+                        (4, false),
+                        (5, true),
+                        (6, true),
+                    ],
+                ),
             ],
             Module::Attention => &[
                 (
@@ -388,6 +399,8 @@ pub(super) struct Kernels {
     pub rope: Arc<Kernel>,
     /// `rope` of two tensors (queries and keys) in one dispatch.
     pub rope2: Arc<Kernel>,
+    /// `rope2` with the keys and values then stored in the cache (`kv_store` folded in).
+    pub rope2_store: Arc<Kernel>,
     pub kv_store: Arc<Kernel>,
     pub attend: Arc<Kernel>,
     pub attend_rows: Arc<Kernel>,
@@ -435,9 +448,9 @@ impl Kernels {
             compile(device, Module::Norm)
                 .try_into()
                 .expect("norm has three entry points");
-        let [rope, rope2]: [Arc<Kernel>; 2] = compile(device, Module::Rope)
+        let [rope, rope2, rope2_store]: [Arc<Kernel>; 3] = compile(device, Module::Rope)
             .try_into()
-            .expect("rope has two entry points");
+            .expect("rope has three entry points");
         let [
             kv_store,
             attend,
@@ -485,6 +498,7 @@ impl Kernels {
             add_rms_norm_round,
             rope,
             rope2,
+            rope2_store,
             kv_store,
             attend,
             attend_rows,

@@ -242,7 +242,7 @@ impl GpuBackend {
             if let Some((kernel, param)) = fold {
                 rec.fold_into_last(Fold {
                     kernel,
-                    extra: out.bind(),
+                    extra: vec![out.bind()],
                     params: &[(param, mode)],
                     groups: None,
                 });

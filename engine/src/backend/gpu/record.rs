@@ -83,7 +83,7 @@ struct Dispatch {
 /// How [`Recorder::fold_into_last`] rewrites the last dispatch.
 pub(super) struct Fold<'a> {
     pub kernel: &'a Arc<Kernel>,
-    pub extra: Bind,
+    pub extra: Vec<Bind>,
     pub params: &'a [(usize, u32)],
     pub groups: Option<u32>,
 }
@@ -207,13 +207,13 @@ impl Recorder {
         Some((&d.kernel, &d.binds, &self.params[d.params as usize]))
     }
 
-    /// Folds a follow-up op into the last dispatch: it becomes `fold.kernel`, with `fold.extra`
+    /// Folds a follow-up op into the last dispatch: it becomes `fold.kernel`, with `fold.extra`'s buffers
     /// bound after its bindings, the parameters in `fold.params` set and, where given, its
     /// workgroup count replaced.
     pub fn fold_into_last(&mut self, fold: Fold<'_>) {
         let last = self.dispatches.last_mut().expect("a dispatch to fold into");
         last.kernel = Arc::clone(fold.kernel);
-        last.binds.push(fold.extra);
+        last.binds.extend(fold.extra);
         assert_eq!(
             last.binds.len(),
             fold.kernel.bindings.len(),
