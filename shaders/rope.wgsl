@@ -28,6 +28,14 @@ fn pair(t: u32, h: u32, k: u32, cols: u32) -> Pair {
     return Pair(a, b, bitcast<f32>(D[cs]), bitcast<f32>(D[cs + 1u]));
 }
 
+// Rotates one pair of X.
+fn rotate_x(r: Pair) {
+    let x0 = X[r.a];
+    let x1 = X[r.b];
+    X[r.a] = x0 * r.c - x1 * r.s;
+    X[r.b] = x0 * r.s + x1 * r.c;
+}
+
 // One thread per rotated pair. p(0): rows, p(1): columns, p(2): head dim, p(3): rotated pairs per
 // head, p(4): 0 = adjacent pairs (normal), 1 = halves (neox), p(5): word offset in D of the
 // (cos, sin) table, `rows x pairs` entries.
@@ -41,10 +49,7 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let r = pair(i / (pairs * heads), (i / pairs) % heads, i % pairs, p(1u));
-    let x0 = X[r.a];
-    let x1 = X[r.b];
-    X[r.a] = x0 * r.c - x1 * r.s;
-    X[r.b] = x0 * r.s + x1 * r.c;
+    rotate_x(r);
 }
 
 // A second tensor rotated by the same table (the keys after the queries), one dispatch for both.
@@ -76,10 +81,7 @@ fn rope2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         X2[r.a] = x0 * r.c - x1 * r.s;
         X2[r.b] = x0 * r.s + x1 * r.c;
     } else {
-        let x0 = X[r.a];
-        let x1 = X[r.b];
-        X[r.a] = x0 * r.c - x1 * r.s;
-        X[r.b] = x0 * r.s + x1 * r.c;
+        rotate_x(r);
     }
 }
 
@@ -113,10 +115,7 @@ fn rope2_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let q_heads = p(1u) / hd;
     if i < rows * q_heads * pairs {
         let r = pair(i / (pairs * q_heads), (i / pairs) % q_heads, i % pairs, p(1u));
-        let x0 = X[r.a];
-        let x1 = X[r.b];
-        X[r.a] = x0 * r.c - x1 * r.s;
-        X[r.b] = x0 * r.s + x1 * r.c;
+        rotate_x(r);
         return;
     }
     i -= rows * q_heads * pairs;

@@ -161,6 +161,33 @@ pub(crate) fn convolve(
     xs
 }
 
+/// Row `t`'s query, key (of the key head value head `j` reads) and value of head `j`, in
+/// [`convolve`]'s rows `xs`.
+#[inline(always)]
+fn head_rows<'x>(net: &DeltaNet<'_>, xs: &'x [f32], t: usize, j: usize) -> [&'x [f32]; 3] {
+    let (ch, d) = (net.channels(), net.d);
+    let (nk, kh) = (net.n_k * d, j % net.n_k);
+    let x = &xs[t * ch..][..ch];
+    [
+        &x[kh * d..][..d],
+        &x[nk + kh * d..][..d],
+        &x[2 * nk + j * d..][..d],
+    ]
+}
+
+/// Row `t`'s decay of head `j`'s state and the weight `b` of its update.
+#[inline(always)]
+fn gates(
+    net: &DeltaNet<'_>,
+    beta: &HostTensor,
+    alpha: &HostTensor,
+    t: usize,
+    j: usize,
+) -> (f32, f32) {
+    let decay = (net.a[j] * softplus(alpha.row(t)[j] + net.dt_bias[j])).exp();
+    (decay, 1.0 / (1.0 + (-beta.row(t)[j]).exp()))
+}
+
 /// The gated delta rule of value head `j` over the rows `first..first + len` of one sequence:
 /// `s` is its `d x d` state, `xs` [`convolve`]'s rows; `out(t, o)` takes row `t`'s output.
 /// (`#[inline(always)]`: see [`rule_chunked`].)
@@ -176,19 +203,11 @@ pub(crate) fn rule(
     s: &mut [f32],
     out: &mut dyn FnMut(usize, &[f32]),
 ) {
-    let (ch, d) = (net.channels(), net.d);
-    let nk = net.n_k * d;
-    let kh = j % net.n_k;
+    let d = net.d;
     let (mut ks, mut delta, mut o) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
     for t in first..first + len {
-        let x = &xs[t * ch..][..ch];
-        let (q, kj, v) = (
-            &x[kh * d..][..d],
-            &x[nk + kh * d..][..d],
-            &x[2 * nk + j * d..][..d],
-        );
-        let decay = (net.a[j] * softplus(alpha.row(t)[j] + net.dt_bias[j])).exp();
-        let b = 1.0 / (1.0 + (-beta.row(t)[j]).exp());
+        let [q, kj, v] = head_rows(net, xs, t, j);
+        let (decay, b) = gates(net, beta, alpha, t, j);
         ks.fill(0.0);
         for (i, &ki) in kj.iter().enumerate() {
             let row = &mut s[i * d..][..d];

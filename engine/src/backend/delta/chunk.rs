@@ -14,7 +14,7 @@
 //! is a difference `g_t - g_s <= 0`, so nothing overflows however fast the state decays. The
 //! result equals the row-by-row rule up to f32 summation order.
 
-use super::{DeltaNet, softplus};
+use super::{DeltaNet, gates, head_rows};
 use crate::backend::host::HostTensor;
 
 /// Rows per chunk: the `n x n` products stay small next to the `n x d x d` ones, and the
@@ -78,9 +78,7 @@ pub(crate) fn rule_chunked(
     s: &mut [f32],
     out: &mut dyn FnMut(usize, &[f32]),
 ) {
-    let (ch, d) = (net.channels(), net.d);
-    let nk = net.n_k * d;
-    let kh = j % net.n_k;
+    let d = net.d;
     let m = CHUNK.min(len) * d;
     let (mut q, mut k, mut v) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
     let (mut ks0, mut qs0, mut delta) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
@@ -92,12 +90,11 @@ pub(crate) fn rule_chunked(
     while c0 < first + len {
         let n = CHUNK.min(first + len - c0);
         for t in 0..n {
-            let x = &xs[(c0 + t) * ch..][..ch];
-            q[t * d..][..d].copy_from_slice(&x[kh * d..][..d]);
-            k[t * d..][..d].copy_from_slice(&x[nk + kh * d..][..d]);
-            v[t * d..][..d].copy_from_slice(&x[2 * nk + j * d..][..d]);
-            gamma[t] = (net.a[j] * softplus(alpha.row(c0 + t)[j] + net.dt_bias[j])).exp();
-            b[t] = 1.0 / (1.0 + (-beta.row(c0 + t)[j]).exp());
+            let [qt, kt, vt] = head_rows(net, xs, c0 + t, j);
+            q[t * d..][..d].copy_from_slice(qt);
+            k[t * d..][..d].copy_from_slice(kt);
+            v[t * d..][..d].copy_from_slice(vt);
+            (gamma[t], b[t]) = gates(net, beta, alpha, c0 + t, j);
         }
         // The decays between rows, as products of the rows' own (one exponential per row).
         for (t, row) in decay[..n].iter_mut().enumerate() {
