@@ -175,10 +175,13 @@ impl GpuBackend {
                 && last[3] % 2 == 0
                 && k.cols == kv.k_dim
                 && v.cols == kv.v_dim;
+            if !fits {
+                return None;
+            }
             let (rows, hd, pairs) = (k.rows, last[2] as usize, last[3] as usize);
             let q = rows * (last[1] as usize / hd) * pairs;
             let keys = rows * (k.cols / hd) * (pairs / 2 + (hd - 2 * pairs) / 2);
-            fits.then_some(q + keys + rows * v.cols / 2)
+            Some(q + keys + rows * v.cols / 2)
         });
         let Some(threads) = threads else {
             return false;
