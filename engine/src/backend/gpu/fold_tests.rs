@@ -41,6 +41,33 @@ fn first_difference(a: &[u32], b: &[u32]) -> String {
     }
 }
 
+/// SmolLM2's attention shape: 9 query heads, 3 key-value heads of 64.
+fn smollm2_attention() -> Attention<'static> {
+    Attention {
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim_k: 64,
+        head_dim_v: 64,
+        scale: 0.125,
+        window: None,
+        sinks: None,
+    }
+}
+
+/// Plain RoPE on heads of 64, the first `n_rot` values rotated.
+fn rope_64(style: RopeStyle, n_rot: usize) -> Rope<'static> {
+    Rope {
+        style,
+        head_dim: 64,
+        n_rot,
+        base: 10000.0,
+        freq_scale: 1.0,
+        yarn: None,
+        freq_factors: None,
+        attn_factor: 1.0,
+    }
+}
+
 #[test]
 fn a_norm_rounds_its_output_for_the_next_matmul_in_its_own_dispatch() {
     let Some(b) = gpu_with(GpuOptions::default()) else {
@@ -86,16 +113,7 @@ fn the_keys_rope_joins_the_queries_dispatch() {
     };
     let mut rng = fastrand::Rng::with_seed(8);
     for style in [RopeStyle::Normal, RopeStyle::Neox] {
-        let rope = Rope {
-            style,
-            head_dim: 64,
-            n_rot: 64,
-            base: 10000.0,
-            freq_scale: 1.0,
-            yarn: None,
-            freq_factors: None,
-            attn_factor: 1.0,
-        };
+        let rope = rope_64(style, 64);
         for n in [1, 6] {
             let positions: Vec<u32> = (0..n as u32).map(|p| 3 * p + 11).collect();
             let (qs, ks) = (
@@ -127,16 +145,7 @@ fn the_keys_rope_joins_the_queries_dispatch() {
     let mut q = b.tensor_from(1, 576, &activations(&mut rng, 576));
     let mut k = b.tensor_from(1, 192, &activations(&mut rng, 192));
     start(&b);
-    let rope = Rope {
-        style: RopeStyle::Normal,
-        head_dim: 64,
-        n_rot: 64,
-        base: 10000.0,
-        freq_scale: 1.0,
-        yarn: None,
-        freq_factors: None,
-        attn_factor: 1.0,
-    };
+    let rope = rope_64(RopeStyle::Normal, 64);
     b.rope(&mut q, &[4], &rope);
     b.rope(&mut k, &[5], &rope);
     b.flush();
@@ -232,15 +241,7 @@ fn decode_attention_rounds_its_output_for_the_output_projection() {
     let find = |name: &str| smollm2.tensors().iter().find(|t| t.name == name).unwrap();
     // SmolLM2's Q4_1 output projection rounds its input to Q8_0 blocks (two per 64-value head).
     let wo = b.weight(smollm2, find("blk.0.attn_output.weight")).unwrap();
-    let attn = Attention {
-        n_head: 9,
-        n_kv_head: 3,
-        head_dim_k: 64,
-        head_dim_v: 64,
-        scale: 0.125,
-        window: None,
-        sinks: None,
-    };
+    let attn = smollm2_attention();
     let mut rng = fastrand::Rng::with_seed(10);
     let table: [&[u32]; 1] = [&[3, 1]];
     let prompt: Vec<u32> = (0..12).collect();
@@ -291,31 +292,14 @@ fn the_cache_store_joins_the_ropes_dispatch() {
     let Some(b) = gpu_with(GpuOptions::default()) else {
         return;
     };
-    let attn = Attention {
-        n_head: 9,
-        n_kv_head: 3,
-        head_dim_k: 64,
-        head_dim_v: 64,
-        scale: 0.125,
-        window: None,
-        sinks: None,
-    };
+    let attn = smollm2_attention();
     let mut rng = fastrand::Rng::with_seed(12);
     let table: &[u32] = &[3, 1];
     // Both styles, whole and partial rotation (the unrotated tail stored by its own threads), a
     // prompt of twelve rows over two blocks and then a decode row.
     for style in [RopeStyle::Normal, RopeStyle::Neox] {
         for n_rot in [64, 32] {
-            let rope = Rope {
-                style,
-                head_dim: 64,
-                n_rot,
-                base: 10000.0,
-                freq_scale: 1.0,
-                yarn: None,
-                freq_factors: None,
-                attn_factor: 1.0,
-            };
+            let rope = rope_64(style, n_rot);
             let (qs, ks, vs) = (
                 activations(&mut rng, 13 * 576),
                 activations(&mut rng, 13 * 192),
