@@ -356,6 +356,28 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Tensor,
     );
 
+    /// [`Backend::matmul_experts`] of several stacked weights reading the same input and ids,
+    /// each with its bias, into the output of the same index (an expert layer's gate and up
+    /// projections): a backend may group the rows and prepare the inputs once and run the
+    /// products together. The default runs [`Backend::matmul_experts`] on each.
+    fn matmul_experts_many(
+        &self,
+        x: &Self::Tensor,
+        ws: &[&Self::Weight],
+        biases: &[Option<&Self::Weight>],
+        n_expert: usize,
+        ids: &Self::Tensor,
+        outs: &mut [&mut Self::Tensor],
+    ) {
+        assert!(
+            ws.len() == outs.len() && ws.len() == biases.len(),
+            "matmul_experts_many: one bias and one output per weight"
+        );
+        for ((w, bias), out) in ws.iter().zip(biases).zip(outs.iter_mut()) {
+            self.matmul_experts(x, w, *bias, n_expert, ids, out);
+        }
+    }
+
     /// `out[t] = sum_s weights[t][s] * y[t * k + s]`: the experts' outputs, weighted.
     fn moe_combine(&self, y: &Self::Tensor, weights: &Self::Tensor, out: &mut Self::Tensor);
 

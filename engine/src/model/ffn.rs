@@ -153,8 +153,8 @@ fn experts<B: Backend>(
     match &m.gate_up {
         GateUp::Separate { gate: wg, up: wu } => {
             let (gate, up) = (sized(b, gate, pairs, f), sized(b, up, pairs, f));
-            b.matmul_experts(input, wg, m.gate_bias.as_ref(), e, ids, gate);
-            b.matmul_experts(input, wu, m.up_bias.as_ref(), e, ids, up);
+            let biases = [m.gate_bias.as_ref(), m.up_bias.as_ref()];
+            b.matmul_experts_many(input, &[wg, wu], &biases, e, ids, &mut [gate, up]);
             b.glu(gate, up, c.activation, act);
         }
         GateUp::Fused(w) => {

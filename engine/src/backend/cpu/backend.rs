@@ -391,7 +391,19 @@ impl Backend for CpuBackend {
         ids: &CpuTensor,
         out: &mut CpuTensor,
     ) {
-        self.experts(x, w, bias, n_expert, ids, out);
+        self.experts(x, &[w], &[bias], n_expert, ids, &mut [out]);
+    }
+
+    fn matmul_experts_many(
+        &self,
+        x: &CpuTensor,
+        ws: &[&CpuWeight],
+        biases: &[Option<&CpuWeight>],
+        n_expert: usize,
+        ids: &CpuTensor,
+        outs: &mut [&mut CpuTensor],
+    ) {
+        self.experts(x, ws, biases, n_expert, ids, outs);
     }
 
     fn moe_combine(&self, y: &CpuTensor, weights: &CpuTensor, out: &mut CpuTensor) {

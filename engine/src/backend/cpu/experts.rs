@@ -7,6 +7,7 @@
 //! [`Backend::matmul_experts`]: crate::backend::Backend::matmul_experts
 
 use super::backend::{CpuBackend, CpuTensor, CpuWeight, Out};
+use super::dot::activation_type;
 use super::matmul::{Activations, Input, Job, batched};
 use crate::backend::host::activation_as_quantized;
 use crate::backend::moe;
@@ -23,31 +24,64 @@ enum Prepared {
 }
 
 impl CpuBackend {
+    /// [`Backend::matmul_experts`] for each weight of `ws` (with its bias) into the output of
+    /// the same index, all reading `x` routed by `ids`: the rows are grouped once, each expert's
+    /// inputs are quantized once per activation type, and every chosen expert's rows of every
+    /// weight run as the jobs of one parallel region.
+    ///
+    /// [`Backend::matmul_experts`]: crate::backend::Backend::matmul_experts
     pub(super) fn experts(
         &self,
         x: &CpuTensor,
-        w: &CpuWeight,
-        bias: Option<&CpuWeight>,
+        ws: &[&CpuWeight],
+        biases: &[Option<&CpuWeight>],
         n_expert: usize,
         ids: &CpuTensor,
-        out: &mut CpuTensor,
+        outs: &mut [&mut CpuTensor],
     ) {
-        let raw = &w.raw;
-        let shape = moe::check_experts(
-            (x.rows, x.cols),
-            (raw.rows, raw.cols),
-            bias.map(|b| (b.raw.rows, b.raw.cols)),
-            n_expert,
-            (ids.rows, ids.cols),
-            (out.rows, out.cols),
+        assert!(
+            !ws.is_empty() && ws.len() == outs.len() && ws.len() == biases.len(),
+            "matmul_experts: one bias and one output per weight"
         );
-        let groups = moe::group_by_expert(ids, &shape);
-        let prepared: Vec<(usize, Vec<usize>, Prepared)> = groups
-            .into_iter()
-            .map(|(e, pairs)| {
-                let mut xs = Vec::with_capacity(pairs.len() * x.cols);
-                for &(input, _) in &pairs {
-                    xs.extend_from_slice(x.row(input));
+        let shapes: Vec<moe::ExpertShape> = ws
+            .iter()
+            .zip(biases)
+            .zip(outs.iter())
+            .map(|((w, bias), out)| {
+                moe::check_experts(
+                    (x.rows, x.cols),
+                    (w.raw.rows, w.raw.cols),
+                    bias.map(|b| (b.raw.rows, b.raw.cols)),
+                    n_expert,
+                    (ids.rows, ids.cols),
+                    (out.rows, out.cols),
+                )
+            })
+            .collect();
+        // The grouping depends only on the ids and the input's rows, the same for every weight.
+        let groups = moe::group_by_expert(ids, &shapes[0]);
+        // Per group: the expert, its output rows, and its inputs prepared for each weight (an
+        // index into `inputs`, shared by weights whose kernels read the same activation type).
+        let mut inputs: Vec<Prepared> = Vec::new();
+        let mut prepared: Vec<(usize, Vec<usize>, Vec<usize>)> = Vec::new();
+        for (e, pairs) in groups {
+            let mut xs = Vec::with_capacity(pairs.len() * x.cols);
+            for &(input, _) in &pairs {
+                xs.extend_from_slice(x.row(input));
+            }
+            let mut of_weight = Vec::with_capacity(ws.len());
+            for (i, w) in ws.iter().enumerate() {
+                let raw = &w.raw;
+                let same = ws[..i].iter().position(|v| {
+                    v.kernel.is_some() == w.kernel.is_some()
+                        && match w.kernel {
+                            Some(_) => activation_type(v.raw.ty) == activation_type(raw.ty),
+                            None => v.raw.ty == raw.ty,
+                        }
+                });
+                if let Some(j) = same {
+                    of_weight.push(of_weight[j]);
+                    continue;
                 }
                 let input = match w.kernel {
                     Some(_) => {
@@ -59,26 +93,31 @@ impl CpuBackend {
                     }
                     None => Prepared::Rounded(activation_as_quantized(raw.ty, &xs)),
                 };
-                (e, pairs.into_iter().map(|(_, o)| o).collect(), input)
-            })
-            .collect();
-        let o = Out::new(&mut out.data);
-        let jobs: Vec<Job<'_>> = prepared
-            .iter()
-            .map(|(e, out_rows, input)| Job {
-                w,
-                input: match input {
-                    Prepared::Quantized(a) => Input::Quantized(a),
-                    Prepared::Rounded(v) => Input::Rounded(v),
-                },
-                rows: e * shape.rows..(e + 1) * shape.rows,
-                out: o,
-                out_rows: Some(out_rows),
-            })
-            .collect();
+                of_weight.push(inputs.len());
+                inputs.push(input);
+            }
+            prepared.push((e, pairs.into_iter().map(|(_, o)| o).collect(), of_weight));
+        }
+        let os: Vec<Out<f32>> = outs.iter_mut().map(|o| Out::new(&mut o.data)).collect();
+        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(prepared.len() * ws.len());
+        for (i, (w, shape)) in ws.iter().zip(&shapes).enumerate() {
+            for (e, out_rows, of_weight) in &prepared {
+                jobs.push(Job {
+                    w,
+                    input: match &inputs[of_weight[i]] {
+                        Prepared::Quantized(a) => Input::Quantized(a),
+                        Prepared::Rounded(v) => Input::Rounded(v),
+                    },
+                    rows: e * shape.rows..(e + 1) * shape.rows,
+                    out: os[i],
+                    out_rows: Some(out_rows),
+                });
+            }
+        }
         let most = prepared.iter().map(|p| p.1.len()).max().unwrap_or(0);
         self.run_jobs(&jobs, most);
-        if let Some(b) = bias {
+        for ((bias, shape), out) in biases.iter().zip(&shapes).zip(outs.iter_mut()) {
+            let Some(b) = bias else { continue };
             let mut row = vec![0.0; shape.rows];
             for (e, out_rows, _) in &prepared {
                 b.raw.dequant_row(*e, &mut row);

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{CpuBackend, Level};
+use super::dot::activation_type;
+use super::{CpuBackend, CpuTensor, CpuWeight, Level};
 use crate::backend::test_support::{
     activations, assert_close, expert_ids, expert_views, model_files, tensor,
 };
@@ -376,6 +377,72 @@ fn expert_products_match_the_reference_on_real_tensors_at_every_level() {
     }
 }
 
+/// Several expert weights in one call (an expert layer's gate and up) give each weight's products
+/// alone, bit for bit: the same rows through the same kernels, with the inputs shared between
+/// weights of one activation type and prepared apart otherwise (Q8_0, Q8_K, and rounded f32 for
+/// a type without an integer kernel, all at one width).
+#[test]
+fn expert_weights_together_equal_each_alone() {
+    let mut rng = fastrand::Rng::with_seed(25);
+    // Per width, views of distinct activation types, from any test file.
+    type Views = Vec<(Arc<GgufFile>, crate::gguf::TensorInfo)>;
+    let mut widths: Vec<(usize, Views)> = Vec::new();
+    for file in model_files() {
+        for view in expert_views(&file) {
+            let cols = view.dims[0] as usize;
+            let at = match widths.iter().position(|(c, _)| *c == cols) {
+                Some(at) => at,
+                None => {
+                    widths.push((cols, Vec::new()));
+                    widths.len() - 1
+                }
+            };
+            let kind = activation_type(view.ty);
+            let views = &mut widths[at].1;
+            if !views.iter().any(|(_, v)| activation_type(v.ty) == kind) {
+                views.push((Arc::clone(&file), view));
+            }
+        }
+    }
+    let kinds = widths.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    assert_eq!(
+        kinds, 3,
+        "a width with Q8_0, Q8_K and rounded-f32 expert views"
+    );
+    for (cols, views) in widths.iter().filter(|(_, v)| v.len() > 1) {
+        let cols = *cols;
+        for b in backends() {
+            let loaded: Vec<CpuWeight> = views
+                .iter()
+                .map(|(file, view)| b.weight(file, view).unwrap())
+                .collect();
+            // Each weight, then the first again (its inputs shared).
+            let ws: Vec<&CpuWeight> = loaded.iter().chain(&loaded[..1]).collect();
+            for n in [1, 19] {
+                let ids = tensor(n, 2, expert_ids(&mut rng, n));
+                let x = tensor(n, cols, activations(&mut rng, n * cols));
+                let mut outs: Vec<CpuTensor> =
+                    ws.iter().map(|w| b.tensor(2 * n, w.raw.rows / 4)).collect();
+                let mut refs: Vec<&mut CpuTensor> = outs.iter_mut().collect();
+                b.matmul_experts_many(&x, &ws, &vec![None; ws.len()], 4, &ids, &mut refs);
+                for (k, (w, got)) in ws.iter().zip(&outs).enumerate() {
+                    let mut alone = b.tensor(2 * n, w.raw.rows / 4);
+                    b.matmul_experts(&x, w, None, 4, &ids, &mut alone);
+                    assert_eq!(
+                        got.data(),
+                        alone.data(),
+                        "weight {k} ({}) of {} at width {cols}, n={n}, {} x{}",
+                        w.raw.ty,
+                        ws.len(),
+                        b.level().name(),
+                        b.threads()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn expert_biases_routing_and_combination_match_the_reference() {
     let mut rng = fastrand::Rng::with_seed(25);
@@ -437,6 +504,18 @@ fn expert_biases_routing_and_combination_match_the_reference() {
         let mut got = b.tensor(2 * n, per);
         b.matmul_experts(&x, &cw, Some(&cb), 4, &got_ids, &mut got);
         assert_close("biased experts", got.data(), want.data(), 1e-6);
+        // Together with the same weight unbiased, each output keeps its own bias.
+        let (mut biased, mut unbiased) = (b.tensor(2 * n, per), b.tensor(2 * n, per));
+        b.matmul_experts_many(
+            &x,
+            &[&cw, &cw],
+            &[Some(&cb), None],
+            4,
+            &got_ids,
+            &mut [&mut biased, &mut unbiased],
+        );
+        assert_close("biased of two", biased.data(), want.data(), 1e-6);
+        assert_close("unbiased of two", unbiased.data(), plain.data(), 1e-6);
         let mut got_combined = b.tensor(n, per);
         b.moe_combine(&got, &got_mix, &mut got_combined);
         assert_close("combined", got_combined.data(), combined.data(), 1e-6);
