@@ -58,7 +58,8 @@ pub fn available(level: Level) -> bool {
 /// Whether a `ty` weight takes the batched path at `level`: every type with one at AVX-512 and
 /// AVX-VNNI; at AVX2 the types whose unpacked values stay under 64 (so `vpmaddubsw`'s i16 pairs,
 /// two of them summed, cannot overflow) and that are not repacked (`packed` has its own AVX2
-/// kernel).
+/// kernel) or fill their tiles from the packed layout (MXFP4), and IQ4_NL and IQ4_XS, which
+/// `avx2` multiplies as signed bytes.
 pub fn batched_at(level: Level, ty: GgmlType) -> bool {
     block_len(ty).is_some()
         && (available(level)
@@ -66,7 +67,12 @@ pub fn batched_at(level: Level, ty: GgmlType) -> bool {
             || (level >= Level::Avx2
                 && matches!(
                     ty,
-                    GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::MXFP4
+                    GgmlType::Q4_K
+                        | GgmlType::Q5_K
+                        | GgmlType::Q6_K
+                        | GgmlType::MXFP4
+                        | GgmlType::IQ4_NL
+                        | GgmlType::IQ4_XS
                 )))
 }
 
@@ -534,7 +540,8 @@ pub fn run(level: Level, tile: &Tile, a: &Acts, out: &mut dyn FnMut(usize, &[f32
             );
         }
         if batched_at(level, tile.ty) {
-            // SAFETY: the CPU has AVX2 (`batched_at`), and the tile's values are under 64.
+            // SAFETY: the CPU has AVX2 (`batched_at`), and the tile's values are under 64 or
+            // of a type the kernel takes signed.
             return drive::<4>(
                 a,
                 out,

@@ -120,6 +120,52 @@ fn check_tile(rng: &mut fastrand::Rng, name: &str, ty: GgmlType, cols: usize, ro
         });
         assert_eq!(seen_tokens, n);
     }
+    // The AVX2 kernel of the signed types directly (`run` sends Q8_0 tiles elsewhere).
+    #[cfg(target_arch = "x86_64")]
+    if Level::Avx2.supported() && avx2::signed(ty) {
+        for t in 0..n {
+            let mut got = [[0.0; TILE]; 1];
+            // SAFETY: the CPU has AVX2 and `t < n`; the kernel takes this type signed.
+            unsafe { avx2::tokens(&tile, &acts, t, &mut got) };
+            for (r, &got) in got[0].iter().enumerate().take(rows.len()) {
+                let want = dot_row_at(Level::Scalar, ty, rows[r], &a[t * a_bytes..][..a_bytes]);
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{name} {ty} signed at avx2: token {t} row {r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// The types the AVX2 tiles take as signed bytes, on random blocks whose bytes reach both ends
+/// (Q8_0's -128 and 127, every codebook index) against activations whose blocks each reach -127
+/// or 127: the largest i16 pairs the sign trick makes.
+#[test]
+fn signed_tiles_match_the_dot_kernels_at_the_extremes() {
+    let mut rng = fastrand::Rng::with_seed(13);
+    for ty in [GgmlType::Q8_0, GgmlType::IQ4_NL, GgmlType::IQ4_XS] {
+        let cols = 2 * QK_K;
+        let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut data: Vec<u8> = (0..13 * row_bytes).map(|_| rng.u8(..)).collect();
+        // Small finite scales: Q8_0's f16 d, IQ4_NL's f16 d, IQ4_XS's f16 d (the sub-block
+        // scales stay random).
+        let (block, d_at) = match ty {
+            GgmlType::Q8_0 => (q8_0::BYTES, q8_0::D),
+            GgmlType::IQ4_NL => (iq4_nl::BYTES, iq4_nl::D),
+            _ => (iq4_xs::BYTES, iq4_xs::D),
+        };
+        for (i, b) in data.chunks_exact_mut(block).enumerate() {
+            b[d_at..d_at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+            if ty == GgmlType::Q8_0 && i % 2 == 0 {
+                // A whole block of -128 (then 127): the extremes of the weights.
+                let v = if i % 4 == 0 { 0x80 } else { 0x7f };
+                b[q8_0::QS..].fill(v);
+            }
+        }
+        let rows: Vec<&[u8]> = data.chunks_exact(row_bytes).collect();
+        check_tile(&mut rng, "extreme", ty, cols, &rows);
+    }
 }
 
 #[test]
