@@ -3,7 +3,8 @@
 //! micro-kernel multiplies it with every token of the batch, eight tokens at a time: 16 output
 //! rows per 512-bit register with AVX-512 VNNI (`avx512`: `vpdpbusd`, 64 multiply-adds per
 //! instruction), or two registers of eight with AVX2 (`avx2`: `vpmaddubsw` and `vpmaddwd`, for the
-//! types whose unpacked values stay under 64, [`batched_at`]) or AVX-VNNI (`avxvnni`: 256-bit
+//! types whose unpacked values stay under 64 and, by the sign trick, Q8_0, IQ4_NL and IQ4_XS;
+//! [`batched_at`]) or AVX-VNNI (`avxvnni`: 256-bit
 //! `vpdpbusd`, every type).
 //!
 //! Every supported weight format has the same unpacked form: within a block, value `i` of row `r`
@@ -58,8 +59,8 @@ pub fn available(level: Level) -> bool {
 /// Whether a `ty` weight takes the batched path at `level`: every type with one at AVX-512 and
 /// AVX-VNNI; at AVX2 the types whose unpacked values stay under 64 (so `vpmaddubsw`'s i16 pairs,
 /// two of them summed, cannot overflow) and that are not repacked (`packed` has its own AVX2
-/// kernel) or fill their tiles from the packed layout (MXFP4), and IQ4_NL and IQ4_XS, which
-/// `avx2` multiplies as signed bytes.
+/// kernel) or fill their tiles from the packed layout (MXFP4), and Q8_0, IQ4_NL and IQ4_XS,
+/// which `avx2` multiplies as signed bytes.
 pub fn batched_at(level: Level, ty: GgmlType) -> bool {
     block_len(ty).is_some()
         && (available(level)
@@ -71,6 +72,7 @@ pub fn batched_at(level: Level, ty: GgmlType) -> bool {
                         | GgmlType::Q5_K
                         | GgmlType::Q6_K
                         | GgmlType::MXFP4
+                        | GgmlType::Q8_0
                         | GgmlType::IQ4_NL
                         | GgmlType::IQ4_XS
                 )))

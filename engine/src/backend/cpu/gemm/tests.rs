@@ -120,7 +120,7 @@ fn check_tile(rng: &mut fastrand::Rng, name: &str, ty: GgmlType, cols: usize, ro
         });
         assert_eq!(seen_tokens, n);
     }
-    // The AVX2 kernel of the signed types directly (`run` sends Q8_0 tiles elsewhere).
+    // The AVX2 kernel of the signed types directly (also where `run` has another kernel).
     #[cfg(target_arch = "x86_64")]
     if Level::Avx2.supported() && avx2::signed(ty) {
         for t in 0..n {
