@@ -17,6 +17,15 @@ pub(super) fn is_experts(name: &str) -> bool {
     name.ends_with("_exps.weight")
 }
 
+/// What a weight's products read: activations quantized for its kernel (by activation type), or
+/// rounded as ggml rounds them for its type; weights that read the same share one input.
+fn reads(w: &CpuWeight) -> Result<Option<crate::quant::GgmlType>, crate::quant::GgmlType> {
+    match w.kernel {
+        Some(_) => Ok(activation_type(w.raw.ty)),
+        None => Err(w.raw.ty),
+    }
+}
+
 /// One expert's inputs, prepared for the weight's kernel (or rounded for the fallback).
 enum Prepared {
     Quantized(Activations),
@@ -72,14 +81,7 @@ impl CpuBackend {
             let mut of_weight = Vec::with_capacity(ws.len());
             for (i, w) in ws.iter().enumerate() {
                 let raw = &w.raw;
-                let same = ws[..i].iter().position(|v| {
-                    v.kernel.is_some() == w.kernel.is_some()
-                        && match w.kernel {
-                            Some(_) => activation_type(v.raw.ty) == activation_type(raw.ty),
-                            None => v.raw.ty == raw.ty,
-                        }
-                });
-                if let Some(j) = same {
+                if let Some(j) = ws[..i].iter().position(|v| reads(v) == reads(w)) {
                     of_weight.push(of_weight[j]);
                     continue;
                 }
