@@ -264,6 +264,13 @@ pub trait Backend: Send + Sync {
     /// A zeroed `rows x cols` activation tensor.
     fn tensor(&self, rows: usize, cols: usize) -> Self::Tensor;
 
+    /// A `rows x cols` activation tensor for an op that writes every value of it before anything
+    /// reads one: its values are unspecified (the GPU backend hands back a pooled buffer as it
+    /// was, without the dispatch that zeroes it). Zeroed where a backend does not override it.
+    fn tensor_unzeroed(&self, rows: usize, cols: usize) -> Self::Tensor {
+        self.tensor(rows, cols)
+    }
+
     /// Bytes one cached key or value takes (the reference backend keeps f32; the CPU and GPU
     /// backends override this).
     fn kv_value_bytes(&self) -> usize {

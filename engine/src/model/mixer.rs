@@ -60,18 +60,18 @@ impl<B: Backend> Scratch<B> {
                     shape.n_kv_head * shape.head_dim_v,
                 );
                 let normed = |rows: usize, cols: usize, wanted: bool| match wanted {
-                    true => b.tensor(rows, cols),
+                    true => b.tensor_unzeroed(rows, cols),
                     false => b.tensor(0, 0),
                 };
                 all.push(Scratch {
                     key,
-                    q: b.tensor(n, q_dim),
-                    k: b.tensor(n, k_dim),
-                    v: b.tensor(n, v_dim),
+                    q: b.tensor_unzeroed(n, q_dim),
+                    k: b.tensor_unzeroed(n, k_dim),
+                    v: b.tensor_unzeroed(n, v_dim),
                     q_normed: normed(n, q_dim, c.qk_norm),
                     k_normed: normed(n, k_dim, c.qk_norm),
                     v_normed: normed(n, v_dim, c.v_norm),
-                    att: b.tensor(n, c.n_head * shape.head_dim_v),
+                    att: b.tensor_unzeroed(n, c.n_head * shape.head_dim_v),
                     gate: normed(n, c.n_head * shape.head_dim_v, c.attn_output_gate),
                     gated: normed(n, c.n_head * shape.head_dim_v, c.attn_output_gate),
                     act: b.tensor(0, 0),
@@ -221,7 +221,8 @@ impl<B: Backend> DeltaScratch<B> {
     }
 }
 
-/// `t`, made `rows x cols` where it is not.
+/// `t`, made `rows x cols` where it is not. Its values are unspecified either way (a scratch keeps
+/// the last layer's): the caller's next op writes it whole.
 pub(super) fn sized<'t, B: Backend>(
     b: &B,
     t: &'t mut B::Tensor,
@@ -229,7 +230,7 @@ pub(super) fn sized<'t, B: Backend>(
     cols: usize,
 ) -> &'t mut B::Tensor {
     if b.shape(t) != (rows, cols) {
-        *t = b.tensor(rows, cols);
+        *t = b.tensor_unzeroed(rows, cols);
     }
     t
 }

@@ -235,15 +235,15 @@ impl<B: Backend> Model<B> {
         };
         let d = c.d_model;
 
-        let mut x = b.tensor(n, d);
-        let mut h = b.tensor(n, d);
-        let mut o = b.tensor(n, d);
+        let mut x = b.tensor_unzeroed(n, d);
+        let mut h = b.tensor_unzeroed(n, d);
+        let mut o = b.tensor_unzeroed(n, d);
         // The attention and feed-forward scratch of each layer shape (gemma4 has two).
         let mut scratches: Vec<Scratch<B>> = Vec::new();
         let mut ffn_scratch = ffn::FfnScratch::new(b);
         // Gemma's post-norms' output, added to the residual stream.
         let mut post = if c.post_norms {
-            b.tensor(n, d)
+            b.tensor_unzeroed(n, d)
         } else {
             b.tensor(0, 0)
         };
@@ -353,7 +353,7 @@ impl<B: Backend> Model<B> {
                 }
             }
             if probe_layers.contains(&il) {
-                let mut rows = b.tensor(batch.logits.len(), d);
+                let mut rows = b.tensor_unzeroed(batch.logits.len(), d);
                 b.gather(&x, batch.logits, &mut rows);
                 states.push(rows);
             }
@@ -363,11 +363,11 @@ impl<B: Backend> Model<B> {
         if rows == 0 {
             return Ok((b.tensor(0, c.vocab_size), states));
         }
-        let mut picked = b.tensor(rows, d);
+        let mut picked = b.tensor_unzeroed(rows, d);
         b.gather(&x, batch.logits, &mut picked);
-        let mut normed = b.tensor(rows, d);
+        let mut normed = b.tensor_unzeroed(rows, d);
         b.rms_norm(&picked, &w.output_norm, c.rms_eps, &mut normed);
-        let mut logits = b.tensor(rows, c.vocab_size);
+        let mut logits = b.tensor_unzeroed(rows, c.vocab_size);
         let output = w.output.as_ref().unwrap_or(&w.token_embd);
         b.matmul(&normed, output, &mut logits);
         if let Some(s) = c.logit_scale {

@@ -396,6 +396,10 @@ impl Backend for GpuBackend {
         t
     }
 
+    fn tensor_unzeroed(&self, rows: usize, cols: usize) -> GpuTensor {
+        self.scratch(rows, cols)
+    }
+
     fn shape(&self, t: &GpuTensor) -> (usize, usize) {
         (t.rows, t.cols)
     }
