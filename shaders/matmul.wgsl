@@ -17,6 +17,10 @@ var<workgroup> partial: array<array<f32, TN>, WG>;
 // p(6): bytes per weight row, p(7): the buffer row of this weight's first row (weights stored
 // together, see below; else 0).
 //
+// The `_q8_0` variants of the workgroup-per-row kernels round their input to Q8_0 blocks as they
+// load it (see `load_scale`), so no dispatch of its own rounds it first; the others take it
+// rounded where the weight's type multiplies rounded activations.
+//
 // Weights stored together (a layer's Q, K and V; its gate and up projections) are multiplied in
 // one dispatch by the `3` and `glu` variants:
 // - `*3`: rows 0 .. p(8) of the buffer range into Y, the next p(9) into Y1, the rest (up to
@@ -126,9 +130,29 @@ fn matmul_lane_glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
+// Rounding on load to Q8_0 blocks, the same arithmetic as round.wgsl's `round_block_q8_0`, so the
+// same bits: the scale of the block whose values start at X[at], `(1 / d, d as f16)` with
+// d = amax / 127, for `load_rounded`.
+fn load_scale(at: u32) -> vec2<f32> {
+    var m = vec4<f32>(0.0);
+    for (var j = 0u; j < 8u; j++) {
+        m = max(m, abs(X[at + j]));
+    }
+    let d = max(max(m.x, m.y), max(m.z, m.w)) / 127.0;
+    return vec2<f32>(select(0.0, 1.0 / d, d != 0.0), round_f16(d));
+}
+
+// X[xi] rounded with its block's scale `s`: q = round(v / d), ties away from zero, times d.
+fn load_rounded(xi: u32, s: vec2<f32>) -> vec4<f32> {
+    let a = X[xi] * s.x;
+    return sign(a) * floor(abs(a) + 0.5) * s.y;
+}
+
 // This invocation's share of a weight row's dot products with `tn` token rows from `t0`: chunks
-// tid, tid + WG, ... of the row (neighbouring invocations read neighbouring words).
-fn strided_dots(tid: u32, row: u32, t0: u32, tn: u32) -> array<f32, TN> {
+// tid, tid + WG, ... of the row (neighbouring invocations read neighbouring words). Where
+// `rounds` (a constant at every call, so each kernel compiles to one of the two), X is rounded to
+// Q8_0 blocks as loaded, each chunk finding its block's scale (its 32 values) again.
+fn strided_dots(tid: u32, row: u32, t0: u32, tn: u32, rounds: bool) -> array<f32, TN> {
     let cols = p(2u);
     let x0 = (p(1u) + t0) * (cols / 4u);
     var acc: array<f32, TN>;
@@ -137,7 +161,13 @@ fn strided_dots(tid: u32, row: u32, t0: u32, tn: u32) -> array<f32, TN> {
         for (var t = 0u; t < TN; t++) {
             if t < tn {
                 let xi = x0 + t * (cols / 4u) + c * 2u;
-                acc[t] += dot(w.lo, X[xi]) + dot(w.hi, X[xi + 1u]);
+                if rounds {
+                    let s = load_scale(xi - (c % 4u) * 2u);
+                    let lo = load_rounded(xi, s);
+                    acc[t] += dot(w.lo, lo) + dot(w.hi, load_rounded(xi + 1u, s));
+                } else {
+                    acc[t] += dot(w.lo, X[xi]) + dot(w.hi, X[xi + 1u]);
+                }
             }
         }
     }
@@ -147,10 +177,10 @@ fn strided_dots(tid: u32, row: u32, t0: u32, tn: u32) -> array<f32, TN> {
 // The weight row at byte `row` against token rows `t0 ..`: the invocations' strided dot
 // products summed in workgroup memory; invocation `t < tn` gets token row `t0 + t`'s. Call from
 // uniform control flow.
-fn workgroup_dots(tid: u32, row: u32, t0: u32, tn: u32) -> f32 {
+fn workgroup_dots(tid: u32, row: u32, t0: u32, tn: u32, rounds: bool) -> f32 {
     // (A previous call's sums are read before they are overwritten.)
     workgroupBarrier();
-    partial[tid] = strided_dots(tid, row, t0, tn);
+    partial[tid] = strided_dots(tid, row, t0, tn, rounds);
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if tid < s {
@@ -177,11 +207,23 @@ fn row_tile(wid: vec3<u32>, nwg: vec3<u32>) -> Lane {
 @compute @workgroup_size(64)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
+    group_matmul(wid, nwg, tid, false);
+}
+
+// `matmul` of the input as it is before rounding to Q8_0 blocks.
+@compute @workgroup_size(64)
+fn matmul_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+    group_matmul(wid, nwg, tid, true);
+}
+
+// `matmul`, its input rounded to Q8_0 blocks as loaded where `rounds`.
+fn group_matmul(wid: vec3<u32>, nwg: vec3<u32>, tid: u32, rounds: bool) {
     let l = row_tile(wid, nwg);
     if !l.live {
         return;
     }
-    let s = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn);
+    let s = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn, rounds);
     if tid < l.tn {
         Y[(l.t0 + tid) * p(3u) + p(4u) + l.r] = s;
     }
@@ -194,7 +236,7 @@ fn matmul3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if !l.live {
         return;
     }
-    let s = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn);
+    let s = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn, false);
     if tid < l.tn {
         store3(l.t0 + tid, l.r, s);
     }
@@ -207,8 +249,8 @@ fn matmul_glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if !l.live {
         return;
     }
-    let g = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn);
-    let u = workgroup_dots(tid, row_at(p(8u), l.r), l.t0, l.tn);
+    let g = workgroup_dots(tid, row_at(p(7u), l.r), l.t0, l.tn, false);
+    let u = workgroup_dots(tid, row_at(p(8u), l.r), l.t0, l.tn, false);
     if tid < l.tn {
         Y[(l.t0 + tid) * p(3u) + l.r] = gated_by(p(9u), g, u);
     }

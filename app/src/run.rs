@@ -58,6 +58,10 @@ pub struct BackendArgs {
     /// Do not use the adapter's subgroup operations (for drivers that get them wrong).
     #[arg(long)]
     pub gpu_no_subgroups: bool,
+    /// Multiply a decode row by a workgroup per weight row, as on a GPU, even on a software
+    /// adapter (which takes an invocation per row): to count a GPU's dispatches on lavapipe.
+    #[arg(long)]
+    pub gpu_workgroup_rows: bool,
 }
 
 /// What `hearth run` was asked to do.
@@ -124,6 +128,7 @@ impl BackendArgs {
             adapter: self.gpu_adapter.clone(),
             f16: self.gpu_f16 || base.f16,
             subgroups: off(self.gpu_no_subgroups).or(base.subgroups),
+            lane_matmul: off(self.gpu_workgroup_rows).or(base.lane_matmul),
             ..base
         }
     }

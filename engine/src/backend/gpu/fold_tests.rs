@@ -1,8 +1,10 @@
 //! Work folded into the dispatch before it computes exactly what the separate dispatches compute,
 //! one dispatch fewer: a residual add and norm that also rounds its output for the matmuls after
-//! it, the keys' RoPE joining the queries' dispatch, and the cache store joining both. Each case runs folded, then with a
+//! it, the keys' RoPE joining the queries' dispatch, and the cache store joining both; and the
+//! row kernels rounding their input as they load it. Each case runs folded, then with a
 //! submission between the two ops (nothing to fold into), and compares the bits.
 
+use super::matmul::{Input, Rounding};
 use super::tests::gpu_with;
 use super::{GpuBackend, GpuOptions};
 use crate::backend::test_support::{activations, model_files};
@@ -70,38 +72,45 @@ fn rope_64(style: RopeStyle, n_rot: usize) -> Rope<'static> {
 
 #[test]
 fn a_norm_rounds_its_output_for_the_next_matmul_in_its_own_dispatch() {
-    let Some(b) = gpu_with(GpuOptions::default()) else {
-        return;
-    };
     let files = model_files();
     let mut rng = fastrand::Rng::with_seed(7);
-    // SmolLM2's Q4_1 rounds activations to Q8_0 blocks; the IQ4_XS file's to Q8_K blocks.
-    for file in [&files[0], &files[2]] {
-        let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
-        let norm = b.weight(file, find("blk.0.ffn_norm.weight")).unwrap();
-        let gate = b.weight(file, find("blk.0.ffn_gate.weight")).unwrap();
-        let (d, rows) = (gate.cols, gate.rows);
-        for n in [1, 5] {
-            let (stream, addend) = (activations(&mut rng, n * d), activations(&mut rng, n * d));
-            let [(folded, f), (split, s)] = both(|split| {
-                let mut x = b.tensor_from(n, d, &stream);
-                let y = b.tensor_from(n, d, &addend);
-                let (mut normed, mut out) = (b.tensor(n, d), b.tensor(n, rows));
-                start(&b);
-                b.add_rms_norm(&mut x, &y, &norm, 1e-5, &mut normed);
-                if split {
-                    b.flush();
-                }
-                b.matmul(&normed, &gate, &mut out);
-                (b.read(&out).unwrap(), dispatches(&b))
-            });
-            let label = format!("{} ({}) n={n}", file.label(), gate.ty());
-            assert!(
-                folded == split,
-                "{label}: folded rounding changed the product {}",
-                first_difference(&folded, &split)
-            );
-            assert_eq!(f + 1, s, "{label}: dispatches folded, split");
+    // SmolLM2's Q4_1 rounds activations to Q8_0 blocks; the IQ4_XS file's to Q8_K blocks. Split,
+    // a dispatch of its own rounds them, but for Q8_0 blocks in the workgroup-per-row kernels,
+    // which round them as they load them.
+    for lane in [true, false] {
+        let Some(b) = gpu_with(GpuOptions {
+            lane_matmul: Some(lane),
+            ..GpuOptions::default()
+        }) else {
+            return;
+        };
+        for (file, own) in [(&files[0], u64::from(lane)), (&files[2], 1)] {
+            let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
+            let norm = b.weight(file, find("blk.0.ffn_norm.weight")).unwrap();
+            let gate = b.weight(file, find("blk.0.ffn_gate.weight")).unwrap();
+            let (d, rows) = (gate.cols, gate.rows);
+            for n in [1, 5] {
+                let (stream, addend) = (activations(&mut rng, n * d), activations(&mut rng, n * d));
+                let [(folded, f), (split, s)] = both(|split| {
+                    let mut x = b.tensor_from(n, d, &stream);
+                    let y = b.tensor_from(n, d, &addend);
+                    let (mut normed, mut out) = (b.tensor(n, d), b.tensor(n, rows));
+                    start(&b);
+                    b.add_rms_norm(&mut x, &y, &norm, 1e-5, &mut normed);
+                    if split {
+                        b.flush();
+                    }
+                    b.matmul(&normed, &gate, &mut out);
+                    (b.read(&out).unwrap(), dispatches(&b))
+                });
+                let label = format!("{} ({}) n={n} lane={lane}", file.label(), gate.ty());
+                assert!(
+                    folded == split,
+                    "{label}: folded rounding changed the product {}",
+                    first_difference(&folded, &split)
+                );
+                assert_eq!((f, f + own), (2, s), "{label}: dispatches folded, split");
+            }
         }
     }
 }
@@ -224,7 +233,12 @@ fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
                     first_difference(&joint, &split)
                 );
                 if n <= 8 {
-                    assert_eq!((j + 2, gj + 2), (s, gs), "{label}: dispatches");
+                    // Apart, two products more, but with one rounding fewer where the plain
+                    // products round Q8_0 blocks as they load them (and the joint ones not).
+                    let fewer =
+                        u64::from(!lane && Rounding::of(together[0].ty()) == Rounding::Q8_0);
+                    let more = 2 - fewer;
+                    assert_eq!((j + more, gj + more), (s, gs), "{label}: dispatches");
                 }
             }
         }
@@ -233,7 +247,12 @@ fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
 
 #[test]
 fn decode_attention_rounds_its_output_for_the_output_projection() {
-    let Some(b) = gpu_with(GpuOptions::default()) else {
+    // (An invocation per row: the workgroup-per-row kernels would round the split case's input
+    // as they load it.)
+    let Some(b) = gpu_with(GpuOptions {
+        lane_matmul: Some(true),
+        ..GpuOptions::default()
+    }) else {
         return;
     };
     let files = model_files();
@@ -285,6 +304,78 @@ fn decode_attention_rounds_its_output_for_the_output_projection() {
         first_difference(&folded, &split)
     );
     assert_eq!(f + 1, s, "dispatches folded, split");
+}
+
+#[test]
+fn row_kernels_round_their_input_as_they_load_it() {
+    let files = model_files();
+    let mut rng = fastrand::Rng::with_seed(11);
+    // A workgroup per row with and without subgroup sums round Q8_0 blocks as they load them;
+    // an invocation per row, and Q8_K blocks, take a dispatch of their own.
+    for (lane, subgroups) in [(true, None), (false, None), (false, Some(false))] {
+        let Some(b) = gpu_with(GpuOptions {
+            lane_matmul: Some(lane),
+            subgroups,
+            ..GpuOptions::default()
+        }) else {
+            return;
+        };
+        // SmolLM2's Q4_1 down projection (Q8_0 blocks), the IQ4_XS file's (Q8_K blocks).
+        for file in [&files[0], &files[2]] {
+            let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
+            let w = b.weight(file, find("blk.0.ffn_down.weight")).unwrap();
+            let r = Rounding::of(w.ty());
+            let on_load = r == Rounding::Q8_0 && !lane;
+            let d = w.cols;
+            for n in [1, 5] {
+                let mut x = activations(&mut rng, n * d);
+                // A block of zeros (no scale), and in the last row the largest magnitude twice
+                // with both signs (Q8_K maps the first of them to -127).
+                x[..256].fill(0.0);
+                let last = (n - 1) * d;
+                x[last + 3] = 40.0;
+                x[last + 9] = -40.0;
+                let label = format!(
+                    "{} ({:?}) n={n} lane={lane} subgroups={subgroups:?}",
+                    file.label(),
+                    r
+                );
+                let [(loaded, l), (apart, a)] = [false, true].map(|apart| {
+                    let gx = b.tensor_from(n, d, &x);
+                    let mut out = b.tensor(n, w.rows);
+                    start(&b);
+                    if apart {
+                        let xr = b.round(&gx, 0..n, r);
+                        let at = Input {
+                            x: &xr,
+                            row0: 0,
+                            load: Rounding::None,
+                        };
+                        b.record_matmul(at, n, &w, &mut out);
+                    } else {
+                        b.matmul(&gx, &w, &mut out);
+                    }
+                    let values: Vec<u32> = b
+                        .read(&out)
+                        .unwrap()
+                        .into_iter()
+                        .map(f32::to_bits)
+                        .collect();
+                    (values, dispatches(&b))
+                });
+                assert!(
+                    loaded == apart,
+                    "{label}: rounding on load changed the product {}",
+                    first_difference(&loaded, &apart)
+                );
+                assert_eq!(
+                    l + u64::from(on_load),
+                    a,
+                    "{label}: dispatches rounding on load, apart"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -164,11 +164,13 @@ impl Module {
                 ("matmul_lane3", THREE_OUTPUTS),
                 ("matmul_glu", &[(1, false), (2, false), (3, true)]),
                 ("matmul_lane_glu", &[(1, false), (2, false), (3, true)]),
+                ("matmul_q8_0", &[(1, false), (2, false), (3, true)]),
             ],
             Module::MatmulSubgroup(_) => &[
                 ("matmul_subgroup", &[(1, false), (2, false), (3, true)]),
                 ("matmul_subgroup3", THREE_OUTPUTS),
                 ("matmul_subgroup_glu", &[(1, false), (2, false), (3, true)]),
+                ("matmul_subgroup_q8_0", &[(1, false), (2, false), (3, true)]),
             ],
             Module::MatmulF16(_) => &[
                 ("matmul_tiled", &[(1, false), (2, false), (3, true)]),
@@ -381,9 +383,11 @@ pub(super) struct Quantized {
     pub matmul_lane3: Arc<Kernel>,
     pub matmul_glu: Arc<Kernel>,
     pub matmul_lane_glu: Arc<Kernel>,
-    /// `matmul` with subgroup sums, and its `3` and `glu` variants, where the device has
+    /// `matmul` that rounds its input to Q8_0 blocks as it loads it.
+    pub matmul_q8_0: Arc<Kernel>,
+    /// `matmul` with subgroup sums, and its `3`, `glu` and `q8_0` variants, where the device has
     /// subgroups.
-    pub matmul_subgroup: Option<[Arc<Kernel>; 3]>,
+    pub matmul_subgroup: Option<[Arc<Kernel>; 4]>,
     /// `matmul_tiled` and `matmul_id_tiled` with f16 tiles, where the device has `shader-f16`.
     pub matmul_tiled_f16: Option<[Arc<Kernel>; 2]>,
     pub embed: Arc<Kernel>,
@@ -547,9 +551,10 @@ impl Kernels {
                     matmul_lane3,
                     matmul_glu,
                     matmul_lane_glu,
-                ]: [Arc<Kernel>; 9] = compile(device, Module::Matmul(f))
+                    matmul_q8_0,
+                ]: [Arc<Kernel>; 10] = compile(device, Module::Matmul(f))
                     .try_into()
-                    .expect("matmul has nine entry points");
+                    .expect("matmul has ten entry points");
                 Quantized {
                     matmul,
                     matmul_lane,
@@ -560,10 +565,11 @@ impl Kernels {
                     matmul_lane3,
                     matmul_glu,
                     matmul_lane_glu,
+                    matmul_q8_0,
                     matmul_subgroup: self.subgroups.then(|| {
                         compile(device, Module::MatmulSubgroup(f))
                             .try_into()
-                            .expect("the subgroup matmul has three entry points")
+                            .expect("the subgroup matmul has four entry points")
                     }),
                     matmul_tiled_f16: self.f16.then(|| {
                         compile(device, Module::MatmulF16(f))

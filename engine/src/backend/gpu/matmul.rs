@@ -14,7 +14,7 @@ use crate::quant::GgmlType;
 
 /// How activations are rounded before a product with a weight of some type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rounding {
+pub(super) enum Rounding {
     None,
     /// Through Q8_0 blocks (the 32-value formats).
     Q8_0,
@@ -25,7 +25,7 @@ enum Rounding {
 }
 
 impl Rounding {
-    fn of(ty: GgmlType) -> Self {
+    pub(super) fn of(ty: GgmlType) -> Self {
         match ty {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::MXFP4 => {
                 Rounding::Q8_0
@@ -45,6 +45,42 @@ impl Rounding {
             GgmlType::F16 => Rounding::F16,
             _ => Rounding::None,
         }
+    }
+}
+
+/// A matmul's input as its kernel reads it: `x`'s rows from `row0`, as they are or rounded by the
+/// kernel as it loads them (`load`: the workgroup-per-row kernels' `_q8_0` variants in
+/// matmul.wgsl).
+pub(super) struct Input<'x> {
+    pub x: &'x GpuTensor,
+    pub row0: usize,
+    pub load: Rounding,
+}
+
+/// How a product's input rows are rounded (see [`GpuBackend::rounded`]).
+pub(super) enum Rounded {
+    /// The weight's type multiplies them as they are.
+    Not,
+    /// Into this tensor (its rows from 0).
+    Into(GpuTensor),
+    /// By the row kernel as it loads them, this way.
+    OnLoad(Rounding),
+}
+
+/// The input of a product of rows `row0..` of `x`, rounded `r`-wise.
+fn input<'x>(x: &'x GpuTensor, r: &'x Rounded, row0: usize) -> Input<'x> {
+    match r {
+        Rounded::Not => Input {
+            x,
+            row0,
+            load: Rounding::None,
+        },
+        Rounded::Into(t) => Input {
+            x: t,
+            row0: 0,
+            load: Rounding::None,
+        },
+        Rounded::OnLoad(r) => Input { x, row0, load: *r },
     }
 }
 
@@ -72,13 +108,13 @@ impl GpuBackend {
             && self.row_kernels(x, rows.len())
             && stored_in_order(&[q, k, v])
         {
-            let xr = self.rounded(x, rows.clone(), q.ty);
-            let (x, x_row0) = xr.as_ref().map_or((x, rows.start), |t| (t, 0));
+            let xr = self.rounded(x, rows.clone(), Rounding::of(q.ty), false);
+            let Input { x, row0, .. } = input(x, &xr, rows.start);
             let total = q.rows + k.rows + v.rows;
             let (n, part) = (rows.len(), &q.parts[0]);
             let params = [
                 u(n),
-                u(x_row0),
+                u(row0),
                 u(q.cols),
                 0,
                 0,
@@ -96,7 +132,7 @@ impl GpuBackend {
                 ov.bind(),
             ];
             let k = &q.kernels;
-            let subgroup = k.matmul_subgroup.as_ref().map(|[_, three, _]| three);
+            let subgroup = k.matmul_subgroup.as_ref().map(|[_, three, _, _]| three);
             self.run_rows(
                 &k.matmul_lane3,
                 &k.matmul3,
@@ -108,22 +144,18 @@ impl GpuBackend {
             );
             return;
         }
-        let mut rounded: Vec<(Rounding, GpuTensor)> = Vec::new();
+        let mut rounded: Vec<(Rounding, Rounded)> = Vec::new();
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             let r = Rounding::of(w.ty);
-            if r == Rounding::None {
-                self.record_matmul(x, rows.start, rows.len(), w, out);
-                continue;
-            }
             if !rounded.iter().any(|(k, _)| *k == r) {
-                let t = self.round(x, rows.clone(), r);
+                let t = self.rounded(x, rows.clone(), r, true);
                 rounded.push((r, t));
             }
             let (_, xr) = rounded
                 .iter()
                 .find(|(k, _)| *k == r)
                 .expect("rounded just above");
-            self.record_matmul(xr, 0, rows.len(), w, out);
+            self.record_matmul(input(x, xr, rows.start), rows.len(), w, out);
         }
     }
 
@@ -133,11 +165,24 @@ impl GpuBackend {
         !(n > TILED_MIN_ROWS && x.cols.is_multiple_of(32))
     }
 
-    /// Rows `rows` of `x` rounded for a weight of type `ty`; `None` where the type multiplies
-    /// unrounded activations.
-    fn rounded(&self, x: &GpuTensor, rows: Range<usize>, ty: GgmlType) -> Option<GpuTensor> {
-        let r = Rounding::of(ty);
-        (r != Rounding::None).then(|| self.round(x, rows, r))
+    /// Rows `rows` of `x` rounded `r`-wise for a product: by the dispatch that wrote `x` where
+    /// that one can fold it in, else, where `load` (a plain product) of Q8_0 blocks by a
+    /// workgroup per row, by the kernel as it loads them, else by a dispatch of their own. (The
+    /// workgroup-per-row kernels find a block's scale again for each chunk of 8 values, which is
+    /// cheap on a GPU; the invocation-per-row kernels of CPU rasterizers, where that arithmetic
+    /// costs more than the dispatch, and Q8_K's 256-value blocks keep the dispatch.)
+    fn rounded(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding, load: bool) -> Rounded {
+        if r == Rounding::None {
+            return Rounded::Not;
+        }
+        if let Some(t) = self.fold_round(x, rows.clone(), r) {
+            return Rounded::Into(t);
+        }
+        let variant = r == Rounding::Q8_0 && !self.ctx.lane_matmul;
+        if load && variant && self.row_kernels(x, rows.len()) {
+            return Rounded::OnLoad(r);
+        }
+        Rounded::Into(self.round(x, rows, r))
     }
 
     /// Records a row kernel over `rows` weight rows and `n` token rows: an invocation per row on
@@ -182,11 +227,11 @@ impl GpuBackend {
         if !together || !self.row_kernels(x, n) {
             return false;
         }
-        let xr = self.rounded(x, 0..n, gate.ty);
-        let x = xr.as_ref().unwrap_or(x);
+        let xr = self.rounded(x, 0..n, Rounding::of(gate.ty), false);
+        let Input { x, row0, .. } = input(x, &xr, 0);
         let params = [
             u(n),
-            0,
+            u(row0),
             u(gate.cols),
             u(gate.rows),
             0,
@@ -198,7 +243,7 @@ impl GpuBackend {
         ];
         let binds = vec![Bind::Buf(gate.parts[0].buf.clone()), x.bind(), out.bind()];
         let k = &gate.kernels;
-        let subgroup = k.matmul_subgroup.as_ref().map(|[_, _, glu]| glu);
+        let subgroup = k.matmul_subgroup.as_ref().map(|[_, _, glu, _]| glu);
         self.run_rows(
             &k.matmul_lane_glu,
             &k.matmul_glu,
@@ -211,10 +256,9 @@ impl GpuBackend {
         true
     }
 
-    /// Rows `rows` of `x`, rounded. Where `x` was just written whole by a residual add and norm,
-    /// or by decode attention, that dispatch rounds it too (no dispatch of its own).
-    fn round(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding) -> GpuTensor {
-        let out = self.scratch(rows.len(), x.cols);
+    /// Rows `rows` of `x`, rounded by the dispatch that just wrote `x` whole where it is a
+    /// residual add and norm, or decode attention (no dispatch of its own); `None` where not.
+    fn fold_round(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding) -> Option<GpuTensor> {
         let (mode, block) = match r {
             Rounding::Q8_0 => (1, 32),
             Rounding::Q8K => (2, 256),
@@ -240,15 +284,22 @@ impl GpuBackend {
                 }
             });
             if let Some((kernel, param)) = fold {
+                let out = self.scratch(rows.len(), x.cols);
                 rec.fold_into_last(Fold {
                     kernel,
                     extra: vec![out.bind()],
                     params: &[(param, mode)],
                     groups: None,
                 });
-                return out;
+                return Some(out);
             }
         }
+        None
+    }
+
+    /// Rows `rows` of `x`, rounded by a dispatch of their own.
+    pub(super) fn round(&self, x: &GpuTensor, rows: Range<usize>, r: Rounding) -> GpuTensor {
+        let out = self.scratch(rows.len(), x.cols);
         let from = u(rows.start * x.cols);
         let k = &self.ctx.kernels;
         let binds = vec![x.bind(), out.bind()];
@@ -262,19 +313,19 @@ impl GpuBackend {
         out
     }
 
-    /// Records `out = x[x_row0 .. x_row0 + n] · w`.
-    fn record_matmul(
+    /// Records `out = x[row0 .. row0 + n] · w` for the input `Input { x, row0, load }`.
+    pub(super) fn record_matmul(
         &self,
-        x: &GpuTensor,
-        x_row0: usize,
+        at: Input<'_>,
         n: usize,
         w: &GpuWeight,
         out: &mut GpuTensor,
     ) {
+        let Input { x, row0, load } = at;
         for part in &w.parts {
             let params = [
                 u(n),
-                u(x_row0),
+                u(row0),
                 u(w.cols),
                 u(w.rows),
                 u(part.row0),
@@ -284,6 +335,11 @@ impl GpuBackend {
             ];
             let binds = vec![Bind::Buf(part.buf.clone()), x.bind(), out.bind()];
             if !self.row_kernels(x, n) {
+                assert_eq!(
+                    load,
+                    Rounding::None,
+                    "matmul: the tiled kernel rounds nothing"
+                );
                 let groups = part.rows.div_ceil(64) * n.div_ceil(32);
                 let kernel = w
                     .kernels
@@ -293,16 +349,19 @@ impl GpuBackend {
                 self.run(kernel, binds, &params, groups);
             } else {
                 let k = &w.kernels;
-                let subgroup = k.matmul_subgroup.as_ref().map(|[plain, _, _]| plain);
-                self.run_rows(
-                    &k.matmul_lane,
-                    &k.matmul,
-                    subgroup,
-                    binds,
-                    &params,
-                    part.rows,
-                    n,
-                );
+                let (group, subgroup) = match load {
+                    Rounding::None => (
+                        &k.matmul,
+                        k.matmul_subgroup.as_ref().map(|[plain, ..]| plain),
+                    ),
+                    Rounding::Q8_0 => (
+                        &k.matmul_q8_0,
+                        k.matmul_subgroup.as_ref().map(|[.., q8_0]| q8_0),
+                    ),
+                    r => unreachable!("no row kernel rounds {r:?} as it loads"),
+                };
+                let lane = &k.matmul_lane;
+                self.run_rows(lane, group, subgroup, binds, &params, part.rows, n);
             }
         }
     }
@@ -355,7 +414,10 @@ impl GpuBackend {
             (out.rows, out.cols),
         );
         let r = Rounding::of(w.ty);
-        let rounded = (r != Rounding::None).then(|| self.round(x, 0..x.rows, r));
+        let rounded = (r != Rounding::None).then(|| match self.fold_round(x, 0..x.rows, r) {
+            Some(t) => t,
+            None => self.round(x, 0..x.rows, r),
+        });
         let xr = rounded.as_ref().unwrap_or(x);
         if !self.row_kernels(x, shape.tokens) {
             self.experts_tiled(xr, w, n_expert, ids, out, &shape);
