@@ -43,6 +43,23 @@ fn first_difference(a: &[u32], b: &[u32]) -> String {
     }
 }
 
+/// A backend per shape of the row kernels, with its `lane_matmul` and `subgroups` options: an
+/// invocation per row (lavapipe's), a workgroup per row with and without subgroup sums; `None`
+/// without an adapter.
+fn row_kernel_shapes() -> Option<Vec<(bool, Option<bool>, GpuBackend)>> {
+    [(true, None), (false, None), (false, Some(false))]
+        .into_iter()
+        .map(|(lane, subgroups)| {
+            let b = gpu_with(GpuOptions {
+                lane_matmul: Some(lane),
+                subgroups,
+                ..GpuOptions::default()
+            })?;
+            Some((lane, subgroups, b))
+        })
+        .collect()
+}
+
 /// SmolLM2's attention shape: 9 query heads, 3 key-value heads of 64.
 fn smollm2_attention() -> Attention<'static> {
     Attention {
@@ -165,15 +182,10 @@ fn the_keys_rope_joins_the_queries_dispatch() {
 fn weights_stored_together_multiply_in_one_dispatch_as_they_would_apart() {
     let files = model_files();
     let mut rng = fastrand::Rng::with_seed(9);
-    // An invocation per row (lavapipe), a workgroup per row with and without subgroup sums.
-    for (lane, subgroups) in [(true, None), (false, None), (false, Some(false))] {
-        let Some(b) = gpu_with(GpuOptions {
-            lane_matmul: Some(lane),
-            subgroups,
-            ..GpuOptions::default()
-        }) else {
-            return;
-        };
+    let Some(shapes) = row_kernel_shapes() else {
+        return;
+    };
+    for (lane, subgroups, b) in shapes {
         // SmolLM2's Q4_1 and the IQ4_XS file: Q, K, V and gate, up of one type each.
         for file in [&files[0], &files[2]] {
             let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
@@ -312,14 +324,10 @@ fn row_kernels_round_their_input_as_they_load_it() {
     let mut rng = fastrand::Rng::with_seed(11);
     // A workgroup per row with and without subgroup sums round Q8_0 blocks as they load them;
     // an invocation per row, and Q8_K blocks, take a dispatch of their own.
-    for (lane, subgroups) in [(true, None), (false, None), (false, Some(false))] {
-        let Some(b) = gpu_with(GpuOptions {
-            lane_matmul: Some(lane),
-            subgroups,
-            ..GpuOptions::default()
-        }) else {
-            return;
-        };
+    let Some(shapes) = row_kernel_shapes() else {
+        return;
+    };
+    for (lane, subgroups, b) in shapes {
         // SmolLM2's Q4_1 down projection (Q8_0 blocks), the IQ4_XS file's (Q8_K blocks).
         for file in [&files[0], &files[2]] {
             let find = |name: &str| file.tensors().iter().find(|t| t.name == name).unwrap();
