@@ -413,12 +413,8 @@ impl GpuBackend {
             (ids.rows, ids.cols),
             (out.rows, out.cols),
         );
-        let r = Rounding::of(w.ty);
-        let rounded = (r != Rounding::None).then(|| match self.fold_round(x, 0..x.rows, r) {
-            Some(t) => t,
-            None => self.round(x, 0..x.rows, r),
-        });
-        let xr = rounded.as_ref().unwrap_or(x);
+        let rounded = self.rounded(x, 0..x.rows, Rounding::of(w.ty), false);
+        let xr = input(x, &rounded, 0).x;
         if !self.row_kernels(x, shape.tokens) {
             self.experts_tiled(xr, w, n_expert, ids, out, &shape);
         } else {
